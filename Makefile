@@ -4,6 +4,7 @@
 VENV        ?= .venv
 PYTEST_ARGS ?=
 TEST        ?=
+SIM         ?= icarus
 
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
@@ -28,7 +29,7 @@ help:
 	@echo "make venv       create $(VENV) and install the project (editable) + system deps"
 	@echo "make test       run the pytest suite in parallel (PYTEST_ARGS='...' to add options)"
 	@echo "make sim        run the regression report (tb.regression)"
-	@echo "make waves TEST=name   dump waveforms of one test (tb.waves)"
+	@echo "make waves TEST=name [SIM=verilator]   FST + GTKWave save file of one scenario"
 	@echo "make clean      remove build outputs and caches (keeps the venv)"
 	@echo "make distclean  clean, and remove the venv"
 
@@ -49,12 +50,12 @@ test: venv
 sim: venv
 	$(PY) -m tb.regression
 
-# waves: waveforms of one test, e.g. `make waves TEST=<name>`
+# waves: FST + GTKWave save file of one scenario, e.g. `make waves TEST=hand SIM=verilator`
 waves: venv
 	@if [ -z "$(TEST)" ]; then \
-	  echo "usage: make waves TEST=<name>; the tests are:"; \
-	  $(PY) -m pytest --collect-only -q 2>/dev/null | grep '::' || true; exit 1; fi
-	$(PY) -m tb.waves $(TEST)
+	  echo "usage: make waves TEST=<name> [SIM=icarus|verilator]; the scenarios are:"; \
+	  $(PY) -m tb.waves --list; exit 1; fi
+	$(PY) -m tb.waves $(TEST) --sim $(SIM)
 
 # lint: verilator --lint-only (not wired up yet)
 lint:

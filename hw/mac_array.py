@@ -54,7 +54,8 @@ class MacArray(wiring.Component):
                 m.d.sync += product.eq(self.weights[r][lane] * self.acts[r])
             lane_sum = Signal(signed(16 + (rows - 1).bit_length()), name=f"sum_l{lane}")
             m.d.sync += lane_sum.eq(sum(products))
-            acc = self.acc[lane]
+            acc = Signal(signed(ACC_BITS), name=f"acc_l{lane}")   # one name per lane, for waves
+            m.d.comb += self.acc[lane].eq(acc)
             with m.If(valid[-1]):
                 m.d.sync += acc.eq(Mux(first[-1], 0, acc) + lane_sum)
         return m

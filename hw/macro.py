@@ -70,7 +70,7 @@ class Macro(wiring.Component):
         cfg = self.config
         lanes, rows = cfg.lanes, cfg.rows_per_cycle
 
-        m.submodules.weights = weights = self._weight_store(cfg)
+        m.submodules.weight_store = weights = self._weight_store(cfg)
         m.submodules.macs = macs = MacArray(cfg)
         m.submodules.requant = requant = Requantizer()
         m.submodules.counters = counters = PerfCounters()

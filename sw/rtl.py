@@ -6,6 +6,7 @@ plays a batch of :class:`Job` s through :mod:`tb.player` in one simulator run.
 """
 
 import fcntl
+import logging
 import hashlib
 import json
 import os
@@ -114,12 +115,22 @@ def _build(runner, sim, config, arch, waves, build_dir):
             build_args += ["--trace-fst", "--trace-structs"]
     stamp = build_dir / "build.stamp"
     source = build_dir / f"{HDL_TOPLEVEL}.v"
+    sources = [source]
+    if sim == "icarus" and waves:
+        # cocotb's own dump module is SystemVerilog, which -g2005 rejects: use a plain one.
+        dump = build_dir / "pim_dump.v"
+        dump.write_text("module pim_dump();\ninitial begin\n"
+                        f'    $dumpfile("{build_dir / HDL_TOPLEVEL}.fst");\n'
+                        f"    $dumpvars(0, {HDL_TOPLEVEL});\nend\nendmodule\n")
+        sources.append(dump)
+        build_args += ["-s", "pim_dump"]
     key = f"{_hw_digest()} {arch} {config.tag()} {' '.join(build_args)}"
     fresh = stamp.exists() and stamp.read_text() == key and source.exists()
     if not fresh:
         source.write_text(verilog_for(config, arch))
-    runner.build(sources=[source], hdl_toplevel=HDL_TOPLEVEL, build_dir=build_dir,
-                 build_args=build_args, timescale=("1ns", "1ps"), waves=waves, always=not fresh,
+    runner.build(sources=sources, hdl_toplevel=HDL_TOPLEVEL, build_dir=build_dir,
+                 build_args=build_args, timescale=("1ns", "1ps"),
+                 waves=waves and sim == "verilator", always=not fresh,
                  log_file=build_dir / "build.log")
     stamp.write_text(key)
 
@@ -139,6 +150,9 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
     test_dir = Path(test_dir or build_dir / f"run-{os.getpid()}").resolve()
     test_dir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(sim)
+    # The runner logs every step (and "Skipping compilation" warnings) to the console; the
+    # build and simulation logs are in build_dir/test_dir, and failures raise below.
+    runner.log.setLevel(logging.ERROR)
     with _locked(build_dir):
         _build(runner, sim, config, arch, waves, build_dir)
     jobs_file, results_file = test_dir / "jobs.json", test_dir / "results.json"

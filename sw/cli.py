@@ -1,0 +1,179 @@
+"""The ``pim`` command-line tool.
+
+``pim gemv`` runs ``Y = X @ W.T (+ bias)`` (see :mod:`sw.gemv`) on the golden model or the RTL::
+
+    pim gemv --weights W.npy --input X.npy [--bias B.npy] [--mult M --shift S [--relu]]
+             [--sim golden|icarus|verilator] [--out Y.npy] [--json] [--lanes 8] ...
+
+Every error is reported as one line ``pim: error: <message>`` on stderr with exit code 2 (bad
+usage or input, missing simulator) or 1 (the simulation itself failed). With ``--json`` the only
+thing on stdout is one JSON object.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+import numpy as np
+
+from hw.isa import MacroConfig
+from sw.gemv import SIMS, run_gemv
+from sw.rtl import SimulatorMissing
+
+
+__all__ = ["main", "build_parser"]
+
+
+PROG = "pim"
+#: Exit codes.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: Loggers of the cocotb runner (named after the simulator classes) and of cocotb itself.
+_QUIET_LOGGERS = ("cocotb", "cocotb_tools", "Icarus", "Verilator")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, like every other ``pim`` error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _Error(Exception):
+    """An error to report as one line, with an exit code."""
+
+    def __init__(self, message, code=EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+_CONFIG_HELP = {
+    "lanes": "MAC lanes, outputs computed in parallel",
+    "rows_per_cycle": "sub-arrays read per cycle (R)",
+    "depth": "weight rows",
+    "act_depth": "activation buffer bytes",
+    "bias_depth": "bias words",
+}
+
+
+def _option(name):
+    return "--" + name.replace("_", "-")
+
+
+def build_parser():
+    parser = _Parser(prog=PROG, description="Host tools of the PIM accelerator macro.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gemv = commands.add_parser(
+        "gemv", help="matrix-vector product Y = X @ W.T (+ bias) on the macro",
+        description="Compute Y = X @ W.T (+ bias) on the golden model or the RTL. W is int8 "
+                    "(N, K), X int8 (K,) or (B, K), the bias int32 (N,). Without --mult/--shift "
+                    "Y is raw int32; with them it is requantized to int8.")
+    gemv.add_argument("--weights", required=True, metavar="W.npy", help="int8 weights (N, K)")
+    gemv.add_argument("--input", required=True, metavar="X.npy",
+                      help="int8 inputs (K,) or (B, K)")
+    gemv.add_argument("--bias", metavar="B.npy", help="int32 bias (N,)")
+    gemv.add_argument("--mult", type=int, metavar="M", help="requantization multiplier 0..65535")
+    gemv.add_argument("--shift", type=int, metavar="S", help="requantization shift 0..31")
+    gemv.add_argument("--relu", action="store_true", help="clamp requantized outputs at zero")
+    gemv.add_argument("--sim", choices=SIMS, default="golden", help="simulator (default: golden)")
+    gemv.add_argument("--out", metavar="Y.npy", help="save Y here (numpy .npy)")
+    gemv.add_argument("--json", action="store_true",
+                      help="print one JSON object (config, shape, counters, and Y unless --out)")
+    config = gemv.add_argument_group("macro configuration (see hw.isa.MacroConfig)")
+    defaults = MacroConfig()
+    for f in dataclasses.fields(MacroConfig):
+        default = getattr(defaults, f.name)
+        config.add_argument(_option(f.name), type=int, default=default, dest=f.name,
+                            metavar="N", help=f"{_CONFIG_HELP.get(f.name, f.name)} "
+                                                f"(default: {default})")
+    gemv.set_defaults(handler=_gemv)
+    return parser
+
+
+def _load(path, what):
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise _Error(f"cannot read {what} {path}: no such file") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise _Error(f"cannot read {what} {path}: {exc}") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise _Error(f"{what} {path} is an .npz archive, not a .npy file")
+    return array
+
+
+def _quiet_simulator_logs():
+    """Keep the cocotb runner's log messages off stdout and stderr (the simulators' own output
+    goes to log files in the build directory)."""
+    for name in _QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+
+
+def _gemv(args):
+    if (args.mult is None) != (args.shift is None):
+        raise _Error("--mult and --shift must be given together")
+    if args.relu and args.mult is None:
+        raise _Error("--relu needs --mult and --shift")
+    try:
+        config = MacroConfig(**{f.name: getattr(args, f.name)
+                                for f in dataclasses.fields(MacroConfig)})
+    except ValueError as exc:
+        raise _Error(f"bad macro configuration: {exc}") from None
+    weights = _load(args.weights, "weights")
+    inputs = _load(args.input, "input")
+    bias = None if args.bias is None else _load(args.bias, "bias")
+
+    _quiet_simulator_logs()
+    try:
+        result = run_gemv(weights, inputs, config, bias=bias, mult=args.mult, shift=args.shift,
+                          relu=args.relu, sim=args.sim)
+    except (ValueError, SimulatorMissing) as exc:
+        raise _Error(str(exc)) from None
+    except RuntimeError as exc:
+        raise _Error(str(exc), EXIT_FAILED) from None
+
+    y = result.y
+    if args.out is not None:
+        try:
+            np.save(args.out, y, allow_pickle=False)
+        except OSError as exc:
+            raise _Error(f"cannot write {args.out}: {exc}") from None
+    if args.json:
+        batch, k = (1, inputs.shape[0]) if inputs.ndim == 1 else inputs.shape
+        report = {
+            "sim": result.sim,
+            "arch": "pim",
+            "config": config.as_dict(),
+            "shape": {"batch": int(batch), "n": int(weights.shape[0]), "k": int(k)},
+            "mode": "raw" if args.mult is None else "int8",
+            "cycles": result.counters["cycles"],
+            "counters": result.counters,
+        }
+        if args.out is None:
+            report["output"] = y.tolist()
+        print(json.dumps(report))
+    elif args.out is None:
+        print(y)
+    return EXIT_OK
+
+
+def main(argv=None):
+    """Entry point of the ``pim`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except _Error as exc:
+        message = " ".join(str(exc).split())     # always one line
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Tests of the ``pim`` command-line tool (sw.cli), run as a subprocess on temporary .npy files:
+correct results, the --json and --out contracts, one-line errors, and RTL runs."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hw.isa import MacroConfig
+from sw import cli
+
+
+def _pim_command():
+    script = Path(sys.executable).parent / "pim"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sw.cli"]
+
+
+PIM = _pim_command()
+
+
+def reference(w, x, bias=None, mult=None, shift=None, relu=False):
+    """Y = X @ W.T (+ bias) wrapped to int32, then the hw.isa requantization rule."""
+    v = x.astype(np.int64) @ w.astype(np.int64).T
+    if bias is not None:
+        v = v + bias.astype(np.int64)
+    v = (v + 2**31) % 2**32 - 2**31
+    if mult is None:
+        return v.astype(np.int32)
+    y = np.floor_divide(v * mult + ((1 << (shift - 1)) if shift else 0), 2**shift)
+    y = np.clip(y, -128, 127)
+    return (np.maximum(y, 0) if relu else y).astype(np.int8)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """W (13, 21), X (3, 21), x (21,), bias (13,), and some bad files, in tmp_path."""
+    rng = np.random.default_rng(42)
+    arrays = {
+        "W": rng.integers(-128, 128, (13, 21)).astype(np.int8),
+        "X": rng.integers(-128, 128, (3, 21)).astype(np.int8),
+        "x": rng.integers(-128, 128, 21).astype(np.int8),
+        "B": rng.integers(-50000, 50000, 13).astype(np.int32),
+        "Wfloat": rng.normal(size=(13, 21)),
+        "X20": rng.integers(-128, 128, (3, 20)).astype(np.int8),
+        "B12": np.zeros(12, np.int32),
+    }
+    paths = {}
+    for name, array in arrays.items():
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], array)
+    (tmp_path / "text.npy").write_text("not a numpy file\n")
+    paths["text"] = tmp_path / "text.npy"
+    paths["missing"] = tmp_path / "missing.npy"
+    return arrays, {k: str(v) for k, v in paths.items()}, tmp_path
+
+
+def pim(*args, cwd=None):
+    return subprocess.run([*PIM, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def ok(result):
+    assert result.returncode == 0, \
+        f"pim should succeed, exited {result.returncode}; stderr: {result.stderr}"
+    return result
+
+
+def test_golden_raw_prints_y(files):
+    a, p, _ = files
+    result = ok(pim("gemv", "--weights", p["W"], "--input", p["X"], "--bias", p["B"]))
+    expected = reference(a["W"], a["X"], a["B"])
+    assert result.stdout == f"{expected}\n", \
+        f"stdout should be Y as numpy prints it:\n{expected}\ngot:\n{result.stdout}"
+    assert result.stderr == "", f"nothing should be on stderr: {result.stderr!r}"
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_golden_int8_out_file(files, relu):
+    a, p, tmp = files
+    out = tmp / "Y.npy"
+    args = ["gemv", "--weights", p["W"], "--input", p["X"], "--bias", p["B"], "--mult", 900,
+            "--shift", 16, "--out", out] + (["--relu"] if relu else [])
+    result = ok(pim(*args))
+    assert result.stdout == "", f"with --out and no --json stdout should be empty: {result.stdout}"
+    y = np.load(out)
+    expected = reference(a["W"], a["X"], a["B"], 900, 16, relu)
+    assert y.dtype == np.int8 and y.shape == (3, 13), \
+        f"Y.npy should be int8 (3, 13): {y.dtype} {y.shape}"
+    assert np.array_equal(y, expected), "Y.npy should match the numpy reference"
+
+
+def test_json_contract(files):
+    a, p, _ = files
+    result = ok(pim("gemv", "--weights", p["W"], "--input", p["x"], "--json", "--lanes", 4,
+                    "--rows-per-cycle", 2, "--depth", 8, "--act-depth", 8, "--bias-depth", 5))
+    report = json.loads(result.stdout)    # the whole of stdout is one JSON object
+    config = MacroConfig(lanes=4, rows_per_cycle=2, depth=8, act_depth=8, bias_depth=5)
+    assert report["sim"] == "golden" and report["arch"] == "pim" and report["mode"] == "raw", \
+        f"sim/arch/mode wrong: {report}"
+    assert report["config"] == config.as_dict(), "config should echo the configuration options"
+    assert report["shape"] == {"batch": 1, "n": 13, "k": 21}, f"shape wrong: {report['shape']}"
+    assert report["cycles"] == report["counters"]["cycles"] == 0, "golden is untimed: 0 cycles"
+    assert set(report["counters"]) == {"cycles", "mac_active", "row_reads", "beats_in",
+                                       "beats_out", "stall_in", "stall_out"}, \
+        f"counters should hold every hw.isa Counter: {report['counters']}"
+    assert report["counters"]["row_reads"] == 4 * 11, "4 tiles of 11 rows, read once each"
+    assert report["output"] == reference(a["W"], a["x"]).tolist(), \
+        "output should be the 1-D Y as a list"
+
+
+def test_json_with_out_omits_output(files):
+    a, p, tmp = files
+    out = tmp / "y.npy"
+    result = ok(pim("gemv", "--weights", p["W"], "--input", p["X"], "--mult", 1, "--shift", 8,
+                    "--json", "--out", out))
+    report = json.loads(result.stdout)
+    assert "output" not in report, "with --out the JSON should not repeat Y"
+    assert report["mode"] == "int8" and report["shape"]["batch"] == 3, f"wrong report: {report}"
+    assert np.array_equal(np.load(out), reference(a["W"], a["X"], None, 1, 8)), \
+        "--out should hold the requantized Y"
+
+
+def test_defaults_come_from_macro_config():
+    args = cli.build_parser().parse_args(["gemv", "--weights", "w", "--input", "x"])
+    defaults = MacroConfig().as_dict()
+    assert {name: getattr(args, name) for name in defaults} == defaults, \
+        "configuration options should default to MacroConfig's defaults"
+
+
+def test_main_returns_exit_code(files, capsys):
+    _, p, _ = files
+    assert cli.main(["gemv", "--weights", p["W"], "--input", p["x"], "--json"]) == 0, \
+        "main() should return 0 on success"
+    json.loads(capsys.readouterr().out)
+    assert cli.main(["gemv", "--weights", p["missing"], "--input", p["x"]]) == 2, \
+        "main() should return 2 for a missing file"
+
+
+ERRORS = {
+    "wrong dtype": (["--weights", "Wfloat", "--input", "X"], "weights must be int8, not float64"),
+    "mismatched shapes": (["--weights", "W", "--input", "X20"],
+                          "inputs have 20 features but weights expect 21"),
+    "bias shape": (["--weights", "W", "--input", "X", "--bias", "B12"],
+                   r"bias must have shape \(13,\), not \(12,\)"),
+    "missing file": (["--weights", "missing", "--input", "X"], r"missing\.npy: no such file"),
+    "not npy": (["--weights", "text", "--input", "X"], r"cannot read weights .*text\.npy"),
+    "unknown simulator": (["--weights", "W", "--input", "X", "--sim", "modelsim"],
+                          "invalid choice: 'modelsim'"),
+    "mult without shift": (["--weights", "W", "--input", "X", "--mult", "3"],
+                           "--mult and --shift must be given together"),
+    "shift without mult": (["--weights", "W", "--input", "X", "--shift", "3"],
+                           "--mult and --shift must be given together"),
+    "relu alone": (["--weights", "W", "--input", "X", "--relu"], "--relu needs --mult"),
+    "shift range": (["--weights", "W", "--input", "X", "--mult", "3", "--shift", "32"],
+                    "shift must be 0..31, not 32"),
+    "bad config": (["--weights", "W", "--input", "X", "--lanes", "6"],
+                   "lanes must be a multiple of 4"),
+    "no weights": (["--input", "X"], "required: --weights"),
+}
+
+
+@pytest.mark.parametrize("name", list(ERRORS))
+def test_error_is_one_line(files, name):
+    _, p, _ = files
+    args, message = ERRORS[name]
+    args = [p.get(a, a) for a in args]
+    result = pim("gemv", *args)
+    assert result.returncode == 2, f"{name}: pim should exit 2, exited {result.returncode}"
+    assert result.stdout == "", f"{name}: nothing should be printed on stdout: {result.stdout!r}"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pim: error: "), \
+        f"{name}: stderr should be one 'pim: error: ...' line, got {result.stderr!r}"
+    assert re.search(message, lines[0]), \
+        f"{name}: the error should say {message!r}, got {lines[0]!r}"
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_rtl_via_cli(files, sim):
+    """An RTL run through the CLI: stdout is exactly one JSON object (nothing from cocotb or the
+    simulator), stderr is empty, Y is exact and the cycles are real."""
+    a, p, _ = files
+    if sim == "icarus" and not shutil.which("iverilog"):
+        pytest.skip("Icarus Verilog is not installed")
+    result = ok(pim("gemv", "--weights", p["W"], "--input", p["X"], "--bias", p["B"],
+                    "--mult", 2000, "--shift", 18, "--sim", sim, "--json"))
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"{sim}: stdout should be exactly one JSON object, got:\n{result.stdout}")
+    assert result.stderr == "", f"{sim}: nothing should reach stderr: {result.stderr!r}"
+    assert report["sim"] == sim and report["cycles"] > 0, f"{sim}: expected real cycles: {report}"
+    assert report["output"] == reference(a["W"], a["X"], a["B"], 2000, 18).tolist(), \
+        f"{sim}: Y should match the numpy reference"
+
+
+def test_simulation_failure_exits_1(files, capsys, monkeypatch):
+    """A run that fails (here: a hung macro) is one error line and exit code 1."""
+    _, p, _ = files
+
+    def hung(*args, **kwargs):
+        raise RuntimeError("the macro did not finish the GEMV program on icarus\n(hung?)")
+    monkeypatch.setattr(cli, "run_gemv", hung)
+    code = cli.main(["gemv", "--weights", p["W"], "--input", p["x"], "--sim", "icarus", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1, f"a failed simulation should exit 1, got {code}"
+    assert captured.out == "", f"nothing should reach stdout: {captured.out!r}"
+    assert captured.err == "pim: error: the macro did not finish the GEMV program on icarus " \
+                           "(hung?)\n", f"expected one error line, got {captured.err!r}"
