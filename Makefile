@@ -22,7 +22,7 @@ export PATH   = $(VENV_BIN):$(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(SYS_PATH)
 unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test sim waves lint clean distclean env-check
+.PHONY: help deps venv test sim waves clean distclean env-check
 
 # help: list the targets
 help:
@@ -56,10 +56,6 @@ waves: venv
 	  echo "usage: make waves TEST=<name> [SIM=icarus|verilator]; the scenarios are:"; \
 	  $(PY) -m tb.waves --list; exit 1; fi
 	$(PY) -m tb.waves $(TEST) --sim $(SIM)
-
-# lint: verilator --lint-only (not wired up yet)
-lint:
-	@echo "lint: not set up yet"
 
 # clean: build outputs and caches, keeps the venv
 clean:
