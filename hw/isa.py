@@ -98,8 +98,10 @@ ACC_BITS = 32
 REQUANT_MULT_BITS = 16
 #: Largest legal requantization shift.
 REQUANT_SHIFT_MAX = 31
-#: Architectures a macro can be built as (``hw.make_macro(arch=...)``).
-ARCHES = ("pim",)
+#: Architectures a macro can be built as (``hw.make_macro(arch=...)``): ``"pim"`` wires every
+#: SRAM column to its MAC lane; ``"baseline"`` keeps the same SRAM and MACs apart, joined by a bus
+#: of ``bus_bits``.
+ARCHES = ("pim", "baseline")
 
 
 class Opcode(enum.Enum, shape=8):
@@ -144,6 +146,7 @@ class Counter(enum.Enum):
     ``BEATS_OUT``   output stream transfers.
     ``STALL_IN``    cycles the macro was ready for input that did not come.
     ``STALL_OUT``   cycles the macro offered output that was not taken.
+    ``BUS_BEATS``   weight words that crossed the memory-to-ALU bus (baseline; 0 for PIM).
     """
     CYCLES     = 0
     MAC_ACTIVE = 1
@@ -152,6 +155,7 @@ class Counter(enum.Enum):
     BEATS_OUT  = 4
     STALL_IN   = 5
     STALL_OUT  = 6
+    BUS_BEATS  = 7
 
 
 class StatusWord(enum.Enum):
@@ -164,12 +168,14 @@ class StatusWord(enum.Enum):
     ``DEPTH``       weight rows.
     ``ACT_DEPTH``   activation buffer bytes.
     ``BIAS_DEPTH``  bias words.
+    ``BUS_BITS``    width of the SRAM-to-MAC bus (baseline); 0 for PIM, which has none.
     """
     ERRORS     = 0
     SHAPE      = 1
     DEPTH      = 2
     ACT_DEPTH  = 3
     BIAS_DEPTH = 4
+    BUS_BITS   = 5
 
 
 Header = data.StructLayout({"opcode": 8, "flags": 8, "count": 16})
@@ -256,14 +262,20 @@ class MacroConfig:
         Activation buffer size in int8 elements, a multiple of 4 from 4 to 65536.
     bias_depth : int
         Bias memory size in int32 words, 1 to 65536.
+    bus_bits : int
+        Width of the bus between the weight SRAM and the MAC lanes in the ``baseline``
+        architecture: 8, 16, 32 or 64, dividing the row width ``8 * lanes * rows_per_cycle``.
+        The PIM architecture has no such bus and ignores it.
     """
     lanes: int = 8
     rows_per_cycle: int = 1
     depth: int = 256
     act_depth: int = 1024
     bias_depth: int = 256
+    bus_bits: int = 32
 
-    def __init__(self, *, lanes=8, rows_per_cycle=1, depth=256, act_depth=1024, bias_depth=256):
+    def __init__(self, *, lanes=8, rows_per_cycle=1, depth=256, act_depth=1024, bias_depth=256,
+                 bus_bits=32):
         def check(name, value, ok, what):
             if not isinstance(value, int) or isinstance(value, bool) or not ok(value):
                 raise ValueError(f"{name} must be {what}, not {value!r}")
@@ -275,6 +287,10 @@ class MacroConfig:
         check("act_depth", act_depth, lambda v: 4 <= v <= 65536 and v % 4 == 0,
               "a multiple of 4 from 4 to 65536")
         check("bias_depth", bias_depth, lambda v: 1 <= v <= 65536, "an integer from 1 to 65536")
+        check("bus_bits", bus_bits, lambda v: v in (8, 16, 32, 64), "8, 16, 32 or 64")
+        if (8 * lanes * rows_per_cycle) % bus_bits:
+            raise ValueError(f"bus_bits must divide the row width 8 * lanes * rows_per_cycle = "
+                             f"{8 * lanes * rows_per_cycle}, not {bus_bits}")
 
     @property
     def row_bytes(self):
@@ -295,11 +311,19 @@ class MacroConfig:
     def macs_per_cycle(self):
         return self.lanes * self.rows_per_cycle
 
+    @property
+    def beats_per_row(self):
+        """Bus beats that carry one row to the baseline's MAC lanes."""
+        return 8 * self.row_bytes // self.bus_bits
+
     def as_dict(self):
         return {"lanes": self.lanes, "rows_per_cycle": self.rows_per_cycle, "depth": self.depth,
-                "act_depth": self.act_depth, "bias_depth": self.bias_depth}
+                "act_depth": self.act_depth, "bias_depth": self.bias_depth,
+                "bus_bits": self.bus_bits}
 
-    def tag(self):
-        """A short name for build directories: ``l8r1d256a1024b256``."""
-        return (f"l{self.lanes}r{self.rows_per_cycle}d{self.depth}"
-                f"a{self.act_depth}b{self.bias_depth}")
+    def tag(self, arch="pim"):
+        """A short name for build directories: ``l8r1d256a1024b256`` (plus ``w32``, the bus
+        width, for the baseline: the PIM macro does not depend on it)."""
+        tag = (f"l{self.lanes}r{self.rows_per_cycle}d{self.depth}"
+               f"a{self.act_depth}b{self.bias_depth}")
+        return tag + (f"w{self.bus_bits}" if arch == "baseline" else "")

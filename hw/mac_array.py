@@ -5,7 +5,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .isa import MacroConfig, ACC_BITS
-from .weight_array import row_layout
+from .weight_store import row_layout
 
 
 __all__ = ["MacArray"]
@@ -18,24 +18,32 @@ class MacArray(wiring.Component):
     accumulator; with ``first`` also high the accumulator is replaced instead (clear-then-add,
     so a fresh sum costs no extra cycle). Accumulators wrap modulo ``2 ** 32``.
 
-    Timing: fully pipelined, one row per cycle, no backpressure. The row presented in cycle ``t``
-    is visible on ``acc`` from cycle ``t + LATENCY``; ``busy`` is high while any row is in flight.
-    The stages are: registered products (the multipliers' output register on FPGAs), registered
+    ``capture`` (with or without ``valid``) copies the accumulators into ``acc_out`` as they are
+    *before* the row in the same slot lands, and strobes ``captured``: so the results of one
+    accumulation can be read out while the next one, started in the same cycle, overwrites ``acc``.
+
+    Timing: fully pipelined, one slot per cycle, no backpressure. A row presented in cycle ``t`` is
+    in ``acc`` from cycle ``t + LATENCY``; a capture presented in cycle ``t`` is in ``acc_out``
+    (and ``captured`` strobes in cycle ``t + LATENCY - 1``). ``busy`` is high while any slot is in
+    flight. Stages: registered products (the multipliers' output register on FPGAs), registered
     adder tree over the R sub-arrays, accumulate.
     """
 
-    #: Cycles from a row on the inputs to its contribution on ``acc``.
+    #: Cycles from a slot on the inputs to its effect on ``acc`` / ``acc_out``.
     LATENCY = 3
 
     def __init__(self, config: MacroConfig):
         self._config = config
         super().__init__({
-            "valid":   In(1),
-            "first":   In(1),
-            "weights": In(row_layout(config)),
-            "acts":    In(data.ArrayLayout(signed(8), config.rows_per_cycle)),
-            "acc":     Out(data.ArrayLayout(signed(ACC_BITS), config.lanes)),
-            "busy":    Out(1),
+            "valid":    In(1),
+            "first":    In(1),
+            "capture":  In(1),
+            "weights":  In(row_layout(config)),
+            "acts":     In(data.ArrayLayout(signed(8), config.rows_per_cycle)),
+            "acc":      Out(data.ArrayLayout(signed(ACC_BITS), config.lanes)),
+            "acc_out":  Out(data.ArrayLayout(signed(ACC_BITS), config.lanes)),
+            "captured": Out(1),
+            "busy":     Out(1),
         })
 
     def elaborate(self, platform):
@@ -45,8 +53,10 @@ class MacArray(wiring.Component):
         # Stage 1: products. Stage 2: per-lane sum over the sub-arrays. Stage 3: accumulate.
         valid = Signal(self.LATENCY - 1)
         first = Signal(self.LATENCY - 1)
-        m.d.sync += [valid.eq(Cat(self.valid, valid[:-1])), first.eq(Cat(self.first, first[:-1]))]
-        m.d.comb += self.busy.eq(valid.any())
+        capture = Signal(self.LATENCY - 1)
+        m.d.sync += [valid.eq(Cat(self.valid, valid[:-1])), first.eq(Cat(self.first, first[:-1])),
+                     capture.eq(Cat(self.capture, capture[:-1]))]
+        m.d.comb += [self.busy.eq(valid.any() | capture.any()), self.captured.eq(capture[-1])]
 
         for lane in range(lanes):
             products = [Signal(signed(16), name=f"prod_l{lane}_r{r}") for r in range(rows)]
@@ -55,7 +65,10 @@ class MacArray(wiring.Component):
             lane_sum = Signal(signed(16 + (rows - 1).bit_length()), name=f"sum_l{lane}")
             m.d.sync += lane_sum.eq(sum(products))
             acc = Signal(signed(ACC_BITS), name=f"acc_l{lane}")   # one name per lane, for waves
-            m.d.comb += self.acc[lane].eq(acc)
+            out = Signal(signed(ACC_BITS), name=f"out_l{lane}")
+            m.d.comb += [self.acc[lane].eq(acc), self.acc_out[lane].eq(out)]
             with m.If(valid[-1]):
                 m.d.sync += acc.eq(Mux(first[-1], 0, acc) + lane_sum)
+            with m.If(capture[-1]):
+                m.d.sync += out.eq(acc)
         return m

@@ -198,6 +198,7 @@ def decode_status_words(data):
         "depth": data[StatusWord.DEPTH.value],
         "act_depth": data[StatusWord.ACT_DEPTH.value],
         "bias_depth": data[StatusWord.BIAS_DEPTH.value],
+        "bus_bits": data[StatusWord.BUS_BITS.value],
     }
 
 

@@ -105,7 +105,9 @@ class GoldenMacro:
     ``last_error`` and the saturating ``error_count``), every command's checks in the ISA order,
     payload skipping on errors, the exact output stream (status and data words), and the
     performance counters that do not depend on time (``MAC_ACTIVE``, ``ROW_READS``,
-    ``BEATS_IN``, ``BEATS_OUT``, in ``counters``, a dict keyed by :class:`Counter`).
+    ``BEATS_IN``, ``BEATS_OUT``, ``BUS_BEATS``, in ``counters``, a dict keyed by
+    :class:`Counter`). Both architectures compute the same results; ``arch`` only changes
+    ``BUS_BEATS`` and the ``STATUS`` words.
 
     What it does not model: time. There are no cycles, no back-pressure and no latency; the
     counters named in :attr:`UNTIMED` (``CYCLES``, ``STALL_IN``, ``STALL_OUT``) always read 0
@@ -295,6 +297,8 @@ class GoldenMacro:
             self.acc = wrap32(start + products).astype(np.int32)
             self._count(Counter.ROW_READS, count)
             self._count(Counter.MAC_ACTIVE, count)
+            if self.arch == "baseline":
+                self._count(Counter.BUS_BEATS, count * c.beats_per_row)
             return []
 
         if op == Opcode.EMIT_RAW:
@@ -326,6 +330,7 @@ class GoldenMacro:
                 StatusWord.DEPTH: c.depth,
                 StatusWord.ACT_DEPTH: c.act_depth,
                 StatusWord.BIAS_DEPTH: c.bias_depth,
+                StatusWord.BUS_BITS: c.bus_bits if self.arch == "baseline" else 0,
             }
             self.last_error = Error.OK
             return [words[s] for s in StatusWord]

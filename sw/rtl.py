@@ -130,7 +130,7 @@ def _build(runner, sim, config, arch, waves, build_dir):
                         f"    $dumpvars(0, {HDL_TOPLEVEL});\nend\nendmodule\n")
         sources.append(dump)
         build_args += ["-s", "pim_dump"]
-    key = f"{_hw_digest()} {arch} {config.tag()} {' '.join(build_args)}"
+    key = f"{_hw_digest()} {arch} {config.tag(arch)} {' '.join(build_args)}"
     fresh = stamp.exists() and stamp.read_text() == key and source.exists()
     if not fresh:
         source.write_text(verilog_for(config, arch))
@@ -151,7 +151,7 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
     log's path) when the simulation itself fails."""
     from cocotb_tools.runner import get_runner
     _prepare_path(sim)
-    tag = f"{arch}-{config.tag()}" + ("-waves" if waves else "")
+    tag = f"{arch}-{config.tag(arch)}" + ("-waves" if waves else "")
     build_dir = Path(build_dir or BUILD_ROOT / "rtl" / sim / tag).resolve()
     test_dir = Path(test_dir or build_dir / f"run-{os.getpid()}").resolve()
     test_dir.mkdir(parents=True, exist_ok=True)

@@ -440,8 +440,8 @@ def test_unknown_opcode_consumes_one_word():
 def test_status_words_and_clear_on_read():
     m = GoldenMacro(ECFG)
     (r,) = run(m, encode_status())
-    assert r.data == [ISA_VERSION << 8, 8 | 2 << 16 | 0 << 24, 16, 64, 8], \
-        "STATUS: ERRORS, SHAPE (lanes, R, arch 0), DEPTH, ACT_DEPTH, BIAS_DEPTH"
+    assert r.data == [ISA_VERSION << 8, 8 | 2 << 16 | 0 << 24, 16, 64, 8, 0], \
+        "STATUS: ERRORS, SHAPE (lanes, R, arch 0), DEPTH, ACT_DEPTH, BIAS_DEPTH, BUS_BITS (none)"
     assert len(r.data) == len(StatusWord)
     rs = run(m, encode_matvec(0, 0, 0), [0x42], encode_matvec(0, 0, 1))
     assert [x.error for x in rs] == [Error.BAD_LENGTH, Error.BAD_OPCODE, Error.OK]
@@ -471,8 +471,23 @@ def test_error_count_saturates():
 def test_arch_keyword():
     m = GoldenMacro(ECFG, arch="pim")
     assert status_of(m)["arch"] == 0
+    base = GoldenMacro(ECFG, arch="baseline")
+    s = status_of(base)
+    assert (s["arch"], s["bus_bits"]) == (1, 32), "the baseline reports arch 1 and its bus"
     with pytest.raises(ValueError):
         GoldenMacro(ECFG, arch="nope")
+
+
+def test_baseline_counts_bus_beats():
+    """Same results on both architectures; the baseline moves every row over the bus: a row of
+    8 lanes x R=2 int8 is 128 bits, four 32-bit beats."""
+    words = (encode_write_weights(0, np.ones((3, 2, 8)), ECFG) + encode_load_act(0, [1] * 6)
+             + encode_matvec(0, 0, 3) + encode_emit_raw(8) + encode_read_counters())
+    pim, base = GoldenMacro(ECFG).run(words), GoldenMacro(ECFG, arch="baseline").run(words)
+    rp, rb = parse_responses(pim), parse_responses(base)
+    assert rp[3].data == rb[3].data == [6] * 8, "both compute 3 rows x 2 x 1 = 6 per lane"
+    assert rp[4].counters()["bus_beats"] == 0, "PIM has no bus"
+    assert rb[4].counters()["bus_beats"] == 12, "3 rows x 4 beats"
 
 
 def test_read_counters_exact_and_clear():
@@ -496,18 +511,21 @@ def test_read_counters_exact_and_clear():
     assert all(c[k] == 0 for k in GoldenMacro.UNTIMED), "untimed counters read 0"
     assert GoldenMacro.UNTIMED == {Counter.CYCLES, Counter.STALL_IN, Counter.STALL_OUT}
     c = counters_of(m, clear=True)
-    assert (c[Counter.BEATS_IN], c[Counter.BEATS_OUT], c[Counter.ROW_READS]) == (20, 19, 5), \
-        "snapshot before the clear: +1 in (own header), +8 out (previous READ_COUNTERS)"
+    rc_words = 1 + len(Counter)     # a READ_COUNTERS answer: status + one word per counter
+    assert (c[Counter.BEATS_IN], c[Counter.BEATS_OUT], c[Counter.ROW_READS]) == (
+        20, 11 + rc_words, 5), \
+        "snapshot before the clear: +1 in (own header), + the previous READ_COUNTERS' words"
     c = counters_of(m)
-    assert (c[Counter.BEATS_IN], c[Counter.BEATS_OUT], c[Counter.ROW_READS]) == (1, 8, 0), \
-        "after CLEAR: in counts only this header, out only the clearing command's 8 words"
+    assert (c[Counter.BEATS_IN], c[Counter.BEATS_OUT], c[Counter.ROW_READS]) == (
+        1, rc_words, 0), \
+        "after CLEAR: in counts only this header, out only the clearing command's words"
     rs = run(m, encode_emit_int8(4, mult=1, shift=0),                  # in 3, out 2
              encode_load_bias(4, [1]),                                  # in 3, out 1 (fails)
              cmd(RC, [], flags=Flag.CLEAR, count=1),                    # in 1, out 1 (fails)
              encode_read_counters())
     c = {k: rs[-1].data[k.value] for k in Counter}
-    assert (c[Counter.BEATS_IN], c[Counter.BEATS_OUT]) == (9, 20), \
-        "1+3+3+1+1 in; 8+8+2+1+1 out; a failed READ_COUNTERS CLEAR does not clear"
+    assert (c[Counter.BEATS_IN], c[Counter.BEATS_OUT]) == (9, 2 * rc_words + 2 + 1 + 1), \
+        "1+3+3+1+1 in; two READ_COUNTERS answers +2+1+1 out; a failed CLEAR does not clear"
 
 
 def test_counters_wrap():

@@ -158,5 +158,5 @@ def test_config_rejects(kwargs, message):
 
 def test_make_macro_rejects_unknown_arch():
     from hw import make_macro
-    with pytest.raises(ValueError, match="arch must be one of pim, not 'gpu'"):
+    with pytest.raises(ValueError, match="arch must be one of pim, baseline, not 'gpu'"):
         make_macro(MacroConfig(), arch="gpu")
