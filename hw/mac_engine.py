@@ -32,8 +32,9 @@ class MacEngine(wiring.Component):
     * CAPTURE: copies the accumulators, as they stand after every earlier MATVEC, into
       ``acc_out`` for the output engine. Only one capture can be outstanding: it waits until the
       output engine has released the previous one (``release``). When a MATVEC is queued right
-      behind it, the capture rides on that MATVEC's first row (no bubble); otherwise it waits
-      until the store is empty and enters the MAC pipeline on its own.
+      behind it, the capture rides on that MATVEC's first row (no bubble); otherwise (nothing or
+      another capture behind it) it waits until the store is empty and enters the MAC pipeline
+      on its own.
 
     Timing
     ------
@@ -151,7 +152,7 @@ class MacEngine(wiring.Component):
                     with m.Else():
                         m.d.comb += issued.eq(1)
                         m.d.sync += [index.eq(1), ip.eq(ip + 1)]
-            with m.Elif(~have_next & store.idle):
+            with m.Elif((~have_next | nxt.capture) & store.idle):
                 m.d.comb += [inject.eq(1), retire_issue.eq(1 << ip), issued.eq(1)]
                 m.d.sync += [capture_in_flight.eq(1), ip.eq(ip + 1)]
 

@@ -135,11 +135,12 @@ def error_programs(config: MacroConfig):
             for name, (prefix, error) in cases.items()}
 
 
-def compare(words, out, config, *, where=""):
-    """Assert that ``out`` (the DUT's output for program ``words``) matches the golden model.
+def compare(words, out, config, *, arch="pim", where=""):
+    """Assert that ``out`` (the DUT's output for program ``words`` on ``arch``) matches the
+    golden model.
 
     Responses are compared one by one; counters only where the model is exact (not time)."""
-    expected = asm.parse_responses(GoldenMacro(config).run(words))
+    expected = asm.parse_responses(GoldenMacro(config, arch=arch).run(words))
     actual = asm.parse_responses(out)
     assert len(actual) == len(expected), (
         f"{where}: the macro answered {len(actual)} commands, the golden model {len(expected)}")

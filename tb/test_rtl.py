@@ -8,16 +8,19 @@ configurations cover R = 1, 2, 4 and a lane count that is not a power of two.
 import numpy as np
 import pytest
 
-from hw.isa import Error, Opcode, MacroConfig
+from hw.isa import ARCHES, Error, Opcode, MacroConfig
 from sw import asm
 from sw.rtl import Job, run_rtl, SIMULATORS
 from tb.programs import STALLS, random_program, error_programs, compare, init_program
 
 
+# bus_bits only matters to the baseline; each configuration gives it a different bus.
 CONFIGS = {
-    "l8r1": MacroConfig(),
-    "l8r2": MacroConfig(lanes=8, rows_per_cycle=2, depth=64, act_depth=256, bias_depth=32),
-    "l4r4": MacroConfig(lanes=4, rows_per_cycle=4, depth=32, act_depth=128, bias_depth=16),
+    "l8r1": MacroConfig(bus_bits=8),
+    "l8r2": MacroConfig(lanes=8, rows_per_cycle=2, depth=64, act_depth=256, bias_depth=32,
+                        bus_bits=16),
+    "l4r4": MacroConfig(lanes=4, rows_per_cycle=4, depth=32, act_depth=128, bias_depth=16,
+                        bus_bits=64),
     "l12r1": MacroConfig(lanes=12, rows_per_cycle=1, depth=48, act_depth=64, bias_depth=24),
 }
 
@@ -55,8 +58,9 @@ def hand_expected(config):
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("arch", ARCHES)
 @pytest.mark.parametrize("name", CONFIGS)
-def test_macro(name, sim):
+def test_macro(name, arch, sim):
     config = CONFIGS[name]
     jobs, checks = [], []
 
@@ -82,7 +86,7 @@ def test_macro(name, sim):
         def check_error(out, words=words, index=index, error=error, case=case):
             got = asm.parse_responses(out)[index].error
             assert got == error, f"{case}: the macro should report {error.name}, not {got.name}"
-            compare(words, out, config, where=case)
+            compare(words, out, config, arch=arch, where=case)
         add(Job(words, idle=0.2, backpressure=0.3, seed=2), check_error)
 
     # Layer 3: seeded random programs under the four stall combinations.
@@ -90,7 +94,7 @@ def test_macro(name, sim):
         words = random_program(config, seed)
         add(Job(words, idle=idle, backpressure=bp, seed=seed),
             lambda out, words=words, where=f"random seed {seed} {stall}":
-                compare(words, out, config, where=where))
+                compare(words, out, config, arch=arch, where=where))
 
     # Reset in the middle of a load, of a MATVEC and of an output blocked by backpressure: the
     # next program (which rewrites every memory first) must run as on a fresh macro.
@@ -101,9 +105,9 @@ def test_macro(name, sim):
     after = random_program(config, 100, commands=12)
     for prefix, cut in ((victim, len(victim) // 2), (busy, len(busy) - 10), (busy, len(busy))):
         add(Job(after, prefix=prefix, reset_after=cut, backpressure=0.7, seed=3),
-            lambda out: compare(after, out, config, where="after reset"))
+            lambda out: compare(after, out, config, arch=arch, where="after reset"))
 
-    results = run_rtl(jobs, config, sim=sim)
+    results = run_rtl(jobs, config, sim=sim, arch=arch)
     assert len(results) == len(jobs)
     for i, (result, check) in enumerate(zip(results, checks)):
         assert result.finished, f"job {i} did not finish within {jobs[i].max_cycles} cycles"
