@@ -5,6 +5,7 @@ VENV        ?= .venv
 PYTEST_ARGS ?=
 TEST        ?=
 SIM         ?= icarus
+ARCH        ?= pim
 
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
@@ -29,7 +30,7 @@ help:
 	@echo "make venv       create $(VENV) and install the project (editable) + system deps"
 	@echo "make test       run the pytest suite in parallel (PYTEST_ARGS='...' to add options)"
 	@echo "make sim        run the regression report (tb.regression)"
-	@echo "make waves TEST=name [SIM=verilator]   FST + GTKWave save file of one scenario"
+	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
 	@echo "make clean      remove build outputs and caches (keeps the venv)"
 	@echo "make distclean  clean, and remove the venv"
 
@@ -53,9 +54,9 @@ sim: venv
 # waves: FST + GTKWave save file of one scenario, e.g. `make waves TEST=hand SIM=verilator`
 waves: venv
 	@if [ -z "$(TEST)" ]; then \
-	  echo "usage: make waves TEST=<name> [SIM=icarus|verilator]; the scenarios are:"; \
+	  echo "usage: make waves TEST=<name> [SIM=icarus|verilator] [ARCH=pim|baseline]; the scenarios are:"; \
 	  $(PY) -m tb.waves --list; exit 1; fi
-	$(PY) -m tb.waves $(TEST) --sim $(SIM)
+	$(PY) -m tb.waves $(TEST) --sim $(SIM) --arch $(ARCH)
 
 # clean: build outputs and caches, keeps the venv
 clean:

@@ -1,9 +1,11 @@
 """The ``pim`` command-line tool.
 
-``pim gemv`` runs ``Y = X @ W.T (+ bias)`` (see :mod:`sw.gemv`) on the golden model or the RTL::
+``pim gemv`` runs ``Y = X @ W.T (+ bias)`` (see :mod:`sw.gemv`) on the golden model, the exact
+cycle model or the RTL, of the PIM macro or the Von Neumann baseline::
 
     pim gemv --weights W.npy --input X.npy [--bias B.npy] [--mult M --shift S [--relu]]
-             [--sim golden|icarus|verilator] [--out Y.npy] [--json] [--lanes 8] ...
+             [--sim golden|model|icarus|verilator] [--arch pim|baseline] [--preloaded]
+             [--out Y.npy] [--json] [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
 
 Every error is reported as one line ``pim: error: <message>`` on stderr with exit code 2 (bad
 usage or input, missing simulator) or 1 (the simulation itself failed). With ``--json`` the only
@@ -18,7 +20,7 @@ import sys
 
 import numpy as np
 
-from hw.isa import MacroConfig
+from hw.isa import ARCHES, MacroConfig
 from sw.gemv import SIMS, run_gemv
 from sw.rtl import SimulatorMissing
 
@@ -54,6 +56,7 @@ _CONFIG_HELP = {
     "depth": "weight rows",
     "act_depth": "activation buffer bytes",
     "bias_depth": "bias words",
+    "bus_bits": "baseline only: width of the bus between weight SRAM and ALU",
 }
 
 
@@ -77,7 +80,14 @@ def build_parser():
     gemv.add_argument("--mult", type=int, metavar="M", help="requantization multiplier 0..65535")
     gemv.add_argument("--shift", type=int, metavar="S", help="requantization shift 0..31")
     gemv.add_argument("--relu", action="store_true", help="clamp requantized outputs at zero")
-    gemv.add_argument("--sim", choices=SIMS, default="golden", help="simulator (default: golden)")
+    gemv.add_argument("--sim", choices=SIMS, default="golden",
+                      help="golden: untimed reference; model: exact cycle prediction without "
+                           "RTL; icarus, verilator: the RTL (default: golden)")
+    gemv.add_argument("--arch", choices=ARCHES, default="pim",
+                      help="pim: MACs fused into the SRAM; baseline: SRAM and ALU joined by a "
+                           "--bus-bits bus (default: pim)")
+    gemv.add_argument("--preloaded", action="store_true",
+                      help="count cycles from when the weights are in the macro (they must fit)")
     gemv.add_argument("--out", metavar="Y.npy", help="save Y here (numpy .npy)")
     gemv.add_argument("--json", action="store_true",
                       help="print one JSON object (config, shape, counters, and Y unless --out)")
@@ -132,7 +142,8 @@ def _gemv(args):
     _quiet_simulator_logs()
     try:
         result = run_gemv(weights, inputs, config, bias=bias, mult=args.mult, shift=args.shift,
-                          relu=args.relu, sim=args.sim)
+                          relu=args.relu, sim=args.sim, arch=args.arch,
+                          preloaded=args.preloaded)
     except (ValueError, SimulatorMissing) as exc:
         raise _Error(str(exc)) from None
     except RuntimeError as exc:
@@ -148,11 +159,14 @@ def _gemv(args):
         batch, k = (1, inputs.shape[0]) if inputs.ndim == 1 else inputs.shape
         report = {
             "sim": result.sim,
-            "arch": "pim",
+            "arch": result.arch,
             "config": config.as_dict(),
             "shape": {"batch": int(batch), "n": int(weights.shape[0]), "k": int(k)},
             "mode": "raw" if args.mult is None else "int8",
+            "preloaded": args.preloaded,
             "cycles": result.counters["cycles"],
+            "macs": result.macs,
+            "utilization": result.utilization,
             "counters": result.counters,
         }
         if args.out is None:

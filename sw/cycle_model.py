@@ -93,6 +93,9 @@ class CycleModel:
             self.interval, self.latency = config.beats_per_row, config.beats_per_row + 1
         self.t = 0                  # cycle the controller takes the next header
         self.trace = []             # (opcode, dispatch cycle) of every command
+        #: Indices (in command order) of the READ_COUNTERS whose every counter is predicted:
+        #: those after a clearing one (before it, CYCLES counts from an unknown reset).
+        self.timed = []
         self.clear_at = None        # cycle of the last clearing READ_COUNTERS
         # MAC engine
         self.ops = []               # every engine op, in push order
@@ -276,6 +279,8 @@ class CycleModel:
             self.fifo_empty = go + data + 2
             self.t = go + data + 1
             if op == Opcode.READ_COUNTERS:
+                if self.clear_at is not None:
+                    self.timed.append(len(self.trace) - 1)
                 response = list(response)
                 since = go if self.clear_at is None else go - self.clear_at
                 response[1 + Counter.CYCLES.value] = since & ((1 << STREAM_BITS) - 1)

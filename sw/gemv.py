@@ -30,14 +30,19 @@ With L = ``lanes``, R = ``rows_per_cycle``, D = ``depth``, A = ``act_depth``, BD
   ``ACCUMULATE``. Only when a single tile needs more rows than D is each of its weight chunks
   rewritten at row 0 for every vector (each pass then holds that one tile); otherwise the
   chunks' weights stay resident and only the activations are reloaded.
-* **Activations.** Each vector (or chunk of it) is loaded at activation address 0; without
-  chunking it is loaded once per vector and pass and shared by the pass's tiles.
+* **Activations, double-buffered.** When two copies fit in A, the activation buffer is split
+  into two halves and consecutive loads alternate between them (chunks are then sized to fit a
+  half), so the next vector or chunk streams in while the MAC lanes still read the previous one:
+  a ``LOAD_ACT`` only waits for MATVECs reading its own half. Without chunking a vector is
+  loaded once per vector and pass and shared by the pass's tiles.
 * **Batches.** Vectors run one after another; ``Y`` is assembled row by row.
 * **Field limits.** Loads and ``MATVEC`` s longer than a 16-bit ``count`` are split into several
   commands (the ``MATVEC`` pieces accumulate).
 
 The program starts with ``READ_COUNTERS`` (clear) and ends with ``READ_COUNTERS``, so the final
-counters measure the workload (the golden model reports 0 for the timed counters).
+counters measure the workload (the golden model reports 0 for the timed counters). With
+``preloaded=True`` the clearing ``READ_COUNTERS`` comes after the first pass's weights and biases
+are written instead: the counters then measure a network whose weights already sit in the macro.
 """
 
 from dataclasses import dataclass, field
@@ -47,6 +52,8 @@ import numpy as np
 
 from hw.isa import MacroConfig, Opcode, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX
 from sw import asm
+from hw.isa import ARCHES
+from sw.cycle_model import CycleModel
 from sw.golden import GoldenMacro
 from sw.rtl import SIMULATORS, Job, run_rtl
 
@@ -54,8 +61,9 @@ from sw.rtl import SIMULATORS, Job, run_rtl
 __all__ = ["GemvProgram", "GemvResult", "compile_gemv", "run_gemv", "SIMS"]
 
 
-#: Simulators :func:`run_gemv` accepts.
-SIMS = ("golden",) + tuple(SIMULATORS)
+#: Simulators :func:`run_gemv` accepts: the untimed golden model, the exact cycle model, and
+#: the RTL on each HDL simulator.
+SIMS = ("golden", "model") + tuple(SIMULATORS)
 
 _MAX_COUNT = (1 << 16) - 1          # a header's count field
 _MAX_LOAD_ACT = _MAX_COUNT & ~3     # keep every split LOAD_ACT 4-aligned
@@ -92,6 +100,8 @@ class GemvProgram:
     chunk: int
     passes: tuple
     resident: bool
+    act_buffers: int = 1
+    preloaded: bool = False
     _commands: list = field(repr=False, default_factory=list)   # Opcode of each command
     _emits: list = field(repr=False, default_factory=list)
 
@@ -137,10 +147,27 @@ class GemvProgram:
 
 @dataclass
 class GemvResult:
+    """``y`` and the final counters (a dict by counter name) of a run on ``sim``."""
     y: np.ndarray
     counters: dict
     sim: str
     config: MacroConfig
+    arch: str = "pim"
+    program: GemvProgram = None
+
+    @property
+    def macs(self):
+        """Useful multiply-accumulates: ``batch * n * k`` (padding excluded)."""
+        p = self.program
+        return p.batch * p.n * p.k
+
+    @property
+    def utilization(self):
+        """Useful MACs per MAC unit per cycle: ``macs / (lanes * R * cycles)``."""
+        cycles = self.counters.get("cycles", 0)
+        if not cycles:
+            return None
+        return self.macs / (self.config.lanes * self.config.rows_per_cycle * cycles)
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -213,28 +240,31 @@ class _Builder:
             self.add(Opcode.WRITE_WEIGHTS,
                      asm.encode_write_weights(row + i, rows[i:i + _MAX_COUNT], self.config))
 
-    def load_act(self, values):
+    def load_act(self, values, base=0):
         for i in range(0, values.size, _MAX_LOAD_ACT):
-            self.add(Opcode.LOAD_ACT, asm.encode_load_act(i, values[i:i + _MAX_LOAD_ACT]))
+            self.add(Opcode.LOAD_ACT, asm.encode_load_act(base + i, values[i:i + _MAX_LOAD_ACT]))
 
     def load_bias(self, values):
         for i in range(0, values.size, _MAX_COUNT):
             self.add(Opcode.LOAD_BIAS, asm.encode_load_bias(i, values[i:i + _MAX_COUNT]))
 
-    def matvec(self, row, count, *, accumulate):
+    def matvec(self, row, count, *, accumulate, act=0):
         r = self.config.rows_per_cycle
         for j in range(0, count, _MAX_COUNT):
-            self.add(Opcode.MATVEC, asm.encode_matvec(row + j, r * j, min(_MAX_COUNT, count - j),
+            self.add(Opcode.MATVEC, asm.encode_matvec(row + j, act + r * j,
+                                                      min(_MAX_COUNT, count - j),
                                                       accumulate=accumulate or j > 0))
 
 
-def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, relu=False):
+def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, relu=False,
+                 preloaded=False):
     """Compile ``Y = X @ W.T (+ bias)`` for a macro of ``config``; see the module docstring.
 
     ``weights`` int8 (N, K); ``inputs`` int8 (K,) or (B, K); ``bias`` int32 (N,) or None.
     Without ``mult`` the outputs are raw int32; with ``mult`` (0..65535) and ``shift`` (0..31)
-    they are requantized to int8, clamped at zero with ``relu``. Raises ``ValueError`` naming
-    the problem for any invalid argument."""
+    they are requantized to int8, clamped at zero with ``relu``. ``preloaded`` starts the
+    counters once the first pass's weights are in the macro (an error when the weights of one
+    tile do not fit it). Raises ``ValueError`` naming the problem for any invalid argument."""
     w, x, bias, mult, shift = _validate(weights, inputs, config, bias, mult, shift, relu)
     c = config
     n, k = w.shape
@@ -248,11 +278,27 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
     rows_per_tile = -(-k // r)
     kp = rows_per_tile * r
     resident = rows_per_tile <= c.depth
+    if preloaded and not resident:
+        raise ValueError(f"preloaded needs a tile's {rows_per_tile} weight rows to fit the "
+                         f"macro's {c.depth}; these weights are streamed in for every vector")
     limit = c.act_depth if resident else min(c.depth * r, c.act_depth)
-    if kp <= limit:
-        chunk = kp
+    # Two activation buffers when two copies (rounded to whole words) fit, else one.
+    half = c.act_depth // 2 // (4 * r) * (4 * r)
+    if kp <= limit and -(-kp // 4) * 4 <= half:
+        chunk, act_buffers = kp, 2
+    elif half and min(limit, half) >= 4 * r:
+        chunk, act_buffers = min(limit, half) // (4 * r) * (4 * r), 2
+    elif kp <= limit:
+        chunk, act_buffers = kp, 1
     else:
-        chunk = limit // (4 * r) * (4 * r) or limit // r * r
+        chunk, act_buffers = limit // (4 * r) * (4 * r) or limit // r * r, 1
+    buffer_bytes = -(-chunk // 4) * 4
+    loads = [0]                                 # activation loads so far: picks the buffer
+
+    def next_buffer():
+        base = (loads[0] % act_buffers) * buffer_bytes
+        loads[0] += 1
+        return base
     if resident:
         per_pass = c.depth // rows_per_tile
         if bias is not None:
@@ -285,8 +331,9 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
                                                          relu=relu, bias=bias_addr))
         emits.append(_Emit(vector, t * s, count))
 
-    b.add(Opcode.READ_COUNTERS, asm.encode_read_counters(clear=True))
-    for group in passes:
+    if not preloaded:
+        b.add(Opcode.READ_COUNTERS, asm.encode_read_counters(clear=True))
+    for number, group in enumerate(passes):
         rows = {t: tile_rows(t) for t in group}
         if bias is not None:
             words = np.zeros(len(group) * s, dtype=np.int32)
@@ -296,11 +343,14 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
             b.load_bias(words)
         if resident:
             b.write_weights(0, np.concatenate([rows[t] for t in group]))
+        if preloaded and number == 0:
+            b.add(Opcode.READ_COUNTERS, asm.encode_read_counters(clear=True))
         for vector in range(batch):
             if chunk == kp:
-                b.load_act(xp[vector])
+                base = next_buffer()
+                b.load_act(xp[vector], base)
                 for slot, t in enumerate(group):
-                    b.matvec(slot * rows_per_tile, rows_per_tile, accumulate=False)
+                    b.matvec(slot * rows_per_tile, rows_per_tile, accumulate=False, act=base)
                     emit(t, slot, vector)
                 continue
             for slot, t in enumerate(group):
@@ -312,45 +362,58 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
                     else:
                         row = 0
                         b.write_weights(0, rows[t][first_row:first_row + size // r])
-                    b.load_act(xp[vector, start:start + size])
-                    b.matvec(row, size // r, accumulate=start > 0)
+                    base = next_buffer()
+                    b.load_act(xp[vector, start:start + size], base)
+                    b.matvec(row, size // r, accumulate=start > 0, act=base)
                 emit(t, slot, vector)
     b.add(Opcode.READ_COUNTERS, asm.encode_read_counters())
 
     return GemvProgram(
         words=b.words, config=c, batch=batch, n=n, k=k, mode="raw" if mult is None else "int8",
         squeeze=squeeze, tile_outputs=s, tiles=tiles, k_padded=kp, rows_per_tile=rows_per_tile,
-        chunk=chunk, passes=passes, resident=resident, _commands=b.commands, _emits=emits)
+        chunk=chunk, passes=passes, resident=resident, act_buffers=act_buffers,
+        preloaded=preloaded, _commands=b.commands, _emits=emits)
 
 
 # -- running ---------------------------------------------------------------------------------
 
 def run_gemv(weights, inputs, config=MacroConfig(), *, bias=None, mult=None, shift=None,
-             relu=False, sim="golden", idle=0.0, backpressure=0.0, seed=0):
-    """Compile, run on ``sim`` (``"golden"``, ``"icarus"`` or ``"verilator"``) and extract.
+             relu=False, sim="golden", arch="pim", preloaded=False, idle=0.0, backpressure=0.0,
+             seed=0):
+    """Compile, run on ``sim`` and extract; returns a :class:`GemvResult`.
 
-    ``idle``, ``backpressure`` (probabilities in [0, 1)) and ``seed`` shape the RTL stream
-    handshakes; the golden model ignores them. Returns a :class:`GemvResult`. Raises
-    ``ValueError`` for invalid arguments, :class:`sw.rtl.SimulatorMissing` when the simulator is
-    not installed and ``RuntimeError`` when the run fails or the macro hangs."""
+    ``sim`` is ``"golden"`` (results, untimed counters), ``"model"`` (results from the golden
+    model, every counter from :mod:`sw.cycle_model`: what the RTL reports when nothing stalls),
+    ``"icarus"`` or ``"verilator"`` (the RTL of ``arch``). ``idle``, ``backpressure``
+    (probabilities in [0, 1)) and ``seed`` shape the RTL stream handshakes; the models ignore
+    them. Raises ``ValueError`` for invalid arguments, :class:`sw.rtl.SimulatorMissing` when the
+    simulator is not installed and ``RuntimeError`` when the run fails or the macro hangs."""
     if sim not in SIMS:
         raise ValueError(f"sim must be one of {', '.join(map(repr, SIMS))}, not {sim!r}")
+    if arch not in ARCHES:
+        raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHES))}, not {arch!r}")
     for name, p in (("idle", idle), ("backpressure", backpressure)):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1), not {p!r}")
-    program = compile_gemv(weights, inputs, config, bias=bias, mult=mult, shift=shift, relu=relu)
+    program = compile_gemv(weights, inputs, config, bias=bias, mult=mult, shift=shift, relu=relu,
+                           preloaded=preloaded)
     if sim == "golden":
-        out = GoldenMacro(config).run(program.words)
+        out = GoldenMacro(config, arch=arch).run(program.words)
+    elif sim == "model":
+        out = CycleModel(config, arch=arch).run(program.words)
     else:
-        # Generous budget: every word, row read and output word, slowed by the stalls.
-        work = len(program.words) + program.batch * program.tiles * program.rows_per_tile
+        # Generous budget: every word, and every row read at the baseline's bus speed, slowed
+        # by the stalls.
+        work = (len(program.words)
+                + program.batch * program.tiles * program.rows_per_tile * config.beats_per_row)
         budget = 2_000_000 + int(20 * work / ((1.0 - idle) * (1.0 - backpressure)))
         job = Job(program.words, idle=idle, backpressure=backpressure, seed=seed,
                   max_cycles=budget)
-        result, = run_rtl([job], config, sim=sim)
+        result, = run_rtl([job], config, sim=sim, arch=arch)
         if not result.finished:
             raise RuntimeError(f"the macro did not finish the GEMV program on {sim} within "
                                f"{budget} cycles (hung?)")
         out = result.out
     y, counters = program.extract(out)
-    return GemvResult(y=y, counters=counters, sim=sim, config=config)
+    return GemvResult(y=y, counters=counters, sim=sim, config=config, arch=arch,
+                      program=program)

@@ -11,10 +11,12 @@ import numpy as np
 
 from hw.isa import Counter, Error, Opcode, MacroConfig
 from sw import asm
+from sw.cycle_model import CycleModel
 from sw.golden import GoldenMacro
 
 
-__all__ = ["STALLS", "random_program", "init_program", "error_programs", "compare"]
+__all__ = ["STALLS", "random_program", "init_program", "error_programs", "compare",
+           "compare_timing"]
 
 
 #: (name, source idle probability, sink backpressure probability): the four combinations.
@@ -161,6 +163,21 @@ def compare(words, out, config, *, arch="pim", where=""):
                 f"{where}: command {i} ({name}) data should be "
                 f"{[hex(w) for w in exp.data]}, got {[hex(w) for w in got.data]}")
     return actual
+
+
+def compare_timing(words, out, config, *, arch="pim", where=""):
+    """Assert that every ``READ_COUNTERS`` after a clearing one reports exactly the counters
+    (``CYCLES`` and the stalls included) that :mod:`sw.cycle_model` predicts. Valid for runs
+    where the source never idles and the sink never refuses. Returns how many were compared."""
+    model = CycleModel(config, arch=arch)
+    expected = asm.parse_responses(model.run(words))
+    actual = asm.parse_responses(out)
+    assert len(actual) == len(expected), f"{where}: response counts differ"
+    for i in model.timed:
+        got, exp = actual[i].counters(), expected[i].counters()
+        assert got == exp, (f"{where}: command {i} READ_COUNTERS: the RTL reports {got}, the "
+                            f"cycle model predicts {exp}")
+    return len(model.timed)
 
 
 def _name(opcode):

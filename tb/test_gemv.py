@@ -266,7 +266,7 @@ def test_extract_rejects_truncated_output():
 
 
 def test_unknown_simulator_lists_choices():
-    with pytest.raises(ValueError, match="'golden', 'icarus', 'verilator'.*'modelsim'"):
+    with pytest.raises(ValueError, match="'golden', 'model', 'icarus', 'verilator'.*'modelsim'"):
         run_gemv(np.zeros((2, 2), np.int8), np.zeros(2, np.int8), sim="modelsim")
 
 

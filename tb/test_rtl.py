@@ -11,7 +11,10 @@ import pytest
 from hw.isa import ARCHES, Error, Opcode, MacroConfig
 from sw import asm
 from sw.rtl import Job, run_rtl, SIMULATORS
-from tb.programs import STALLS, random_program, error_programs, compare, init_program
+from sw.gemv import compile_gemv
+from sw.golden import requantize, wrap32
+from tb.programs import (STALLS, random_program, error_programs, compare, compare_timing,
+                         init_program)
 
 
 # bus_bits only matters to the baseline; each configuration gives it a different bus.
@@ -89,12 +92,32 @@ def test_macro(name, arch, sim):
             compare(words, out, config, arch=arch, where=case)
         add(Job(words, idle=0.2, backpressure=0.3, seed=2), check_error)
 
-    # Layer 3: seeded random programs under the four stall combinations.
+    # Layer 3: seeded random programs under the four stall combinations; without stalls the
+    # counters must also be exactly those the cycle model predicts.
     for seed, (stall, idle, bp) in enumerate(STALLS):
         words = random_program(config, seed)
-        add(Job(words, idle=idle, backpressure=bp, seed=seed),
-            lambda out, words=words, where=f"random seed {seed} {stall}":
-                compare(words, out, config, arch=arch, where=where))
+
+        def check_random(out, words=words, where=f"random seed {seed} {stall}", smooth=not (idle or bp)):
+            compare(words, out, config, arch=arch, where=where)
+            if smooth:
+                assert compare_timing(words, out, config, arch=arch, where=where) > 0
+        add(Job(words, idle=idle, backpressure=bp, seed=seed), check_random)
+
+    # Layer 4: a real workload, a tiled GEMV (bias, requantized, several passes and a batch),
+    # against numpy; then without stalls, its cycles against the cycle model.
+    rng = np.random.default_rng(11)
+    w = rng.integers(-128, 128, (2 * config.lanes + 3, 3 * config.depth // 2 + 5), dtype=np.int8)
+    x = rng.integers(-128, 128, (3, w.shape[1]), dtype=np.int8)
+    b = rng.integers(-2**20, 2**20, w.shape[0], dtype=np.int32)
+    program = compile_gemv(w, x, config, bias=b, mult=300, shift=12)
+    want = requantize(wrap32(x.astype(np.int64) @ w.T.astype(np.int64) + b), 300, 12, False)
+    for stall, idle, bp in (STALLS[0], STALLS[3]):
+        def check_gemv(out, smooth=not (idle or bp), where=f"gemv {stall}"):
+            y, counters = program.extract(out)
+            assert np.array_equal(y, want), f"{where}: the GEMV should match numpy"
+            if smooth:
+                assert compare_timing(program.words, out, config, arch=arch, where=where) == 1
+        add(Job(program.words, idle=idle, backpressure=bp, seed=4), check_gemv)
 
     # Reset in the middle of a load, of a MATVEC and of an output blocked by backpressure: the
     # next program (which rewrites every memory first) must run as on a fresh macro.

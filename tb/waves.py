@@ -1,8 +1,10 @@
-"""``make waves TEST=<name> [SIM=icarus|verilator]``: waveforms of one scenario, ready to open.
+"""``make waves TEST=<name> [SIM=icarus|verilator] [ARCH=pim|baseline]``: waveforms of one
+scenario, ready to open.
 
-Writes ``build/waves/<name>-<sim>/<name>.fst`` and ``<name>.gtkw``, a GTKWave save file with the
-signals grouped: controller, input stream, output stream, weight SRAM port, MAC lanes, output
-path, counters. Open it with ``gtkwave build/waves/<name>-<sim>/<name>.gtkw``.
+Writes ``build/waves/<name>-<sim>/<name>.fst`` (``<name>-baseline-<sim>`` for the baseline) and
+``<name>.gtkw``, a GTKWave save file with the
+signals grouped: controller, input stream, output stream, MAC engine queue, weight store (the
+SRAM port, and the bus for the baseline), MAC lanes, output engine, requantizer. Open it with ``gtkwave build/waves/<name>-<sim>/<name>.gtkw``.
 """
 
 import argparse
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.isa import MacroConfig
+from hw.isa import ARCHES, MacroConfig
 from sw import asm
 from sw.rtl import BUILD_ROOT, SIMULATORS, HDL_TOPLEVEL, Job, run_rtl
 from tb.programs import random_program, error_programs, compare
@@ -60,26 +62,30 @@ SCENARIOS = {
 
 # (group, module path under the top, name patterns, GTKWave display flags)
 GROUPS = [
-    ("Controller", "", [r"ctrl_state", r"header", r"arg0", r"arg1", r"error", r"index",
-                        r"remaining", r"last_error"], "22"),
+    ("Controller", "", [r"ctrl_state", r"header", r"arg0", r"arg1", r"error", r"can_go",
+                        r"index", r"remaining", r"pending_writebacks", r"last_error"], "22"),
     ("Input stream", "", [r"i_stream__\w+"], "22"),
-    ("Output stream", "", [r"o_stream__\w+", r"level"], "22"),
-    ("Weight SRAM port", "weight_store", [r"rd_en", r"rd_row", r"rd_valid", r"rd_data", r"wr_en",
-                                     r"wr_row", r"wr_sub", r"wr_word", r"wr_data"], "22"),
-    ("MAC lanes", "macs", [r"valid", r"first", r"acts", r"sum_l\d+", r"acc_l\d+"], "424"),
-    ("Output path", "", [r"out_mode", r"out_lane_d\d", r"acc_sel", r"raw_d\d", r"packed"],
-     "22"),
-    ("Requantizer", "requant", [r"value", r"mult", r"shift", r"relu", r"result", r"o_valid"],
-     "424"),
+    ("Output stream", "", [r"o_stream__\w+"], "22"),
+    ("MAC engine queue", "mac_engine", [r"live", r"pending", r"wp", r"ip", r"index",
+                                        r"capture_in_flight", r"inject", r"acc_out_full"], "22"),
+    ("Weight store", "mac_engine.weight_store", [r"rd_en", r"rd_row", r"rd_ready", r"rd_valid",
+                                                 r"busy", r"beat", r"wr_en", r"wr_row",
+                                                 r"wr_word", r"wr_data"], "22"),
+    ("MAC lanes", "mac_engine.macs", [r"valid", r"first", r"capture", r"acts", r"sum_l\d+",
+                                      r"acc_l\d+", r"out_l\d+"], "424"),
+    ("Output engine", "output_engine", [r"out_state", r"index", r"issue", r"out_lane_d\d",
+                                        r"acc_sel", r"raw_d\d", r"packed"], "22"),
+    ("Requantizer", "output_engine.requant", [r"value", r"mult", r"shift", r"relu", r"result",
+                                              r"o_valid"], "424"),
 ]
 
 
 def _declarations(verilog, module):
     """``{name: "[msb:lsb]" or ""}`` of the plain-named signals declared in ``module``."""
     if module:
-        # Yosys may suffix the module's type name (`weights$103`); the instance keeps its name.
-        kind = re.search(rf"\\{HDL_TOPLEVEL}\.(\S+)\s+{module}\s*\(", verilog).group(1)
-        header = f"module \\{HDL_TOPLEVEL}.{kind} "
+        # Submodules are named after their instance path (Yosys may add a `$N` suffix).
+        header = re.search(rf"module \\{HDL_TOPLEVEL}\.{re.escape(module)}(\$\d+)? \(",
+                           verilog).group(0)
     else:
         header = f"module {HDL_TOPLEVEL}("
     start = verilog.index(header)
@@ -119,6 +125,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("test", nargs="?", help="scenario name (see --list)")
     parser.add_argument("--sim", choices=SIMULATORS, default="icarus")
+    parser.add_argument("--arch", choices=ARCHES, default="pim")
     parser.add_argument("--list", action="store_true", help="list the scenarios")
     args = parser.parse_args(argv)
     if args.list or not args.test:
@@ -129,17 +136,18 @@ def main(argv=None):
         print(f"waves: error: unknown scenario {args.test!r}; choose from "
               f"{', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
-    out_dir = BUILD_ROOT / "waves" / f"{args.test}-{args.sim}"
+    arch = "" if args.arch == "pim" else f"{args.arch}-"
+    out_dir = BUILD_ROOT / "waves" / f"{args.test}-{arch}{args.sim}"
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = SCENARIOS[args.test][0]()
     test_dir = out_dir / "run"
-    results = run_rtl(jobs, CONFIG, sim=args.sim, waves=True, test_dir=test_dir)
+    results = run_rtl(jobs, CONFIG, sim=args.sim, arch=args.arch, waves=True, test_dir=test_dir)
     for job, result in zip(jobs, results):
         if not result.finished:
             print("waves: the macro did not finish (the waves show where it stopped)")
         else:
-            compare(job.words, result.out, CONFIG, where=args.test)
-    build_dir = BUILD_ROOT / "rtl" / args.sim / f"pim-{CONFIG.tag()}-waves"
+            compare(job.words, result.out, CONFIG, arch=args.arch, where=args.test)
+    build_dir = BUILD_ROOT / "rtl" / args.sim / f"{args.arch}-{CONFIG.tag(args.arch)}-waves"
     dumped = (build_dir / f"{HDL_TOPLEVEL}.fst" if args.sim == "icarus"
               else test_dir / "dump.fst")
     fst = out_dir / f"{args.test}.fst"
