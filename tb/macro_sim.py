@@ -10,22 +10,24 @@ import random
 from amaranth.sim import Simulator
 
 from hw import make_macro
-from hw.isa import MacroConfig
+from hw.isa import MacroConfig, Status
+from sw.golden import GoldenMacro
 
 
 __all__ = ["play"]
 
 
 def play(words, config: MacroConfig, *, arch="pim", idle=0.0, backpressure=0.0, seed=0,
-         max_cycles=200_000, quiet_cycles=200, vcd=None):
+         max_cycles=500_000, vcd=None):
     """Feed ``words`` (the source idles with probability ``idle``, the sink refuses with
     probability ``backpressure``); return ``(out_words, finished)``. ``finished`` is false when
-    the output has not gone quiet for ``quiet_cycles`` after the last input word within
-    ``max_cycles``: a hang."""
+    the macro has not answered every command (one status word each, plus the data words the
+    status announces) within ``max_cycles``: a hang."""
     dut = make_macro(config, arch=arch)
     rng = random.Random(seed)
     out = []
-    state = {"finished": False, "sent": False}
+    state = {"finished": False}
+    commands = len(GoldenMacro(config, arch=arch)._frame([int(w) for w in words]))
 
     async def source(ctx):
         for word in words:
@@ -39,20 +41,23 @@ def play(words, config: MacroConfig, *, arch="pim", idle=0.0, backpressure=0.0, 
                 if ready:
                     break
         ctx.set(dut.i_stream.valid, 0)
-        state["sent"] = True
 
     async def sink(ctx):
-        quiet = 0
+        answered, data_left = 0, 0
         for _ in range(max_cycles):
+            if answered == commands and data_left == 0:
+                state["finished"] = True
+                return
             ctx.set(dut.o_stream.ready, not (backpressure and rng.random() < backpressure))
             _, _, valid, ready, payload = await ctx.tick().sample(
                 dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload)
             if valid and ready:
                 out.append(payload)
-            quiet = 0 if valid or not state["sent"] else quiet + 1
-            if quiet > quiet_cycles:
-                state["finished"] = True
-                return
+                if data_left:
+                    data_left -= 1
+                else:
+                    answered += 1
+                    data_left = payload >> Status["count"].offset
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
