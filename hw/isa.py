@@ -91,7 +91,7 @@ __all__ = [
 #: Width of the input and output streams, in bits.
 STREAM_BITS = 32
 #: Version of this instruction set, reported by ``STATUS``.
-ISA_VERSION = 1
+ISA_VERSION = 2                 # 2: BUS_BEATS counter and BUS_BITS status word (baseline)
 #: Accumulator width; sums wrap modulo ``2 ** ACC_BITS``.
 ACC_BITS = 32
 #: Requantization multiplier is an unsigned integer of this many bits.

@@ -160,6 +160,14 @@ ERRORS = {
     "bad config": (["--weights", "W", "--input", "X", "--lanes", "6"],
                    "lanes must be a multiple of 4"),
     "no weights": (["--input", "X"], "required: --weights"),
+    "bad bus": (["--weights", "W", "--input", "X", "--bus-bits", "12"],
+                "bus_bits must be 8, 16, 32 or 64"),
+    "bus not dividing the row": (["--weights", "W", "--input", "X", "--lanes", "4",
+                                  "--bus-bits", "64"], "bus_bits must divide the row width"),
+    "unknown arch": (["--weights", "W", "--input", "X", "--arch", "gpu"],
+                     "invalid choice: 'gpu'"),
+    "preloaded weights too big": (["--weights", "W", "--input", "X", "--depth", "8",
+                                   "--preloaded"], "preloaded needs a tile's 21 weight rows"),
 }
 
 
@@ -195,6 +203,26 @@ def test_rtl_via_cli(files, sim):
     assert report["sim"] == sim and report["cycles"] > 0, f"{sim}: expected real cycles: {report}"
     assert report["output"] == reference(a["W"], a["X"], a["B"], 2000, 18).tolist(), \
         f"{sim}: Y should match the numpy reference"
+
+
+@pytest.mark.parametrize("arch", ["pim", "baseline"])
+def test_model_predicts_the_rtl_via_cli(files, arch):
+    """--sim model prints the JSON the RTL run prints (but for "sim"), configuration echoed."""
+    a, p, _ = files
+    config = ["--lanes", 4, "--rows-per-cycle", 2, "--depth", 64, "--bus-bits", 16]
+    reports = {}
+    for sim in ("model", "verilator"):
+        result = ok(pim("gemv", "--weights", p["W"], "--input", p["X"], "--bias", p["B"],
+                        "--sim", sim, "--arch", arch, "--json", *config))
+        reports[sim] = json.loads(result.stdout)
+    model, rtl = reports["model"], reports["verilator"]
+    assert model.pop("sim") == "model" and rtl.pop("sim") == "verilator"
+    assert model == rtl, f"{arch}: the cycle model should predict the RTL exactly"
+    assert rtl["arch"] == arch and rtl["cycles"] > 0
+    assert rtl["config"] == {"lanes": 4, "rows_per_cycle": 2, "depth": 64, "act_depth": 1024,
+                             "bias_depth": 256, "bus_bits": 16}
+    assert (rtl["counters"]["bus_beats"] > 0) == (arch == "baseline")
+    assert rtl["output"] == reference(a["W"], a["X"], a["B"]).tolist()
 
 
 def test_simulation_failure_exits_1(files, capsys, monkeypatch):

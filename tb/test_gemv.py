@@ -265,6 +265,76 @@ def test_extract_rejects_truncated_output():
     assert len(responses) == len(commands(program)), "one response per command"
 
 
+@pytest.mark.parametrize("r", [1, 2, 4])
+def test_activations_are_double_buffered(r):
+    """Consecutive LOAD_ACTs alternate between the two halves of the activation buffer, and
+    every MATVEC reads the half its vector was just loaded into."""
+    rng = np.random.default_rng(30 + r)
+    cfg = MacroConfig(lanes=8, rows_per_cycle=r, depth=128, act_depth=256)
+    w, x = rand_int8(rng, 20, 50), rand_int8(rng, 5, 50)
+    program = compile_gemv(w, x, cfg)
+    assert program.act_buffers == 2
+    half = -(-program.chunk // 4) * 4
+    loaded, reads = [], []
+    for op, count, _, arg in commands(program):
+        if op == Opcode.LOAD_ACT:
+            loaded.append(arg & 0xFFFF)
+        elif op == Opcode.MATVEC:
+            reads.append((arg >> 16, loaded[-1]))
+    assert loaded == [(i % 2) * half for i in range(len(loaded))], \
+        f"loads should alternate between 0 and {half}: {loaded}"
+    assert all(act == base for act, base in reads), "a MATVEC should read the latest vector"
+    assert 2 * half <= cfg.act_depth
+    check(run_gemv(w, x, cfg).y, reference(w, x), "double-buffered")
+
+
+def test_single_buffer_when_two_copies_do_not_fit():
+    rng = np.random.default_rng(40)
+    cfg = MacroConfig(lanes=8, depth=256, act_depth=64)
+    w, x = rand_int8(rng, 8, 60), rand_int8(rng, 3, 60)
+    program = compile_gemv(w, x, cfg)
+    assert (program.act_buffers, program.chunk) == (2, 32), \
+        "K = 60 does not fit twice in 64 bytes: it is chunked to fit a half"
+    check(run_gemv(w, x, cfg).y, reference(w, x), "chunked into halves")
+    tiny = MacroConfig(lanes=8, rows_per_cycle=4, depth=256, act_depth=24)
+    program = compile_gemv(w, x, tiny)
+    assert program.act_buffers == 1, "a half of 24 bytes holds no whole 4*R chunk"
+    check(run_gemv(w, x, tiny).y, reference(w, x), "single buffer")
+
+
+def test_preloaded_clears_counters_after_the_weights():
+    rng = np.random.default_rng(41)
+    cfg = MacroConfig()
+    w, x = rand_int8(rng, 8, 64), rand_int8(rng, 4, 64)
+    program = compile_gemv(w, x, cfg, preloaded=True)
+    ops = [op for op, *_ in commands(program)]
+    assert ops[:2] == [Opcode.WRITE_WEIGHTS, Opcode.READ_COUNTERS], ops[:3]
+    result = run_gemv(w, x, cfg, preloaded=True, arch="baseline")
+    # The weight load (header, row, 64 rows of 2 words) and the clearing READ_COUNTERS header
+    # come before the counters start.
+    assert result.counters["beats_in"] == len(program.words) - (2 + 64 * 2) - 1, \
+        "the counted input should exclude the weight load"
+    check(result.y, reference(w, x), "preloaded, baseline")
+    with pytest.raises(ValueError, match="preloaded needs a tile's 64 weight rows"):
+        compile_gemv(w, x, MacroConfig(depth=32), preloaded=True)
+
+
+@pytest.mark.parametrize("arch", ["pim", "baseline"])
+def test_model_sim_gives_golden_results_and_timed_counters(arch):
+    rng = np.random.default_rng(42)
+    cfg = MacroConfig(lanes=8, rows_per_cycle=2, bus_bits=16)
+    w, x = rand_int8(rng, 21, 70), rand_int8(rng, 3, 70)
+    golden = run_gemv(w, x, cfg, sim="golden", arch=arch)
+    model = run_gemv(w, x, cfg, sim="model", arch=arch)
+    check(model.y, reference(w, x), "model")
+    assert golden.counters["cycles"] == 0 < model.counters["cycles"]
+    untimed = {"cycles", "stall_in", "stall_out"}
+    assert {k: v for k, v in model.counters.items() if k not in untimed} == \
+        {k: v for k, v in golden.counters.items() if k not in untimed}
+    assert model.counters["bus_beats"] == (
+        model.counters["row_reads"] * cfg.beats_per_row if arch == "baseline" else 0)
+
+
 def test_unknown_simulator_lists_choices():
     with pytest.raises(ValueError, match="'golden', 'model', 'icarus', 'verilator'.*'modelsim'"):
         run_gemv(np.zeros((2, 2), np.int8), np.zeros(2, np.int8), sim="modelsim")
