@@ -64,10 +64,15 @@ class Macro(wiring.Component):
     """
 
     def __init__(self, config: MacroConfig, *, arch="pim"):
+        problem = None
         if not isinstance(config, MacroConfig):
-            raise TypeError(f"config must be a MacroConfig, not {config!r}")
-        if arch not in ARCHES:
-            raise ValueError(f"arch must be one of {', '.join(ARCHES)}, not {arch!r}")
+            problem = TypeError(f"config must be a MacroConfig, not {config!r}")
+        elif arch not in ARCHES:
+            problem = ValueError(f"arch must be one of {', '.join(ARCHES)}, not {arch!r}")
+        if problem is not None:
+            # A rejected macro is never elaborated: keep Amaranth from warning about it.
+            self._MustUse__silence = True
+            raise problem
         self.config = config
         self.arch = arch
         super().__init__({
