@@ -299,30 +299,42 @@ def sweep_markdown(rows):
 
 
 def plot_sweep(rows, path):
-    """Measured speedup against the ideal, one marker per (lanes, R), log-log, with y = x."""
+    """Left: measured speedup against the ideal (log-log, with y = x). Right: the fraction of
+    the ideal reached, with the 3 % tolerance. Colour: lanes; marker: R."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
     ideals = [row["ideal"] for row in rows]
-    lo, hi = min(ideals) / 1.3, max(ideals) * 1.3
-    ax.plot([lo, hi], [lo, hi], color="0.6", linestyle="--", label="ideal (lanes x R x 8 / bus)")
-    markers = {8: "o", 16: "s", 32: "^", 64: "D"}
+    lo, hi = min(ideals) / 1.4, max(ideals) * 1.4
+    left.plot([lo, hi], [lo, hi], color="0.6", linestyle="--", label="ideal")
+    right.axhline(1.0, color="0.6", linestyle="--")
+    right.axhline(1 - SWEEP_TOLERANCE, color="tab:red", linestyle=":",
+                  label=f"{1 - SWEEP_TOLERANCE:.0%} of ideal")
+    colours = dict(zip(sorted({row["lanes"] for row in rows}),
+                       ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"]))
+    markers = {1: "o", 2: "x", 4: "^"}
     for r in sorted({row["rows_per_cycle"] for row in rows}):
-        for lanes in sorted({row["lanes"] for row in rows}):
+        for lanes, colour in colours.items():
             pts = [row for row in rows if row["lanes"] == lanes and row["rows_per_cycle"] == r]
             if not pts:
                 continue
-            ax.scatter([p["ideal"] for p in pts], [p["speedup"] for p in pts],
-                       marker=markers.get(lanes, "o"), facecolors="none" if r > 1 else None,
-                       label=f"{lanes} lanes, R={r}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log", base=2)
-    ax.set_xlabel("ideal speedup (weight-row beats on the bus)")
-    ax.set_ylabel("measured speedup (baseline cycles / PIM cycles)")
-    ax.set_title("PIM vs Von Neumann baseline, preloaded GEMV, RTL")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+            style = dict(color=colour, marker=markers.get(r, "s"), s=46, linewidths=1.6,
+                         label=f"{lanes} lanes, R={r}")
+            left.scatter([p["ideal"] for p in pts], [p["speedup"] for p in pts], **style)
+            right.scatter([p["ideal"] for p in pts], [p["of_ideal"] for p in pts], **style)
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("ideal speedup = lanes x R x 8 / bus_bits")
+        ax.grid(True, which="both", alpha=0.3)
+    left.set_yscale("log", base=2)
+    left.set_ylabel("measured speedup (baseline / PIM cycles)")
+    left.set_title("PIM vs Von Neumann baseline (RTL)")
+    left.legend(fontsize=7, ncol=2)
+    right.set_ylabel("measured / ideal")
+    right.set_ylim(min(0.95, min(row["of_ideal"] for row in rows) - 0.01), 1.005)
+    right.set_title("fraction of the ideal reached")
+    right.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
