@@ -21,7 +21,9 @@ import sys
 import numpy as np
 
 from hw.isa import ARCHES, MacroConfig
+from sw.compiler import run_network
 from sw.gemv import SIMS, run_gemv
+from sw.network import load_network
 from sw.rtl import SimulatorMissing
 
 
@@ -80,26 +82,61 @@ def build_parser():
     gemv.add_argument("--mult", type=int, metavar="M", help="requantization multiplier 0..65535")
     gemv.add_argument("--shift", type=int, metavar="S", help="requantization shift 0..31")
     gemv.add_argument("--relu", action="store_true", help="clamp requantized outputs at zero")
-    gemv.add_argument("--sim", choices=SIMS, default="golden",
-                      help="golden: untimed reference; model: exact cycle prediction without "
-                           "RTL; icarus, verilator: the RTL (default: golden)")
-    gemv.add_argument("--arch", choices=ARCHES, default="pim",
-                      help="pim: MACs fused into the SRAM; baseline: SRAM and ALU joined by a "
-                           "--bus-bits bus (default: pim)")
-    gemv.add_argument("--preloaded", action="store_true",
-                      help="count cycles from when the weights are in the macro (they must fit)")
-    gemv.add_argument("--out", metavar="Y.npy", help="save Y here (numpy .npy)")
-    gemv.add_argument("--json", action="store_true",
-                      help="print one JSON object (config, shape, counters, and Y unless --out)")
-    config = gemv.add_argument_group("macro configuration (see hw.isa.MacroConfig)")
+    _run_options(gemv)
+    gemv.set_defaults(handler=_gemv)
+
+    infer = commands.add_parser(
+        "infer", help="run a quantized network (sw.network container) on the macro",
+        description="Run every sample of X through a quantized network: all layers in one "
+                    "command stream, chained on chip. Y holds the int8 outputs of the last "
+                    "layer, (B, outputs).")
+    infer.add_argument("--model", required=True, metavar="M.npz",
+                       help="quantized network (the container of sw/network.py)")
+    infer.add_argument("--input", required=True, metavar="X.npy",
+                       help="int8 samples (B, features), or images (B, C, H, W)")
+    infer.add_argument("--labels", metavar="L.npy", help="integer labels (B,): report accuracy")
+    _run_options(infer)
+    infer.set_defaults(handler=_infer)
+    return parser
+
+
+def _run_options(command):
+    """The options every run takes: back end, architecture, configuration, output."""
+    command.add_argument("--sim", choices=SIMS, default="golden",
+                         help="golden: untimed reference; model: exact cycle prediction without "
+                              "RTL; icarus, verilator: the RTL (default: golden)")
+    command.add_argument("--arch", choices=ARCHES, default="pim",
+                         help="pim: MACs fused into the SRAM; baseline: SRAM and ALU joined by a "
+                              "--bus-bits bus (default: pim)")
+    command.add_argument("--preloaded", action="store_true",
+                         help="count cycles from when the weights are in the macro (they must "
+                              "fit)")
+    command.add_argument("--out", metavar="Y.npy", help="save Y here (numpy .npy)")
+    command.add_argument("--json", action="store_true",
+                         help="print one JSON object (config, shape, counters, and Y unless "
+                              "--out)")
+    config = command.add_argument_group("macro configuration (see hw.isa.MacroConfig)")
     defaults = MacroConfig()
     for f in dataclasses.fields(MacroConfig):
         default = getattr(defaults, f.name)
         config.add_argument(_option(f.name), type=int, default=default, dest=f.name,
                             metavar="N", help=f"{_CONFIG_HELP.get(f.name, f.name)} "
                                                 f"(default: {default})")
-    gemv.set_defaults(handler=_gemv)
-    return parser
+
+
+def _config(args):
+    try:
+        return MacroConfig(**{f.name: getattr(args, f.name)
+                              for f in dataclasses.fields(MacroConfig)})
+    except ValueError as exc:
+        raise _Error(f"bad macro configuration: {exc}") from None
+
+
+def _save(path, y):
+    try:
+        np.save(path, y, allow_pickle=False)
+    except OSError as exc:
+        raise _Error(f"cannot write {path}: {exc}") from None
 
 
 def _load(path, what):
@@ -130,11 +167,7 @@ def _gemv(args):
         raise _Error("--mult and --shift must be given together")
     if args.relu and args.mult is None:
         raise _Error("--relu needs --mult and --shift")
-    try:
-        config = MacroConfig(**{f.name: getattr(args, f.name)
-                                for f in dataclasses.fields(MacroConfig)})
-    except ValueError as exc:
-        raise _Error(f"bad macro configuration: {exc}") from None
+    config = _config(args)
     weights = _load(args.weights, "weights")
     inputs = _load(args.input, "input")
     bias = None if args.bias is None else _load(args.bias, "bias")
@@ -151,10 +184,7 @@ def _gemv(args):
 
     y = result.y
     if args.out is not None:
-        try:
-            np.save(args.out, y, allow_pickle=False)
-        except OSError as exc:
-            raise _Error(f"cannot write {args.out}: {exc}") from None
+        _save(args.out, y)
     if args.json:
         batch, k = (1, inputs.shape[0]) if inputs.ndim == 1 else inputs.shape
         report = {
@@ -174,6 +204,61 @@ def _gemv(args):
         print(json.dumps(report))
     elif args.out is None:
         print(y)
+    return EXIT_OK
+
+
+def _infer(args):
+    config = _config(args)
+    try:
+        network = load_network(args.model)
+    except ValueError as exc:
+        raise _Error(str(exc)) from None
+    inputs = _load(args.input, "input")
+    labels = None
+    if args.labels is not None:
+        labels = _load(args.labels, "labels")
+        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+            raise _Error(f"labels must be a 1-D integer array, not {labels.dtype} of shape "
+                         f"{labels.shape}")
+    try:
+        batch = network.input_array(inputs).shape[0]
+    except ValueError as exc:
+        raise _Error(str(exc)) from None
+    if labels is not None and labels.shape[0] != batch:
+        raise _Error(f"{labels.shape[0]} labels for {batch} samples")
+
+    _quiet_simulator_logs()
+    try:
+        result = run_network(network, inputs, config, sim=args.sim, arch=args.arch,
+                             preloaded=args.preloaded)
+    except (ValueError, SimulatorMissing) as exc:
+        raise _Error(str(exc)) from None
+    except RuntimeError as exc:
+        raise _Error(str(exc), EXIT_FAILED) from None
+
+    if args.out is not None:
+        _save(args.out, result.y)
+    accuracy = (None if labels is None
+                else float(np.mean(result.predictions == labels)))
+    if args.json:
+        program = result.program
+        report = {
+            "sim": result.sim, "arch": result.arch, "config": config.as_dict(),
+            "samples": int(batch), "layers": len(network.layers),
+            "weight_bytes": network.weight_bytes, "passes": program.passes,
+            "weight_loads": program.weight_loads, "preloaded": args.preloaded,
+            "cycles": result.counters["cycles"], "macs": program.macs,
+            "utilization": result.utilization, "counters": result.counters,
+            "accuracy": accuracy,
+        }
+        if args.out is None:
+            report["output"] = result.y.tolist()
+        print(json.dumps(report))
+    else:
+        if args.out is None:
+            print(result.y)
+        if accuracy is not None:
+            print(f"accuracy: {accuracy:.4f} ({int(round(accuracy * batch))}/{batch})")
     return EXIT_OK
 
 

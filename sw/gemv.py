@@ -52,18 +52,12 @@ import numpy as np
 
 from hw.isa import MacroConfig, Opcode, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX
 from sw import asm
-from hw.isa import ARCHES
-from sw.cycle_model import CycleModel
-from sw.golden import GoldenMacro
-from sw.rtl import SIMULATORS, Job, run_rtl
+from sw.driver import SIMS, check_run_options, execute
 
 
 __all__ = ["GemvProgram", "GemvResult", "compile_gemv", "run_gemv", "SIMS"]
 
 
-#: Simulators :func:`run_gemv` accepts: the untimed golden model, the exact cycle model, and
-#: the RTL on each HDL simulator.
-SIMS = ("golden", "model") + tuple(SIMULATORS)
 
 _MAX_COUNT = (1 << 16) - 1          # a header's count field
 _MAX_LOAD_ACT = _MAX_COUNT & ~3     # keep every split LOAD_ACT 4-aligned
@@ -388,32 +382,15 @@ def run_gemv(weights, inputs, config=MacroConfig(), *, bias=None, mult=None, shi
     (probabilities in [0, 1)) and ``seed`` shape the RTL stream handshakes; the models ignore
     them. Raises ``ValueError`` for invalid arguments, :class:`sw.rtl.SimulatorMissing` when the
     simulator is not installed and ``RuntimeError`` when the run fails or the macro hangs."""
-    if sim not in SIMS:
-        raise ValueError(f"sim must be one of {', '.join(map(repr, SIMS))}, not {sim!r}")
-    if arch not in ARCHES:
-        raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHES))}, not {arch!r}")
-    for name, p in (("idle", idle), ("backpressure", backpressure)):
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"{name} must be a probability in [0, 1), not {p!r}")
+    check_run_options(sim, arch, idle, backpressure)
     program = compile_gemv(weights, inputs, config, bias=bias, mult=mult, shift=shift, relu=relu,
                            preloaded=preloaded)
-    if sim == "golden":
-        out = GoldenMacro(config, arch=arch).run(program.words)
-    elif sim == "model":
-        out = CycleModel(config, arch=arch).run(program.words)
-    else:
-        # Generous budget: every word, and every row read at the baseline's bus speed, slowed
-        # by the stalls.
-        work = (len(program.words)
-                + program.batch * program.tiles * program.rows_per_tile * config.beats_per_row)
-        budget = 2_000_000 + int(20 * work / ((1.0 - idle) * (1.0 - backpressure)))
-        job = Job(program.words, idle=idle, backpressure=backpressure, seed=seed,
-                  max_cycles=budget)
-        result, = run_rtl([job], config, sim=sim, arch=arch)
-        if not result.finished:
-            raise RuntimeError(f"the macro did not finish the GEMV program on {sim} within "
-                               f"{budget} cycles (hung?)")
-        out = result.out
+    work = program.batch * program.tiles * program.rows_per_tile
+    try:
+        out = execute(program.words, config, sim=sim, arch=arch, work=work, idle=idle,
+                      backpressure=backpressure, seed=seed)
+    except RuntimeError as exc:
+        raise RuntimeError(f"GEMV program: {exc}") from None
     y, counters = program.extract(out)
     return GemvResult(y=y, counters=counters, sim=sim, config=config, arch=arch,
                       program=program)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hw.isa import Flag, MacroConfig, Opcode
-from sw import gemv as gemv_module
+from sw import driver as driver_module
 from sw.asm import frame_program, parse_responses
 from sw.gemv import GemvResult, compile_gemv, run_gemv
 from sw.golden import GoldenMacro
@@ -343,7 +343,7 @@ def test_unknown_simulator_lists_choices():
 def test_hung_macro_is_reported(monkeypatch):
     def fake_run_rtl(jobs, config, *, sim, arch="pim"):
         return [JobResult(out=[], cycles=jobs[0].max_cycles, finished=False)]
-    monkeypatch.setattr(gemv_module, "run_rtl", fake_run_rtl)
+    monkeypatch.setattr(driver_module, "run_rtl", fake_run_rtl)
     with pytest.raises(RuntimeError, match=r"did not finish.*\(hung\?\)"):
         run_gemv(np.zeros((2, 2), np.int8), np.zeros(2, np.int8), sim="icarus")
 
