@@ -23,13 +23,15 @@ export PATH   = $(VENV_BIN):$(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(SYS_PATH)
 unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test sim waves clean distclean env-check
+.PHONY: help deps venv test sim demo spill waves clean distclean env-check
 
 # help: list the targets
 help:
 	@echo "make venv       create $(VENV) and install the project (editable) + system deps"
 	@echo "make test       run the pytest suite in parallel (PYTEST_ARGS='...' to add options)"
 	@echo "make sim        run the regression report (tb.regression)"
+	@echo "make demo       digits end to end: train, quantize, compile, run on the RTL (tb.demo)"
+	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (tb.spill)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
 	@echo "make clean      remove build outputs and caches (keeps the venv)"
 	@echo "make distclean  clean, and remove the venv"
@@ -50,6 +52,14 @@ test: venv
 # sim: the regression run with its report
 sim: venv
 	$(PY) -m tb.regression
+
+# demo: handwritten digits on the RTL of both architectures, with its report
+demo: venv
+	$(PY) -m tb.demo
+
+# spill: when the weights stop fitting: an RTL family and AlexNet/VGG-16/ResNet-50 at full scale
+spill: venv
+	$(PY) -m tb.spill
 
 # waves: FST + GTKWave save file of one scenario, e.g. `make waves TEST=hand SIM=verilator`
 waves: venv

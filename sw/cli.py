@@ -23,7 +23,7 @@ import numpy as np
 from hw.isa import ARCHES, MacroConfig
 from sw.compiler import run_network
 from sw.gemv import SIMS, run_gemv
-from sw.network import load_network
+from sw.network import load_network, save_network
 from sw.rtl import SimulatorMissing
 
 
@@ -97,6 +97,24 @@ def build_parser():
     infer.add_argument("--labels", metavar="L.npy", help="integer labels (B,): report accuracy")
     _run_options(infer)
     infer.set_defaults(handler=_infer)
+
+    quantize = commands.add_parser(
+        "quantize", help="quantize a float model (ONNX, or a pickled sklearn MLP) to int8",
+        description="Turn a float model into the int8 container of sw/network.py: symmetric "
+                    "per-tensor scales from the calibration data, requantization as one "
+                    "multiplier and shift per layer (see sw/quantize.py). Reports the "
+                    "int8-vs-float error on --test (default: the calibration data).")
+    quantize.add_argument("--model", required=True, metavar="F.onnx|F.pkl",
+                          help="float model: ONNX (Gemm/MatMul+Add, Conv, Relu, Flatten) or a "
+                               "pickled sklearn MLPClassifier (pickles run code: trusted files "
+                               "only)")
+    quantize.add_argument("--calib", required=True, metavar="X.npy",
+                          help="float calibration inputs (N, features) or (N, C, H, W)")
+    quantize.add_argument("--out", required=True, metavar="M.npz", help="the int8 container")
+    quantize.add_argument("--test", metavar="X.npy", help="float inputs for the error report")
+    quantize.add_argument("--labels", metavar="L.npy", help="labels of --test: accuracies")
+    quantize.add_argument("--json", action="store_true", help="print the report as JSON")
+    quantize.set_defaults(handler=_quantize)
     return parser
 
 
@@ -259,6 +277,35 @@ def _infer(args):
             print(result.y)
         if accuracy is not None:
             print(f"accuracy: {accuracy:.4f} ({int(round(accuracy * batch))}/{batch})")
+    return EXIT_OK
+
+
+def _quantize(args):
+    from sw.quantize import float_forward, load_float_model, quantize_file, report
+    calib = _load(args.calib, "calibration data")
+    test = calib if args.test is None else _load(args.test, "test data")
+    labels = None if args.labels is None else _load(args.labels, "labels")
+    if calib.dtype.kind != "f" or test.dtype.kind != "f":
+        raise _Error("calibration and test data must be float arrays")
+    try:
+        network = quantize_file(args.model, calib)
+        summary = report(network, float_forward(load_float_model(args.model)), test, labels)
+    except ValueError as exc:
+        raise _Error(str(exc)) from None
+    try:
+        save_network(args.out, network)
+    except OSError as exc:
+        raise _Error(f"cannot write {args.out}: {exc}") from None
+    summary.update({"out": args.out, "layers": len(network.layers),
+                    "weight_bytes": network.weight_bytes,
+                    "input_scale": network.input_scale, "output_scale": network.output_scale})
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.out}: {len(network.layers)} layers, {network.weight_bytes} int8 weights")
+        for key in ("float_accuracy", "int8_accuracy", "agreement", "relative_error"):
+            if key in summary:
+                print(f"  {key.replace('_', ' ')}: {summary[key]:.4f}")
     return EXIT_OK
 
 
