@@ -49,7 +49,9 @@ class Macro(wiring.Component):
     * every command needs a free response slot (``RESPONSE_SLOTS``), except ``READ_COUNTERS`` and
       ``STATUS``, which wait until everything is idle and the output FIFO is empty, then push
       their status and data words themselves, one per cycle;
-    * ``MATVEC`` needs a free engine slot and no write-back still pending;
+    * ``MATVEC`` needs a free engine slot, and waits for pending write-backs when one of them
+      may write the activation bytes it reads (their span is tracked since the count of pending
+      write-backs was last zero);
       ``EMIT_*``/``WRITEBACK`` need a free engine slot (for their capture);
     * ``WRITE_WEIGHTS`` waits while a queued or running MATVEC reads one of its rows;
       ``LOAD_ACT`` while one reads one of its bytes, or a write-back is pending; ``LOAD_BIAS``
@@ -205,6 +207,10 @@ class Macro(wiring.Component):
 
         # ---- What a command needs before it can go ------------------------------------------
         pending_writebacks = Signal(range(RESPONSE_SLOTS + 2))
+        # The activation bytes [wb_lo, wb_hi) span every write-back pending since the count
+        # was last zero.
+        wb_lo = Signal(17)
+        wb_hi = Signal(18)
         oe_quiet = ~responses.r_rdy & oe.idle
         all_idle = engine.idle & oe_quiet & (out_fifo.level == 0)
         m.d.comb += [
@@ -227,8 +233,12 @@ class Macro(wiring.Component):
                 with m.Case(Opcode.LOAD_BIAS):
                     m.d.comb += can_go.eq(responses.w_rdy & oe_quiet)
                 with m.Case(Opcode.MATVEC):
+                    # Only a write-back into the bytes this MATVEC reads must land first
+                    # (checked against the span of every write-back still pending).
+                    reads_lo, reads_hi = hi16, hi16 + count * rows
+                    overlap = (reads_lo < wb_hi) & (wb_lo < reads_hi)
                     m.d.comb += can_go.eq(responses.w_rdy & engine.can_push
-                                          & (pending_writebacks == 0))
+                                          & ((pending_writebacks == 0) | ~overlap))
                 with m.Case(Opcode.EMIT_RAW, Opcode.EMIT_INT8, Opcode.WRITEBACK):
                     m.d.comb += can_go.eq(responses.w_rdy & engine.can_push)
 
@@ -257,6 +267,12 @@ class Macro(wiring.Component):
         ]
         with m.If(responses.w_en & ok & (opcode == Opcode.WRITEBACK)):
             m.d.sync += pending_writebacks.eq(pending_writebacks + 1 - oe.writeback_done)
+            new_lo, new_hi = hi16, hi16 + count
+            with m.If(pending_writebacks == 0):
+                m.d.sync += [wb_lo.eq(new_lo), wb_hi.eq(new_hi)]
+            with m.Else():
+                m.d.sync += [wb_lo.eq(Mux(new_lo < wb_lo, new_lo, wb_lo)),
+                             wb_hi.eq(Mux(new_hi > wb_hi, new_hi, wb_hi))]
         with m.Elif(oe.writeback_done):
             m.d.sync += pending_writebacks.eq(pending_writebacks - 1)
 

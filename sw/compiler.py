@@ -122,8 +122,10 @@ def _matrices(network):
 
 def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False):
     """Compile ``network`` applied to the int8 batch ``x`` (see :meth:`Network.input_array`)
-    into a :class:`NetworkProgram`. With ``preloaded`` (only when every weight fits) the counters
-    start after the one-time set-up (weights, biases, zeroed buffer). Raises ``ValueError``."""
+    into a :class:`NetworkProgram`. With ``preloaded`` the counters start after the one-time
+    set-up (zeroed buffer, biases that fit, and the weights when all fit): they then measure a
+    macro that is already serving this network, where spilled weights must still be reloaded
+    for every chunk. Raises ``ValueError``."""
     if not isinstance(config, MacroConfig):
         raise ValueError(f"config must be a MacroConfig, not {config!r}")
     x = network.input_array(x)
@@ -160,9 +162,6 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
         bias_used += tile.count
     passes.append(current)
     resident = len(passes) == 1
-    if preloaded and not resident:
-        raise ValueError(f"preloaded needs every weight in the macro: {total_rows} rows, "
-                         f"the macro has {cfg.depth}")
     biases_once = total_bias <= cfg.bias_depth
     row_of, bias_of = {}, {}
     bias_next = 0

@@ -115,6 +115,7 @@ class CycleModel:
         self.fifo_empty = 0         # first cycle the output FIFO is empty
         self.writebacks_done = 0    # first cycle no write-back is pending
         self.last_writeback = 0     # responses up to the last write-back
+        self.wb_span = None         # activation bytes the pending write-backs may write
 
     # -- the engine -------------------------------------------------------------------------
 
@@ -297,7 +298,14 @@ class CycleModel:
         elif op == Opcode.LOAD_BIAS:
             go = max(go, self._oe_quiet())
         elif op == Opcode.MATVEC:
-            go = max(go, self._slot_free(), self._writebacks_done())
+            go = max(go, self._slot_free())
+            reads = (hi, hi + count * cfg.rows_per_cycle)
+            if self.wb_span is not None and reads[0] < self.wb_span[1] \
+                    and self.wb_span[0] < reads[1]:
+                # Only when the count of pending write-backs is not zero by then.
+                done = self._writebacks_done()
+                if done > d:
+                    go = max(go, done)
         else:                                  # EMIT_RAW, EMIT_INT8, WRITEBACK
             go = max(go, self._slot_free())
 
@@ -306,6 +314,13 @@ class CycleModel:
             r = cfg.rows_per_cycle
             self._push_matvec(go, (lo, lo + count), (hi, hi + count * r), count)
         elif op in _EMITTING:
+            if op == Opcode.WRITEBACK:
+                # The span of pending write-backs restarts when none is pending at dispatch.
+                span = (hi, hi + count)
+                if self.wb_span is None or self._writebacks_done() <= go:
+                    self.wb_span = span
+                else:
+                    self.wb_span = (min(self.wb_span[0], span[0]), max(self.wb_span[1], span[1]))
             capture = self._push_capture(go)
         self.responses.append(_Response(go, capture, count, op))
         if op == Opcode.WRITEBACK:

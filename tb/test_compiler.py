@@ -223,8 +223,6 @@ def test_compile_errors():
         compile_network(net, x, MacroConfig(act_depth=64))
     with pytest.raises(ValueError, match="the input must have shape"):
         compile_network(net, x[:, :10], MacroConfig())
-    with pytest.raises(ValueError, match="preloaded needs every weight"):
-        compile_network(net, x, MacroConfig(depth=70), preloaded=True)
     mixed = Network((dense(rng, 16, 16), conv(rng, 1, 2, 4)))
     with pytest.raises(ValueError, match="a convolution after a dense layer"):
         compile_network(mixed, inputs(rng, mixed, 1), MacroConfig())
