@@ -54,7 +54,8 @@ class Macro(wiring.Component):
       write-backs was last zero);
       ``EMIT_*``/``WRITEBACK`` need a free engine slot (for their capture);
     * ``WRITE_WEIGHTS`` waits while a queued or running MATVEC reads one of its rows;
-      ``LOAD_ACT`` while one reads one of its bytes, or a write-back is pending; ``LOAD_BIAS``
+      ``LOAD_ACT`` while one reads one of its bytes, or any write-back is pending (they share
+      the activation buffer's write port); ``LOAD_BIAS``
       until no response is queued or streaming;
     * a load then takes one payload word per cycle; a failed command skips its payload likewise.
 

@@ -14,8 +14,9 @@ Placement
 * **Activations** never leave the macro between layers. Each sample has a *slot* in the
   activation buffer with one region per layer, holding that layer's input: a dense layer's input
   vector, or a convolution's im2col patches (one per output position, ``kh * kw * C`` bytes,
-  position-major, channels fastest). Slots are used round-robin, so the next sample's input
-  streams in while the previous one computes.
+  position-major, channels fastest). Slots are used round-robin, and the next sample's input
+  load is issued right after the current sample's first ``MATVEC``, so it streams in while the
+  lanes compute.
 * **Chaining.** A layer's outputs are written straight into the next layer's region with
   ``WRITEBACK``: for a dense layer after a dense layer, one write-back per tile; after a
   convolution, the dense weights are permuted from (C, H, W) to (H, W, C) order so one output
@@ -218,7 +219,7 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
             values = x[sample]
         p.add(Opcode.LOAD_ACT, asm.encode_load_act(base + region_off[0], values))
 
-    def run_tile(tile, sample, base):
+    def run_tile(tile, sample, base, after_first=None):
         i = tile.layer
         layer, m = layers[i], mats[i]
         rows = len(tile.rows)
@@ -232,6 +233,9 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
             act = base + region_off[i] + pos * kp
             p.add(Opcode.MATVEC, asm.encode_matvec(row_of[tile], act, rows))
             p.rows_read += rows
+            if after_first is not None:
+                after_first()
+                after_first = None
             if last:
                 p.add(Opcode.EMIT_INT8, asm.encode_emit_int8(tile.count, **q))
                 if isinstance(layer, Conv):       # CHW index of (channel, position)
@@ -270,12 +274,20 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
                 write_pass(group)
                 if not biases_once:
                     load_biases(group)
-            for sample in samples:
+            # Software pipelining: the next sample's input is loaded right after this
+            # sample's first MATVEC, so it streams in while the lanes work (after a write-back
+            # the load would have to wait for it: they share the buffer's write port).
+            if number == 0:
+                load_input(samples[0], (samples[0] % slots) * slot_bytes)
+            for k, sample in enumerate(samples):
                 base = (sample % slots) * slot_bytes
-                if number == 0:
-                    load_input(sample, base)
+                after_first = None
+                if number == 0 and k + 1 < len(samples):
+                    nxt = samples[k + 1]
+                    after_first = lambda nxt=nxt: load_input(nxt, (nxt % slots) * slot_bytes)
                 for tile in group:
-                    run_tile(tile, sample, base)
+                    run_tile(tile, sample, base, after_first)
+                    after_first = None
         loads += 1
     p.add(Opcode.READ_COUNTERS, asm.encode_read_counters())
     return NetworkProgram(

@@ -228,6 +228,13 @@ class CycleModel:
         self._drain_responses(self.last_writeback)
         return self.writebacks_done
 
+    def _writeback_wait(self, d, span):
+        """First cycle from ``d`` at which activation bytes ``span`` may be touched: at once
+        unless the span of the pending write-backs overlaps it, else when none is pending."""
+        if self.wb_span is None or not (span[0] < self.wb_span[1] and self.wb_span[0] < span[1]):
+            return d
+        return max(d, self._writebacks_done())
+
     # -- commands ---------------------------------------------------------------------------
 
     def _conflict(self, d, lo, hi, act):
@@ -299,13 +306,7 @@ class CycleModel:
             go = max(go, self._oe_quiet())
         elif op == Opcode.MATVEC:
             go = max(go, self._slot_free())
-            reads = (hi, hi + count * cfg.rows_per_cycle)
-            if self.wb_span is not None and reads[0] < self.wb_span[1] \
-                    and self.wb_span[0] < reads[1]:
-                # Only when the count of pending write-backs is not zero by then.
-                done = self._writebacks_done()
-                if done > d:
-                    go = max(go, done)
+            go = max(go, self._writeback_wait(d, (hi, hi + count * cfg.rows_per_cycle)))
         else:                                  # EMIT_RAW, EMIT_INT8, WRITEBACK
             go = max(go, self._slot_free())
 

@@ -8,7 +8,9 @@ that dominate at that scale, from the same timing rules:
   ``ceil(K / R)`` weight rows, one per cycle on the PIM macro and one per
   ``lanes x R x 8 / bus_bits`` cycles on the baseline (:class:`hw.bus_weight_store.
   BusWeightStore`); back-to-back rows stream without a gap, so per-command overheads vanish
-  when rows per command are many;
+  when rows per command are many. The output engine works in parallel but needs
+  ``outputs + 6`` cycles per tile (status, one lane per cycle, pipeline drain), so a tile
+  costs the larger of the two;
 * **reload**: when the weight rows exceed the SRAM (``depth``), the weights are rewritten for
   every inference (the compiler's pass schedule with one sample per chunk), at ``bandwidth``
   bytes per cycle (the macro's input stream is 4), and a rewrite waits for the MATVECs reading
@@ -27,6 +29,11 @@ from sw.zoo import LayerShape
 __all__ = ["Estimate", "estimate", "shapes_of"]
 
 
+#: Output-engine cycles per tile beyond one per output: the status word and the return to idle
+#: (:class:`hw.output_engine.OutputEngine`).
+_OUTPUT_OVERHEAD = 6
+
+
 @dataclass(frozen=True)
 class Estimate:
     arch: str
@@ -35,7 +42,7 @@ class Estimate:
     capacity_bytes: int      # the macro's weight SRAM
     fits: bool
     passes: int              # SRAM-sized groups of weights
-    reloaded_bytes: int      # weight bytes streamed in per inference (0 when it fits)
+    reloaded_bytes: int      # weight bytes streamed in for the batch (0 when it fits)
     compute_cycles: int
     reload_cycles: int
 
@@ -49,20 +56,26 @@ def _rows(layer, config):
     return tiles, -(-layer.rows_k // config.rows_per_cycle)
 
 
-def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0):
-    """Cycles of one inference of ``layers`` (a list of :class:`sw.zoo.LayerShape`) on
-    ``arch`` of ``config``, with spilled weights reloaded at ``bandwidth`` bytes per cycle."""
+def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk=1):
+    """Cycles of ``batch`` inferences of ``layers`` (a list of :class:`sw.zoo.LayerShape`) on
+    ``arch`` of ``config``; spilled weights are reloaded once per ``chunk`` samples (as many as
+    the activation buffer holds), at ``bandwidth`` bytes per cycle."""
     if bandwidth <= 0:
         raise ValueError(f"bandwidth must be positive, not {bandwidth}")
+    if batch < 1 or chunk < 1:
+        raise ValueError("batch and chunk must be at least 1")
     interval = 1 if arch == "pim" else config.beats_per_row
     stored_rows = compute = 0
     for layer in layers:
         tiles, rows = _rows(layer, config)
         stored_rows += tiles * rows
-        compute += layer.positions * tiles * rows * interval
+        for tile in range(tiles):
+            outputs = min(config.lanes, layer.out_ch - tile * config.lanes)
+            compute += layer.positions * max(rows * interval, outputs + _OUTPUT_OVERHEAD)
+    compute *= batch
     fits = stored_rows <= config.depth
     stored = stored_rows * config.row_bytes
-    reloaded = 0 if fits else stored
+    reloaded = 0 if fits else stored * -(-batch // chunk)
     return Estimate(arch=arch, weight_bytes=sum(layer.weights for layer in layers),
                     stored_bytes=stored, capacity_bytes=config.depth * config.row_bytes,
                     fits=fits, passes=-(-stored_rows // config.depth),

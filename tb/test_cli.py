@@ -238,3 +238,110 @@ def test_simulation_failure_exits_1(files, capsys, monkeypatch):
     assert captured.out == "", f"nothing should reach stdout: {captured.out!r}"
     assert captured.err == "pim: error: the macro did not finish the GEMV program on icarus " \
                            "(hung?)\n", f"expected one error line, got {captured.err!r}"
+
+
+# -- pim infer / pim quantize ----------------------------------------------------------------
+
+@pytest.fixture
+def network_files(tmp_path):
+    """A small CNN container, int8 images, their reference outputs and labels."""
+    from sw.network import Conv, Dense, Network, forward, save_network
+    rng = np.random.default_rng(5)
+    net = Network((
+        Conv(rng.integers(-128, 128, (4, 1, 3, 3), dtype=np.int8),
+             rng.integers(-2000, 2000, 4, dtype=np.int32), 900, 13, True, (1, 6, 6),
+             (1, 1), (1, 1)),
+        Dense(rng.integers(-128, 128, (10, 144), dtype=np.int8),
+              rng.integers(-2000, 2000, 10, dtype=np.int32), 700, 15, False)))
+    x = rng.integers(-128, 128, (5, 1, 6, 6), dtype=np.int8)
+    y, _ = forward(net, x)
+    labels = y.argmax(axis=1)
+    labels[0] = (labels[0] + 1) % 10                       # one wrong label: accuracy 0.8
+    paths = {name: tmp_path / f"{name}.npy" for name in ("x", "labels")}
+    np.save(paths["x"], x)
+    np.save(paths["labels"], labels)
+    save_network(tmp_path / "net.npz", net)
+    return {"model": tmp_path / "net.npz", **paths}, y
+
+
+@pytest.mark.parametrize("sim", ["golden", "model"])
+def test_infer(network_files, sim):
+    p, y = network_files
+    report = json.loads(ok(pim("infer", "--model", p["model"], "--input", p["x"], "--labels",
+                               p["labels"], "--sim", sim, "--json", "--lanes", 4, "--depth",
+                               512)).stdout)
+    assert report["output"] == y.tolist()
+    assert report["accuracy"] == pytest.approx(0.8)
+    assert report["samples"] == 5 and report["layers"] == 2 and report["passes"] == 1
+    assert (report["cycles"] > 0) == (sim == "model")
+
+
+def test_infer_on_verilator_matches_model(network_files):
+    p, y = network_files
+    reports = [json.loads(ok(pim("infer", "--model", p["model"], "--input", p["x"], "--sim", sim,
+                                 "--arch", "baseline", "--json")).stdout)
+               for sim in ("model", "verilator")]
+    assert reports[1]["output"] == y.tolist()
+    assert reports[0]["cycles"] == reports[1]["cycles"] > 0
+    assert reports[0]["counters"] == reports[1]["counters"]
+
+
+INFER_ERRORS = {
+    "missing model": (["--model", "nowhere.npz"], "nowhere.npz: no such file"),
+    "images of the wrong size": (["--input", "bad_x"], r"images of shape \(B, 1, 6, 6\)"),
+    "labels count": (["--labels", "bad_labels"], "3 labels for 5 samples"),
+    "model missing a key": (["--model", "broken"], "key relu1 is missing"),
+}
+
+
+@pytest.mark.parametrize("case", INFER_ERRORS)
+def test_infer_errors(network_files, tmp_path, case):
+    p, _ = network_files
+    np.save(tmp_path / "bad_x.npy", np.zeros((2, 1, 5, 5), np.int8))
+    np.save(tmp_path / "bad_labels.npy", np.zeros(3, np.int64))
+    with np.load(p["model"]) as data:
+        arrays = {k: data[k] for k in data.files if k != "relu1"}
+    np.savez(tmp_path / "broken.npz", **arrays)
+    args = {"--model": str(p["model"]), "--input": str(p["x"]), "--labels": str(p["labels"])}
+    extra, message = INFER_ERRORS[case]
+    named = {"bad_x": tmp_path / "bad_x.npy", "bad_labels": tmp_path / "bad_labels.npy",
+             "broken": tmp_path / "broken.npz"}
+    args[extra[0]] = str(named.get(extra[1], extra[1]))
+    result = pim("infer", *[v for kv in args.items() for v in kv])
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), lines
+
+
+def test_quantize_then_infer(tmp_path):
+    """The committed digits MLP: quantize with the training split, then infer the test split:
+    the int8 accuracy the quantizer reports is what `pim infer` measures."""
+    from sw.digits import split
+    x_train, x_test, _, y_test = split()
+    np.save(tmp_path / "calib.npy", x_train.reshape(len(x_train), -1))
+    np.save(tmp_path / "test.npy", x_test.reshape(len(x_test), -1))
+    np.save(tmp_path / "labels.npy", y_test)
+    model = Path(__file__).resolve().parent.parent / "models" / "digits_mlp.onnx"
+    summary = json.loads(ok(pim("quantize", "--model", model, "--calib", tmp_path / "calib.npy",
+                                "--test", tmp_path / "test.npy", "--labels",
+                                tmp_path / "labels.npy", "--out", tmp_path / "mlp.npz",
+                                "--json")).stdout)
+    assert summary["int8_accuracy"] > 0.93
+    assert abs(summary["int8_accuracy"] - summary["float_accuracy"]) < 0.03
+    from sw.network import load_network
+    from sw.quantize import quantize_input
+    net = load_network(tmp_path / "mlp.npz")
+    np.save(tmp_path / "xq.npy", quantize_input(net, x_test.reshape(len(x_test), -1)))
+    report = json.loads(ok(pim("infer", "--model", tmp_path / "mlp.npz", "--input",
+                               tmp_path / "xq.npy", "--labels", tmp_path / "labels.npy",
+                               "--json", "--out", tmp_path / "y.npy")).stdout)
+    assert report["accuracy"] == pytest.approx(summary["int8_accuracy"])
+
+
+def test_quantize_rejects_unknown_format(tmp_path):
+    (tmp_path / "model.txt").write_text("no")
+    np.save(tmp_path / "calib.npy", np.zeros((2, 4), np.float32))
+    result = pim("quantize", "--model", tmp_path / "model.txt", "--calib", tmp_path / "calib.npy",
+                 "--out", tmp_path / "m.npz")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "m.npz").exists(), "nothing should be written on an error"
