@@ -277,12 +277,14 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
             # Software pipelining: the next sample's input is loaded right after this
             # sample's first MATVEC, so it streams in while the lanes work (after a write-back
             # the load would have to wait for it: they share the buffer's write port).
-            if number == 0:
-                load_input(samples[0], (samples[0] % slots) * slot_bytes)
+            # Only into another slot: this sample's later MATVECs still read its own.
+            pipelined = number == 0 and slots > 1
             for k, sample in enumerate(samples):
                 base = (sample % slots) * slot_bytes
+                if number == 0 and (k == 0 or not pipelined):
+                    load_input(sample, base)
                 after_first = None
-                if number == 0 and k + 1 < len(samples):
+                if pipelined and k + 1 < len(samples):
                     nxt = samples[k + 1]
                     after_first = lambda nxt=nxt: load_input(nxt, (nxt % slots) * slot_bytes)
                 for tile in group:

@@ -108,6 +108,20 @@ def test_container_round_trip(tmp_path):
     assert again.layers[1].stride == (2, 2) and again.layers[1].in_shape == (8, 8, 8)
 
 
+@pytest.mark.parametrize("act_depth", [1024, 4096])
+def test_one_or_many_activation_slots(act_depth):
+    """A CNN needing 576 bytes per sample: one slot (every sample reuses it, loads wait for the
+    previous sample) or several (the next input streams in during the current sample)."""
+    rng = np.random.default_rng(21)
+    net = Network((conv(rng, 1, 4, 6), dense(rng, 144, 10, False)))
+    x = inputs(rng, net, 4)
+    config = MacroConfig(lanes=4, depth=512, act_depth=act_depth)
+    result = run_network(net, x, config, sim="model")
+    assert np.array_equal(result.y, forward(net, x)[0])
+    loads = [op for op, _ in commands(result.program) if op == Opcode.LOAD_ACT]
+    assert len(loads) == 4, "one input load per sample"
+
+
 # -- the spill schedule ----------------------------------------------------------------------
 
 def test_spilled_weights_are_loaded_once_per_chunk():
