@@ -26,8 +26,12 @@ Placement
   padding positions are never written, and the whole buffer is zeroed once at the start.
   The last layer's outputs leave with ``EMIT_INT8``.
 
-Limits (clear ``ValueError`` s): a tile must fit the SRAM (``ceil(K / R) <= depth``), one
-sample's slot must fit the activation buffer, and a convolution may not follow a dense layer.
+* **Tiles taller than the SRAM** (``ceil(K / R) > depth``) are *streamed*: for every sample
+  (and output position) each K chunk of ``depth`` rows is written to row 0 and multiplied, the
+  chunks accumulating; such a layer's weights cross the input stream once per sample.
+
+Limits (clear ``ValueError`` s): one sample's slot must fit the activation buffer, and a
+convolution may not follow a dense layer.
 """
 
 from dataclasses import dataclass, field
@@ -60,8 +64,9 @@ class _Tile:
 class NetworkProgram:
     """A compiled network: ``words`` plus what :meth:`extract` needs to read the answer.
     ``passes`` is the number of weight groups (1 when every weight stays resident),
-    ``chunk`` the samples processed per pass, ``weight_loads`` how many times each weight is
-    written (``ceil(batch / chunk)`` when spilled, else 1)."""
+    ``chunk`` the samples processed per pass, ``weight_loads`` how many times the most-loaded
+    weight is written (1 when resident, ``ceil(batch / chunk)`` when spilled, once per sample
+    and output position for a streamed layer)."""
     words: list
     config: MacroConfig
     batch: int
@@ -140,11 +145,10 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
 
     # -- tiles and passes -----------------------------------------------------------------
     tiles = []
+    streamed = set()
     for i, m in enumerate(mats):
-        rows_needed = -(-m.shape[1] // r)
-        if rows_needed > cfg.depth:
-            raise ValueError(f"layer {i}: a tile needs {rows_needed} weight rows (K = "
-                             f"{m.shape[1]}, R = {r}); the macro has {cfg.depth}")
+        if -(-m.shape[1] // r) > cfg.depth:
+            streamed.add(i)       # a tile is taller than the SRAM: stream its K chunks
         for t, start in enumerate(range(0, m.shape[0], lanes)):
             block = np.zeros((lanes, m.shape[1]), dtype=np.int8)
             count = min(lanes, m.shape[0] - start)
@@ -154,15 +158,18 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
     total_bias = sum(t.count for t in tiles)
     passes, current, rows_used, bias_used = [], [], 0, 0
     for tile in tiles:
-        if current and (rows_used + len(tile.rows) > cfg.depth
-                        or bias_used + tile.count > cfg.bias_depth):
+        is_streamed = tile.layer in streamed
+        rows = 0 if is_streamed else len(tile.rows)
+        if current and (rows_used + rows > cfg.depth or bias_used + tile.count > cfg.bias_depth
+                        or (current[0].layer in streamed) != is_streamed
+                        or (is_streamed and current[0].layer != tile.layer)):
             passes.append(current)
             current, rows_used, bias_used = [], 0, 0
         current.append(tile)
-        rows_used += len(tile.rows)
+        rows_used += rows
         bias_used += tile.count
     passes.append(current)
-    resident = len(passes) == 1
+    resident = len(passes) == 1 and not streamed
     biases_once = total_bias <= cfg.bias_depth
     row_of, bias_of = {}, {}
     bias_next = 0
@@ -170,7 +177,7 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
         row = 0
         for tile in group:
             row_of[tile] = row
-            row += len(tile.rows)
+            row += 0 if tile.layer in streamed else len(tile.rows)
             if biases_once:
                 bias_of[tile] = bias_next
                 bias_next += tile.count
@@ -231,7 +238,16 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
         kp = _pad4(m.shape[1])
         for pos in positions:
             act = base + region_off[i] + pos * kp
-            p.add(Opcode.MATVEC, asm.encode_matvec(row_of[tile], act, rows))
+            if i in streamed:
+                # K chunks of at most `depth` rows, each written to row 0 and accumulated.
+                for first in range(0, rows, cfg.depth):
+                    size = min(cfg.depth, rows - first)
+                    p.add(Opcode.WRITE_WEIGHTS, asm.encode_write_weights(
+                        0, tile.rows[first:first + size], cfg))
+                    p.add(Opcode.MATVEC, asm.encode_matvec(0, act + first * r, size,
+                                                           accumulate=first > 0))
+            else:
+                p.add(Opcode.MATVEC, asm.encode_matvec(row_of[tile], act, rows))
             p.rows_read += rows
             if after_first is not None:
                 after_first()
@@ -271,7 +287,8 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
         samples = list(range(first, min(batch, first + chunk)))
         for number, group in enumerate(passes):
             if not resident:
-                write_pass(group)
+                if group[0].layer not in streamed:
+                    write_pass(group)
                 if not biases_once:
                     load_biases(group)
             # Software pipelining: the next sample's input is loaded right after this
@@ -294,7 +311,10 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
     p.add(Opcode.READ_COUNTERS, asm.encode_read_counters())
     return NetworkProgram(
         words=p.words, config=cfg, batch=batch, outputs=layers[-1].outputs,
-        passes=len(passes), chunk=chunk, weight_loads=1 if resident else loads,
+        passes=len(passes), chunk=chunk,
+        weight_loads=max([batch * (layers[i].out_shape[1] * layers[i].out_shape[2]
+                                   if isinstance(layers[i], Conv) else 1) for i in streamed]
+                         + [1 if resident else loads]),
         weight_rows=total_rows, macs=batch * network.macs, rows_read=p.rows_read,
         _commands=p.commands,
         _emits=p.emits)
