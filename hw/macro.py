@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from .isa import (STREAM_BITS, ISA_VERSION, ARCHES, REQUANT_SHIFT_MAX, Opcode, Flag, Error,
                   Counter, StatusWord, Header, Status, QuantArg, MacroConfig, arg_words,
                   allowed_flags, COUNTLESS, LANE_COUNTED)
+from .bias_memory import BiasMemory
 from .counters import PerfCounters
 from .mac_engine import MacEngine
 from .output_engine import OutputEngine, Response, ResponseKind, OUT_FIFO_DEPTH
@@ -100,15 +101,13 @@ class Macro(wiring.Component):
                                                 init=[])
         act_wr = act_mem.write_port(granularity=8)
         act_rd = act_mem.read_port()
-        m.submodules.bias_mem = bias_mem = Memory(shape=signed(32), depth=cfg.bias_depth, init=[])
-        bias_wr = bias_mem.write_port()
-        bias_rd = bias_mem.read_port()
+        m.submodules.bias_mem = bias_mem = BiasMemory(cfg.bias_depth)
 
         m.d.comb += [
             act_rd.addr.eq(engine.act_addr), act_rd.en.eq(engine.act_en),
             engine.act_data.eq(act_rd.data),
-            bias_rd.addr.eq(oe.bias_addr), bias_rd.en.eq(oe.bias_en),
-            oe.bias_data.eq(bias_rd.data),
+            bias_mem.rd_addr.eq(oe.bias_addr), bias_mem.rd_en.eq(oe.bias_en),
+            oe.bias_data.eq(bias_mem.rd_data),
             oe.acc_out.eq(engine.acc_out), oe.acc_out_full.eq(engine.acc_out_full),
             engine.release.eq(oe.release),
             oe.rq_data.eq(responses.r_data), oe.rq_valid.eq(responses.r_rdy),
@@ -390,7 +389,7 @@ class Macro(wiring.Component):
                 m.d.comb += [
                     self.i_stream.ready.eq(1),
                     engine.wr_row.eq(row), engine.wr_word.eq(word), engine.wr_data.eq(i_word),
-                    bias_wr.addr.eq(row), bias_wr.data.eq(i_word),
+                    bias_mem.wr_addr.eq(row), bias_mem.wr_data.eq(i_word),
                     load_act_addr.eq(act_word),
                 ]
                 with m.If(self.i_stream.valid):
@@ -404,7 +403,7 @@ class Macro(wiring.Component):
                             with m.If(word == cfg.row_words - 1):
                                 m.d.sync += [word.eq(0), row.eq(row + 1)]
                         with m.Case(Opcode.LOAD_BIAS):
-                            m.d.comb += bias_wr.en.eq(1)
+                            m.d.comb += bias_mem.wr_en.eq(1)
                             m.d.sync += row.eq(row + 1)
                         with m.Case(Opcode.LOAD_ACT):
                             # Bytes past `count` in the last word are not written.

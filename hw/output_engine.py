@@ -5,10 +5,11 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .isa import MacroConfig, ACC_BITS, STREAM_BITS
+from .bias_memory import BIAS_READS
 from .requantizer import Requantizer
 
 
-__all__ = ["OutputEngine", "Response", "ResponseKind", "OUT_FIFO_DEPTH"]
+__all__ = ["OutputEngine", "Response", "ResponseKind", "OUT_FIFO_DEPTH", "groups"]
 
 
 #: Words the output FIFO holds; the engine never issues more lanes than it has room for.
@@ -35,17 +36,21 @@ class OutputEngine(wiring.Component):
 
     A ``STATUS_ONLY`` response pushes its status word in one cycle. An emitting response waits
     until its accumulators have been captured (``acc_out_full``), pushes its status word, then
-    issues one lane per cycle while the FIFO has room for everything in flight: the lane's
-    captured value plus ``bias[bias + lane]`` (one cycle, the bias read), then the
-    :class:`Requantizer` (``Requantizer.LATENCY`` cycles); the lane's result is then pushed
-    (``EMIT_RAW``: the int32 sum; ``EMIT_INT8``: four lanes per word) or written into the
-    activation buffer (``WRITEBACK``). ``release`` strobes when the last lane has been read from
-    ``acc_out``; the engine takes the next response once the last lane has left the pipeline
-    (``writeback_done`` strobes then for a write-back). ``idle``: no response in progress.
+    issues one *group* of lanes per cycle while the FIFO has room for everything in flight:
+    ``EMIT_RAW`` one lane (one int32 word); ``EMIT_INT8`` the lanes of one output word (four);
+    ``WRITEBACK`` the lanes whose results land in one 32-bit word of the activation buffer (up
+    to four). A group's captured values plus ``bias[bias + lane]`` (one cycle: the bias read),
+    then ``GROUP`` :class:`Requantizer` s in parallel (``Requantizer.LATENCY`` cycles), give its
+    FIFO word or its activation write. ``release`` strobes when the last group has been read
+    from ``acc_out``; the engine takes the next response once the last group has left the
+    pipeline (``writeback_done`` strobes then for a write-back). ``idle``: no response in
+    progress. :func:`groups` gives the number of groups of a response.
     """
 
-    #: Cycles from issuing a lane to its push or write.
+    #: Cycles from issuing a group to its push or write.
     LANE_LATENCY = 1 + Requantizer.LATENCY
+    #: Lanes one group may hold.
+    GROUP = BIAS_READS
 
     def __init__(self, config: MacroConfig):
         self._config = config
@@ -58,7 +63,7 @@ class OutputEngine(wiring.Component):
             "release":        Out(1),
             "bias_addr":      Out(range(config.bias_depth)),
             "bias_en":        Out(1),
-            "bias_data":      In(signed(32)),
+            "bias_data":      In(data.ArrayLayout(signed(32), BIAS_READS)),
             "act_wr_addr":    Out(range(config.act_depth // 4)),
             "act_wr_en":      Out(4),
             "act_wr_data":    Out(32),
@@ -72,64 +77,78 @@ class OutputEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lanes = self._config.lanes
-        m.submodules.requant = requant = Requantizer()
+        lanes, g = self._config.lanes, self.GROUP
+        requants = [Requantizer() for _ in range(g)]
+        for j, requant in enumerate(requants):
+            m.submodules[f"requant{j}" if j else "requant"] = requant
 
         job = Signal(Response)              # the response being streamed
-        index = Signal(range(lanes + 1))    # next lane to issue
+        index = Signal(range(lanes + 1))    # first lane of the next group
         issue = Signal()
         issue_last = Signal()
+        size = Signal(range(g + 1))         # lanes in the group issued now
+        with m.Switch(job.kind):
+            with m.Case(ResponseKind.EMIT_RAW):
+                m.d.comb += size.eq(1)
+            with m.Case(ResponseKind.EMIT_INT8):
+                m.d.comb += size.eq(Mux(job.count - index < g, job.count - index, g))
+            with m.Default():               # WRITEBACK: up to the next word boundary
+                room = g - (job.act + index)[:2]
+                m.d.comb += size.eq(Mux(job.count - index < room, job.count - index, room))
         m.d.comb += [self.bias_addr.eq(job.bias + index), self.bias_en.eq(issue)]
 
-        acc_sel = Signal(signed(ACC_BITS))
-        m.d.sync += acc_sel.eq(self.acc_out[index[:max(1, (lanes - 1).bit_length())]])
-        value = Signal(signed(ACC_BITS))
-        m.d.comb += value.eq(acc_sel + Mux(job.bias_on, self.bias_data, 0))
-        m.d.comb += [requant.value.eq(value), requant.mult.eq(job.mult),
-                     requant.shift.eq(job.shift), requant.relu.eq(job.relu)]
+        # Stage 0 (one cycle): the group's accumulators and biases.
+        acc_sel = [Signal(signed(ACC_BITS), name=f"acc_sel{j}") for j in range(g)]
+        width = max(1, (lanes - 1).bit_length())
+        for j in range(g):
+            m.d.sync += acc_sel[j].eq(self.acc_out[(index + j)[:width]])
+        values = []
+        for j in range(g):
+            value = Signal(signed(ACC_BITS), name=f"value{j}")
+            m.d.comb += value.eq(acc_sel[j] + Mux(job.bias_on, self.bias_data[j], 0))
+            values.append(value)
+            m.d.comb += [requants[j].value.eq(value), requants[j].mult.eq(job.mult),
+                         requants[j].shift.eq(job.shift), requants[j].relu.eq(job.relu)]
 
-        # Each issued lane's number and "last" mark travel with it.
+        # Each issued group's first lane, size and "last" mark travel with it.
         depth = self.LANE_LATENCY
         stage_valid = Signal(depth)
         stage_last = Signal(depth)
         stage_lane = [Signal(range(lanes), name=f"out_lane_d{i}") for i in range(depth)]
+        stage_size = [Signal(range(g + 1), name=f"out_size_d{i}") for i in range(depth)]
         raw_value = [Signal(signed(ACC_BITS), name=f"raw_d{i}") for i in range(depth - 1)]
         m.d.sync += [stage_valid.eq(Cat(issue, stage_valid[:-1])),
                      stage_last.eq(Cat(issue_last, stage_last[:-1])),
-                     stage_lane[0].eq(index), raw_value[0].eq(value)]
+                     stage_lane[0].eq(index), stage_size[0].eq(size), raw_value[0].eq(values[0])]
         for i in range(1, depth):
-            m.d.sync += stage_lane[i].eq(stage_lane[i - 1])
+            m.d.sync += [stage_lane[i].eq(stage_lane[i - 1]), stage_size[i].eq(stage_size[i - 1])]
         for i in range(1, depth - 1):
             m.d.sync += raw_value[i].eq(raw_value[i - 1])
-        m.d.comb += requant.i_valid.eq(stage_valid[0])
-        out_valid, out_lane, out_last = stage_valid[-1], stage_lane[-1], stage_last[-1]
+        for requant in requants:
+            m.d.comb += requant.i_valid.eq(stage_valid[0])
+        out_valid, out_lane, out_size = stage_valid[-1], stage_lane[-1], stage_size[-1]
         in_flight = Signal(range(depth + 1))
         m.d.comb += in_flight.eq(sum(stage_valid))
         room = self.fifo_level + in_flight < OUT_FIFO_DEPTH
 
-        packed = Signal(32)
-        packed_next = Signal(32)
-        byte_lane = out_lane[:2] if lanes > 1 else C(0, 2)
-        m.d.comb += packed_next.eq(packed)
-        with m.Switch(byte_lane):
-            for b in range(4):
-                with m.Case(b):
-                    m.d.comb += packed_next[8 * b:8 * b + 8].eq(requant.result)
+        # The group's results as bytes, lanes past its size zeroed.
+        results = Signal(32)
+        for j in range(g):
+            m.d.comb += results[8 * j:8 * j + 8].eq(
+                Mux(j < out_size, requants[j].result.as_unsigned(), 0))
         with m.If(out_valid):
             with m.Switch(job.kind):
                 with m.Case(ResponseKind.EMIT_RAW):
                     m.d.comb += [self.fifo_data.eq(raw_value[-1]), self.fifo_push.eq(1)]
                 with m.Case(ResponseKind.EMIT_INT8):
-                    m.d.sync += packed.eq(packed_next)
-                    with m.If((byte_lane == 3) | out_last):
-                        m.d.comb += [self.fifo_data.eq(packed_next), self.fifo_push.eq(1)]
-                        m.d.sync += packed.eq(0)
+                    m.d.comb += [self.fifo_data.eq(results), self.fifo_push.eq(1)]
                 with m.Case(ResponseKind.WRITEBACK):
                     address = job.act + out_lane
+                    offset = address[:2]
                     m.d.comb += [
                         self.act_wr_addr.eq(address >> 2),
-                        self.act_wr_data.eq(requant.result.as_unsigned().replicate(4)),
-                        self.act_wr_en.eq(1 << address[:2]),
+                        self.act_wr_data.eq(results << (offset * 8)),
+                        self.act_wr_en.eq((((1 << out_size) - 1) << offset)[:4]),
                     ]
 
         head = self.rq_data
@@ -148,11 +167,23 @@ class OutputEngine(wiring.Component):
             with m.State("LANES"):
                 with m.If(index != job.count):
                     with m.If(room):
-                        m.d.comb += [issue.eq(1), issue_last.eq(index == job.count - 1)]
-                        m.d.sync += index.eq(index + 1)
-                        with m.If(index == job.count - 1):
+                        last = index + size == job.count
+                        m.d.comb += [issue.eq(1), issue_last.eq(last)]
+                        m.d.sync += index.eq(index + size)
+                        with m.If(last):
                             m.d.comb += self.release.eq(1)
                 with m.Elif(~stage_valid.any()):
                     m.d.comb += self.writeback_done.eq(job.kind == ResponseKind.WRITEBACK)
                     m.next = "IDLE"
         return m
+
+
+def groups(kind, count, act=0):
+    """Lane groups (issue cycles) of an emitting response: ``EMIT_RAW`` one per lane,
+    ``EMIT_INT8`` one per output word, ``WRITEBACK`` one per activation word written."""
+    g = OutputEngine.GROUP
+    if kind == ResponseKind.EMIT_RAW:
+        return count
+    if kind == ResponseKind.EMIT_INT8:
+        return -(-count // g)
+    return (act + count - 1) // g - act // g + 1

@@ -36,11 +36,13 @@ _LOADS = (Opcode.WRITE_WEIGHTS, Opcode.LOAD_ACT, Opcode.LOAD_BIAS)
 # `acc_out_full` is high from the next cycle; rows landing in L have left the pipeline by L + 3.
 _CAPTURED = MacArray.LATENCY - 1
 _DRAINED = MacArray.LATENCY
-# OutputEngine: the last lane issued in cycle u leaves the requantizer pipeline in u + 3, and
-# the engine is back in IDLE in u + 5.
-from hw.output_engine import OutputEngine      # noqa: E402
+# OutputEngine: the last lane group issued in cycle u leaves the requantizer pipeline in u + 3,
+# and the engine is back in IDLE in u + 5.
+from hw.output_engine import OutputEngine, ResponseKind, groups      # noqa: E402
 _LANE_PUSH = OutputEngine.LANE_LATENCY
 _LANE_DONE = OutputEngine.LANE_LATENCY + 2
+_KINDS = {Opcode.EMIT_RAW: ResponseKind.EMIT_RAW, Opcode.EMIT_INT8: ResponseKind.EMIT_INT8,
+          Opcode.WRITEBACK: ResponseKind.WRITEBACK}
 
 
 @dataclass
@@ -72,10 +74,10 @@ class _Op:
 
 
 class _Response:
-    __slots__ = ("go", "capture", "count", "kind")
+    __slots__ = ("go", "capture", "count", "kind", "act")
 
-    def __init__(self, go, capture=None, count=0, kind=None):
-        self.go, self.capture, self.count, self.kind = go, capture, count, kind
+    def __init__(self, go, capture=None, count=0, kind=None, act=0):
+        self.go, self.capture, self.count, self.kind, self.act = go, capture, count, kind, act
 
 
 class CycleModel:
@@ -200,7 +202,7 @@ class CycleModel:
                 if not resp.capture.resolved:
                     self._resolve_capture(None)
                 pop = max(pop, resp.capture.captured + 1)
-                n = resp.count
+                n = groups(_KINDS[resp.kind], resp.count, resp.act)     # issue cycles
                 self.acc_free = pop + n + 1
                 self.oe_free = pop + n + _LANE_DONE
                 if resp.kind == Opcode.WRITEBACK:
@@ -323,7 +325,7 @@ class CycleModel:
                 else:
                     self.wb_span = (min(self.wb_span[0], span[0]), max(self.wb_span[1], span[1]))
             capture = self._push_capture(go)
-        self.responses.append(_Response(go, capture, count, op))
+        self.responses.append(_Response(go, capture, count, op, hi))
         if op == Opcode.WRITEBACK:
             self.last_writeback = len(self.responses)
         self.t = go + 1 + len(payload)

@@ -9,8 +9,8 @@ that dominate at that scale, from the same timing rules:
   ``lanes x R x 8 / bus_bits`` cycles on the baseline (:class:`hw.bus_weight_store.
   BusWeightStore`); back-to-back rows stream without a gap, so per-command overheads vanish
   when rows per command are many. The output engine works in parallel but needs
-  ``outputs + 6`` cycles per tile (status, one lane per cycle, pipeline drain), so a tile
-  costs the larger of the two;
+  ``ceil(outputs / 4) + 6`` cycles per tile (status, four int8 lanes per cycle, pipeline
+  drain), so a tile costs the larger of the two;
 * **reload**: when the weight rows exceed the SRAM (``depth``), the weights are rewritten for
   every inference (the compiler's pass schedule with one sample per chunk), at ``bandwidth``
   bytes per cycle (the macro's input stream is 4), and a rewrite waits for the MATVECs reading
@@ -23,13 +23,14 @@ check the estimate against the exact model on networks the compiler can compile.
 from dataclasses import dataclass
 
 from hw.isa import MacroConfig
+from hw.output_engine import ResponseKind, groups
 from sw.zoo import LayerShape
 
 
 __all__ = ["Estimate", "estimate", "shapes_of"]
 
 
-#: Output-engine cycles per tile beyond one per output: the status word and the return to idle
+#: Output-engine cycles per tile beyond its lane groups: the status word and the return to idle
 #: (:class:`hw.output_engine.OutputEngine`).
 _OUTPUT_OVERHEAD = 6
 
@@ -71,7 +72,8 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
         stored_rows += tiles * rows
         for tile in range(tiles):
             outputs = min(config.lanes, layer.out_ch - tile * config.lanes)
-            compute += layer.positions * max(rows * interval, outputs + _OUTPUT_OVERHEAD)
+            emit = groups(ResponseKind.WRITEBACK, outputs) + _OUTPUT_OVERHEAD
+            compute += layer.positions * max(rows * interval, emit)
     compute *= batch
     fits = stored_rows <= config.depth
     stored = stored_rows * config.row_bytes

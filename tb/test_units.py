@@ -160,3 +160,41 @@ def test_make_macro_rejects_unknown_arch():
     from hw import make_macro
     with pytest.raises(ValueError, match="arch must be one of pim, baseline, not 'gpu'"):
         make_macro(MacroConfig(), arch="gpu")
+
+
+def test_bias_memory_reads_four_consecutive_words():
+    """Every start address, every bank alignment: rd_data[j] == word[addr + j] a cycle later."""
+    from hw.bias_memory import BiasMemory, BIAS_READS
+    depth = 23
+    words = [int(v) for v in np.random.default_rng(3).integers(-2**31, 2**31, depth)]
+    dut = BiasMemory(depth)
+
+    async def bench(ctx):
+        for addr, word in enumerate(words):
+            ctx.set(dut.wr_en, 1)
+            ctx.set(dut.wr_addr, addr)
+            ctx.set(dut.wr_data, word)
+            await ctx.tick()
+        ctx.set(dut.wr_en, 0)
+        for addr in range(depth - BIAS_READS + 1):
+            ctx.set(dut.rd_en, 1)
+            ctx.set(dut.rd_addr, addr)
+            await ctx.tick()
+            ctx.set(dut.rd_en, 0)
+            got = [ctx.get(dut.rd_data[j]) for j in range(BIAS_READS)]
+            assert got == words[addr:addr + BIAS_READS], f"read at {addr}"
+
+    simulate(dut, bench)
+
+
+@pytest.mark.parametrize("kind,count,act,expected", [
+    ("EMIT_RAW", 7, 0, 7),         # one int32 word per lane
+    ("EMIT_INT8", 7, 0, 2),        # four lanes per output word
+    ("EMIT_INT8", 8, 0, 2),
+    ("WRITEBACK", 8, 0, 2),        # aligned: two activation words
+    ("WRITEBACK", 6, 3, 3),        # bytes 3..8 touch words 0, 1 and 2
+    ("WRITEBACK", 1, 5, 1),
+])
+def test_output_groups(kind, count, act, expected):
+    from hw.output_engine import ResponseKind, groups
+    assert groups(getattr(ResponseKind, kind), count, act) == expected
