@@ -27,7 +27,7 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge, Timer
-from cocotb.utils import get_sim_time
+from cocotb.simtime import get_sim_time
 
 from hw.isa import MacroConfig
 from sw.asm import frame_program
