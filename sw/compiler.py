@@ -4,7 +4,8 @@ Placement
 =========
 
 * **Weights.** Every layer's weight matrix (a convolution's in im2col order, see
-  :meth:`sw.network.Conv.matrix`) is cut into *tiles* of ``lanes`` outputs; a tile is
+  :meth:`sw.network.Conv.matrix`) is cut into *tiles* of ``lanes`` outputs (``bias_depth``
+  when that is smaller: a tile's biases must fit at once); a tile is
   ``ceil(K / R)`` weight rows. When all tiles fit the SRAM (``depth`` rows) they are written once,
   at the start, and stay. Otherwise the tiles are grouped, in layer order, into *passes* that
   each fit (rows and biases); then the samples are processed in *chunks* (as many as the
@@ -144,14 +145,16 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
     mats = _matrices(network)
 
     # -- tiles and passes -----------------------------------------------------------------
+    # A tile's biases must fit the bias memory at once.
+    tile_outputs = min(lanes, cfg.bias_depth)
     tiles = []
     streamed = set()
     for i, m in enumerate(mats):
         if -(-m.shape[1] // r) > cfg.depth:
             streamed.add(i)       # a tile is taller than the SRAM: stream its K chunks
-        for t, start in enumerate(range(0, m.shape[0], lanes)):
+        for t, start in enumerate(range(0, m.shape[0], tile_outputs)):
             block = np.zeros((lanes, m.shape[1]), dtype=np.int8)
-            count = min(lanes, m.shape[0] - start)
+            count = min(tile_outputs, m.shape[0] - start)
             block[:count] = m[start:start + count]
             tiles.append(_Tile(i, t, start, count, asm.weight_rows(block, cfg)))
     total_rows = sum(len(t.rows) for t in tiles)

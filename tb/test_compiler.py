@@ -159,6 +159,18 @@ def test_tiles_taller_than_the_sram_are_streamed(arch):
     assert compare_timing(program.words, out, config, arch=arch) == 1
 
 
+def test_bias_memory_smaller_than_lanes():
+    """bias_depth 6 < 16 lanes: tiles shrink to 6 outputs so each tile's biases fit."""
+    rng = np.random.default_rng(15)
+    net = NETWORKS["cnn"](rng)
+    x = inputs(rng, net, 2)
+    config = MacroConfig(lanes=16, depth=256, act_depth=8192, bias_depth=6)
+    result = run_network(net, x, config, sim="model")
+    assert np.array_equal(result.y, forward(net, x)[0])
+    loads = [word >> 16 for op, word in commands(result.program) if op == Opcode.LOAD_BIAS]
+    assert loads and max(loads) <= 6
+
+
 def test_resident_weights_are_loaded_once():
     rng = np.random.default_rng(9)
     net = NETWORKS["mlp"](rng)
