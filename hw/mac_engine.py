@@ -15,7 +15,7 @@ __all__ = ["MacEngine", "OP_SLOTS", "Tag"]
 OP_SLOTS = 4
 
 #: What travels with a weight row request through the weight store.
-Tag = data.StructLayout({"act": 16, "first": 1, "capture": 1, "last": 1, "row": 1, "slot": 2})
+Tag = data.StructLayout({"act": 16, "first": 1, "capture": 1, "last": 1, "slot": 2})
 
 _Op = data.StructLayout({"capture": 1, "row": 16, "act": 16, "count": 16, "first": 1})
 
@@ -123,7 +123,7 @@ class MacEngine(wiring.Component):
         capture_ok = ~self.acc_out_full & ~capture_in_flight
         tag = Signal(Tag)
         inject = Signal()                    # a capture enters the MAC pipeline without a row
-        m.d.comb += [store.rd_tag.eq(tag), tag.row.eq(1)]
+        m.d.comb += store.rd_tag.eq(tag)
         with m.If(have_head & ~head.capture):
             m.d.comb += [
                 store.rd_en.eq(1), store.rd_row.eq(head.row + index),

@@ -17,6 +17,7 @@ from hw.isa import Opcode, Flag, Error, Counter, StatusWord, MacroConfig
 
 
 __all__ = [
+    "AnswerCounter",
     "header", "encode_write_weights", "encode_load_act", "encode_load_bias", "encode_matvec",
     "encode_emit_raw", "encode_emit_int8", "encode_writeback", "encode_read_counters",
     "encode_status", "pack_bytes", "unpack_bytes", "weight_rows", "Response", "parse_responses",
@@ -164,6 +165,24 @@ class Response:
     def int32(self):
         """The data words as signed int32 values."""
         return np.asarray(self.data, dtype=np.uint32).view(np.int32).copy()
+
+
+class AnswerCounter:
+    """Counts the complete responses of an output stream fed one word at a time (a status
+    word, then the data words its count announces): what a testbench needs to know when a
+    program has answered, without re-parsing the stream."""
+
+    def __init__(self):
+        self.complete = 0
+        self._due = 0               # data words still to come for the current response
+
+    def add(self, word):
+        if self._due:
+            self._due -= 1
+        else:
+            self._due = int(word) >> 16
+        if not self._due:
+            self.complete += 1
 
 
 def parse_responses(words):

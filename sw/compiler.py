@@ -191,13 +191,12 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
                 b += tile.count
 
     # -- activation slots ------------------------------------------------------------------
-    region_size, region_off, offset = [], [], 0
+    region_off, offset = [], 0
     for layer, m in zip(layers, mats):
         k = m.shape[1]
         size = (layer.out_shape[1] * layer.out_shape[2] * _pad4(k) if isinstance(layer, Conv)
                 else _pad4(k))
         region_off.append(offset)
-        region_size.append(size)
         offset += size
     slot_bytes = offset
     if slot_bytes > cfg.act_depth:

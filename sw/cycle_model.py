@@ -16,29 +16,26 @@ Time is counted in clock cycles from the cycle the first header word is taken (`
 
 from dataclasses import dataclass, field
 
-from hw.isa import (Counter, Error, Flag, Header, MacroConfig, Opcode, STREAM_BITS, arg_words)
+from hw.isa import Counter, Error, Flag, Header, MacroConfig, Opcode, STREAM_BITS
 from hw.mac_array import MacArray
+from hw.mac_engine import OP_SLOTS
+from hw.macro import RESPONSE_SLOTS
+from hw.output_engine import OutputEngine, ResponseKind, groups
+from sw import asm
 from sw.golden import GoldenMacro, _field
 
 
 __all__ = ["CycleModel", "Prediction", "predict"]
 
 
-#: The queues' sizes, from the gateware (one definition: imported, not repeated).
-from hw.macro import RESPONSE_SLOTS            # noqa: E402
-from hw.mac_engine import OP_SLOTS             # noqa: E402
-
 _BARRIERS = (Opcode.READ_COUNTERS, Opcode.STATUS)
-_ENGINE_OPS = (Opcode.MATVEC, Opcode.EMIT_RAW, Opcode.EMIT_INT8, Opcode.WRITEBACK)
 _EMITTING = (Opcode.EMIT_RAW, Opcode.EMIT_INT8, Opcode.WRITEBACK)
-_LOADS = (Opcode.WRITE_WEIGHTS, Opcode.LOAD_ACT, Opcode.LOAD_BIAS)
 # MacArray: a capture entering the pipeline in cycle x strobes `captured` in x + _CAPTURED and
 # `acc_out_full` is high from the next cycle; rows landing in L have left the pipeline by L + 3.
 _CAPTURED = MacArray.LATENCY - 1
 _DRAINED = MacArray.LATENCY
 # OutputEngine: the last lane group issued in cycle u leaves the requantizer pipeline in u + 3,
-# and the engine is back in IDLE in u + 5.
-from hw.output_engine import OutputEngine, ResponseKind, groups      # noqa: E402
+# and the engine is back in IDLE in u + 5. The queue sizes come from the gateware as well.
 _LANE_PUSH = OutputEngine.LANE_LATENCY
 _LANE_DONE = OutputEngine.LANE_LATENCY + 2
 _KINDS = {Opcode.EMIT_RAW: ResponseKind.EMIT_RAW, Opcode.EMIT_INT8: ResponseKind.EMIT_INT8,
@@ -54,8 +51,6 @@ class Prediction:
     cycles: int | None
     #: Every counter of the last ``READ_COUNTERS``, by name.
     counters: dict = field(default_factory=dict)
-    #: Cycle in which the last command went (its dispatch).
-    end: int = 0
 
 
 class _Op:
@@ -337,7 +332,6 @@ def predict(words, config: MacroConfig, *, arch="pim"):
     """Predict the macro's output for ``words`` run with no stalls; see :class:`Prediction`."""
     model = CycleModel(config, arch=arch)
     out = model.run(words)
-    from sw import asm
     responses = asm.parse_responses(out)
     last = None
     for resp in responses:
@@ -345,4 +339,4 @@ def predict(words, config: MacroConfig, *, arch="pim"):
             last = resp
     counters = {c.name.lower(): last.data[c.value] for c in Counter} if last else {}
     cycles = counters.get("cycles") if model.clear_at is not None else None
-    return Prediction(out=out, cycles=cycles, counters=counters, end=model.t)
+    return Prediction(out=out, cycles=cycles, counters=counters)

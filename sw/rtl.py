@@ -20,7 +20,7 @@ from hw.isa import MacroConfig
 
 
 __all__ = ["SIMULATORS", "Job", "JobResult", "SimulatorMissing", "run_rtl", "verilog_for",
-           "BUILD_ROOT", "HDL_TOPLEVEL", "TOPS"]
+           "BUILD_ROOT", "REPORT_DIR", "HDL_TOPLEVEL", "TOPS"]
 
 
 SIMULATORS = ("icarus", "verilator")
@@ -31,6 +31,8 @@ TOPS = {"macro": (HDL_TOPLEVEL, "tb.player"), "uart": ("pim_uart", "tb.uart_play
 #: Clock cycles per UART bit in simulation (a board derives it from its clock and baud rate).
 SIM_UART_DIVISOR = 8
 BUILD_ROOT = Path(os.environ.get("PIM_BUILD", Path(__file__).resolve().parent.parent / "build"))
+#: Where `make sim`, `make demo` and `make spill` write their reports.
+REPORT_DIR = BUILD_ROOT / "report"
 
 
 class SimulatorMissing(RuntimeError):

@@ -10,8 +10,8 @@ import random
 from amaranth.sim import Simulator
 
 from hw import make_macro
-from hw.isa import MacroConfig, Status
-from sw.golden import GoldenMacro
+from hw.isa import MacroConfig
+from sw.asm import AnswerCounter, frame_program
 
 
 __all__ = ["play"]
@@ -27,7 +27,7 @@ def play(words, config: MacroConfig, *, arch="pim", idle=0.0, backpressure=0.0, 
     rng = random.Random(seed)
     out = []
     state = {"finished": False}
-    commands = len(GoldenMacro(config, arch=arch)._frame([int(w) for w in words]))
+    commands = len(frame_program(words, config))
 
     async def source(ctx):
         for word in words:
@@ -43,9 +43,9 @@ def play(words, config: MacroConfig, *, arch="pim", idle=0.0, backpressure=0.0, 
         ctx.set(dut.i_stream.valid, 0)
 
     async def sink(ctx):
-        answered, data_left = 0, 0
+        answers = AnswerCounter()
         for _ in range(max_cycles):
-            if answered == commands and data_left == 0:
+            if answers.complete == commands:
                 state["finished"] = True
                 return
             ctx.set(dut.o_stream.ready, not (backpressure and rng.random() < backpressure))
@@ -53,11 +53,7 @@ def play(words, config: MacroConfig, *, arch="pim", idle=0.0, backpressure=0.0, 
                 dut.o_stream.valid, dut.o_stream.ready, dut.o_stream.payload)
             if valid and ready:
                 out.append(payload)
-                if data_left:
-                    data_left -= 1
-                else:
-                    answered += 1
-                    data_left = payload >> Status["count"].offset
+                answers.add(payload)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

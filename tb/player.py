@@ -30,7 +30,7 @@ from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge, Timer
 from cocotb.simtime import get_sim_time
 
 from hw.isa import MacroConfig
-from sw.asm import frame_program
+from sw.asm import AnswerCounter, frame_program
 
 
 class TB:
@@ -66,13 +66,13 @@ class TB:
         dut = self.dut
         rng = random.Random(seed)
         taken, out = 0, []
-        statuses, pending = 0, 0          # responses complete so far; data words still due
+        answers = AnswerCounter()
         cycles = 0
         while True:
             if stop_after_taken is not None and taken >= stop_after_taken:
                 break
-            if (stop_after_taken is None and taken == len(words) and statuses == expect_status
-                    and pending == 0):
+            if (stop_after_taken is None and taken == len(words)
+                    and answers.complete == expect_status):
                 break
             if cycles >= max_cycles:
                 return out, cycles, False
@@ -98,11 +98,7 @@ class TB:
             if accept and dut.o_stream__valid.value:
                 word = int(dut.o_stream__payload.value)
                 out.append(word)
-                if pending:
-                    pending -= 1
-                else:
-                    statuses += 1
-                    pending = word >> 16
+                answers.add(word)
             await FallingEdge(dut.clk)
             cycles += 1
         dut.i_stream__valid.value = 0

@@ -35,11 +35,10 @@ import numpy as np
 from hw.isa import ARCHES, MacroConfig, Opcode
 from sw import asm
 from sw.gemv import compile_gemv
-from sw.rtl import BUILD_ROOT, SIMULATORS, Job, run_rtl
+from sw.rtl import REPORT_DIR, SIMULATORS, Job, run_rtl
 from tb.programs import compare, compare_timing
 
 
-REPORT_DIR = BUILD_ROOT / "report"
 #: Measured speedup must be within this fraction of the ideal in every bus-bound sweep point.
 SWEEP_TOLERANCE = 0.03
 

@@ -26,12 +26,11 @@ from hw.isa import ARCHES, MacroConfig
 from sw.compiler import compile_network
 from sw.cycle_model import CycleModel
 from sw.network import Dense, Network, forward
-from sw.rtl import BUILD_ROOT, SIMULATORS, Job, run_rtl
+from sw.rtl import REPORT_DIR, SIMULATORS, Job, run_rtl
 from sw.scale_model import estimate, shapes_of
 from sw.zoo import NETWORKS
 
 
-REPORT_DIR = BUILD_ROOT / "report"
 RTL_CONFIG = MacroConfig(lanes=16, rows_per_cycle=1, depth=256, act_depth=8192,
                          bias_depth=512, bus_bits=32)
 LAYER_COUNTS = (1, 2, 3, 4, 5, 6, 8, 12, 16)

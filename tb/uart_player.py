@@ -16,7 +16,7 @@ from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 from cocotb.simtime import get_sim_time
 
 from hw.isa import MacroConfig
-from sw.asm import frame_program
+from sw.asm import AnswerCounter, frame_program
 
 PERIOD_NS = 10
 
@@ -28,10 +28,10 @@ async def send(dut, data, divisor):
             await Timer(divisor * PERIOD_NS, "ns")
 
 
-async def receive(dut, divisor, out, expect):
-    """Decode frames on ``tx`` into ``out`` (bytes) until ``expect()`` says the answer is
-    complete."""
-    while not expect():
+async def receive(dut, divisor, out, answers, expected):
+    """Decode frames on ``tx`` into ``out`` (bytes), counting ``answers`` word by word, until
+    ``expected`` responses are complete."""
+    while answers.complete < expected:
         await FallingEdge(dut.tx)
         await Timer(divisor * PERIOD_NS // 2, "ns")          # the middle of the start bit
         assert int(dut.tx.value) == 0, "a start bit should last a whole bit time"
@@ -42,6 +42,8 @@ async def receive(dut, divisor, out, expect):
         await Timer(divisor * PERIOD_NS, "ns")
         assert int(dut.tx.value) == 1, "the stop bit should be high"
         out.append(byte)
+        if len(out) % 4 == 0:
+            answers.add(int.from_bytes(out[-4:], "little"))
 
 
 @cocotb.test()
@@ -62,24 +64,14 @@ async def play_uart_jobs(dut):
         words = job["words"]
         expected = len(frame_program(words, config))
         out = bytearray()
-
-        def complete():
-            # Walk the received words: each status word announces its data words.
-            count, i = 0, 0
-            n = len(out) // 4
-            while i < n:
-                status = int.from_bytes(out[4 * i:4 * i + 4], "little")
-                i += 1 + (status >> 16)
-                count += 1
-            return count == expected and i == n and len(out) % 4 == 0
-
+        answers = AnswerCounter()
         start = get_sim_time("ns")
         sender = cocotb.start_soon(send(dut, b"".join(w.to_bytes(4, "little") for w in words),
                                         divisor))
-        receiver = cocotb.start_soon(receive(dut, divisor, out, complete))
+        receiver = cocotb.start_soon(receive(dut, divisor, out, answers, expected))
         budget = job["max_cycles"] + 10 * 4 * len(words) * divisor
         await First(receiver, Timer(budget * PERIOD_NS, "ns"))
-        finished = complete()
+        finished = answers.complete == expected and len(out) % 4 == 0
         sender.cancel()
         receiver.cancel()
         words_out = [int.from_bytes(out[i:i + 4], "little") for i in range(0, len(out) - 3, 4)]
