@@ -1,4 +1,4 @@
-"""The bias memory: int32 words, written one per cycle, read four consecutive words per cycle."""
+"""The bias memory: int32 words, written one per cycle, read ``reads`` consecutive words per cycle."""
 
 from amaranth import *
 from amaranth.lib import wiring, data
@@ -6,36 +6,34 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["BiasMemory", "BIAS_READS"]
-
-
-#: Consecutive words one read returns (the output engine's lane group).
-BIAS_READS = 4
+__all__ = ["BiasMemory"]
 
 
 class BiasMemory(wiring.Component):
-    """``depth`` int32 words in ``BIAS_READS`` banks (word ``a`` in bank ``a % 4``, row
-    ``a // 4``), so that any ``BIAS_READS`` consecutive words can be read in one cycle.
+    """``depth`` int32 words in ``reads`` banks (word ``a`` in bank ``a % reads``, row
+    ``a // reads``), so that any ``reads`` consecutive words can be read in one cycle (``reads``
+    is the output engine's lane group: one per requantizer).
 
     Write: ``wr_en`` stores ``wr_data`` at ``wr_addr`` in that cycle. Read: ``rd_en`` with
     ``rd_addr`` gives ``rd_data[j] = word[rd_addr + j]`` in the next cycle (words past ``depth``
     read as whatever their bank holds: callers use only the ones they asked for).
     """
 
-    def __init__(self, depth):
+    def __init__(self, depth, reads=4):
         self._depth = depth
+        self._reads = reads
         super().__init__({
             "wr_en":   In(1),
             "wr_addr": In(range(depth)),
             "wr_data": In(signed(32)),
             "rd_en":   In(1),
             "rd_addr": In(range(depth)),
-            "rd_data": Out(data.ArrayLayout(signed(32), BIAS_READS)),
+            "rd_data": Out(data.ArrayLayout(signed(32), reads)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        n = BIAS_READS
+        n = self._reads
         bank_depth = -(-self._depth // n)
         rotate = Signal(range(n))
         m.d.sync += rotate.eq(Mux(self.rd_en, self.rd_addr % n, rotate))

@@ -91,7 +91,8 @@ __all__ = [
 #: Width of the input and output streams, in bits.
 STREAM_BITS = 32
 #: Version of this instruction set, reported by ``STATUS``.
-ISA_VERSION = 2                 # 2: BUS_BEATS counter and BUS_BITS status word (baseline)
+ISA_VERSION = 3                 # 2: BUS_BEATS counter and BUS_BITS status word (baseline)
+                                # 3: REQUANTIZERS status word
 #: Accumulator width; sums wrap modulo ``2 ** ACC_BITS``.
 ACC_BITS = 32
 #: Requantization multiplier is an unsigned integer of this many bits.
@@ -169,6 +170,7 @@ class StatusWord(enum.Enum):
     ``ACT_DEPTH``   activation buffer bytes.
     ``BIAS_DEPTH``  bias words.
     ``BUS_BITS``    width of the SRAM-to-MAC bus (baseline); 0 for PIM, which has none.
+    ``REQUANTIZERS`` int8 lanes the output engine requantizes per cycle.
     """
     ERRORS     = 0
     SHAPE      = 1
@@ -176,6 +178,7 @@ class StatusWord(enum.Enum):
     ACT_DEPTH  = 3
     BIAS_DEPTH = 4
     BUS_BITS   = 5
+    REQUANTIZERS = 6
 
 
 Header = data.StructLayout({"opcode": 8, "flags": 8, "count": 16})
@@ -266,6 +269,10 @@ class MacroConfig:
         Width of the bus between the weight SRAM and the MAC lanes in the ``baseline``
         architecture: 8, 16, 32 or 64, dividing the row width ``8 * lanes * rows_per_cycle``.
         The PIM architecture has no such bus and ignores it.
+    requantizers : int
+        Requantizers in the output engine, 1, 2 or 4: the int8 lanes ``EMIT_INT8`` and
+        ``WRITEBACK`` produce per cycle (``EMIT_RAW`` always emits one lane per cycle). Each
+        costs a 32x16 multiplier and a bias-memory bank; small FPGAs take one.
     """
     lanes: int = 8
     rows_per_cycle: int = 1
@@ -273,9 +280,10 @@ class MacroConfig:
     act_depth: int = 1024
     bias_depth: int = 256
     bus_bits: int = 32
+    requantizers: int = 4
 
     def __init__(self, *, lanes=8, rows_per_cycle=1, depth=256, act_depth=1024, bias_depth=256,
-                 bus_bits=32):
+                 bus_bits=32, requantizers=4):
         def check(name, value, ok, what):
             if not isinstance(value, int) or isinstance(value, bool) or not ok(value):
                 raise ValueError(f"{name} must be {what}, not {value!r}")
@@ -288,6 +296,7 @@ class MacroConfig:
               "a multiple of 4 from 4 to 65536")
         check("bias_depth", bias_depth, lambda v: 1 <= v <= 65536, "an integer from 1 to 65536")
         check("bus_bits", bus_bits, lambda v: v in (8, 16, 32, 64), "8, 16, 32 or 64")
+        check("requantizers", requantizers, lambda v: v in (1, 2, 4), "1, 2 or 4")
         if (8 * lanes * rows_per_cycle) % bus_bits:
             raise ValueError(f"bus_bits must divide the row width 8 * lanes * rows_per_cycle = "
                              f"{8 * lanes * rows_per_cycle}, not {bus_bits}")
@@ -319,11 +328,13 @@ class MacroConfig:
     def as_dict(self):
         return {"lanes": self.lanes, "rows_per_cycle": self.rows_per_cycle, "depth": self.depth,
                 "act_depth": self.act_depth, "bias_depth": self.bias_depth,
-                "bus_bits": self.bus_bits}
+                "bus_bits": self.bus_bits, "requantizers": self.requantizers}
 
     def tag(self, arch="pim"):
-        """A short name for build directories: ``l8r1d256a1024b256`` (plus ``w32``, the bus
-        width, for the baseline: the PIM macro does not depend on it)."""
+        """A short name for build directories: ``l8r1d256a1024b256`` (plus ``q1`` or ``q2``
+        for fewer than 4 requantizers, and ``w32``, the bus width, for the baseline: the PIM
+        macro does not depend on it)."""
         tag = (f"l{self.lanes}r{self.rows_per_cycle}d{self.depth}"
                f"a{self.act_depth}b{self.bias_depth}")
+        tag += f"q{self.requantizers}" if self.requantizers != 4 else ""
         return tag + (f"w{self.bus_bits}" if arch == "baseline" else "")

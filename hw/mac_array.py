@@ -5,6 +5,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .isa import MacroConfig, ACC_BITS
+from .fabric import fabric_for
 from .weight_store import row_layout
 
 
@@ -26,7 +27,8 @@ class MacArray(wiring.Component):
     in ``acc`` from cycle ``t + LATENCY``; a capture presented in cycle ``t`` is in ``acc_out``
     (and ``captured`` strobes in cycle ``t + LATENCY - 1``). ``busy`` is high while any slot is in
     flight. Stages: registered products (the multipliers' output register on FPGAs), registered
-    adder tree over the R sub-arrays, accumulate.
+    adder tree over the R sub-arrays, accumulate. The platform's :class:`hw.fabric.Fabric` picks
+    the multipliers' form (``*`` or hand-placed iCE40 DSPs); the timing is the same.
     """
 
     #: Cycles from a slot on the inputs to its effect on ``acc`` / ``acc_out``.
@@ -58,12 +60,39 @@ class MacArray(wiring.Component):
                      capture.eq(Cat(self.capture, capture[:-1]))]
         m.d.comb += [self.busy.eq(valid.any() | capture.any()), self.captured.eq(capture[-1])]
 
+        # Stage 1: products[r][lane], registered.
+        products = [[Signal(signed(16), name=f"prod_l{lane}_r{r}") for lane in range(lanes)]
+                    for r in range(rows)]
+        if fabric_for(platform).mac == "ice40_dual":
+            # Two lanes per SB_MAC16 in dual 8x8 mode: A = (odd lane, even lane) weights,
+            # B = the activation twice; the top and bottom 8x8 products, each registered inside
+            # the block (TOP/BOT_8x8_MULT_REG), come out on O[31:16] and O[15:0].
+            for r in range(rows):
+                for pair in range(lanes // 2):
+                    out = Signal(32, name=f"dsp_r{r}_p{pair}")
+                    m.submodules[f"dsp_r{r}_p{pair}"] = Instance(
+                        "SB_MAC16",
+                        p_MODE_8x8=1, p_A_SIGNED=1, p_B_SIGNED=1,
+                        p_TOP_8x8_MULT_REG=1, p_BOT_8x8_MULT_REG=1,
+                        p_TOPOUTPUT_SELECT=2, p_BOTOUTPUT_SELECT=2,
+                        i_CLK=ClockSignal(), i_CE=1,
+                        i_A=Cat(self.weights[r][2 * pair], self.weights[r][2 * pair + 1]),
+                        i_B=Cat(self.acts[r], self.acts[r]),
+                        i_C=0, i_D=0, i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0,
+                        i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
+                        i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0,
+                        i_OHOLDTOP=0, i_OHOLDBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
+                        o_O=out)
+                    m.d.comb += [products[r][2 * pair].eq(out[:16]),
+                                 products[r][2 * pair + 1].eq(out[16:])]
+        else:
+            for r in range(rows):
+                for lane in range(lanes):
+                    m.d.sync += products[r][lane].eq(self.weights[r][lane] * self.acts[r])
+
         for lane in range(lanes):
-            products = [Signal(signed(16), name=f"prod_l{lane}_r{r}") for r in range(rows)]
-            for r, product in enumerate(products):
-                m.d.sync += product.eq(self.weights[r][lane] * self.acts[r])
             lane_sum = Signal(signed(16 + (rows - 1).bit_length()), name=f"sum_l{lane}")
-            m.d.sync += lane_sum.eq(sum(products))
+            m.d.sync += lane_sum.eq(sum(products[r][lane] for r in range(rows)))
             acc = Signal(signed(ACC_BITS), name=f"acc_l{lane}")   # one name per lane, for waves
             out = Signal(signed(ACC_BITS), name=f"out_l{lane}")
             m.d.comb += [self.acc[lane].eq(acc), self.acc_out[lane].eq(out)]

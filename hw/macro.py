@@ -2,7 +2,6 @@
 
 from amaranth import *
 from amaranth.lib import wiring, data, stream
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -11,6 +10,7 @@ from .isa import (STREAM_BITS, ISA_VERSION, ARCHES, REQUANT_SHIFT_MAX, Opcode, F
                   allowed_flags, COUNTLESS, LANE_COUNTED)
 from .bias_memory import BiasMemory
 from .counters import PerfCounters
+from .fifo import BlockFIFO
 from .mac_engine import MacEngine
 from .output_engine import OutputEngine, Response, ResponseKind, OUT_FIFO_DEPTH
 from .weight_store import weight_store_for
@@ -92,8 +92,10 @@ class Macro(wiring.Component):
         m.submodules.mac_engine = engine = MacEngine(cfg, weight_store_for(self.arch))
         m.submodules.output_engine = oe = OutputEngine(cfg)
         m.submodules.counters = counters = PerfCounters()
-        m.submodules.out_fifo = out_fifo = SyncFIFO(width=STREAM_BITS, depth=OUT_FIFO_DEPTH)
-        m.submodules.responses = responses = SyncFIFO(width=Response.size, depth=RESPONSE_SLOTS)
+        # Block-RAM FIFOs, cycle for cycle like SyncFIFO: on an iCE40 the two would otherwise
+        # take some 1300 logic cells of flip-flops and multiplexers.
+        m.submodules.out_fifo = out_fifo = BlockFIFO(width=STREAM_BITS, depth=OUT_FIFO_DEPTH)
+        m.submodules.responses = responses = BlockFIFO(width=Response.size, depth=RESPONSE_SLOTS)
 
         # Activations: 32-bit words with byte enables, so a payload word lands in one cycle and
         # a write-back can store a single int8 result.
@@ -101,7 +103,7 @@ class Macro(wiring.Component):
                                                 init=[])
         act_wr = act_mem.write_port(granularity=8)
         act_rd = act_mem.read_port()
-        m.submodules.bias_mem = bias_mem = BiasMemory(cfg.bias_depth)
+        m.submodules.bias_mem = bias_mem = BiasMemory(cfg.bias_depth, cfg.requantizers)
 
         m.d.comb += [
             act_rd.addr.eq(engine.act_addr), act_rd.en.eq(engine.act_en),
@@ -199,7 +201,7 @@ class Macro(wiring.Component):
         announced = Signal(32)
         with m.Switch(opcode):
             with m.Case(Opcode.WRITE_WEIGHTS):
-                m.d.comb += announced.eq(count * cfg.row_words)
+                m.d.comb += announced.eq(_times(count, cfg.row_words))
             with m.Case(Opcode.LOAD_ACT):
                 m.d.comb += announced.eq((count + 3) >> 2)
             with m.Case(Opcode.LOAD_BIAS):
@@ -316,6 +318,7 @@ class Macro(wiring.Component):
             status_words[StatusWord.BIAS_DEPTH.value].eq(cfg.bias_depth),
             status_words[StatusWord.BUS_BITS.value].eq(
                 cfg.bus_bits if self.arch == "baseline" else 0),
+            status_words[StatusWord.REQUANTIZERS.value].eq(cfg.requantizers),
         ]
 
         # ---- The controller ----------------------------------------------------------------
@@ -424,6 +427,14 @@ class Macro(wiring.Component):
                         with m.If(opcode == Opcode.STATUS):
                             m.d.sync += last_error.eq(Error.OK)
         return m
+
+
+def _times(value, k):
+    """``value * k`` for a constant ``k``, as shifted adds: synthesis would otherwise spend a
+    DSP block on a constant that is not a power of two (7 words per row of 28 lanes), and on
+    an FPGA the DSPs belong to the MAC lanes."""
+    terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
+    return sum(terms[1:], terms[0])
 
 
 def make_macro(config: MacroConfig, *, arch="pim"):

@@ -5,7 +5,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .isa import MacroConfig, ACC_BITS, STREAM_BITS
-from .bias_memory import BIAS_READS
+from .fabric import fabric_for
 from .requantizer import Requantizer
 
 
@@ -37,11 +37,12 @@ class OutputEngine(wiring.Component):
     A ``STATUS_ONLY`` response pushes its status word in one cycle. An emitting response waits
     until its accumulators have been captured (``acc_out_full``), pushes its status word, then
     issues one *group* of lanes per cycle while the FIFO has room for everything in flight:
-    ``EMIT_RAW`` one lane (one int32 word); ``EMIT_INT8`` the lanes of one output word (four);
-    ``WRITEBACK`` the lanes whose results land in one 32-bit word of the activation buffer (up
-    to four). A group's captured values plus ``bias[bias + lane]`` (one cycle: the bias read),
-    then ``GROUP`` :class:`Requantizer` s in parallel (``Requantizer.LATENCY`` cycles), give its
-    FIFO word or its activation write. ``release`` strobes when the last group has been read
+    ``EMIT_RAW`` one lane (one int32 word); ``EMIT_INT8`` up to ``g = config.requantizers``
+    lanes of one output word (four lanes per word: with ``g < 4`` a word is packed from
+    ``4 / g`` groups and pushed with its last one); ``WRITEBACK`` up to ``g`` lanes whose results
+    land in one ``g``-aligned part of a 32-bit activation word. A group's captured values plus
+    ``bias[bias + lane]`` (one cycle: the bias read), then ``g`` :class:`Requantizer` s in
+    parallel (``Requantizer.LATENCY`` cycles), give its FIFO word or its activation write. ``release`` strobes when the last group has been read
     from ``acc_out``; the engine takes the next response once the last group has left the
     pipeline (``writeback_done`` strobes then for a write-back). ``idle``: no response in
     progress. :func:`groups` gives the number of groups of a response.
@@ -49,8 +50,6 @@ class OutputEngine(wiring.Component):
 
     #: Cycles from issuing a group to its push or write.
     LANE_LATENCY = 1 + Requantizer.LATENCY
-    #: Lanes one group may hold.
-    GROUP = BIAS_READS
 
     def __init__(self, config: MacroConfig):
         self._config = config
@@ -63,7 +62,7 @@ class OutputEngine(wiring.Component):
             "release":        Out(1),
             "bias_addr":      Out(range(config.bias_depth)),
             "bias_en":        Out(1),
-            "bias_data":      In(data.ArrayLayout(signed(32), BIAS_READS)),
+            "bias_data":      In(data.ArrayLayout(signed(32), config.requantizers)),
             "act_wr_addr":    Out(range(config.act_depth // 4)),
             "act_wr_en":      Out(4),
             "act_wr_data":    Out(32),
@@ -77,8 +76,8 @@ class OutputEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lanes, g = self._config.lanes, self.GROUP
-        requants = [Requantizer() for _ in range(g)]
+        lanes, g = self._config.lanes, self._config.requantizers
+        requants = [Requantizer(soft=fabric_for(platform).soft_requant) for _ in range(g)]
         for j, requant in enumerate(requants):
             m.submodules[f"requant{j}" if j else "requant"] = requant
 
@@ -92,8 +91,8 @@ class OutputEngine(wiring.Component):
                 m.d.comb += size.eq(1)
             with m.Case(ResponseKind.EMIT_INT8):
                 m.d.comb += size.eq(Mux(job.count - index < g, job.count - index, g))
-            with m.Default():               # WRITEBACK: up to the next word boundary
-                room = g - (job.act + index)[:2]
+            with m.Default():               # WRITEBACK: up to the next g-aligned boundary
+                room = g - (job.act + index)[:2] % g
                 m.d.comb += size.eq(Mux(job.count - index < room, job.count - index, room))
         m.d.comb += [self.bias_addr.eq(job.bias + index), self.bias_en.eq(issue)]
 
@@ -132,16 +131,29 @@ class OutputEngine(wiring.Component):
         room = self.fifo_level + in_flight < OUT_FIFO_DEPTH
 
         # The group's results as bytes, lanes past its size zeroed.
-        results = Signal(32)
+        results = Signal(8 * g)
         for j in range(g):
             m.d.comb += results[8 * j:8 * j + 8].eq(
                 Mux(j < out_size, requants[j].result.as_unsigned(), 0))
+        if g == 4:
+            int8_word, int8_push = results, 1
+        else:
+            # Groups of fewer than four lanes are packed into the output word; a word is pushed
+            # with its fourth lane or the response's last one. Groups never straddle a word:
+            # they start at multiples of g.
+            packed = Signal(24)
+            offset = out_lane[:2]
+            int8_word = Signal(32)
+            m.d.comb += int8_word.eq(Mux(offset == 0, 0, packed) | (results << (offset * 8)))
+            int8_push = ((out_lane + out_size)[:2] == 0) | (out_lane + out_size == job.count)
+            with m.If(out_valid & (job.kind == ResponseKind.EMIT_INT8)):
+                m.d.sync += packed.eq(int8_word[:24])
         with m.If(out_valid):
             with m.Switch(job.kind):
                 with m.Case(ResponseKind.EMIT_RAW):
                     m.d.comb += [self.fifo_data.eq(raw_value[-1]), self.fifo_push.eq(1)]
                 with m.Case(ResponseKind.EMIT_INT8):
-                    m.d.comb += [self.fifo_data.eq(results), self.fifo_push.eq(1)]
+                    m.d.comb += [self.fifo_data.eq(int8_word), self.fifo_push.eq(int8_push)]
                 with m.Case(ResponseKind.WRITEBACK):
                     address = job.act + out_lane
                     offset = address[:2]
@@ -178,10 +190,11 @@ class OutputEngine(wiring.Component):
         return m
 
 
-def groups(kind, count, act=0):
+def groups(kind, count, act=0, requantizers=4):
     """Lane groups (issue cycles) of an emitting response: ``EMIT_RAW`` one per lane,
-    ``EMIT_INT8`` one per output word, ``WRITEBACK`` one per activation word written."""
-    g = OutputEngine.GROUP
+    ``EMIT_INT8`` one per ``requantizers`` lanes, ``WRITEBACK`` one per ``requantizers``-aligned
+    part of an activation word written."""
+    g = requantizers
     if kind == ResponseKind.EMIT_RAW:
         return count
     if kind == ResponseKind.EMIT_INT8:

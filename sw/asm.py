@@ -218,6 +218,7 @@ def decode_status_words(data):
         "act_depth": data[StatusWord.ACT_DEPTH.value],
         "bias_depth": data[StatusWord.BIAS_DEPTH.value],
         "bus_bits": data[StatusWord.BUS_BITS.value],
+        "requantizers": data[StatusWord.REQUANTIZERS.value],
     }
 
 

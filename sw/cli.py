@@ -4,7 +4,8 @@
 cycle model or the RTL, of the PIM macro or the Von Neumann baseline::
 
     pim gemv --weights W.npy --input X.npy [--bias B.npy] [--mult M --shift S [--relu]]
-             [--sim golden|model|icarus|verilator] [--arch pim|baseline] [--preloaded]
+             [--sim golden|model|icarus|verilator|board [--port /dev/ttyUSB0]]
+             [--arch pim|baseline] [--preloaded]
              [--out Y.npy] [--json] [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
 
 Every error is reported as one line ``pim: error: <message>`` on stderr with exit code 2 (bad
@@ -24,6 +25,7 @@ from hw.isa import ARCHES, MacroConfig
 from sw.compiler import run_network
 from sw.gemv import SIMS, run_gemv
 from sw.network import load_network, save_network
+from sw.board_link import BoardMissing
 from sw.rtl import SimulatorMissing
 
 
@@ -59,6 +61,7 @@ _CONFIG_HELP = {
     "act_depth": "activation buffer bytes",
     "bias_depth": "bias words",
     "bus_bits": "baseline only: width of the bus between weight SRAM and ALU",
+    "requantizers": "int8 lanes the output engine requantizes per cycle (1, 2 or 4)",
 }
 
 
@@ -122,7 +125,11 @@ def _run_options(command):
     """The options every run takes: back end, architecture, configuration, output."""
     command.add_argument("--sim", choices=SIMS, default="golden",
                          help="golden: untimed reference; model: exact cycle prediction without "
-                              "RTL; icarus, verilator: the RTL (default: golden)")
+                              "RTL; icarus, verilator: the RTL; board: an FPGA running the board "
+                              "top (make synth), over --port (default: golden)")
+    command.add_argument("--port", metavar="DEV",
+                         help="serial port of the board for --sim board, e.g. /dev/ttyUSB0 "
+                              "(a pyserial URL also works)")
     command.add_argument("--arch", choices=ARCHES, default="pim",
                          help="pim: MACs fused into the SRAM; baseline: SRAM and ALU joined by a "
                               "--bus-bits bus (default: pim)")
@@ -194,8 +201,8 @@ def _gemv(args):
     try:
         result = run_gemv(weights, inputs, config, bias=bias, mult=args.mult, shift=args.shift,
                           relu=args.relu, sim=args.sim, arch=args.arch,
-                          preloaded=args.preloaded)
-    except (ValueError, SimulatorMissing) as exc:
+                          preloaded=args.preloaded, port=args.port)
+    except (ValueError, SimulatorMissing, BoardMissing) as exc:
         raise _Error(str(exc)) from None
     except RuntimeError as exc:
         raise _Error(str(exc), EXIT_FAILED) from None
@@ -248,8 +255,8 @@ def _infer(args):
     _quiet_simulator_logs()
     try:
         result = run_network(network, inputs, config, sim=args.sim, arch=args.arch,
-                             preloaded=args.preloaded)
-    except (ValueError, SimulatorMissing) as exc:
+                             preloaded=args.preloaded, port=args.port)
+    except (ValueError, SimulatorMissing, BoardMissing) as exc:
         raise _Error(str(exc)) from None
     except RuntimeError as exc:
         raise _Error(str(exc), EXIT_FAILED) from None

@@ -197,7 +197,8 @@ class CycleModel:
                 if not resp.capture.resolved:
                     self._resolve_capture(None)
                 pop = max(pop, resp.capture.captured + 1)
-                n = groups(_KINDS[resp.kind], resp.count, resp.act)     # issue cycles
+                n = groups(_KINDS[resp.kind], resp.count, resp.act,
+                           self.config.requantizers)                      # issue cycles
                 self.acc_free = pop + n + 1
                 self.oe_free = pop + n + _LANE_DONE
                 if resp.kind == Opcode.WRITEBACK:

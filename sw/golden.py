@@ -331,6 +331,7 @@ class GoldenMacro:
                 StatusWord.ACT_DEPTH: c.act_depth,
                 StatusWord.BIAS_DEPTH: c.bias_depth,
                 StatusWord.BUS_BITS: c.bus_bits if self.arch == "baseline" else 0,
+                StatusWord.REQUANTIZERS: c.requantizers,
             }
             self.last_error = Error.OK
             return [words[s] for s in StatusWord]

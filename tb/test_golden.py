@@ -440,8 +440,9 @@ def test_unknown_opcode_consumes_one_word():
 def test_status_words_and_clear_on_read():
     m = GoldenMacro(ECFG)
     (r,) = run(m, encode_status())
-    assert r.data == [ISA_VERSION << 8, 8 | 2 << 16 | 0 << 24, 16, 64, 8, 0], \
-        "STATUS: ERRORS, SHAPE (lanes, R, arch 0), DEPTH, ACT_DEPTH, BIAS_DEPTH, BUS_BITS (none)"
+    assert r.data == [ISA_VERSION << 8, 8 | 2 << 16 | 0 << 24, 16, 64, 8, 0, 4], \
+        ("STATUS: ERRORS, SHAPE (lanes, R, arch 0), DEPTH, ACT_DEPTH, BIAS_DEPTH, BUS_BITS (none), "
+         "REQUANTIZERS (4 by default)")
     assert len(r.data) == len(StatusWord)
     rs = run(m, encode_matvec(0, 0, 0), [0x42], encode_matvec(0, 0, 1))
     assert [x.error for x in rs] == [Error.BAD_LENGTH, Error.BAD_OPCODE, Error.OK]

@@ -22,9 +22,10 @@ CONFIGS = {
     "l8r1": MacroConfig(bus_bits=8),
     "l8r2": MacroConfig(lanes=8, rows_per_cycle=2, depth=64, act_depth=256, bias_depth=32,
                         bus_bits=16),
-    "l4r4": MacroConfig(lanes=4, rows_per_cycle=4, depth=32, act_depth=128, bias_depth=16,
-                        bus_bits=64),
-    "l12r1": MacroConfig(lanes=12, rows_per_cycle=1, depth=48, act_depth=64, bias_depth=24),
+    "l4r4q1": MacroConfig(lanes=4, rows_per_cycle=4, depth=32, act_depth=128, bias_depth=16,
+                          bus_bits=64, requantizers=1),
+    "l12r1q2": MacroConfig(lanes=12, rows_per_cycle=1, depth=48, act_depth=64, bias_depth=24,
+                           requantizers=2),
 }
 
 
@@ -60,10 +61,16 @@ def hand_expected(config):
     return [x, [v + 100 for v in x], after, [min((v + 1) // 2, 127) for v in after]]
 
 
+# The FPGA forms of the multipliers (hw/fabric.py), vendor primitives simulated with Yosys'
+# models, run the same layers as the portable form.
+FABRIC_CASES = [(name, "portable") for name in CONFIGS] + [("l8r2", "ice40_dual"),
+                                                           ("l12r1q2", "logic_requant")]
+
+
 @pytest.mark.parametrize("sim", SIMULATORS)
 @pytest.mark.parametrize("arch", ARCHES)
-@pytest.mark.parametrize("name", CONFIGS)
-def test_macro(name, arch, sim):
+@pytest.mark.parametrize("name,fabric", FABRIC_CASES)
+def test_macro(name, fabric, arch, sim):
     config = CONFIGS[name]
     jobs, checks = [], []
 
@@ -130,7 +137,7 @@ def test_macro(name, arch, sim):
         add(Job(after, prefix=prefix, reset_after=cut, backpressure=0.7, seed=3),
             lambda out: compare(after, out, config, arch=arch, where="after reset"))
 
-    results = run_rtl(jobs, config, sim=sim, arch=arch)
+    results = run_rtl(jobs, config, sim=sim, arch=arch, fabric=fabric)
     assert len(results) == len(jobs)
     for i, (result, check) in enumerate(zip(results, checks)):
         assert result.finished, f"job {i} did not finish within {jobs[i].max_cycles} cycles"

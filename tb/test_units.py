@@ -49,14 +49,21 @@ def test_requant_rule_corners(value, mult, shift, relu, expected):
         "the golden requantization should follow the rule in hw/isa.py"
 
 
-def test_requantizer_matches_rule():
+@pytest.mark.parametrize("soft", [False, True], ids=["mul", "soft"])
+def test_requantizer_matches_rule(soft):
     """Corners, then seeded random values, streamed one per cycle through the pipeline."""
     rng = np.random.default_rng(7)
     cases = [case[:4] for case in REQUANT_CORNERS]
     for _ in range(400):
         cases.append((int(rng.integers(-2**31, 2**31)), int(rng.integers(0, 2**16)),
                       int(rng.integers(0, 32)), bool(rng.integers(0, 2))))
-    dut = Requantizer()
+    for _ in range(600):    # values whose result lies near the saturation and ReLU edges
+        mult, shift = int(rng.integers(1, 2**16)), int(rng.integers(0, 32))
+        target = int(rng.integers(-140, 141))
+        value = ((target << shift) // mult) + int(rng.integers(-2, 3))
+        if -2**31 <= value < 2**31:
+            cases.append((value, mult, shift, bool(rng.integers(0, 2))))
+    dut = Requantizer(soft=soft)
     got = []
 
     async def bench(ctx):
@@ -162,12 +169,13 @@ def test_make_macro_rejects_unknown_arch():
         make_macro(MacroConfig(), arch="gpu")
 
 
-def test_bias_memory_reads_four_consecutive_words():
+@pytest.mark.parametrize("reads", [1, 2, 4])
+def test_bias_memory_reads_consecutive_words(reads):
     """Every start address, every bank alignment: rd_data[j] == word[addr + j] a cycle later."""
-    from hw.bias_memory import BiasMemory, BIAS_READS
+    from hw.bias_memory import BiasMemory
     depth = 23
     words = [int(v) for v in np.random.default_rng(3).integers(-2**31, 2**31, depth)]
-    dut = BiasMemory(depth)
+    dut = BiasMemory(depth, reads)
 
     async def bench(ctx):
         for addr, word in enumerate(words):
@@ -176,25 +184,70 @@ def test_bias_memory_reads_four_consecutive_words():
             ctx.set(dut.wr_data, word)
             await ctx.tick()
         ctx.set(dut.wr_en, 0)
-        for addr in range(depth - BIAS_READS + 1):
+        for addr in range(depth - reads + 1):
             ctx.set(dut.rd_en, 1)
             ctx.set(dut.rd_addr, addr)
             await ctx.tick()
             ctx.set(dut.rd_en, 0)
-            got = [ctx.get(dut.rd_data[j]) for j in range(BIAS_READS)]
-            assert got == words[addr:addr + BIAS_READS], f"read at {addr}"
+            got = [ctx.get(dut.rd_data[j]) for j in range(reads)]
+            assert got == words[addr:addr + reads], f"read at {addr}"
 
     simulate(dut, bench)
 
 
-@pytest.mark.parametrize("kind,count,act,expected", [
-    ("EMIT_RAW", 7, 0, 7),         # one int32 word per lane
-    ("EMIT_INT8", 7, 0, 2),        # four lanes per output word
-    ("EMIT_INT8", 8, 0, 2),
-    ("WRITEBACK", 8, 0, 2),        # aligned: two activation words
-    ("WRITEBACK", 6, 3, 3),        # bytes 3..8 touch words 0, 1 and 2
-    ("WRITEBACK", 1, 5, 1),
+@pytest.mark.parametrize("kind,count,act,g,expected", [
+    ("EMIT_RAW", 7, 0, 4, 7),      # one int32 word per lane
+    ("EMIT_INT8", 7, 0, 4, 2),     # four lanes per output word
+    ("EMIT_INT8", 8, 0, 4, 2),
+    ("WRITEBACK", 8, 0, 4, 2),     # aligned: two activation words
+    ("WRITEBACK", 6, 3, 4, 3),     # bytes 3..8 touch words 0, 1 and 2
+    ("WRITEBACK", 1, 5, 4, 1),
+    ("EMIT_RAW", 7, 0, 1, 7),
+    ("EMIT_INT8", 7, 0, 1, 7),     # one requantizer: one lane per cycle
+    ("EMIT_INT8", 7, 0, 2, 4),     # two: lanes 0-1, 2-3, 4-5, 6
+    ("WRITEBACK", 6, 3, 2, 4),     # bytes 3 | 4-5 | 6-7 | 8
+    ("WRITEBACK", 6, 3, 1, 6),
 ])
-def test_output_groups(kind, count, act, expected):
+def test_output_groups(kind, count, act, g, expected):
     from hw.output_engine import ResponseKind, groups
-    assert groups(getattr(ResponseKind, kind), count, act) == expected
+    assert groups(getattr(ResponseKind, kind), count, act, g) == expected
+
+
+@pytest.mark.parametrize("depth,w_prob,r_prob", [(8, 0.5, 0.5), (8, 0.8, 0.3), (2, 0.4, 0.7),
+                                                 (16, 0.6, 0.6)])
+def test_block_fifo_behaves_like_sync_fifo(depth, w_prob, r_prob):
+    """Random writes and reads (also while empty or full) to a BlockFIFO and an Amaranth
+    SyncFIFO side by side: the same readiness, level and head data in every cycle."""
+    from amaranth import Module
+    from amaranth.lib.fifo import SyncFIFO
+    from hw.fifo import BlockFIFO
+    m = Module()
+    m.submodules.ours = ours = BlockFIFO(width=12, depth=depth)
+    m.submodules.ref = ref = SyncFIFO(width=12, depth=depth)
+    rng = np.random.default_rng(depth)
+    checked = []
+
+    async def bench(ctx):
+        for cycle in range(3000):
+            w_en, r_en = int(rng.random() < w_prob), int(rng.random() < r_prob)
+            data = int(rng.integers(0, 4096))
+            for fifo in (ours, ref):
+                ctx.set(fifo.w_en, w_en)
+                ctx.set(fifo.r_en, r_en)
+                ctx.set(fifo.w_data, data)
+            got = [ctx.get(ours.w_rdy), ctx.get(ours.r_rdy), ctx.get(ours.level)]
+            want = [ctx.get(ref.w_rdy), ctx.get(ref.r_rdy), ctx.get(ref.level)]
+            assert got == want, f"cycle {cycle}: w_rdy, r_rdy, level {got} != {want}"
+            if want[1]:
+                assert ctx.get(ours.r_data) == ctx.get(ref.r_data), f"cycle {cycle}: head"
+                checked.append(cycle)
+            await ctx.tick()
+
+    simulate(m, bench)
+    assert len(checked) > 1000, "the FIFOs should hold data most of the time"
+
+
+def test_block_fifo_rejects_bad_depth():
+    from hw.fifo import BlockFIFO
+    with pytest.raises(ValueError, match="depth must be a power of two"):
+        BlockFIFO(width=8, depth=6)

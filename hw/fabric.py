@@ -1,0 +1,45 @@
+"""How a macro maps onto an FPGA: which multipliers go to DSP blocks, and in what form.
+
+The behaviour and the timing of a macro never depend on its fabric; only the primitives it is
+built from do. Simulation (no platform) uses the portable form everywhere.
+"""
+
+from dataclasses import dataclass
+
+
+__all__ = ["Fabric", "PORTABLE", "ICE40_DUAL", "LOGIC_REQUANT", "FABRICS", "fabric_for"]
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """Mapping choices, fixed at elaboration.
+
+    ``mac``: ``"infer"`` writes the MAC lanes' products as ``*`` and leaves them to synthesis
+    (one DSP per int8 product where it infers DSPs, such as an ECP5's MULT18X18D);
+    ``"ice40_dual"`` instantiates iCE40 UltraPlus SB_MAC16 blocks in their dual 8x8 mode, two
+    lanes per block with the product registers on: Yosys only infers the 16x16 mode, one lane
+    per block. ``soft_requant``: build the output engine's requantizer multiplies from logic
+    (:class:`hw.requantizer.Requantizer` ``soft``), so that no DSP goes to them.
+    """
+    mac: str = "infer"
+    soft_requant: bool = False
+
+    def __post_init__(self):
+        if self.mac not in ("infer", "ice40_dual"):
+            raise ValueError(f"mac must be 'infer' or 'ice40_dual', not {self.mac!r}")
+
+
+#: Simulation and generic synthesis.
+PORTABLE = Fabric()
+#: iCE40 UltraPlus (8 SB_MAC16): two lanes per DSP; the requantizers' multiplies take the rest.
+ICE40_DUAL = Fabric(mac="ice40_dual")
+#: ECP5 (one MULT18X18D per lane): every DSP to the lanes, the requantizers in logic.
+LOGIC_REQUANT = Fabric(soft_requant=True)
+
+FABRICS = {"portable": PORTABLE, "ice40_dual": ICE40_DUAL, "logic_requant": LOGIC_REQUANT}
+
+
+def fabric_for(platform):
+    """The :class:`Fabric` a platform asks for: its ``pim_fabric`` attribute, or
+    :data:`PORTABLE` (also for ``platform=None``, simulation)."""
+    return getattr(platform, "pim_fabric", PORTABLE)
