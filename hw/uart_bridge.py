@@ -10,7 +10,10 @@ from .macro import make_macro
 from .uart import UARTRx, UARTTx
 
 
-__all__ = ["UARTBridge", "WordAssembler", "WordSplitter"]
+__all__ = ["UARTBridge", "WordAssembler", "WordSplitter", "RX_FIFO_BYTES"]
+
+#: Bytes the bridge's receive FIFO holds: the host's credit window (``sw.board_link``).
+RX_FIFO_BYTES = 512
 
 _BYTES = STREAM_BITS // 8
 
@@ -72,7 +75,7 @@ class UARTBridge(wiring.Component):
     reset clears them.
     """
 
-    def __init__(self, config: MacroConfig, *, arch="pim", divisor, rx_fifo_depth=512):
+    def __init__(self, config: MacroConfig, *, arch="pim", divisor, rx_fifo_depth=RX_FIFO_BYTES):
         if not isinstance(rx_fifo_depth, int) or rx_fifo_depth < 4:
             self._MustUse__silence = True
             raise ValueError(f"rx_fifo_depth must be an integer >= 4, not {rx_fifo_depth!r}")

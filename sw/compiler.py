@@ -365,14 +365,14 @@ class InferenceResult:
 
 
 def run_network(network, x, config=MacroConfig(), *, sim="golden", arch="pim", preloaded=False,
-                idle=0.0, backpressure=0.0, seed=0):
+                idle=0.0, backpressure=0.0, seed=0, port=None):
     """Compile ``network`` for the batch ``x``, run it on ``sim`` (``golden``, ``model``,
-    ``icarus`` or ``verilator``) of ``arch`` and return an :class:`InferenceResult`. Raises
+    ``icarus``, ``verilator``, or ``board`` with its serial ``port``) of ``arch`` and return an :class:`InferenceResult`. Raises
     ``ValueError`` for bad arguments, :class:`sw.rtl.SimulatorMissing`, or ``RuntimeError``
     when the run fails."""
-    check_run_options(sim, arch, idle, backpressure)
+    check_run_options(sim, arch, idle, backpressure, port)
     program = compile_network(network, x, config, preloaded=preloaded)
     out = execute(program.words, config, sim=sim, arch=arch, work=program.rows_read, idle=idle,
-                  backpressure=backpressure, seed=seed)
+                  backpressure=backpressure, seed=seed, port=port)
     y, counters = program.extract(out)
     return InferenceResult(y, counters, sim, arch, config, program)

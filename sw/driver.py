@@ -1,4 +1,4 @@
-"""Run a command stream on any back end: the golden model, the cycle model or the RTL.
+"""Run a command stream on any back end: the golden model, the cycle model, the RTL, or a board.
 
 The one place where ``sim`` names are turned into runs, shared by :mod:`sw.gemv` and
 :mod:`sw.compiler` (and through them by the ``pim`` CLI).
@@ -13,15 +13,20 @@ from sw.rtl import SIMULATORS, Job, run_rtl
 __all__ = ["SIMS", "execute", "check_run_options"]
 
 
-#: Back ends :func:`execute` accepts: the untimed golden model, the exact cycle model, and the
-#: RTL on each HDL simulator.
-SIMS = ("golden", "model") + tuple(SIMULATORS)
+#: Back ends :func:`execute` accepts: the untimed golden model, the exact cycle model, the
+#: RTL on each HDL simulator, and a board running the board top over its serial port.
+SIMS = ("golden", "model") + tuple(SIMULATORS) + ("board",)
 
 
-def check_run_options(sim, arch, idle=0.0, backpressure=0.0):
-    """Raise ``ValueError`` naming a bad ``sim``, ``arch`` or stall probability."""
+def check_run_options(sim, arch, idle=0.0, backpressure=0.0, port=None):
+    """Raise ``ValueError`` naming a bad ``sim``, ``arch`` or stall probability, or a missing
+    (or unexpected) serial ``port``."""
     if sim not in SIMS:
         raise ValueError(f"sim must be one of {', '.join(map(repr, SIMS))}, not {sim!r}")
+    if sim == "board" and not port:
+        raise ValueError("sim 'board' needs the board's serial port (--port /dev/ttyUSB0)")
+    if sim != "board" and port:
+        raise ValueError(f"a serial port is only for sim 'board', not {sim!r}")
     if arch not in ARCHES:
         raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHES))}, not {arch!r}")
     for name, p in (("idle", idle), ("backpressure", backpressure)):
@@ -30,15 +35,21 @@ def check_run_options(sim, arch, idle=0.0, backpressure=0.0):
 
 
 def execute(words, config: MacroConfig, *, sim, arch="pim", work=0, idle=0.0, backpressure=0.0,
-            seed=0):
+            seed=0, port=None):
     """The output words of ``words`` on ``sim`` (see :data:`SIMS`) of ``arch``.
 
     ``work`` (weight rows the program reads) sizes the RTL's cycle budget, together with the
     program length, the baseline's bus beats and the stall probabilities; the macro failing to
     finish within it raises ``RuntimeError`` (a hang). ``idle``, ``backpressure`` and ``seed``
     shape the RTL stream handshakes; the models ignore them. Raises :class:`sw.rtl.
-    SimulatorMissing` when the simulator is not installed."""
-    check_run_options(sim, arch, idle, backpressure)
+    SimulatorMissing` when the simulator is not installed. ``sim="board"`` runs the program on
+    a board over serial ``port`` (:mod:`sw.board_link`), after checking that the board holds a
+    macro of ``config`` and ``arch``; it raises :class:`sw.board_link.BoardError` if not, or if
+    the board stops answering."""
+    check_run_options(sim, arch, idle, backpressure, port)
+    if sim == "board":
+        from sw.board_link import run_on_board
+        return run_on_board(words, config, arch=arch, port=port)
     if sim == "golden":
         return GoldenMacro(config, arch=arch).run(words)
     if sim == "model":

@@ -373,22 +373,23 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
 
 def run_gemv(weights, inputs, config=MacroConfig(), *, bias=None, mult=None, shift=None,
              relu=False, sim="golden", arch="pim", preloaded=False, idle=0.0, backpressure=0.0,
-             seed=0):
+             seed=0, port=None):
     """Compile, run on ``sim`` and extract; returns a :class:`GemvResult`.
 
     ``sim`` is ``"golden"`` (results, untimed counters), ``"model"`` (results from the golden
     model, every counter from :mod:`sw.cycle_model`: what the RTL reports when nothing stalls),
-    ``"icarus"`` or ``"verilator"`` (the RTL of ``arch``). ``idle``, ``backpressure``
+    ``"icarus"`` or ``"verilator"`` (the RTL of ``arch``), or ``"board"`` (a board top on
+    serial ``port``, see :mod:`sw.board_link`). ``idle``, ``backpressure``
     (probabilities in [0, 1)) and ``seed`` shape the RTL stream handshakes; the models ignore
     them. Raises ``ValueError`` for invalid arguments, :class:`sw.rtl.SimulatorMissing` when the
     simulator is not installed and ``RuntimeError`` when the run fails or the macro hangs."""
-    check_run_options(sim, arch, idle, backpressure)
+    check_run_options(sim, arch, idle, backpressure, port)
     program = compile_gemv(weights, inputs, config, bias=bias, mult=mult, shift=shift, relu=relu,
                            preloaded=preloaded)
     work = program.batch * program.tiles * program.rows_per_tile
     try:
         out = execute(program.words, config, sim=sim, arch=arch, work=work, idle=idle,
-                      backpressure=backpressure, seed=seed)
+                      backpressure=backpressure, seed=seed, port=port)
     except RuntimeError as exc:
         raise RuntimeError(f"GEMV program: {exc}") from None
     y, counters = program.extract(out)

@@ -1,0 +1,138 @@
+"""Board tops: the macro behind a board's USB UART, for iCEBreaker (iCE40 UP5K) and ULX3S (ECP5).
+
+A :class:`Board` names an amaranth-boards platform, the :class:`hw.fabric.Fabric` the macro is
+mapped onto there, the timing target of its report and the macro configurations built for it.
+:class:`BoardTop` is what runs on the board: a :class:`hw.uart_bridge.UARTBridge` on the
+platform's UART at :data:`BAUD`, in the board oscillator's clock domain, with the bridge's
+sticky ``overrun`` and ``framing_error`` flags on LEDs 0 and 1, a heartbeat on the last LED
+(boards with more than two), and button 0 as the macro's reset.
+"""
+
+from dataclasses import dataclass, field
+
+from amaranth import *
+from amaranth.build import ResourceError
+
+from .fabric import Fabric, ICE40_DUAL, LOGIC_REQUANT
+from .isa import ARCHES, MacroConfig
+from .uart_bridge import UARTBridge
+
+
+__all__ = ["BAUD", "Board", "BOARDS", "BoardTop"]
+
+
+#: Line rate of every board's UART (8N1). 115200 is what every USB UART and terminal offers;
+#: a command stream's words then arrive every 347 us, so the macro always keeps up.
+BAUD = 115_200
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board the macro is built for.
+
+    ``configs`` maps a short name to a :class:`MacroConfig`; ``default`` is the one built
+    unless another is asked for and ``small`` the one the test suite places and routes.
+    ``target_mhz`` is the clock the place-and-route is asked to meet (the report's Fmax
+    says what it reached); the bitstream itself runs from the board oscillator.
+    """
+    name: str
+    title: str
+    platform_module: str
+    platform_class: str
+    fabric: Fabric
+    target_mhz: float
+    configs: dict = field(default_factory=dict)
+    default: str = ""
+    small: str = ""
+    leds: int = 2
+    constraints_suffix: str = ""
+    notes: str = ""
+
+    def platform(self):
+        """A fresh platform instance that carries this board's fabric (``pim_fabric``)."""
+        import importlib
+        module = importlib.import_module(self.platform_module)
+        base = getattr(module, self.platform_class)
+        cls = type(f"PIM{base.__name__}", (base,), {"pim_fabric": self.fabric})
+        return cls()
+
+    def config(self, name=None):
+        name = name or self.default
+        if name not in self.configs:
+            raise ValueError(f"{self.name} has no configuration {name!r}; it has "
+                             f"{', '.join(self.configs)}")
+        return self.configs[name]
+
+
+BOARDS = {
+    "icebreaker": Board(
+        name="icebreaker", title="iCEBreaker (iCE40 UP5K-SG48)",
+        platform_module="amaranth_boards.icebreaker", platform_class="ICEBreakerPlatform",
+        # 8 SB_MAC16: four carry the eight lanes in dual 8x8 mode, two the requantizer.
+        fabric=ICE40_DUAL, target_mhz=60.0,
+        configs={
+            # What fits: 4 lanes (89 % of the logic cells).
+            "l4": MacroConfig(lanes=4, depth=512, act_depth=1024, bias_depth=64,
+                              requantizers=1, bus_bits=16),
+            # The target, 8 lanes: about 2 % over the 5280 logic cells (README, known limits).
+            "l8": MacroConfig(lanes=8, depth=256, act_depth=1024, bias_depth=64,
+                              requantizers=1, bus_bits=32),
+        },
+        default="l4", small="l4", leds=2, constraints_suffix="pcf",
+        notes="clock 12 MHz oscillator; LEDs: red = rx overrun, green = framing error"),
+    "ulx3s": Board(
+        name="ulx3s", title="ULX3S (ECP5 LFE5U-25F-6BG381)",
+        platform_module="amaranth_boards.ulx3s", platform_class="ULX3S_25F_Platform",
+        # 28 MULT18X18D, one per lane; the requantizers' multiplies in logic.
+        fabric=LOGIC_REQUANT, target_mhz=100.0,
+        configs={
+            "l28": MacroConfig(lanes=28, depth=512, act_depth=2048, bias_depth=256,
+                               requantizers=2, bus_bits=32),
+            "l8": MacroConfig(lanes=8, depth=256, act_depth=1024, bias_depth=64,
+                              requantizers=1, bus_bits=32),
+        },
+        default="l28", small="l8", leds=8, constraints_suffix="lpf",
+        notes="clock 25 MHz oscillator; LEDs: 0 = rx overrun, 1 = framing error, 7 = heartbeat"),
+}
+
+
+class BoardTop(Elaboratable):
+    """The macro (``arch``, ``config``) behind the platform's UART 0 at ``baud``.
+
+    The UART divisor is the platform's default clock over ``baud``, rounded; it must be at
+    least 4 (:class:`hw.uart.UARTRx`). Nothing else on the board is used.
+    """
+
+    def __init__(self, config: MacroConfig, *, arch="pim", baud=BAUD):
+        if arch not in ARCHES:
+            raise ValueError(f"arch must be one of {', '.join(ARCHES)}, not {arch!r}")
+        self.config, self.arch, self.baud = config, arch, baud
+
+    def elaborate(self, platform):
+        m = Module()
+        divisor = round(platform.default_clk_frequency / self.baud)
+        bridge = UARTBridge(self.config, arch=self.arch, divisor=divisor)
+        # Button 0 resets the macro and the UART (the host's way out of a half-sent program).
+        # Two flip-flops bring the button into the clock domain.
+        button = platform.request("button", 0)
+        pressed = Signal(2)
+        m.d.sync += pressed.eq(Cat(button.i, pressed[0]))
+        m.submodules.bridge = ResetInserter(pressed[1])(bridge)
+        uart = platform.request("uart", 0)
+        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+
+        leds = []
+        for index in range(8):
+            try:
+                leds.append(platform.request("led", index))
+            except ResourceError:   # the board has fewer LEDs
+                break
+        flags = [bridge.overrun, bridge.framing_error]
+        for led, flag in zip(leds, flags):
+            m.d.comb += led.o.eq(flag)
+        if len(leds) > len(flags):
+            # Heartbeat: about 1.5 Hz from any oscillator between 12 and 100 MHz.
+            beat = Signal(max(1, int(platform.default_clk_frequency).bit_length() - 2))
+            m.d.sync += beat.eq(beat + 1)
+            m.d.comb += leds[-1].o.eq(beat[-1])
+        return m
