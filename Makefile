@@ -5,7 +5,9 @@ VENV        ?= .venv
 PYTEST_ARGS ?=
 TEST        ?=
 SIM         ?= icarus
-ARCH        ?= pim
+ARCH        ?=
+BOARD       ?=
+CONFIG      ?=
 
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
@@ -23,7 +25,7 @@ export PATH   = $(VENV_BIN):$(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(SYS_PATH)
 unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test sim demo spill waves clean distclean env-check
+.PHONY: help deps venv test sim demo spill waves synth constraints clean distclean env-check
 
 # help: list the targets
 help:
@@ -33,6 +35,9 @@ help:
 	@echo "make demo       digits end to end: train, quantize, compile, run on the RTL (tb.demo)"
 	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (tb.spill)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
+	@echo "make synth      FPGA bitstreams + Fmax/utilization report, every board x arch x config"
+	@echo "                (BOARD=icebreaker|ulx3s ARCH=pim|baseline CONFIG=<name> builds a subset)"
+	@echo "make constraints  rewrite constraints/*.pcf|lpf from the amaranth-boards platforms"
 	@echo "make clean      remove build outputs and caches (keeps the venv)"
 	@echo "make distclean  clean, and remove the venv"
 
@@ -66,7 +71,16 @@ waves: venv
 	@if [ -z "$(TEST)" ]; then \
 	  echo "usage: make waves TEST=<name> [SIM=icarus|verilator] [ARCH=pim|baseline]; the scenarios are:"; \
 	  $(PY) -m tb.waves --list; exit 1; fi
-	$(PY) -m tb.waves $(TEST) --sim $(SIM) --arch $(ARCH)
+	$(PY) -m tb.waves $(TEST) --sim $(SIM) --arch $(or $(ARCH),pim)
+
+# synth: Yosys + nextpnr (YoWASP, from PyPI) for the boards, with the report in build/report
+synth: venv
+	$(PY) -m sw.synth $(if $(BOARD),--board $(BOARD)) $(if $(ARCH),--arch $(ARCH)) \
+	  $(if $(CONFIG),--config $(CONFIG),--all-configs)
+
+# constraints: the pin files, generated from the board definitions (tests check them)
+constraints: venv
+	$(PY) -m sw.synth --constraints
 
 # clean: build outputs and caches, keeps the venv
 clean:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from amaranth import *
 from amaranth.build import ResourceError
+from amaranth.lib import io
 
 from .fabric import Fabric, ICE40_DUAL, LOGIC_REQUANT
 from .isa import ARCHES, MacroConfig
@@ -105,6 +106,7 @@ class BoardTop(Elaboratable):
 
     def __init__(self, config: MacroConfig, *, arch="pim", baud=BAUD):
         if arch not in ARCHES:
+            self._MustUse__silence = True
             raise ValueError(f"arch must be one of {', '.join(ARCHES)}, not {arch!r}")
         self.config, self.arch, self.baud = config, arch, baud
 
@@ -114,19 +116,23 @@ class BoardTop(Elaboratable):
         bridge = UARTBridge(self.config, arch=self.arch, divisor=divisor)
         # Button 0 resets the macro and the UART (the host's way out of a half-sent program).
         # Two flip-flops bring the button into the clock domain.
-        button = platform.request("button", 0)
+        m.submodules.button = button = io.Buffer("i", platform.request("button", 0, dir="-"))
         pressed = Signal(2)
         m.d.sync += pressed.eq(Cat(button.i, pressed[0]))
         m.submodules.bridge = ResetInserter(pressed[1])(bridge)
-        uart = platform.request("uart", 0)
-        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [bridge.rx.eq(rx.i), tx.o.eq(bridge.tx)]
 
         leds = []
         for index in range(8):
             try:
-                leds.append(platform.request("led", index))
+                port = platform.request("led", index, dir="-")
             except ResourceError:   # the board has fewer LEDs
                 break
+            m.submodules[f"led{index}"] = led = io.Buffer("o", port)
+            leds.append(led)
         flags = [bridge.overrun, bridge.framing_error]
         for led, flag in zip(leds, flags):
             m.d.comb += led.o.eq(flag)

@@ -354,7 +354,10 @@ def main(argv=None):
                 results.append(r)
     print(write_report(results, failures))
     print(f"report: {REPORT_DIR / 'synth.md'}, {REPORT_DIR / 'synth.json'}")
-    return 1 if failures else 0
+    # A configuration beyond a board (the report shows why) is a finding; a board's default
+    # configuration failing is a broken build.
+    broken = [f for f in failures if f["config"] == BOARDS[f["board"]].default]
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":
