@@ -26,13 +26,14 @@ class MacArray(wiring.Component):
     Timing: fully pipelined, one slot per cycle, no backpressure. A row presented in cycle ``t`` is
     in ``acc`` from cycle ``t + LATENCY``; a capture presented in cycle ``t`` is in ``acc_out``
     (and ``captured`` strobes in cycle ``t + LATENCY - 1``). ``busy`` is high while any slot is in
-    flight. Stages: registered products (the multipliers' output register on FPGAs), registered
-    adder tree over the R sub-arrays, accumulate. The platform's :class:`hw.fabric.Fabric` picks
+    flight. Stages: registered weights and activations (the multipliers' input registers on
+    FPGAs: the block RAM's output goes no further than them), registered products (their output
+    registers), registered adder tree over the R sub-arrays, accumulate. The platform's :class:`hw.fabric.Fabric` picks
     the multipliers' form (``*`` or hand-placed iCE40 DSPs); the timing is the same.
     """
 
     #: Cycles from a slot on the inputs to its effect on ``acc`` / ``acc_out``.
-    LATENCY = 3
+    LATENCY = 4
 
     def __init__(self, config: MacroConfig):
         self._config = config
@@ -52,7 +53,8 @@ class MacArray(wiring.Component):
         m = Module()
         lanes, rows = self._config.lanes, self._config.rows_per_cycle
 
-        # Stage 1: products. Stage 2: per-lane sum over the sub-arrays. Stage 3: accumulate.
+        # Stage 1: operands. Stage 2: products. Stage 3: per-lane sum over the sub-arrays.
+        # Stage 4: accumulate.
         valid = Signal(self.LATENCY - 1)
         first = Signal(self.LATENCY - 1)
         capture = Signal(self.LATENCY - 1)
@@ -60,21 +62,31 @@ class MacArray(wiring.Component):
                      capture.eq(Cat(self.capture, capture[:-1]))]
         m.d.comb += [self.busy.eq(valid.any() | capture.any()), self.captured.eq(capture[-1])]
 
-        # Stage 1: products[r][lane], registered.
+        # Stages 1 and 2: products[r][lane] of the registered operands, registered. Stage 3:
+        # lane_sums[lane], their registered sum over the sub-arrays.
         products = [[Signal(signed(16), name=f"prod_l{lane}_r{r}") for lane in range(lanes)]
                     for r in range(rows)]
-        if fabric_for(platform).mac == "ice40_dual":
+        lane_sums = [Signal(signed(16 + (rows - 1).bit_length()), name=f"sum_l{lane}")
+                     for lane in range(lanes)]
+        in_dsp = fabric_for(platform).mac == "ice40_dual"
+        if in_dsp:
             # Two lanes per SB_MAC16 in dual 8x8 mode: A = (odd lane, even lane) weights,
-            # B = the activation twice; the top and bottom 8x8 products, each registered inside
-            # the block (TOP/BOT_8x8_MULT_REG), come out on O[31:16] and O[15:0].
+            # B = the activation twice, both registered in the block (A_REG, B_REG); the top and
+            # bottom 8x8 products, registered too (TOP/BOT_8x8_MULT_REG), come out on O[31:16]
+            # and O[15:0]. With one sub-array the block's output registers (the adders with
+            # C = D = 0) are stage 3 as well, so no fabric flip-flop holds a product.
+            out_reg = int(rows == 1)
             for r in range(rows):
                 for pair in range(lanes // 2):
                     out = Signal(32, name=f"dsp_r{r}_p{pair}")
                     m.submodules[f"dsp_r{r}_p{pair}"] = Instance(
                         "SB_MAC16",
-                        p_MODE_8x8=1, p_A_SIGNED=1, p_B_SIGNED=1,
+                        p_MODE_8x8=1, p_A_SIGNED=1, p_B_SIGNED=1, p_A_REG=1, p_B_REG=1,
                         p_TOP_8x8_MULT_REG=1, p_BOT_8x8_MULT_REG=1,
-                        p_TOPOUTPUT_SELECT=2, p_BOTOUTPUT_SELECT=2,
+                        p_TOPADDSUB_LOWERINPUT=1, p_TOPADDSUB_UPPERINPUT=1,
+                        p_BOTADDSUB_LOWERINPUT=1, p_BOTADDSUB_UPPERINPUT=1,
+                        p_TOPOUTPUT_SELECT=1 if out_reg else 2,
+                        p_BOTOUTPUT_SELECT=1 if out_reg else 2,
                         i_CLK=ClockSignal(), i_CE=1,
                         i_A=Cat(self.weights[r][2 * pair], self.weights[r][2 * pair + 1]),
                         i_B=Cat(self.acts[r], self.acts[r]),
@@ -83,16 +95,25 @@ class MacArray(wiring.Component):
                         i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0,
                         i_OHOLDTOP=0, i_OHOLDBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
                         o_O=out)
-                    m.d.comb += [products[r][2 * pair].eq(out[:16]),
-                                 products[r][2 * pair + 1].eq(out[16:])]
+                    if out_reg:
+                        m.d.comb += [lane_sums[2 * pair].eq(out[:16].as_signed()),
+                                     lane_sums[2 * pair + 1].eq(out[16:].as_signed())]
+                    else:
+                        m.d.comb += [products[r][2 * pair].eq(out[:16]),
+                                     products[r][2 * pair + 1].eq(out[16:])]
         else:
+            weights = Signal.like(self.weights)
+            acts = Signal.like(self.acts)
+            m.d.sync += [weights.eq(self.weights), acts.eq(self.acts)]
             for r in range(rows):
                 for lane in range(lanes):
-                    m.d.sync += products[r][lane].eq(self.weights[r][lane] * self.acts[r])
+                    m.d.sync += products[r][lane].eq(weights[r][lane] * acts[r])
+        if not (in_dsp and rows == 1):
+            for lane in range(lanes):
+                m.d.sync += lane_sums[lane].eq(sum(products[r][lane] for r in range(rows)))
 
         for lane in range(lanes):
-            lane_sum = Signal(signed(16 + (rows - 1).bit_length()), name=f"sum_l{lane}")
-            m.d.sync += lane_sum.eq(sum(products[r][lane] for r in range(rows)))
+            lane_sum = lane_sums[lane]
             acc = Signal(signed(ACC_BITS), name=f"acc_l{lane}")   # one name per lane, for waves
             out = Signal(signed(ACC_BITS), name=f"out_l{lane}")
             m.d.comb += [self.acc[lane].eq(acc), self.acc_out[lane].eq(out)]

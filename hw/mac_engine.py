@@ -17,7 +17,10 @@ OP_SLOTS = 4
 #: What travels with a weight row request through the weight store.
 Tag = data.StructLayout({"act": 16, "first": 1, "capture": 1, "last": 1, "slot": 2})
 
-_Op = data.StructLayout({"capture": 1, "row": 16, "act": 16, "count": 16, "first": 1})
+#: A queued operation. ``row_end = row + count`` and ``act_end = act + count * rows`` come
+#: precomputed, so that the hazard checks compare registers without adding.
+_Op = data.StructLayout({"capture": 1, "row": 16, "act": 16, "count": 16, "first": 1,
+                         "row_end": 17, "act_end": 18})
 
 
 class MacEngine(wiring.Component):
@@ -111,9 +114,8 @@ class MacEngine(wiring.Component):
         for i in range(OP_SLOTS):
             op = ops[i]
             is_mv = live[i] & ~op.capture
-            w_hits.append(is_mv & (op.row < self.chk_row_hi) & (self.chk_row_lo < op.row + op.count))
-            a_hits.append(is_mv & (op.act < self.chk_act_hi)
-                          & (self.chk_act_lo < op.act + op.count * rows))
+            w_hits.append(is_mv & (op.row < self.chk_row_hi) & (self.chk_row_lo < op.row_end))
+            a_hits.append(is_mv & (op.act < self.chk_act_hi) & (self.chk_act_lo < op.act_end))
         m.d.comb += [self.w_conflict.eq(Cat(w_hits).any()), self.a_conflict.eq(Cat(a_hits).any())]
 
         # ---- Issue -------------------------------------------------------------------------

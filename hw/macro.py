@@ -129,6 +129,11 @@ class Macro(wiring.Component):
         last_error = Signal(Error)
         error_count = Signal(16)
         lo16, hi16 = arg0[:16], arg0[16:]
+        # Ends of the spans the command names, summed as its words arrive so that no adder sits
+        # between the latched command and the checks that decide whether it can go.
+        lo_end = Signal(17)         # lo16 + count
+        hi_end = Signal(17)         # hi16 + count
+        hi_span_end = Signal(18)    # hi16 + count * rows: the activation bytes a MATVEC reads
 
         # ---- Command checks (combinational on the latched command) -------------------------
         known, flags_ok, fields_ok, length_ok, aligned, in_range = (Signal(name=n) for n in (
@@ -136,7 +141,7 @@ class Macro(wiring.Component):
         m.d.comb += [known.eq(0), flags_ok.eq(0), fields_ok.eq(1), length_ok.eq(count != 0),
                      aligned.eq(1), in_range.eq(1)]
         bias_flag = (flags & int(Flag.BIAS)).any()
-        bias_in_range = ~bias_flag | (lo16 + count <= cfg.bias_depth)
+        bias_in_range = ~bias_flag | (lo_end <= cfg.bias_depth)
         quant_ok = (arg1.reserved == 0) & (arg1.shift <= REQUANT_SHIFT_MAX)
         with m.Switch(opcode):
             for op in Opcode:
@@ -155,20 +160,20 @@ class Macro(wiring.Component):
                     if op == Opcode.WRITEBACK:
                         m.d.comb += fields_ok.eq(quant_ok)
                     if op == Opcode.WRITE_WEIGHTS:
-                        m.d.comb += in_range.eq(lo16 + count <= cfg.depth)
+                        m.d.comb += in_range.eq(lo_end <= cfg.depth)
                     if op == Opcode.LOAD_ACT:
                         m.d.comb += [aligned.eq(lo16[:2] == 0),
-                                     in_range.eq(lo16 + count <= cfg.act_depth)]
+                                     in_range.eq(lo_end <= cfg.act_depth)]
                     if op == Opcode.LOAD_BIAS:
-                        m.d.comb += in_range.eq(lo16 + count <= cfg.bias_depth)
+                        m.d.comb += in_range.eq(lo_end <= cfg.bias_depth)
                     if op == Opcode.MATVEC:
                         m.d.comb += [aligned.eq(hi16 % rows == 0),
-                                     in_range.eq((lo16 + count <= cfg.depth)
-                                                 & (hi16 + count * rows <= cfg.act_depth))]
+                                     in_range.eq((lo_end <= cfg.depth)
+                                                 & (hi_span_end <= cfg.act_depth))]
                     if op in (Opcode.EMIT_RAW, Opcode.EMIT_INT8):
                         m.d.comb += in_range.eq(bias_in_range)
                     if op == Opcode.WRITEBACK:
-                        m.d.comb += in_range.eq(bias_in_range & (hi16 + count <= cfg.act_depth))
+                        m.d.comb += in_range.eq(bias_in_range & (hi_end <= cfg.act_depth))
         with m.If(~known):
             m.d.comb += error.eq(Error.BAD_OPCODE)
         with m.Elif(~flags_ok | ~fields_ok):
@@ -216,8 +221,8 @@ class Macro(wiring.Component):
         oe_quiet = ~responses.r_rdy & oe.idle
         all_idle = engine.idle & oe_quiet & (out_fifo.level == 0)
         m.d.comb += [
-            engine.chk_row_lo.eq(lo16), engine.chk_row_hi.eq(lo16 + count),
-            engine.chk_act_lo.eq(lo16), engine.chk_act_hi.eq(lo16 + count),
+            engine.chk_row_lo.eq(lo16), engine.chk_row_hi.eq(lo_end),
+            engine.chk_act_lo.eq(lo16), engine.chk_act_hi.eq(lo_end),
         ]
         can_go = Signal()
         barrier = (opcode == Opcode.READ_COUNTERS) | (opcode == Opcode.STATUS)
@@ -237,7 +242,7 @@ class Macro(wiring.Component):
                 with m.Case(Opcode.MATVEC):
                     # Only a write-back into the bytes this MATVEC reads must land first
                     # (checked against the span of every write-back still pending).
-                    reads_lo, reads_hi = hi16, hi16 + count * rows
+                    reads_lo, reads_hi = hi16, hi_span_end
                     overlap = (reads_lo < wb_hi) & (wb_lo < reads_hi)
                     m.d.comb += can_go.eq(responses.w_rdy & engine.can_push
                                           & ((pending_writebacks == 0) | ~overlap))
@@ -265,11 +270,12 @@ class Macro(wiring.Component):
             engine.push_op.capture.eq(opcode != Opcode.MATVEC),
             engine.push_op.row.eq(lo16), engine.push_op.act.eq(hi16),
             engine.push_op.count.eq(count),
+            engine.push_op.row_end.eq(lo_end), engine.push_op.act_end.eq(hi_span_end),
             engine.push_op.first.eq(~(flags & int(Flag.ACCUMULATE)).any()),
         ]
         with m.If(responses.w_en & ok & (opcode == Opcode.WRITEBACK)):
             m.d.sync += pending_writebacks.eq(pending_writebacks + 1 - oe.writeback_done)
-            new_lo, new_hi = hi16, hi16 + count
+            new_lo, new_hi = hi16, hi_end
             with m.If(pending_writebacks == 0):
                 m.d.sync += [wb_lo.eq(new_lo), wb_hi.eq(new_hi)]
             with m.Else():
@@ -338,7 +344,10 @@ class Macro(wiring.Component):
             with m.State("HEADER"):
                 m.d.comb += self.i_stream.ready.eq(1)
                 with m.If(self.i_stream.valid):
-                    m.d.sync += [header.eq(i_word), arg0.eq(0), arg1.eq(0)]
+                    word_count = i_word[16:]                 # Header.count
+                    m.d.sync += [header.eq(i_word), arg0.eq(0), arg1.eq(0),
+                                 lo_end.eq(word_count), hi_end.eq(word_count),
+                                 hi_span_end.eq(word_count * rows)]
                     with m.If(n_args == 0):
                         m.next = "DISPATCH"
                     with m.Else():
@@ -346,7 +355,9 @@ class Macro(wiring.Component):
             with m.State("ARG0"):
                 m.d.comb += self.i_stream.ready.eq(1)
                 with m.If(self.i_stream.valid):
-                    m.d.sync += arg0.eq(i_word)
+                    m.d.sync += [arg0.eq(i_word), lo_end.eq(i_word[:16] + count),
+                                 hi_end.eq(i_word[16:] + count),
+                                 hi_span_end.eq(i_word[16:] + count * rows)]
                     with m.If((opcode == Opcode.EMIT_INT8) | (opcode == Opcode.WRITEBACK)):
                         m.next = "ARG1"
                     with m.Else():

@@ -41,15 +41,16 @@ class OutputEngine(wiring.Component):
     lanes of one output word (four lanes per word: with ``g < 4`` a word is packed from
     ``4 / g`` groups and pushed with its last one); ``WRITEBACK`` up to ``g`` lanes whose results
     land in one ``g``-aligned part of a 32-bit activation word. A group's captured values plus
-    ``bias[bias + lane]`` (one cycle: the bias read), then ``g`` :class:`Requantizer` s in
-    parallel (``Requantizer.LATENCY`` cycles), give its FIFO word or its activation write. ``release`` strobes when the last group has been read
-    from ``acc_out``; the engine takes the next response once the last group has left the
+    ``bias[bias + lane]`` (two cycles: the reads, then the registered sum), then ``g``
+    :class:`Requantizer` s in parallel (``Requantizer.LATENCY`` cycles), give its FIFO word or
+    its activation write (``LANE_LATENCY`` cycles after the issue). ``release`` strobes when the
+    last group has been read from ``acc_out``; the engine takes the next response once the last group has left the
     pipeline (``writeback_done`` strobes then for a write-back). ``idle``: no response in
     progress. :func:`groups` gives the number of groups of a response.
     """
 
     #: Cycles from issuing a group to its push or write.
-    LANE_LATENCY = 1 + Requantizer.LATENCY
+    LANE_LATENCY = 2 + Requantizer.LATENCY
 
     def __init__(self, config: MacroConfig):
         self._config = config
@@ -96,7 +97,8 @@ class OutputEngine(wiring.Component):
                 m.d.comb += size.eq(Mux(job.count - index < room, job.count - index, room))
         m.d.comb += [self.bias_addr.eq(job.bias + index), self.bias_en.eq(issue)]
 
-        # Stage 0 (one cycle): the group's accumulators and biases.
+        # Stage 0: the group's accumulators and biases (block RAM) are read. Stage 1: their sums,
+        # registered, so that the bias memory's output does not reach into the multiplier.
         acc_sel = [Signal(signed(ACC_BITS), name=f"acc_sel{j}") for j in range(g)]
         width = max(1, (lanes - 1).bit_length())
         for j in range(g):
@@ -104,7 +106,7 @@ class OutputEngine(wiring.Component):
         values = []
         for j in range(g):
             value = Signal(signed(ACC_BITS), name=f"value{j}")
-            m.d.comb += value.eq(acc_sel[j] + Mux(job.bias_on, self.bias_data[j], 0))
+            m.d.sync += value.eq(acc_sel[j] + Mux(job.bias_on, self.bias_data[j], 0))
             values.append(value)
             m.d.comb += [requants[j].value.eq(value), requants[j].mult.eq(job.mult),
                          requants[j].shift.eq(job.shift), requants[j].relu.eq(job.relu)]
@@ -115,16 +117,16 @@ class OutputEngine(wiring.Component):
         stage_last = Signal(depth)
         stage_lane = [Signal(range(lanes), name=f"out_lane_d{i}") for i in range(depth)]
         stage_size = [Signal(range(g + 1), name=f"out_size_d{i}") for i in range(depth)]
-        raw_value = [Signal(signed(ACC_BITS), name=f"raw_d{i}") for i in range(depth - 1)]
+        raw_value = [Signal(signed(ACC_BITS), name=f"raw_d{i}") for i in range(depth - 2)]
         m.d.sync += [stage_valid.eq(Cat(issue, stage_valid[:-1])),
                      stage_last.eq(Cat(issue_last, stage_last[:-1])),
                      stage_lane[0].eq(index), stage_size[0].eq(size), raw_value[0].eq(values[0])]
         for i in range(1, depth):
             m.d.sync += [stage_lane[i].eq(stage_lane[i - 1]), stage_size[i].eq(stage_size[i - 1])]
-        for i in range(1, depth - 1):
+        for i in range(1, depth - 2):
             m.d.sync += raw_value[i].eq(raw_value[i - 1])
         for requant in requants:
-            m.d.comb += requant.i_valid.eq(stage_valid[0])
+            m.d.comb += requant.i_valid.eq(stage_valid[1])
         out_valid, out_lane, out_size = stage_valid[-1], stage_lane[-1], stage_size[-1]
         in_flight = Signal(range(depth + 1))
         m.d.comb += in_flight.eq(sum(stage_valid))

@@ -31,11 +31,13 @@ __all__ = ["CycleModel", "Prediction", "predict"]
 _BARRIERS = (Opcode.READ_COUNTERS, Opcode.STATUS)
 _EMITTING = (Opcode.EMIT_RAW, Opcode.EMIT_INT8, Opcode.WRITEBACK)
 # MacArray: a capture entering the pipeline in cycle x strobes `captured` in x + _CAPTURED and
-# `acc_out_full` is high from the next cycle; rows landing in L have left the pipeline by L + 3.
+# `acc_out_full` is high from the next cycle; rows landing in L have left the pipeline by
+# L + LATENCY.
 _CAPTURED = MacArray.LATENCY - 1
 _DRAINED = MacArray.LATENCY
-# OutputEngine: the last lane group issued in cycle u leaves the requantizer pipeline in u + 3,
-# and the engine is back in IDLE in u + 5. The queue sizes come from the gateware as well.
+# OutputEngine: the last lane group issued in cycle u leaves the requantizer pipeline in
+# u + LANE_LATENCY, and the engine is back in IDLE two cycles later. The queue sizes come from
+# the gateware as well.
 _LANE_PUSH = OutputEngine.LANE_LATENCY
 _LANE_DONE = OutputEngine.LANE_LATENCY + 2
 _KINDS = {Opcode.EMIT_RAW: ResponseKind.EMIT_RAW, Opcode.EMIT_INT8: ResponseKind.EMIT_INT8,

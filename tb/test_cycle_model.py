@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hw.isa import ARCHES, Counter, MacroConfig
+from hw.mac_array import MacArray
 from sw import asm
 from sw.cycle_model import CycleModel, predict
 from sw.gemv import compile_gemv, run_gemv
@@ -22,12 +23,13 @@ def matvec_cycles(n, config, arch):
     clear dispatches at g; its 8 data words take g+1..g+8; the MATVEC header and argument take
     g+9, g+10 and it dispatches at g+11; its rows are requested from g+12, one every B cycles
     (B = 1 for PIM, beats per row for the baseline); the last one lands LATENCY after its
-    request (1 for PIM, B + 1 for the baseline); the engine is idle 3 cycles after that (the MAC
-    pipeline), and the READ_COUNTERS waiting in DISPATCH since g+10 goes then."""
+    request (1 for PIM, B + 1 for the baseline); the engine is idle MacArray.LATENCY cycles
+    after that (the MAC pipeline), and the READ_COUNTERS waiting in DISPATCH since g+10 goes
+    then."""
     beats = 1 if arch == "pim" else config.beats_per_row
     latency = 1 if arch == "pim" else config.beats_per_row + 1
     last_request = 12 + (n - 1) * beats
-    return last_request + latency + 3
+    return last_request + latency + MacArray.LATENCY
 
 
 HAND_CONFIGS = [MacroConfig(), MacroConfig(lanes=16, rows_per_cycle=2, bus_bits=8),

@@ -63,8 +63,8 @@ def hand_expected(config):
 
 # The FPGA forms of the multipliers (hw/fabric.py), vendor primitives simulated with Yosys'
 # models, run the same layers as the portable form.
-FABRIC_CASES = [(name, "portable") for name in CONFIGS] + [("l8r2", "ice40_dual"),
-                                                           ("l12r1q2", "logic_requant")]
+FABRIC_CASES = [(name, "portable") for name in CONFIGS] + [
+    ("l8r1", "ice40_dual"), ("l8r2", "ice40_dual"), ("l12r1q2", "logic_requant")]
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
