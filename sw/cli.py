@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 
+from hw.board import BOARDS
 from hw.isa import ARCHES, MacroConfig
 from sw.compiler import run_network
 from sw.gemv import SIMS, run_gemv
@@ -130,6 +131,10 @@ def _run_options(command):
     command.add_argument("--port", metavar="DEV",
                          help="serial port of the board for --sim board, e.g. /dev/ttyUSB0 "
                               "(a pyserial URL also works)")
+    command.add_argument("--board", metavar="NAME[:CONFIG]",
+                         help="take the macro configuration of a board build (hw/board.py: "
+                              f"{', '.join(BOARDS)}; CONFIG defaults to the board's default), "
+                              "instead of the configuration options")
     command.add_argument("--arch", choices=ARCHES, default="pim",
                          help="pim: MACs fused into the SRAM; baseline: SRAM and ALU joined by a "
                               "--bus-bits bus (default: pim)")
@@ -150,6 +155,14 @@ def _run_options(command):
 
 
 def _config(args):
+    if getattr(args, "board", None):
+        name, _, config_name = args.board.partition(":")
+        if name not in BOARDS:
+            raise _Error(f"unknown board {name!r}; the boards are {', '.join(BOARDS)}")
+        try:
+            return BOARDS[name].config(config_name or None)
+        except ValueError as exc:
+            raise _Error(str(exc)) from None
     try:
         return MacroConfig(**{f.name: getattr(args, f.name)
                               for f in dataclasses.fields(MacroConfig)})

@@ -148,3 +148,25 @@ def test_cli_reports_a_missing_board(tmp_path, capsys):
                      str(tmp_path / "x.npy"), "--sim", "board", "--port", "/nonexistent/tty"])
     assert code == 2
     assert "cannot open /nonexistent/tty" in capsys.readouterr().err
+
+
+def test_cli_board_option_sets_the_configuration(tmp_path, capsys):
+    """`--board icebreaker` runs with the board build's configuration (here on the golden
+    model, whose JSON echoes it); unknown boards and configurations are one-line errors."""
+    import json as json_module
+    from hw.board import BOARDS
+    from sw import cli
+    np.save(tmp_path / "w.npy", np.ones((4, 8), dtype=np.int8))
+    np.save(tmp_path / "x.npy", np.ones(8, dtype=np.int8))
+    args = ["gemv", "--weights", str(tmp_path / "w.npy"), "--input", str(tmp_path / "x.npy"),
+            "--json"]
+    assert cli.main(args + ["--board", "icebreaker"]) == 0
+    report = json_module.loads(capsys.readouterr().out)
+    assert report["config"] == BOARDS["icebreaker"].config().as_dict()
+    assert report["output"] == [8, 8, 8, 8]
+    assert cli.main(args + ["--board", "ulx3s:l8"]) == 0
+    assert json_module.loads(capsys.readouterr().out)["config"]["lanes"] == 8
+    assert cli.main(args + ["--board", "de10"]) == 2
+    assert "unknown board 'de10'" in capsys.readouterr().err
+    assert cli.main(args + ["--board", "ulx3s:l99"]) == 2
+    assert "ulx3s has no configuration 'l99'" in capsys.readouterr().err
