@@ -16,7 +16,7 @@ from amaranth.lib import io
 
 from .fabric import Fabric, ICE40_DUAL, LOGIC_REQUANT
 from .isa import ARCHES, MacroConfig
-from .uart_bridge import UARTBridge
+from .uart_bridge import RX_FIFO_BYTES, UARTBridge
 
 
 __all__ = ["BAUD", "Board", "BOARDS", "BoardTop"]
@@ -98,22 +98,26 @@ BOARDS = {
 
 
 class BoardTop(Elaboratable):
-    """The macro (``arch``, ``config``) behind the platform's UART 0 at ``baud``.
+    """The macro (``arch``, ``config``) behind the platform's UART 0 at ``baud``, with a
+    receive FIFO of ``rx_fifo_bytes``.
 
     The UART divisor is the platform's default clock over ``baud``, rounded; it must be at
     least 4 (:class:`hw.uart.UARTRx`). Nothing else on the board is used.
     """
 
-    def __init__(self, config: MacroConfig, *, arch="pim", baud=BAUD):
+    def __init__(self, config: MacroConfig, *, arch="pim", baud=BAUD,
+                 rx_fifo_bytes=RX_FIFO_BYTES):
         if arch not in ARCHES:
             self._MustUse__silence = True
             raise ValueError(f"arch must be one of {', '.join(ARCHES)}, not {arch!r}")
         self.config, self.arch, self.baud = config, arch, baud
+        self.rx_fifo_bytes = rx_fifo_bytes
 
     def elaborate(self, platform):
         m = Module()
         divisor = round(platform.default_clk_frequency / self.baud)
-        bridge = UARTBridge(self.config, arch=self.arch, divisor=divisor)
+        bridge = UARTBridge(self.config, arch=self.arch, divisor=divisor,
+                            rx_fifo_depth=self.rx_fifo_bytes)
         # Button 0 resets the macro and the UART (the host's way out of a half-sent program).
         # Two flip-flops bring the button into the clock domain.
         m.submodules.button = button = io.Buffer("i", platform.request("button", 0, dir="-"))
