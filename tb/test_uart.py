@@ -208,19 +208,20 @@ def test_bad_parameters():
         UARTBridge(MacroConfig(), divisor=8, rx_fifo_depth=2)
 
 
+@pytest.mark.parametrize("top", ["uart", "board"])
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 @pytest.mark.parametrize("arch", ARCHES)
-def test_bridge_rtl_over_the_serial_line(sim, arch):
-    """The bridge's Verilog on Icarus and Verilator, driven bit by bit on its rx line by
-    tb/uart_player.py: the hand program and a seeded random one answer as the golden model."""
+def test_bridge_rtl_over_the_serial_line(sim, arch, top):
+    """The bridge's Verilog, and the whole board top's (I/O buffers, button reset, LEDs), on
+    Icarus and Verilator, driven bit by bit on the rx pin by tb/uart_player.py: the hand
+    program and a seeded random one answer as the golden model."""
     from sw.rtl import Job, run_rtl
     from tb.programs import compare, random_program
     config = MacroConfig(lanes=8, rows_per_cycle=2, depth=64, act_depth=256, bias_depth=32,
                          bus_bits=16)
     programs = [hand_program(config) + asm.encode_status(),
                 random_program(config, 5, commands=12, init=False)]
-    results = run_rtl([Job(words) for words in programs], config, sim=sim, arch=arch,
-                      top="uart")
+    results = run_rtl([Job(words) for words in programs], config, sim=sim, arch=arch, top=top)
     for words, result in zip(programs, results):
         assert result.finished, "every command should answer over the line"
         compare(words, result.out, config, arch=arch, where=f"uart {sim} {arch}")

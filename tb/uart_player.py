@@ -1,4 +1,5 @@
-"""cocotb testbench that plays command streams into the UART bridge over its serial line.
+"""cocotb testbench that plays command streams into the UART bridge (or the whole board top)
+over its serial line.
 
 Loaded by :func:`sw.rtl.run_rtl` with ``top="uart"``. For each job, after a reset, the words
 are sent on ``rx`` as 8N1 frames (least significant byte first), ``divisor`` clock cycles per
@@ -57,6 +58,8 @@ async def play_uart_jobs(dut):
     results = []
     for job in spec["jobs"]:
         dut.rx.value = 1
+        if hasattr(dut, "button"):      # the board top: its reset button, released
+            dut.button.value = 0
         dut.rst.value = 1
         for _ in range(3):
             await RisingEdge(dut.clk)
