@@ -4,6 +4,7 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
+from .constmul import times_const
 from .isa import MacroConfig
 from .weight_store import WeightStoreSignature
 
@@ -47,7 +48,7 @@ class BusWeightStore(wiring.Component):
         wr = mem.write_port(granularity=32)
         per_word = word_bits // 32
         m.d.comb += [
-            wr.addr.eq(self.wr_row * words_per_row + self.wr_word // per_word),
+            wr.addr.eq(times_const(self.wr_row, words_per_row) + self.wr_word // per_word),
             wr.data.eq(self.wr_data.replicate(per_word)),
             wr.en.eq(Mux(self.wr_en, 1 << (self.wr_word % per_word), 0)),
         ]
@@ -68,13 +69,13 @@ class BusWeightStore(wiring.Component):
             self.row_read.eq(accept),
             self.bus_beat.eq(accept | busy),
             read_beat.eq(Mux(busy, beat, 0)),
-            read_base.eq(Mux(busy, base, self.rd_row * words_per_row)),
+            read_base.eq(Mux(busy, base, times_const(self.rd_row, words_per_row))),
             rd.addr.eq(read_base + read_beat // beats_per_word),
             rd.en.eq(accept | busy),
         ]
         with m.If(accept):
-            m.d.sync += [base.eq(self.rd_row * words_per_row), fetch_tag.eq(self.rd_tag),
-                         beat.eq(1), busy.eq(beats > 1)]
+            m.d.sync += [base.eq(times_const(self.rd_row, words_per_row)),
+                         fetch_tag.eq(self.rd_tag), beat.eq(1), busy.eq(beats > 1)]
         with m.Elif(busy):
             m.d.sync += beat.eq(beat + 1)
             with m.If(beat == beats - 1):

@@ -9,6 +9,7 @@ from .isa import (STREAM_BITS, ISA_VERSION, ARCHES, REQUANT_SHIFT_MAX, Opcode, F
                   Counter, StatusWord, Header, Status, QuantArg, MacroConfig, arg_words,
                   allowed_flags, COUNTLESS, LANE_COUNTED)
 from .bias_memory import BiasMemory
+from .constmul import times_const
 from .counters import PerfCounters
 from .fifo import BlockFIFO
 from .mac_engine import MacEngine
@@ -206,7 +207,7 @@ class Macro(wiring.Component):
         announced = Signal(32)
         with m.Switch(opcode):
             with m.Case(Opcode.WRITE_WEIGHTS):
-                m.d.comb += announced.eq(_times(count, cfg.row_words))
+                m.d.comb += announced.eq(times_const(count, cfg.row_words))
             with m.Case(Opcode.LOAD_ACT):
                 m.d.comb += announced.eq((count + 3) >> 2)
             with m.Case(Opcode.LOAD_BIAS):
@@ -438,14 +439,6 @@ class Macro(wiring.Component):
                         with m.If(opcode == Opcode.STATUS):
                             m.d.sync += last_error.eq(Error.OK)
         return m
-
-
-def _times(value, k):
-    """``value * k`` for a constant ``k``, as shifted adds: synthesis would otherwise spend a
-    DSP block on a constant that is not a power of two (7 words per row of 28 lanes), and on
-    an FPGA the DSPs belong to the MAC lanes."""
-    terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
-    return sum(terms[1:], terms[0])
 
 
 def make_macro(config: MacroConfig, *, arch="pim"):

@@ -164,8 +164,8 @@ def test_cli_board_option_sets_the_configuration(tmp_path, capsys):
     report = json_module.loads(capsys.readouterr().out)
     assert report["config"] == BOARDS["icebreaker"].config().as_dict()
     assert report["output"] == [8, 8, 8, 8]
-    assert cli.main(args + ["--board", "ulx3s:l8"]) == 0
-    assert json_module.loads(capsys.readouterr().out)["config"]["lanes"] == 8
+    assert cli.main(args + ["--board", "ulx3s:l12"]) == 0
+    assert json_module.loads(capsys.readouterr().out)["config"]["lanes"] == 12
     assert cli.main(args + ["--board", "de10"]) == 2
     assert "unknown board 'de10'" in capsys.readouterr().err
     assert cli.main(args + ["--board", "ulx3s:l99"]) == 2

@@ -251,3 +251,26 @@ def test_block_fifo_rejects_bad_depth():
     from hw.fifo import BlockFIFO
     with pytest.raises(ValueError, match="depth must be a power of two"):
         BlockFIFO(width=8, depth=6)
+
+
+def test_times_const():
+    """Shifted adds equal the product, for constants with one to eight bits set."""
+    from amaranth import Module, Signal
+    from hw.constmul import times_const
+    ks = (1, 2, 3, 7, 12, 255)
+    m = Module()
+    x = Signal(16)
+    ys = [Signal(32, name=f"y{k}") for k in ks]
+    for k, y in zip(ks, ys):
+        m.d.comb += y.eq(times_const(x, k))
+
+    async def bench(ctx):
+        for v in (0, 1, 5, 1000, 65535):
+            ctx.set(x, v)
+            assert [ctx.get(y) for y in ys] == [v * k for k in ks], f"x = {v}"
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        times_const(x, 0)
