@@ -158,12 +158,25 @@ def _retarget(text, board):
 
 
 def _run(cmd, cwd, log):
+    """Run a tool; on failure raise ``RuntimeError`` whose first line says why (the tool's
+    ERROR line, and the over-full resource when the design does not fit)."""
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
-        tail = "".join(Path(log).read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); "
-                           f"see {log}:\n{tail}")
+        lines = Path(log).read_text().splitlines()
+        errors = [line.strip() for line in lines if line.startswith("ERROR")]
+        why = errors[0] if errors else f"exit {proc.returncode}"
+        pnr_log = Path(cwd) / next((a for a in cmd if a.startswith("pnr-")
+                                    and a.endswith(".log")), "none")
+        if pnr_log.exists():
+            usage = re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%",
+                               pnr_log.read_text(), flags=re.M)
+            over = [f"{name} {used}/{total}" for name, used, total in usage
+                    if int(used) > int(total)]
+            if over:
+                why = f"does not fit: {', '.join(over)}"
+        tail = "\n".join(lines[-15:])
+        raise RuntimeError(f"{Path(cmd[0]).name}: {why} (see {log})\n{tail}")
 
 
 def _pnr_command(board, platform, seed):
@@ -343,7 +356,7 @@ def main(argv=None):
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
                 except RuntimeError as exc:
-                    first = str(exc).splitlines()[0]
+                    first = re.sub(r" \(see [^)]*\)$", "", str(exc).splitlines()[0])
                     print(f"[synth]   FAILED: {first}", flush=True)
                     failures.append({"board": board_name, "arch": arch, "config": config_name,
                                      "error": first})

@@ -109,3 +109,16 @@ def test_cli_rejects_unknown_configuration():
                            "l99"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "ulx3s has no configuration 'l99' (it has l28, l12)" in proc.stderr
+
+
+def test_tool_failures_say_why(tmp_path):
+    """A failing tool's ERROR line, or the over-full resource of a design that does not fit,
+    is the first line of the error (and of the report's row)."""
+    fail = [sys.executable, "-c", "print('Info: working'); print('ERROR: no route'); exit(3)"]
+    with pytest.raises(RuntimeError, match=r"^python[\d.]*: ERROR: no route \(see "):
+        synth._run(fail, tmp_path, tmp_path / "tool.log")
+    (tmp_path / "pnr-9.log").write_text("Info: Device utilisation:\n"
+                                        "Info: \t ICESTORM_LC:    5552/   5280   105%\n"
+                                        "Info: \t ICESTORM_RAM:     17/     30    56%\n")
+    with pytest.raises(RuntimeError, match=r"does not fit: ICESTORM_LC 5552/5280 \(see "):
+        synth._run(fail + ["--log", "pnr-9.log"], tmp_path, tmp_path / "tool.log")
