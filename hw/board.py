@@ -72,7 +72,7 @@ BOARDS = {
         # 8 SB_MAC16: four carry the eight lanes in dual 8x8 mode, two the requantizer.
         fabric=ICE40_DUAL, target_mhz=60.0,
         configs={
-            # Both architectures fit: 4 lanes (90 and 94 % of the logic cells).
+            # Both architectures fit: 4 lanes (90 and 95 % of the logic cells).
             "l4": MacroConfig(lanes=4, depth=512, act_depth=1024, bias_depth=64,
                               requantizers=1, bus_bits=16),
             # The target, 8 lanes: the PIM macro fits in all but one of the 5280 logic cells;
