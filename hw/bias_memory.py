@@ -1,4 +1,4 @@
-"""The bias memory: int32 words, written one per cycle, read ``reads`` consecutive words per cycle."""
+"""The bias memory: int32 words, one written and ``reads`` consecutive ones read per cycle."""
 
 from amaranth import *
 from amaranth.lib import wiring, data

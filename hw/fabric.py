@@ -28,6 +28,14 @@ class Fabric:
         if self.mac not in ("infer", "ice40_dual"):
             raise ValueError(f"mac must be 'infer' or 'ice40_dual', not {self.mac!r}")
 
+    def describe(self):
+        """One line for reports: where the multipliers go."""
+        lanes = ("lanes on SB_MAC16 in dual 8x8 mode, two per block" if self.mac == "ice40_dual"
+                 else "lanes' products inferred (one DSP each where there are DSPs)")
+        requant = ("requantizers in logic" if self.soft_requant
+                   else "requantizers' products inferred")
+        return f"{lanes}; {requant}"
+
 
 #: Simulation and generic synthesis.
 PORTABLE = Fabric()

@@ -28,8 +28,9 @@ class MacArray(wiring.Component):
     (and ``captured`` strobes in cycle ``t + LATENCY - 1``). ``busy`` is high while any slot is in
     flight. Stages: registered weights and activations (the multipliers' input registers on
     FPGAs: the block RAM's output goes no further than them), registered products (their output
-    registers), registered adder tree over the R sub-arrays, accumulate. The platform's :class:`hw.fabric.Fabric` picks
-    the multipliers' form (``*`` or hand-placed iCE40 DSPs); the timing is the same.
+    registers), registered adder tree over the R sub-arrays, accumulate. The platform's
+    :class:`hw.fabric.Fabric` picks the multipliers' form (``*`` or hand-placed iCE40 DSPs);
+    the timing is the same.
     """
 
     #: Cycles from a slot on the inputs to its effect on ``acc`` / ``acc_out``.

@@ -44,9 +44,9 @@ class OutputEngine(wiring.Component):
     ``bias[bias + lane]`` (two cycles: the reads, then the registered sum), then ``g``
     :class:`Requantizer` s in parallel (``Requantizer.LATENCY`` cycles), give its FIFO word or
     its activation write (``LANE_LATENCY`` cycles after the issue). ``release`` strobes when the
-    last group has been read from ``acc_out``; the engine takes the next response once the last group has left the
-    pipeline (``writeback_done`` strobes then for a write-back). ``idle``: no response in
-    progress. :func:`groups` gives the number of groups of a response.
+    last group has been read from ``acc_out``; the engine takes the next response once the last
+    group has left the pipeline (``writeback_done`` strobes then for a write-back). ``idle``: no
+    response in progress. :func:`groups` gives the number of groups of a response.
     """
 
     #: Cycles from issuing a group to its push or write.

@@ -367,9 +367,9 @@ class InferenceResult:
 def run_network(network, x, config=MacroConfig(), *, sim="golden", arch="pim", preloaded=False,
                 idle=0.0, backpressure=0.0, seed=0, port=None):
     """Compile ``network`` for the batch ``x``, run it on ``sim`` (``golden``, ``model``,
-    ``icarus``, ``verilator``, or ``board`` with its serial ``port``) of ``arch`` and return an :class:`InferenceResult`. Raises
-    ``ValueError`` for bad arguments, :class:`sw.rtl.SimulatorMissing`, or ``RuntimeError``
-    when the run fails."""
+    ``icarus``, ``verilator``, or ``board`` with its serial ``port``) of ``arch`` and return an
+    :class:`InferenceResult`. Raises ``ValueError`` for bad arguments,
+    :class:`sw.rtl.SimulatorMissing`, or ``RuntimeError`` when the run fails."""
     check_run_options(sim, arch, idle, backpressure, port)
     program = compile_network(network, x, config, preloaded=preloaded)
     out = execute(program.words, config, sim=sim, arch=arch, work=program.rows_read, idle=idle,

@@ -72,7 +72,8 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
         stored_rows += tiles * rows
         for tile in range(tiles):
             outputs = min(config.lanes, layer.out_ch - tile * config.lanes)
-            emit = groups(ResponseKind.WRITEBACK, outputs, 0, config.requantizers) + _OUTPUT_OVERHEAD
+            emit = (groups(ResponseKind.WRITEBACK, outputs, 0, config.requantizers)
+                    + _OUTPUT_OVERHEAD)
             compute += layer.positions * max(rows * interval, emit)
     compute *= batch
     fits = stored_rows <= config.depth

@@ -221,8 +221,8 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
     filename, expected = pin_constraints(board_name)
     checked_in = CONSTRAINTS_DIR / filename
     if not checked_in.exists() or checked_in.read_text() != expected:
-        raise RuntimeError(f"{checked_in} is missing or out of date with the {board.platform_class} "
-                           f"platform; run `python -m sw.synth --constraints`")
+        raise RuntimeError(f"{checked_in} is missing or out of date with the "
+                           f"{board.platform_class} platform; run `make constraints`")
     (out / f"top.{board.constraints_suffix}").write_text(_retarget(checked_in.read_text(), board))
     env_yosys = [_tool("YOSYS"), "-q", "-l", "top.rpt", "top.ys"]
     _run(env_yosys, out, out / "yosys.log")
@@ -279,7 +279,8 @@ def report_markdown(results, failures):
             continue
         labels = [label for label, _ in _RESOURCES[_family(board)]]
         lines += [f"## {board.title}", "",
-                  f"Fabric: `{board.fabric}`; target {board.target_mhz:g} MHz; {board.notes}.", "",
+                  f"Mapping: {board.fabric.describe()}; target {board.target_mhz:g} MHz; "
+                  f"{board.notes}.", "",
                   "| arch | config | lanes x R | requantizers | B | Fmax min / median (MHz) | "
                   "GMAC/s | " + " | ".join(labels) + " |",
                   "|---|---|---|---|---|---|---|" + "---|" * len(labels)]

@@ -72,6 +72,8 @@ def test_report_table_and_comparison():
     assert "| pim | l4 | 4 x 1 | 1 | 1 | 20.0 / 21.0 | 0.08 | 4800/5280 (91 %)" in md
     assert "l4: PIM 0.08 vs baseline 0.05 GMAC/s (1.68x) for 4800 vs 4600 LC (1.04x)" in md
     assert "| pim | l28 | failed: does not fit |" in md
+    assert "Mapping: lanes on SB_MAC16 in dual 8x8 mode, two per block; requantizers' " \
+           "products inferred; target 60 MHz" in md
 
 
 def test_board_top_divisor():
