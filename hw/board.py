@@ -45,7 +45,6 @@ class Board:
     configs: dict = field(default_factory=dict)
     default: str = ""
     small: str = ""
-    leds: int = 2
     constraints_suffix: str = ""
     notes: str = ""
 
@@ -69,7 +68,7 @@ BOARDS = {
     "icebreaker": Board(
         name="icebreaker", title="iCEBreaker (iCE40 UP5K-SG48)",
         platform_module="amaranth_boards.icebreaker", platform_class="ICEBreakerPlatform",
-        # 8 SB_MAC16: four carry the eight lanes in dual 8x8 mode, two the requantizer.
+        # 8 SB_MAC16: four carry eight lanes in dual 8x8 mode, four the requantizer.
         fabric=ICE40_DUAL, target_mhz=60.0,
         configs={
             # Both architectures fit: 4 lanes (90 and 95 % of the logic cells).
@@ -80,7 +79,7 @@ BOARDS = {
             "l8": MacroConfig(lanes=8, depth=256, act_depth=1024, bias_depth=64,
                               requantizers=1, bus_bits=32),
         },
-        default="l4", small="l4", leds=2, constraints_suffix="pcf",
+        default="l4", small="l4", constraints_suffix="pcf",
         notes="clock 12 MHz oscillator; LEDs: red = rx overrun, green = framing error"),
     "ulx3s": Board(
         name="ulx3s", title="ULX3S (ECP5 LFE5U-25F-6BG381)",
@@ -95,7 +94,7 @@ BOARDS = {
             "l12": MacroConfig(lanes=12, depth=256, act_depth=1024, bias_depth=64,
                                requantizers=1, bus_bits=32),
         },
-        default="l28", small="l12", leds=8, constraints_suffix="lpf",
+        default="l28", small="l12", constraints_suffix="lpf",
         notes="clock 25 MHz oscillator; LEDs: 0 = rx overrun, 1 = framing error, 7 = heartbeat"),
 }
 

@@ -70,13 +70,13 @@ class MacArray(wiring.Component):
         lane_sums = [Signal(signed(16 + (rows - 1).bit_length()), name=f"sum_l{lane}")
                      for lane in range(lanes)]
         in_dsp = fabric_for(platform).mac == "ice40_dual"
+        sums_in_dsp = in_dsp and rows == 1
         if in_dsp:
             # Two lanes per SB_MAC16 in dual 8x8 mode: A = (odd lane, even lane) weights,
             # B = the activation twice, both registered in the block (A_REG, B_REG); the top and
             # bottom 8x8 products, registered too (TOP/BOT_8x8_MULT_REG), come out on O[31:16]
             # and O[15:0]. With one sub-array the block's output registers (the adders with
             # C = D = 0) are stage 3 as well, so no fabric flip-flop holds a product.
-            out_reg = int(rows == 1)
             for r in range(rows):
                 for pair in range(lanes // 2):
                     out = Signal(32, name=f"dsp_r{r}_p{pair}")
@@ -86,8 +86,8 @@ class MacArray(wiring.Component):
                         p_TOP_8x8_MULT_REG=1, p_BOT_8x8_MULT_REG=1,
                         p_TOPADDSUB_LOWERINPUT=1, p_TOPADDSUB_UPPERINPUT=1,
                         p_BOTADDSUB_LOWERINPUT=1, p_BOTADDSUB_UPPERINPUT=1,
-                        p_TOPOUTPUT_SELECT=1 if out_reg else 2,
-                        p_BOTOUTPUT_SELECT=1 if out_reg else 2,
+                        p_TOPOUTPUT_SELECT=1 if sums_in_dsp else 2,
+                        p_BOTOUTPUT_SELECT=1 if sums_in_dsp else 2,
                         i_CLK=ClockSignal(), i_CE=1,
                         i_A=Cat(self.weights[r][2 * pair], self.weights[r][2 * pair + 1]),
                         i_B=Cat(self.acts[r], self.acts[r]),
@@ -96,7 +96,7 @@ class MacArray(wiring.Component):
                         i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0,
                         i_OHOLDTOP=0, i_OHOLDBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
                         o_O=out)
-                    if out_reg:
+                    if sums_in_dsp:
                         m.d.comb += [lane_sums[2 * pair].eq(out[:16].as_signed()),
                                      lane_sums[2 * pair + 1].eq(out[16:].as_signed())]
                     else:
@@ -109,7 +109,7 @@ class MacArray(wiring.Component):
             for r in range(rows):
                 for lane in range(lanes):
                     m.d.sync += products[r][lane].eq(weights[r][lane] * acts[r])
-        if not (in_dsp and rows == 1):
+        if not sums_in_dsp:
             for lane in range(lanes):
                 m.d.sync += lane_sums[lane].eq(sum(products[r][lane] for r in range(rows)))
 

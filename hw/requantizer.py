@@ -22,9 +22,10 @@ class Requantizer(wiring.Component):
     must be held for the whole time a value is in flight (the controller holds them per command).
 
     ``soft`` builds the multiply from shifted adds instead of the ``*`` operator, so that
-    synthesis never spends DSP blocks on it (about 1500 LUT4s instead of two 16x16 DSPs): for
-    FPGAs whose DSPs all belong to the MAC lanes (:class:`hw.fabric.Fabric`). Both forms are
-    split into two registered halves, so the timing is the same.
+    synthesis never spends DSP blocks on it (about 1500 LUT4s; with ``*`` Yosys puts each
+    32x8 half on two 16x16 iCE40 DSPs): for FPGAs whose DSPs all belong to the MAC lanes
+    (:class:`hw.fabric.Fabric`). Both forms are split into two registered halves, so the
+    timing is the same.
     """
 
     #: Cycles from inputs to ``result``: the two half products, their sum with the rounding

@@ -20,7 +20,7 @@ few thousand cycles), so no byte is lost; the board's ``overrun`` LED would say 
 import time
 
 from hw.board import BAUD
-from hw.isa import MacroConfig, Opcode
+from hw.isa import ARCHES, MacroConfig, Opcode
 from hw.uart_bridge import RX_FIFO_BYTES
 from sw import asm
 
@@ -117,7 +117,6 @@ def check_board_config(link, config: MacroConfig, arch):
     if len(responses) != 1 or responses[0].opcode != Opcode.STATUS.value or not responses[0].ok:
         raise BoardError(f"the board answered STATUS with {out!r}, not a status response")
     got = asm.decode_status_words(responses[0].data)
-    from hw.isa import ARCHES
     want = dict(config.as_dict(), arch=ARCHES.index(arch))
     if arch == "pim":
         want["bus_bits"] = 0

@@ -54,6 +54,7 @@ from hw.isa import MacroConfig, Opcode, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX
 from sw import asm
 from sw.board_link import BoardMissing
 from sw.driver import SIMS, check_run_options, execute
+from sw.rtl import SimulatorMissing
 
 
 __all__ = ["GemvProgram", "GemvResult", "compile_gemv", "run_gemv", "SIMS"]
@@ -391,8 +392,8 @@ def run_gemv(weights, inputs, config=MacroConfig(), *, bias=None, mult=None, shi
     try:
         out = execute(program.words, config, sim=sim, arch=arch, work=work, idle=idle,
                       backpressure=backpressure, seed=seed, port=port)
-    except BoardMissing:
-        raise
+    except (SimulatorMissing, BoardMissing):
+        raise                       # a missing back end keeps its type (the CLI exits 2)
     except RuntimeError as exc:
         raise RuntimeError(f"GEMV program: {exc}") from None
     y, counters = program.extract(out)

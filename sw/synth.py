@@ -128,7 +128,12 @@ def pin_constraints(board_name):
     """The pin constraint file (``.pcf`` or ``.lpf``) of a board top, as its platform writes
     it (amaranth-boards' pin map is the one source of truth): ``(file name, text)``."""
     board = BOARDS[board_name]
-    plan = _plan(board, "pim", board.config(board.small))
+    return _pin_file(board, _plan(board, "pim", board.config(board.small)))
+
+
+def _pin_file(board, plan):
+    """``(file name, text)`` of the pin constraints in a build plan of ``board`` (the same for
+    every configuration and architecture: the board top requests the same pins)."""
     text = plan.files[f"top.{board.constraints_suffix}"]
     header = (f"# {board.title}: pins of the PIM board top (hw/board.py), generated from\n"
               f"# amaranth-boards' {board.platform_class} by `python -m sw.synth --constraints`.\n"
@@ -218,14 +223,13 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
     plan = _plan(board, arch, config)
     plan.extract(str(out))
     # The pins come from constraints/, checked against what the platform asks for.
-    filename, expected = pin_constraints(board_name)
+    filename, expected = _pin_file(board, plan)
     checked_in = CONSTRAINTS_DIR / filename
     if not checked_in.exists() or checked_in.read_text() != expected:
         raise RuntimeError(f"{checked_in} is missing or out of date with the "
                            f"{board.platform_class} platform; run `make constraints`")
     (out / f"top.{board.constraints_suffix}").write_text(_retarget(checked_in.read_text(), board))
-    env_yosys = [_tool("YOSYS"), "-q", "-l", "top.rpt", "top.ys"]
-    _run(env_yosys, out, out / "yosys.log")
+    _run([_tool("YOSYS"), "-q", "-l", "top.rpt", "top.ys"], out, out / "yosys.log")
 
     platform = board.platform()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -28,11 +28,11 @@ class FakeBoard:
         self.config, self.golden = config, GoldenMacro(config, arch=arch)
         self.out_room, self.silent = out_room, silent
         self.rx, self.tx, self.taken = bytearray(), bytearray(), bytearray()
-        self.ends = []                  # byte offsets where commands end, in stream order
+        self.ends, base = [], 0         # byte offsets where commands end, in stream order
         for words in programs:
-            base = 4 * sum(len(p) for p in programs[:programs.index(words)])
             self.ends += [base + 4 * (first + count)
                           for _, first, count in asm.frame_program(words, config)]
+            base += 4 * len(words)
         self.done = 0                   # bytes of the stream executed
         self.overrun, self.peak, self.closed = False, 0, False
 
@@ -170,3 +170,20 @@ def test_cli_board_option_sets_the_configuration(tmp_path, capsys):
     assert "unknown board 'de10'" in capsys.readouterr().err
     assert cli.main(args + ["--board", "ulx3s:l99"]) == 2
     assert "ulx3s has no configuration 'l99'" in capsys.readouterr().err
+
+
+def test_missing_back_ends_keep_their_type(monkeypatch):
+    """run_gemv adds context to a failed run, but a missing simulator or board stays what it
+    is, so that callers (the CLI: exit 2) can tell it from a failure."""
+    from sw import driver
+    from sw.gemv import run_gemv
+    from sw.rtl import SimulatorMissing
+
+    def missing(*args, **kwargs):
+        raise SimulatorMissing("Icarus Verilog is missing")
+    monkeypatch.setattr(driver, "run_rtl", missing)
+    w, x = np.ones((4, 8), dtype=np.int8), np.ones(8, dtype=np.int8)
+    with pytest.raises(SimulatorMissing, match="Icarus Verilog is missing"):
+        run_gemv(w, x, CONFIG, sim="icarus")
+    with pytest.raises(BoardMissing, match="cannot open /nonexistent/tty"):
+        run_gemv(w, x, CONFIG, sim="board", port="/nonexistent/tty")

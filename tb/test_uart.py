@@ -29,8 +29,8 @@ async def send_bytes(ctx, line, data, divisor, stops=None):
 
 async def receive_byte(ctx, line, divisor):
     """Wait for a start bit on ``line`` and return the byte (checks the stop bit)."""
-    while ctx.get(line):
-        await ctx.tick()
+    if ctx.get(line):
+        await ctx.negedge(line)     # an edge wait, not a Python step per idle cycle
     await ctx.tick().repeat(divisor // 2)
     byte = 0
     for i in range(8):
