@@ -31,9 +31,9 @@ unexport VERILATOR_ROOT
 help:
 	@echo "make venv       create $(VENV) and install the project (editable) + system deps"
 	@echo "make test       run the pytest suite in parallel (PYTEST_ARGS='...' to add options)"
-	@echo "make sim        run the regression report (tb.regression)"
-	@echo "make demo       digits end to end: train, quantize, compile, run on the RTL (tb.demo)"
-	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (tb.spill)"
+	@echo "make sim        run the regression report (pim_macro.tb.experiments.regression)"
+	@echo "make demo       digits end to end: train, quantize, compile, run on the RTL (pim_macro.tb.experiments.demo)"
+	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (pim_macro.tb.experiments.spill)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
 	@echo "make synth      FPGA bitstreams + Fmax/utilization report, every board x arch x config"
 	@echo "                (BOARD=icebreaker|ulx3s ARCH=pim|baseline CONFIG=<name> builds a subset)"
@@ -56,31 +56,31 @@ test: venv
 
 # sim: the regression run with its report
 sim: venv
-	$(PY) -m tb.regression
+	$(PY) -m pim_macro.tb.experiments.regression
 
 # demo: handwritten digits on the RTL of both architectures, with its report
 demo: venv
-	$(PY) -m tb.demo
+	$(PY) -m pim_macro.tb.experiments.demo
 
 # spill: when the weights stop fitting: an RTL family and AlexNet/VGG-16/ResNet-50 at full scale
 spill: venv
-	$(PY) -m tb.spill
+	$(PY) -m pim_macro.tb.experiments.spill
 
 # waves: FST + GTKWave save file of one scenario, e.g. `make waves TEST=hand SIM=verilator`
 waves: venv
 	@if [ -z "$(TEST)" ]; then \
 	  echo "usage: make waves TEST=<name> [SIM=icarus|verilator] [ARCH=pim|baseline]; the scenarios are:"; \
-	  $(PY) -m tb.waves --list; exit 1; fi
-	$(PY) -m tb.waves $(TEST) --sim $(SIM) --arch $(or $(ARCH),pim)
+	  $(PY) -m pim_macro.tb.experiments.waves --list; exit 1; fi
+	$(PY) -m pim_macro.tb.experiments.waves $(TEST) --sim $(SIM) --arch $(or $(ARCH),pim)
 
 # synth: Yosys + nextpnr (YoWASP, from PyPI) for the boards, with the report in build/report
 synth: venv
-	$(PY) -m sw.synth $(if $(BOARD),--board $(BOARD)) $(if $(ARCH),--arch $(ARCH)) \
+	$(PY) -m pim_macro.sw.fpga.synth $(if $(BOARD),--board $(BOARD)) $(if $(ARCH),--arch $(ARCH)) \
 	  $(if $(CONFIG),--config $(CONFIG),--all-configs)
 
 # constraints: the pin files, generated from the board definitions (tests check them)
 constraints: venv
-	$(PY) -m sw.synth --constraints
+	$(PY) -m pim_macro.sw.fpga.synth --constraints
 
 # clean: build outputs and caches, keeps the venv
 clean:

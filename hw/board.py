@@ -1,8 +1,8 @@
 """Board tops: the macro behind a board's USB UART, for iCEBreaker (iCE40 UP5K) and ULX3S (ECP5).
 
-A :class:`Board` names an amaranth-boards platform, the :class:`hw.fabric.Fabric` the macro is
+A :class:`Board` names an amaranth-boards platform, the :class:`pim_macro.hw.fabric.Fabric` the macro is
 mapped onto there, the timing target of its report and the macro configurations built for it.
-:class:`BoardTop` is what runs on the board: a :class:`hw.uart_bridge.UARTBridge` on the
+:class:`BoardTop` is what runs on the board: a :class:`pim_macro.hw.uart_bridge.UARTBridge` on the
 platform's UART at :data:`BAUD`, in the board oscillator's clock domain, with the bridge's
 sticky ``overrun`` and ``framing_error`` flags on LEDs 0 and 1, a heartbeat on the last LED
 (boards with more than two), and button 0 as the macro's reset.
@@ -104,7 +104,7 @@ class BoardTop(Elaboratable):
     receive FIFO of ``rx_fifo_bytes``.
 
     The UART divisor is the platform's default clock over ``baud``, rounded; it must be at
-    least 4 (:class:`hw.uart.UARTRx`). Nothing else on the board is used.
+    least 4 (:class:`pim_macro.hw.uart.UARTRx`). Nothing else on the board is used.
     """
 
     def __init__(self, config: MacroConfig, *, arch="pim", baud=BAUD,

@@ -1,4 +1,4 @@
-"""Hardware performance counters, in :class:`hw.isa.Counter` order."""
+"""Hardware performance counters, in :class:`pim_macro.hw.isa.Counter` order."""
 
 from amaranth import *
 from amaranth.lib import wiring, data

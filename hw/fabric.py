@@ -19,7 +19,7 @@ class Fabric:
     ``"ice40_dual"`` instantiates iCE40 UltraPlus SB_MAC16 blocks in their dual 8x8 mode, two
     lanes per block with the product registers on: Yosys only infers the 16x16 mode, one lane
     per block. ``soft_requant``: build the output engine's requantizer multiplies from logic
-    (:class:`hw.requantizer.Requantizer` ``soft``), so that no DSP goes to them.
+    (:class:`pim_macro.hw.requantizer.Requantizer` ``soft``), so that no DSP goes to them.
     """
     mac: str = "infer"
     soft_requant: bool = False

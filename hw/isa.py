@@ -99,7 +99,7 @@ ACC_BITS = 32
 REQUANT_MULT_BITS = 16
 #: Largest legal requantization shift.
 REQUANT_SHIFT_MAX = 31
-#: Architectures a macro can be built as (``hw.make_macro(arch=...)``): ``"pim"`` wires every
+#: Architectures a macro can be built as (``pim_macro.hw.make_macro(arch=...)``): ``"pim"`` wires every
 #: SRAM column to its MAC lane; ``"baseline"`` keeps the same SRAM and MACs apart, joined by a bus
 #: of ``bus_bits``.
 ARCHES = ("pim", "baseline")

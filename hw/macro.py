@@ -25,7 +25,7 @@ RESPONSE_SLOTS = 8
 
 
 class Macro(wiring.Component):
-    """A compute-in-memory macro driven by one command stream (see :mod:`hw.isa`).
+    """A compute-in-memory macro driven by one command stream (see :mod:`pim_macro.hw.isa`).
 
     Contract
     --------
@@ -37,13 +37,13 @@ class Macro(wiring.Component):
     * Results are exactly those of executing the commands one at a time, in order; underneath,
       the controller decodes ahead while a :class:`MacEngine` runs MATVECs and an
       :class:`OutputEngine` streams results, so loads, compute and output overlap.
-    * A failed check (see :class:`hw.isa.Error`) executes nothing, writes no memory, reports the
+    * A failed check (see :class:`pim_macro.hw.isa.Error`) executes nothing, writes no memory, reports the
       code, skips the announced payload and goes on with the next command. No input can make the
       controller wait for anything but its own engines and stream handshakes: it never hangs.
     * Synchronous reset returns the controller, engines, accumulators, counters and queues to
       their initial state in any cycle; SRAM, activation and bias contents are kept.
 
-    Timing (each rule is what :mod:`sw.cycle_model` predicts)
+    Timing (each rule is what :mod:`pim_macro.sw.models.cycle_model` predicts)
     ------
     Every header and argument word takes one cycle; then the command waits in ``DISPATCH`` until
     it can go, and goes in one cycle:
@@ -442,6 +442,6 @@ class Macro(wiring.Component):
 
 
 def make_macro(config: MacroConfig, *, arch="pim"):
-    """The macro for ``arch`` (see :data:`hw.isa.ARCHES`): one signature, one controller; only
+    """The macro for ``arch`` (see :data:`pim_macro.hw.isa.ARCHES`): one signature, one controller; only
     the weight store differs."""
     return Macro(config, arch=arch)

@@ -24,7 +24,7 @@ class Requantizer(wiring.Component):
     ``soft`` builds the multiply from shifted adds instead of the ``*`` operator, so that
     synthesis never spends DSP blocks on it (about 1500 LUT4s; with ``*`` Yosys puts each
     32x8 half on two 16x16 iCE40 DSPs): for FPGAs whose DSPs all belong to the MAC lanes
-    (:class:`hw.fabric.Fabric`). Both forms are split into two registered halves, so the
+    (:class:`pim_macro.hw.fabric.Fabric`). Both forms are split into two registered halves, so the
     timing is the same.
     """
 

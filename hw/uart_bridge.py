@@ -12,7 +12,7 @@ from .uart import UARTRx, UARTTx
 
 __all__ = ["UARTBridge", "WordAssembler", "WordSplitter", "RX_FIFO_BYTES"]
 
-#: Bytes the bridge's receive FIFO holds: the host's credit window (``sw.board_link``).
+#: Bytes the bridge's receive FIFO holds: the host's credit window (``pim_macro.sw.runtime.board_link``).
 RX_FIFO_BYTES = 512
 
 _BYTES = STREAM_BITS // 8

@@ -50,7 +50,7 @@ def WeightStoreSignature(config: MacroConfig, tag_shape):
 
 
 def weight_store_for(arch):
-    """The weight store class of architecture ``arch`` (one of :data:`hw.isa.ARCHES`)."""
+    """The weight store class of architecture ``arch`` (one of :data:`pim_macro.hw.isa.ARCHES`)."""
     from .weight_array import WeightArray
     from .bus_weight_store import BusWeightStore
     return {"pim": WeightArray, "baseline": BusWeightStore}[arch]

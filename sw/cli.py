@@ -1,6 +1,6 @@
 """The ``pim`` command-line tool.
 
-``pim gemv`` runs ``Y = X @ W.T (+ bias)`` (see :mod:`sw.gemv`) on the golden model, the exact
+``pim gemv`` runs ``Y = X @ W.T (+ bias)`` (see :mod:`pim_macro.sw.compiler.gemv`) on the golden model, the exact
 cycle model or the RTL, of the PIM macro or the Von Neumann baseline::
 
     pim gemv --weights W.npy --input X.npy [--bias B.npy] [--mult M --shift S [--relu]]
@@ -21,13 +21,13 @@ import sys
 
 import numpy as np
 
-from hw.board import BOARDS
-from hw.isa import ARCHES, MacroConfig
-from sw.compiler import run_network
-from sw.gemv import SIMS, run_gemv
-from sw.network import load_network, save_network
-from sw.board_link import BoardMissing
-from sw.rtl import SimulatorMissing
+from pim_macro.hw.board import BOARDS
+from pim_macro.hw.isa import ARCHES, MacroConfig
+from pim_macro.sw.compiler.compiler import run_network
+from pim_macro.sw.compiler.gemv import SIMS, run_gemv
+from pim_macro.sw.compiler.network import load_network, save_network
+from pim_macro.sw.runtime.board_link import BoardMissing
+from pim_macro.sw.runtime.rtl import SimulatorMissing
 
 
 __all__ = ["main", "build_parser"]
@@ -90,7 +90,7 @@ def build_parser():
     gemv.set_defaults(handler=_gemv)
 
     infer = commands.add_parser(
-        "infer", help="run a quantized network (sw.network container) on the macro",
+        "infer", help="run a quantized network (pim_macro.sw.compiler.network container) on the macro",
         description="Run every sample of X through a quantized network: all layers in one "
                     "command stream, chained on chip. Y holds the int8 outputs of the last "
                     "layer, (B, outputs).")
@@ -145,7 +145,7 @@ def _run_options(command):
     command.add_argument("--json", action="store_true",
                          help="print one JSON object (config, shape, counters, and Y unless "
                               "--out)")
-    config = command.add_argument_group("macro configuration (see hw.isa.MacroConfig)")
+    config = command.add_argument_group("macro configuration (see pim_macro.hw.isa.MacroConfig)")
     defaults = MacroConfig()
     for f in dataclasses.fields(MacroConfig):
         default = getattr(defaults, f.name)
@@ -301,7 +301,7 @@ def _infer(args):
 
 
 def _quantize(args):
-    from sw.quantize import float_forward, load_float_model, quantize_file, report
+    from pim_macro.sw.compiler.quantize import float_forward, load_float_model, quantize_file, report
     calib = _load(args.calib, "calibration data")
     test = calib if args.test is None else _load(args.test, "test data")
     labels = None if args.labels is None else _load(args.labels, "labels")

@@ -1,0 +1,1 @@
+"""From a problem to a command stream: GEMV tiling, networks, their compiler, quantization."""

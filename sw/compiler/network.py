@@ -1,0 +1,317 @@
+"""Quantized networks: the ``.npz`` container, its validation, and the numpy reference.
+
+The container
+=============
+
+An ``.npz`` file with, for layers ``i = 0, 1, ...`` (consecutive, from 0):
+
+=============== ============================ ==================================================
+key             dtype, shape                 meaning
+=============== ============================ ==================================================
+``w{i}``        int8 (out, in)               dense weights, or
+                int8 (out_ch, in_ch, kh, kw) convolution weights
+``b{i}``        int32 (out,) / (out_ch,)     bias, added to the int32 accumulator
+``m{i}``        integer scalar, 0..65535     requantization multiplier
+``s{i}``        integer scalar, 0..31        requantization shift
+``relu{i}``     integer scalar, 0 or 1       clamp the int8 result at zero
+``stride{i}``   integer scalar or (2,)       convolutions only: stride (default 1)
+``pad{i}``      integer scalar or (2,)       convolutions only: zero padding (default 0)
+``in_shape{i}`` integer (3,): C, H, W        convolutions only: the input geometry
+=============== ============================ ==================================================
+
+Optional, for float users: ``input_scale`` (float scalar: ``x_float ~= input_scale * x_int8``)
+and ``output_scale`` (the same for the last layer's outputs).
+
+Semantics (exactly the macro's arithmetic, see :mod:`pim_macro.hw.isa`): every layer computes, per output,
+``acc = wrap32(sum(w * x) + b)`` over int8 inputs ``x``, then ``y = requantize(acc, m, s,
+relu)`` (int8). A convolution does so at every output position of its zero-padded input
+(``Ho = (H + 2*pad_h - kh) // stride_h + 1``, likewise ``Wo``); its output is the (out_ch, Ho,
+Wo) tensor, flattened in that (C, H, W) order when a dense layer follows. A layer's input size
+must equal the previous layer's output size (for a convolution, ``C * H * W``). The network's
+input is int8 ``(B, in)`` (or ``(B, C, H, W)`` images for a convolution first layer); its
+output is the last layer's int8 ``(B, out)``.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pim_macro.hw.isa import REQUANT_MULT_BITS, REQUANT_SHIFT_MAX
+from pim_macro.sw.models.golden import requantize, wrap32
+
+
+__all__ = ["Dense", "Conv", "Network", "load_network", "save_network", "forward"]
+
+
+@dataclass(frozen=True, eq=False)
+class Dense:
+    """``y = requantize(w @ x + b)``; ``w`` int8 (out, in)."""
+    w: np.ndarray
+    b: np.ndarray
+    mult: int
+    shift: int
+    relu: bool
+
+    @property
+    def inputs(self):
+        return self.w.shape[1]
+
+    @property
+    def outputs(self):
+        return self.w.shape[0]
+
+    @property
+    def macs(self):
+        return self.w.size
+
+    def matrix(self):
+        """The weights as the (out, K) matrix the macro multiplies."""
+        return self.w
+
+
+@dataclass(frozen=True, eq=False)
+class Conv:
+    """A 2-D convolution, lowered by im2col; ``w`` int8 (out_ch, in_ch, kh, kw)."""
+    w: np.ndarray
+    b: np.ndarray
+    mult: int
+    shift: int
+    relu: bool
+    in_shape: tuple          # (C, H, W)
+    stride: tuple = (1, 1)
+    pad: tuple = (0, 0)
+
+    @property
+    def kernel(self):
+        return self.w.shape[2:]
+
+    @property
+    def out_shape(self):
+        c, h, w = self.in_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        return (self.w.shape[0], (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+
+    @property
+    def inputs(self):
+        return int(np.prod(self.in_shape))
+
+    @property
+    def outputs(self):
+        return int(np.prod(self.out_shape))
+
+    @property
+    def macs(self):
+        _, ho, wo = self.out_shape
+        return self.w.size * ho * wo
+
+    def matrix(self):
+        """The weights as the (out_ch, kh * kw * in_ch) matrix the macro multiplies: a patch is
+        laid out position-major, channels fastest (``(dy, dx, c)``), so that one output pixel's
+        channels, written back contiguously, form one slice of the next patch."""
+        return self.w.transpose(0, 2, 3, 1).reshape(self.w.shape[0], -1)
+
+    def patches(self, x):
+        """im2col of int8 images ``x`` (B, C, H, W): (B, Ho * Wo, kh * kw * C), in
+        :meth:`matrix` order."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        _, ho, wo = self.out_shape
+        padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        cols = np.empty((x.shape[0], ho, wo, kh, kw, x.shape[1]), dtype=x.dtype)
+        for dy in range(kh):
+            for dx in range(kw):
+                window = padded[:, :, dy:dy + sh * ho:sh, dx:dx + sw * wo:sw]
+                cols[:, :, :, dy, dx, :] = window.transpose(0, 2, 3, 1)
+        return cols.reshape(x.shape[0], ho * wo, kh * kw * x.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    layers: tuple
+    input_scale: float = None
+    output_scale: float = None
+
+    @property
+    def weight_bytes(self):
+        return sum(layer.w.size for layer in self.layers)
+
+    @property
+    def macs(self):
+        return sum(layer.macs for layer in self.layers)
+
+    def input_array(self, x):
+        """Check and shape an int8 input batch: (B, in), or (B, C, H, W) images (also given as
+        (B, C*H*W) or, for one channel, (B, H, W)) for a convolution first layer."""
+        x = np.asarray(x)
+        if x.dtype != np.int8:
+            raise ValueError(f"the input must be int8, not {x.dtype}")
+        first = self.layers[0]
+        if isinstance(first, Conv):
+            c, h, w = first.in_shape
+            if x.ndim == 3 and c == 1 and x.shape[1:] == (h, w):
+                x = x[:, None]
+            elif x.ndim == 2 and x.shape[1] == c * h * w:
+                x = x.reshape(-1, c, h, w)
+            if x.ndim != 4 or x.shape[1:] != (c, h, w):
+                raise ValueError(f"the input must be images of shape (B, {c}, {h}, {w}), not "
+                                 f"{x.shape}")
+        else:
+            if x.ndim == 1:
+                x = x[None]
+            if x.ndim != 2 or x.shape[1] != first.inputs:
+                raise ValueError(f"the input must have shape (B, {first.inputs}), not "
+                                 f"{x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError("the input holds no samples")
+        return x
+
+
+def _scalar(data, key, lo, hi, name):
+    value = np.asarray(data[key])
+    if value.ndim != 0 or value.dtype.kind not in "iub":
+        raise ValueError(f"{key} ({name}) must be an integer scalar, not {value.dtype} of shape "
+                         f"{value.shape}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{key} ({name}) must be {lo}..{hi}, not {value}")
+    return value
+
+
+def _pair(data, key, default, lo):
+    if key not in data:
+        return (default, default)
+    value = np.asarray(data[key])
+    if value.dtype.kind not in "iu" or value.shape not in ((), (2,)):
+        raise ValueError(f"{key} must be an integer or two integers, not {value.dtype} of shape "
+                         f"{value.shape}")
+    pair = tuple(int(v) for v in np.broadcast_to(value, (2,)))
+    if min(pair) < lo:
+        raise ValueError(f"{key} must be at least {lo}, not {pair}")
+    return pair
+
+
+def network_from_arrays(data):
+    """Validate a container's arrays (a mapping of key -> array) and build the
+    :class:`Network`; raises ``ValueError`` naming the first problem."""
+    keys = set(data)
+    count = 0
+    while f"w{count}" in keys:
+        count += 1
+    if count == 0:
+        raise ValueError("the model has no layers: key w0 is missing")
+    layers = []
+    for i in range(count):
+        for part in ("b", "m", "s", "relu"):
+            if f"{part}{i}" not in keys:
+                raise ValueError(f"layer {i}: key {part}{i} is missing")
+        w = np.asarray(data[f"w{i}"])
+        b = np.asarray(data[f"b{i}"])
+        if w.dtype != np.int8:
+            raise ValueError(f"w{i} must be int8, not {w.dtype}")
+        if b.dtype != np.int32:
+            raise ValueError(f"b{i} must be int32, not {b.dtype}")
+        if w.ndim not in (2, 4) or 0 in w.shape:
+            raise ValueError(f"w{i} must be (out, in) or (out_ch, in_ch, kh, kw), not {w.shape}")
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"b{i} must have shape ({w.shape[0]},), not {b.shape}")
+        q = dict(mult=_scalar(data, f"m{i}", 0, (1 << REQUANT_MULT_BITS) - 1, "multiplier"),
+                 shift=_scalar(data, f"s{i}", 0, REQUANT_SHIFT_MAX, "shift"),
+                 relu=bool(_scalar(data, f"relu{i}", 0, 1, "relu")))
+        if w.ndim == 2:
+            for extra in ("stride", "pad", "in_shape"):
+                if f"{extra}{i}" in keys:
+                    raise ValueError(f"{extra}{i} is only for convolutions, but w{i} is dense")
+            layer = Dense(w, b, **q)
+        else:
+            if f"in_shape{i}" not in keys:
+                raise ValueError(f"layer {i} is a convolution: key in_shape{i} is missing")
+            shape = np.asarray(data[f"in_shape{i}"])
+            if shape.dtype.kind not in "iu" or shape.shape != (3,) or shape.min() < 1:
+                raise ValueError(f"in_shape{i} must be three positive integers (C, H, W), not "
+                                 f"{shape}")
+            in_shape = tuple(int(v) for v in shape)
+            if in_shape[0] != w.shape[1]:
+                raise ValueError(f"w{i} takes {w.shape[1]} input channels but in_shape{i} has "
+                                 f"{in_shape[0]}")
+            layer = Conv(w, b, **q, in_shape=in_shape, stride=_pair(data, f"stride{i}", 1, 1),
+                         pad=_pair(data, f"pad{i}", 0, 0))
+            if min(layer.out_shape[1:]) < 1:
+                raise ValueError(f"layer {i}: a {w.shape[2]}x{w.shape[3]} kernel does not fit "
+                                 f"the padded {in_shape[1]}x{in_shape[2]} input")
+        if layers and layer.inputs != layers[-1].outputs:
+            raise ValueError(f"layer {i} takes {layer.inputs} inputs but layer {i - 1} gives "
+                             f"{layers[-1].outputs}: the shapes do not chain")
+        layers.append(layer)
+    extra = sorted(k for k in keys if not _known(k, count))
+    if extra:
+        raise ValueError(f"unknown keys in the model: {', '.join(extra)}")
+    scales = {}
+    for key in ("input_scale", "output_scale"):
+        if key in keys:
+            value = np.asarray(data[key])
+            if value.ndim != 0 or value.dtype.kind != "f" or not value > 0:
+                raise ValueError(f"{key} must be a positive float scalar")
+            scales[key] = float(value)
+    return Network(tuple(layers), **scales)
+
+
+def _known(key, count):
+    if key in ("input_scale", "output_scale"):
+        return True
+    for part in ("w", "b", "m", "s", "relu", "stride", "pad", "in_shape"):
+        if key.startswith(part) and key[len(part):].isdigit():
+            return int(key[len(part):]) < count and str(int(key[len(part):])) == key[len(part):]
+    return False
+
+
+def load_network(path):
+    """Load and validate a container; raises ``ValueError`` with a one-line message."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise ValueError(f"cannot read model {path}: no such file") from None
+    except (OSError, ValueError, EOFError, AttributeError) as exc:
+        raise ValueError(f"cannot read model {path}: {exc}") from None
+    try:
+        return network_from_arrays(arrays)
+    except ValueError as exc:
+        raise ValueError(f"bad model {path}: {exc}") from None
+
+
+def save_network(path, network):
+    """Write ``network`` as a container (the inverse of :func:`load_network`)."""
+    arrays = {}
+    for i, layer in enumerate(network.layers):
+        arrays.update({f"w{i}": layer.w, f"b{i}": layer.b, f"m{i}": np.int64(layer.mult),
+                       f"s{i}": np.int64(layer.shift), f"relu{i}": np.int64(layer.relu)})
+        if isinstance(layer, Conv):
+            arrays.update({f"in_shape{i}": np.array(layer.in_shape, np.int64),
+                           f"stride{i}": np.array(layer.stride, np.int64),
+                           f"pad{i}": np.array(layer.pad, np.int64)})
+    for key in ("input_scale", "output_scale"):
+        if getattr(network, key) is not None:
+            arrays[key] = np.float64(getattr(network, key))
+    np.savez(path, **arrays)
+
+
+def forward(network, x):
+    """The reference: int8 outputs (B, out) of the last layer, computed layer by layer in numpy
+    with the container's rules. Returns ``(y, activations)``, the latter the int8 output of
+    every layer, flattened (B, outputs)."""
+    x = network.input_array(x)
+    acts = []
+    for layer in network.layers:
+        if isinstance(layer, Conv):
+            images = x.reshape(-1, *layer.in_shape)
+            cols = layer.patches(images).astype(np.int64)          # (B, P, K)
+            acc = cols @ layer.matrix().astype(np.int64).T + layer.b    # (B, P, out_ch)
+            y = requantize(wrap32(acc), layer.mult, layer.shift, layer.relu)
+            x = y.transpose(0, 2, 1).reshape(y.shape[0], -1)       # (C, H, W) order
+        else:
+            flat = x.reshape(x.shape[0], -1).astype(np.int64)
+            acc = flat @ layer.w.astype(np.int64).T + layer.b
+            x = requantize(wrap32(acc), layer.mult, layer.shift, layer.relu)
+        acts.append(x)
+    return x, acts

@@ -1,0 +1,606 @@
+"""Post-training quantization of float models into :mod:`pim_macro.sw.compiler.network` int8 networks.
+
+Inputs
+======
+
+* :func:`quantize_mlp`: a fitted scikit-learn ``MLPClassifier`` / ``MLPRegressor`` whose hidden
+  activation is ``relu`` (or ``identity``). Every layer becomes a :class:`~pim_macro.sw.compiler.network.Dense`;
+  the hidden layers get the ReLU flag, the last layer none: its int8 outputs are the logits
+  (pre-softmax / pre-logistic), whose argmax is the prediction (for a binary classifier, with a
+  single logit, its sign).
+* :func:`quantize_onnx`: a float ONNX model that is a single chain, walked from its single graph
+  input in topological order, of
+
+  - ``Gemm`` (``transA=0``; ``alpha``/``beta``/``transB`` folded in), ``MatMul`` with a
+    constant right-hand side, optionally followed by ``Add`` of a constant bias;
+  - ``Conv`` (2-D, ``group=1``, dilation 1, symmetric ``pads``, ``strides``), with its bias or a
+    following ``Add`` of a per-channel constant;
+  - ``Relu`` directly after one of those linear layers (fused into its ``relu`` flag);
+  - ``Flatten`` (``axis=1``) and ``Reshape`` to ``(batch, -1)`` (flattening only);
+  - ``Constant`` nodes (as a source of constants only).
+
+  The convolution input geometry comes from the graph input's shape ``(N, C, H, W)`` and is
+  propagated layer by layer; a flatten before a dense layer is in (C, H, W) order, exactly the
+  order :mod:`pim_macro.sw.compiler.network` uses. Anything else (another op, a grouped or dilated convolution,
+  several inputs or outputs, a branch, a non-flattening ``Reshape``, a ``Relu`` not directly
+  after a linear layer) raises ``ValueError`` naming the node and its op.
+
+The scheme
+==========
+
+Everything is symmetric (zero point 0) and per-tensor, because the macro has one ``(mult,
+shift)`` pair per command:
+
+* Activations: the float model is run layer by layer in numpy on the calibration inputs; a
+  layer's output scale is ``s_out = max|output| / 127`` over the calibration set (after the ReLU
+  if the layer has one). The input scale is ``max|calib| / 127``. (A tensor that is all zero on
+  the calibration set gets the scale that makes its requantization factor 1.)
+* Weights: one scale per layer, ``s_w = max|w| / 127``; ``w_int8 = round(w / s_w)``.
+* Bias: int32 ``round(b / (s_in * s_w))``, added to the accumulator (``ValueError`` if it does
+  not fit in int32).
+* Requantization: the accumulator holds ``y_float / (s_in * s_w)``; the output is wanted in units
+  of ``s_out``, so the factor is ``M = s_in * s_w / s_out``, turned by :func:`mult_shift` into
+  ``mult / 2**shift`` with ``mult`` 1..65535 as large as possible (the largest ``shift`` 0..31
+  for which ``round(M * 2**shift)`` still fits in 16 bits) -- ``ValueError`` if ``M`` is out of
+  reach (``M > 65535`` or ``M * 2**31 < 0.5``).
+* The network's ``input_scale`` is the input scale (:func:`quantize_input` divides by it,
+  rounds and clips to -127..127); its ``output_scale`` is the last layer's ``s_out``
+  (``y_float ~= output_scale * y_int8``).
+
+:func:`report` measures the int8-versus-float error of a quantized network;
+:func:`float_forward` gives the float reference of a source model (the logits, in numpy).
+
+Loading files
+=============
+
+:func:`load_float_model` reads ``.onnx`` files with :mod:`onnx`, and ``.pkl`` / ``.joblib``
+files (a pickled scikit-learn estimator) with :mod:`joblib`. **Unpickling executes code stored in
+the file: only load pickles you trust.** :func:`quantize_file` loads and quantizes in one go.
+
+All errors are ``ValueError`` with a one-line message.
+"""
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pim_macro.hw.isa import REQUANT_MULT_BITS, REQUANT_SHIFT_MAX
+from pim_macro.sw.compiler.network import Conv, Dense, Network, forward
+
+
+__all__ = ["mult_shift", "quantize_mlp", "quantize_onnx", "quantize_input", "report",
+           "float_forward", "load_float_model", "quantize_file", "FloatLayer"]
+
+MULT_MAX = (1 << REQUANT_MULT_BITS) - 1
+SHIFT_MAX = REQUANT_SHIFT_MAX
+QMAX = 127
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+# -- the requantization factor -------------------------------------------------------------------
+
+def mult_shift(factor):
+    """``(mult, shift)`` with ``mult / 2**shift ~= factor``: ``mult`` in 1..65535 as large as
+    possible, ``shift`` in 0..31. Raises ``ValueError`` if ``factor`` is not a positive finite
+    number that can be represented so."""
+    m = float(factor)
+    if not math.isfinite(m) or m <= 0:
+        raise ValueError(f"the requantization factor must be positive and finite, not {factor}")
+    for shift in range(SHIFT_MAX, -1, -1):
+        mult = round(m * 2.0 ** shift)
+        if mult <= MULT_MAX:
+            if mult < 1:
+                raise ValueError(f"the requantization factor {m:.3g} is too small: it is below "
+                                 f"1 / 2**{SHIFT_MAX + 1} (0.5 / 2**{SHIFT_MAX})")
+            return int(mult), shift
+    raise ValueError(f"the requantization factor {m:.3g} is too large: the multiplier is at "
+                     f"most {MULT_MAX} with shift 0")
+
+
+# -- float layers -------------------------------------------------------------------------------
+
+@dataclass
+class FloatLayer:
+    """One float layer of a source model: dense ``w`` (out, in) or convolution ``w`` (out_ch,
+    in_ch, kh, kw) with bias ``b``; ``in_shape`` (C, H, W), ``stride``, ``pad`` for
+    convolutions."""
+    w: np.ndarray
+    b: np.ndarray
+    relu: bool = False
+    in_shape: tuple = None
+    stride: tuple = (1, 1)
+    pad: tuple = (0, 0)
+    name: str = field(default="")
+
+    @property
+    def is_conv(self):
+        return self.w.ndim == 4
+
+    @property
+    def out_shape(self):
+        if not self.is_conv:
+            return (self.w.shape[0],)
+        c, h, w = self.in_shape
+        kh, kw = self.w.shape[2:]
+        (sh, sw), (ph, pw) = self.stride, self.pad
+        return (self.w.shape[0], (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+
+    def __call__(self, x):
+        """Float output (B, *out_shape) of input ``x`` (B, ...)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.is_conv:
+            x = x.reshape(x.shape[0], *self.in_shape)
+            kh, kw = self.w.shape[2:]
+            (sh, sw), (ph, pw) = self.stride, self.pad
+            _, ho, wo = self.out_shape
+            padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+            cols = np.empty((x.shape[0], ho, wo, x.shape[1], kh, kw))
+            for dy in range(kh):
+                for dx in range(kw):
+                    window = padded[:, :, dy:dy + sh * ho:sh, dx:dx + sw * wo:sw]
+                    cols[:, :, :, :, dy, dx] = window.transpose(0, 2, 3, 1)
+            y = cols.reshape(x.shape[0], ho * wo, -1) @ self.w.reshape(self.w.shape[0], -1).T
+            y = (y + self.b).transpose(0, 2, 1).reshape(x.shape[0], *self.out_shape)
+        else:
+            y = x.reshape(x.shape[0], -1) @ self.w.T + self.b
+        return np.maximum(y, 0.0) if self.relu else y
+
+
+def _run_float(layers, x):
+    """Float outputs of every layer on ``x``."""
+    outs = []
+    for layer in layers:
+        x = layer(x)
+        outs.append(x)
+    return outs
+
+
+def _quantize_layers(layers, calib):
+    """The :class:`Network` of float ``layers`` calibrated on float inputs ``calib``."""
+    calib = np.asarray(calib, dtype=np.float64)
+    if calib.ndim < 2 or calib.shape[0] == 0:
+        raise ValueError(f"the calibration data must be a non-empty batch (N, ...), not of "
+                         f"shape {calib.shape}")
+    if not np.all(np.isfinite(calib)):
+        raise ValueError("the calibration data holds non-finite values")
+    first = layers[0]
+    need = int(np.prod(first.in_shape)) if first.is_conv else first.w.shape[1]
+    if calib[0].size != need:
+        raise ValueError(f"the calibration samples have {calib[0].size} values, but the model "
+                         f"takes {need}")
+    in_max = float(np.max(np.abs(calib)))
+    if in_max == 0:
+        raise ValueError("the calibration data is all zero: no input scale can be derived")
+    s_in = in_max / QMAX
+    input_scale = s_in
+    quantized = []
+    for i, (layer, out) in enumerate(zip(layers, _run_float(layers, calib))):
+        where = f"layer {i}" + (f" ({layer.name})" if layer.name else "")
+        w_max = float(np.max(np.abs(layer.w)))
+        s_w = w_max / QMAX if w_max > 0 else 1.0
+        out_max = float(np.max(np.abs(out)))
+        s_out = out_max / QMAX if out_max > 0 else s_in * s_w
+        w_q = np.clip(np.round(layer.w / s_w), -QMAX, QMAX).astype(np.int8)
+        b_q = np.round(np.asarray(layer.b, np.float64) / (s_in * s_w))
+        if b_q.size and (b_q.min() < _INT32_MIN or b_q.max() > _INT32_MAX):
+            raise ValueError(f"{where}: the bias does not fit in int32 at scale "
+                             f"{s_in * s_w:.3g}")
+        try:
+            mult, shift = mult_shift(s_in * s_w / s_out)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        q = dict(w=w_q, b=b_q.astype(np.int32), mult=mult, shift=shift, relu=bool(layer.relu))
+        if layer.is_conv:
+            quantized.append(Conv(**q, in_shape=tuple(int(v) for v in layer.in_shape),
+                                  stride=tuple(int(v) for v in layer.stride),
+                                  pad=tuple(int(v) for v in layer.pad)))
+        else:
+            quantized.append(Dense(**q))
+        s_in = s_out
+    return Network(tuple(quantized), input_scale=input_scale, output_scale=s_in)
+
+
+# -- scikit-learn -------------------------------------------------------------------------------
+
+def _mlp_layers(clf):
+    coefs = getattr(clf, "coefs_", None)
+    intercepts = getattr(clf, "intercepts_", None)
+    if coefs is None or intercepts is None:
+        raise ValueError(f"{type(clf).__name__} is not a fitted scikit-learn MLP (no coefs_)")
+    activation = getattr(clf, "activation", None)
+    if activation not in ("relu", "identity"):
+        raise ValueError(f"only MLPs with ReLU (or identity) hidden layers are supported, not "
+                         f"activation={activation!r}")
+    layers = []
+    for i, (w, b) in enumerate(zip(coefs, intercepts)):
+        last = i == len(coefs) - 1
+        layers.append(FloatLayer(np.asarray(w, np.float64).T, np.asarray(b, np.float64),
+                                 relu=activation == "relu" and not last, name=f"dense{i}"))
+    return layers
+
+
+def quantize_mlp(clf, calib):
+    """The int8 :class:`Network` of a fitted ``MLPClassifier`` / ``MLPRegressor`` (Dense layers,
+    ReLU on the hidden ones, logits out), calibrated on float inputs ``calib`` (N, features)."""
+    layers = _mlp_layers(clf)
+    calib = np.asarray(calib, dtype=np.float64)
+    if calib.ndim > 2:
+        calib = calib.reshape(calib.shape[0], -1)
+    return _quantize_layers(layers, calib)
+
+
+# -- ONNX ---------------------------------------------------------------------------------------
+
+_ONNX_OPS = {"Gemm", "MatMul", "Add", "Conv", "Relu", "Flatten", "Reshape", "Constant"}
+
+
+def _node_label(node):
+    return f"node {node.name or '<unnamed>'!r} ({node.op_type})"
+
+
+def _attrs(node):
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _as_model(path_or_model):
+    import onnx
+    if isinstance(path_or_model, onnx.ModelProto):
+        return path_or_model
+    if isinstance(path_or_model, (str, Path)):
+        return _load_onnx(path_or_model)
+    raise ValueError(f"expected an ONNX model or a path, not {type(path_or_model).__name__}")
+
+
+def _load_onnx(path):
+    import onnx
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"cannot read model {path}: no such file")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:        # protobuf's DecodeError and friends
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"cannot read ONNX model {path}: {message}") from None
+
+
+def _topological(nodes, available):
+    """``nodes`` in a topological order (Kahn's algorithm from the ``available`` tensors)."""
+    ready = set(available)
+    pending = list(nodes)
+    order = []
+    while pending:
+        progress = False
+        for node in list(pending):
+            if all(not name or name in ready for name in node.input):
+                order.append(node)
+                ready.update(node.output)
+                pending.remove(node)
+                progress = True
+        if not progress:
+            node = pending[0]
+            missing = [n for n in node.input if n and n not in ready]
+            raise ValueError(f"{_node_label(node)}: input {missing[0]!r} is never produced "
+                             f"(the graph is cyclic or incomplete)")
+    return order
+
+
+def _onnx_layers(model):
+    """The float layers of an ONNX model and its input shape (without the batch dimension)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts = {}
+    for init in graph.initializer:
+        consts[init.name] = numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type not in _ONNX_OPS:
+            raise ValueError(f"{_node_label(node)}: unsupported op {node.op_type} (supported: "
+                             f"{', '.join(sorted(_ONNX_OPS))})")
+        if node.domain not in ("", "ai.onnx"):
+            raise ValueError(f"{_node_label(node)}: unsupported op domain {node.domain!r}")
+        if node.op_type == "Constant":
+            value = _attrs(node).get("value")
+            if value is None:
+                raise ValueError(f"{_node_label(node)}: only tensor constants ('value') are "
+                                 f"supported")
+            consts[node.output[0]] = numpy_helper.to_array(value)
+    inputs = [v for v in graph.input if v.name not in consts]
+    if len(inputs) != 1:
+        raise ValueError(f"the graph must have exactly one input, not {len(inputs)} "
+                         f"({', '.join(v.name for v in inputs)})")
+    if len(graph.output) != 1:
+        raise ValueError(f"the graph must have exactly one output, not {len(graph.output)}")
+    graph_in = inputs[0]
+    dims = []
+    for d in graph_in.type.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else None)
+    if len(dims) not in (2, 4):
+        raise ValueError(f"the graph input {graph_in.name!r} must be (N, features) or "
+                         f"(N, C, H, W), not of rank {len(dims)}")
+    if any(d is None or d < 1 for d in dims[1:]):
+        raise ValueError(f"the graph input {graph_in.name!r} needs fixed non-batch dimensions, "
+                         f"not {dims}")
+    batch = dims[0]
+    shape = tuple(dims[1:])
+    in_shape = shape
+
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    current = graph_in.name
+    layers = []
+    last_op = None           # the op that produced ``current``: "linear", "add", "relu", ...
+    for node in _topological(graph.node, [graph_in.name, *consts]):
+        if node.op_type == "Constant":
+            continue
+        label = _node_label(node)
+        data = [n for n in node.input if n and n not in consts]
+        if data != [current]:
+            raise ValueError(f"{label}: it must take the previous layer's output {current!r} as "
+                             f"its only non-constant input (only a chain of layers is supported)")
+        if len(consumers.get(current, [])) != 1:
+            raise ValueError(f"{label}: tensor {current!r} feeds several nodes (branches are "
+                             f"not supported)")
+        if len(node.output) != 1:
+            raise ValueError(f"{label}: must have a single output")
+        if node.input[0] != current and node.op_type not in ("Add",):
+            raise ValueError(f"{label}: the data must be its first input")
+        attrs = _attrs(node)
+        op = node.op_type
+        params = [consts.get(n) if n else None for n in node.input[1:]]
+
+        if op in ("Gemm", "MatMul"):
+            if len(shape) != 1:
+                raise ValueError(f"{label}: its input has shape {shape}; flatten it first")
+            if op == "Gemm":
+                if attrs.get("transA", 0):
+                    raise ValueError(f"{label}: transA=1 is not supported")
+                w = np.asarray(params[0], np.float64) * float(attrs.get("alpha", 1.0))
+                if w.ndim != 2:
+                    raise ValueError(f"{label}: the weight must be 2-D, not {w.shape}")
+                w = w if attrs.get("transB", 0) else w.T
+                b = np.zeros(w.shape[0])
+                if len(params) > 1 and params[1] is not None:
+                    b = _bias(label, np.asarray(params[1], np.float64)
+                              * float(attrs.get("beta", 1.0)), w.shape[0])
+            else:
+                w = np.asarray(params[0], np.float64)
+                if w.ndim != 2:
+                    raise ValueError(f"{label}: the weight must be a 2-D constant, not {w.shape}")
+                w = w.T
+                b = np.zeros(w.shape[0])
+            if w.shape[1] != shape[0]:
+                raise ValueError(f"{label}: the weight takes {w.shape[1]} inputs, but its "
+                                 f"input has {shape[0]}")
+            layers.append(FloatLayer(w, b, name=node.name))
+            shape = (w.shape[0],)
+            last_op = "linear"
+        elif op == "Conv":
+            if len(shape) != 3:
+                raise ValueError(f"{label}: its input must be (C, H, W) images, not {shape}")
+            w = np.asarray(params[0], np.float64)
+            if w.ndim != 4:
+                raise ValueError(f"{label}: only 2-D convolutions are supported (weight shape "
+                                 f"{w.shape})")
+            if attrs.get("group", 1) != 1:
+                raise ValueError(f"{label}: grouped convolution (group={attrs['group']}) is not "
+                                 f"supported")
+            if any(d != 1 for d in attrs.get("dilations", [1, 1])):
+                raise ValueError(f"{label}: dilation {list(attrs['dilations'])} is not "
+                                 f"supported")
+            auto_pad = attrs.get("auto_pad", b"NOTSET")
+            auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+            if auto_pad not in ("NOTSET", "VALID"):
+                raise ValueError(f"{label}: auto_pad={auto_pad} is not supported; give pads")
+            pads = list(attrs.get("pads", [0, 0, 0, 0]))
+            if len(pads) != 4 or pads[:2] != pads[2:]:
+                raise ValueError(f"{label}: only symmetric 2-D pads are supported, not {pads}")
+            strides = list(attrs.get("strides", [1, 1]))
+            if len(strides) != 2:
+                raise ValueError(f"{label}: strides must be two integers, not {strides}")
+            kernel = list(attrs.get("kernel_shape", w.shape[2:]))
+            if kernel != list(w.shape[2:]):
+                raise ValueError(f"{label}: kernel_shape {kernel} does not match the weight "
+                                 f"{w.shape}")
+            if w.shape[1] != shape[0]:
+                raise ValueError(f"{label}: the weight takes {w.shape[1]} channels, but its "
+                                 f"input has {shape[0]}")
+            b = np.zeros(w.shape[0])
+            if len(params) > 1 and params[1] is not None:
+                b = _bias(label, np.asarray(params[1], np.float64), w.shape[0])
+            layer = FloatLayer(w, b, in_shape=shape, stride=tuple(strides), pad=tuple(pads[:2]),
+                               name=node.name)
+            if min(layer.out_shape[1:]) < 1:
+                raise ValueError(f"{label}: the kernel does not fit the padded input {shape}")
+            layers.append(layer)
+            shape = layer.out_shape
+            last_op = "linear"
+        elif op == "Add":
+            if last_op != "linear":
+                raise ValueError(f"{label}: an Add is only supported as the bias directly after "
+                                 f"Gemm, MatMul or Conv")
+            other = [n for n in node.input if n != current]
+            if len(other) != 1:
+                raise ValueError(f"{label}: must add one constant bias")
+            layer = layers[-1]
+            layer.b = layer.b + _bias(label, consts[other[0]], layer.w.shape[0], layer.is_conv)
+            last_op = "add"
+        elif op == "Relu":
+            if last_op not in ("linear", "add"):
+                raise ValueError(f"{label}: a Relu must directly follow Gemm, MatMul or Conv "
+                                 f"(optionally with its bias Add)")
+            layers[-1].relu = True
+            last_op = "relu"
+        elif op == "Flatten":
+            if attrs.get("axis", 1) != 1:
+                raise ValueError(f"{label}: only axis=1 (flatten all but the batch) is "
+                                 f"supported, not axis={attrs['axis']}")
+            shape = (int(np.prod(shape)),)
+            last_op = "flatten"
+        elif op == "Reshape":
+            target = params[0] if params else None
+            if target is None:
+                raise ValueError(f"{label}: the target shape must be a constant")
+            target = [int(v) for v in np.asarray(target).reshape(-1)]
+            size = int(np.prod(shape))
+            ok_batch = (0, -1) + ((batch,) if batch else ())
+            flattening = len(target) == 2 and target[0] in ok_batch and (
+                target[1] == size or (target[1] == -1 and target[0] != -1))
+            if not flattening:
+                raise ValueError(f"{label}: only a flattening Reshape to (batch, {size}) is "
+                                 f"supported, not {target}")
+            shape = (size,)
+            last_op = "flatten"
+        current = node.output[0]
+    if current != graph.output[0].name:
+        raise ValueError(f"the chain ends at {current!r}, not at the graph output "
+                         f"{graph.output[0].name!r}")
+    if not layers:
+        raise ValueError("the model has no Gemm, MatMul or Conv layer")
+    return layers, in_shape
+
+
+def _bias(label, value, out, conv=False):
+    """A constant that broadcasts to one bias per output (per channel for a convolution)."""
+    value = np.asarray(value, np.float64)
+    if value.size == 1 and value.ndim <= (4 if conv else 2):
+        return np.full(out, float(value.reshape(-1)[0]))
+    shapes = ((out, 1, 1), (1, out, 1, 1)) if conv else ((out,), (1, out))
+    if value.shape not in shapes:
+        raise ValueError(f"{label}: the bias must have shape {' or '.join(map(str, shapes))}, "
+                         f"not {value.shape}")
+    return value.reshape(out)
+
+
+def quantize_onnx(path_or_model, calib):
+    """The int8 :class:`Network` of a float ONNX model (a path or a ``ModelProto``; see the
+    module docstring for the supported graphs), calibrated on float inputs ``calib``: a batch of
+    the graph input's shape (N, ...) or any (N, ...) with the same number of values per
+    sample."""
+    layers, in_shape = _onnx_layers(_as_model(path_or_model))
+    calib = np.asarray(calib, dtype=np.float64)
+    if calib.ndim >= 1 and calib.shape[0] and calib[0].size == int(np.prod(in_shape)):
+        calib = calib.reshape(calib.shape[0], *in_shape)
+    return _quantize_layers(layers, calib)
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+def load_float_model(path):
+    """A float model from a file: ``.onnx`` -> ``onnx.ModelProto``; ``.pkl`` / ``.joblib`` -> a
+    pickled scikit-learn estimator, loaded with joblib. **Unpickling runs code from the file:
+    only load files you trust.** Other suffixes raise ``ValueError``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _load_onnx(path)
+    if suffix in (".pkl", ".joblib"):
+        import joblib
+        if not path.is_file():
+            raise ValueError(f"cannot read model {path}: no such file")
+        try:
+            return joblib.load(path)
+        except Exception as exc:    # unpickling can fail in many ways
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"cannot read pickled model {path}: {message}") from None
+    raise ValueError(f"unknown float model type {path.name!r}: expected .onnx, .pkl or .joblib")
+
+
+def _is_onnx(model):
+    try:
+        import onnx
+    except ImportError:         # pragma: no cover
+        return False
+    return isinstance(model, onnx.ModelProto)
+
+
+def quantize_file(path, calib):
+    """Load a float model with :func:`load_float_model` and quantize it with
+    :func:`quantize_onnx` or :func:`quantize_mlp`."""
+    model = load_float_model(path)
+    if _is_onnx(model):
+        return quantize_onnx(model, calib)
+    return quantize_mlp(model, calib)
+
+
+# -- using a quantized network --------------------------------------------------------------------
+
+def quantize_input(network, x_float):
+    """Float inputs -> int8 with ``network.input_scale``: ``clip(round(x / scale), -127,
+    127)``. Image inputs for a dense first layer are flattened to (B, features)."""
+    if network.input_scale is None:
+        raise ValueError("the network has no input_scale")
+    x = np.asarray(x_float, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("the input holds non-finite values")
+    q = np.clip(np.round(x / network.input_scale), -QMAX, QMAX).astype(np.int8)
+    if isinstance(network.layers[0], Dense) and q.ndim > 2:
+        q = q.reshape(q.shape[0], -1)
+    return q
+
+
+def float_forward(model):
+    """A function ``x -> float outputs (B, out)`` evaluating a source model in numpy: a fitted
+    scikit-learn MLP (the pre-activation logits of its output layer) or an ONNX model (a path or
+    a ``ModelProto`` of the supported kind)."""
+    if _is_onnx(model) or isinstance(model, (str, Path)):
+        layers, in_shape = _onnx_layers(_as_model(model))
+    else:
+        layers, in_shape = _mlp_layers(model), None
+
+    def run(x):
+        x = np.asarray(x, dtype=np.float64)
+        if in_shape is not None and x[0].size == int(np.prod(in_shape)):
+            x = x.reshape(x.shape[0], *in_shape)
+        y = _run_float(layers, x)[-1]
+        return y.reshape(y.shape[0], -1)
+    return run
+
+
+def _predict(logits, classes):
+    logits = np.asarray(logits)
+    index = (logits[:, 0] > 0).astype(int) if logits.shape[1] == 1 else logits.argmax(axis=1)
+    return index if classes is None else np.asarray(classes)[index]
+
+
+def report(network, float_fn, x, labels=None, classes=None):
+    """The int8-versus-float error of ``network`` on float inputs ``x``, as a dict:
+
+    ``max_abs_error`` / ``mean_abs_error`` of the dequantized int8 outputs (``output_scale *
+    forward(...)``) against ``float_fn(x)``; ``output_range`` (max |float output|) and
+    ``relative_error`` (max_abs_error / output_range); ``agreement`` (fraction of samples where
+    both argmaxes agree); ``samples``. With ``labels``: ``float_accuracy`` and ``int8_accuracy``
+    (argmax, or the sign of a single logit, mapped through ``classes`` if given -- e.g. an
+    sklearn classifier's ``classes_``).
+    """
+    if network.output_scale is None:
+        raise ValueError("the network has no output_scale")
+    x = np.asarray(x, dtype=np.float64)
+    y_int8, _ = forward(network, quantize_input(network, x))
+    deq = y_int8.astype(np.float64) * network.output_scale
+    ref = np.asarray(float_fn(x), dtype=np.float64).reshape(x.shape[0], -1)
+    if ref.shape != deq.shape:
+        raise ValueError(f"the float outputs have shape {ref.shape}, the int8 outputs "
+                         f"{deq.shape}")
+    err = np.abs(deq - ref)
+    out_range = float(np.max(np.abs(ref)))
+    result = {
+        "samples": int(x.shape[0]),
+        "max_abs_error": float(err.max()),
+        "mean_abs_error": float(err.mean()),
+        "output_range": out_range,
+        "relative_error": float(err.max() / out_range) if out_range > 0 else float(err.max()),
+        "agreement": float(np.mean(_predict(deq, None) == _predict(ref, None))),
+    }
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (x.shape[0],):
+            raise ValueError(f"expected {x.shape[0]} labels, not shape {labels.shape}")
+        result["float_accuracy"] = float(np.mean(_predict(ref, classes) == labels))
+        result["int8_accuracy"] = float(np.mean(_predict(deq, classes) == labels))
+    return result

@@ -1,0 +1,1 @@
+"""FPGA builds with Yosys and nextpnr (``make synth``)."""

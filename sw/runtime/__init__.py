@@ -1,0 +1,1 @@
+"""Talking to a macro: encoder/decoder, drivers for models, simulators and boards."""

@@ -1,0 +1,248 @@
+"""Command stream encoding and response decoding.
+
+Each ``encode_*`` function returns the list of 32-bit words (Python ints) for one command; a
+program is their concatenation. :func:`parse_responses` splits the output stream into one
+:class:`Response` per command, using the data-word count that every status word carries.
+
+The encoder only packs fields into their bit positions and checks that each value fits its field
+(``ValueError`` otherwise). It deliberately does not check addresses against a macro's size: that
+is the macro's job, and tests must be able to send commands the macro will reject.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pim_macro.hw.isa import Opcode, Flag, Error, Counter, StatusWord, MacroConfig
+
+
+__all__ = [
+    "AnswerCounter",
+    "header", "encode_write_weights", "encode_load_act", "encode_load_bias", "encode_matvec",
+    "encode_emit_raw", "encode_emit_int8", "encode_writeback", "encode_read_counters",
+    "encode_status", "pack_bytes", "unpack_bytes", "weight_rows", "Response", "parse_responses",
+    "decode_status_words", "frame_program",
+]
+
+
+def _field(name, value, bits):
+    value = int(value)
+    if not 0 <= value < (1 << bits):
+        raise ValueError(f"{name} must fit in {bits} unsigned bits, not {value}")
+    return value
+
+
+def header(opcode, *, flags=0, count=0):
+    """The header word: ``opcode`` may be an :class:`Opcode` or any byte (to test rejection)."""
+    opcode = opcode.value if isinstance(opcode, Opcode) else opcode
+    return (_field("opcode", opcode, 8) | _field("flags", int(flags), 8) << 8
+            | _field("count", count, 16) << 16)
+
+
+def _pair(lo_name, lo, hi_name, hi):
+    return _field(lo_name, lo, 16) | _field(hi_name, hi, 16) << 16
+
+
+def _quant(mult, shift):
+    return _field("mult", mult, 16) | _field("shift", shift, 8) << 16
+
+
+def pack_bytes(values):
+    """Pack int8 (or uint8) values into little-endian 32-bit words, zero-padding the last."""
+    raw = np.asarray(values).astype(np.int64).ravel()
+    if raw.size and (raw.min() < -128 or raw.max() > 255):
+        raise ValueError("byte values must be in -128..255")
+    raw = (raw & 0xFF).astype(np.uint8)
+    padded = np.zeros(-(-raw.size // 4) * 4, dtype=np.uint8)
+    padded[:raw.size] = raw
+    return [int(w) for w in padded.view("<u4")]
+
+
+def unpack_bytes(words, count):
+    """The first ``count`` int8 values packed little-endian in ``words``."""
+    raw = np.asarray([int(w) & 0xFFFFFFFF for w in words], dtype="<u4").view(np.int8)
+    if raw.size < count:
+        raise ValueError(f"{len(words)} words hold fewer than {count} bytes")
+    return raw[:count].copy()
+
+
+def weight_rows(tile, config):
+    """Arrange an int8 weight tile of shape (lanes, K) into macro rows.
+
+    Returns an int8 array of shape (ceil(K / R), R, lanes): element ``[j, r, l]`` is
+    ``tile[l, R*j + r]``, zero where ``R*j + r >= K`` (so padding adds nothing)."""
+    tile = np.asarray(tile)
+    lanes, k = tile.shape
+    if lanes != config.lanes:
+        raise ValueError(f"weight tile must have {config.lanes} rows (lanes), not {lanes}")
+    r = config.rows_per_cycle
+    rows = -(-k // r)
+    padded = np.zeros((lanes, rows * r), dtype=np.int8)
+    padded[:, :k] = tile
+    return padded.reshape(lanes, rows, r).transpose(1, 2, 0).copy()
+
+
+def encode_write_weights(row, rows, config):
+    """Write ``rows`` (int8, shape (n, R, lanes), see :func:`weight_rows`) at ``row``."""
+    rows = np.asarray(rows)
+    expected = (config.rows_per_cycle, config.lanes)
+    if rows.ndim != 3 or rows.shape[1:] != expected:
+        raise ValueError(f"weight rows must have shape (n, {expected[0]}, {expected[1]}), "
+                         f"not {rows.shape}")
+    return [header(Opcode.WRITE_WEIGHTS, count=rows.shape[0]), _field("row", row, 16),
+            *pack_bytes(rows)]
+
+
+def encode_load_act(addr, values):
+    """Load int8 ``values`` into the activation buffer at byte ``addr``."""
+    values = np.asarray(values).ravel()
+    return [header(Opcode.LOAD_ACT, count=values.size), _field("addr", addr, 16),
+            *pack_bytes(values)]
+
+
+def encode_load_bias(addr, values):
+    """Load int32 ``values`` into the bias memory at word ``addr``."""
+    values = np.asarray(values, dtype=np.int64).ravel()
+    if values.size and (values.min() < -(1 << 31) or values.max() >= (1 << 31)):
+        raise ValueError("bias values must fit in int32")
+    return [header(Opcode.LOAD_BIAS, count=values.size), _field("addr", addr, 16),
+            *[int(v) & 0xFFFFFFFF for v in values]]
+
+
+def encode_matvec(row, act, count, *, accumulate=False):
+    """Multiply ``count`` weight rows from ``row`` by activations from byte ``act``."""
+    flags = Flag.ACCUMULATE if accumulate else 0
+    return [header(Opcode.MATVEC, flags=flags, count=count), _pair("row", row, "act", act)]
+
+
+def _out_flags(bias, relu):
+    return (Flag.BIAS if bias is not None else 0) | (Flag.RELU if relu else 0)
+
+
+def encode_emit_raw(count, *, bias=None):
+    """Emit ``count`` lanes as int32, adding ``bias[bias + lane]`` when ``bias`` is an address."""
+    return [header(Opcode.EMIT_RAW, flags=_out_flags(bias, False), count=count),
+            _field("bias", bias or 0, 16)]
+
+
+def encode_emit_int8(count, *, mult, shift, relu=False, bias=None):
+    """Emit ``count`` lanes requantized to int8, four per word."""
+    return [header(Opcode.EMIT_INT8, flags=_out_flags(bias, relu), count=count),
+            _field("bias", bias or 0, 16), _quant(mult, shift)]
+
+
+def encode_writeback(count, act, *, mult, shift, relu=False, bias=None):
+    """Requantize ``count`` lanes and write them to the activation buffer at byte ``act``."""
+    return [header(Opcode.WRITEBACK, flags=_out_flags(bias, relu), count=count),
+            _pair("bias", bias or 0, "act", act), _quant(mult, shift)]
+
+
+def encode_read_counters(*, clear=False):
+    return [header(Opcode.READ_COUNTERS, flags=Flag.CLEAR if clear else 0)]
+
+
+def encode_status():
+    return [header(Opcode.STATUS)]
+
+
+@dataclass
+class Response:
+    """One command's answer: the echoed opcode byte, its :class:`Error` and its data words."""
+    opcode: int
+    error: Error
+    data: list = field(default_factory=list)
+
+    @property
+    def ok(self):
+        return self.error == Error.OK
+
+    def counters(self):
+        """The data of a ``READ_COUNTERS`` response as ``{counter name: value}``."""
+        if self.opcode != Opcode.READ_COUNTERS.value:
+            raise ValueError("not a READ_COUNTERS response")
+        return {c.name.lower(): self.data[c.value] for c in Counter}
+
+    def int32(self):
+        """The data words as signed int32 values."""
+        return np.asarray(self.data, dtype=np.uint32).view(np.int32).copy()
+
+
+class AnswerCounter:
+    """Counts the complete responses of an output stream fed one word at a time (a status
+    word, then the data words its count announces): what a testbench needs to know when a
+    program has answered, without re-parsing the stream."""
+
+    def __init__(self):
+        self.complete = 0
+        self._due = 0               # data words still to come for the current response
+
+    def add(self, word):
+        if self._due:
+            self._due -= 1
+        else:
+            self._due = int(word) >> 16
+        if not self._due:
+            self.complete += 1
+
+
+def parse_responses(words):
+    """Split output stream ``words`` into :class:`Response` objects.
+
+    Raises ``ValueError`` if the stream ends inside a response or holds an unknown error code."""
+    words = [int(w) for w in words]
+    responses, i = [], 0
+    while i < len(words):
+        status = words[i]
+        count = status >> 16
+        if i + 1 + count > len(words):
+            raise ValueError(f"output stream ends inside a response: status {status:#010x} "
+                             f"announces {count} words, {len(words) - i - 1} follow")
+        responses.append(Response(status & 0xFF, Error((status >> 8) & 0xFF),
+                                  words[i + 1:i + 1 + count]))
+        i += 1 + count
+    return responses
+
+
+def decode_status_words(data):
+    """The data of a ``STATUS`` response as a dict (last error, version, config)."""
+    errors = data[StatusWord.ERRORS.value]
+    shape = data[StatusWord.SHAPE.value]
+    return {
+        "last_error": Error(errors & 0xFF),
+        "isa_version": (errors >> 8) & 0xFF,
+        "error_count": errors >> 16,
+        "lanes": shape & 0xFFFF,
+        "rows_per_cycle": (shape >> 16) & 0xFF,
+        "arch": (shape >> 24) & 0xFF,
+        "depth": data[StatusWord.DEPTH.value],
+        "act_depth": data[StatusWord.ACT_DEPTH.value],
+        "bias_depth": data[StatusWord.BIAS_DEPTH.value],
+        "bus_bits": data[StatusWord.BUS_BITS.value],
+        "requantizers": data[StatusWord.REQUANTIZERS.value],
+    }
+
+
+def frame_program(words, config):
+    """Split a program into commands the way the macro reads it.
+
+    Returns a list of ``(opcode_byte, first_word_index, word_count)``. An unknown opcode is one
+    word (the macro reports ``BAD_OPCODE`` and reads the next word as a header). Raises
+    ``ValueError`` if the program ends inside a command."""
+    from pim_macro.hw.isa import arg_words, payload_words
+    words = [int(w) for w in words]
+    commands, i = [], 0
+    while i < len(words):
+        opcode, count = words[i] & 0xFF, words[i] >> 16
+        try:
+            op = Opcode(opcode)
+        except ValueError:
+            commands.append((opcode, i, 1))
+            i += 1
+            continue
+        length = 1 + arg_words(op) + payload_words(op, count, config)
+        if i + length > len(words):
+            raise ValueError(f"program ends inside {op.name} at word {i}: it needs {length} "
+                             f"words, {len(words) - i} remain")
+        commands.append((opcode, i, length))
+        i += length
+    return commands

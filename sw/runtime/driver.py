@@ -1,0 +1,64 @@
+"""Run a command stream on any back end: the golden model, the cycle model, the RTL, or a board.
+
+The one place where ``sim`` names are turned into runs, shared by :mod:`pim_macro.sw.compiler.gemv` and
+:mod:`pim_macro.sw.compiler.compiler` (and through them by the ``pim`` CLI).
+"""
+
+from pim_macro.hw.isa import ARCHES, MacroConfig
+from pim_macro.sw.models.cycle_model import CycleModel
+from pim_macro.sw.models.golden import GoldenMacro
+from pim_macro.sw.runtime.rtl import SIMULATORS, Job, run_rtl
+
+
+__all__ = ["SIMS", "execute", "check_run_options"]
+
+
+#: Back ends :func:`execute` accepts: the untimed golden model, the exact cycle model, the
+#: RTL on each HDL simulator, and a board running the board top over its serial port.
+SIMS = ("golden", "model") + tuple(SIMULATORS) + ("board",)
+
+
+def check_run_options(sim, arch, idle=0.0, backpressure=0.0, port=None):
+    """Raise ``ValueError`` naming a bad ``sim``, ``arch`` or stall probability, or a missing
+    (or unexpected) serial ``port``."""
+    if sim not in SIMS:
+        raise ValueError(f"sim must be one of {', '.join(map(repr, SIMS))}, not {sim!r}")
+    if sim == "board" and not port:
+        raise ValueError("sim 'board' needs the board's serial port (--port /dev/ttyUSB0)")
+    if sim != "board" and port:
+        raise ValueError(f"a serial port is only for sim 'board', not {sim!r}")
+    if arch not in ARCHES:
+        raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHES))}, not {arch!r}")
+    for name, p in (("idle", idle), ("backpressure", backpressure)):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1), not {p!r}")
+
+
+def execute(words, config: MacroConfig, *, sim, arch="pim", work=0, idle=0.0, backpressure=0.0,
+            seed=0, port=None):
+    """The output words of ``words`` on ``sim`` (see :data:`SIMS`) of ``arch``.
+
+    ``work`` (weight rows the program reads) sizes the RTL's cycle budget, together with the
+    program length, the baseline's bus beats and the stall probabilities; the macro failing to
+    finish within it raises ``RuntimeError`` (a hang). ``idle``, ``backpressure`` and ``seed``
+    shape the RTL stream handshakes; the models ignore them. Raises :class:`pim_macro.sw.runtime.rtl.
+    SimulatorMissing` when the simulator is not installed. ``sim="board"`` runs the program on
+    a board over serial ``port`` (:mod:`pim_macro.sw.runtime.board_link`), after checking that the board holds a
+    macro of ``config`` and ``arch``; it raises :class:`pim_macro.sw.runtime.board_link.BoardError` if not, or if
+    the board stops answering."""
+    check_run_options(sim, arch, idle, backpressure, port)
+    if sim == "board":
+        from pim_macro.sw.runtime.board_link import run_on_board
+        return run_on_board(words, config, arch=arch, port=port)
+    if sim == "golden":
+        return GoldenMacro(config, arch=arch).run(words)
+    if sim == "model":
+        return CycleModel(config, arch=arch).run(words)
+    effort = len(words) + work * config.beats_per_row
+    budget = 2_000_000 + int(20 * effort / ((1.0 - idle) * (1.0 - backpressure)))
+    job = Job(words, idle=idle, backpressure=backpressure, seed=seed, max_cycles=budget)
+    result, = run_rtl([job], config, sim=sim, arch=arch)
+    if not result.finished:
+        raise RuntimeError(f"the macro did not finish the program on {sim} within {budget} "
+                           f"cycles (hung?)")
+    return result.out

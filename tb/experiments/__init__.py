@@ -1,0 +1,2 @@
+"""Runs that measure and write reports: ``regression`` (``make sim``), ``demo``, ``spill``,
+``waves``."""

@@ -1,0 +1,329 @@
+"""Tests of the post-training quantizer (pim_macro.sw.compiler.quantize): the (mult, shift) conversion, a digits
+MLPClassifier quantized end to end, small float ONNX models (CNN and MatMul MLP) checked against
+onnxruntime, and the one-line errors for unsupported graphs and files."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from pim_macro.sw.compiler.network import Conv, Dense, forward, load_network, save_network
+from pim_macro.sw.compiler.quantize import (
+    float_forward, load_float_model, mult_shift, quantize_file, quantize_input, quantize_mlp,
+    quantize_onnx, report,
+)
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+# -- (mult, shift) --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("factor", [5e-6, 7.7e-6, 1e-5, 1.234e-4, 0.001, 0.0123, 0.1, 0.5,
+                                    0.999, 1.0, 1.7, 3.14159, 100.0, 1234.5, 65535.0])
+def test_mult_shift_precision(factor):
+    mult, shift = mult_shift(factor)
+    assert 1 <= mult <= 65535 and 0 <= shift <= 31
+    assert isinstance(mult, int) and isinstance(shift, int)
+    assert abs(mult / 2**shift - factor) / factor < 1e-4
+    if shift < 31:          # as large as possible: one more shift would overflow 16 bits
+        assert round(factor * 2 ** (shift + 1)) > 65535
+
+
+def test_mult_shift_exact_powers():
+    assert mult_shift(1.0) == (32768, 15)
+    assert mult_shift(0.5) == (32768, 16)
+    assert mult_shift(2.0**-20) == (2048, 31)
+    assert mult_shift(1e-7) == (215, 31)        # representable, but coarsely (shift is capped)
+
+
+@pytest.mark.parametrize("factor", [0.0, -0.5, 1e-12, 2.0**-33, 70000.0, float("inf"),
+                                    float("nan")])
+def test_mult_shift_unrepresentable(factor):
+    with pytest.raises(ValueError, match="requantization factor"):
+        mult_shift(factor)
+
+
+# -- digits MLPClassifier -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+    from sklearn.datasets import load_digits
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0,
+                                                        stratify=y)
+    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=200, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x_train, y_train)
+    return clf, x_train, x_test, y_train, y_test
+
+
+def test_mlp_digits(digits_mlp, tmp_path):
+    clf, x_train, x_test, _, y_test = digits_mlp
+    net = quantize_mlp(clf, x_train)
+    assert [type(layer) for layer in net.layers] == [Dense, Dense]
+    assert [layer.relu for layer in net.layers] == [True, False]
+    assert net.layers[0].w.shape == (32, 64) and net.layers[1].w.shape == (10, 32)
+    for layer in net.layers:
+        assert layer.w.dtype == np.int8 and layer.b.dtype == np.int32
+        assert np.abs(layer.w).max() == 127          # per-tensor scale uses the full range
+        assert 32768 <= layer.mult <= 65535 or layer.shift == 31
+    assert net.input_scale == pytest.approx(x_train.max() / 127)
+
+    path = tmp_path / "mlp.npz"
+    save_network(path, net)
+    loaded = load_network(path)
+    assert loaded.input_scale == net.input_scale and loaded.output_scale == net.output_scale
+    for a, b in zip(net.layers, loaded.layers):
+        assert np.array_equal(a.w, b.w) and np.array_equal(a.b, b.b)
+        assert (a.mult, a.shift, a.relu) == (b.mult, b.shift, b.relu)
+
+    xq = quantize_input(loaded, x_test)
+    assert xq.dtype == np.int8 and xq.shape == x_test.shape
+    y, acts = forward(loaded, xq)
+    assert y.dtype == np.int8 and y.shape == (len(x_test), 10) and len(acts) == 2
+    int8_acc = np.mean(clf.classes_[y.argmax(axis=1)] == y_test)
+    float_acc = clf.score(x_test, y_test)
+    assert int8_acc > 0.85
+    assert abs(int8_acc - float_acc) <= 0.03
+
+    # float_forward gives the pre-softmax logits, report agrees with the direct computation
+    logits = float_forward(clf)(x_test)
+    assert np.array_equal(clf.classes_[logits.argmax(axis=1)], clf.predict(x_test))
+    rep = report(loaded, float_forward(clf), x_test, y_test, classes=clf.classes_)
+    assert rep["int8_accuracy"] == pytest.approx(int8_acc)
+    assert rep["float_accuracy"] == pytest.approx(float_acc)
+    assert rep["samples"] == len(x_test)
+    assert 0 < rep["mean_abs_error"] <= rep["max_abs_error"] < 0.1 * rep["output_range"]
+    assert rep["agreement"] > 0.95
+
+
+def test_mlp_pickle_file(digits_mlp, tmp_path):
+    import joblib
+
+    clf, x_train, _, _, _ = digits_mlp
+    path = tmp_path / "mlp.joblib"
+    joblib.dump(clf, path)
+    assert type(load_float_model(path)) is type(clf)
+    a, b = quantize_file(path, x_train), quantize_mlp(clf, x_train)
+    for la, lb in zip(a.layers, b.layers):
+        assert np.array_equal(la.w, lb.w) and (la.mult, la.shift) == (lb.mult, lb.shift)
+
+
+def test_mlp_rejects():
+    from sklearn.neural_network import MLPClassifier
+
+    with pytest.raises(ValueError, match="not a fitted"):
+        quantize_mlp(MLPClassifier(), np.ones((4, 3)))
+
+
+# -- ONNX -----------------------------------------------------------------------------------------
+
+def _array(value):
+    value = np.asarray(value)
+    return value.astype(np.int64 if value.dtype.kind in "iu" else np.float32)
+
+
+def _model(nodes, inits, in_shape, out_shape, inputs=None):
+    graph = helper.make_graph(
+        nodes, "test",
+        inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        initializer=[numpy_helper.from_array(_array(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _ort(model, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": np.asarray(x, np.float32)})[0]
+
+
+def _cnn(rng):
+    inits = {"w1": rng.normal(0, 0.4, (4, 1, 3, 3)), "b1": rng.normal(0, 0.1, 4),
+             "w2": rng.normal(0, 0.2, (8, 4, 3, 3)), "b2": rng.normal(0, 0.1, 8),
+             "w3": rng.normal(0, 0.1, (10, 128)), "b3": rng.normal(0, 0.1, 10)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Flatten", ["r2"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], name="dense", transB=1),
+    ]
+    return _model(nodes, inits, ["N", 1, 8, 8], ["N", 10])
+
+
+def _close(model, net, x):
+    ref = _ort(model, x)
+    got = net.output_scale * forward(net, quantize_input(net, x))[0].astype(np.float64)
+    assert got.shape == ref.shape
+    corr = np.corrcoef(got.ravel(), ref.ravel())[0, 1]
+    rel = np.abs(got - ref).max() / np.abs(ref).max()
+    assert corr > 0.99, corr
+    assert rel < 0.05, rel
+    return ref
+
+
+def test_onnx_cnn():
+    rng = np.random.default_rng(1)
+    model = _cnn(rng)
+    onnx.checker.check_model(model, full_check=True)
+    calib = rng.uniform(0, 1, (256, 1, 8, 8))
+    net = quantize_onnx(model, calib)
+    assert [type(layer) for layer in net.layers] == [Conv, Conv, Dense]
+    c1, c2, d = net.layers
+    assert (c1.in_shape, c1.stride, c1.pad, c1.relu) == ((1, 8, 8), (1, 1), (1, 1), True)
+    assert (c2.in_shape, c2.stride, c2.pad, c2.relu) == ((4, 8, 8), (2, 2), (1, 1), True)
+    assert c2.out_shape == (8, 4, 4) and d.w.shape == (10, 128) and not d.relu
+    x = rng.uniform(0, 1, (64, 1, 8, 8))
+    ref = _close(model, net, x)
+    # the numpy float reference matches onnxruntime; report measures the same error
+    assert np.allclose(float_forward(model)(x), ref, atol=1e-4)
+    rep = report(net, float_forward(model), x)
+    assert rep["relative_error"] < 0.05 and rep["agreement"] > 0.9
+
+
+def test_onnx_cnn_file_roundtrip(tmp_path):
+    rng = np.random.default_rng(2)
+    model = _cnn(rng)
+    path = tmp_path / "cnn.onnx"
+    onnx.save(model, str(path))
+    calib = rng.uniform(0, 1, (128, 64))          # flat samples are reshaped to (1, 8, 8)
+    net = quantize_file(path, calib)
+    save_network(tmp_path / "cnn.npz", net)
+    loaded = load_network(tmp_path / "cnn.npz")
+    assert [layer.in_shape for layer in loaded.layers[:2]] == [(1, 8, 8), (4, 8, 8)]
+    _close(model, loaded, rng.uniform(0, 1, (32, 1, 8, 8)))
+
+
+def test_onnx_matmul_mlp():
+    rng = np.random.default_rng(3)
+    inits = {"w1": rng.normal(0, 0.3, (20, 16)), "b1": rng.normal(0, 0.1, 16),
+             "w2": rng.normal(0, 0.3, (5, 16)), "b2": rng.normal(0, 0.1, 5)}
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m"], name="matmul"),
+        helper.make_node("Add", ["m", "b1"], ["a"], name="bias"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], name="out", transB=1, alpha=0.5),
+    ]
+    model = _model(nodes, inits, ["N", 20], ["N", 5])
+    onnx.checker.check_model(model, full_check=True)
+    net = quantize_onnx(model, rng.normal(0, 1, (256, 20)))
+    assert [type(layer) for layer in net.layers] == [Dense, Dense]
+    assert [layer.relu for layer in net.layers] == [True, False]
+    assert net.layers[0].w.shape == (16, 20) and net.layers[1].w.shape == (5, 16)
+    _close(model, net, rng.normal(0, 1, (64, 20)))
+
+
+def test_onnx_reshape_flatten():
+    rng = np.random.default_rng(4)
+    inits = {"w": rng.normal(0, 0.3, (3, 2, 3, 3)), "shape": np.array([-1, 48]),
+             "w2": rng.normal(0, 0.3, (48, 4)), "cb": rng.normal(0, 0.3, (3, 1, 1))}
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", strides=[1, 1]),
+        helper.make_node("Add", ["cb", "c"], ["a"], name="conv_bias"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Reshape", ["r", "shape"], ["f"], name="reshape"),
+        helper.make_node("MatMul", ["f", "w2"], ["y"], name="matmul"),
+    ]
+    model = _model(nodes, inits, ["N", 2, 6, 6], ["N", 4])
+    onnx.checker.check_model(model, full_check=True)
+    net = quantize_onnx(model, rng.normal(0, 1, (128, 2, 6, 6)))
+    conv = net.layers[0]
+    assert conv.relu and np.any(conv.b != 0)
+    assert (conv.in_shape, conv.stride, conv.pad, conv.out_shape) == \
+        ((2, 6, 6), (1, 1), (0, 0), (3, 4, 4))
+    _close(model, net, rng.normal(0, 1, (32, 2, 6, 6)))
+
+
+def _tiny(nodes, inits, in_shape=("N", 4), out_shape=("N", 3)):
+    return _model(nodes, inits, list(in_shape), list(out_shape))
+
+
+def test_onnx_unsupported_op():
+    rng = np.random.default_rng(5)
+    model = _tiny([helper.make_node("Gemm", ["x", "w"], ["g"], name="fc", transB=1),
+                   helper.make_node("Sigmoid", ["g"], ["y"], name="squash")],
+                  {"w": rng.normal(size=(3, 4))})
+    with pytest.raises(ValueError, match=r"'squash' \(Sigmoid\).*unsupported op Sigmoid"):
+        quantize_onnx(model, rng.normal(size=(8, 4)))
+
+
+def test_onnx_grouped_conv():
+    rng = np.random.default_rng(6)
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="dw", group=2)],
+                   {"w": rng.normal(size=(2, 1, 3, 3))}, ["N", 2, 5, 5], ["N", 2, 3, 3])
+    with pytest.raises(ValueError, match=r"'dw' \(Conv\).*group"):
+        quantize_onnx(model, rng.normal(size=(8, 2, 5, 5)))
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("dilation", r"'c' \(Conv\).*dilation"),
+    ("relu_first", r"'r' \(Relu\).*directly follow"),
+    ("reshape", r"'rs' \(Reshape\).*flattening"),
+    ("two_inputs", r"exactly one input"),
+    ("residual", r"'g' \(Gemm\).*several nodes"),
+])
+def test_onnx_rejects(case, pattern):
+    rng = np.random.default_rng(7)
+    w = {"w": rng.normal(size=(3, 4))}
+    gemm = helper.make_node("Gemm", ["x", "w"], ["g"], name="g", transB=1)
+    if case == "dilation":
+        model = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="c", dilations=[2, 2])],
+                       {"w": rng.normal(size=(2, 1, 3, 3))}, ["N", 1, 7, 7], ["N", 2, 3, 3])
+        calib = rng.normal(size=(4, 1, 7, 7))
+    elif case == "relu_first":
+        model = _tiny([helper.make_node("Relu", ["x"], ["r"], name="r"),
+                       helper.make_node("Gemm", ["r", "w"], ["y"], name="g", transB=1)], w)
+        calib = rng.normal(size=(4, 4))
+    elif case == "reshape":
+        model = _tiny([gemm, helper.make_node("Reshape", ["g", "s"], ["y"], name="rs")],
+                      {**w, "s": np.array([-1, 3, 1])}, out_shape=("N", 3, 1))
+        calib = rng.normal(size=(4, 4))
+    elif case == "two_inputs":
+        inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in "xz"]
+        model = _model([helper.make_node("Gemm", ["x", "w"], ["y"], name="g", transB=1)], w,
+                       None, ["N", 3], inputs=inputs)
+        calib = rng.normal(size=(4, 4))
+    else:
+        model = _tiny([helper.make_node("Gemm", ["x", "w"], ["g"], name="g", transB=1),
+                       helper.make_node("Gemm", ["x", "w"], ["h"], name="h", transB=1),
+                       helper.make_node("Add", ["g", "h"], ["y"], name="add")], w)
+        calib = rng.normal(size=(4, 4))
+    with pytest.raises(ValueError, match=pattern) as info:
+        quantize_onnx(model, calib)
+    assert "\n" not in str(info.value)
+
+
+def test_load_float_model_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown float model type"):
+        load_float_model(tmp_path / "model.h5")
+    with pytest.raises(ValueError, match="no such file"):
+        load_float_model(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\xff\x00not a protobuf")
+    with pytest.raises(ValueError, match="cannot read ONNX model"):
+        load_float_model(bad)
+
+
+def test_quantize_input():
+    rng = np.random.default_rng(8)
+    model = _tiny([helper.make_node("Gemm", ["x", "w"], ["y"], name="g", transB=1)],
+                  {"w": rng.normal(size=(3, 4))})
+    calib = rng.normal(size=(64, 4))
+    net = quantize_onnx(model, calib)
+    assert net.input_scale == pytest.approx(np.abs(calib).max() / 127)
+    q = quantize_input(net, np.array([[0.0, net.input_scale * 2.4, -1e9, 1e9]]))
+    assert q.dtype == np.int8 and q.tolist() == [[0, 2, -127, 127]]
