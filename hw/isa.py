@@ -81,10 +81,14 @@ from amaranth.lib import enum, data
 
 
 __all__ = [
-    "STREAM_BITS", "ISA_VERSION", "Opcode", "Flag", "Error", "Counter", "StatusWord",
-    "Header", "Status", "QuantArg", "MacroConfig", "ARCHES",
-    "arg_words", "payload_words", "response_words", "allowed_flags",
-    "REQUANT_MULT_BITS", "REQUANT_SHIFT_MAX", "ACC_BITS",
+    "STREAM_BITS", "ISA_VERSION", "ACC_BITS", "REQUANT_MULT_BITS", "REQUANT_SHIFT_MAX", "ARCHES",
+    "INT8_PER_WORD", "ERROR_COUNT_BITS", "ERROR_COUNT_MAX",
+    "Opcode", "Flag", "Error", "Counter", "StatusWord",
+    "Header", "Status", "RowArg", "AddrArg", "MatvecArg", "BiasArg", "WritebackArg", "QuantArg",
+    "ErrorsWord", "ShapeWord", "pack", "unpack",
+    "Words", "OpcodeInfo", "OPCODES", "COUNTLESS", "LOADS", "LANE_COUNTED", "BARRIERS",
+    "REQUANTIZING", "arg_words", "allowed_flags", "payload_words", "response_words",
+    "status_words", "MacroConfig",
 ]
 
 
@@ -119,8 +123,11 @@ class Opcode(enum.Enum, shape=8):
     STATUS        = 0x09
 
 
-class Flag(py_enum.IntFlag):
-    """Header flag bits (``[15:8]``); each opcode accepts only those in :func:`allowed_flags`."""
+class Flag(enum.Flag, shape=8, boundary=py_enum.KEEP):
+    """Header flag bits (``[15:8]``); each opcode accepts only those in :func:`allowed_flags`.
+
+    ``Flag(byte)`` keeps bits that name no flag (``boundary=KEEP``), so a header with a stray bit
+    decodes, and the check that rejects it (``BAD_FIELD``) can see it."""
     ACCUMULATE = 0x01   # MATVEC: add to the accumulators instead of clearing them first
     BIAS       = 0x02   # EMIT_*/WRITEBACK: add bias[addr + lane] before anything else
     RELU       = 0x04   # EMIT_INT8/WRITEBACK: clamp negative results to zero
@@ -181,70 +188,178 @@ class StatusWord(enum.Enum):
     REQUANTIZERS = 6
 
 
-Header = data.StructLayout({"opcode": 8, "flags": 8, "count": 16})
+#: Int8 values packed in one stream word (little-endian: value ``i`` in bits ``[8*i+7 : 8*i]``).
+INT8_PER_WORD = STREAM_BITS // 8
+#: Width of the failed-command count in the ``ERRORS`` status word; it saturates at
+#: :data:`ERROR_COUNT_MAX` instead of wrapping.
+ERROR_COUNT_BITS = 16
+ERROR_COUNT_MAX = (1 << ERROR_COUNT_BITS) - 1
+
+
+# ---- Word layouts: every field position of every word, packed and unpacked through these ----
+
+#: Every command's first word. ``opcode`` is a plain byte: an unknown opcode must be expressible.
+Header = data.StructLayout({"opcode": 8, "flags": Flag, "count": 16})
+#: Every command's answer. ``opcode`` echoes the header's byte; ``count`` is the number of data
+#: words that follow (0 unless ``error`` is ``OK``).
 Status = data.StructLayout({"opcode": 8, "error": Error, "count": 16})
-#: Second argument word of ``EMIT_INT8`` and ``WRITEBACK``.
+
+#: Argument of ``WRITE_WEIGHTS``: the first row written.
+RowArg = data.StructLayout({"row": 16, "reserved": 16})
+#: Argument of ``LOAD_ACT`` (a byte address, a multiple of 4) and ``LOAD_BIAS`` (a word address).
+AddrArg = data.StructLayout({"addr": 16, "reserved": 16})
+#: Argument of ``MATVEC``: first weight row, first activation byte (a multiple of R).
+MatvecArg = data.StructLayout({"row": 16, "act": 16})
+#: First argument of ``EMIT_RAW`` and ``EMIT_INT8``: the first bias word (used with ``BIAS``).
+BiasArg = data.StructLayout({"bias": 16, "reserved": 16})
+#: First argument of ``WRITEBACK``: the first bias word, the first activation byte written.
+WritebackArg = data.StructLayout({"bias": 16, "act": 16})
+#: Second argument of ``EMIT_INT8`` and ``WRITEBACK``: the requantization.
 QuantArg = data.StructLayout({"mult": REQUANT_MULT_BITS, "shift": 8, "reserved": 8})
 
+#: ``STATUS`` word ``ERRORS``.
+ErrorsWord = data.StructLayout({"last_error": Error, "isa_version": 8,
+                                "error_count": ERROR_COUNT_BITS})
+#: ``STATUS`` word ``SHAPE``; ``arch`` is the index of the architecture in :data:`ARCHES`.
+ShapeWord = data.StructLayout({"lanes": 16, "rows_per_cycle": 8, "arch": 8})
 
-_ARG_WORDS = {
-    Opcode.WRITE_WEIGHTS: 1, Opcode.LOAD_ACT: 1, Opcode.LOAD_BIAS: 1, Opcode.MATVEC: 1,
-    Opcode.EMIT_RAW: 1, Opcode.EMIT_INT8: 2, Opcode.WRITEBACK: 2,
-    Opcode.READ_COUNTERS: 0, Opcode.STATUS: 0,
-}
 
-_ALLOWED_FLAGS = {
-    Opcode.MATVEC: Flag.ACCUMULATE,
-    Opcode.EMIT_RAW: Flag.BIAS,
-    Opcode.EMIT_INT8: Flag.BIAS | Flag.RELU,
-    Opcode.WRITEBACK: Flag.BIAS | Flag.RELU,
-    Opcode.READ_COUNTERS: Flag.CLEAR,
+def pack(layout, **fields):
+    """The int whose ``layout`` fields hold ``fields`` (ints or enum members; others 0).
+
+    Raises ``ValueError`` naming the field when a value does not fit it: Amaranth's
+    ``layout.const`` would truncate silently."""
+    values = {}
+    for name, value in fields.items():
+        width = layout[name].width
+        value = value.value if isinstance(value, py_enum.Enum) else int(value)
+        if not 0 <= value < (1 << width):
+            raise ValueError(f"{name} must fit in {width} unsigned bits, not {value}")
+        values[name] = value
+    word = 0
+    for name, value in values.items():
+        word |= value << layout[name].offset
+    return word
+
+
+def unpack(layout, word):
+    """The fields of the int ``word`` as a ``data.Const`` of ``layout`` (``.opcode``, ``.count``,
+    ...; enum fields come back as members). Raises ``ValueError`` for a value an enum field has no
+    member for (an unknown :class:`Error` code)."""
+    return layout.from_bits(int(word) & ((1 << layout.size) - 1))
+
+
+# ---- Per-opcode table: what every part of the project reads about a command ---------------
+
+@dataclass(frozen=True)
+class Words:
+    """A number of stream words as a rule on a command's ``count``: ``fixed`` words, or
+    ``ceil(count * per_item / packed)`` where ``per_item`` is an int or the name of a
+    :class:`MacroConfig` property (``"row_words"``). ``Words()`` is none."""
+    fixed: int = 0
+    per_item: object = 0
+    packed: int = 1
+
+    def per(self, config):
+        """Words per counted item (an int) for ``config``."""
+        return getattr(config, self.per_item) if isinstance(self.per_item, str) else self.per_item
+
+    def __call__(self, count, config):
+        if self.fixed:
+            return self.fixed
+        return -(-count * self.per(config) // self.packed)
+
+
+@dataclass(frozen=True)
+class OpcodeInfo:
+    """One opcode's row of :data:`OPCODES`.
+
+    ``args``      layouts of the argument words, in order.
+    ``flags``     the :class:`Flag` bits it accepts; any other set bit is ``BAD_FIELD``.
+    ``counts``    what ``count`` counts (``"rows"``, ``"bytes"``, ``"words"``, ``"lanes"``, at
+                  most ``lanes``), or ``None``: ``count`` must be 0.
+    ``payload``   payload words after the arguments (consumed even when a check fails).
+    ``response``  data words after an OK status.
+    ``barrier``   it waits until every engine is idle and answers by itself (its counters and
+                  status words are then exact).
+    """
+    args: tuple
+    flags: Flag
+    counts: object
+    payload: Words = Words()
+    response: Words = Words()
+    barrier: bool = False
+
+
+#: The instruction set, one row per opcode.
+OPCODES = {
+    Opcode.WRITE_WEIGHTS: OpcodeInfo((RowArg,), Flag(0), "rows", payload=Words(per_item="row_words")),
+    Opcode.LOAD_ACT:      OpcodeInfo((AddrArg,), Flag(0), "bytes",
+                                     payload=Words(per_item=1, packed=INT8_PER_WORD)),
+    Opcode.LOAD_BIAS:     OpcodeInfo((AddrArg,), Flag(0), "words", payload=Words(per_item=1)),
+    Opcode.MATVEC:        OpcodeInfo((MatvecArg,), Flag.ACCUMULATE, "rows"),
+    Opcode.EMIT_RAW:      OpcodeInfo((BiasArg,), Flag.BIAS, "lanes", response=Words(per_item=1)),
+    Opcode.EMIT_INT8:     OpcodeInfo((BiasArg, QuantArg), Flag.BIAS | Flag.RELU, "lanes",
+                                     response=Words(per_item=1, packed=INT8_PER_WORD)),
+    Opcode.WRITEBACK:     OpcodeInfo((WritebackArg, QuantArg), Flag.BIAS | Flag.RELU, "lanes"),
+    Opcode.READ_COUNTERS: OpcodeInfo((), Flag.CLEAR, None, response=Words(fixed=len(Counter)),
+                                     barrier=True),
+    Opcode.STATUS:        OpcodeInfo((), Flag(0), None, response=Words(fixed=len(StatusWord)),
+                                     barrier=True),
 }
 
 #: Opcodes whose ``count`` field must be zero.
-COUNTLESS = frozenset({Opcode.READ_COUNTERS, Opcode.STATUS})
+COUNTLESS = frozenset(op for op, info in OPCODES.items() if info.counts is None)
 #: Opcodes that carry a payload after their arguments.
-LOADS = frozenset({Opcode.WRITE_WEIGHTS, Opcode.LOAD_ACT, Opcode.LOAD_BIAS})
+LOADS = frozenset(op for op, info in OPCODES.items() if info.payload != Words())
 #: Opcodes whose ``count`` is a number of lanes (at most ``lanes``).
-LANE_COUNTED = frozenset({Opcode.EMIT_RAW, Opcode.EMIT_INT8, Opcode.WRITEBACK})
+LANE_COUNTED = frozenset(op for op, info in OPCODES.items() if info.counts == "lanes")
+#: Opcodes that wait for everything to be idle and answer by themselves.
+BARRIERS = frozenset(op for op, info in OPCODES.items() if info.barrier)
+#: Opcodes with a :data:`QuantArg` (requantizing to int8).
+REQUANTIZING = frozenset(op for op, info in OPCODES.items() if QuantArg in info.args)
 
 
 def arg_words(opcode):
     """Number of argument words after the header of ``opcode``."""
-    return _ARG_WORDS[Opcode(opcode)]
+    return len(OPCODES[Opcode(opcode)].args)
 
 
 def allowed_flags(opcode):
     """The :class:`Flag` bits ``opcode`` accepts; any other set bit is ``BAD_FIELD``."""
-    return Flag(_ALLOWED_FLAGS.get(Opcode(opcode), 0))
+    return OPCODES[Opcode(opcode)].flags
 
 
 def payload_words(opcode, count, config):
     """Payload words that follow the arguments of ``opcode`` with header ``count``.
 
     This is what the macro consumes whether or not the command passes its checks."""
-    opcode = Opcode(opcode)
-    if opcode == Opcode.WRITE_WEIGHTS:
-        return count * config.row_words
-    if opcode == Opcode.LOAD_ACT:
-        return (count + 3) // 4
-    if opcode == Opcode.LOAD_BIAS:
-        return count
-    return 0
+    return OPCODES[Opcode(opcode)].payload(count, config)
 
 
 def response_words(opcode, count, config):
     """Data words that follow an OK status of ``opcode`` with header ``count``."""
-    opcode = Opcode(opcode)
-    if opcode == Opcode.EMIT_RAW:
-        return count
-    if opcode == Opcode.EMIT_INT8:
-        return (count + 3) // 4
-    if opcode == Opcode.READ_COUNTERS:
-        return len(Counter)
-    if opcode == Opcode.STATUS:
-        return len(StatusWord)
-    return 0
+    return OPCODES[Opcode(opcode)].response(count, config)
+
+
+def status_words(config, arch, *, last_error=Error.OK, error_count=0):
+    """The data words of a ``STATUS`` answer, in :class:`StatusWord` order (ints), for a macro of
+    ``config`` built as ``arch``. This is the one place the words are assembled: the gateware
+    takes its constant words from here, the golden model all of them, the board link compares a
+    board's answer with them."""
+    words = {
+        StatusWord.ERRORS: pack(ErrorsWord, last_error=last_error, isa_version=ISA_VERSION,
+                                error_count=error_count),
+        StatusWord.SHAPE: pack(ShapeWord, lanes=config.lanes,
+                               rows_per_cycle=config.rows_per_cycle, arch=ARCHES.index(arch)),
+        StatusWord.DEPTH: config.depth,
+        StatusWord.ACT_DEPTH: config.act_depth,
+        StatusWord.BIAS_DEPTH: config.bias_depth,
+        # The PIM macro has no bus between its SRAM and its MACs: it reports none.
+        StatusWord.BUS_BITS: config.bus_bits if arch == "baseline" else 0,
+        StatusWord.REQUANTIZERS: config.requantizers,
+    }
+    return [words[word] for word in StatusWord]
 
 
 @dataclass(frozen=True)

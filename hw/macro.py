@@ -125,7 +125,7 @@ class Macro(wiring.Component):
         header = Signal(Header)
         arg0 = Signal(32)
         arg1 = Signal(QuantArg)
-        opcode, count, flags = header.opcode, header.count, header.flags
+        opcode, count, flags = header.opcode, header.count, header.flags.as_value()
         error = Signal(Error)
         last_error = Signal(Error)
         error_count = Signal(16)
@@ -141,14 +141,14 @@ class Macro(wiring.Component):
             "known", "flags_ok", "fields_ok", "length_ok", "aligned", "in_range"))
         m.d.comb += [known.eq(0), flags_ok.eq(0), fields_ok.eq(1), length_ok.eq(count != 0),
                      aligned.eq(1), in_range.eq(1)]
-        bias_flag = (flags & int(Flag.BIAS)).any()
+        bias_flag = (flags & Flag.BIAS.value).any()
         bias_in_range = ~bias_flag | (lo_end <= cfg.bias_depth)
         quant_ok = (arg1.reserved == 0) & (arg1.shift <= REQUANT_SHIFT_MAX)
         with m.Switch(opcode):
             for op in Opcode:
                 with m.Case(op):
                     m.d.comb += [known.eq(1),
-                                 flags_ok.eq((flags & (0xFF & ~int(allowed_flags(op)))) == 0)]
+                                 flags_ok.eq((flags & (0xFF & ~allowed_flags(op).value)) == 0)]
                     if op in COUNTLESS:
                         m.d.comb += [fields_ok.eq(count == 0), length_ok.eq(1)]
                     if op in LANE_COUNTED:
@@ -264,7 +264,7 @@ class Macro(wiring.Component):
             response.status.eq(status), response.kind.eq(Mux(ok, kind, ResponseKind.STATUS_ONLY)),
             response.count.eq(count), response.bias_on.eq(bias_flag), response.bias.eq(lo16),
             response.act.eq(hi16), response.mult.eq(arg1.mult), response.shift.eq(arg1.shift),
-            response.relu.eq((flags & int(Flag.RELU)).any()),
+            response.relu.eq((flags & Flag.RELU.value).any()),
             responses.w_data.eq(response),
         ]
         m.d.comb += [
@@ -272,7 +272,7 @@ class Macro(wiring.Component):
             engine.push_op.row.eq(lo16), engine.push_op.act.eq(hi16),
             engine.push_op.count.eq(count),
             engine.push_op.row_end.eq(lo_end), engine.push_op.act_end.eq(hi_span_end),
-            engine.push_op.first.eq(~(flags & int(Flag.ACCUMULATE)).any()),
+            engine.push_op.first.eq(~(flags & Flag.ACCUMULATE.value).any()),
         ]
         with m.If(responses.w_en & ok & (opcode == Opcode.WRITEBACK)):
             m.d.sync += pending_writebacks.eq(pending_writebacks + 1 - oe.writeback_done)
@@ -384,7 +384,7 @@ class Macro(wiring.Component):
                         m.d.comb += [ctrl_push.eq(1), ctrl_data.eq(status)]
                         with m.If(opcode == Opcode.READ_COUNTERS):
                             m.d.comb += [counters.snapshot.eq(1),
-                                         counters.clear.eq((flags & int(Flag.CLEAR)).any())]
+                                         counters.clear.eq((flags & Flag.CLEAR.value).any())]
                         m.next = "DATA"
                     with m.Else():
                         m.d.comb += responses.w_en.eq(1)

@@ -262,7 +262,7 @@ class CycleModel:
         cfg = self.config
         op_byte = _field(Header, "opcode", hdr)
         error = Error((response[0] >> 8) & 0xFF)
-        flags = _field(Header, "flags", hdr)
+        flags = Flag(_field(Header, "flags", hdr))
         count = _field(Header, "count", hdr)
         try:
             op = Opcode(op_byte)

@@ -202,7 +202,7 @@ class GoldenMacro:
         except ValueError:
             error, data = Error.BAD_OPCODE, []
         else:
-            flags = _field(Header, "flags", hdr)
+            flags = Flag(_field(Header, "flags", hdr))
             count = _field(Header, "count", hdr)
             error = self._check(op, flags, count, args)
             data = [] if error != Error.OK else self._execute(op, flags, count, args, payload)
@@ -225,7 +225,7 @@ class GoldenMacro:
         quant = args[1] if op in (Opcode.EMIT_INT8, Opcode.WRITEBACK) else None
 
         # BAD_FIELD
-        if flags & ~int(allowed_flags(op)) & 0xFF:
+        if flags.value & ~allowed_flags(op).value:
             return Error.BAD_FIELD
         if op in (Opcode.WRITE_WEIGHTS, Opcode.LOAD_ACT, Opcode.LOAD_BIAS, Opcode.EMIT_RAW,
                   Opcode.EMIT_INT8) and _hi(arg0) != 0:

@@ -35,7 +35,7 @@ def _field(name, value, bits):
 def header(opcode, *, flags=0, count=0):
     """The header word: ``opcode`` may be an :class:`Opcode` or any byte (to test rejection)."""
     opcode = opcode.value if isinstance(opcode, Opcode) else opcode
-    return (_field("opcode", opcode, 8) | _field("flags", int(flags), 8) << 8
+    return (_field("opcode", opcode, 8) | _field("flags", flags.value if isinstance(flags, Flag) else flags, 8) << 8
             | _field("count", count, 16) << 16)
 
 
@@ -111,12 +111,12 @@ def encode_load_bias(addr, values):
 
 def encode_matvec(row, act, count, *, accumulate=False):
     """Multiply ``count`` weight rows from ``row`` by activations from byte ``act``."""
-    flags = Flag.ACCUMULATE if accumulate else 0
+    flags = Flag.ACCUMULATE if accumulate else Flag(0)
     return [header(Opcode.MATVEC, flags=flags, count=count), _pair("row", row, "act", act)]
 
 
 def _out_flags(bias, relu):
-    return (Flag.BIAS if bias is not None else 0) | (Flag.RELU if relu else 0)
+    return (Flag.BIAS if bias is not None else Flag(0)) | (Flag.RELU if relu else Flag(0))
 
 
 def encode_emit_raw(count, *, bias=None):
@@ -138,7 +138,7 @@ def encode_writeback(count, act, *, mult, shift, relu=False, bias=None):
 
 
 def encode_read_counters(*, clear=False):
-    return [header(Opcode.READ_COUNTERS, flags=Flag.CLEAR if clear else 0)]
+    return [header(Opcode.READ_COUNTERS, flags=Flag.CLEAR if clear else Flag(0))]
 
 
 def encode_status():

@@ -48,7 +48,7 @@ def commands(program):
     for op, start, length in frame_program(program.words, program.config):
         hdr = program.words[start]
         arg = program.words[start + 1] if length > 1 else None
-        out.append((Opcode(op), hdr >> 16, (hdr >> 8) & 0xFF, arg))
+        out.append((Opcode(op), hdr >> 16, Flag((hdr >> 8) & 0xFF), arg))
     return out
 
 
@@ -233,7 +233,7 @@ def test_program_brackets_counters():
     cmds = commands(program)
     assert cmds[0][0] == Opcode.READ_COUNTERS and cmds[0][2] == Flag.CLEAR, \
         "the first command should be READ_COUNTERS with CLEAR"
-    assert cmds[-1][0] == Opcode.READ_COUNTERS and cmds[-1][2] == 0, \
+    assert cmds[-1][0] == Opcode.READ_COUNTERS and cmds[-1][2] == Flag(0), \
         "the last command should be READ_COUNTERS without CLEAR"
     counters = run_gemv(w, x).counters
     assert counters["cycles"] == counters["stall_in"] == counters["stall_out"] == 0, \
