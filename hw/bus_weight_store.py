@@ -6,7 +6,7 @@ from amaranth.lib.memory import Memory
 
 from .constmul import times_const
 from .isa import MacroConfig
-from .weight_store import WeightStoreSignature
+from .weight_store import StoreTiming, WeightStoreSignature
 
 
 __all__ = ["BusWeightStore"]
@@ -27,11 +27,15 @@ class BusWeightStore(wiring.Component):
     beats, the last one's SRAM read, and the row register.
     """
 
+    @staticmethod
+    def timing(config):
+        """A request every ``B`` cycles; a row lands ``B + 1`` cycles after its request."""
+        return StoreTiming(latency=config.beats_per_row + 1, interval=config.beats_per_row)
+
     def __init__(self, config: MacroConfig, *, tag_shape=1):
         self._config = config
         self.beats = config.beats_per_row
-        self.LATENCY = self.beats + 1
-        self.INTERVAL = self.beats
+        self.LATENCY, self.INTERVAL = self.timing(config)
         super().__init__(WeightStoreSignature(config, tag_shape))
 
     def elaborate(self, platform):

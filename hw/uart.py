@@ -5,7 +5,13 @@ from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["UARTRx", "UARTTx"]
+__all__ = ["UARTRx", "UARTTx", "frame_bits"]
+
+
+def frame_bits(byte, stop=1):
+    """The line levels of one 8N1 frame of ``byte``, one per bit time: a low start bit, the eight
+    data bits least significant first, and the stop bit (``stop=0`` makes a framing error)."""
+    return [0] + [(byte >> i) & 1 for i in range(8)] + [stop]
 
 
 def _check_divisor(component, divisor):

@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
 from .isa import MacroConfig
-from .weight_store import WeightStoreSignature
+from .weight_store import StoreTiming, WeightStoreSignature
 
 
 __all__ = ["WeightArray"]
@@ -22,13 +22,14 @@ class WeightArray(wiring.Component):
     A write stores one 32-bit stream word into its column group in one cycle.
     """
 
-    #: Cycles from an accepted read request to its row.
-    LATENCY = 1
-    #: Cycles between accepted read requests at full speed.
-    INTERVAL = 1
+    @staticmethod
+    def timing(config):
+        """One row per cycle; a row lands one cycle after its request (the SRAM's read)."""
+        return StoreTiming(latency=1, interval=1)
 
     def __init__(self, config: MacroConfig, *, tag_shape=1):
         self._config = config
+        self.LATENCY, self.INTERVAL = self.timing(config)
         super().__init__(WeightStoreSignature(config, tag_shape))
 
     def elaborate(self, platform):

@@ -1,6 +1,8 @@
 """What a weight store is: the SRAM that holds the weights and delivers them, a row at a time, to
 the MAC lanes. The two architectures differ only here (see :func:`weight_store_for`)."""
 
+from typing import NamedTuple
+
 from amaranth import *
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out, Signature
@@ -8,7 +10,15 @@ from amaranth.lib.wiring import In, Out, Signature
 from .isa import MacroConfig
 
 
-__all__ = ["row_layout", "WeightStoreSignature", "weight_store_for"]
+__all__ = ["row_layout", "StoreTiming", "WeightStoreSignature", "weight_store_for"]
+
+
+class StoreTiming(NamedTuple):
+    """How fast a weight store delivers rows: a new request is accepted every ``interval``
+    cycles at full speed, and its row lands ``latency`` cycles after it was accepted. Each store
+    class gives its own with ``timing(config)``; the cycle and scale models read it there."""
+    latency: int
+    interval: int
 
 
 def row_layout(config):

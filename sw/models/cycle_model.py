@@ -20,6 +20,7 @@ from pim_macro.hw.isa import Counter, Error, Flag, Header, MacroConfig, Opcode, 
 from pim_macro.hw.mac_array import MacArray
 from pim_macro.hw.mac_engine import OP_SLOTS
 from pim_macro.hw.macro import RESPONSE_SLOTS
+from pim_macro.hw.weight_store import weight_store_for
 from pim_macro.hw.output_engine import OutputEngine, ResponseKind, groups
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.models.golden import GoldenMacro, _field
@@ -86,10 +87,7 @@ class CycleModel:
     def __init__(self, config: MacroConfig, *, arch="pim"):
         self.golden = GoldenMacro(config, arch=arch)
         self.config, self.arch = config, arch
-        if arch == "pim":
-            self.interval, self.latency = 1, 1
-        else:
-            self.interval, self.latency = config.beats_per_row, config.beats_per_row + 1
+        self.latency, self.interval = weight_store_for(arch).timing(config)
         self.t = 0                  # cycle the controller takes the next header
         self.trace = []             # (opcode, dispatch cycle) of every command
         #: Indices (in command order) of the READ_COUNTERS whose every counter is predicted:
@@ -253,8 +251,8 @@ class CycleModel:
         out = []
         golden = self.golden
         program = [int(w) for w in words]
-        for hdr, args, payload in golden._frame(program):
-            response = golden._step(hdr, args, payload)
+        for hdr, args, payload in golden.frame(program):
+            response = golden.step(hdr, args, payload)
             out.extend(self._time(hdr, args, payload, response))
         return out
 

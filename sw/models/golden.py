@@ -153,15 +153,15 @@ class GoldenMacro:
             if not 0 <= w <= _WORD_MASK:
                 raise ValueError(f"word {i} = {w} does not fit in {STREAM_BITS} unsigned bits")
             program.append(w)
-        commands = self._frame(program)
+        commands = self.frame(program)
         out = []
         for command in commands:
-            out.extend(self._step(*command))
+            out.extend(self.step(*command))
         return out
 
-    def _frame(self, words):
-        """Split ``words`` into ``(header, args, payload)`` tuples; raise ``ValueError`` if the
-        program ends inside a command."""
+    def frame(self, words):
+        """Split ``words`` (ints) into ``(header, args, payload)`` tuples, the way the macro reads
+        them; raise ``ValueError`` if the program ends inside a command."""
         commands, i, n = [], 0, len(words)
         while i < n:
             hdr = words[i]
@@ -193,8 +193,8 @@ class GoldenMacro:
     def _count(self, counter, amount):
         self.counters[counter] = (self.counters[counter] + amount) & _WORD_MASK
 
-    def _step(self, hdr, args, payload):
-        """Execute one framed command; return its output words."""
+    def step(self, hdr, args, payload):
+        """Execute one command framed by :meth:`frame`; return its output words."""
         self._count(Counter.BEATS_IN, 1 + len(args) + len(payload))
         op_byte = _field(Header, "opcode", hdr)
         try:
@@ -204,7 +204,7 @@ class GoldenMacro:
         else:
             flags = Flag(_field(Header, "flags", hdr))
             count = _field(Header, "count", hdr)
-            error = self._check(op, flags, count, args)
+            error = self.check(op, flags, count, args)
             data = [] if error != Error.OK else self._execute(op, flags, count, args, payload)
         if error != Error.OK:
             self.last_error = error
@@ -218,8 +218,11 @@ class GoldenMacro:
 
     # -- checks -------------------------------------------------------------------------------
 
-    def _check(self, op, flags, count, args):
-        """The error code of a command with a known opcode, per the ISA's order of checks."""
+    def check(self, op, flags, count, args):
+        """The :class:`Error` of a command with a known :class:`Opcode` ``op``, :class:`Flag`
+        ``flags``, header ``count`` and argument words ``args`` (ints), per the ISA's order of
+        checks; ``Error.OK`` if it may execute. The reference the gateware's decoder is tested
+        against."""
         c = self.config
         arg0 = args[0] if args else 0
         quant = args[1] if op in (Opcode.EMIT_INT8, Opcode.WRITEBACK) else None

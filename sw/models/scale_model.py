@@ -23,6 +23,7 @@ check the estimate against the exact model on networks the compiler can compile.
 from dataclasses import dataclass
 
 from pim_macro.hw.isa import MacroConfig
+from pim_macro.hw.weight_store import weight_store_for
 from pim_macro.hw.output_engine import ResponseKind, groups
 from pim_macro.sw.models.zoo import LayerShape
 
@@ -65,7 +66,7 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
         raise ValueError(f"bandwidth must be positive, not {bandwidth}")
     if batch < 1 or chunk < 1:
         raise ValueError("batch and chunk must be at least 1")
-    interval = 1 if arch == "pim" else config.beats_per_row
+    interval = weight_store_for(arch).timing(config).interval
     stored_rows = compute = 0
     for layer in layers:
         tiles, rows = _rows(layer, config)

@@ -21,7 +21,7 @@ __all__ = [
     "header", "encode_write_weights", "encode_load_act", "encode_load_bias", "encode_matvec",
     "encode_emit_raw", "encode_emit_int8", "encode_writeback", "encode_read_counters",
     "encode_status", "pack_bytes", "unpack_bytes", "weight_rows", "Response", "parse_responses",
-    "decode_status_words", "frame_program",
+    "decode_status_words", "frame_program", "words_to_bytes", "bytes_to_words",
 ]
 
 
@@ -56,6 +56,18 @@ def pack_bytes(values):
     padded = np.zeros(-(-raw.size // 4) * 4, dtype=np.uint8)
     padded[:raw.size] = raw
     return [int(w) for w in padded.view("<u4")]
+
+
+def words_to_bytes(words):
+    """The bytes of 32-bit ``words`` in stream order: each word least significant byte first
+    (the order a serial link carries them)."""
+    return b"".join((int(w) & 0xFFFFFFFF).to_bytes(4, "little") for w in words)
+
+
+def bytes_to_words(data):
+    """The 32-bit words in ``data`` (bytes, least significant first); a trailing partial word is
+    left out."""
+    return [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data) - 3, 4)]
 
 
 def unpack_bytes(words, count):

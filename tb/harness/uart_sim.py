@@ -3,12 +3,10 @@ from a transmitter, and run testbenches on a design."""
 
 from amaranth.sim import Simulator
 
+from pim_macro.hw.uart import frame_bits
 
-__all__ = ["frame_bits", "send_bytes", "receive_byte", "run"]
 
-
-def frame_bits(byte, stop=1):
-    return [0] + [(byte >> i) & 1 for i in range(8)] + [stop]
+__all__ = ["send_bytes", "receive_byte", "run"]
 
 
 async def send_bytes(ctx, line, data, divisor, stops=None):

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from pim_macro.hw.isa import ARCHES, MacroConfig
-from pim_macro.hw.uart import UARTRx, UARTTx
+from pim_macro.hw.uart import UARTRx, UARTTx, frame_bits
 from pim_macro.hw.uart_bridge import UARTBridge
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.models.golden import GoldenMacro
 from pim_macro.tb.harness.programs import hand_program
-from pim_macro.tb.harness.uart_sim import frame_bits, receive_byte, run, send_bytes
+
+from pim_macro.tb.harness.uart_sim import receive_byte, run, send_bytes
 
 
 @pytest.mark.parametrize("divisor", [4, 7, 16])
