@@ -1,4 +1,4 @@
-"""The host side of the board link (sw/board_link.py) against a fake board: the golden model
+"""The host side of the board link (sw/runtime/board_link.py) against a fake board: the golden model
 behind a receive FIFO of the bridge's size that a slow macro drains a few bytes at a time, so
 the credit flow control is what keeps the FIFO from overflowing. (The bridge itself, UART
 included, is simulated on Icarus and Verilator in test_uart.py.)"""

@@ -180,7 +180,7 @@ def test_bad_parameters():
 @pytest.mark.parametrize("arch", ARCHES)
 def test_bridge_rtl_over_the_serial_line(sim, arch, top):
     """The bridge's Verilog, and the whole board top's (I/O buffers, button reset, LEDs), on
-    Icarus and Verilator, driven bit by bit on the rx pin by tb/uart_player.py: the hand
+    Icarus and Verilator, driven bit by bit on the rx pin by tb/harness/uart_player.py: the hand
     program and a seeded random one answer as the golden model."""
     from pim_macro.sw.runtime.rtl import Job, run_rtl
     from pim_macro.tb.harness.programs import compare, random_program
