@@ -1,8 +1,9 @@
 """The host side of a board's UART link (``--sim board --port /dev/ttyUSB0``), with pyserial.
 
-The board top (:class:`pim_macro.hw.board.BoardTop`) turns the bytes it receives into the macro's command
-stream and sends the macro's output words back, least significant byte first. A UART cannot
-be paused, so the host keeps the bytes in flight below what the board's receive FIFO holds
+The board top (:class:`pim_macro.hw.board.BoardTop`) turns the bytes it receives into the
+macro's command stream and sends the macro's output words back, least significant byte first
+(:func:`pim_macro.sw.runtime.asm.words_to_bytes`). A UART cannot be paused, so the host keeps
+the bytes in flight below what the board's receive FIFO holds
 (:data:`pim_macro.hw.uart_bridge.RX_FIFO_BYTES`): *credit flow control* by whole commands.
 
 * A command's bytes count as in flight from when they are sent until its response (status
@@ -167,7 +168,8 @@ def check_board_config(link, config: MacroConfig, arch):
 
 
 def run_on_board(words, config: MacroConfig, *, arch, port, baud=BAUD, timeout=5.0):
-    """:func:`pim_macro.sw.runtime.driver.execute`'s ``sim="board"``: check the board's macro, run ``words``."""
+    """:func:`pim_macro.sw.runtime.driver.execute`'s ``sim="board"``: check the board's macro,
+    run ``words``."""
     with BoardLink(port, baud=baud, timeout=timeout) as link:
         check_board_config(link, config, arch)
         return link.run(words, config)

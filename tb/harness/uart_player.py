@@ -1,8 +1,9 @@
 """cocotb testbench that plays command streams into the UART bridge (or the whole board top)
 over its serial line.
 
-Loaded by :func:`pim_macro.sw.runtime.rtl.run_rtl` with ``top="uart"``. For each job, after a reset, the words
-are sent on ``rx`` as 8N1 frames (least significant byte first), ``divisor`` clock cycles per
+Loaded by :func:`pim_macro.sw.runtime.rtl.run_rtl` with ``top="uart"`` or ``top="board"``. For
+each job, after a reset, the words are sent on ``rx`` as 8N1 frames
+(:func:`pim_macro.hw.uart.frame_bits`, least significant byte first), ``divisor`` clock cycles per
 bit, while the frames on ``tx`` are decoded; the job ends when every command framed in the
 words has answered (status word plus its data words), or fails after ``max_cycles``. Both lines
 are handled per bit with timers, not per cycle.

@@ -76,6 +76,11 @@ def _words(cell, count, config):
     return int(value)
 
 
+def opcodes(text):
+    """The opcode names written as code in ``text``."""
+    return {name for name in re.findall(r"`(\w+)`", text) if name in Opcode.__members__}
+
+
 CONFIGS = [MacroConfig(), MacroConfig(lanes=12, rows_per_cycle=4, bus_bits=16, requantizers=1),
            MacroConfig(lanes=4, rows_per_cycle=2)]
 
@@ -147,6 +152,16 @@ def test_error_table():
         [(error.value, error.name) for error in Error if error is not Error.OK], \
         "README.md's check table should list every isa.Error but OK, with its code, in order"
     assert f"(`OK` is {Error.OK.value})" in README
+    fails_when = {_code(name): text for _, name, text in rows}
+    assert opcodes(fails_when["BAD_FIELD"]) == {op.name for op in isa.COUNTLESS}, \
+        "README.md: the opcodes whose count must be 0 (isa.COUNTLESS)"
+    assert f"`shift > {isa.REQUANT_SHIFT_MAX}`" in fails_when["BAD_FIELD"]
+    assert opcodes(fails_when["BAD_LENGTH"]) == {op.name for op in isa.LANE_COUNTED}, \
+        "README.md: the opcodes whose count is at most lanes (isa.LANE_COUNTED)"
+    requantization = re.search(r"\*\*Requantization\*\* \(([^;]*);", README)
+    assert requantization and opcodes(requantization.group(1)) == \
+        {op.name for op in isa.REQUANTIZING}, "README.md: the requantizing opcodes"
+    assert f"one unsigned {isa.REQUANT_MULT_BITS}-bit `mult`" in README
 
 
 def test_counter_table():
