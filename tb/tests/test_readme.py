@@ -211,3 +211,26 @@ def test_a_counter_added_without_a_row_fails(monkeypatch):
     monkeypatch.setitem(globals(), "README", README.replace(row + "\n", ""))
     with pytest.raises(AssertionError, match="every isa.Counter"):
         test_counter_table()
+
+
+def test_named_constants():
+    """The gateware constants the README quotes by name (timing, queue and FIFO sizes, the
+    line rate) have the values it gives."""
+    from pim_macro.hw.board import BAUD
+    from pim_macro.hw.mac_array import MacArray
+    from pim_macro.hw.mac_engine import OP_SLOTS
+    from pim_macro.hw.macro import RESPONSE_SLOTS
+    from pim_macro.hw.output_engine import OUT_FIFO_DEPTH, OutputEngine
+    from pim_macro.hw.uart_bridge import RX_FIFO_BYTES
+    quoted = {
+        r"`MacArray\.LATENCY` = (\d+)": MacArray.LATENCY,
+        r"`OutputEngine\.LANE_LATENCY` = (\d+)": OutputEngine.LANE_LATENCY,
+        r"output FIFO holds (\d+) words\s+\(`OUT_FIFO_DEPTH`\)": OUT_FIFO_DEPTH,
+        r"response queue (\d+) \(`RESPONSE_SLOTS`\)": RESPONSE_SLOTS,
+        r"op queue (\d+) \(`OP_SLOTS`\)": OP_SLOTS,
+        r"receive FIFO \((\d+) bytes, `RX_FIFO_BYTES`\)": RX_FIFO_BYTES,
+        r"UART at\s+(\d+)\s+baud": BAUD,
+    }
+    for pattern, value in quoted.items():
+        found = [int(n) for n in re.findall(pattern, README)]
+        assert found and set(found) == {value}, f"README.md: {pattern} should give {value}"
