@@ -29,17 +29,21 @@ unexport VERILATOR_ROOT
 
 # help: list the targets
 help:
-	@echo "make venv       create $(VENV) and install the project (editable) + system deps"
+	@echo "make venv       create $(VENV) and install the project (editable: the pim_macro package and"
+	@echo "                the pim command) + system deps (make deps: only the system packages)"
 	@echo "make test       run the pytest suite in parallel (PYTEST_ARGS='...' to add options)"
 	@echo "make sim        run the regression report (pim_macro.tb.experiments.regression)"
 	@echo "make demo       digits end to end: train, quantize, compile, run on the RTL (pim_macro.tb.experiments.demo)"
 	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (pim_macro.tb.experiments.spill)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
+	@echo "                (pim_macro.tb.experiments.waves; TEST is one of its --list)"
 	@echo "make synth      FPGA bitstreams + Fmax/utilization report, every board x arch x config"
-	@echo "                (BOARD=icebreaker|ulx3s ARCH=pim|baseline CONFIG=<name> builds a subset)"
+	@echo "                (pim_macro.sw.fpga.synth; BOARD=icebreaker|ulx3s ARCH=pim|baseline CONFIG=<name>"
+	@echo "                builds a subset)"
 	@echo "make constraints  rewrite constraints/*.pcf|lpf from the amaranth-boards platforms"
 	@echo "make clean      remove build outputs and caches (keeps the venv)"
 	@echo "make distclean  clean, and remove the venv"
+	@echo "make env-check  debug: the Yosys, Python and Verilator the environment resolves to"
 
 # deps: system packages (Icarus, lz4 headers, g++, make); installs them when root
 deps:

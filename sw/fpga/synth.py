@@ -135,8 +135,9 @@ def _pin_file(board, plan):
     every configuration and architecture: the board top requests the same pins)."""
     text = plan.files[f"top.{board.constraints_suffix}"]
     header = (f"# {board.title}: pins of the PIM board top (hw/board.py), generated from\n"
-              f"# amaranth-boards' {board.platform_class} by `python -m pim_macro.sw.fpga.synth --constraints`.\n"
-              f"# Do not edit: tb/test_synth.py checks this file against the platform.\n")
+              f"# amaranth-boards' {board.platform_class} by "
+              f"`python -m pim_macro.sw.fpga.synth --constraints`.\n"
+              f"# Do not edit: tb/tests/test_synth.py checks this file against the platform.\n")
     return f"{board.name}.{board.constraints_suffix}", header + _normalize(text)
 
 

@@ -1,8 +1,9 @@
 """The host side of a board's UART link (``--sim board --port /dev/ttyUSB0``), with pyserial.
 
-The board top (:class:`pim_macro.hw.board.BoardTop`) turns the bytes it receives into the macro's command
-stream and sends the macro's output words back, least significant byte first. A UART cannot
-be paused, so the host keeps the bytes in flight below what the board's receive FIFO holds
+The board top (:class:`pim_macro.hw.board.BoardTop`) turns the bytes it receives into the
+macro's command stream and sends the macro's output words back, least significant byte first
+(:func:`pim_macro.sw.runtime.asm.words_to_bytes`). A UART cannot be paused, so the host keeps
+the bytes in flight below what the board's receive FIFO holds
 (:data:`pim_macro.hw.uart_bridge.RX_FIFO_BYTES`): *credit flow control* by whole commands.
 
 * A command's bytes count as in flight from when they are sent until its response (status
@@ -19,6 +20,7 @@ few thousand cycles), so no byte is lost; the board's ``overrun`` LED would say 
 
 import time
 
+from pim_macro.hw import isa
 from pim_macro.hw.board import BAUD
 from pim_macro.hw.isa import ARCHES, MacroConfig, Opcode
 from pim_macro.hw.uart_bridge import RX_FIFO_BYTES
@@ -37,8 +39,8 @@ class BoardMissing(BoardError):
     """The serial port cannot be opened (no board there, or pyserial missing)."""
 
 
-def _words_to_bytes(words):
-    return b"".join(int(w).to_bytes(4, "little") for w in words)
+#: Bytes of one stream word on the line.
+WORD_BYTES = isa.STREAM_BITS // 8
 
 
 class BoardLink:
@@ -77,7 +79,7 @@ class BoardLink:
         every command has answered. Raises :class:`BoardError` when the board is silent for
         ``timeout`` seconds."""
         commands = asm.frame_program(words, config)
-        sizes = [4 * count for _, _, count in commands]
+        sizes = [WORD_BYTES * count for _, _, count in commands]
         out, pending = [], bytearray()
         answers = asm.AnswerCounter()
         sent = acked = in_flight = 0
@@ -86,7 +88,7 @@ class BoardLink:
             while sent < len(commands) and (in_flight == 0
                                             or in_flight + sizes[sent] <= self.window):
                 _, first, count = commands[sent]
-                self._port.write(_words_to_bytes(words[first:first + count]))
+                self._port.write(asm.words_to_bytes(words[first:first + count]))
                 in_flight += sizes[sent]
                 sent += 1
             data = self._port.read(max(1, self._port.in_waiting))
@@ -98,38 +100,76 @@ class BoardLink:
                     f"of {len(commands)} commands unanswered (wrong port or bitstream? press "
                     f"button 0 to reset the macro, then retry)")
             pending += data
-            while len(pending) >= 4:
-                word = int.from_bytes(pending[:4], "little")
-                del pending[:4]
+            whole = len(pending) - len(pending) % WORD_BYTES
+            for word in asm.bytes_to_words(pending[:whole]):
                 out.append(word)
                 answers.add(word)
                 while acked < answers.complete:
                     in_flight -= sizes[acked]
                     acked += 1
+            del pending[:whole]
         return out
+
+
+#: Fields of the ``STATUS`` answer that describe what happened, not which macro it is.
+_DYNAMIC = ("last_error", "error_count")
+
+
+def _describe(fields):
+    """The static fields of decoded status words, with the architecture by name."""
+    described = {k: v for k, v in fields.items() if k not in _DYNAMIC}
+    arch = described["arch"]
+    described["arch"] = ARCHES[arch] if arch < len(ARCHES) else arch
+    return described
 
 
 def check_board_config(link, config: MacroConfig, arch):
     """Ask the board for its ``STATUS`` and raise :class:`BoardError` unless it holds a macro
-    of ``config`` and ``arch`` (programs are compiled for one configuration)."""
+    of ``config`` and ``arch`` (programs are compiled for one configuration): its status words
+    must be :func:`pim_macro.hw.isa.status_words` of them, but for the ``ERRORS`` word's last
+    error and error count, which say what the macro saw, not what it is."""
     out = link.run(asm.encode_status(), config)
-    responses = asm.parse_responses(out)
+    try:
+        responses = asm.parse_responses(out)
+    except ValueError as exc:
+        raise BoardError(f"the board answered STATUS with {out!r}, not a response: {exc}") \
+            from None
     if len(responses) != 1 or responses[0].opcode != Opcode.STATUS.value or not responses[0].ok:
         raise BoardError(f"the board answered STATUS with {out!r}, not a status response")
-    got = asm.decode_status_words(responses[0].data)
-    want = dict(config.as_dict(), arch=ARCHES.index(arch))
-    if arch == "pim":
-        want["bus_bits"] = 0
-    diff = {k: (got[k], v) for k, v in want.items() if got.get(k) != v}
-    if diff:
-        board = {k: got[k] for k in want}
-        raise BoardError(f"the board holds another macro: {board}; the run asked for "
-                         f"{want} (pass the board's configuration, e.g. --lanes "
-                         f"{got['lanes']} --depth {got['depth']})")
+    data = responses[0].data
+    want = isa.status_words(config, arch)
+    if len(data) != len(want):
+        raise BoardError(f"the board answered STATUS with {len(data)} words, not the "
+                         f"{len(want)} of ISA version {isa.ISA_VERSION}: its bitstream is of "
+                         f"another version of the macro (rebuild it with `make synth`)")
+    try:
+        got = asm.decode_status_words(data)
+    except ValueError as exc:
+        raise BoardError(f"the board's STATUS words {data!r} do not decode: {exc}") from None
+    # The board's own last error and error count, so that only what the macro is compares.
+    want = isa.status_words(config, arch, **{k: got[k] for k in _DYNAMIC})
+    if data == want:
+        return
+    board, asked = _describe(got), _describe(asm.decode_status_words(want))
+    if board["isa_version"] != asked["isa_version"]:
+        raise BoardError(f"the board's macro implements ISA version {board['isa_version']}, "
+                         f"this software version {asked['isa_version']} (rebuild the bitstream "
+                         f"with `make synth`)")
+    differ = [k for k in board if board[k] != asked[k]]
+    # The options that would ask for the board's macro: those the run set otherwise (a
+    # PIM macro reports no bus width, which no option asks for).
+    settings = dict(config.as_dict(), arch=arch)
+    options = " ".join(f"--{k.replace('_', '-')} {board[k]}" for k in differ
+                       if settings.get(k, board[k]) != board[k]
+                       and not (k == "bus_bits" and board["arch"] == "pim"))
+    raise BoardError(f"the board holds another macro: {board}; the run asked for "
+                     f"{', '.join(f'{k} {asked[k]}' for k in differ)} (pass the board's "
+                     f"configuration, {options + ', ' if options else ''}or its --board name)")
 
 
 def run_on_board(words, config: MacroConfig, *, arch, port, baud=BAUD, timeout=5.0):
-    """:func:`pim_macro.sw.runtime.driver.execute`'s ``sim="board"``: check the board's macro, run ``words``."""
+    """:func:`pim_macro.sw.runtime.driver.execute`'s ``sim="board"``: check the board's macro,
+    run ``words``."""
     with BoardLink(port, baud=baud, timeout=timeout) as link:
         check_board_config(link, config, arch)
         return link.run(words, config)

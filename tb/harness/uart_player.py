@@ -1,8 +1,9 @@
 """cocotb testbench that plays command streams into the UART bridge (or the whole board top)
 over its serial line.
 
-Loaded by :func:`pim_macro.sw.runtime.rtl.run_rtl` with ``top="uart"``. For each job, after a reset, the words
-are sent on ``rx`` as 8N1 frames (least significant byte first), ``divisor`` clock cycles per
+Loaded by :func:`pim_macro.sw.runtime.rtl.run_rtl` with ``top="uart"`` or ``top="board"``. For
+each job, after a reset, the words are sent on ``rx`` as 8N1 frames
+(:func:`pim_macro.hw.uart.frame_bits`, least significant byte first), ``divisor`` clock cycles per
 bit, while the frames on ``tx`` are decoded; the job ends when every command framed in the
 words has answered (status word plus its data words), or fails after ``max_cycles``. Both lines
 are handled per bit with timers, not per cycle.
@@ -17,34 +18,39 @@ from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 from cocotb.simtime import get_sim_time
 
 from pim_macro.hw.isa import MacroConfig
-from pim_macro.sw.runtime.asm import AnswerCounter, frame_program
+from pim_macro.hw.uart import frame_bits
+from pim_macro.sw.runtime.asm import AnswerCounter, bytes_to_words, frame_program, words_to_bytes
+from pim_macro.sw.runtime.board_link import WORD_BYTES
+from pim_macro.tb.harness.uart_sim import FRAME_BITS
 
 PERIOD_NS = 10
 
 
 async def send(dut, data, divisor):
+    """Drive ``data`` (bytes) on ``rx``, one 8N1 frame per byte."""
     for byte in data:
-        for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+        for bit in frame_bits(byte):
             dut.rx.value = bit
             await Timer(divisor * PERIOD_NS, "ns")
 
 
 async def receive(dut, divisor, out, answers, expected):
     """Decode frames on ``tx`` into ``out`` (bytes), counting ``answers`` word by word, until
-    ``expected`` responses are complete."""
+    ``expected`` responses are complete. Every bit is sampled in its middle, and the frame must
+    be the 8N1 frame of the byte its data bits give (a whole start bit, a high stop bit)."""
     while answers.complete < expected:
         await FallingEdge(dut.tx)
         await Timer(divisor * PERIOD_NS // 2, "ns")          # the middle of the start bit
-        assert int(dut.tx.value) == 0, "a start bit should last a whole bit time"
-        byte = 0
-        for i in range(8):
+        bits = [int(dut.tx.value)]
+        for _ in range(FRAME_BITS - 1):
             await Timer(divisor * PERIOD_NS, "ns")
-            byte |= int(dut.tx.value) << i
-        await Timer(divisor * PERIOD_NS, "ns")
-        assert int(dut.tx.value) == 1, "the stop bit should be high"
+            bits.append(int(dut.tx.value))
+        byte = sum(bit << i for i, bit in enumerate(bits[1:-1]))
+        assert bits == frame_bits(byte), f"not an 8N1 frame (a low start bit, a high stop " \
+                                         f"bit): {bits}"
         out.append(byte)
-        if len(out) % 4 == 0:
-            answers.add(int.from_bytes(out[-4:], "little"))
+        if len(out) % WORD_BYTES == 0:
+            answers.add(*bytes_to_words(out[-WORD_BYTES:]))
 
 
 @cocotb.test()
@@ -69,16 +75,15 @@ async def play_uart_jobs(dut):
         out = bytearray()
         answers = AnswerCounter()
         start = get_sim_time("ns")
-        sender = cocotb.start_soon(send(dut, b"".join(w.to_bytes(4, "little") for w in words),
-                                        divisor))
+        data = words_to_bytes(words)
+        sender = cocotb.start_soon(send(dut, data, divisor))
         receiver = cocotb.start_soon(receive(dut, divisor, out, answers, expected))
-        budget = job["max_cycles"] + 10 * 4 * len(words) * divisor
+        budget = job["max_cycles"] + FRAME_BITS * len(data) * divisor
         await First(receiver, Timer(budget * PERIOD_NS, "ns"))
-        finished = answers.complete == expected and len(out) % 4 == 0
+        finished = answers.complete == expected and len(out) % WORD_BYTES == 0
         sender.cancel()
         receiver.cancel()
-        words_out = [int.from_bytes(out[i:i + 4], "little") for i in range(0, len(out) - 3, 4)]
-        results.append({"out": words_out, "finished": finished,
+        results.append({"out": bytes_to_words(out), "finished": finished,
                         "cycles": round((get_sim_time("ns") - start) / PERIOD_NS)})
     with open(os.environ["PIM_RESULTS"], "w") as f:
         json.dump({"results": results}, f)

@@ -1,4 +1,4 @@
-"""The host side of the board link (sw/board_link.py) against a fake board: the golden model
+"""The host side of the board link (sw/runtime/board_link.py) against a fake board: the golden model
 behind a receive FIFO of the bridge's size that a slow macro drains a few bytes at a time, so
 the credit flow control is what keeps the FIFO from overflowing. (The bridge itself, UART
 included, is simulated on Icarus and Verilator in test_uart.py.)"""
@@ -6,10 +6,12 @@ included, is simulated on Icarus and Verilator in test_uart.py.)"""
 import numpy as np
 import pytest
 
-from pim_macro.hw.isa import MacroConfig
+from pim_macro.hw.isa import (ERROR_COUNT_MAX, ISA_VERSION, Error, ErrorsWord, MacroConfig,
+                              Opcode, Status, StatusWord, pack, status_words, unpack)
 from pim_macro.hw.uart_bridge import RX_FIFO_BYTES
 from pim_macro.sw.runtime import asm
-from pim_macro.sw.runtime.board_link import BoardError, BoardLink, BoardMissing, check_board_config
+from pim_macro.sw.runtime.board_link import (WORD_BYTES, BoardError, BoardLink, BoardMissing,
+                                             check_board_config)
 from pim_macro.sw.runtime.driver import check_run_options, execute
 from pim_macro.sw.compiler.gemv import compile_gemv
 from pim_macro.sw.models.golden import GoldenMacro, run_golden
@@ -30,9 +32,9 @@ class FakeBoard:
         self.rx, self.tx, self.taken = bytearray(), bytearray(), bytearray()
         self.ends, base = [], 0         # byte offsets where commands end, in stream order
         for words in programs:
-            self.ends += [base + 4 * (first + count)
+            self.ends += [base + WORD_BYTES * (first + count)
                           for _, first, count in asm.frame_program(words, config)]
-            base += 4 * len(words)
+            base += WORD_BYTES * len(words)
         self.done = 0                   # bytes of the stream executed
         self.overrun, self.peak, self.closed = False, 0, False
 
@@ -57,8 +59,8 @@ class FakeBoard:
     def _execute(self):
         while self.ends and self.done + len(self.taken) >= self.ends[0]:
             size = self.ends.pop(0) - self.done
-            words = [int.from_bytes(self.taken[i:i + 4], "little") for i in range(0, size, 4)]
-            self.tx += b"".join(w.to_bytes(4, "little") for w in self.golden.run(words))
+            words = asm.bytes_to_words(self.taken[:size])
+            self.tx += asm.words_to_bytes(self.golden.run(words))
             del self.taken[:size]
             self.done += size
 
@@ -99,7 +101,7 @@ def test_commands_larger_than_the_window_go_alone():
     w = rng.integers(-128, 128, (16, 64), dtype=np.int8)
     x = rng.integers(-128, 128, (2, 64), dtype=np.int8)
     program = compile_gemv(w, x, CONFIG)
-    assert max(4 * count for _, _, count in asm.frame_program(program.words, CONFIG)) \
+    assert max(WORD_BYTES * count for _, _, count in asm.frame_program(program.words, CONFIG)) \
         > RX_FIFO_BYTES
     board = FakeBoard(CONFIG, program.words, out_room=4)
     out = BoardLink(board).run(program.words, CONFIG)
@@ -120,13 +122,66 @@ def test_window_bounds_the_bytes_in_flight():
 def test_board_config_is_checked():
     status = asm.encode_status()
     check_board_config(BoardLink(FakeBoard(CONFIG, status)), CONFIG, "pim")
-    with pytest.raises(BoardError, match="the board holds another macro: .*'lanes': 8.*"
-                                         "--lanes 8 --depth 64"):
+    with pytest.raises(BoardError, match=r"the board holds another macro: .*'lanes': 8.*; the run "
+                                         r"asked for lanes 4, act_depth 1024, bias_depth 256 "
+                                         r"\(pass the board's configuration, --lanes 8 "
+                                         r"--act-depth 256 --bias-depth 16, or its --board name"):
         check_board_config(BoardLink(FakeBoard(CONFIG, status)), MacroConfig(lanes=4, depth=64),
                            "pim")
-    with pytest.raises(BoardError, match="another macro"):
+    with pytest.raises(BoardError, match="another macro: .*'arch': 'pim'.* asked for arch "
+                                         "baseline, bus_bits 32 .*--arch pim, or"):
         check_board_config(BoardLink(FakeBoard(CONFIG, status)), CONFIG, "baseline")
     check_board_config(BoardLink(FakeBoard(CONFIG, status, arch="baseline")), CONFIG, "baseline")
+
+
+class _Answers:
+    """A board that answers with the given words, whatever it is sent."""
+
+    def __init__(self, words):
+        self.tx = bytearray(asm.words_to_bytes(words))
+
+    def write(self, data):
+        pass
+
+    @property
+    def in_waiting(self):
+        return len(self.tx)
+
+    def read(self, n):
+        data = bytes(self.tx[:n])
+        del self.tx[:n]
+        return data
+
+    def close(self):
+        pass
+
+
+def _status_answer(words):
+    return [pack(Status, opcode=Opcode.STATUS.value, count=len(words))] + words
+
+
+def test_board_status_compares_the_status_words():
+    """The check compares the board's status words with the ISA's for the configuration, but
+    for what the ERRORS word says about past commands; another ISA version, a STATUS of another
+    length and an answer that is not a STATUS are errors that say so."""
+    def check(words):
+        check_board_config(BoardLink(_Answers(words), timeout=0.2), CONFIG, "pim")
+
+    check(_status_answer(status_words(CONFIG, "pim", last_error=Error.BAD_ADDRESS,
+                                      error_count=ERROR_COUNT_MAX)))
+    words = status_words(CONFIG, "pim")
+    errors = unpack(ErrorsWord, words[StatusWord.ERRORS.value])
+    words[StatusWord.ERRORS.value] = pack(ErrorsWord, last_error=errors.last_error,
+                                          isa_version=ISA_VERSION - 1,
+                                          error_count=errors.error_count)
+    with pytest.raises(BoardError, match=f"implements ISA version {ISA_VERSION - 1}, this "
+                                         f"software version {ISA_VERSION} .*make synth"):
+        check(_status_answer(words))
+    with pytest.raises(BoardError, match=f"with {len(StatusWord) - 1} words, not the "
+                                         f"{len(StatusWord)} of ISA version {ISA_VERSION}"):
+        check(_status_answer(status_words(CONFIG, "pim")[:-1]))
+    with pytest.raises(BoardError, match="not a status response"):
+        check([pack(Status, opcode=Opcode.MATVEC.value)])
 
 
 def test_board_options_are_checked():

@@ -6,52 +6,23 @@ and built in test_synth.py.)"""
 
 import numpy as np
 import pytest
-from amaranth.build import ResourceError
 from amaranth.hdl import Elaboratable, Fragment
-from amaranth.lib import io
 from amaranth.sim import Simulator
 
-from pim_macro.hw.board import BAUD, BoardTop
+from pim_macro.hw.board import BoardTop
 from pim_macro.hw.isa import ARCHES, MacroConfig, Opcode
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.models.golden import GoldenMacro
 from pim_macro.tb.harness.programs import hand_program
-from pim_macro.tb.harness.uart_sim import receive_byte, send_bytes
+from pim_macro.tb.harness.sim_platform import SimPlatform
+from pim_macro.tb.harness.uart_sim import FRAME_BITS, receive_byte, send_bytes
 
 DIVISOR = 4
 
 
-class _Uart:
-    def __init__(self):
-        self.rx = io.SimulationPort("i", 1)
-        self.tx = io.SimulationPort("o", 1)
-
-
-class StandInPlatform:
-    """What BoardTop asks of a platform: a clock rate and the uart, button and led pins."""
-    default_clk_frequency = BAUD * DIVISOR
-
-    def __init__(self, leds=2):
-        self.uart, self.button = _Uart(), io.SimulationPort("i", 1)
-        self.leds = [io.SimulationPort("o", 1) for _ in range(leds)]
-
-    def request(self, name, number=0, *, dir):
-        assert dir == "-", "the board top uses lib.io buffers"
-        if name == "uart" and number == 0:
-            return self.uart
-        if name == "button" and number == 0:
-            return self.button
-        if name == "led" and number < len(self.leds):
-            return self.leds[number]
-        raise ResourceError(f"no {name} {number}")
-
-
-def _wire(words):
-    return b"".join(w.to_bytes(4, "little") for w in words)
-
-
-def _words(data):
-    return [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data) - 3, 4)]
+def _line_cycles(words):
+    """Clock cycles the serial line takes to carry ``words``: an 8N1 frame per byte."""
+    return len(asm.words_to_bytes(words)) * FRAME_BITS * DIVISOR
 
 
 def _simulate(top, platform, benches, background, cycles):
@@ -69,13 +40,13 @@ def test_board_top_answers_over_its_pins(arch):
     config = MacroConfig(lanes=8, depth=32, act_depth=128, bias_depth=16, bus_bits=16)
     words = hand_program(config) + asm.encode_status()
     expected = GoldenMacro(config, arch=arch).run(words)
-    platform = StandInPlatform(leds=3)
+    platform = SimPlatform(DIVISOR, leds=3)
     got, leds = bytearray(), {}
 
     async def sender(ctx):
         ctx.set(platform.uart.rx.i, 1)
         await ctx.tick().repeat(5)
-        await send_bytes(ctx, platform.uart.rx.i, _wire(words), DIVISOR)
+        await send_bytes(ctx, platform.uart.rx.i, asm.words_to_bytes(words), DIVISOR)
         ctx.set(platform.uart.rx.i, 1)
 
     async def receiver(ctx):
@@ -85,8 +56,8 @@ def test_board_top_answers_over_its_pins(arch):
         leds.update(overrun=ctx.get(platform.leds[0].o), framing=ctx.get(platform.leds[1].o))
 
     _simulate(BoardTop(config, arch=arch), platform, [receiver], [sender],
-              cycles=10 * DIVISOR * 4 * (len(words) + len(expected)) + 5000)
-    assert _words(got) == expected, "the board top should answer as the golden model"
+              cycles=_line_cycles(words) + _line_cycles(expected) + 5000)
+    assert asm.bytes_to_words(got) == expected, "the board top should answer as the golden model"
     assert leds == {"overrun": 0, "framing": 0}, "no overrun or framing error on a clean line"
 
 
@@ -99,13 +70,13 @@ def test_lost_byte_lights_led0_and_button_resets():
     flood = (asm.encode_write_weights(0, rows[:4], config) + asm.encode_matvec(0, 0, 256)
              + asm.encode_write_weights(0, rows[:16], config))
     status = asm.encode_status()
-    platform = StandInPlatform()
+    platform = SimPlatform(DIVISOR)
     seen, answer = {}, bytearray()
 
     async def bench(ctx):
         ctx.set(platform.uart.rx.i, 1)
         await ctx.tick().repeat(5)
-        await send_bytes(ctx, platform.uart.rx.i, _wire(flood), DIVISOR)
+        await send_bytes(ctx, platform.uart.rx.i, asm.words_to_bytes(flood), DIVISOR)
         await ctx.tick().repeat(50)
         seen["led0 after flood"] = ctx.get(platform.leds[0].o)
         ctx.set(platform.button.i, 1)
@@ -113,7 +84,7 @@ def test_lost_byte_lights_led0_and_button_resets():
         ctx.set(platform.button.i, 0)
         await ctx.tick().repeat(4)
         seen["led0 after reset"] = ctx.get(platform.leds[0].o)
-        await send_bytes(ctx, platform.uart.rx.i, _wire(status), DIVISOR)
+        await send_bytes(ctx, platform.uart.rx.i, asm.words_to_bytes(status), DIVISOR)
 
     async def listen(ctx):
         # Whatever the macro said before the reset is dropped once the button goes down.
@@ -123,9 +94,9 @@ def test_lost_byte_lights_led0_and_button_resets():
             answer.append(await receive_byte(ctx, platform.uart.tx.o, DIVISOR))
 
     _simulate(BoardTop(config, arch="baseline", rx_fifo_bytes=8), platform, [bench], [listen],
-              cycles=len(flood) * 4 * 10 * DIVISOR + 3000)
+              cycles=_line_cycles(flood) + 3000)
     assert seen == {"led0 after flood": 1, "led0 after reset": 0}
-    got = asm.parse_responses(_words(answer))
+    got = asm.parse_responses(asm.bytes_to_words(answer))
     assert len(got) == 1 and got[0].opcode == Opcode.STATUS.value and got[0].ok, \
         "after the reset the macro should answer a STATUS"
     assert asm.decode_status_words(got[0].data)["lanes"] == 8

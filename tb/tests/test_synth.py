@@ -1,4 +1,4 @@
-"""The FPGA flow (sw/synth.py, hw/board.py): the checked-in pin constraints are the platforms'
+"""The FPGA flow (sw/fpga/synth.py, hw/board.py): the checked-in pin constraints are the platforms'
 own, a small configuration of each board goes through Yosys, nextpnr and the packer (the full
 report is `make synth`), the report, and the errors."""
 

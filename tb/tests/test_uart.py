@@ -14,7 +14,7 @@ from pim_macro.sw.runtime import asm
 from pim_macro.sw.models.golden import GoldenMacro
 from pim_macro.tb.harness.programs import hand_program
 
-from pim_macro.tb.harness.uart_sim import receive_byte, run, send_bytes
+from pim_macro.tb.harness.uart_sim import FRAME_BITS, receive_byte, run, send_bytes
 
 
 @pytest.mark.parametrize("divisor", [4, 7, 16])
@@ -73,7 +73,7 @@ def test_framing_error_drops_the_byte():
 
     async def take(ctx):
         ctx.set(rx.o_stream.ready, 1)
-        for _ in range(3 * 10 * divisor + 40):
+        for _ in range(3 * FRAME_BITS * divisor + 40):
             _, _, valid, payload, error = await ctx.tick().sample(
                 rx.o_stream.valid, rx.o_stream.payload, rx.framing_error)
             if valid:
@@ -91,15 +91,14 @@ def play_over_uart(words, config, arch, divisor=4, depth=1024, limit=400_000):
     return ``(output words, flags seen)``. Fails if the answers do not come within ``limit``
     cycles."""
     dut = UARTBridge(config, arch=arch, divisor=divisor, rx_fifo_depth=depth)
-    wanted = 4 * len(GoldenMacro(config, arch=arch).run(words))
+    wanted = len(asm.words_to_bytes(GoldenMacro(config, arch=arch).run(words)))
     got = bytearray()
     flags = {"overrun": 0, "framing": 0}
 
     async def sender(ctx):
         ctx.set(dut.rx, 1)
         await ctx.tick().repeat(5)
-        await send_bytes(ctx, dut.rx, b"".join(w.to_bytes(4, "little") for w in words),
-                         divisor)
+        await send_bytes(ctx, dut.rx, asm.words_to_bytes(words), divisor)
         ctx.set(dut.rx, 1)
 
     async def receiver(ctx):
@@ -118,17 +117,17 @@ def play_over_uart(words, config, arch, divisor=4, depth=1024, limit=400_000):
             if countdown == 0:
                 bits.append(tx)
                 countdown = divisor
-                if len(bits) == 10:
-                    assert bits[0] == 0 and bits[9] == 1, "a well-formed 8N1 frame"
-                    got.append(sum(bit << i for i, bit in enumerate(bits[1:9])))
+                if len(bits) == FRAME_BITS:
+                    byte = sum(bit << i for i, bit in enumerate(bits[1:-1]))
+                    assert bits == frame_bits(byte), "a well-formed 8N1 frame"
+                    got.append(byte)
                     countdown = None
                     if len(got) == wanted:
                         return
         raise AssertionError(f"only {len(got)} of {wanted} bytes came back in {limit} cycles")
 
     run(dut, receiver, background=[sender])
-    out = [int.from_bytes(got[i:i + 4], "little") for i in range(0, len(got), 4)]
-    return out, flags
+    return asm.bytes_to_words(got), flags
 
 
 @pytest.mark.parametrize("arch", ARCHES)
@@ -150,16 +149,18 @@ def test_overrun_is_reported():
     rows = np.ones((256, 1, 8), dtype=np.int8)
     words = (asm.encode_write_weights(0, rows[:4], config) + asm.encode_matvec(0, 0, 256)
              + asm.encode_write_weights(0, rows[:16], config))
-    dut = UARTBridge(config, arch="baseline", divisor=4, rx_fifo_depth=8)
+    divisor = 4
+    dut = UARTBridge(config, arch="baseline", divisor=divisor, rx_fifo_depth=8)
     seen = {"overrun": 0}
+    data = asm.words_to_bytes(words)
 
     async def sender(ctx):
         ctx.set(dut.rx, 1)
         await ctx.tick().repeat(5)
-        await send_bytes(ctx, dut.rx, b"".join(w.to_bytes(4, "little") for w in words), 4)
+        await send_bytes(ctx, dut.rx, data, divisor)
 
     async def watch(ctx):
-        for _ in range(len(words) * 4 * 40 + 200):
+        for _ in range(len(data) * FRAME_BITS * divisor + 200):
             _, _, overrun = await ctx.tick().sample(dut.overrun)
             seen["overrun"] |= overrun
 
@@ -179,7 +180,7 @@ def test_bad_parameters():
 @pytest.mark.parametrize("arch", ARCHES)
 def test_bridge_rtl_over_the_serial_line(sim, arch, top):
     """The bridge's Verilog, and the whole board top's (I/O buffers, button reset, LEDs), on
-    Icarus and Verilator, driven bit by bit on the rx pin by tb/uart_player.py: the hand
+    Icarus and Verilator, driven bit by bit on the rx pin by tb/harness/uart_player.py: the hand
     program and a seeded random one answer as the golden model."""
     from pim_macro.sw.runtime.rtl import Job, run_rtl
     from pim_macro.tb.harness.programs import compare, random_program
