@@ -61,9 +61,11 @@ class JobResult:
 
 
 def _hw_digest():
-    """Hash of the gateware sources, so a build is redone exactly when they change."""
+    """Hash of what the Verilog is made from (the gateware sources and the stand-in platform
+    that gives the board top its pins), so a build is redone exactly when they change."""
+    from pim_macro.tb.harness import sim_platform
     digest = hashlib.sha256()
-    for path in sorted(HW_DIR.glob("*.py")):
+    for path in [*sorted(HW_DIR.glob("*.py")), Path(sim_platform.__file__)]:
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
