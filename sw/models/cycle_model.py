@@ -29,7 +29,7 @@ from pim_macro.sw.runtime import asm
 from pim_macro.sw.models.golden import GoldenMacro
 
 
-__all__ = ["CycleModel", "Prediction", "predict"]
+__all__ = ["CycleModel", "Prediction", "predict", "STATUS_ONLY_CYCLES", "EMIT_OVERHEAD_CYCLES"]
 
 
 # MacArray: a capture entering the pipeline in cycle x strobes `captured` in x + _CAPTURED and
@@ -38,10 +38,17 @@ __all__ = ["CycleModel", "Prediction", "predict"]
 _CAPTURED = MacArray.LATENCY - 1
 _DRAINED = MacArray.LATENCY
 # OutputEngine: the last lane group issued in cycle u leaves the requantizer pipeline in
-# u + LANE_LATENCY, and the engine is back in IDLE two cycles later. The queue sizes come from
-# the gateware as well.
+# u + LANE_LATENCY, and the engine is back in IDLE two cycles later (one cycle to see its
+# pipeline empty, one to change state). The queue sizes come from the gateware as well.
 _LANE_PUSH = OutputEngine.LANE_LATENCY
 _LANE_DONE = OutputEngine.LANE_LATENCY + 2
+#: Output engine: cycles from taking a status-only response (pushing its status word) to
+#: taking the next.
+STATUS_ONLY_CYCLES = 1
+#: Output engine: cycles from taking an emitting response to taking the next, beyond one per
+#: lane group (:func:`pim_macro.hw.output_engine.groups`): its status word, the lane pipeline's
+#: drain and the return to IDLE.
+EMIT_OVERHEAD_CYCLES = _LANE_DONE
 # The commands whose count is a number of lanes are those that emit lanes (a capture, then a
 # response the output engine streams); each has the output engine's response kind of its name.
 _KINDS = {op: getattr(ResponseKind, op.name) for op in LANE_COUNTED}
@@ -193,7 +200,7 @@ class CycleModel:
             resp = self.responses[self.oe_next]
             pop = max(resp.go + 1, self.oe_free)
             if resp.capture is None:
-                self.oe_free = pop + 1
+                self.oe_free = pop + STATUS_ONLY_CYCLES
                 self.fifo_empty = pop + 2
             else:
                 if not resp.capture.resolved:
@@ -202,7 +209,7 @@ class CycleModel:
                 n = groups(_KINDS[resp.kind], resp.count, resp.act,
                            self.config.requantizers)                      # issue cycles
                 self.acc_free = pop + n + 1
-                self.oe_free = pop + n + _LANE_DONE
+                self.oe_free = pop + n + EMIT_OVERHEAD_CYCLES
                 if resp.kind == Opcode.WRITEBACK:
                     self.fifo_empty = pop + 2
                     self.writebacks_done = pop + n + _LANE_DONE
