@@ -350,6 +350,6 @@ def predict(words, config: MacroConfig, *, arch="pim"):
     for resp in responses:
         if resp.opcode == Opcode.READ_COUNTERS.value and resp.ok:
             last = resp
-    counters = {c.name.lower(): last.data[c.value] for c in Counter} if last else {}
+    counters = last.counters() if last else {}
     cycles = counters.get("cycles") if model.clear_at is not None else None
     return Prediction(out=out, cycles=cycles, counters=counters)

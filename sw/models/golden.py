@@ -158,7 +158,8 @@ class GoldenMacro:
         for opcode, start, length in frame_program(words, self.config):
             op = _opcode(opcode)
             end_args = start + 1 + (len(OPCODES[op].args) if op is not None else 0)
-            commands.append((words[start], words[start + 1:end_args], words[end_args:start + length]))
+            commands.append((words[start], words[start + 1:end_args],
+                             words[end_args:start + length]))
         return commands
 
     def _count(self, counter, amount):

@@ -5,9 +5,10 @@ program is their concatenation. :func:`parse_responses` splits the output stream
 :class:`Response` per command, using the data-word count that every status word carries.
 
 The encoder only packs fields into their bit positions, through the word layouts of
-:mod:`pim_macro.hw.isa` (each command's argument layouts are read from :data:`~pim_macro.hw.isa.OPCODES`),
-and checks that each value fits its field (``ValueError`` naming the field otherwise). It deliberately does not check addresses against a macro's size: that
-is the macro's job, and tests must be able to send commands the macro will reject.
+:mod:`pim_macro.hw.isa` (a command's argument layouts are those its row of ``OPCODES`` gives),
+and checks that each value fits its field (``ValueError`` naming the field otherwise). It
+deliberately does not check addresses against a macro's size: that is the macro's job, and tests
+must be able to send commands the macro will reject.
 """
 
 from dataclasses import dataclass, field

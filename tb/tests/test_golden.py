@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from pim_macro.hw.isa import (
-    ARCHES, COUNTLESS, ERROR_COUNT_MAX, ISA_VERSION, OPCODES, AddrArg, BiasArg, Counter, Error, Flag,
-    Header, MacroConfig, MatvecArg, Opcode, QuantArg, RowArg, Status, StatusWord, WritebackArg,
-    arg_words, pack, payload_words, response_words, status_words, unpack,
+    ARCHES, COUNTLESS, ERROR_COUNT_MAX, ISA_VERSION, OPCODES, AddrArg, BiasArg, Counter, Error,
+    Flag, Header, MacroConfig, MatvecArg, Opcode, QuantArg, RowArg, Status, StatusWord,
+    WritebackArg, arg_words, pack, payload_words, response_words, status_words, unpack,
 )
 from pim_macro.sw.runtime.asm import (
     decode_status_words, encode_emit_int8, encode_emit_raw, encode_load_act, encode_load_bias,
@@ -322,7 +322,8 @@ ERROR_CASES = {
     "READ_COUNTERS BIAS flag": (cmd(RC, [], flags=Flag.BIAS, count=0), Error.BAD_FIELD),
     "STATUS count 1": (cmd(ST, [], count=1), Error.BAD_FIELD),
     "STATUS CLEAR flag": (cmd(ST, [], flags=Flag.CLEAR, count=0), Error.BAD_FIELD),
-    "BAD_FIELD before BAD_LENGTH": (cmd(EI, [0, quant(mult=0, shift=32)], count=0), Error.BAD_FIELD),
+    "BAD_FIELD before BAD_LENGTH": (cmd(EI, [0, quant(mult=0, shift=32)], count=0),
+                                    Error.BAD_FIELD),
     # BAD_LENGTH
     "WRITE_WEIGHTS count 0": (cmd(WW, [0], count=0), Error.BAD_LENGTH),
     "LOAD_ACT count 0": (cmd(LA, [0], count=0), Error.BAD_LENGTH),
