@@ -72,7 +72,7 @@ def requantize(values, mult, shift, relu):
     if v.dtype.kind not in "iu":
         raise ValueError(f"requantize takes integer values, not {v.dtype}")
     v = v.astype(np.int64)
-    if v.size and (v.min() < -(1 << 31) or v.max() >= (1 << 31)):
+    if v.size and (v.min() < -(1 << (ACC_BITS - 1)) or v.max() >= (1 << (ACC_BITS - 1))):
         raise ValueError("requantize takes int32 values (wrap acc + bias first)")
     mult, shift = int(mult), int(shift)
     if not 0 <= mult < (1 << REQUANT_MULT_BITS):

@@ -119,7 +119,8 @@ def encode_load_act(addr, values):
 def encode_load_bias(addr, values):
     """Load int32 ``values`` into the bias memory at word ``addr``."""
     values = np.asarray(values, dtype=np.int64).ravel()
-    if values.size and (values.min() < -(1 << 31) or values.max() >= (1 << 31)):
+    half = 1 << (STREAM_BITS - 1)             # a bias is one signed stream word
+    if values.size and (values.min() < -half or values.max() >= half):
         raise ValueError("bias values must fit in int32")
     return _command(Opcode.LOAD_BIAS, {"addr": addr}, count=values.size,
                     payload=[int(v) & _WORD_MASK for v in values])
