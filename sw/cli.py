@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from pim_macro.hw.board import BOARDS
-from pim_macro.hw.isa import ARCHES, MacroConfig
+from pim_macro.hw.isa import ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, MacroConfig
 from pim_macro.sw.compiler.compiler import run_network
 from pim_macro.sw.compiler.gemv import SIMS, run_gemv
 from pim_macro.sw.compiler.network import load_network, save_network
@@ -83,8 +83,10 @@ def build_parser():
     gemv.add_argument("--input", required=True, metavar="X.npy",
                       help="int8 inputs (K,) or (B, K)")
     gemv.add_argument("--bias", metavar="B.npy", help="int32 bias (N,)")
-    gemv.add_argument("--mult", type=int, metavar="M", help="requantization multiplier 0..65535")
-    gemv.add_argument("--shift", type=int, metavar="S", help="requantization shift 0..31")
+    gemv.add_argument("--mult", type=int, metavar="M",
+                      help=f"requantization multiplier 0..{(1 << REQUANT_MULT_BITS) - 1}")
+    gemv.add_argument("--shift", type=int, metavar="S",
+                      help=f"requantization shift 0..{REQUANT_SHIFT_MAX}")
     gemv.add_argument("--relu", action="store_true", help="clamp requantized outputs at zero")
     _run_options(gemv)
     gemv.set_defaults(handler=_gemv)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pim_macro.hw.isa import MacroConfig, Opcode
+from pim_macro.hw.isa import INT8_PER_WORD, MacroConfig, Opcode
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.driver import check_run_options, execute
 from pim_macro.sw.compiler.network import Conv, Dense, Network
@@ -48,8 +48,10 @@ from pim_macro.sw.compiler.network import Conv, Dense, Network
 __all__ = ["NetworkProgram", "InferenceResult", "compile_network", "run_network"]
 
 
-def _pad4(n):
-    return -(-n // 4) * 4
+def _pad_words(n):
+    """``n`` bytes rounded up to whole stream words: every region starts word-aligned, as a
+    ``LOAD_ACT`` address must."""
+    return -(-n // INT8_PER_WORD) * INT8_PER_WORD
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,8 +196,8 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
     region_off, offset = [], 0
     for layer, m in zip(layers, mats):
         k = m.shape[1]
-        size = (layer.out_shape[1] * layer.out_shape[2] * _pad4(k) if isinstance(layer, Conv)
-                else _pad4(k))
+        size = (layer.out_shape[1] * layer.out_shape[2] * _pad_words(k) if isinstance(layer, Conv)
+                else _pad_words(k))
         region_off.append(offset)
         offset += size
     slot_bytes = offset
@@ -221,7 +223,7 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
         first = layers[0]
         if isinstance(first, Conv):
             patches = first.patches(x[sample:sample + 1])[0]          # (P, K)
-            padded = np.zeros((patches.shape[0], _pad4(patches.shape[1])), dtype=np.int8)
+            padded = np.zeros((patches.shape[0], _pad_words(patches.shape[1])), dtype=np.int8)
             padded[:, :patches.shape[1]] = patches
             values = padded.ravel()
         else:
@@ -237,7 +239,7 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
         nxt = None if last else layers[i + 1]
         positions = (range(layer.out_shape[1] * layer.out_shape[2])
                      if isinstance(layer, Conv) else [0])
-        kp = _pad4(m.shape[1])
+        kp = _pad_words(m.shape[1])
         for pos in positions:
             act = base + region_off[i] + pos * kp
             if i in streamed:
@@ -330,7 +332,7 @@ def _patch_slots(layer, nxt, pos):
     c = layer.out_shape[0]
     (kh, kw), (sh, sw), (ph, pw) = nxt.kernel, nxt.stride, nxt.pad
     _, ho, wo = nxt.out_shape
-    kp = _pad4(kh * kw * c)
+    kp = _pad_words(kh * kw * c)
     slots = []
     for dy in range(kh):
         oy, rem = divmod(y + ph - dy, sh)

@@ -50,7 +50,10 @@ from numbers import Integral
 
 import numpy as np
 
-from pim_macro.hw.isa import MacroConfig, Opcode, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX
+from pim_macro.hw.isa import (
+    INT8_PER_WORD, LANE_COUNTED, OPCODES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Header, MacroConfig,
+    Opcode, Words,
+)
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.board_link import BoardMissing
 from pim_macro.sw.runtime.driver import SIMS, check_run_options, execute
@@ -61,8 +64,10 @@ __all__ = ["GemvProgram", "GemvResult", "compile_gemv", "run_gemv", "SIMS"]
 
 
 
-_MAX_COUNT = (1 << 16) - 1          # a header's count field
-_MAX_LOAD_ACT = _MAX_COUNT & ~3     # keep every split LOAD_ACT 4-aligned
+_MAX_COUNT = (1 << Header["count"].width) - 1
+_MAX_LOAD_ACT = _MAX_COUNT // INT8_PER_WORD * INT8_PER_WORD   # every split LOAD_ACT word-aligned
+# The commands whose data words are the lanes' results (EMIT_RAW, EMIT_INT8).
+_EMITS = frozenset(op.value for op in LANE_COUNTED if OPCODES[op].response != Words())
 _MULT_MAX = (1 << REQUANT_MULT_BITS) - 1
 
 
@@ -129,7 +134,7 @@ class GemvProgram:
         y = np.zeros((self.batch, self.n), dtype=dtype)
         emits = iter(self._emits)
         for response in responses:
-            if response.opcode not in (Opcode.EMIT_RAW.value, Opcode.EMIT_INT8.value):
+            if response.opcode not in _EMITS:
                 continue
             e = next(emits)
             if self.mode == "raw":
@@ -278,17 +283,20 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
         raise ValueError(f"preloaded needs a tile's {rows_per_tile} weight rows to fit the "
                          f"macro's {c.depth}; these weights are streamed in for every vector")
     limit = c.act_depth if resident else min(c.depth * r, c.act_depth)
-    # Two activation buffers when two copies (rounded to whole words) fit, else one.
-    half = c.act_depth // 2 // (4 * r) * (4 * r)
-    if kp <= limit and -(-kp // 4) * 4 <= half:
+    # Two activation buffers when two copies (rounded to whole words) fit, else one. Chunks are
+    # whole words (a LOAD_ACT address is word-aligned) of whole rows (R activations each).
+    word = INT8_PER_WORD
+    step = word * r
+    half = c.act_depth // 2 // step * step
+    if kp <= limit and -(-kp // word) * word <= half:
         chunk, act_buffers = kp, 2
-    elif half and min(limit, half) >= 4 * r:
-        chunk, act_buffers = min(limit, half) // (4 * r) * (4 * r), 2
+    elif half and min(limit, half) >= step:
+        chunk, act_buffers = min(limit, half) // step * step, 2
     elif kp <= limit:
         chunk, act_buffers = kp, 1
     else:
-        chunk, act_buffers = limit // (4 * r) * (4 * r) or limit // r * r, 1
-    buffer_bytes = -(-chunk // 4) * 4
+        chunk, act_buffers = limit // step * step or limit // r * r, 1
+    buffer_bytes = -(-chunk // word) * word
     loads = [0]                                 # activation loads so far: picks the buffer
 
     def next_buffer():

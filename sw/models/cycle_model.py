@@ -16,33 +16,42 @@ Time is counted in clock cycles from the cycle the first header word is taken (`
 
 from dataclasses import dataclass, field
 
-from pim_macro.hw.isa import Counter, Error, Flag, Header, MacroConfig, Opcode, STREAM_BITS
+from pim_macro.hw.isa import (
+    BARRIERS, LANE_COUNTED, OPCODES, STREAM_BITS, Counter, Error, Flag, Header, MacroConfig, Opcode,
+    Status, unpack,
+)
 from pim_macro.hw.mac_array import MacArray
 from pim_macro.hw.mac_engine import OP_SLOTS
 from pim_macro.hw.macro import RESPONSE_SLOTS
 from pim_macro.hw.weight_store import weight_store_for
 from pim_macro.hw.output_engine import OutputEngine, ResponseKind, groups
 from pim_macro.sw.runtime import asm
-from pim_macro.sw.models.golden import GoldenMacro, _field
+from pim_macro.sw.models.golden import GoldenMacro
 
 
-__all__ = ["CycleModel", "Prediction", "predict"]
+__all__ = ["CycleModel", "Prediction", "predict", "STATUS_ONLY_CYCLES", "EMIT_OVERHEAD_CYCLES"]
 
 
-_BARRIERS = (Opcode.READ_COUNTERS, Opcode.STATUS)
-_EMITTING = (Opcode.EMIT_RAW, Opcode.EMIT_INT8, Opcode.WRITEBACK)
 # MacArray: a capture entering the pipeline in cycle x strobes `captured` in x + _CAPTURED and
 # `acc_out_full` is high from the next cycle; rows landing in L have left the pipeline by
 # L + LATENCY.
 _CAPTURED = MacArray.LATENCY - 1
 _DRAINED = MacArray.LATENCY
 # OutputEngine: the last lane group issued in cycle u leaves the requantizer pipeline in
-# u + LANE_LATENCY, and the engine is back in IDLE two cycles later. The queue sizes come from
-# the gateware as well.
+# u + LANE_LATENCY, and the engine is back in IDLE two cycles later (one cycle to see its
+# pipeline empty, one to change state). The queue sizes come from the gateware as well.
 _LANE_PUSH = OutputEngine.LANE_LATENCY
 _LANE_DONE = OutputEngine.LANE_LATENCY + 2
-_KINDS = {Opcode.EMIT_RAW: ResponseKind.EMIT_RAW, Opcode.EMIT_INT8: ResponseKind.EMIT_INT8,
-          Opcode.WRITEBACK: ResponseKind.WRITEBACK}
+#: Output engine: cycles from taking a status-only response (pushing its status word) to
+#: taking the next.
+STATUS_ONLY_CYCLES = 1
+#: Output engine: cycles from taking an emitting response to taking the next, beyond one per
+#: lane group (:func:`pim_macro.hw.output_engine.groups`): its status word, the lane pipeline's
+#: drain and the return to IDLE.
+EMIT_OVERHEAD_CYCLES = _LANE_DONE
+# The commands whose count is a number of lanes are those that emit lanes (a capture, then a
+# response the output engine streams); each has the output engine's response kind of its name.
+_KINDS = {op: getattr(ResponseKind, op.name) for op in LANE_COUNTED}
 
 
 @dataclass
@@ -191,7 +200,7 @@ class CycleModel:
             resp = self.responses[self.oe_next]
             pop = max(resp.go + 1, self.oe_free)
             if resp.capture is None:
-                self.oe_free = pop + 1
+                self.oe_free = pop + STATUS_ONLY_CYCLES
                 self.fifo_empty = pop + 2
             else:
                 if not resp.capture.resolved:
@@ -200,7 +209,7 @@ class CycleModel:
                 n = groups(_KINDS[resp.kind], resp.count, resp.act,
                            self.config.requantizers)                      # issue cycles
                 self.acc_free = pop + n + 1
-                self.oe_free = pop + n + _LANE_DONE
+                self.oe_free = pop + n + EMIT_OVERHEAD_CYCLES
                 if resp.kind == Opcode.WRITEBACK:
                     self.fifo_empty = pop + 2
                     self.writebacks_done = pop + n + _LANE_DONE
@@ -258,19 +267,16 @@ class CycleModel:
 
     def _time(self, hdr, args, payload, response):
         cfg = self.config
-        op_byte = _field(Header, "opcode", hdr)
-        error = Error((response[0] >> 8) & 0xFF)
-        flags = Flag(_field(Header, "flags", hdr))
-        count = _field(Header, "count", hdr)
+        hdr = unpack(Header, hdr)
+        error = unpack(Status, response[0]).error
+        flags, count = hdr.flags, hdr.count
         try:
-            op = Opcode(op_byte)
+            op = Opcode(hdr.opcode)
         except ValueError:
             op = None
         d = self.t + 1 + len(args)            # first cycle in DISPATCH
-        arg0 = args[0] if args else 0
-        lo, hi = arg0 & 0xFFFF, arg0 >> 16
 
-        if error != Error.OK or op not in _BARRIERS:
+        if error != Error.OK or op not in BARRIERS:
             go = max(d, self._response_slot())
         if error != Error.OK:
             self.trace.append((op, go))
@@ -278,7 +284,7 @@ class CycleModel:
             self.t = go + 1 + len(payload)
             return response
 
-        if op in _BARRIERS:
+        if op in BARRIERS:
             go = max(d, self._engine_idle(), self._oe_quiet(), self.fifo_empty)
             data = len(response) - 1
             self.trace.append((op, go))
@@ -296,32 +302,38 @@ class CycleModel:
                     self.clear_at = go
             return response
 
+        # Every command past the barriers has one argument word first (the ISA's table).
+        arg = unpack(OPCODES[op].args[0], args[0])
         if op == Opcode.WRITE_WEIGHTS:
-            go = max(go, self._conflict(d, lo, lo + count, act=False))
+            go = max(go, self._conflict(d, arg.row, arg.row + count, act=False))
         elif op == Opcode.LOAD_ACT:
-            go = max(go, self._conflict(d, lo, lo + count, act=True), self._writebacks_done())
+            go = max(go, self._conflict(d, arg.addr, arg.addr + count, act=True),
+                     self._writebacks_done())
         elif op == Opcode.LOAD_BIAS:
             go = max(go, self._oe_quiet())
         elif op == Opcode.MATVEC:
             go = max(go, self._slot_free())
-            go = max(go, self._writeback_wait(d, (hi, hi + count * cfg.rows_per_cycle)))
+            go = max(go, self._writeback_wait(d, (arg.act, arg.act + count * cfg.rows_per_cycle)))
         else:                                  # EMIT_RAW, EMIT_INT8, WRITEBACK
             go = max(go, self._slot_free())
 
         capture = None
         if op == Opcode.MATVEC:
             r = cfg.rows_per_cycle
-            self._push_matvec(go, (lo, lo + count), (hi, hi + count * r), count)
-        elif op in _EMITTING:
+            self._push_matvec(go, (arg.row, arg.row + count), (arg.act, arg.act + count * r),
+                              count)
+        elif op in LANE_COUNTED:
             if op == Opcode.WRITEBACK:
                 # The span of pending write-backs restarts when none is pending at dispatch.
-                span = (hi, hi + count)
+                span = (arg.act, arg.act + count)
                 if self.wb_span is None or self._writebacks_done() <= go:
                     self.wb_span = span
                 else:
                     self.wb_span = (min(self.wb_span[0], span[0]), max(self.wb_span[1], span[1]))
             capture = self._push_capture(go)
-        self.responses.append(_Response(go, capture, count, op, hi))
+        # Only a write-back has a destination; its lane groups depend on it.
+        act = arg.act if op == Opcode.WRITEBACK else 0
+        self.responses.append(_Response(go, capture, count, op, act))
         if op == Opcode.WRITEBACK:
             self.last_writeback = len(self.responses)
         self.t = go + 1 + len(payload)
@@ -338,6 +350,6 @@ def predict(words, config: MacroConfig, *, arch="pim"):
     for resp in responses:
         if resp.opcode == Opcode.READ_COUNTERS.value and resp.ok:
             last = resp
-    counters = {c.name.lower(): last.data[c.value] for c in Counter} if last else {}
+    counters = last.counters() if last else {}
     cycles = counters.get("cycles") if model.clear_at is not None else None
     return Prediction(out=out, cycles=cycles, counters=counters)

@@ -13,11 +13,11 @@ from :mod:`pim_macro.sw.runtime.asm`.
 import numpy as np
 
 from pim_macro.hw.isa import (
-    ACC_BITS, ARCHES, ISA_VERSION, LANE_COUNTED, COUNTLESS, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX,
-    STREAM_BITS, Counter, Error, Flag, Header, MacroConfig, Opcode, QuantArg, Status, StatusWord,
-    allowed_flags, arg_words, payload_words, response_words,
+    ACC_BITS, ARCHES, ERROR_COUNT_MAX, INT8_PER_WORD, OPCODES, REQUANT_MULT_BITS, REQUANTIZING,
+    REQUANT_SHIFT_MAX, STREAM_BITS, Counter, Error, Flag, Header, MacroConfig, Opcode, Status,
+    pack, response_words, status_words, unpack,
 )
-from pim_macro.sw.runtime.asm import pack_bytes
+from pim_macro.sw.runtime.asm import frame_program, pack_bytes
 
 
 __all__ = ["GoldenMacro", "run_golden", "requantize", "wrap32"]
@@ -25,38 +25,29 @@ __all__ = ["GoldenMacro", "run_golden", "requantize", "wrap32"]
 
 _WORD_MASK = (1 << STREAM_BITS) - 1
 _ACC_MASK = (1 << ACC_BITS) - 1
-#: ``error_count`` in the ``ERRORS`` status word is this wide and saturates.
-_ERROR_COUNT_MAX = 0xFFFF
-
-# Argument words that hold two 16-bit fields (MATVEC row/act, WRITEBACK bias/act) and the
-# single-field argument words (row, addr, bias in [15:0], [31:16] reserved). hw.isa documents
-# these positions in its command table but has no layout for them, so they are named once here.
-_ARG_LO_BITS = 16
-_ARG_LO_MASK = (1 << _ARG_LO_BITS) - 1
 
 
-def _field(layout, name, word):
-    """Field ``name`` of ``layout`` (an Amaranth StructLayout) extracted from the int ``word``."""
-    f = layout[name]
-    return (word >> f.offset) & ((1 << f.width) - 1)
+def _opcode(byte):
+    """The :class:`Opcode` of a header's opcode byte, or ``None`` for an unknown one."""
+    try:
+        return Opcode(byte)
+    except ValueError:
+        return None
 
 
-def _put(layout, **fields):
-    """The int whose ``layout`` fields hold ``fields``."""
-    word = 0
-    for name, value in fields.items():
-        f = layout[name]
-        assert 0 <= value < (1 << f.width), (name, value)
-        word |= value << f.offset
-    return word
-
-
-def _lo(word):
-    return word & _ARG_LO_MASK
-
-
-def _hi(word):
-    return word >> _ARG_LO_BITS
+def _arguments(op, args):
+    """The argument words ``args`` (ints) of ``op``, unpacked through the layouts the ISA gives
+    it: ``(fields, reserved)``, the named fields (``row``, ``act``, ``bias``, ``mult``, ...) as
+    a dict, and whether any ``reserved`` field is non-zero."""
+    fields, reserved = {}, False
+    for layout, word in zip(OPCODES[op].args, args):
+        value = unpack(layout, word)
+        for name, _ in layout:
+            if name == "reserved":
+                reserved |= value.reserved != 0
+            else:
+                fields[name] = getattr(value, name)
+    return fields, reserved
 
 
 def wrap32(values):
@@ -81,7 +72,7 @@ def requantize(values, mult, shift, relu):
     if v.dtype.kind not in "iu":
         raise ValueError(f"requantize takes integer values, not {v.dtype}")
     v = v.astype(np.int64)
-    if v.size and (v.min() < -(1 << 31) or v.max() >= (1 << 31)):
+    if v.size and (v.min() < -(1 << (ACC_BITS - 1)) or v.max() >= (1 << (ACC_BITS - 1))):
         raise ValueError("requantize takes int32 values (wrap acc + bias first)")
     mult, shift = int(mult), int(shift)
     if not 0 <= mult < (1 << REQUANT_MULT_BITS):
@@ -161,33 +152,14 @@ class GoldenMacro:
 
     def frame(self, words):
         """Split ``words`` (ints) into ``(header, args, payload)`` tuples, the way the macro reads
-        them; raise ``ValueError`` if the program ends inside a command."""
-        commands, i, n = [], 0, len(words)
-        while i < n:
-            hdr = words[i]
-            op_byte = _field(Header, "opcode", hdr)
-            try:
-                op = Opcode(op_byte)
-            except ValueError:
-                commands.append((hdr, [], []))      # unknown opcode: only the header
-                i += 1
-                continue
-            start = i
-            i += 1
-            n_args = arg_words(op)
-            if i + n_args > n:
-                raise ValueError(
-                    f"program ends inside {op.name} (header at word {start}): "
-                    f"{n - i} of {n_args} argument words")
-            args = words[i:i + n_args]
-            i += n_args
-            n_payload = payload_words(op, _field(Header, "count", hdr), self.config)
-            if i + n_payload > n:
-                raise ValueError(
-                    f"program ends inside {op.name} (header at word {start}): "
-                    f"{n - i} of {n_payload} payload words")
-            commands.append((hdr, args, words[i:i + n_payload]))
-            i += n_payload
+        them (:func:`pim_macro.sw.runtime.asm.frame_program`); raise ``ValueError`` if the
+        program ends inside a command."""
+        commands = []
+        for opcode, start, length in frame_program(words, self.config):
+            op = _opcode(opcode)
+            end_args = start + 1 + (len(OPCODES[op].args) if op is not None else 0)
+            commands.append((words[start], words[start + 1:end_args],
+                             words[end_args:start + length]))
         return commands
 
     def _count(self, counter, amount):
@@ -196,23 +168,20 @@ class GoldenMacro:
     def step(self, hdr, args, payload):
         """Execute one command framed by :meth:`frame`; return its output words."""
         self._count(Counter.BEATS_IN, 1 + len(args) + len(payload))
-        op_byte = _field(Header, "opcode", hdr)
-        try:
-            op = Opcode(op_byte)
-        except ValueError:
+        hdr = unpack(Header, hdr)
+        op = _opcode(hdr.opcode)
+        if op is None:
             error, data = Error.BAD_OPCODE, []
         else:
-            flags = Flag(_field(Header, "flags", hdr))
-            count = _field(Header, "count", hdr)
-            error = self.check(op, flags, count, args)
-            data = [] if error != Error.OK else self._execute(op, flags, count, args, payload)
+            error = self.check(op, hdr.flags, hdr.count, args)
+            data = [] if error != Error.OK else self._execute(op, hdr.flags, hdr.count, args,
+                                                              payload)
         if error != Error.OK:
             self.last_error = error
-            self.error_count = min(self.error_count + 1, _ERROR_COUNT_MAX)
+            self.error_count = min(self.error_count + 1, ERROR_COUNT_MAX)
         else:
-            assert len(data) == response_words(op, count, self.config)
-        status = _put(Status, opcode=op_byte, error=error.value, count=len(data))
-        out = [status, *data]
+            assert len(data) == response_words(op, hdr.count, self.config)
+        out = [pack(Status, opcode=hdr.opcode, error=error, count=len(data)), *data]
         self._count(Counter.BEATS_OUT, len(out))
         return out
 
@@ -224,74 +193,78 @@ class GoldenMacro:
         checks; ``Error.OK`` if it may execute. The reference the gateware's decoder is tested
         against."""
         c = self.config
-        arg0 = args[0] if args else 0
-        quant = args[1] if op in (Opcode.EMIT_INT8, Opcode.WRITEBACK) else None
+        rule = OPCODES[op]
+        arg, reserved = _arguments(op, args)
 
-        # BAD_FIELD
-        if flags.value & ~allowed_flags(op).value:
+        # BAD_FIELD. Flag values keep stray bits (bits no Flag names): compare the bytes.
+        if flags.value & ~rule.flags.value or reserved:
             return Error.BAD_FIELD
-        if op in (Opcode.WRITE_WEIGHTS, Opcode.LOAD_ACT, Opcode.LOAD_BIAS, Opcode.EMIT_RAW,
-                  Opcode.EMIT_INT8) and _hi(arg0) != 0:
+        if "shift" in arg and arg["shift"] > REQUANT_SHIFT_MAX:
             return Error.BAD_FIELD
-        if quant is not None and (_field(QuantArg, "reserved", quant) != 0
-                                  or _field(QuantArg, "shift", quant) > REQUANT_SHIFT_MAX):
-            return Error.BAD_FIELD
-        if op in COUNTLESS:
+        if rule.counts is None:
             return Error.BAD_FIELD if count != 0 else Error.OK
 
         # BAD_LENGTH
-        if count == 0 or (op in LANE_COUNTED and count > c.lanes):
+        if count == 0 or (rule.counts == "lanes" and count > c.lanes):
             return Error.BAD_LENGTH
 
-        # MISALIGNED
-        if op == Opcode.LOAD_ACT and arg0 % 4 != 0:
+        # MISALIGNED: LOAD_ACT writes whole words; a MATVEC row reads R activations at once.
+        if op == Opcode.LOAD_ACT and arg["addr"] % INT8_PER_WORD != 0:
             return Error.MISALIGNED
-        if op == Opcode.MATVEC and _hi(arg0) % c.rows_per_cycle != 0:
+        if op == Opcode.MATVEC and arg["act"] % c.rows_per_cycle != 0:
             return Error.MISALIGNED
 
-        # BAD_ADDRESS
-        bias_used = op in LANE_COUNTED and flags & Flag.BIAS
-        if ((op == Opcode.WRITE_WEIGHTS and arg0 + count > c.depth)
-                or (op == Opcode.LOAD_ACT and arg0 + count > c.act_depth)
-                or (op == Opcode.LOAD_BIAS and arg0 + count > c.bias_depth)
-                or (op == Opcode.MATVEC and (_lo(arg0) + count > c.depth
-                    or _hi(arg0) + count * c.rows_per_cycle > c.act_depth))
-                or (bias_used and _lo(arg0) + count > c.bias_depth)
-                or (op == Opcode.WRITEBACK and _hi(arg0) + count > c.act_depth)):
+        # BAD_ADDRESS: every span (first element, elements, memory size) inside its memory.
+        spans = []
+        if "row" in arg:
+            spans.append((arg["row"], count, c.depth))
+        if "act" in arg:                    # MATVEC reads R activations per row
+            per_item = c.rows_per_cycle if op == Opcode.MATVEC else 1
+            spans.append((arg["act"], count * per_item, c.act_depth))
+        if "bias" in arg and flags & Flag.BIAS:
+            spans.append((arg["bias"], count, c.bias_depth))
+        if op == Opcode.LOAD_ACT:
+            spans.append((arg["addr"], count, c.act_depth))
+        if op == Opcode.LOAD_BIAS:
+            spans.append((arg["addr"], count, c.bias_depth))
+        if any(first + size > memory for first, size, memory in spans):
             return Error.BAD_ADDRESS
         return Error.OK
 
     # -- execution ----------------------------------------------------------------------------
 
-    def _lanes(self, flags, count, arg0):
-        """``wrap32(acc[l] + bias[b + l])`` (bias only with ``Flag.BIAS``) for ``l < count``."""
+    def _lanes(self, flags, count, bias):
+        """``wrap32(acc[l] + self.bias[bias + l])`` (the bias only with ``Flag.BIAS``) for
+        ``l < count``."""
         v = self.acc[:count].astype(np.int64)
         if flags & Flag.BIAS:
-            b = _lo(arg0)
-            v = v + self.bias[b:b + count]
+            v = v + self.bias[bias:bias + count]
         return wrap32(v)
 
     def _execute(self, op, flags, count, args, payload):
         """Perform a command that passed its checks; return its data words."""
         c = self.config
-        arg0 = args[0] if args else 0
+        arg, _ = _arguments(op, args)
 
         if op == Opcode.WRITE_WEIGHTS:
+            row = arg["row"]
             raw = np.asarray(payload, dtype="<u4").view(np.int8)
-            self.weights[arg0:arg0 + count] = raw.reshape(count, c.rows_per_cycle, c.lanes)
+            self.weights[row:row + count] = raw.reshape(count, c.rows_per_cycle, c.lanes)
             return []
 
         if op == Opcode.LOAD_ACT:
+            addr = arg["addr"]
             raw = np.asarray(payload, dtype="<u4").view(np.int8)
-            self.act[arg0:arg0 + count] = raw[:count]       # padding bytes are not written
+            self.act[addr:addr + count] = raw[:count]       # padding bytes are not written
             return []
 
         if op == Opcode.LOAD_BIAS:
-            self.bias[arg0:arg0 + count] = np.asarray(payload, dtype="<u4").view(np.int32)
+            addr = arg["addr"]
+            self.bias[addr:addr + count] = np.asarray(payload, dtype="<u4").view(np.int32)
             return []
 
         if op == Opcode.MATVEC:
-            row, a, r = _lo(arg0), _hi(arg0), c.rows_per_cycle
+            row, a, r = arg["row"], arg["act"], c.rows_per_cycle
             w = self.weights[row:row + count].astype(np.int64)            # (count, R, lanes)
             x = self.act[a:a + count * r].astype(np.int64).reshape(count, r)
             # |sum| <= 65536 * 4 * 2**14 = 2**32: exact in int64.
@@ -305,15 +278,14 @@ class GoldenMacro:
             return []
 
         if op == Opcode.EMIT_RAW:
-            return [int(v) & _WORD_MASK for v in self._lanes(flags, count, arg0)]
+            return [int(v) & _WORD_MASK for v in self._lanes(flags, count, arg["bias"])]
 
-        if op in (Opcode.EMIT_INT8, Opcode.WRITEBACK):
-            quant = args[1]
-            y = requantize(self._lanes(flags, count, arg0), _field(QuantArg, "mult", quant),
-                           _field(QuantArg, "shift", quant), bool(flags & Flag.RELU))
+        if op in REQUANTIZING:
+            y = requantize(self._lanes(flags, count, arg["bias"]), arg["mult"], arg["shift"],
+                           bool(flags & Flag.RELU))
             if op == Opcode.EMIT_INT8:
                 return pack_bytes(y)
-            a = _hi(arg0)
+            a = arg["act"]
             self.act[a:a + count] = y
             return []
 
@@ -325,19 +297,10 @@ class GoldenMacro:
             return snapshot
 
         if op == Opcode.STATUS:
-            words = {
-                StatusWord.ERRORS: (self.last_error.value | ISA_VERSION << 8
-                                    | self.error_count << 16),
-                StatusWord.SHAPE: (c.lanes | c.rows_per_cycle << 16
-                                   | ARCHES.index(self.arch) << 24),
-                StatusWord.DEPTH: c.depth,
-                StatusWord.ACT_DEPTH: c.act_depth,
-                StatusWord.BIAS_DEPTH: c.bias_depth,
-                StatusWord.BUS_BITS: c.bus_bits if self.arch == "baseline" else 0,
-                StatusWord.REQUANTIZERS: c.requantizers,
-            }
+            words = status_words(c, self.arch, last_error=self.last_error,
+                                 error_count=self.error_count)
             self.last_error = Error.OK
-            return [words[s] for s in StatusWord]
+            return words
 
         raise AssertionError(f"unhandled opcode {op}")   # pragma: no cover
 

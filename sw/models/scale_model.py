@@ -9,8 +9,8 @@ that dominate at that scale, from the same timing rules:
   ``lanes x R x 8 / bus_bits`` cycles on the baseline (:class:`pim_macro.hw.bus_weight_store.
   BusWeightStore`); back-to-back rows stream without a gap, so per-command overheads vanish
   when rows per command are many. The output engine works in parallel but needs
-  ``ceil(outputs / 4) + 6`` cycles per tile (status, four int8 lanes per cycle, pipeline
-  drain), so a tile costs the larger of the two;
+  ``ceil(outputs / requantizers)`` cycles per tile plus :data:`_OUTPUT_OVERHEAD` (two status
+  words, the lane pipeline's drain, the return to idle), so a tile costs the larger of the two;
 * **reload**: when the weight rows exceed the SRAM (``depth``), the weights are rewritten for
   every inference (the compiler's pass schedule with one sample per chunk), at ``bandwidth``
   bytes per cycle (the macro's input stream is 4), and a rewrite waits for the MATVECs reading
@@ -25,15 +25,17 @@ from dataclasses import dataclass
 from pim_macro.hw.isa import MacroConfig
 from pim_macro.hw.weight_store import weight_store_for
 from pim_macro.hw.output_engine import ResponseKind, groups
+from pim_macro.sw.models.cycle_model import EMIT_OVERHEAD_CYCLES, STATUS_ONLY_CYCLES
 from pim_macro.sw.models.zoo import LayerShape
 
 
 __all__ = ["Estimate", "estimate", "shapes_of"]
 
 
-#: Output-engine cycles per tile beyond its lane groups: the status word and the return to idle
-#: (:class:`pim_macro.hw.output_engine.OutputEngine`).
-_OUTPUT_OVERHEAD = 6
+#: Output-engine cycles per tile beyond its lane groups: a tile is a MATVEC (a status-only
+#: response) and a WRITEBACK (an emitting one), which the output engine serves one after the other
+#: (the exact model's costs, from :class:`pim_macro.hw.output_engine.OutputEngine`).
+_OUTPUT_OVERHEAD = STATUS_ONLY_CYCLES + EMIT_OVERHEAD_CYCLES
 
 
 @dataclass(frozen=True)

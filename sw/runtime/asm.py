@@ -4,16 +4,21 @@ Each ``encode_*`` function returns the list of 32-bit words (Python ints) for on
 program is their concatenation. :func:`parse_responses` splits the output stream into one
 :class:`Response` per command, using the data-word count that every status word carries.
 
-The encoder only packs fields into their bit positions and checks that each value fits its field
-(``ValueError`` otherwise). It deliberately does not check addresses against a macro's size: that
-is the macro's job, and tests must be able to send commands the macro will reject.
+The encoder only packs fields into their bit positions, through the word layouts of
+:mod:`pim_macro.hw.isa` (a command's argument layouts are those its row of ``OPCODES`` gives),
+and checks that each value fits its field (``ValueError`` naming the field otherwise). It
+deliberately does not check addresses against a macro's size: that is the macro's job, and tests
+must be able to send commands the macro will reject.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from pim_macro.hw.isa import Opcode, Flag, Error, Counter, StatusWord, MacroConfig
+from pim_macro.hw.isa import (
+    INT8_PER_WORD, OPCODES, STREAM_BITS, Counter, Error, ErrorsWord, Flag, Header, MacroConfig,
+    Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words, unpack,
+)
 
 
 __all__ = [
@@ -25,26 +30,23 @@ __all__ = [
 ]
 
 
-def _field(name, value, bits):
-    value = int(value)
-    if not 0 <= value < (1 << bits):
-        raise ValueError(f"{name} must fit in {bits} unsigned bits, not {value}")
-    return value
+_WORD_MASK = (1 << STREAM_BITS) - 1
 
 
 def header(opcode, *, flags=0, count=0):
-    """The header word: ``opcode`` may be an :class:`Opcode` or any byte (to test rejection)."""
+    """The header word: ``opcode`` may be an :class:`Opcode` or any byte (to test rejection),
+    ``flags`` a :class:`Flag` or any byte (stray bits included)."""
     opcode = opcode.value if isinstance(opcode, Opcode) else opcode
-    return (_field("opcode", opcode, 8) | _field("flags", flags.value if isinstance(flags, Flag) else flags, 8) << 8
-            | _field("count", count, 16) << 16)
+    return pack(Header, opcode=opcode, flags=flags, count=count)
 
 
-def _pair(lo_name, lo, hi_name, hi):
-    return _field(lo_name, lo, 16) | _field(hi_name, hi, 16) << 16
-
-
-def _quant(mult, shift):
-    return _field("mult", mult, 16) | _field("shift", shift, 8) << 16
+def _command(opcode, *args, flags=Flag(0), count=0, payload=()):
+    """The words of one command: its header, each of ``args`` (a dict of fields) packed through
+    the argument layout the ISA gives ``opcode``, then ``payload``."""
+    layouts = OPCODES[opcode].args
+    assert len(args) == len(layouts), (opcode, args)
+    return [header(opcode, flags=flags, count=count),
+            *(pack(layout, **fields) for layout, fields in zip(layouts, args)), *payload]
 
 
 def pack_bytes(values):
@@ -53,7 +55,7 @@ def pack_bytes(values):
     if raw.size and (raw.min() < -128 or raw.max() > 255):
         raise ValueError("byte values must be in -128..255")
     raw = (raw & 0xFF).astype(np.uint8)
-    padded = np.zeros(-(-raw.size // 4) * 4, dtype=np.uint8)
+    padded = np.zeros(-(-raw.size // INT8_PER_WORD) * INT8_PER_WORD, dtype=np.uint8)
     padded[:raw.size] = raw
     return [int(w) for w in padded.view("<u4")]
 
@@ -61,18 +63,20 @@ def pack_bytes(values):
 def words_to_bytes(words):
     """The bytes of 32-bit ``words`` in stream order: each word least significant byte first
     (the order a serial link carries them)."""
-    return b"".join((int(w) & 0xFFFFFFFF).to_bytes(4, "little") for w in words)
+    return b"".join((int(w) & _WORD_MASK).to_bytes(STREAM_BITS // 8, "little") for w in words)
 
 
 def bytes_to_words(data):
     """The 32-bit words in ``data`` (bytes, least significant first); a trailing partial word is
     left out."""
-    return [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data) - 3, 4)]
+    size = STREAM_BITS // 8
+    return [int.from_bytes(data[i:i + size], "little")
+            for i in range(0, len(data) - size + 1, size)]
 
 
 def unpack_bytes(words, count):
     """The first ``count`` int8 values packed little-endian in ``words``."""
-    raw = np.asarray([int(w) & 0xFFFFFFFF for w in words], dtype="<u4").view(np.int8)
+    raw = np.asarray([int(w) & _WORD_MASK for w in words], dtype="<u4").view(np.int8)
     if raw.size < count:
         raise ValueError(f"{len(words)} words hold fewer than {count} bytes")
     return raw[:count].copy()
@@ -101,30 +105,31 @@ def encode_write_weights(row, rows, config):
     if rows.ndim != 3 or rows.shape[1:] != expected:
         raise ValueError(f"weight rows must have shape (n, {expected[0]}, {expected[1]}), "
                          f"not {rows.shape}")
-    return [header(Opcode.WRITE_WEIGHTS, count=rows.shape[0]), _field("row", row, 16),
-            *pack_bytes(rows)]
+    return _command(Opcode.WRITE_WEIGHTS, {"row": row}, count=rows.shape[0],
+                    payload=pack_bytes(rows))
 
 
 def encode_load_act(addr, values):
     """Load int8 ``values`` into the activation buffer at byte ``addr``."""
     values = np.asarray(values).ravel()
-    return [header(Opcode.LOAD_ACT, count=values.size), _field("addr", addr, 16),
-            *pack_bytes(values)]
+    return _command(Opcode.LOAD_ACT, {"addr": addr}, count=values.size,
+                    payload=pack_bytes(values))
 
 
 def encode_load_bias(addr, values):
     """Load int32 ``values`` into the bias memory at word ``addr``."""
     values = np.asarray(values, dtype=np.int64).ravel()
-    if values.size and (values.min() < -(1 << 31) or values.max() >= (1 << 31)):
+    half = 1 << (STREAM_BITS - 1)             # a bias is one signed stream word
+    if values.size and (values.min() < -half or values.max() >= half):
         raise ValueError("bias values must fit in int32")
-    return [header(Opcode.LOAD_BIAS, count=values.size), _field("addr", addr, 16),
-            *[int(v) & 0xFFFFFFFF for v in values]]
+    return _command(Opcode.LOAD_BIAS, {"addr": addr}, count=values.size,
+                    payload=[int(v) & _WORD_MASK for v in values])
 
 
 def encode_matvec(row, act, count, *, accumulate=False):
     """Multiply ``count`` weight rows from ``row`` by activations from byte ``act``."""
     flags = Flag.ACCUMULATE if accumulate else Flag(0)
-    return [header(Opcode.MATVEC, flags=flags, count=count), _pair("row", row, "act", act)]
+    return _command(Opcode.MATVEC, {"row": row, "act": act}, flags=flags, count=count)
 
 
 def _out_flags(bias, relu):
@@ -133,28 +138,28 @@ def _out_flags(bias, relu):
 
 def encode_emit_raw(count, *, bias=None):
     """Emit ``count`` lanes as int32, adding ``bias[bias + lane]`` when ``bias`` is an address."""
-    return [header(Opcode.EMIT_RAW, flags=_out_flags(bias, False), count=count),
-            _field("bias", bias or 0, 16)]
+    return _command(Opcode.EMIT_RAW, {"bias": bias or 0}, flags=_out_flags(bias, False),
+                    count=count)
 
 
 def encode_emit_int8(count, *, mult, shift, relu=False, bias=None):
     """Emit ``count`` lanes requantized to int8, four per word."""
-    return [header(Opcode.EMIT_INT8, flags=_out_flags(bias, relu), count=count),
-            _field("bias", bias or 0, 16), _quant(mult, shift)]
+    return _command(Opcode.EMIT_INT8, {"bias": bias or 0}, {"mult": mult, "shift": shift},
+                    flags=_out_flags(bias, relu), count=count)
 
 
 def encode_writeback(count, act, *, mult, shift, relu=False, bias=None):
     """Requantize ``count`` lanes and write them to the activation buffer at byte ``act``."""
-    return [header(Opcode.WRITEBACK, flags=_out_flags(bias, relu), count=count),
-            _pair("bias", bias or 0, "act", act), _quant(mult, shift)]
+    return _command(Opcode.WRITEBACK, {"bias": bias or 0, "act": act},
+                    {"mult": mult, "shift": shift}, flags=_out_flags(bias, relu), count=count)
 
 
 def encode_read_counters(*, clear=False):
-    return [header(Opcode.READ_COUNTERS, flags=Flag.CLEAR if clear else Flag(0))]
+    return _command(Opcode.READ_COUNTERS, flags=Flag.CLEAR if clear else Flag(0))
 
 
 def encode_status():
-    return [header(Opcode.STATUS)]
+    return _command(Opcode.STATUS)
 
 
 @dataclass
@@ -192,7 +197,7 @@ class AnswerCounter:
         if self._due:
             self._due -= 1
         else:
-            self._due = int(word) >> 16
+            self._due = unpack(Status, word).count
         if not self._due:
             self.complete += 1
 
@@ -204,28 +209,27 @@ def parse_responses(words):
     words = [int(w) for w in words]
     responses, i = [], 0
     while i < len(words):
-        status = words[i]
-        count = status >> 16
+        status = unpack(Status, words[i])
+        count = status.count
         if i + 1 + count > len(words):
-            raise ValueError(f"output stream ends inside a response: status {status:#010x} "
+            raise ValueError(f"output stream ends inside a response: status {words[i]:#010x} "
                              f"announces {count} words, {len(words) - i - 1} follow")
-        responses.append(Response(status & 0xFF, Error((status >> 8) & 0xFF),
-                                  words[i + 1:i + 1 + count]))
+        responses.append(Response(status.opcode, status.error, words[i + 1:i + 1 + count]))
         i += 1 + count
     return responses
 
 
 def decode_status_words(data):
     """The data of a ``STATUS`` response as a dict (last error, version, config)."""
-    errors = data[StatusWord.ERRORS.value]
-    shape = data[StatusWord.SHAPE.value]
+    errors = unpack(ErrorsWord, data[StatusWord.ERRORS.value])
+    shape = unpack(ShapeWord, data[StatusWord.SHAPE.value])
     return {
-        "last_error": Error(errors & 0xFF),
-        "isa_version": (errors >> 8) & 0xFF,
-        "error_count": errors >> 16,
-        "lanes": shape & 0xFFFF,
-        "rows_per_cycle": (shape >> 16) & 0xFF,
-        "arch": (shape >> 24) & 0xFF,
+        "last_error": errors.last_error,
+        "isa_version": errors.isa_version,
+        "error_count": errors.error_count,
+        "lanes": shape.lanes,
+        "rows_per_cycle": shape.rows_per_cycle,
+        "arch": shape.arch,
         "depth": data[StatusWord.DEPTH.value],
         "act_depth": data[StatusWord.ACT_DEPTH.value],
         "bias_depth": data[StatusWord.BIAS_DEPTH.value],
@@ -239,22 +243,27 @@ def frame_program(words, config):
 
     Returns a list of ``(opcode_byte, first_word_index, word_count)``. An unknown opcode is one
     word (the macro reports ``BAD_OPCODE`` and reads the next word as a header). Raises
-    ``ValueError`` if the program ends inside a command."""
-    from pim_macro.hw.isa import arg_words, payload_words
+    ``ValueError`` if the program ends inside a command, naming it, where its header is, and how
+    many of its argument or payload words are there. The one framing rule of the project:
+    :meth:`pim_macro.sw.models.golden.GoldenMacro.frame` and the players use it."""
     words = [int(w) for w in words]
-    commands, i = [], 0
-    while i < len(words):
-        opcode, count = words[i] & 0xFF, words[i] >> 16
+    commands, i, n = [], 0, len(words)
+    while i < n:
+        hdr = unpack(Header, words[i])
         try:
-            op = Opcode(opcode)
+            op = Opcode(hdr.opcode)
         except ValueError:
-            commands.append((opcode, i, 1))
+            commands.append((hdr.opcode, i, 1))
             i += 1
             continue
-        length = 1 + arg_words(op) + payload_words(op, count, config)
-        if i + length > len(words):
-            raise ValueError(f"program ends inside {op.name} at word {i}: it needs {length} "
-                             f"words, {len(words) - i} remain")
-        commands.append((opcode, i, length))
+        n_args, n_payload = arg_words(op), payload_words(op, hdr.count, config)
+        # What is missing, checked in stream order: arguments first, then payload.
+        for part, first, size in (("argument", i + 1, n_args),
+                                  ("payload", i + 1 + n_args, n_payload)):
+            if first + size > n:
+                raise ValueError(f"program ends inside {op.name} (header at word {i}): "
+                                 f"{n - first} of {size} {part} words")
+        length = 1 + n_args + n_payload
+        commands.append((hdr.opcode, i, length))
         i += length
     return commands

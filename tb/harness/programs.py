@@ -9,7 +9,9 @@ with :func:`compare`.
 
 import numpy as np
 
-from pim_macro.hw.isa import Counter, Error, Opcode, MacroConfig
+from pim_macro.hw.isa import (
+    REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Counter, Error, MacroConfig, Opcode,
+)
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.models.cycle_model import CycleModel
 from pim_macro.sw.models.golden import GoldenMacro
@@ -119,7 +121,8 @@ def random_program(config: MacroConfig, seed, *, commands=30, init=True, invalid
             count = int(rng.integers(1, lanes + 1))
             bias = (int(rng.integers(0, cfg.bias_depth - count + 1))
                     if cfg.bias_depth >= count and rng.random() < 0.7 else None)
-            quant = dict(mult=int(rng.integers(0, 1 << 16)), shift=int(rng.integers(0, 32)),
+            quant = dict(mult=int(rng.integers(0, 1 << REQUANT_MULT_BITS)),
+                         shift=int(rng.integers(0, REQUANT_SHIFT_MAX + 1)),
                          relu=bool(rng.integers(0, 2)))
             if kind == "raw":
                 words += asm.encode_emit_raw(count, bias=bias)
@@ -150,7 +153,7 @@ def _invalid_command(cfg, rng):
     if choice == 4:
         return asm.encode_write_weights(cfg.depth - 1, np.ones((2, cfg.rows_per_cycle,
                                                                cfg.lanes)), cfg)
-    return asm.encode_emit_int8(1, mult=1, shift=32)
+    return asm.encode_emit_int8(1, mult=1, shift=REQUANT_SHIFT_MAX + 1)
 
 
 def error_programs(config: MacroConfig):
@@ -166,7 +169,8 @@ def error_programs(config: MacroConfig):
         "bad_opcode": ([0x00000077], Error.BAD_OPCODE),
         "bad_field_flags": ([asm.header(Opcode.LOAD_ACT, flags=0x01, count=1), 0, 5],
                             Error.BAD_FIELD),
-        "bad_field_shift": (asm.encode_emit_int8(1, mult=1, shift=32), Error.BAD_FIELD),
+        "bad_field_shift": (asm.encode_emit_int8(1, mult=1, shift=REQUANT_SHIFT_MAX + 1),
+                            Error.BAD_FIELD),
         "bad_length_zero": (asm.encode_write_weights(0, rows[:0], cfg), Error.BAD_LENGTH),
         "bad_length_lanes": (asm.encode_emit_raw(cfg.lanes + 1), Error.BAD_LENGTH),
         "misaligned_act": (asm.encode_load_act(2, [1, 2, 3]), Error.MISALIGNED),

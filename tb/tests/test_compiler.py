@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pim_macro.hw.isa import ARCHES, MacroConfig, Opcode
+from pim_macro.hw.isa import ARCHES, Header, MacroConfig, Opcode, unpack
 from pim_macro.sw.runtime.asm import frame_program
 from pim_macro.sw.compiler.compiler import compile_network, run_network
 from pim_macro.sw.models.golden import GoldenMacro
@@ -39,7 +39,8 @@ def inputs(rng, network, batch):
 
 
 def commands(program):
-    return [(Opcode(op), program.words[start])
+    """``(opcode, header count)`` of every command, framed from the words."""
+    return [(Opcode(op), unpack(Header, program.words[start]).count)
             for op, start, _ in frame_program(program.words, program.config)]
 
 
@@ -135,7 +136,7 @@ def test_spilled_weights_are_loaded_once_per_chunk():
     x = inputs(rng, net, 5)
     program = compile_network(net, x, config)
     assert program.passes > 1 and program.chunk == 2 and program.weight_loads == 3
-    written = sum(word >> 16 for op, word in commands(program) if op == Opcode.WRITE_WEIGHTS)
+    written = sum(count for op, count in commands(program) if op == Opcode.WRITE_WEIGHTS)
     assert written == 3 * program.weight_rows
     out = GoldenMacro(config).run(program.words)
     assert np.array_equal(program.extract(out)[0], forward(net, x)[0])
@@ -151,7 +152,7 @@ def test_tiles_taller_than_the_sram_are_streamed(arch):
     x = inputs(rng, net, 3)
     program = compile_network(net, x, config)
     assert program.weight_loads == 3, "the streamed layer is written once per sample"
-    written = [word >> 16 for op, word in commands(program) if op == Opcode.WRITE_WEIGHTS]
+    written = [count for op, count in commands(program) if op == Opcode.WRITE_WEIGHTS]
     # Layer 0: 2 tiles of 100 rows in chunks of 32, 32, 32, 4, for each of 3 samples; layer 1:
     # one tile of 12 rows, written once (all 3 samples fit one chunk).
     assert written == [32, 32, 32, 4] * 6 + [12]
@@ -169,7 +170,7 @@ def test_bias_memory_smaller_than_lanes():
     config = MacroConfig(lanes=16, depth=256, act_depth=8192, bias_depth=6)
     result = run_network(net, x, config, sim="model")
     assert np.array_equal(result.y, forward(net, x)[0])
-    loads = [word >> 16 for op, word in commands(result.program) if op == Opcode.LOAD_BIAS]
+    loads = [count for op, count in commands(result.program) if op == Opcode.LOAD_BIAS]
     assert loads and max(loads) <= 6
 
 
@@ -178,7 +179,7 @@ def test_resident_weights_are_loaded_once():
     net = NETWORKS["mlp"](rng)
     program = compile_network(net, inputs(rng, net, 7), MacroConfig(depth=320))
     assert (program.passes, program.weight_loads) == (1, 1), "4 x 64 + 2 x 32 rows fit in 320"
-    written = sum(word >> 16 for op, word in commands(program) if op == Opcode.WRITE_WEIGHTS)
+    written = sum(count for op, count in commands(program) if op == Opcode.WRITE_WEIGHTS)
     assert written == program.weight_rows
 
 

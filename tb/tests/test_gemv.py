@@ -6,7 +6,7 @@ small runs on the RTL (Icarus and Verilator) compared with the same reference.""
 import numpy as np
 import pytest
 
-from pim_macro.hw.isa import Flag, MacroConfig, Opcode
+from pim_macro.hw.isa import OPCODES, Flag, Header, MacroConfig, Opcode, unpack
 from pim_macro.sw.runtime import driver as driver_module
 from pim_macro.sw.runtime.asm import frame_program, parse_responses
 from pim_macro.sw.compiler.gemv import GemvResult, compile_gemv, run_gemv
@@ -43,12 +43,13 @@ def rand_bias(rng, n, big=True):
 
 def commands(program):
     """``(opcode, header count, flags, first argument)`` of every command, framed from the words
-    (not from the driver's own bookkeeping)."""
+    (not from the driver's own bookkeeping); the argument unpacked through its ISA layout."""
     out = []
-    for op, start, length in frame_program(program.words, program.config):
-        hdr = program.words[start]
-        arg = program.words[start + 1] if length > 1 else None
-        out.append((Opcode(op), hdr >> 16, Flag((hdr >> 8) & 0xFF), arg))
+    for op, start, _ in frame_program(program.words, program.config):
+        op, hdr = Opcode(op), unpack(Header, program.words[start])
+        layouts = OPCODES[op].args
+        arg = unpack(layouts[0], program.words[start + 1]) if layouts else None
+        out.append((op, hdr.count, hdr.flags, arg))
     return out
 
 
@@ -203,7 +204,8 @@ def test_bias_beyond_bias_depth(bias_depth):
     n, k = 37, 11
     w, x, bias = rand_int8(rng, n, k), rand_int8(rng, 3, k), rand_bias(rng, n)
     program = compile_gemv(w, x, cfg, bias=bias, mult=5, shift=3)
-    loads = [(count, arg) for op, count, _, arg in commands(program) if op == Opcode.LOAD_BIAS]
+    loads = [(count, arg.addr) for op, count, _, arg in commands(program)
+             if op == Opcode.LOAD_BIAS]
     assert len(loads) > 1, "37 biases cannot be loaded at once"
     assert all(arg + count <= bias_depth for count, arg in loads), \
         f"every LOAD_BIAS should fit in {bias_depth} words: {loads}"
@@ -278,9 +280,9 @@ def test_activations_are_double_buffered(r):
     loaded, reads = [], []
     for op, count, _, arg in commands(program):
         if op == Opcode.LOAD_ACT:
-            loaded.append(arg & 0xFFFF)
+            loaded.append(arg.addr)
         elif op == Opcode.MATVEC:
-            reads.append((arg >> 16, loaded[-1]))
+            reads.append((arg.act, loaded[-1]))
     assert loaded == [(i % 2) * half for i in range(len(loaded))], \
         f"loads should alternate between 0 and {half}: {loaded}"
     assert all(act == base for act, base in reads), "a MATVEC should read the latest vector"

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from pim_macro.hw.isa import (
-    ISA_VERSION, Counter, Error, Flag, MacroConfig, Opcode, Status, StatusWord, arg_words,
-    payload_words, response_words,
+    ARCHES, COUNTLESS, ERROR_COUNT_MAX, ISA_VERSION, OPCODES, AddrArg, BiasArg, Counter, Error,
+    Flag, Header, MacroConfig, MatvecArg, Opcode, QuantArg, RowArg, Status, StatusWord,
+    WritebackArg, arg_words, pack, payload_words, response_words, status_words, unpack,
 )
 from pim_macro.sw.runtime.asm import (
     decode_status_words, encode_emit_int8, encode_emit_raw, encode_load_act, encode_load_bias,
@@ -31,8 +32,7 @@ def run(model, *commands):
 
 def status_word(opcode_byte, error, n):
     """Status word from the pim_macro.hw.isa Status layout."""
-    return (opcode_byte << Status["opcode"].offset | error.value << Status["error"].offset
-            | n << Status["count"].offset)
+    return pack(Status, opcode=opcode_byte, error=error, count=n)
 
 
 def wrap_ref(v):
@@ -283,11 +283,19 @@ def cmd(op, args, flags=0, count=1, payload=None):
 WW, LA, LB, MV = Opcode.WRITE_WEIGHTS, Opcode.LOAD_ACT, Opcode.LOAD_BIAS, Opcode.MATVEC
 ER, EI, WB = Opcode.EMIT_RAW, Opcode.EMIT_INT8, Opcode.WRITEBACK
 RC, ST = Opcode.READ_COUNTERS, Opcode.STATUS
-Q1 = 1                       # QuantArg mult 1, shift 0
+Q1 = pack(QuantArg, mult=1, shift=0)
 
 
-def pair(lo, hi):
-    return lo | hi << 16
+def mv(row, act):
+    return pack(MatvecArg, row=row, act=act)
+
+
+def wb(bias, act):
+    return pack(WritebackArg, bias=bias, act=act)
+
+
+def quant(mult=1, shift=0, reserved=0):
+    return pack(QuantArg, mult=mult, shift=shift, reserved=reserved)
 
 
 ERROR_CASES = {
@@ -299,22 +307,23 @@ ERROR_CASES = {
     "MATVEC RELU flag": (cmd(MV, [0], flags=Flag.RELU), Error.BAD_FIELD),
     "MATVEC undefined flag 0x80": (cmd(MV, [0], flags=0x80), Error.BAD_FIELD),
     "WRITE_WEIGHTS any flag": (cmd(WW, [0], flags=Flag.ACCUMULATE), Error.BAD_FIELD),
-    "WRITE_WEIGHTS arg [31:16]": (cmd(WW, [1 << 16]), Error.BAD_FIELD),
-    "LOAD_ACT arg [31:16]": (cmd(LA, [1 << 16], count=4), Error.BAD_FIELD),
-    "LOAD_BIAS arg [31:16]": (cmd(LB, [1 << 31], count=2), Error.BAD_FIELD),
-    "EMIT_RAW arg [31:16]": (cmd(ER, [1 << 16]), Error.BAD_FIELD),
+    "WRITE_WEIGHTS arg [31:16]": (cmd(WW, [pack(RowArg, reserved=1)]), Error.BAD_FIELD),
+    "LOAD_ACT arg [31:16]": (cmd(LA, [pack(AddrArg, reserved=1)], count=4), Error.BAD_FIELD),
+    "LOAD_BIAS arg [31:16]": (cmd(LB, [pack(AddrArg, reserved=0x8000)], count=2), Error.BAD_FIELD),
+    "EMIT_RAW arg [31:16]": (cmd(ER, [pack(BiasArg, reserved=1)]), Error.BAD_FIELD),
     "EMIT_RAW RELU flag": (cmd(ER, [0], flags=Flag.RELU), Error.BAD_FIELD),
-    "EMIT_INT8 arg0 [31:16]": (cmd(EI, [1 << 16, Q1]), Error.BAD_FIELD),
-    "EMIT_INT8 quant reserved": (cmd(EI, [0, Q1 | 1 << 24]), Error.BAD_FIELD),
-    "EMIT_INT8 shift 32": (cmd(EI, [0, Q1 | 32 << 16]), Error.BAD_FIELD),
-    "WRITEBACK shift 255": (cmd(WB, [0, 255 << 16]), Error.BAD_FIELD),
-    "WRITEBACK quant reserved": (cmd(WB, [0, 1 << 31]), Error.BAD_FIELD),
+    "EMIT_INT8 arg0 [31:16]": (cmd(EI, [pack(BiasArg, reserved=1), Q1]), Error.BAD_FIELD),
+    "EMIT_INT8 quant reserved": (cmd(EI, [0, quant(reserved=1)]), Error.BAD_FIELD),
+    "EMIT_INT8 shift 32": (cmd(EI, [0, quant(shift=32)]), Error.BAD_FIELD),
+    "WRITEBACK shift 255": (cmd(WB, [0, quant(mult=0, shift=255)]), Error.BAD_FIELD),
+    "WRITEBACK quant reserved": (cmd(WB, [0, quant(mult=0, reserved=0x80)]), Error.BAD_FIELD),
     "WRITEBACK ACCUMULATE flag": (cmd(WB, [0, Q1], flags=Flag.ACCUMULATE), Error.BAD_FIELD),
     "READ_COUNTERS count 1": (cmd(RC, [], count=1), Error.BAD_FIELD),
     "READ_COUNTERS BIAS flag": (cmd(RC, [], flags=Flag.BIAS, count=0), Error.BAD_FIELD),
     "STATUS count 1": (cmd(ST, [], count=1), Error.BAD_FIELD),
     "STATUS CLEAR flag": (cmd(ST, [], flags=Flag.CLEAR, count=0), Error.BAD_FIELD),
-    "BAD_FIELD before BAD_LENGTH": (cmd(EI, [0, 32 << 16], count=0), Error.BAD_FIELD),
+    "BAD_FIELD before BAD_LENGTH": (cmd(EI, [0, quant(mult=0, shift=32)], count=0),
+                                    Error.BAD_FIELD),
     # BAD_LENGTH
     "WRITE_WEIGHTS count 0": (cmd(WW, [0], count=0), Error.BAD_LENGTH),
     "LOAD_ACT count 0": (cmd(LA, [0], count=0), Error.BAD_LENGTH),
@@ -325,12 +334,12 @@ ERROR_CASES = {
     "EMIT_INT8 count lanes+1": (cmd(EI, [0, Q1], count=9), Error.BAD_LENGTH),
     "WRITEBACK count lanes+1": (cmd(WB, [0, Q1], count=9), Error.BAD_LENGTH),
     "BAD_LENGTH before MISALIGNED": (cmd(LA, [3], count=0), Error.BAD_LENGTH),
-    "BAD_LENGTH before BAD_ADDRESS": (cmd(MV, [pair(999, 0)], count=0), Error.BAD_LENGTH),
+    "BAD_LENGTH before BAD_ADDRESS": (cmd(MV, [mv(999, 0)], count=0), Error.BAD_LENGTH),
     # MISALIGNED
     "LOAD_ACT addr 2": (cmd(LA, [2], count=4), Error.MISALIGNED),
     "MISALIGNED before BAD_ADDRESS": (cmd(LA, [63], count=4), Error.MISALIGNED),
-    "MATVEC act 1 with R=2": (cmd(MV, [pair(0, 1)]), Error.MISALIGNED),
-    "MATVEC act 3, row too": (cmd(MV, [pair(100, 3)]), Error.MISALIGNED),
+    "MATVEC act 1 with R=2": (cmd(MV, [mv(0, 1)]), Error.MISALIGNED),
+    "MATVEC act 3, row too": (cmd(MV, [mv(100, 3)]), Error.MISALIGNED),
     # BAD_ADDRESS
     "WRITE_WEIGHTS row 15 count 2": (cmd(WW, [15], count=2), Error.BAD_ADDRESS),
     "WRITE_WEIGHTS row 16": (cmd(WW, [16]), Error.BAD_ADDRESS),
@@ -338,26 +347,27 @@ ERROR_CASES = {
     "LOAD_ACT 64 + 1": (cmd(LA, [64], count=1), Error.BAD_ADDRESS),
     "LOAD_BIAS 7 + 2": (cmd(LB, [7], count=2), Error.BAD_ADDRESS),
     "LOAD_BIAS 8 + 1": (cmd(LB, [8], count=1), Error.BAD_ADDRESS),
-    "MATVEC row 15 + 2": (cmd(MV, [pair(15, 0)], count=2), Error.BAD_ADDRESS),
-    "MATVEC act 60 + 3*R": (cmd(MV, [pair(0, 60)], count=3), Error.BAD_ADDRESS),
+    "MATVEC row 15 + 2": (cmd(MV, [mv(15, 0)], count=2), Error.BAD_ADDRESS),
+    "MATVEC act 60 + 3*R": (cmd(MV, [mv(0, 60)], count=3), Error.BAD_ADDRESS),
     "EMIT_RAW bias 7 + 2": (cmd(ER, [7], flags=Flag.BIAS, count=2), Error.BAD_ADDRESS),
     "EMIT_INT8 bias 8 + 1": (cmd(EI, [8, Q1], flags=Flag.BIAS), Error.BAD_ADDRESS),
-    "WRITEBACK bias 5 + 4": (cmd(WB, [pair(5, 0), Q1], flags=Flag.BIAS, count=4),
+    "WRITEBACK bias 5 + 4": (cmd(WB, [wb(5, 0), Q1], flags=Flag.BIAS, count=4),
                              Error.BAD_ADDRESS),
-    "WRITEBACK act 60 + 5": (cmd(WB, [pair(0, 60), Q1], count=5), Error.BAD_ADDRESS),
+    "WRITEBACK act 60 + 5": (cmd(WB, [wb(0, 60), Q1], count=5), Error.BAD_ADDRESS),
 }
 
 BOUNDARY_OK = {
     "WRITE_WEIGHTS row 14 + 2": cmd(WW, [14], count=2),
     "LOAD_ACT 60 + 4": cmd(LA, [60], count=4),
     "LOAD_BIAS 6 + 2": cmd(LB, [6], count=2),
-    "MATVEC row 14 + 2, act 60 + 2*R": cmd(MV, [pair(14, 60)], count=2),
-    "MATVEC act 2 (multiple of R)": cmd(MV, [pair(0, 2)]),
+    "MATVEC row 14 + 2, act 60 + 2*R": cmd(MV, [mv(14, 60)], count=2),
+    "MATVEC act 2 (multiple of R)": cmd(MV, [mv(0, 2)]),
     "EMIT_RAW bias 6 + 2": cmd(ER, [6], flags=Flag.BIAS, count=2),
     "EMIT_RAW 8 lanes, bias ignored": cmd(ER, [0xFFFF], count=8),
-    "EMIT_INT8 shift 31, mult 65535": cmd(EI, [0, 0xFFFF | 31 << 16], flags=Flag.RELU, count=8),
-    "WRITEBACK act 56 + 8, unaligned ok": cmd(WB, [pair(0, 56), Q1], count=8),
-    "WRITEBACK act 3": cmd(WB, [pair(0, 3), Q1], count=1),
+    "EMIT_INT8 shift 31, mult 65535": cmd(EI, [0, quant(mult=0xFFFF, shift=31)], flags=Flag.RELU,
+                                              count=8),
+    "WRITEBACK act 56 + 8, unaligned ok": cmd(WB, [wb(0, 56), Q1], count=8),
+    "WRITEBACK act 3": cmd(WB, [wb(0, 3), Q1], count=1),
     "READ_COUNTERS CLEAR": cmd(RC, [], flags=Flag.CLEAR, count=0),
 }
 
@@ -384,7 +394,7 @@ def test_error_case(name):
     assert len(rs) == 3, (f"{name}: the command should consume exactly its {len(words)} words "
                           f"(payload skipped), then STATUS and EMIT_RAW run; got {rs}")
     bad, st, emit = rs
-    assert bad.opcode == words[0] & 0xFF, "status should echo the raw opcode byte"
+    assert bad.opcode == unpack(Header, words[0]).opcode, "status should echo the raw opcode byte"
     assert bad.error == error, f"{name}: expected {error}, got {bad.error}"
     assert bad.data == [], "a failed command has no data words"
     s = decode_status_words(st.data)
@@ -400,10 +410,11 @@ def test_error_case(name):
 def test_boundary_ok(name):
     words = BOUNDARY_OK[name]
     rs = parse_responses(busy_macro().run(words + encode_status()))
-    op = Opcode(words[0] & 0xFF)
+    hdr = unpack(Header, words[0])
+    op = Opcode(hdr.opcode)
     assert len(rs) == 2, f"{name}: should consume exactly {len(words)} words"
     assert rs[0].ok, f"{name}: should be accepted at the boundary, got {rs[0].error}"
-    assert len(rs[0].data) == response_words(op, words[0] >> 16, ECFG)
+    assert len(rs[0].data) == response_words(op, hdr.count, ECFG)
 
 
 def test_error_commands_do_nothing_stream_level():
@@ -412,7 +423,7 @@ def test_error_commands_do_nothing_stream_level():
              # BAD_ADDRESS (row 7 + 2 > depth 8); payload = STATUS headers, must be skipped
              [header(Opcode.WRITE_WEIGHTS, count=2), 7, PAD, PAD],
              # would overwrite rows 0..1 if executed: reserved arg bit
-             [header(Opcode.WRITE_WEIGHTS, count=2), 1 << 16, PAD, PAD],
+             [header(Opcode.WRITE_WEIGHTS, count=2), pack(RowArg, reserved=1), PAD, PAD],
              [header(Opcode.LOAD_ACT, count=4), 2, 0x7F7F7F7F],        # MISALIGNED
              [header(Opcode.LOAD_BIAS, count=4), 6, 1, 2, 3, 4],        # BAD_ADDRESS (bias 9)
              encode_matvec(0, 0, 3),
@@ -460,12 +471,48 @@ def test_status_words_and_clear_on_read():
     assert decode_status_words(rs[2].data)["last_error"] == Error.OK
 
 
+@pytest.mark.parametrize("arch", ARCHES)
+def test_status_words_are_the_isa_ones(arch):
+    """The golden model answers STATUS with exactly the words pim_macro.hw.isa assembles (which
+    the gateware takes its constant words from), error state included."""
+    m = GoldenMacro(ECFG, arch=arch)
+    assert status_of_words(m) == status_words(ECFG, arch)
+    run(m, encode_matvec(0, 1, 1), [0x42])          # MISALIGNED, then BAD_OPCODE
+    assert status_of_words(m) == status_words(ECFG, arch, last_error=Error.BAD_OPCODE,
+                                              error_count=2)
+    m.error_count = ERROR_COUNT_MAX
+    m.run([0])
+    assert status_of_words(m) == status_words(ECFG, arch, last_error=Error.BAD_OPCODE,
+                                              error_count=ERROR_COUNT_MAX)
+
+
+def status_of_words(model):
+    (r,) = run(model, encode_status())
+    return r.data
+
+
+@pytest.mark.parametrize("op", [op for op, info in OPCODES.items()
+                                if any(name == "reserved" for l in info.args for name, _ in l)])
+def test_every_reserved_argument_field_is_checked(op):
+    """Driven by the ISA's table: a set bit in any reserved argument field is BAD_FIELD, in every
+    argument word of every command that has one."""
+    for i, layout in enumerate(OPCODES[op].args):
+        if not any(name == "reserved" for name, _ in layout):
+            continue
+        for bit in (0, layout["reserved"].width - 1):
+            args = [pack(l, **({"mult": 1} if l is QuantArg else {})) for l in OPCODES[op].args]
+            args[i] |= pack(layout, reserved=1 << bit)
+            (r,) = run(busy_macro(), cmd(op, args, count=1))
+            assert r.error == Error.BAD_FIELD, \
+                f"{op.name}: reserved bit {bit} of argument {i} should be BAD_FIELD, got {r.error}"
+
+
 def test_error_count_saturates():
     m = GoldenMacro(ECFG)
-    m.error_count = 0xFFFE
+    m.error_count = ERROR_COUNT_MAX - 1
     m.run([0, 0, 0])
     s = status_of(m)
-    assert s["error_count"] == 0xFFFF, "error_count saturates at 0xFFFF"
+    assert s["error_count"] == ERROR_COUNT_MAX, f"error_count saturates at {ERROR_COUNT_MAX}"
     assert s["isa_version"] == ISA_VERSION
 
 
@@ -548,7 +595,8 @@ def test_counters_wrap():
     ([header(Opcode.EMIT_INT8, count=1), 0], "EMIT_INT8 (header at word 0): 1 of 2 argument"),
     ([header(Opcode.LOAD_ACT, count=5), 0, 0], "LOAD_ACT (header at word 0): 1 of 2 payload"),
     # a failing command's payload is still required
-    ([header(Opcode.LOAD_BIAS, count=3), 1 << 16, 5], "LOAD_BIAS (header at word 0): 1 of 3"),
+    ([header(Opcode.LOAD_BIAS, count=3), pack(AddrArg, reserved=1), 5],
+     "LOAD_BIAS (header at word 0): 1 of 3"),
 ])
 def test_truncated_program_raises(words, message):
     cfg = MacroConfig(lanes=8, depth=4, act_depth=16, bias_depth=4)
@@ -666,7 +714,7 @@ def test_random_command_fuzz_keeps_framing():
         flags = int(rng.choice([0, 0, int(rng.integers(0, 256))]))
         count = int(rng.choice([0, 1, 2, 4, 8, 9, int(rng.integers(0, 20))]))
         known = op in {o.value for o in Opcode}
-        if known and Opcode(op) in (Opcode.READ_COUNTERS, Opcode.STATUS) and rng.random() < .7:
+        if known and Opcode(op) in COUNTLESS and rng.random() < .7:
             count = 0
         cmd_words = [header(op, flags=flags, count=count)]
         if known:

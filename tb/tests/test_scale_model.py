@@ -44,6 +44,22 @@ def test_estimate_is_a_close_lower_bound(case, arch):
     assert guess.cycles >= 0.9 * exact, f"estimate {guess.cycles} vs exact {exact}"
 
 
+@pytest.mark.parametrize("requantizers", [1, 4])
+def test_output_bound_tiles_cost_what_the_exact_model_says(requantizers):
+    """Few weight rows per tile (K = 8) and many outputs: the output engine bounds every tile. The
+    marginal cost of more samples is then the estimate's lane groups plus its output overhead,
+    as the exact model times it (a stale overhead shows up here, not in the looser bound above)."""
+    network = chain([8, 256])
+    config = MacroConfig(lanes=16, act_depth=8192, requantizers=requantizers)
+    shapes = shapes_of(network)
+    (_, few), (_, many) = (exact_cycles(network, config, "pim", batch) for batch in (8, 16))
+    guess = [estimate(shapes, config, "pim", batch=batch).cycles for batch in (8, 16)]
+    exact_delta, guess_delta = many - few, guess[1] - guess[0]
+    assert guess_delta <= exact_delta, "the estimate leaves out overheads, it never adds any"
+    assert guess_delta >= 0.98 * exact_delta, \
+        f"8 more samples: the estimate adds {guess_delta} cycles, the exact model {exact_delta}"
+
+
 def test_full_scale_verdicts():
     """ResNet-50 (25.5 MB of int8 weights) fits a 40 MiB macro, VGG-16 (138 MB) does not; the
     baseline computes exactly bus-ratio times longer; reloading VGG-16 costs its whole weights
