@@ -81,7 +81,7 @@ from amaranth.lib import enum, data
 
 
 __all__ = [
-    "STREAM_BITS", "ISA_VERSION", "ACC_BITS", "REQUANT_MULT_BITS", "REQUANT_SHIFT_MAX", "ARCHES",
+    "STREAM_BITS", "WORD_BYTES", "ISA_VERSION", "ACC_BITS", "REQUANT_MULT_BITS", "REQUANT_SHIFT_MAX", "ARCHES",
     "INT8_PER_WORD", "ERROR_COUNT_BITS", "ERROR_COUNT_MAX",
     "Opcode", "Flag", "Error", "Counter", "StatusWord",
     "Header", "Status", "RowArg", "AddrArg", "MatvecArg", "BiasArg", "WritebackArg", "QuantArg",
@@ -94,6 +94,8 @@ __all__ = [
 
 #: Width of the input and output streams, in bits.
 STREAM_BITS = 32
+#: Bytes in one stream word, as a byte-wide link (the UART bridge) carries it.
+WORD_BYTES = STREAM_BITS // 8
 #: Version of this instruction set, reported by ``STATUS``.
 ISA_VERSION = 3                 # 2: BUS_BEATS counter and BUS_BITS status word (baseline)
                                 # 3: REQUANTIZERS status word

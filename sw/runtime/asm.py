@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pim_macro.hw.isa import (
-    INT8_PER_WORD, OPCODES, STREAM_BITS, Counter, Error, ErrorsWord, Flag, Header, MacroConfig,
+    INT8_PER_WORD, OPCODES, STREAM_BITS, WORD_BYTES, Counter, Error, ErrorsWord, Flag, Header, MacroConfig,
     Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words, unpack,
 )
 
@@ -63,15 +63,14 @@ def pack_bytes(values):
 def words_to_bytes(words):
     """The bytes of 32-bit ``words`` in stream order: each word least significant byte first
     (the order a serial link carries them)."""
-    return b"".join((int(w) & _WORD_MASK).to_bytes(STREAM_BITS // 8, "little") for w in words)
+    return b"".join((int(w) & _WORD_MASK).to_bytes(WORD_BYTES, "little") for w in words)
 
 
 def bytes_to_words(data):
     """The 32-bit words in ``data`` (bytes, least significant first); a trailing partial word is
     left out."""
-    size = STREAM_BITS // 8
-    return [int.from_bytes(data[i:i + size], "little")
-            for i in range(0, len(data) - size + 1, size)]
+    return [int.from_bytes(data[i:i + WORD_BYTES], "little")
+            for i in range(0, len(data) - WORD_BYTES + 1, WORD_BYTES)]
 
 
 def unpack_bytes(words, count):

@@ -22,7 +22,7 @@ import time
 
 from pim_macro.hw import isa
 from pim_macro.hw.board import BAUD
-from pim_macro.hw.isa import ARCHES, MacroConfig, Opcode
+from pim_macro.hw.isa import ARCHES, WORD_BYTES, MacroConfig, Opcode
 from pim_macro.hw.uart_bridge import RX_FIFO_BYTES
 from pim_macro.sw.runtime import asm
 
@@ -40,7 +40,6 @@ class BoardMissing(BoardError):
 
 
 #: Bytes of one stream word on the line.
-WORD_BYTES = isa.STREAM_BITS // 8
 
 
 class BoardLink:

@@ -17,10 +17,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 from cocotb.simtime import get_sim_time
 
-from pim_macro.hw.isa import MacroConfig
+from pim_macro.hw.isa import WORD_BYTES, MacroConfig
 from pim_macro.hw.uart import frame_bits
 from pim_macro.sw.runtime.asm import AnswerCounter, bytes_to_words, frame_program, words_to_bytes
-from pim_macro.sw.runtime.board_link import WORD_BYTES
 from pim_macro.tb.harness.uart_sim import FRAME_BITS
 
 PERIOD_NS = 10
