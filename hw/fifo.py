@@ -23,10 +23,13 @@ class BlockFIFO(wiring.Component):
     every cycle, as in SyncFIFO.
     """
 
-    def __init__(self, *, width, depth):
+    def __new__(cls, *, width, depth):
+        # Checked before the object exists, so a rejected FIFO leaves no unused object behind.
         if not isinstance(depth, int) or depth < 2 or depth & (depth - 1):
-            self._MustUse__silence = True
             raise ValueError(f"depth must be a power of two >= 2, not {depth!r}")
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, *, width, depth):
         self.width, self.depth = width, depth
         super().__init__({
             "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),

@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .isa import MacroConfig, ACC_BITS
 from .mac_array import MacArray
+from .scoreboard import Span
 
 
 __all__ = ["MacEngine", "OP_SLOTS", "Tag"]
@@ -17,10 +18,11 @@ OP_SLOTS = 4
 #: What travels with a weight row request through the weight store.
 Tag = data.StructLayout({"act": 16, "first": 1, "capture": 1, "last": 1, "slot": 2})
 
-#: A queued operation. ``row_end = row + count`` and ``act_end = act + count * rows`` come
-#: precomputed, so that the hazard checks compare registers without adding.
-_Op = data.StructLayout({"capture": 1, "row": 16, "act": 16, "count": 16, "first": 1,
-                         "row_end": 17, "act_end": 18})
+#: A queued operation: the weight rows and activation bytes a MATVEC reads (``rows.hi =
+#: rows.lo + count``, ``acts.hi = acts.lo + count * R``) come precomputed, so that the hazard
+#: checks compare registers without adding.
+_Op = data.StructLayout({"capture": 1, "rows": Span(16), "acts": Span(16), "count": 16,
+                         "first": 1})
 
 
 class MacEngine(wiring.Component):
@@ -44,8 +46,9 @@ class MacEngine(wiring.Component):
     ``push`` (when ``can_push``) enqueues an operation in one cycle; it can start the next cycle.
     A slot is free again when its operation has retired: a MATVEC when its last row has landed,
     a capture when it has been issued. ``w_conflict`` / ``a_conflict`` say, combinationally,
-    whether a live MATVEC reads weight rows in ``[chk_row_lo, chk_row_hi)`` or activation bytes
-    in ``[chk_act_lo, chk_act_hi)``. ``idle``: nothing queued, in flight or in the MAC pipeline.
+    whether a live MATVEC reads weight rows in the span ``chk_rows`` or activation bytes in
+    ``chk_acts`` (:class:`pim_macro.hw.scoreboard.Span`). ``idle``: nothing queued, in flight or
+    in the MAC pipeline.
     """
 
     def __init__(self, config: MacroConfig, weight_store):
@@ -55,10 +58,8 @@ class MacEngine(wiring.Component):
             "push":         In(1),
             "push_op":      In(_Op),
             "can_push":     Out(1),
-            "chk_row_lo":   In(17),
-            "chk_row_hi":   In(17),
-            "chk_act_lo":   In(17),
-            "chk_act_hi":   In(18),
+            "chk_rows":     In(Span(16)),
+            "chk_acts":     In(Span(16)),
             "w_conflict":   Out(1),
             "a_conflict":   Out(1),
             "idle":         Out(1),
@@ -114,8 +115,8 @@ class MacEngine(wiring.Component):
         for i in range(OP_SLOTS):
             op = ops[i]
             is_mv = live[i] & ~op.capture
-            w_hits.append(is_mv & (op.row < self.chk_row_hi) & (self.chk_row_lo < op.row_end))
-            a_hits.append(is_mv & (op.act < self.chk_act_hi) & (self.chk_act_lo < op.act_end))
+            w_hits.append(is_mv & op.rows.overlaps(self.chk_rows))
+            a_hits.append(is_mv & op.acts.overlaps(self.chk_acts))
         m.d.comb += [self.w_conflict.eq(Cat(w_hits).any()), self.a_conflict.eq(Cat(a_hits).any())]
 
         # ---- Issue -------------------------------------------------------------------------
@@ -128,8 +129,8 @@ class MacEngine(wiring.Component):
         m.d.comb += store.rd_tag.eq(tag)
         with m.If(have_head & ~head.capture):
             m.d.comb += [
-                store.rd_en.eq(1), store.rd_row.eq(head.row + index),
-                tag.act.eq(head.act + index * rows), tag.first.eq(head.first & (index == 0)),
+                store.rd_en.eq(1), store.rd_row.eq(head.rows.lo + index),
+                tag.act.eq(head.acts.lo + index * rows), tag.first.eq(head.first & (index == 0)),
                 tag.last.eq(index == head.count - 1), tag.slot.eq(ip),
             ]
             with m.If(store.rd_ready):
@@ -141,8 +142,8 @@ class MacEngine(wiring.Component):
             with m.If(have_next & ~nxt.capture):
                 # Ride on the next MATVEC's first row.
                 m.d.comb += [
-                    store.rd_en.eq(1), store.rd_row.eq(nxt.row),
-                    tag.act.eq(nxt.act), tag.first.eq(nxt.first), tag.capture.eq(1),
+                    store.rd_en.eq(1), store.rd_row.eq(nxt.rows.lo),
+                    tag.act.eq(nxt.acts.lo), tag.first.eq(nxt.first), tag.capture.eq(1),
                     tag.last.eq(nxt.count == 1), tag.slot.eq(ip + 1),
                 ]
                 with m.If(store.rd_ready):

@@ -1,7 +1,7 @@
 """The output engine: answers commands in order, streaming captured accumulators out."""
 
 from amaranth import *
-from amaranth.lib import wiring, data
+from amaranth.lib import wiring, data, enum
 from amaranth.lib.wiring import In, Out
 
 from .isa import MacroConfig, ACC_BITS, STREAM_BITS
@@ -16,8 +16,9 @@ __all__ = ["OutputEngine", "Response", "ResponseKind", "OUT_FIFO_DEPTH", "groups
 OUT_FIFO_DEPTH = 8
 
 
-class ResponseKind:
-    """What the output engine does with a queued response (after pushing its status word)."""
+class ResponseKind(enum.Enum, shape=2):
+    """What the output engine does with a queued response (after pushing its status word). The
+    emitting kinds are named after the opcodes they answer."""
     STATUS_ONLY = 0
     EMIT_RAW = 1
     EMIT_INT8 = 2
@@ -26,7 +27,7 @@ class ResponseKind:
 
 #: A queued response: the status word, and for the emitting kinds the lane parameters.
 Response = data.StructLayout({
-    "status": STREAM_BITS, "kind": 2, "count": 9, "bias_on": 1, "bias": 16, "act": 16,
+    "status": STREAM_BITS, "kind": ResponseKind, "count": 9, "bias_on": 1, "bias": 16, "act": 16,
     "mult": 16, "shift": 5, "relu": 1,
 })
 

@@ -274,3 +274,39 @@ def test_times_const():
     sim.run()
     with pytest.raises(ValueError, match="k must be a positive integer"):
         times_const(x, 0)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: __import__("pim_macro.hw", fromlist=["Macro"]).Macro(MacroConfig(), arch="gpu"),
+     "arch must be one of"),
+    (lambda: __import__("pim_macro.hw", fromlist=["Macro"]).Macro({"lanes": 8}),
+     "config must be a MacroConfig"),
+    (lambda: __import__("pim_macro.hw.fifo", fromlist=["BlockFIFO"]).BlockFIFO(width=8, depth=3),
+     "depth must be a power of two"),
+    (lambda: __import__("pim_macro.hw.uart", fromlist=["UARTRx"]).UARTRx(3), "divisor"),
+    (lambda: __import__("pim_macro.hw.uart", fromlist=["UARTTx"]).UARTTx(2.5), "divisor"),
+    (lambda: __import__("pim_macro.hw.uart_bridge", fromlist=["UARTBridge"]).UARTBridge(
+        MacroConfig(), divisor=8, rx_fifo_depth=2), "rx_fifo_depth"),
+    (lambda: __import__("pim_macro.hw.uart_bridge", fromlist=["UARTBridge"]).UARTBridge(
+        MacroConfig(), divisor=1), "divisor"),
+    (lambda: __import__("pim_macro.hw.uart_bridge", fromlist=["UARTBridge"]).UARTBridge(
+        MacroConfig(), arch="gpu", divisor=8), "arch must be one of"),
+    (lambda: __import__("pim_macro.hw.board", fromlist=["BoardTop"]).BoardTop(
+        MacroConfig(), arch="gpu"), "arch must be one of"),
+], ids=["macro-arch", "macro-config", "fifo", "uart-rx", "uart-tx", "bridge-fifo",
+        "bridge-divisor", "bridge-arch", "board-arch"])
+def test_rejected_components_leave_nothing_unused(make, message):
+    """A constructor that rejects its arguments does so before the object exists: no
+    UnusedElaboratable warning follows, and no private Amaranth attribute is touched."""
+    import gc
+    import warnings
+    from amaranth.hdl import Fragment
+    from pim_macro.hw.counters import PerfCounters
+    # Amaranth arms the warning once anything has been elaborated (as in any real run).
+    Fragment.get(PerfCounters(), None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises((ValueError, TypeError), match=message):
+            make()
+        gc.collect()
+    assert not caught, f"a rejected object should not warn: {[str(w.message) for w in caught]}"
