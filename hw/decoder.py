@@ -88,10 +88,10 @@ class CommandDecoder(wiring.Component):
 
     def __init__(self, config: MacroConfig):
         self._config = config
+        # The latches and Arg0 cover every opcode of the table.
         for op, info in OPCODES.items():
-            assert len(info.args) <= 2, op
-            assert not info.args or info.args[0] in Arg0.members.values() or \
-                   info.args[0] in [f.shape for _, f in Arg0], op
+            assert len(info.args) <= 2 and info.args[1:] in ((), (QuantArg,)), op
+            assert not info.args or info.args[0] in Arg0.members.values(), op
         R = config.rows_per_cycle
         super().__init__({
             "word":         In(STREAM_BITS),
@@ -134,20 +134,25 @@ class CommandDecoder(wiring.Component):
                     m.d.comb += self.word_args.eq(len(info.args))
         m.d.comb += self.has_arg1.eq(Cat(header.opcode == op.value for op, info in OPCODES.items()
                                          if len(info.args) > 1).any())
-        spans = [(self.lo_span, 0, 1), (self.hi_span, 16, 1), (self.hi_rows_span, 16, R)]
+        # One register per distinct end (with R = 1 the two high spans share theirs).
+        ports = [(self.lo_span, 0, 1), (self.hi_span, 16, 1), (self.hi_rows_span, 16, R)]
+        ends = {}
+        for span, offset, per in ports:
+            width = max(len(span.hi), len(ends[offset, per]) if (offset, per) in ends else 0)
+            ends[offset, per] = Signal(width, name=f"end_{offset}_x{per}")
         with m.If(self.latch_header):
             m.d.sync += [header.eq(self.word), arg0.eq(0), args[1].eq(0)]
-            m.d.sync += [span.hi.eq(times_const(word_header.count, per))
-                         for span, _, per in spans]
+            m.d.sync += [end.eq(times_const(word_header.count, per))
+                         for (_, per), end in ends.items()]
         with m.If(self.latch_arg0):
             m.d.sync += arg0.eq(self.word)
-            for span, offset, per in spans:
-                field = self.word[offset:offset + _FIELD_BITS]
-                m.d.sync += span.hi.eq(field + times_const(count, per))
+            m.d.sync += [end.eq(self.word[offset:offset + _FIELD_BITS] + times_const(count, per))
+                         for (offset, per), end in ends.items()]
         with m.If(self.latch_arg1):
             m.d.sync += args[1].eq(self.word)
-        for span, offset, _ in spans:
-            m.d.comb += span.lo.eq(arg0[offset:offset + _FIELD_BITS])
+        for span, offset, per in ports:
+            m.d.comb += [span.lo.eq(arg0[offset:offset + _FIELD_BITS]),
+                         span.hi.eq(ends[offset, per])]
 
         # ---- Checks, each a list of conditions that must all hold ---------------------------
         known, flags_ok, fields_ok, length_ok, aligned, in_range = (Signal(name=n) for n in (

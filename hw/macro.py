@@ -116,20 +116,12 @@ class Macro(wiring.Component):
         act_rd = act_mem.read_port()
         m.submodules.bias_mem = bias_mem = BiasMemory(cfg.bias_depth, cfg.requantizers)
 
-        m.d.comb += [
-            act_rd.addr.eq(engine.act_addr), act_rd.en.eq(engine.act_en),
-            engine.act_data.eq(act_rd.data),
-            bias_mem.rd_addr.eq(oe.bias_addr), bias_mem.rd_en.eq(oe.bias_en),
-            oe.bias_data.eq(bias_mem.rd_data),
-            oe.acc_out.eq(engine.acc_out), oe.acc_out_full.eq(engine.acc_out_full),
-            engine.release.eq(oe.release),
-            oe.rq_data.eq(responses.r_data), oe.rq_valid.eq(responses.r_rdy),
-            responses.r_en.eq(oe.rq_pop),
-            oe.fifo_w_rdy.eq(out_fifo.w_rdy), oe.fifo_level.eq(out_fifo.level),
-            self.o_stream.payload.eq(out_fifo.r_data),
-            self.o_stream.valid.eq(out_fifo.r_rdy),
-            out_fifo.r_en.eq(self.o_stream.ready),
-        ]
+        wiring.connect(m, engine.act_read, act_rd)
+        wiring.connect(m, oe.bias_read, bias_mem.read)
+        wiring.connect(m, engine.captured, oe.captured)
+        wiring.connect(m, responses.r_stream, oe.responses)
+        wiring.connect(m, out_fifo.r_stream, wiring.flipped(self.o_stream))
+        m.d.comb += [oe.out.rdy.eq(out_fifo.w_rdy), oe.out.level.eq(out_fifo.level)]
 
         m.submodules.decoder = decoder = CommandDecoder(cfg)
         m.submodules.writebacks = writebacks = WritebackScoreboard(slots=RESPONSE_SLOTS)
@@ -139,13 +131,14 @@ class Macro(wiring.Component):
         has_flag = lambda flag: (header.flags.as_value() & flag.value).any()
         error, status = decoder.error, decoder.status
         ok = error == Error.OK
-        m.d.comb += decoder.word.eq(self.i_stream.payload)
+        m.d.comb += [decoder.word.eq(self.i_stream.payload), status_words.error.eq(error)]
 
         # ---- What a command needs before it can go ------------------------------------------
         oe_quiet = ~responses.r_rdy & oe.idle
         all_idle = engine.idle & oe_quiet & (out_fifo.level == 0)
         # The rows a WRITE_WEIGHTS writes, the bytes a LOAD_ACT writes.
-        m.d.comb += [engine.chk_rows.eq(decoder.lo_span), engine.chk_acts.eq(decoder.lo_span),
+        m.d.comb += [engine.hazards.rows.eq(decoder.lo_span),
+                     engine.hazards.acts.eq(decoder.lo_span),
                      writebacks.check.eq(decoder.hi_rows_span)]
         can_go = Signal()
         with m.If(~ok):
@@ -155,20 +148,20 @@ class Macro(wiring.Component):
         with m.Else():
             with m.Switch(opcode):
                 with m.Case(Opcode.WRITE_WEIGHTS):
-                    m.d.comb += can_go.eq(responses.w_rdy & ~engine.w_conflict)
+                    m.d.comb += can_go.eq(responses.w_rdy & ~engine.hazards.rows_busy)
                 with m.Case(Opcode.LOAD_ACT):
                     # Loads and write-backs share the activation buffer's write port.
-                    m.d.comb += can_go.eq(responses.w_rdy & ~engine.a_conflict
+                    m.d.comb += can_go.eq(responses.w_rdy & ~engine.hazards.acts_busy
                                           & ~writebacks.pending)
                 with m.Case(Opcode.LOAD_BIAS):
                     m.d.comb += can_go.eq(responses.w_rdy & oe_quiet)
                 with m.Case(Opcode.MATVEC):
                     # Only a write-back into the bytes this MATVEC reads must land first
                     # (checked against the span of every write-back still pending).
-                    m.d.comb += can_go.eq(responses.w_rdy & engine.can_push
+                    m.d.comb += can_go.eq(responses.w_rdy & engine.ops.ready
                                           & ~writebacks.conflict)
                 with m.Case(*_EMITTING):
-                    m.d.comb += can_go.eq(responses.w_rdy & engine.can_push)
+                    m.d.comb += can_go.eq(responses.w_rdy & engine.ops.ready)
 
         # The response queued for this command.
         response = Signal(Response)
@@ -186,13 +179,13 @@ class Macro(wiring.Component):
             responses.w_data.eq(response),
         ]
         m.d.comb += [
-            engine.push_op.capture.eq(opcode != Opcode.MATVEC),
-            engine.push_op.rows.eq(decoder.lo_span),
-            engine.push_op.acts.lo.eq(decoder.hi_rows_span.lo),
+            engine.ops.payload.capture.eq(opcode != Opcode.MATVEC),
+            engine.ops.payload.rows.eq(decoder.lo_span),
+            engine.ops.payload.acts.lo.eq(decoder.hi_rows_span.lo),
             # Only a MATVEC that passed its checks is pushed: its end fits the buffer.
-            engine.push_op.acts.hi.eq(decoder.hi_rows_span.hi),
-            engine.push_op.count.eq(count),
-            engine.push_op.first.eq(~has_flag(Flag.ACCUMULATE)),
+            engine.ops.payload.acts.hi.eq(decoder.hi_rows_span.hi),
+            engine.ops.payload.count.eq(count),
+            engine.ops.payload.first.eq(~has_flag(Flag.ACCUMULATE)),
         ]
         m.d.comb += [
             writebacks.add.eq(responses.w_en & ok & (opcode == Opcode.WRITEBACK)),
@@ -206,27 +199,28 @@ class Macro(wiring.Component):
         load_act_addr = Signal(range(cfg.act_depth // 4))
         load_act_en = Signal(4)
         m.d.comb += [
-            act_wr.addr.eq(Mux(oe.act_wr_en.any(), oe.act_wr_addr, load_act_addr)),
-            act_wr.data.eq(Mux(oe.act_wr_en.any(), oe.act_wr_data, self.i_stream.payload)),
-            act_wr.en.eq(oe.act_wr_en | load_act_en),
+            act_wr.addr.eq(Mux(oe.act_write.en.any(), oe.act_write.addr, load_act_addr)),
+            act_wr.data.eq(Mux(oe.act_write.en.any(), oe.act_write.data,
+                               self.i_stream.payload)),
+            act_wr.en.eq(oe.act_write.en | load_act_en),
         ]
 
         # ---- Output FIFO: the controller writes only when the output engine is quiet --------
         ctrl_push = Signal()
         ctrl_data = Signal(32)
-        m.d.comb += [out_fifo.w_en.eq(ctrl_push | oe.fifo_push),
-                     out_fifo.w_data.eq(Mux(ctrl_push, ctrl_data, oe.fifo_data))]
+        m.d.comb += [out_fifo.w_en.eq(ctrl_push | oe.out.en),
+                     out_fifo.w_data.eq(Mux(ctrl_push, ctrl_data, oe.out.data))]
 
         # ---- Counters ----------------------------------------------------------------------
         events = Signal(data.ArrayLayout(1, len(Counter)))
         m.d.comb += [
-            events[Counter.MAC_ACTIVE.value].eq(engine.mac_active),
-            events[Counter.ROW_READS.value].eq(engine.row_read),
+            events[Counter.MAC_ACTIVE.value].eq(engine.events.mac_active),
+            events[Counter.ROW_READS.value].eq(engine.events.row_read),
             events[Counter.BEATS_IN.value].eq(self.i_stream.valid & self.i_stream.ready),
             events[Counter.BEATS_OUT.value].eq(self.o_stream.valid & self.o_stream.ready),
             events[Counter.STALL_IN.value].eq(~self.i_stream.valid & self.i_stream.ready),
             events[Counter.STALL_OUT.value].eq(self.o_stream.valid & ~self.o_stream.ready),
-            events[Counter.BUS_BEATS.value].eq(engine.bus_beat),
+            events[Counter.BUS_BEATS.value].eq(engine.events.bus_beat),
             counters.events.eq(events),
         ]
         # ---- The controller ----------------------------------------------------------------
@@ -265,8 +259,7 @@ class Macro(wiring.Component):
                     m.d.sync += [index.eq(0), remaining.eq(decoder.payload), row.eq(start),
                                  word.eq(0), act_word.eq(start >> 2)]
                     with m.If(~ok):
-                        m.d.comb += [responses.w_en.eq(1), status_words.fail.eq(1),
-                                     status_words.error.eq(error)]
+                        m.d.comb += [responses.w_en.eq(1), status_words.fail.eq(1)]
                         with m.If(decoder.payload != 0):
                             m.next = "SKIP"
                         with m.Else():
@@ -283,7 +276,7 @@ class Macro(wiring.Component):
                             with m.Case(*LOADS):
                                 m.next = "LOAD"
                             with m.Default():
-                                m.d.comb += engine.push.eq(1)
+                                m.d.comb += engine.ops.valid.eq(1)
                                 m.next = "HEADER"
             with m.State("SKIP"):
                 m.d.comb += self.i_stream.ready.eq(1)
@@ -294,8 +287,9 @@ class Macro(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += [
                     self.i_stream.ready.eq(1),
-                    engine.wr_row.eq(row), engine.wr_word.eq(word), engine.wr_data.eq(i_word),
-                    bias_mem.wr_addr.eq(row), bias_mem.wr_data.eq(i_word),
+                    engine.write.row.eq(row), engine.write.word.eq(word),
+                    engine.write.data.eq(i_word),
+                    bias_mem.write.addr.eq(row), bias_mem.write.data.eq(i_word),
                     load_act_addr.eq(act_word),
                 ]
                 with m.If(self.i_stream.valid):
@@ -304,12 +298,12 @@ class Macro(wiring.Component):
                         m.next = "HEADER"
                     with m.Switch(opcode):
                         with m.Case(Opcode.WRITE_WEIGHTS):
-                            m.d.comb += engine.wr_en.eq(1)
+                            m.d.comb += engine.write.en.eq(1)
                             m.d.sync += word.eq(word + 1)
                             with m.If(word == cfg.row_words - 1):
                                 m.d.sync += [word.eq(0), row.eq(row + 1)]
                         with m.Case(Opcode.LOAD_BIAS):
-                            m.d.comb += bias_mem.wr_en.eq(1)
+                            m.d.comb += bias_mem.write.en.eq(1)
                             m.d.sync += row.eq(row + 1)
                         with m.Case(Opcode.LOAD_ACT):
                             # Bytes past `count` in the last word are not written.

@@ -179,17 +179,17 @@ def test_bias_memory_reads_consecutive_words(reads):
 
     async def bench(ctx):
         for addr, word in enumerate(words):
-            ctx.set(dut.wr_en, 1)
-            ctx.set(dut.wr_addr, addr)
-            ctx.set(dut.wr_data, word)
+            ctx.set(dut.write.en, 1)
+            ctx.set(dut.write.addr, addr)
+            ctx.set(dut.write.data, word)
             await ctx.tick()
-        ctx.set(dut.wr_en, 0)
+        ctx.set(dut.write.en, 0)
         for addr in range(depth - reads + 1):
-            ctx.set(dut.rd_en, 1)
-            ctx.set(dut.rd_addr, addr)
+            ctx.set(dut.read.en, 1)
+            ctx.set(dut.read.addr, addr)
             await ctx.tick()
-            ctx.set(dut.rd_en, 0)
-            got = [ctx.get(dut.rd_data[j]) for j in range(reads)]
+            ctx.set(dut.read.en, 0)
+            got = [ctx.get(dut.read.data[j]) for j in range(reads)]
             assert got == words[addr:addr + reads], f"read at {addr}"
 
     simulate(dut, bench)
@@ -310,3 +310,33 @@ def test_rejected_components_leave_nothing_unused(make, message):
             make()
         gc.collect()
     assert not caught, f"a rejected object should not warn: {[str(w.message) for w in caught]}"
+
+
+def test_block_fifo_stream_ports():
+    """``w_stream``/``r_stream`` connect like ``amaranth.lib.fifo``'s: words pushed through the
+    one come out of the other, in order."""
+    from amaranth import Module
+    from amaranth.lib import stream, wiring
+    from pim_macro.hw.fifo import BlockFIFO
+    m = Module()
+    m.submodules.fifo = fifo = BlockFIFO(width=8, depth=4)
+    source = stream.Signature(8).create()
+    sink = stream.Signature(8).flip().create()
+    wiring.connect(m, source, fifo.w_stream)
+    wiring.connect(m, fifo.r_stream, sink)
+    got = []
+
+    async def bench(ctx):
+        for word in (5, 6, 7):
+            ctx.set(source.payload, word)
+            ctx.set(source.valid, 1)
+            assert ctx.get(source.ready), "an empty FIFO takes a word"
+            await ctx.tick()
+        ctx.set(source.valid, 0)
+        ctx.set(sink.ready, 1)
+        while ctx.get(sink.valid):
+            got.append(ctx.get(sink.payload))
+            await ctx.tick()
+
+    simulate(m, bench)
+    assert got == [5, 6, 7], "the words should come out in order"
