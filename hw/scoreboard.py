@@ -51,6 +51,9 @@ class WritebackScoreboard(wiring.Component):
     ----------
     slots : int
         Most write-backs that can be pending at once.
+    lo_bits : int
+        Width of a span's start (its end has one bit more; ``check``'s end three more, for a
+        MATVEC's ``act + count * R``).
     """
 
     def __init__(self, *, slots, lo_bits=16):
