@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from amaranth import *
 from amaranth.build import ResourceError
 from amaranth.lib import io
+from amaranth.lib.cdc import FFSynchronizer
 
 from .fabric import Fabric, ICE40_DUAL, LOGIC_REQUANT
 from .isa import ARCHES, MacroConfig
-from .uart_bridge import RX_FIFO_BYTES, UARTBridge
+from .uart_bridge import RX_FIFO_BYTES, UARTBridge, check_bridge_args
 
 
 __all__ = ["BAUD", "Board", "BOARDS", "BoardTop"]
@@ -107,11 +108,15 @@ class BoardTop(Elaboratable):
     least 4 (:class:`pim_macro.hw.uart.UARTRx`). Nothing else on the board is used.
     """
 
+    def __new__(cls, config: MacroConfig, *, arch="pim", baud=BAUD,
+                rx_fifo_bytes=RX_FIFO_BYTES):
+        # Checked before the object exists, so a rejected top leaves no unused object behind.
+        # The divisor needs the platform's clock: it is checked at elaboration.
+        check_bridge_args(config, arch=arch, rx_fifo_depth=rx_fifo_bytes)
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, config: MacroConfig, *, arch="pim", baud=BAUD,
                  rx_fifo_bytes=RX_FIFO_BYTES):
-        if arch not in ARCHES:
-            self._MustUse__silence = True
-            raise ValueError(f"arch must be one of {', '.join(ARCHES)}, not {arch!r}")
         self.config, self.arch, self.baud = config, arch, baud
         self.rx_fifo_bytes = rx_fifo_bytes
 
@@ -123,9 +128,9 @@ class BoardTop(Elaboratable):
         # Button 0 resets the macro and the UART (the host's way out of a half-sent program).
         # Two flip-flops bring the button into the clock domain.
         m.submodules.button = button = io.Buffer("i", platform.request("button", 0, dir="-"))
-        pressed = Signal(2)
-        m.d.sync += pressed.eq(Cat(button.i, pressed[0]))
-        m.submodules.bridge = ResetInserter(pressed[1])(bridge)
+        pressed = Signal()
+        m.submodules.button_sync = FFSynchronizer(button.i, pressed, reset_less=False)
+        m.submodules.bridge = ResetInserter(pressed)(bridge)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)

@@ -52,9 +52,9 @@ class BusWeightStore(wiring.Component):
         wr = mem.write_port(granularity=32)
         per_word = word_bits // 32
         m.d.comb += [
-            wr.addr.eq(times_const(self.wr_row, words_per_row) + self.wr_word // per_word),
-            wr.data.eq(self.wr_data.replicate(per_word)),
-            wr.en.eq(Mux(self.wr_en, 1 << (self.wr_word % per_word), 0)),
+            wr.addr.eq(times_const(self.write.row, words_per_row) + self.write.word // per_word),
+            wr.data.eq(self.write.data.replicate(per_word)),
+            wr.en.eq(Mux(self.write.en, 1 << (self.write.word % per_word), 0)),
         ]
 
         # Reads: beat b of a row is bits [b * bus, (b + 1) * bus) of the row.

@@ -1,7 +1,7 @@
 """A synchronous FIFO kept in block RAM that behaves cycle for cycle like Amaranth's SyncFIFO."""
 
 from amaranth import *
-from amaranth.lib import wiring
+from amaranth.lib import wiring, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -21,18 +21,42 @@ class BlockFIFO(wiring.Component):
     address the head will have (``rp + r_en``); the port is transparent to the write port, so
     an entry written in the cycle it is looked up is seen. ``r_data`` is therefore the head in
     every cycle, as in SyncFIFO.
+
+    ``w_stream`` and ``r_stream`` are the same ports as streams (as in
+    :class:`amaranth.lib.fifo.SyncFIFO`): ``w_data``/``w_en``/``w_rdy`` as
+    ``payload``/``valid``/``ready`` of the write side, ``r_data``/``r_rdy``/``r_en`` of the read
+    side, for :func:`amaranth.lib.wiring.connect`.
     """
 
-    def __init__(self, *, width, depth):
+    def __new__(cls, *, width, depth):
+        # Checked before the object exists, so a rejected FIFO leaves no unused object behind.
         if not isinstance(depth, int) or depth < 2 or depth & (depth - 1):
-            self._MustUse__silence = True
             raise ValueError(f"depth must be a power of two >= 2, not {depth!r}")
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, *, width, depth):
         self.width, self.depth = width, depth
         super().__init__({
             "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
             "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
             "level": Out(range(depth + 1)),
         })
+
+    @property
+    def w_stream(self):
+        w_stream = stream.Signature(self.width).flip().create()
+        w_stream.payload = self.w_data
+        w_stream.valid = self.w_en
+        w_stream.ready = self.w_rdy
+        return w_stream
+
+    @property
+    def r_stream(self):
+        r_stream = stream.Signature(self.width).create()
+        r_stream.payload = self.r_data
+        r_stream.valid = self.r_rdy
+        r_stream.ready = self.r_en
+        return r_stream
 
     def elaborate(self, platform):
         m = Module()

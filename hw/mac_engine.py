@@ -1,14 +1,18 @@
 """The MAC engine: a small queue of MATVEC and capture operations, run in the background."""
 
 from amaranth import *
-from amaranth.lib import wiring, data
+from amaranth.lib import wiring, data, stream
+from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
 from .isa import MacroConfig, ACC_BITS
 from .mac_array import MacArray
+from .scoreboard import Span
+from .weight_store import WeightWriteSignature
 
 
-__all__ = ["MacEngine", "OP_SLOTS", "Tag"]
+__all__ = ["MacEngine", "OP_SLOTS", "Tag", "Op", "CaptureSignature", "HazardSignature",
+           "EngineEventsSignature"]
 
 
 #: Operations the engine holds: the one being issued, and the ones queued behind it.
@@ -17,10 +21,45 @@ OP_SLOTS = 4
 #: What travels with a weight row request through the weight store.
 Tag = data.StructLayout({"act": 16, "first": 1, "capture": 1, "last": 1, "slot": 2})
 
-#: A queued operation. ``row_end = row + count`` and ``act_end = act + count * rows`` come
-#: precomputed, so that the hazard checks compare registers without adding.
-_Op = data.StructLayout({"capture": 1, "row": 16, "act": 16, "count": 16, "first": 1,
-                         "row_end": 17, "act_end": 18})
+#: A queued operation: the weight rows and activation bytes a MATVEC reads (``rows.hi =
+#: rows.lo + count``, ``acts.hi = acts.lo + count * R``) come precomputed, so that the hazard
+#: checks compare registers without adding.
+Op = data.StructLayout({"capture": 1, "rows": Span(16), "acts": Span(16), "count": 16,
+                         "first": 1})
+
+
+class CaptureSignature(wiring.Signature):
+    """Captured accumulators, seen from the side that captures them: ``acc`` holds a capture
+    while ``full``; the reader strobes ``release`` when it no longer needs it."""
+
+    def __init__(self, config: MacroConfig):
+        super().__init__({
+            "acc":     Out(data.ArrayLayout(signed(ACC_BITS), config.lanes)),
+            "full":    Out(1),
+            "release": In(1),
+        })
+
+
+class HazardSignature(wiring.Signature):
+    """A question to the MAC engine, seen from the asker: does a queued or running MATVEC read
+    a weight row in the span ``rows`` (``rows_busy``) or an activation byte in ``acts``
+    (``acts_busy``)? Answered combinationally."""
+
+    def __init__(self):
+        super().__init__({
+            "rows":      Out(Span(16)),
+            "acts":      Out(Span(16)),
+            "rows_busy": In(1),
+            "acts_busy": In(1),
+        })
+
+
+class EngineEventsSignature(wiring.Signature):
+    """Strobes for the performance counters: the MAC lanes multiplied a row (``mac_active``),
+    a row was read (``row_read``), a word crossed the weight bus (``bus_beat``)."""
+
+    def __init__(self):
+        super().__init__({"mac_active": Out(1), "row_read": Out(1), "bus_beat": Out(1)})
 
 
 class MacEngine(wiring.Component):
@@ -33,48 +72,40 @@ class MacEngine(wiring.Component):
       ``act + R*j``) are read from the activation buffer the cycle before the row lands. ``first``
       clears the accumulators with the first row (no ACCUMULATE flag).
     * CAPTURE: copies the accumulators, as they stand after every earlier MATVEC, into
-      ``acc_out`` for the output engine. Only one capture can be outstanding: it waits until the
-      output engine has released the previous one (``release``). When a MATVEC is queued right
-      behind it, the capture rides on that MATVEC's first row (no bubble); otherwise (nothing or
-      another capture behind it) it waits until the store is empty and enters the MAC pipeline
-      on its own.
+      ``captured.acc`` for the output engine. Only one capture can be outstanding: it waits until
+      the output engine has released the previous one (``captured.release``). When a MATVEC is
+      queued right behind it, the capture rides on that MATVEC's first row (no bubble);
+      otherwise (nothing or another capture behind it) it waits until the store is empty and
+      enters the MAC pipeline on its own.
+
+    Ports
+    -----
+    ``ops``: the operations (a stream of :data:`Op`); ``hazards`` (a :class:`HazardSignature`);
+    ``captured``: the accumulators for the output engine (a :class:`CaptureSignature`);
+    ``act_read``: the activation buffer's read port; ``write``: the weight store's write port
+    (a :class:`pim_macro.hw.weight_store.WeightWriteSignature`), passed through; ``events``
+    (an :class:`EngineEventsSignature`).
 
     Timing
     ------
-    ``push`` (when ``can_push``) enqueues an operation in one cycle; it can start the next cycle.
-    A slot is free again when its operation has retired: a MATVEC when its last row has landed,
-    a capture when it has been issued. ``w_conflict`` / ``a_conflict`` say, combinationally,
-    whether a live MATVEC reads weight rows in ``[chk_row_lo, chk_row_hi)`` or activation bytes
-    in ``[chk_act_lo, chk_act_hi)``. ``idle``: nothing queued, in flight or in the MAC pipeline.
+    An operation transferred on ``ops`` (``ready`` while a slot is free) is queued in one cycle;
+    it can start the next cycle. A slot is free again when its operation has retired: a MATVEC
+    when its last row has landed, a capture when it has been issued. The hazard answers are
+    combinational. ``idle``: nothing queued, in flight or in the MAC pipeline.
     """
 
     def __init__(self, config: MacroConfig, weight_store):
         self._config = config
         self._store_class = weight_store
         super().__init__({
-            "push":         In(1),
-            "push_op":      In(_Op),
-            "can_push":     Out(1),
-            "chk_row_lo":   In(17),
-            "chk_row_hi":   In(17),
-            "chk_act_lo":   In(17),
-            "chk_act_hi":   In(18),
-            "w_conflict":   Out(1),
-            "a_conflict":   Out(1),
-            "idle":         Out(1),
-            "acc_out":      Out(data.ArrayLayout(signed(ACC_BITS), config.lanes)),
-            "acc_out_full": Out(1),
-            "release":      In(1),
-            "act_addr":     Out(range(config.act_depth // 4)),
-            "act_en":       Out(1),
-            "act_data":     In(32),
-            "wr_en":        In(1),
-            "wr_row":       In(range(config.depth)),
-            "wr_word":      In(range(config.row_words)),
-            "wr_data":      In(32),
-            "mac_active":   Out(1),
-            "row_read":     Out(1),
-            "bus_beat":     Out(1),
+            "ops":      In(stream.Signature(Op)),
+            "hazards":  In(HazardSignature()),
+            "idle":     Out(1),
+            "captured": Out(CaptureSignature(config)),
+            "act_read": In(ReadPort.Signature(addr_width=(config.act_depth // 4 - 1).bit_length(),
+                                              shape=unsigned(32))),
+            "write":    In(WeightWriteSignature(config)),
+            "events":   Out(EngineEventsSignature()),
         })
 
     def elaborate(self, platform):
@@ -84,26 +115,25 @@ class MacEngine(wiring.Component):
         m.submodules.weight_store = store = self._store_class(cfg, tag_shape=Tag)
         m.submodules.macs = macs = MacArray(cfg)
 
+        wiring.connect(m, wiring.flipped(self.write), store.write)
         m.d.comb += [
-            store.wr_en.eq(self.wr_en), store.wr_row.eq(self.wr_row),
-            store.wr_word.eq(self.wr_word), store.wr_data.eq(self.wr_data),
-            self.row_read.eq(store.row_read), self.bus_beat.eq(store.bus_beat),
-            self.acc_out.eq(macs.acc_out),
+            self.events.row_read.eq(store.row_read), self.events.bus_beat.eq(store.bus_beat),
+            self.captured.acc.eq(macs.acc_out),
         ]
 
         # ---- The operation queue: OP_SLOTS slots in a ring --------------------------------
-        ops = Array(Signal(_Op, name=f"op{i}") for i in range(OP_SLOTS))
+        ops = Array(Signal(Op, name=f"op{i}") for i in range(OP_SLOTS))
         live = Signal(OP_SLOTS)
         wp = Signal(range(OP_SLOTS))         # next slot to fill
         ip = Signal(range(OP_SLOTS))         # slot being issued
         pending = Signal(range(OP_SLOTS + 1))  # filled but not yet fully issued
         index = Signal(16)                   # next row of the MATVEC at ip
-        m.d.comb += self.can_push.eq(~live.bit_select(wp, 1))
+        m.d.comb += self.ops.ready.eq(~live.bit_select(wp, 1))
         retire_issue = Signal(OP_SLOTS)      # capture slots retired as they issue
         retire_land = Signal(OP_SLOTS)       # MATVEC slots retired as their last row lands
-        push_now = self.push & self.can_push
+        push_now = self.ops.valid & self.ops.ready
         with m.If(push_now):
-            m.d.sync += ops[wp].eq(self.push_op)
+            m.d.sync += ops[wp].eq(self.ops.payload)
             m.d.sync += wp.eq(wp + 1)
         m.d.sync += live.eq((live | Mux(push_now, 1 << wp, 0)) & ~retire_issue & ~retire_land)
         issued = Signal(range(3))            # operations fully issued this cycle
@@ -114,22 +144,23 @@ class MacEngine(wiring.Component):
         for i in range(OP_SLOTS):
             op = ops[i]
             is_mv = live[i] & ~op.capture
-            w_hits.append(is_mv & (op.row < self.chk_row_hi) & (self.chk_row_lo < op.row_end))
-            a_hits.append(is_mv & (op.act < self.chk_act_hi) & (self.chk_act_lo < op.act_end))
-        m.d.comb += [self.w_conflict.eq(Cat(w_hits).any()), self.a_conflict.eq(Cat(a_hits).any())]
+            w_hits.append(is_mv & op.rows.overlaps(self.hazards.rows))
+            a_hits.append(is_mv & op.acts.overlaps(self.hazards.acts))
+        m.d.comb += [self.hazards.rows_busy.eq(Cat(w_hits).any()),
+                     self.hazards.acts_busy.eq(Cat(a_hits).any())]
 
         # ---- Issue -------------------------------------------------------------------------
         head, nxt = ops[ip], ops[(ip + 1) % OP_SLOTS]
         have_head, have_next = pending >= 1, pending >= 2
         capture_in_flight = Signal()
-        capture_ok = ~self.acc_out_full & ~capture_in_flight
+        capture_ok = ~self.captured.full & ~capture_in_flight
         tag = Signal(Tag)
         inject = Signal()                    # a capture enters the MAC pipeline without a row
         m.d.comb += store.rd_tag.eq(tag)
         with m.If(have_head & ~head.capture):
             m.d.comb += [
-                store.rd_en.eq(1), store.rd_row.eq(head.row + index),
-                tag.act.eq(head.act + index * rows), tag.first.eq(head.first & (index == 0)),
+                store.rd_en.eq(1), store.rd_row.eq(head.rows.lo + index),
+                tag.act.eq(head.acts.lo + index * rows), tag.first.eq(head.first & (index == 0)),
                 tag.last.eq(index == head.count - 1), tag.slot.eq(ip),
             ]
             with m.If(store.rd_ready):
@@ -141,8 +172,8 @@ class MacEngine(wiring.Component):
             with m.If(have_next & ~nxt.capture):
                 # Ride on the next MATVEC's first row.
                 m.d.comb += [
-                    store.rd_en.eq(1), store.rd_row.eq(nxt.row),
-                    tag.act.eq(nxt.act), tag.first.eq(nxt.first), tag.capture.eq(1),
+                    store.rd_en.eq(1), store.rd_row.eq(nxt.rows.lo),
+                    tag.act.eq(nxt.acts.lo), tag.first.eq(nxt.first), tag.capture.eq(1),
                     tag.last.eq(nxt.count == 1), tag.slot.eq(ip + 1),
                 ]
                 with m.If(store.rd_ready):
@@ -163,27 +194,27 @@ class MacEngine(wiring.Component):
         landing = Signal(Tag)
         m.d.comb += [soon_tag.eq(store.soon_tag), landing.eq(store.rd_tag_out)]
         offset = Signal(2)
-        m.d.comb += [self.act_addr.eq(soon_tag.act >> 2), self.act_en.eq(store.soon)]
+        m.d.comb += [self.act_read.addr.eq(soon_tag.act >> 2), self.act_read.en.eq(store.soon)]
         m.d.sync += offset.eq(soon_tag.act[:2])
         act_bytes = Signal(32)
-        m.d.comb += act_bytes.eq(self.act_data >> (offset * 8))
+        m.d.comb += act_bytes.eq(self.act_read.data >> (offset * 8))
         m.d.comb += [
             macs.valid.eq(store.rd_valid),
             macs.first.eq(store.rd_valid & landing.first),
             macs.capture.eq((store.rd_valid & landing.capture) | inject),
             macs.weights.eq(store.rd_data),
-            self.mac_active.eq(store.rd_valid),
+            self.events.mac_active.eq(store.rd_valid),
         ]
         for r in range(rows):
             m.d.comb += macs.acts[r].eq(act_bytes[8 * r:8 * r + 8])
         with m.If(store.rd_valid & landing.last):
             m.d.comb += retire_land.eq(1 << landing.slot)
 
-        # ---- acc_out handshake with the output engine --------------------------------------
+        # ---- Capture handshake with the output engine ---------------------------------------
         with m.If(macs.captured):
-            m.d.sync += [self.acc_out_full.eq(1), capture_in_flight.eq(0)]
-        with m.If(self.release):
-            m.d.sync += self.acc_out_full.eq(0)
+            m.d.sync += [self.captured.full.eq(1), capture_in_flight.eq(0)]
+        with m.If(self.captured.release):
+            m.d.sync += self.captured.full.eq(0)
 
         m.d.comb += self.idle.eq((pending == 0) & ~live.any() & store.idle & ~macs.busy
                                  & ~capture_in_flight & ~inject)

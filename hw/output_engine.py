@@ -1,23 +1,28 @@
 """The output engine: answers commands in order, streaming captured accumulators out."""
 
 from amaranth import *
-from amaranth.lib import wiring, data
+from amaranth.lib import wiring, data, enum, stream
+from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
 from .isa import MacroConfig, ACC_BITS, STREAM_BITS
+from .bias_memory import BiasReadSignature
 from .fabric import fabric_for
+from .mac_engine import CaptureSignature
 from .requantizer import Requantizer
 
 
-__all__ = ["OutputEngine", "Response", "ResponseKind", "OUT_FIFO_DEPTH", "groups"]
+__all__ = ["OutputEngine", "Response", "ResponseKind", "OUT_FIFO_DEPTH", "groups",
+           "FIFOWriteSignature"]
 
 
 #: Words the output FIFO holds; the engine never issues more lanes than it has room for.
 OUT_FIFO_DEPTH = 8
 
 
-class ResponseKind:
-    """What the output engine does with a queued response (after pushing its status word)."""
+class ResponseKind(enum.Enum, shape=2):
+    """What the output engine does with a queued response (after pushing its status word). The
+    emitting kinds are named after the opcodes they answer."""
     STATUS_ONLY = 0
     EMIT_RAW = 1
     EMIT_INT8 = 2
@@ -26,16 +31,35 @@ class ResponseKind:
 
 #: A queued response: the status word, and for the emitting kinds the lane parameters.
 Response = data.StructLayout({
-    "status": STREAM_BITS, "kind": 2, "count": 9, "bias_on": 1, "bias": 16, "act": 16,
+    "status": STREAM_BITS, "kind": ResponseKind, "count": 9, "bias_on": 1, "bias": 16, "act": 16,
     "mult": 16, "shift": 5, "relu": 1,
 })
+
+
+class FIFOWriteSignature(wiring.Signature):
+    """Pushes into the output FIFO, seen from the writer: ``en`` writes ``data``; ``rdy`` says
+    there is room now and ``level`` how many words it holds (the engine keeps room for every
+    word in its pipeline)."""
+
+    def __init__(self):
+        super().__init__({
+            "data":  Out(STREAM_BITS),
+            "en":    Out(1),
+            "rdy":   In(1),
+            "level": In(range(OUT_FIFO_DEPTH + 1)),
+        })
 
 
 class OutputEngine(wiring.Component):
     """Takes the response queue in order and fills the output FIFO.
 
+    Ports: ``responses``, a stream of :data:`Response`; ``captured``, the MAC engine's captured
+    accumulators (:class:`pim_macro.hw.mac_engine.CaptureSignature`); ``bias_read``, the bias
+    memory's read port; ``act_write``, a write port into the activation buffer (32-bit words,
+    byte enables); ``out``, the output FIFO (:class:`FIFOWriteSignature`).
+
     A ``STATUS_ONLY`` response pushes its status word in one cycle. An emitting response waits
-    until its accumulators have been captured (``acc_out_full``), pushes its status word, then
+    until its accumulators have been captured (``captured.full``), pushes its status word, then
     issues one *group* of lanes per cycle while the FIFO has room for everything in flight:
     ``EMIT_RAW`` one lane (one int32 word); ``EMIT_INT8`` up to ``g = config.requantizers``
     lanes of one output word (four lanes per word: with ``g < 4`` a word is packed from
@@ -43,10 +67,10 @@ class OutputEngine(wiring.Component):
     land in one ``g``-aligned part of a 32-bit activation word. A group's captured values plus
     ``bias[bias + lane]`` (two cycles: the reads, then the registered sum), then ``g``
     :class:`Requantizer` s in parallel (``Requantizer.LATENCY`` cycles), give its FIFO word or
-    its activation write (``LANE_LATENCY`` cycles after the issue). ``release`` strobes when the
-    last group has been read from ``acc_out``; the engine takes the next response once the last
-    group has left the pipeline (``writeback_done`` strobes then for a write-back). ``idle``: no
-    response in progress. :func:`groups` gives the number of groups of a response.
+    its activation write (``LANE_LATENCY`` cycles after the issue). ``captured.release`` strobes
+    when the last group has been read from ``captured.acc``; the engine takes the next response
+    once the last group has left the pipeline (``writeback_done`` strobes then for a
+    write-back). ``idle``: no response in progress. :func:`groups` gives the number of groups of a response.
     """
 
     #: Cycles from issuing a group to its push or write.
@@ -55,22 +79,13 @@ class OutputEngine(wiring.Component):
     def __init__(self, config: MacroConfig):
         self._config = config
         super().__init__({
-            "rq_data":        In(Response),
-            "rq_valid":       In(1),
-            "rq_pop":         Out(1),
-            "acc_out":        In(data.ArrayLayout(signed(ACC_BITS), config.lanes)),
-            "acc_out_full":   In(1),
-            "release":        Out(1),
-            "bias_addr":      Out(range(config.bias_depth)),
-            "bias_en":        Out(1),
-            "bias_data":      In(data.ArrayLayout(signed(32), config.requantizers)),
-            "act_wr_addr":    Out(range(config.act_depth // 4)),
-            "act_wr_en":      Out(4),
-            "act_wr_data":    Out(32),
-            "fifo_data":      Out(STREAM_BITS),
-            "fifo_push":      Out(1),
-            "fifo_w_rdy":     In(1),
-            "fifo_level":     In(range(OUT_FIFO_DEPTH + 1)),
+            "responses":      In(stream.Signature(Response)),
+            "captured":       In(CaptureSignature(config)),
+            "bias_read":      In(BiasReadSignature(config.bias_depth, config.requantizers)),
+            "act_write":      In(WritePort.Signature(
+                                  addr_width=(config.act_depth // 4 - 1).bit_length(),
+                                  shape=unsigned(32), granularity=8)),
+            "out":            Out(FIFOWriteSignature()),
             "idle":           Out(1),
             "writeback_done": Out(1),
         })
@@ -95,18 +110,18 @@ class OutputEngine(wiring.Component):
             with m.Default():               # WRITEBACK: up to the next g-aligned boundary
                 room = g - (job.act + index)[:2] % g
                 m.d.comb += size.eq(Mux(job.count - index < room, job.count - index, room))
-        m.d.comb += [self.bias_addr.eq(job.bias + index), self.bias_en.eq(issue)]
+        m.d.comb += [self.bias_read.addr.eq(job.bias + index), self.bias_read.en.eq(issue)]
 
         # Stage 0: the group's accumulators and biases (block RAM) are read. Stage 1: their sums,
         # registered, so that the bias memory's output does not reach into the multiplier.
         acc_sel = [Signal(signed(ACC_BITS), name=f"acc_sel{j}") for j in range(g)]
         width = max(1, (lanes - 1).bit_length())
         for j in range(g):
-            m.d.sync += acc_sel[j].eq(self.acc_out[(index + j)[:width]])
+            m.d.sync += acc_sel[j].eq(self.captured.acc[(index + j)[:width]])
         values = []
         for j in range(g):
             value = Signal(signed(ACC_BITS), name=f"value{j}")
-            m.d.sync += value.eq(acc_sel[j] + Mux(job.bias_on, self.bias_data[j], 0))
+            m.d.sync += value.eq(acc_sel[j] + Mux(job.bias_on, self.bias_read.data[j], 0))
             values.append(value)
             m.d.comb += [requants[j].value.eq(value), requants[j].mult.eq(job.mult),
                          requants[j].shift.eq(job.shift), requants[j].relu.eq(job.relu)]
@@ -130,7 +145,7 @@ class OutputEngine(wiring.Component):
         out_valid, out_lane, out_size = stage_valid[-1], stage_lane[-1], stage_size[-1]
         in_flight = Signal(range(depth + 1))
         m.d.comb += in_flight.eq(sum(stage_valid))
-        room = self.fifo_level + in_flight < OUT_FIFO_DEPTH
+        room = self.out.level + in_flight < OUT_FIFO_DEPTH
 
         # The group's results as bytes, lanes past its size zeroed.
         results = Signal(8 * g)
@@ -153,29 +168,29 @@ class OutputEngine(wiring.Component):
         with m.If(out_valid):
             with m.Switch(job.kind):
                 with m.Case(ResponseKind.EMIT_RAW):
-                    m.d.comb += [self.fifo_data.eq(raw_value[-1]), self.fifo_push.eq(1)]
+                    m.d.comb += [self.out.data.eq(raw_value[-1]), self.out.en.eq(1)]
                 with m.Case(ResponseKind.EMIT_INT8):
-                    m.d.comb += [self.fifo_data.eq(int8_word), self.fifo_push.eq(int8_push)]
+                    m.d.comb += [self.out.data.eq(int8_word), self.out.en.eq(int8_push)]
                 with m.Case(ResponseKind.WRITEBACK):
                     address = job.act + out_lane
                     offset = address[:2]
                     m.d.comb += [
-                        self.act_wr_addr.eq(address >> 2),
-                        self.act_wr_data.eq(results << (offset * 8)),
-                        self.act_wr_en.eq((((1 << out_size) - 1) << offset)[:4]),
+                        self.act_write.addr.eq(address >> 2),
+                        self.act_write.data.eq(results << (offset * 8)),
+                        self.act_write.en.eq((((1 << out_size) - 1) << offset)[:4]),
                     ]
 
-        head = self.rq_data
+        head = self.responses.payload
         with m.FSM(name="out"):
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
-                ready = self.rq_valid & self.fifo_w_rdy
+                ready = self.responses.valid & self.out.rdy
                 with m.If(ready & (head.kind == ResponseKind.STATUS_ONLY)):
-                    m.d.comb += [self.fifo_data.eq(head.status), self.fifo_push.eq(1),
-                                 self.rq_pop.eq(1)]
-                with m.Elif(ready & self.acc_out_full):
-                    m.d.comb += [self.fifo_data.eq(head.status), self.fifo_push.eq(1),
-                                 self.rq_pop.eq(1), self.idle.eq(0)]
+                    m.d.comb += [self.out.data.eq(head.status), self.out.en.eq(1),
+                                 self.responses.ready.eq(1)]
+                with m.Elif(ready & self.captured.full):
+                    m.d.comb += [self.out.data.eq(head.status), self.out.en.eq(1),
+                                 self.responses.ready.eq(1), self.idle.eq(0)]
                     m.d.sync += [job.eq(head), index.eq(0)]
                     m.next = "LANES"
             with m.State("LANES"):
@@ -185,7 +200,7 @@ class OutputEngine(wiring.Component):
                         m.d.comb += [issue.eq(1), issue_last.eq(last)]
                         m.d.sync += index.eq(index + size)
                         with m.If(last):
-                            m.d.comb += self.release.eq(1)
+                            m.d.comb += self.captured.release.eq(1)
                 with m.Elif(~stage_valid.any()):
                     m.d.comb += self.writeback_done.eq(job.kind == ResponseKind.WRITEBACK)
                     m.next = "IDLE"

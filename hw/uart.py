@@ -2,10 +2,11 @@
 
 from amaranth import *
 from amaranth.lib import wiring, stream
+from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["UARTRx", "UARTTx", "frame_bits"]
+__all__ = ["UARTRx", "UARTTx", "frame_bits", "check_divisor"]
 
 
 def frame_bits(byte, stop=1):
@@ -14,25 +15,34 @@ def frame_bits(byte, stop=1):
     return [0] + [(byte >> i) & 1 for i in range(8)] + [stop]
 
 
-def _check_divisor(component, divisor):
-    if not isinstance(divisor, int) or divisor < 4:
-        component._MustUse__silence = True      # never elaborated: no unused-object warning
+def check_divisor(divisor):
+    """Raise ``ValueError`` unless ``divisor`` (clock cycles per bit) can time a UART."""
+    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
         raise ValueError(f"divisor (clock cycles per bit) must be an integer >= 4, not "
                          f"{divisor!r}")
 
 
-class UARTRx(wiring.Component):
+class _Checked:
+    """Checks the divisor in ``__new__``: a rejected UART is never created, so Amaranth has
+    no unused object to warn about."""
+
+    def __new__(cls, divisor, *args, **kwargs):
+        check_divisor(divisor)
+        return super().__new__(cls, src_loc_at=1)
+
+
+class UARTRx(_Checked, wiring.Component):
     """Receives 8N1 frames on ``rx`` (idle high), ``divisor`` clock cycles per bit.
 
-    The line is synchronised by two flip-flops; a start bit is confirmed at its middle, each data
-    bit (least significant first) and the stop bit are sampled at theirs. A received byte is
+    The line is synchronised by two flip-flops (an :class:`FFSynchronizer`, reset with the
+    domain like the rest of the receiver, to idle high); a start bit is confirmed at its middle,
+    each data bit (least significant first) and the stop bit are sampled at theirs. A received byte is
     offered on ``o_stream`` until taken; a frame whose stop bit is low is dropped and strobes
     ``framing_error``; a byte that arrives while the previous one is still not taken is dropped
     and strobes ``overrun`` (the receiver never stalls: the line does not wait).
     """
 
     def __init__(self, divisor):
-        _check_divisor(self, divisor)
         self._divisor = divisor
         super().__init__({
             "rx":            In(1, init=1),
@@ -44,9 +54,8 @@ class UARTRx(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         div = self._divisor
-        line = Signal(2, init=0b11)
-        m.d.sync += line.eq(Cat(self.rx, line[0]))
-        bit = line[1]
+        bit = Signal(init=1)
+        m.submodules.rx_sync = FFSynchronizer(self.rx, bit, init=1, reset_less=False)
         timer = Signal(range(div))
         count = Signal(range(9))
         shift = Signal(8)
@@ -86,12 +95,11 @@ class UARTRx(wiring.Component):
         return m
 
 
-class UARTTx(wiring.Component):
+class UARTTx(_Checked, wiring.Component):
     """Sends each byte taken from ``i_stream`` as an 8N1 frame on ``tx``, ``divisor`` clock
     cycles per bit; takes the next byte once the stop bit has been sent."""
 
     def __init__(self, divisor):
-        _check_divisor(self, divisor)
         self._divisor = divisor
         super().__init__({
             "i_stream": In(stream.Signature(8)),

@@ -6,16 +6,24 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .isa import STREAM_BITS, MacroConfig
-from .macro import make_macro
-from .uart import UARTRx, UARTTx
+from .macro import check_macro_args, make_macro
+from .uart import UARTRx, UARTTx, check_divisor
 
 
-__all__ = ["UARTBridge", "WordAssembler", "WordSplitter", "RX_FIFO_BYTES"]
+__all__ = ["UARTBridge", "WordAssembler", "WordSplitter", "RX_FIFO_BYTES", "check_bridge_args"]
 
 #: Bytes the bridge's receive FIFO holds: the host's credit window (``pim_macro.sw.runtime.board_link``).
 RX_FIFO_BYTES = 512
 
 _BYTES = STREAM_BITS // 8
+
+
+def check_bridge_args(config, *, arch, rx_fifo_depth):
+    """Raise ``TypeError``/``ValueError`` for arguments a :class:`UARTBridge` rejects (all but
+    the divisor, which :func:`pim_macro.hw.uart.check_divisor` checks)."""
+    check_macro_args(config, arch)
+    if not isinstance(rx_fifo_depth, int) or rx_fifo_depth < 4:
+        raise ValueError(f"rx_fifo_depth must be an integer >= 4, not {rx_fifo_depth!r}")
 
 
 class WordAssembler(wiring.Component):
@@ -75,10 +83,14 @@ class UARTBridge(wiring.Component):
     reset clears them.
     """
 
+    def __new__(cls, config: MacroConfig, *, arch="pim", divisor, rx_fifo_depth=RX_FIFO_BYTES):
+        # Every argument is checked before the bridge (or any of its parts) exists, so a
+        # rejected bridge leaves no unused object behind.
+        check_bridge_args(config, arch=arch, rx_fifo_depth=rx_fifo_depth)
+        check_divisor(divisor)
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, config: MacroConfig, *, arch="pim", divisor, rx_fifo_depth=RX_FIFO_BYTES):
-        if not isinstance(rx_fifo_depth, int) or rx_fifo_depth < 4:
-            self._MustUse__silence = True
-            raise ValueError(f"rx_fifo_depth must be an integer >= 4, not {rx_fifo_depth!r}")
         self._macro = make_macro(config, arch=arch)
         self._divisor = divisor
         self._depth = rx_fifo_depth

@@ -46,18 +46,18 @@ class WeightArray(wiring.Component):
         m.d.sync += [self.rd_valid.eq(self.rd_en), self.rd_tag_out.eq(self.rd_tag)]
         # Payload word w of a row goes to sub-array w // groups, column group w % groups.
         sub = Signal(range(cfg.rows_per_cycle))
-        m.d.comb += sub.eq(sum(self.wr_word >= groups * s for s in range(1, cfg.rows_per_cycle)))
+        m.d.comb += sub.eq(sum(self.write.word >= groups * s for s in range(1, cfg.rows_per_cycle)))
         group = Signal(range(groups))
-        m.d.comb += group.eq(self.wr_word - sub * groups)
+        m.d.comb += group.eq(self.write.word - sub * groups)
         for s in range(cfg.rows_per_cycle):
             mem = m.submodules[f"sub{s}"] = Memory(shape=unsigned(8 * cfg.lanes),
                                                    depth=cfg.depth, init=[])
             wr = mem.write_port(granularity=32)
             rd = mem.read_port()
             m.d.comb += [
-                wr.addr.eq(self.wr_row),
-                wr.data.eq(self.wr_data.replicate(groups)),
-                wr.en.eq(Mux(self.wr_en & (sub == s), 1 << group, 0)),
+                wr.addr.eq(self.write.row),
+                wr.data.eq(self.write.data.replicate(groups)),
+                wr.en.eq(Mux(self.write.en & (sub == s), 1 << group, 0)),
                 rd.addr.eq(self.rd_row),
                 rd.en.eq(self.rd_en),
                 self.rd_data[s].as_value().eq(rd.data),

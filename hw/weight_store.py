@@ -4,13 +4,14 @@ the MAC lanes. The two architectures differ only here (see :func:`weight_store_f
 from typing import NamedTuple
 
 from amaranth import *
-from amaranth.lib import data
-from amaranth.lib.wiring import In, Out, Signature
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
 
 from .isa import MacroConfig
 
 
-__all__ = ["row_layout", "StoreTiming", "WeightStoreSignature", "weight_store_for"]
+__all__ = ["row_layout", "StoreTiming", "WeightWriteSignature", "WeightStoreSignature",
+           "weight_store_for"]
 
 
 class StoreTiming(NamedTuple):
@@ -26,37 +27,50 @@ def row_layout(config):
     return data.ArrayLayout(data.ArrayLayout(signed(8), config.lanes), config.rows_per_cycle)
 
 
-def WeightStoreSignature(config: MacroConfig, tag_shape):
+class WeightWriteSignature(wiring.Signature):
+    """A weight write port, seen from the writer: in a cycle with ``en``, the store keeps the
+    32-bit ``data`` as word ``word`` (of ``config.row_words``, in payload order) of row ``row``.
+    """
+
+    def __init__(self, config: MacroConfig):
+        super().__init__({
+            "en":   Out(1),
+            "row":  Out(range(config.depth)),
+            "word": Out(range(config.row_words)),
+            "data": Out(32),
+        })
+
+
+class WeightStoreSignature(wiring.Signature):
     """The interface every weight store implements (seen from the store).
 
-    Writes: ``wr_en`` stores the 32-bit ``wr_data`` as word ``wr_word`` (of
-    ``config.row_words``, in payload order) of row ``wr_row``, in that cycle.
+    Writes come through ``write`` (a :class:`WeightWriteSignature`), in one cycle.
 
-    Reads: a request (``rd_en``, ``rd_row``, and an opaque ``rd_tag`` that comes back with the
-    row) is accepted in a cycle with ``rd_ready`` high. Its row appears on ``rd_data`` with
-    ``rd_valid`` and ``rd_tag_out`` exactly ``LATENCY`` cycles later; ``soon`` and ``soon_tag``
-    announce it one cycle ahead (so the activation buffer, which has a one-cycle read, can be read
-    in step). Rows come back in request order; ``idle`` is high when no request is in flight and
-    none lands this cycle. ``row_read`` strobes once per accepted request, ``bus_beat`` once per
-    word that crosses a bus between the SRAM and the lanes."""
-    return Signature({
-        "wr_en":      In(1),
-        "wr_row":     In(range(config.depth)),
-        "wr_word":    In(range(config.row_words)),
-        "wr_data":    In(32),
-        "rd_en":      In(1),
-        "rd_row":     In(range(config.depth)),
-        "rd_tag":     In(tag_shape),
-        "rd_ready":   Out(1),
-        "soon":       Out(1),
-        "soon_tag":   Out(tag_shape),
-        "rd_valid":   Out(1),
-        "rd_tag_out": Out(tag_shape),
-        "rd_data":    Out(row_layout(config)),
-        "idle":       Out(1),
-        "row_read":   Out(1),
-        "bus_beat":   Out(1),
-    })
+    Reads: a request (``rd_en``, ``rd_row``, and an opaque ``rd_tag`` of ``tag_shape`` that
+    comes back with the row) is accepted in a cycle with ``rd_ready`` high. Its row appears on
+    ``rd_data`` with ``rd_valid`` and ``rd_tag_out`` exactly ``LATENCY`` cycles later; ``soon``
+    and ``soon_tag`` announce it one cycle ahead (so the activation buffer, which has a one-cycle
+    read, can be read in step). Rows come back in request order; ``idle`` is high when no
+    request is in flight and none lands this cycle. ``row_read`` strobes once per accepted
+    request, ``bus_beat`` once per word that crosses a bus between the SRAM and the lanes.
+    """
+
+    def __init__(self, config: MacroConfig, tag_shape):
+        super().__init__({
+            "write":      In(WeightWriteSignature(config)),
+            "rd_en":      In(1),
+            "rd_row":     In(range(config.depth)),
+            "rd_tag":     In(tag_shape),
+            "rd_ready":   Out(1),
+            "soon":       Out(1),
+            "soon_tag":   Out(tag_shape),
+            "rd_valid":   Out(1),
+            "rd_tag_out": Out(tag_shape),
+            "rd_data":    Out(row_layout(config)),
+            "idle":       Out(1),
+            "row_read":   Out(1),
+            "bus_beat":   Out(1),
+        })
 
 
 def weight_store_for(arch):

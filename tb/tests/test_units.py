@@ -179,17 +179,17 @@ def test_bias_memory_reads_consecutive_words(reads):
 
     async def bench(ctx):
         for addr, word in enumerate(words):
-            ctx.set(dut.wr_en, 1)
-            ctx.set(dut.wr_addr, addr)
-            ctx.set(dut.wr_data, word)
+            ctx.set(dut.write.en, 1)
+            ctx.set(dut.write.addr, addr)
+            ctx.set(dut.write.data, word)
             await ctx.tick()
-        ctx.set(dut.wr_en, 0)
+        ctx.set(dut.write.en, 0)
         for addr in range(depth - reads + 1):
-            ctx.set(dut.rd_en, 1)
-            ctx.set(dut.rd_addr, addr)
+            ctx.set(dut.read.en, 1)
+            ctx.set(dut.read.addr, addr)
             await ctx.tick()
-            ctx.set(dut.rd_en, 0)
-            got = [ctx.get(dut.rd_data[j]) for j in range(reads)]
+            ctx.set(dut.read.en, 0)
+            got = [ctx.get(dut.read.data[j]) for j in range(reads)]
             assert got == words[addr:addr + reads], f"read at {addr}"
 
     simulate(dut, bench)
@@ -274,3 +274,69 @@ def test_times_const():
     sim.run()
     with pytest.raises(ValueError, match="k must be a positive integer"):
         times_const(x, 0)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: __import__("pim_macro.hw", fromlist=["Macro"]).Macro(MacroConfig(), arch="gpu"),
+     "arch must be one of"),
+    (lambda: __import__("pim_macro.hw", fromlist=["Macro"]).Macro({"lanes": 8}),
+     "config must be a MacroConfig"),
+    (lambda: __import__("pim_macro.hw.fifo", fromlist=["BlockFIFO"]).BlockFIFO(width=8, depth=3),
+     "depth must be a power of two"),
+    (lambda: __import__("pim_macro.hw.uart", fromlist=["UARTRx"]).UARTRx(3), "divisor"),
+    (lambda: __import__("pim_macro.hw.uart", fromlist=["UARTTx"]).UARTTx(2.5), "divisor"),
+    (lambda: __import__("pim_macro.hw.uart_bridge", fromlist=["UARTBridge"]).UARTBridge(
+        MacroConfig(), divisor=8, rx_fifo_depth=2), "rx_fifo_depth"),
+    (lambda: __import__("pim_macro.hw.uart_bridge", fromlist=["UARTBridge"]).UARTBridge(
+        MacroConfig(), divisor=1), "divisor"),
+    (lambda: __import__("pim_macro.hw.uart_bridge", fromlist=["UARTBridge"]).UARTBridge(
+        MacroConfig(), arch="gpu", divisor=8), "arch must be one of"),
+    (lambda: __import__("pim_macro.hw.board", fromlist=["BoardTop"]).BoardTop(
+        MacroConfig(), arch="gpu"), "arch must be one of"),
+], ids=["macro-arch", "macro-config", "fifo", "uart-rx", "uart-tx", "bridge-fifo",
+        "bridge-divisor", "bridge-arch", "board-arch"])
+def test_rejected_components_leave_nothing_unused(make, message):
+    """A constructor that rejects its arguments does so before the object exists: no
+    UnusedElaboratable warning follows, and no private Amaranth attribute is touched."""
+    import gc
+    import warnings
+    from amaranth.hdl import Fragment
+    from pim_macro.hw.counters import PerfCounters
+    # Amaranth arms the warning once anything has been elaborated (as in any real run).
+    Fragment.get(PerfCounters(), None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises((ValueError, TypeError), match=message):
+            make()
+        gc.collect()
+    assert not caught, f"a rejected object should not warn: {[str(w.message) for w in caught]}"
+
+
+def test_block_fifo_stream_ports():
+    """``w_stream``/``r_stream`` connect like ``amaranth.lib.fifo``'s: words pushed through the
+    one come out of the other, in order."""
+    from amaranth import Module
+    from amaranth.lib import stream, wiring
+    from pim_macro.hw.fifo import BlockFIFO
+    m = Module()
+    m.submodules.fifo = fifo = BlockFIFO(width=8, depth=4)
+    source = stream.Signature(8).create()
+    sink = stream.Signature(8).flip().create()
+    wiring.connect(m, source, fifo.w_stream)
+    wiring.connect(m, fifo.r_stream, sink)
+    got = []
+
+    async def bench(ctx):
+        for word in (5, 6, 7):
+            ctx.set(source.payload, word)
+            ctx.set(source.valid, 1)
+            assert ctx.get(source.ready), "an empty FIFO takes a word"
+            await ctx.tick()
+        ctx.set(source.valid, 0)
+        ctx.set(sink.ready, 1)
+        while ctx.get(sink.valid):
+            got.append(ctx.get(sink.payload))
+            await ctx.tick()
+
+    simulate(m, bench)
+    assert got == [5, 6, 7], "the words should come out in order"
