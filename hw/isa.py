@@ -247,8 +247,13 @@ def pack(layout, **fields):
 def unpack(layout, word):
     """The fields of the int ``word`` as a ``data.Const`` of ``layout`` (``.opcode``, ``.count``,
     ...; enum fields come back as members). Raises ``ValueError`` for a value an enum field has no
-    member for (an unknown :class:`Error` code)."""
-    return layout.from_bits(int(word) & ((1 << layout.size) - 1))
+    member for (an unknown :class:`Error` code), or when ``word`` is negative or wider than the
+    layout: a word off a stream never is, so such a value is a caller's error, not bits to drop."""
+    word = int(word)
+    if not 0 <= word < (1 << layout.size):
+        raise ValueError(f"a {layout.size}-bit word must be 0 .. {(1 << layout.size) - 1}, "
+                         f"not {word}")
+    return layout.from_bits(word)
 
 
 # ---- Per-opcode table: what every part of the project reads about a command ---------------

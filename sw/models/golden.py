@@ -188,11 +188,12 @@ class GoldenMacro:
     # -- checks -------------------------------------------------------------------------------
 
     def check(self, op, flags, count, args):
-        """The :class:`Error` of a command with a known :class:`Opcode` ``op``, :class:`Flag`
-        ``flags``, header ``count`` and argument words ``args`` (ints), per the ISA's order of
-        checks; ``Error.OK`` if it may execute. The reference the gateware's decoder is tested
-        against."""
+        """The :class:`Error` of a command with a known :class:`Opcode` ``op``, ``flags`` (a
+        :class:`Flag` or the header's flag byte), header ``count`` and argument words ``args``
+        (ints), per the ISA's order of checks; ``Error.OK`` if it may execute. The reference the
+        gateware's decoder is tested against."""
         c = self.config
+        op, flags = Opcode(op), Flag(flags)
         rule = OPCODES[op]
         arg, reserved = _arguments(op, args)
 

@@ -62,8 +62,15 @@ def pack_bytes(values):
 
 def words_to_bytes(words):
     """The bytes of 32-bit ``words`` in stream order: each word least significant byte first
-    (the order a serial link carries them)."""
-    return b"".join((int(w) & _WORD_MASK).to_bytes(WORD_BYTES, "little") for w in words)
+    (the order a serial link carries them). Raises ``ValueError`` for a word outside
+    ``0 .. 2**32 - 1`` rather than sending other bits than were asked for."""
+    out = bytearray()
+    for i, w in enumerate(words):
+        w = int(w)
+        if not 0 <= w <= _WORD_MASK:
+            raise ValueError(f"word {i} = {w} does not fit in {STREAM_BITS} unsigned bits")
+        out += w.to_bytes(WORD_BYTES, "little")
+    return bytes(out)
 
 
 def bytes_to_words(data):

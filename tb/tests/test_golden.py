@@ -740,3 +740,30 @@ def test_big_matvec_is_fast():
     elapsed = time.perf_counter() - t
     assert parse_responses(out)[-1].int32().tolist() == wrap_ref(w @ x).tolist()
     assert elapsed < 1.0, f"64-lane x 4096-row MATVEC took {elapsed:.2f} s, should be well < 1 s"
+
+
+# Inputs a differential run of the old and the new encoder found handled silently or not at all
+# (a negative status word made the old decoder loop for ever); each is now refused in one line.
+@pytest.mark.parametrize("words", [[-65536], [1 << 32 | 9], [-1]])
+def test_stream_decoders_refuse_words_that_are_not_32_bit(words):
+    with pytest.raises(ValueError, match="32-bit word"):
+        parse_responses(words)
+    from pim_macro.sw.runtime.asm import AnswerCounter
+    with pytest.raises(ValueError, match="32-bit word"):
+        AnswerCounter().add(words[0])
+
+
+@pytest.mark.parametrize("word", [-1, 1 << 32])
+def test_words_to_bytes_refuses_words_that_are_not_32_bit(word):
+    from pim_macro.sw.runtime.asm import words_to_bytes
+    with pytest.raises(ValueError, match="does not fit in 32 unsigned bits"):
+        words_to_bytes([0, word])
+
+
+def test_check_takes_the_flag_byte_or_a_flag():
+    """``GoldenMacro.check`` takes the header's flag byte as it comes, stray bits included."""
+    golden = GoldenMacro(MacroConfig())
+    assert golden.check(Opcode.MATVEC, 0, 1, [0]) == Error.OK
+    assert golden.check(Opcode.MATVEC, Flag.ACCUMULATE, 1, [0]) == Error.OK
+    assert golden.check(Opcode.MATVEC.value, 0x10, 1, [0]) == Error.BAD_FIELD, \
+        "a flag bit no Flag names should be BAD_FIELD"

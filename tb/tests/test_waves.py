@@ -54,3 +54,21 @@ def test_waves_hand(sim, arch):
 def test_waves_rejects_unknown_scenario(capsys):
     assert waves.main(["nonsense"]) == 2
     assert "unknown scenario 'nonsense'" in capsys.readouterr().err
+
+
+def test_every_group_pattern_names_a_signal():
+    """Each name pattern of the save file's groups matches a signal of the macro's Verilog on at
+    least one architecture, so a renamed port or register cannot drop out of the waveforms
+    silently (the save file skips patterns that match nothing)."""
+    import re
+    from pim_macro.sw.runtime.rtl import verilog_for
+    verilog = {arch: verilog_for(waves.CONFIG, arch, "macro", "portable")
+               for arch in ("pim", "baseline")}
+    unmatched = []
+    for title, module, patterns, _ in waves.GROUPS:
+        declared = set()
+        for text in verilog.values():
+            declared |= set(waves._declarations(text, module))
+        unmatched += [f"{title}: {p}" for p in patterns
+                      if not any(re.fullmatch(p, name) for name in declared)]
+    assert not unmatched, f"these wave group patterns match no signal: {unmatched}"
