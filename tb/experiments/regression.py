@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pim_macro.hw.isa import ARCHES, MacroConfig, Opcode
+from pim_macro.hw.isa import ARCHES, REQUANT_MULT_BITS, MacroConfig, Opcode
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.compiler.gemv import compile_gemv
 from pim_macro.sw.paths import REPORT_DIR
@@ -57,7 +57,7 @@ def _gemv(name, config, n, k, batch=1, *, seed, quant=True, bias=True, preloaded
     w = rng.integers(-128, 128, (n, k), dtype=np.int8)
     x = rng.integers(-128, 128, (batch, k), dtype=np.int8)
     b = rng.integers(-2**20, 2**20, n, dtype=np.int32) if bias else None
-    q = dict(mult=int(rng.integers(1, 1 << 16)), shift=24, relu=True) if quant else {}
+    q = dict(mult=int(rng.integers(1, 1 << REQUANT_MULT_BITS)), shift=24, relu=True) if quant else {}
     program = compile_gemv(w, x, config, bias=b, preloaded=preloaded, **q)
     return Workload(name, config, program.words, batch * n * k)
 
