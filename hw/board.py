@@ -1,9 +1,9 @@
 """Board tops: the macro behind a board's USB UART, for iCEBreaker (iCE40 UP5K) and ULX3S (ECP5).
 
-A :class:`Board` names an amaranth-boards platform, the :class:`pim_macro.hw.fabric.Fabric` the macro is
-mapped onto there, the timing target of its report and the macro configurations built for it.
-:class:`BoardTop` is what runs on the board: a :class:`pim_macro.hw.uart_bridge.UARTBridge` on the
-platform's UART at :data:`BAUD`, in the board oscillator's clock domain, with the bridge's
+A :class:`Board` names an amaranth-boards platform, the :class:`pim_macro.hw.fabric.Fabric` the
+macro is mapped onto there, the timing target of its report and the macro configurations built for
+it. :class:`BoardTop` is what runs on the board: a :class:`pim_macro.hw.uart_bridge.UARTBridge` on
+the platform's UART at :data:`BAUD`, in the board oscillator's clock domain, with the bridge's
 sticky ``overrun`` and ``framing_error`` flags on LEDs 0 and 1, a heartbeat on the last LED
 (boards with more than two), and button 0 as the macro's reset.
 """

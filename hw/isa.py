@@ -81,7 +81,8 @@ from amaranth.lib import enum, data
 
 
 __all__ = [
-    "STREAM_BITS", "WORD_BYTES", "ISA_VERSION", "ACC_BITS", "REQUANT_MULT_BITS", "REQUANT_SHIFT_MAX", "ARCHES",
+    "STREAM_BITS", "WORD_BYTES", "ISA_VERSION", "ACC_BITS", "REQUANT_MULT_BITS",
+    "REQUANT_SHIFT_MAX", "ARCHES",
     "INT8_PER_WORD", "ERROR_COUNT_BITS", "ERROR_COUNT_MAX",
     "Opcode", "Flag", "Error", "Counter", "StatusWord",
     "Header", "Status", "RowArg", "AddrArg", "MatvecArg", "BiasArg", "WritebackArg", "QuantArg",
@@ -105,9 +106,9 @@ ACC_BITS = 32
 REQUANT_MULT_BITS = 16
 #: Largest legal requantization shift.
 REQUANT_SHIFT_MAX = 31
-#: Architectures a macro can be built as (``pim_macro.hw.make_macro(arch=...)``): ``"pim"`` wires every
-#: SRAM column to its MAC lane; ``"baseline"`` keeps the same SRAM and MACs apart, joined by a bus
-#: of ``bus_bits``.
+#: Architectures a macro can be built as (``pim_macro.hw.make_macro(arch=...)``): ``"pim"`` wires
+#: every SRAM column to its MAC lane; ``"baseline"`` keeps the same SRAM and MACs apart, joined by a
+#: bus of ``bus_bits``.
 ARCHES = ("pim", "baseline")
 
 
@@ -300,7 +301,8 @@ class OpcodeInfo:
 
 #: The instruction set, one row per opcode.
 OPCODES = {
-    Opcode.WRITE_WEIGHTS: OpcodeInfo((RowArg,), Flag(0), "rows", payload=Words(per_item="row_words")),
+    Opcode.WRITE_WEIGHTS: OpcodeInfo((RowArg,), Flag(0), "rows",
+                                     payload=Words(per_item="row_words")),
     Opcode.LOAD_ACT:      OpcodeInfo((AddrArg,), Flag(0), "bytes",
                                      payload=Words(per_item=1, packed=INT8_PER_WORD)),
     Opcode.LOAD_BIAS:     OpcodeInfo((AddrArg,), Flag(0), "words", payload=Words(per_item=1)),

@@ -29,8 +29,8 @@ class MacArray(wiring.Component):
     flight. Stages: registered weights and activations (the multipliers' input registers on
     FPGAs: the block RAM's output goes no further than them), registered products (their output
     registers), registered adder tree over the R sub-arrays, accumulate. The platform's
-    :class:`pim_macro.hw.fabric.Fabric` picks the multipliers' form (``*`` or hand-placed iCE40 DSPs);
-    the timing is the same.
+    :class:`pim_macro.hw.fabric.Fabric` picks the multipliers' form (``*`` or hand-placed iCE40
+    DSPs); the timing is the same.
     """
 
     #: Cycles from a slot on the inputs to its effect on ``acc`` / ``acc_out``.

@@ -49,8 +49,9 @@ class Macro(wiring.Component):
       the controller decodes ahead while a :class:`MacEngine` runs MATVECs and an
       :class:`OutputEngine` streams results, so loads, compute and output overlap.
     * A failed check (see :class:`pim_macro.hw.isa.Error`) executes nothing, writes no memory,
-      reports the code, skips the announced payload and goes on with the next command. No input can make the
-      controller wait for anything but its own engines and stream handshakes: it never hangs.
+      reports the code, skips the announced payload and goes on with the next command. No input can
+      make the controller wait for anything but its own engines and stream handshakes: it never
+      hangs.
     * Synchronous reset returns the controller, engines, accumulators, counters and queues to
       their initial state in any cycle; SRAM, activation and bias contents are kept.
 
@@ -327,6 +328,6 @@ class Macro(wiring.Component):
 
 
 def make_macro(config: MacroConfig, *, arch="pim"):
-    """The macro for ``arch`` (see :data:`pim_macro.hw.isa.ARCHES`): one signature, one controller; only
-    the weight store differs."""
+    """The macro for ``arch`` (see :data:`pim_macro.hw.isa.ARCHES`): one signature, one controller;
+    only the weight store differs."""
     return Macro(config, arch=arch)

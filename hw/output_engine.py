@@ -70,7 +70,8 @@ class OutputEngine(wiring.Component):
     its activation write (``LANE_LATENCY`` cycles after the issue). ``captured.release`` strobes
     when the last group has been read from ``captured.acc``; the engine takes the next response
     once the last group has left the pipeline (``writeback_done`` strobes then for a
-    write-back). ``idle``: no response in progress. :func:`groups` gives the number of groups of a response.
+    write-back). ``idle``: no response in progress. :func:`groups` gives the number of groups of a
+    response.
     """
 
     #: Cycles from issuing a group to its push or write.

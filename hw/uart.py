@@ -36,8 +36,8 @@ class UARTRx(_Checked, wiring.Component):
 
     The line is synchronised by two flip-flops (an :class:`FFSynchronizer`, reset with the
     domain like the rest of the receiver, to idle high); a start bit is confirmed at its middle,
-    each data bit (least significant first) and the stop bit are sampled at theirs. A received byte is
-    offered on ``o_stream`` until taken; a frame whose stop bit is low is dropped and strobes
+    each data bit (least significant first) and the stop bit are sampled at theirs. A received byte
+    is offered on ``o_stream`` until taken; a frame whose stop bit is low is dropped and strobes
     ``framing_error``; a byte that arrives while the previous one is still not taken is dropped
     and strobes ``overrun`` (the receiver never stalls: the line does not wait).
     """

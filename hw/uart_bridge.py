@@ -12,7 +12,8 @@ from .uart import UARTRx, UARTTx, check_divisor
 
 __all__ = ["UARTBridge", "WordAssembler", "WordSplitter", "RX_FIFO_BYTES", "check_bridge_args"]
 
-#: Bytes the bridge's receive FIFO holds: the host's credit window (``pim_macro.sw.runtime.board_link``).
+#: Bytes the bridge's receive FIFO holds: the host's credit window
+#: (``pim_macro.sw.runtime.board_link``).
 RX_FIFO_BYTES = 512
 
 _BYTES = STREAM_BITS // 8

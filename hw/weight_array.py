@@ -1,4 +1,5 @@
-"""The PIM weight array: ``rows_per_cycle`` SRAM sub-arrays whose rows feed the MAC lanes directly."""
+"""The PIM weight array: ``rows_per_cycle`` SRAM sub-arrays whose rows feed the MAC lanes
+directly."""
 
 from amaranth import *
 from amaranth.lib import wiring

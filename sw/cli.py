@@ -1,7 +1,7 @@
 """The ``pim`` command-line tool.
 
-``pim gemv`` runs ``Y = X @ W.T (+ bias)`` (see :mod:`pim_macro.sw.compiler.gemv`) on the golden model, the exact
-cycle model or the RTL, of the PIM macro or the Von Neumann baseline::
+``pim gemv`` runs ``Y = X @ W.T (+ bias)`` (see :mod:`pim_macro.sw.compiler.gemv`) on the golden
+model, the exact cycle model or the RTL, of the PIM macro or the Von Neumann baseline::
 
     pim gemv --weights W.npy --input X.npy [--bias B.npy] [--mult M --shift S [--relu]]
              [--sim golden|model|icarus|verilator|board [--port /dev/ttyUSB0]]
@@ -92,7 +92,8 @@ def build_parser():
     gemv.set_defaults(handler=_gemv)
 
     infer = commands.add_parser(
-        "infer", help="run a quantized network (pim_macro.sw.compiler.network container) on the macro",
+        "infer",
+        help="run a quantized network (pim_macro.sw.compiler.network container) on the macro",
         description="Run every sample of X through a quantized network: all layers in one "
                     "command stream, chained on chip. Y holds the int8 outputs of the last "
                     "layer, (B, outputs).")
@@ -303,7 +304,8 @@ def _infer(args):
 
 
 def _quantize(args):
-    from pim_macro.sw.compiler.quantize import float_forward, load_float_model, quantize_file, report
+    from pim_macro.sw.compiler.quantize import (float_forward, load_float_model, quantize_file,
+                                                report)
     calib = _load(args.calib, "calibration data")
     test = calib if args.test is None else _load(args.test, "test data")
     labels = None if args.labels is None else _load(args.labels, "labels")

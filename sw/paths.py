@@ -11,7 +11,8 @@ from pathlib import Path
 from pim_macro import hw
 
 
-__all__ = ["HW_DIR", "REPO_ROOT", "IN_CHECKOUT", "BUILD_ROOT", "REPORT_DIR", "CONSTRAINTS_DIR", "MODELS_DIR"]
+__all__ = ["HW_DIR", "REPO_ROOT", "IN_CHECKOUT", "BUILD_ROOT", "REPORT_DIR", "CONSTRAINTS_DIR",
+           "MODELS_DIR"]
 
 
 #: The gateware sources (``hw/``): a simulation or FPGA build is redone when they change.

@@ -1,11 +1,12 @@
-"""Compile a quantized network (:mod:`pim_macro.sw.compiler.network`) into one command stream for the macro.
+"""Compile a quantized network (:mod:`pim_macro.sw.compiler.network`) into one command stream for
+the macro.
 
 Placement
 =========
 
 * **Weights.** Every layer's weight matrix (a convolution's in im2col order, see
-  :meth:`pim_macro.sw.compiler.network.Conv.matrix`) is cut into *tiles* of ``lanes`` outputs (``bias_depth``
-  when that is smaller: a tile's biases must fit at once); a tile is
+  :meth:`pim_macro.sw.compiler.network.Conv.matrix`) is cut into *tiles* of ``lanes`` outputs
+  (``bias_depth`` when that is smaller: a tile's biases must fit at once); a tile is
   ``ceil(K / R)`` weight rows. When all tiles fit the SRAM (``depth`` rows) they are written once,
   at the start, and stay. Otherwise the tiles are grouped, in layer order, into *passes* that
   each fit (rows and biases); then the samples are processed in *chunks* (as many as the

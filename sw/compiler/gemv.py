@@ -387,12 +387,13 @@ def run_gemv(weights, inputs, config=MacroConfig(), *, bias=None, mult=None, shi
     """Compile, run on ``sim`` and extract; returns a :class:`GemvResult`.
 
     ``sim`` is ``"golden"`` (results, untimed counters), ``"model"`` (results from the golden
-    model, every counter from :mod:`pim_macro.sw.models.cycle_model`: what the RTL reports when nothing stalls),
-    ``"icarus"`` or ``"verilator"`` (the RTL of ``arch``), or ``"board"`` (a board top on
-    serial ``port``, see :mod:`pim_macro.sw.runtime.board_link`). ``idle``, ``backpressure``
+    model, every counter from :mod:`pim_macro.sw.models.cycle_model`: what the RTL reports when
+    nothing stalls), ``"icarus"`` or ``"verilator"`` (the RTL of ``arch``), or ``"board"`` (a board
+    top on serial ``port``, see :mod:`pim_macro.sw.runtime.board_link`). ``idle``, ``backpressure``
     (probabilities in [0, 1)) and ``seed`` shape the RTL stream handshakes; the models ignore
-    them. Raises ``ValueError`` for invalid arguments, :class:`pim_macro.sw.runtime.rtl.SimulatorMissing` when the
-    simulator is not installed and ``RuntimeError`` when the run fails or the macro hangs."""
+    them. Raises ``ValueError`` for invalid arguments,
+    :class:`pim_macro.sw.runtime.rtl.SimulatorMissing` when the simulator is not installed and
+    ``RuntimeError`` when the run fails or the macro hangs."""
     check_run_options(sim, arch, idle, backpressure, port)
     program = compile_gemv(weights, inputs, config, bias=bias, mult=mult, shift=shift, relu=relu,
                            preloaded=preloaded)

@@ -22,8 +22,8 @@ key             dtype, shape                 meaning
 Optional, for float users: ``input_scale`` (float scalar: ``x_float ~= input_scale * x_int8``)
 and ``output_scale`` (the same for the last layer's outputs).
 
-Semantics (exactly the macro's arithmetic, see :mod:`pim_macro.hw.isa`): every layer computes, per output,
-``acc = wrap32(sum(w * x) + b)`` over int8 inputs ``x``, then ``y = requantize(acc, m, s,
+Semantics (exactly the macro's arithmetic, see :mod:`pim_macro.hw.isa`): every layer computes, per
+output, ``acc = wrap32(sum(w * x) + b)`` over int8 inputs ``x``, then ``y = requantize(acc, m, s,
 relu)`` (int8). A convolution does so at every output position of its zero-padded input
 (``Ho = (H + 2*pad_h - kh) // stride_h + 1``, likewise ``Wo``); its output is the (out_ch, Ho,
 Wo) tensor, flattened in that (C, H, W) order when a dense layer follows. A layer's input size

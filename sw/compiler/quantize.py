@@ -1,13 +1,14 @@
-"""Post-training quantization of float models into :mod:`pim_macro.sw.compiler.network` int8 networks.
+"""Post-training quantization of float models into :mod:`pim_macro.sw.compiler.network` int8
+networks.
 
 Inputs
 ======
 
 * :func:`quantize_mlp`: a fitted scikit-learn ``MLPClassifier`` / ``MLPRegressor`` whose hidden
-  activation is ``relu`` (or ``identity``). Every layer becomes a :class:`~pim_macro.sw.compiler.network.Dense`;
-  the hidden layers get the ReLU flag, the last layer none: its int8 outputs are the logits
-  (pre-softmax / pre-logistic), whose argmax is the prediction (for a binary classifier, with a
-  single logit, its sign).
+  activation is ``relu`` (or ``identity``). Every layer becomes a
+  :class:`~pim_macro.sw.compiler.network.Dense`; the hidden layers get the ReLU flag, the last layer
+  none: its int8 outputs are the logits (pre-softmax / pre-logistic), whose argmax is the prediction
+  (for a binary classifier, with a single logit, its sign).
 * :func:`quantize_onnx`: a float ONNX model that is a single chain, walked from its single graph
   input in topological order, of
 
@@ -21,9 +22,9 @@ Inputs
 
   The convolution input geometry comes from the graph input's shape ``(N, C, H, W)`` and is
   propagated layer by layer; a flatten before a dense layer is in (C, H, W) order, exactly the
-  order :mod:`pim_macro.sw.compiler.network` uses. Anything else (another op, a grouped or dilated convolution,
-  several inputs or outputs, a branch, a non-flattening ``Reshape``, a ``Relu`` not directly
-  after a linear layer) raises ``ValueError`` naming the node and its op.
+  order :mod:`pim_macro.sw.compiler.network` uses. Anything else (another op, a grouped or dilated
+  convolution, several inputs or outputs, a branch, a non-flattening ``Reshape``, a ``Relu`` not
+  directly after a linear layer) raises ``ValueError`` naming the node and its op.
 
 The scheme
 ==========

@@ -1,10 +1,11 @@
 """FPGA builds: Yosys, nextpnr and the bitstream packer (all YoWASP, from PyPI) for each board.
 
-One build is (board, architecture, configuration): Amaranth elaborates :class:`pim_macro.hw.board.BoardTop`
-for the board's platform (amaranth-boards) into a build directory; Yosys synthesizes it once;
-nextpnr places and routes it once per seed against the board's timing target, writing a JSON
-report; the best seed's result is packed into the bitstream. :func:`build` returns a
-:class:`BuildResult`: Fmax (min and median over the seeds), the resources used, the files.
+One build is (board, architecture, configuration): Amaranth elaborates
+:class:`pim_macro.hw.board.BoardTop` for the board's platform (amaranth-boards) into a build
+directory; Yosys synthesizes it once; nextpnr places and routes it once per seed against the board's
+timing target, writing a JSON report; the best seed's result is packed into the bitstream.
+:func:`build` returns a :class:`BuildResult`: Fmax (min and median over the seeds), the resources
+used, the files.
 
 The pin constraints in ``constraints/`` are the platform's own, generated here
 (:func:`pin_constraints`); the suite checks that the files there are exactly what the platform
@@ -13,8 +14,8 @@ which asks for the timing target instead of the oscillator's rate (the bitstream
 from the oscillator: the target makes the place-and-route work for speed, and the Fmax says
 what a PLL could give).
 
-``python -m pim_macro.sw.fpga.synth`` (``make synth``) builds every board x architecture x configuration,
-or those chosen, and writes ``build/report/synth.md`` and ``synth.json``.
+``python -m pim_macro.sw.fpga.synth`` (``make synth``) builds every board x architecture x
+configuration, or those chosen, and writes ``build/report/synth.md`` and ``synth.json``.
 """
 
 import argparse
@@ -326,7 +327,8 @@ def write_report(results, failures, report_dir=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pim_macro.sw.fpga.synth", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pim_macro.sw.fpga.synth",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--board", choices=list(BOARDS), action="append",
                         help="build only this board (repeatable; default: all)")
     parser.add_argument("--arch", choices=list(ARCHES), action="append",

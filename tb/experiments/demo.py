@@ -3,7 +3,8 @@
 1. Float models: an MLP (scikit-learn) and a small CNN (numpy), trained on scikit-learn's bundled
    digits set and kept as ONNX files in ``models/`` (trained here only if missing).
 2. Quantization (:mod:`pim_macro.sw.compiler.quantize`) with the training split as calibration data.
-3. Compilation (:mod:`pim_macro.sw.compiler.compiler`) of the test split, in batches, into command streams.
+3. Compilation (:mod:`pim_macro.sw.compiler.compiler`) of the test split, in batches, into command
+   streams.
 4. The streams run on Verilator (every test image) and Icarus (a slice), on the PIM macro and on
    the Von Neumann baseline. Every RTL output must equal the golden model's, image by image;
    the cycles must equal the cycle model's.
@@ -11,7 +12,8 @@
 Prints float vs int8 accuracy and the cycles of both architectures, and writes
 ``build/report/demo.md`` and ``demo.json``. Exits non-zero on any mismatch.
 
-Run: ``make demo`` (or ``python -m pim_macro.tb.experiments.demo [--icarus-images 40] [--batch 40]``).
+Run: ``make demo`` (or
+``python -m pim_macro.tb.experiments.demo [--icarus-images 40] [--batch 40]``).
 """
 
 import argparse
@@ -27,7 +29,8 @@ from pim_macro.sw.compiler.compiler import compile_network
 from pim_macro.sw.models.digits import ensure_models, split
 from pim_macro.sw.models.golden import GoldenMacro
 from pim_macro.sw.compiler.network import forward, save_network
-from pim_macro.sw.compiler.quantize import float_forward, load_float_model, quantize_file, quantize_input, report
+from pim_macro.sw.compiler.quantize import (float_forward, load_float_model, quantize_file,
+                                            quantize_input, report)
 from pim_macro.sw.paths import BUILD_ROOT, MODELS_DIR, REPORT_DIR
 from pim_macro.sw.runtime.rtl import Job, run_rtl
 from pim_macro.tb.harness.programs import compare_timing
@@ -123,7 +126,8 @@ def markdown(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pim_macro.tb.experiments.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pim_macro.tb.experiments.demo",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--icarus-images", type=int, default=40,
                         help="test images also run on Icarus (default: 40; 0 skips Icarus)")

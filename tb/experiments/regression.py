@@ -17,8 +17,8 @@ The report is printed and written to ``build/report/regression.md``, ``regressio
 MACs / (lanes x R x PIM cycles); cycles are the macro's own ``CYCLES`` counter between the
 program's clearing and final ``READ_COUNTERS``.
 
-Run: ``make sim`` (or ``python -m pim_macro.tb.experiments.regression [--sim icarus] [--sweep-sim verilator]
-[--quick] [--no-sweep] [--jobs N]``).
+Run: ``make sim`` (or ``python -m pim_macro.tb.experiments.regression [--sim icarus]
+[--sweep-sim verilator] [--quick] [--no-sweep] [--jobs N]``).
 """
 
 import argparse
@@ -57,7 +57,8 @@ def _gemv(name, config, n, k, batch=1, *, seed, quant=True, bias=True, preloaded
     w = rng.integers(-128, 128, (n, k), dtype=np.int8)
     x = rng.integers(-128, 128, (batch, k), dtype=np.int8)
     b = rng.integers(-2**20, 2**20, n, dtype=np.int32) if bias else None
-    q = dict(mult=int(rng.integers(1, 1 << REQUANT_MULT_BITS)), shift=24, relu=True) if quant else {}
+    q = (dict(mult=int(rng.integers(1, 1 << REQUANT_MULT_BITS)), shift=24, relu=True) if quant
+         else {})
     program = compile_gemv(w, x, config, bias=b, preloaded=preloaded, **q)
     return Workload(name, config, program.words, batch * n * k)
 
@@ -280,8 +281,8 @@ def workloads_markdown(rows):
             f"| {row['workload']} | {row['sim']} | {cfg['lanes']} x {cfg['rows_per_cycle']}, "
             f"{cfg['bus_bits']} | {row['pim_cycles']} | {row['baseline_cycles']} | "
             f"{row['speedup']:.2f} | {row['ideal']} | {row['utilization']:.3f} | "
-            f"{row['row_reads']} | {row['bus_beats']} | {'exact' if row['model_match'] else '**OFF**'} | "
-            f"{outputs} |")
+            f"{row['row_reads']} | {row['bus_beats']} | "
+            f"{'exact' if row['model_match'] else '**OFF**'} | {outputs} |")
     return "\n".join(lines)
 
 
@@ -345,9 +346,9 @@ def write_report(workload_rows, sweep_rows, directory=REPORT_DIR):
     parts = ["# PIM vs baseline regression", "",
              "Speedup = baseline cycles / PIM cycles; ideal = lanes x R x 8 / bus_bits; "
              "utilization = useful MACs / (lanes x R x PIM cycles). Cycles are the macro's "
-             "CYCLES counter; *cycle model* says whether `pim_macro.sw.models.cycle_model` predicted every "
-             "counter of both runs exactly; *outputs* whether both architectures matched the "
-             "golden model word for word.", "", "## Workloads", "",
+             "CYCLES counter; *cycle model* says whether `pim_macro.sw.models.cycle_model` "
+             "predicted every counter of both runs exactly; *outputs* whether both architectures "
+             "matched the golden model word for word.", "", "## Workloads", "",
              workloads_markdown(workload_rows)]
     if sweep_rows:
         plot_sweep(sweep_rows, directory / "sweep.png")
@@ -382,7 +383,8 @@ def failures(workload_rows, sweep_rows, *, check_ideal=True):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pim_macro.tb.experiments.regression", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pim_macro.tb.experiments.regression",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sim", choices=SIMULATORS, action="append",
                         help="simulator of the workloads (repeatable; default: both)")

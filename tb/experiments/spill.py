@@ -7,12 +7,13 @@ weights that spill are rewritten for every chunk of samples, through the 32-bit 
 for one sample and for a batch of 8, on both architectures. Every output is checked against the
 numpy reference and every cycle count against the exact cycle model.
 
-Part 2, at full scale, with the steady-state model (:mod:`pim_macro.sw.models.scale_model`, no RTL): AlexNet,
-VGG-16 and ResNet-50 (:mod:`pim_macro.sw.models.zoo`) on macros of 40 MiB and smaller, against the baseline, with
-spilled weights reloaded at a configurable external bandwidth.
+Part 2, at full scale, with the steady-state model (:mod:`pim_macro.sw.models.scale_model`, no RTL):
+AlexNet, VGG-16 and ResNet-50 (:mod:`pim_macro.sw.models.zoo`) on macros of 40 MiB and smaller,
+against the baseline, with spilled weights reloaded at a configurable external bandwidth.
 
 Writes ``build/report/spill.md``, ``spill.json`` and ``spill.png``.
-Run: ``make spill`` (or ``python -m pim_macro.tb.experiments.spill [--sim verilator] [--bandwidth 4 64]``).
+Run: ``make spill`` (or
+``python -m pim_macro.tb.experiments.spill [--sim verilator] [--bandwidth 4 64]``).
 """
 
 import argparse
@@ -196,7 +197,8 @@ def plot(family, scale, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pim_macro.tb.experiments.spill", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pim_macro.tb.experiments.spill",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sim", choices=SIMULATORS, default="verilator")
     parser.add_argument("--bandwidth", type=float, nargs="+", default=[4.0, 64.0],

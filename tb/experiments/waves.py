@@ -4,7 +4,8 @@ scenario, ready to open.
 Writes ``build/waves/<name>-<sim>/<name>.fst`` (``<name>-baseline-<sim>`` for the baseline) and
 ``<name>.gtkw``, a GTKWave save file with the
 signals grouped: controller, input stream, output stream, MAC engine queue, weight store (the
-SRAM port, and the bus for the baseline), MAC lanes, output engine, requantizer. Open it with ``gtkwave build/waves/<name>-<sim>/<name>.gtkw``.
+SRAM port, and the bus for the baseline), MAC lanes, output engine, requantizer. Open it with
+``gtkwave build/waves/<name>-<sim>/<name>.gtkw``.
 """
 
 import argparse

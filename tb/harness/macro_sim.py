@@ -2,7 +2,8 @@
 
 No Verilog and no build, so it suits quick tests of the controller and debugging; the cocotb
 benches (:mod:`pim_macro.tb.harness.player`) remain the reference on Icarus and Verilator.
-``python -m pim_macro.tb.harness.macro_sim [pim|baseline]`` runs the hand-written program and prints the responses.
+``python -m pim_macro.tb.harness.macro_sim [pim|baseline]`` runs the hand-written program and prints
+the responses.
 """
 
 import random

@@ -1,7 +1,8 @@
 """cocotb testbench that plays command streams into the macro and records what comes out.
 
-It is loaded inside the simulator by :func:`pim_macro.sw.runtime.rtl.run_rtl`, which passes a job file (JSON) in
-``PIM_JOBS`` and expects results in ``PIM_RESULTS``. Each job is played after a reset:
+It is loaded inside the simulator by :func:`pim_macro.sw.runtime.rtl.run_rtl`, which passes a job
+file (JSON) in ``PIM_JOBS`` and expects results in ``PIM_RESULTS``. Each job is played after a
+reset:
 
 * ``prefix`` words are offered first and the macro is reset after ``reset_after`` of them have
   been taken (a reset in the middle of a command); nothing it emitted before counts;

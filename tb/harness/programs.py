@@ -1,10 +1,10 @@
 """Command streams for the RTL tests and the regression, and the DUT-vs-model comparison.
 
 Layers, as the tests use them: :func:`hand_program` (results written out by hand,
-:func:`hand_expected`), :func:`error_programs` (one command per error code, each followed by proof that nothing
-happened and that the next command runs), :func:`random_program` (seeded random mixes of every
-command, a few of them invalid). Every program is checked against :class:`pim_macro.sw.models.golden.GoldenMacro`
-with :func:`compare`.
+:func:`hand_expected`), :func:`error_programs` (one command per error code, each followed by proof
+that nothing happened and that the next command runs), :func:`random_program` (seeded random mixes
+of every command, a few of them invalid). Every program is checked against
+:class:`pim_macro.sw.models.golden.GoldenMacro` with :func:`compare`.
 """
 
 import numpy as np
@@ -215,8 +215,9 @@ def compare(words, out, config, *, arch="pim", where=""):
 
 def compare_timing(words, out, config, *, arch="pim", where=""):
     """Assert that every ``READ_COUNTERS`` after a clearing one reports exactly the counters
-    (``CYCLES`` and the stalls included) that :mod:`pim_macro.sw.models.cycle_model` predicts. Valid for runs
-    where the source never idles and the sink never refuses. Returns how many were compared."""
+    (``CYCLES`` and the stalls included) that :mod:`pim_macro.sw.models.cycle_model` predicts. Valid
+    for runs where the source never idles and the sink never refuses. Returns how many were
+    compared."""
     model = CycleModel(config, arch=arch)
     expected = asm.parse_responses(model.run(words))
     actual = asm.parse_responses(out)

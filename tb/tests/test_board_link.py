@@ -6,8 +6,8 @@ included, is simulated on Icarus and Verilator in test_uart.py.)"""
 import numpy as np
 import pytest
 
-from pim_macro.hw.isa import (ERROR_COUNT_MAX, ISA_VERSION, WORD_BYTES, Error, ErrorsWord, MacroConfig,
-                              Opcode, Status, StatusWord, pack, status_words, unpack)
+from pim_macro.hw.isa import (ERROR_COUNT_MAX, ISA_VERSION, WORD_BYTES, Error, ErrorsWord,
+                              MacroConfig, Opcode, Status, StatusWord, pack, status_words, unpack)
 from pim_macro.hw.uart_bridge import RX_FIFO_BYTES
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.board_link import (BoardError, BoardLink, BoardMissing,

@@ -1,5 +1,5 @@
-"""Tests of the ``pim`` command-line tool (pim_macro.sw.cli), run as a subprocess on temporary .npy files:
-correct results, the --json and --out contracts, one-line errors, and RTL runs."""
+"""Tests of the ``pim`` command-line tool (pim_macro.sw.cli), run as a subprocess on temporary .npy
+files: correct results, the --json and --out contracts, one-line errors, and RTL runs."""
 
 import json
 import re

@@ -1,7 +1,7 @@
-"""The network container (pim_macro.sw.compiler.network) and compiler (pim_macro.sw.compiler.compiler): hand-computed layers, seeded
-random networks against the numpy reference on the golden model, the spill schedule, the RTL on
-both architectures (Amaranth simulator, then Icarus and Verilator with stalls), and every
-validation error."""
+"""The network container (pim_macro.sw.compiler.network) and compiler
+(pim_macro.sw.compiler.compiler): hand-computed layers, seeded random networks against the numpy
+reference on the golden model, the spill schedule, the RTL on both architectures (Amaranth
+simulator, then Icarus and Verilator with stalls), and every validation error."""
 
 import dataclasses
 
@@ -12,8 +12,8 @@ from pim_macro.hw.isa import ARCHES, Header, MacroConfig, Opcode, unpack
 from pim_macro.sw.runtime.asm import frame_program
 from pim_macro.sw.compiler.compiler import compile_network, run_network
 from pim_macro.sw.models.golden import GoldenMacro
-from pim_macro.sw.compiler.network import (Conv, Dense, Network, forward, load_network, network_from_arrays,
-                        save_network)
+from pim_macro.sw.compiler.network import (Conv, Dense, Network, forward, load_network,
+                                           network_from_arrays, save_network)
 from pim_macro.sw.runtime.rtl import SIMULATORS, Job, run_rtl
 from pim_macro.tb.harness.macro_sim import play
 from pim_macro.tb.harness.programs import STALLS, compare_timing

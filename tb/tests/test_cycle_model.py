@@ -1,6 +1,6 @@
-"""The cycle model (pim_macro.sw.models.cycle_model) against hand-worked timings and against the gateware itself,
-run without stalls in Amaranth's simulator (the cocotb tests in test_rtl.py check it on Icarus
-and Verilator as well)."""
+"""The cycle model (pim_macro.sw.models.cycle_model) against hand-worked timings and against the
+gateware itself, run without stalls in Amaranth's simulator (the cocotb tests in test_rtl.py check
+it on Icarus and Verilator as well)."""
 
 import random
 

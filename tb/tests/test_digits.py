@@ -1,6 +1,6 @@
-"""Tests of the digits float models (pim_macro.sw.models.digits): the fixed split, the committed ONNX models in
-models/ (valid, accurate under onnxruntime), the numpy CNN against its ONNX export, the numpy
-backward pass against finite differences, and ensure_models' train-once behaviour."""
+"""Tests of the digits float models (pim_macro.sw.models.digits): the fixed split, the committed
+ONNX models in models/ (valid, accurate under onnxruntime), the numpy CNN against its ONNX export,
+the numpy backward pass against finite differences, and ensure_models' train-once behaviour."""
 
 from pathlib import Path
 

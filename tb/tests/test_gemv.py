@@ -1,6 +1,6 @@
-"""Tests of the host GEMV driver (pim_macro.sw.compiler.gemv): tiling, chunking and weight residency on the golden
-model against an independent numpy reference, argument validation, error reporting, and a few
-small runs on the RTL (Icarus and Verilator) compared with the same reference."""
+"""Tests of the host GEMV driver (pim_macro.sw.compiler.gemv): tiling, chunking and weight residency
+on the golden model against an independent numpy reference, argument validation, error reporting,
+and a few small runs on the RTL (Icarus and Verilator) compared with the same reference."""
 
 
 import numpy as np
@@ -17,7 +17,8 @@ from pim_macro.sw.runtime.rtl import SIMULATORS, JobResult, Job, SimulatorMissin
 # -- independent reference -------------------------------------------------------------------
 
 def reference(w, x, bias=None, mult=None, shift=None, relu=False):
-    """Y = X @ W.T (+ bias) in int64, wrapped to int32, then the pim_macro.hw.isa requantization rule."""
+    """Y = X @ W.T (+ bias) in int64, wrapped to int32, then the pim_macro.hw.isa requantization
+    rule."""
     v = np.asarray(x, dtype=np.int64) @ np.asarray(w, dtype=np.int64).T
     if bias is not None:
         v = v + np.asarray(bias, dtype=np.int64)

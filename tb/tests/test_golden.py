@@ -1,5 +1,5 @@
-"""Tests of the golden model (pim_macro.sw.models.golden) against hand-computed values, the error contract of
-pim_macro.hw.isa, and independent numpy references on seeded random data."""
+"""Tests of the golden model (pim_macro.sw.models.golden) against hand-computed values, the error
+contract of pim_macro.hw.isa, and independent numpy references on seeded random data."""
 
 import re
 import time

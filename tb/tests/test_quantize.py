@@ -1,6 +1,6 @@
-"""Tests of the post-training quantizer (pim_macro.sw.compiler.quantize): the (mult, shift) conversion, a digits
-MLPClassifier quantized end to end, small float ONNX models (CNN and MatMul MLP) checked against
-onnxruntime, and the one-line errors for unsupported graphs and files."""
+"""Tests of the post-training quantizer (pim_macro.sw.compiler.quantize): the (mult, shift)
+conversion, a digits MLPClassifier quantized end to end, small float ONNX models (CNN and MatMul
+MLP) checked against onnxruntime, and the one-line errors for unsupported graphs and files."""
 
 import warnings
 

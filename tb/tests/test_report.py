@@ -1,4 +1,5 @@
-"""The regression report's verdicts and files (pim_macro.tb.experiments.regression), on rows shaped like real ones."""
+"""The regression report's verdicts and files (pim_macro.tb.experiments.regression), on rows shaped
+like real ones."""
 
 import json
 

@@ -44,7 +44,8 @@ def test_macro(name, fabric, arch, sim):
         assert list(raw1.int32()) == exp[0], "identity weights should return the activations"
         assert list(raw2.int32()) == exp[1], "bias 100 should be added to every lane"
         assert list(raw3.int32()) == exp[2], "accumulating -128 * sum(x) should add 64 * lanes"
-        assert list(asm.unpack_bytes(q.data, config.lanes)) == exp[3], "int8 should be (v + 1) >> 1, saturated"
+        assert list(asm.unpack_bytes(q.data, config.lanes)) == exp[3], \
+            "int8 should be (v + 1) >> 1, saturated"
     for stall, idle, bp in STALLS:
         add(Job(hand_program(config), idle=idle, backpressure=bp, seed=1), check_hand)
 
@@ -61,7 +62,8 @@ def test_macro(name, fabric, arch, sim):
     for seed, (stall, idle, bp) in enumerate(STALLS):
         words = random_program(config, seed)
 
-        def check_random(out, words=words, where=f"random seed {seed} {stall}", smooth=not (idle or bp)):
+        def check_random(out, words=words, where=f"random seed {seed} {stall}",
+                         smooth=not (idle or bp)):
             compare(words, out, config, arch=arch, where=where)
             if smooth:
                 assert compare_timing(words, out, config, arch=arch, where=where) > 0

@@ -1,5 +1,6 @@
-"""The steady-state model (pim_macro.sw.models.scale_model) against the exact cycle model, where its assumptions
-hold (many weight rows per command, activations on chip), and its verdicts at full scale."""
+"""The steady-state model (pim_macro.sw.models.scale_model) against the exact cycle model, where its
+assumptions hold (many weight rows per command, activations on chip), and its verdicts at full
+scale."""
 
 import numpy as np
 import pytest

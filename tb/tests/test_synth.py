@@ -18,7 +18,8 @@ def test_constraints_are_the_platforms_own(board):
     filename, text = synth.pin_constraints(board)
     checked_in = synth.CONSTRAINTS_DIR / filename
     assert checked_in.read_text() == text, \
-        f"constraints/{filename} differs from the platform: run `python -m pim_macro.sw.fpga.synth --constraints`"
+        f"constraints/{filename} differs from the platform: " \
+        f"run `python -m pim_macro.sw.fpga.synth --constraints`"
     # The board top uses the UART, a button and at least two LEDs, nothing else.
     pins = [line for line in text.splitlines() if "__io" in line and not line.startswith("#")]
     assert any("uart_0__rx" in p for p in pins) and any("uart_0__tx" in p for p in pins)
@@ -107,8 +108,8 @@ def test_missing_tool_is_named(monkeypatch):
 
 
 def test_cli_rejects_unknown_configuration():
-    proc = subprocess.run([sys.executable, "-m", "pim_macro.sw.fpga.synth", "--board", "ulx3s", "--config",
-                           "l99"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "pim_macro.sw.fpga.synth", "--board", "ulx3s",
+                           "--config", "l99"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "ulx3s has no configuration 'l99' (it has l28, l12)" in proc.stderr
 

@@ -1,8 +1,8 @@
-"""Tests of the layer geometry of pim_macro.sw.models.zoo against the published figures of AlexNet, VGG-16 and
-ResNet-50.
+"""Tests of the layer geometry of pim_macro.sw.models.zoo against the published figures of AlexNet,
+VGG-16 and ResNet-50.
 
-Published parameter counts include biases (and, for ResNet-50, batch-norm); pim_macro.sw.models.zoo counts
-weights only, so the tests subtract the biases / batch-norm parameters, counted from the
+Published parameter counts include biases (and, for ResNet-50, batch-norm); pim_macro.sw.models.zoo
+counts weights only, so the tests subtract the biases / batch-norm parameters, counted from the
 shapes themselves (one bias per output channel; two trainable batch-norm parameters, gamma and
 beta, per output channel of every ResNet-50 convolution)."""
 
