@@ -18,8 +18,11 @@ __all__ = ["CommandDecoder", "Arg0", "words_of"]
 Arg0 = data.UnionLayout({"row": RowArg, "addr": AddrArg, "matvec": MatvecArg, "bias": BiasArg,
                          "writeback": WritebackArg})
 
-# The width of every address field (each is a 16-bit half of an argument word).
-_FIELD_BITS = 16
+# The width of every address field (each is a 16-bit half of an argument word), and the
+# offset of the high one.
+_FIELD_BITS = MatvecArg["row"].width
+_HI = MatvecArg["act"].offset
+assert _HI == WritebackArg["act"].offset == _FIELD_BITS
 
 
 def words_of(rule, count, config):
@@ -114,8 +117,8 @@ class CommandDecoder(wiring.Component):
         })
 
     def _span(self, offset, per):
-        return {(0, 1): self.lo_span, (16, 1): self.hi_span,
-                (16, self._config.rows_per_cycle): self.hi_rows_span}[offset, per]
+        return {(0, 1): self.lo_span, (_HI, 1): self.hi_span,
+                (_HI, self._config.rows_per_cycle): self.hi_rows_span}[offset, per]
 
     def elaborate(self, platform):
         m = Module()
@@ -135,7 +138,7 @@ class CommandDecoder(wiring.Component):
         m.d.comb += self.has_arg1.eq(Cat(header.opcode == op.value for op, info in OPCODES.items()
                                          if len(info.args) > 1).any())
         # One register per distinct end (with R = 1 the two high spans share theirs).
-        ports = [(self.lo_span, 0, 1), (self.hi_span, 16, 1), (self.hi_rows_span, 16, R)]
+        ports = [(self.lo_span, 0, 1), (self.hi_span, _HI, 1), (self.hi_rows_span, _HI, R)]
         ends = {}
         for span, offset, per in ports:
             width = max(len(span.hi), len(ends[offset, per]) if (offset, per) in ends else 0)
@@ -184,7 +187,7 @@ class CommandDecoder(wiring.Component):
                 with m.Case(op):
                     m.d.comb += [
                         known.eq(1),
-                        flags_ok.eq((flags & (0xFF & ~info.flags.value)) == 0),
+                        flags_ok.eq((flags & ~C(info.flags.value, len(flags))) == 0),
                         fields_ok.eq(Cat(*fields, C(1)).all()),
                         length_ok.eq(Cat(*length, C(1)).all()),
                         aligned.eq(Cat(*alignment, C(1)).all()),

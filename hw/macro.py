@@ -4,8 +4,10 @@ from amaranth import *
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
-from .isa import STREAM_BITS, ARCHES, OPCODES, LOADS, Opcode, Flag, Error, Counter, MacroConfig
+from .isa import (STREAM_BITS, ARCHES, LOADS, LANE_COUNTED, Opcode, Flag, Error, Counter,
+                  StatusWord, MacroConfig)
 from .bias_memory import BiasMemory
 from .counters import PerfCounters
 from .decoder import CommandDecoder
@@ -23,8 +25,9 @@ __all__ = ["Macro", "make_macro", "check_macro_args", "OUT_FIFO_DEPTH", "RESPONS
 #: Responses the controller may queue ahead of the output engine.
 RESPONSE_SLOTS = 8
 
-# Opcodes answered by the output engine from captured accumulators (a ResponseKind each).
-_EMITTING = tuple(op for op, info in OPCODES.items() if info.counts == "lanes")
+# Opcodes answered by the output engine from captured accumulators (a ResponseKind each):
+# those whose count is a number of lanes.
+_EMITTING = tuple(sorted(LANE_COUNTED, key=lambda op: op.value))
 
 
 def check_macro_args(config, arch):
@@ -228,6 +231,8 @@ class Macro(wiring.Component):
         i_word = self.i_stream.payload
         remaining = Signal(32)              # payload words to take or skip
         index = Signal(16)                  # payload word / data word
+        # The bits of `index` that pick a counter or a status word.
+        which = index[:bits_for(max(len(Counter), len(StatusWord)) - 1)]
         row = Signal(16)                    # row / bias word being written
         word = Signal(range(cfg.row_words)) # word within the row being written
         act_word = Signal(16)
@@ -315,9 +320,9 @@ class Macro(wiring.Component):
             with m.State("DATA"):
                 with m.If(out_fifo.w_rdy):
                     with m.If(opcode == Opcode.READ_COUNTERS):
-                        m.d.comb += ctrl_data.eq(counters.snap[index[:3]])
+                        m.d.comb += ctrl_data.eq(counters.snap[which])
                     with m.Else():
-                        m.d.comb += ctrl_data.eq(status_words.words[index[:3]])
+                        m.d.comb += ctrl_data.eq(status_words.words[which])
                     m.d.comb += ctrl_push.eq(1)
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == decoder.data_words - 1):
