@@ -187,7 +187,10 @@ class CommandDecoder(wiring.Component):
                 with m.Case(op):
                     m.d.comb += [
                         known.eq(1),
-                        flags_ok.eq((flags & ~C(info.flags.value, len(flags))) == 0),
+                        # (A Python int mask: `~C(...)` here makes Yosys 0.70's abc9 fail an
+                        # assertion on the ECP5 baseline build.)
+                        flags_ok.eq((flags & (((1 << len(flags)) - 1) & ~info.flags.value))
+                                    == 0),
                         fields_ok.eq(Cat(*fields, C(1)).all()),
                         length_ok.eq(Cat(*length, C(1)).all()),
                         aligned.eq(Cat(*alignment, C(1)).all()),
