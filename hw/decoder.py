@@ -5,9 +5,9 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .constmul import times_const
-from .isa import (STREAM_BITS, INT8_PER_WORD, REQUANT_SHIFT_MAX, OPCODES, BARRIERS, Opcode,
-                  Flag, Error, Header, Status, RowArg, AddrArg, MatvecArg, BiasArg,
-                  WritebackArg, QuantArg, MacroConfig)
+from .isa import (STREAM_BITS, INT8_PER_WORD, REQUANT_SHIFT_MAX, FIELD_BITS, OPCODES, BARRIERS,
+                  Opcode, Flag, Error, Header, Status, RowArg, AddrArg, MatvecArg, BiasArg,
+                  WritebackArg, QuantArg, MacroConfig, span_end_bits)
 from .scoreboard import Span
 
 
@@ -18,11 +18,9 @@ __all__ = ["CommandDecoder", "Arg0", "words_of"]
 Arg0 = data.UnionLayout({"row": RowArg, "addr": AddrArg, "matvec": MatvecArg, "bias": BiasArg,
                          "writeback": WritebackArg})
 
-# The width of every address field (each is a 16-bit half of an argument word), and the
-# offset of the high one.
-_FIELD_BITS = MatvecArg["row"].width
+# The offset of the high address field of an argument word.
 _HI = MatvecArg["act"].offset
-assert _HI == WritebackArg["act"].offset == _FIELD_BITS
+assert _HI == WritebackArg["act"].offset == FIELD_BITS == MatvecArg["row"].width
 
 
 def words_of(rule, count, config):
@@ -83,7 +81,9 @@ class CommandDecoder(wiring.Component):
     ``hi_span`` and ``hi_rows_span`` are ``[f, f + count)`` for the low and the high 16-bit
     field ``f`` of the first argument word, and ``[f, f + count * R)`` for the high one (the
     activation bytes of a MATVEC). Their ends are summed as the words are latched, so no adder
-    sits between the latched command and the checks.
+    sits between the latched command and the checks; each end has the width
+    :func:`~pim_macro.hw.isa.span_end_bits` gives, which holds the sum for every header and
+    argument word.
 
     Everything comes from :data:`pim_macro.hw.isa.OPCODES` (arguments, flags, what ``count``
     counts, payload and response words) and the argument layouts.
@@ -106,9 +106,10 @@ class CommandDecoder(wiring.Component):
             "arg0":         Out(Arg0),
             "arg1":         Out(QuantArg),
             "has_arg1":     Out(1),
-            "lo_span":      Out(Span(_FIELD_BITS)),
-            "hi_span":      Out(Span(_FIELD_BITS)),
-            "hi_rows_span": Out(Span(_FIELD_BITS, _FIELD_BITS + 1 + (R - 1).bit_length())),
+            # Each end as wide as its largest sum (isa.span_end_bits), so none can wrap.
+            "lo_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
+            "hi_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
+            "hi_rows_span": Out(Span(FIELD_BITS, span_end_bits(R))),
             "error":        Out(Error),
             "status":       Out(Status),
             "data_words":   Out(16),
@@ -149,12 +150,12 @@ class CommandDecoder(wiring.Component):
                          for (_, per), end in ends.items()]
         with m.If(self.latch_arg0):
             m.d.sync += arg0.eq(self.word)
-            m.d.sync += [end.eq(self.word[offset:offset + _FIELD_BITS] + times_const(count, per))
+            m.d.sync += [end.eq(self.word[offset:offset + FIELD_BITS] + times_const(count, per))
                          for (offset, per), end in ends.items()]
         with m.If(self.latch_arg1):
             m.d.sync += args[1].eq(self.word)
         for span, offset, per in ports:
-            m.d.comb += [span.lo.eq(arg0[offset:offset + _FIELD_BITS]),
+            m.d.comb += [span.lo.eq(arg0[offset:offset + FIELD_BITS]),
                          span.hi.eq(ends[offset, per])]
 
         # ---- Checks, each a list of conditions that must all hold ---------------------------

@@ -83,7 +83,8 @@ from amaranth.lib import enum, data
 __all__ = [
     "STREAM_BITS", "WORD_BYTES", "ISA_VERSION", "ACC_BITS", "REQUANT_MULT_BITS",
     "REQUANT_SHIFT_MAX", "ARCHES",
-    "INT8_PER_WORD", "ERROR_COUNT_BITS", "ERROR_COUNT_MAX",
+    "INT8_PER_WORD", "ERROR_COUNT_BITS", "ERROR_COUNT_MAX", "FIELD_BITS", "COUNT_BITS",
+    "span_end_bits", "ROWS_PER_CYCLE", "LANES_MAX",
     "Opcode", "Flag", "Error", "Counter", "StatusWord",
     "Header", "Status", "RowArg", "AddrArg", "MatvecArg", "BiasArg", "WritebackArg", "QuantArg",
     "ErrorsWord", "ShapeWord", "pack", "unpack",
@@ -197,26 +198,44 @@ INT8_PER_WORD = STREAM_BITS // 8
 #: :data:`ERROR_COUNT_MAX` instead of wrapping.
 ERROR_COUNT_BITS = 16
 ERROR_COUNT_MAX = (1 << ERROR_COUNT_BITS) - 1
+#: Width of every address field (a row, a bias word, an activation byte: one 16-bit half of an
+#: argument word) and of a header's ``count``.
+FIELD_BITS = 16
+COUNT_BITS = 16
+#: The most MAC lanes a macro can have (:attr:`MacroConfig.lanes`).
+LANES_MAX = 256
+#: The legal values of :attr:`MacroConfig.rows_per_cycle` (R).
+ROWS_PER_CYCLE = (1, 2, 4)
+
+
+def span_end_bits(per=1):
+    """Bits that hold the end ``field + count * per`` of any span a command can name: the largest
+    field plus the largest count times ``per`` (the elements per ``count``: R for a MATVEC's
+    activation bytes, else 1). A command is checked against its memory's size only after this
+    sum, so it must not wrap for any header and argument word, legal or not (a narrower sum let
+    ``act + count * R`` wrap at R = 4 and pass the range check)."""
+    field_max, count_max = (1 << FIELD_BITS) - 1, (1 << COUNT_BITS) - 1
+    return (field_max + count_max * per).bit_length()
 
 
 # ---- Word layouts: every field position of every word, packed and unpacked through these ----
 
 #: Every command's first word. ``opcode`` is a plain byte: an unknown opcode must be expressible.
-Header = data.StructLayout({"opcode": 8, "flags": Flag, "count": 16})
+Header = data.StructLayout({"opcode": 8, "flags": Flag, "count": COUNT_BITS})
 #: Every command's answer. ``opcode`` echoes the header's byte; ``count`` is the number of data
 #: words that follow (0 unless ``error`` is ``OK``).
-Status = data.StructLayout({"opcode": 8, "error": Error, "count": 16})
+Status = data.StructLayout({"opcode": 8, "error": Error, "count": COUNT_BITS})
 
 #: Argument of ``WRITE_WEIGHTS``: the first row written.
-RowArg = data.StructLayout({"row": 16, "reserved": 16})
+RowArg = data.StructLayout({"row": FIELD_BITS, "reserved": 16})
 #: Argument of ``LOAD_ACT`` (a byte address, a multiple of 4) and ``LOAD_BIAS`` (a word address).
-AddrArg = data.StructLayout({"addr": 16, "reserved": 16})
+AddrArg = data.StructLayout({"addr": FIELD_BITS, "reserved": 16})
 #: Argument of ``MATVEC``: first weight row, first activation byte (a multiple of R).
-MatvecArg = data.StructLayout({"row": 16, "act": 16})
+MatvecArg = data.StructLayout({"row": FIELD_BITS, "act": FIELD_BITS})
 #: First argument of ``EMIT_RAW`` and ``EMIT_INT8``: the first bias word (used with ``BIAS``).
-BiasArg = data.StructLayout({"bias": 16, "reserved": 16})
+BiasArg = data.StructLayout({"bias": FIELD_BITS, "reserved": 16})
 #: First argument of ``WRITEBACK``: the first bias word, the first activation byte written.
-WritebackArg = data.StructLayout({"bias": 16, "act": 16})
+WritebackArg = data.StructLayout({"bias": FIELD_BITS, "act": FIELD_BITS})
 #: Second argument of ``EMIT_INT8`` and ``WRITEBACK``: the requantization.
 QuantArg = data.StructLayout({"mult": REQUANT_MULT_BITS, "shift": 8, "reserved": 8})
 
@@ -412,13 +431,16 @@ class MacroConfig:
             if not isinstance(value, int) or isinstance(value, bool) or not ok(value):
                 raise ValueError(f"{name} must be {what}, not {value!r}")
             object.__setattr__(self, name, value)
-        check("lanes", lanes, lambda v: 4 <= v <= 256 and v % 4 == 0,
-              "a multiple of 4 from 4 to 256")
-        check("rows_per_cycle", rows_per_cycle, lambda v: v in (1, 2, 4), "1, 2 or 4")
-        check("depth", depth, lambda v: 1 <= v <= 65536, "an integer from 1 to 65536")
-        check("act_depth", act_depth, lambda v: 4 <= v <= 65536 and v % 4 == 0,
-              "a multiple of 4 from 4 to 65536")
-        check("bias_depth", bias_depth, lambda v: 1 <= v <= 65536, "an integer from 1 to 65536")
+        check("lanes", lanes, lambda v: 4 <= v <= LANES_MAX and v % 4 == 0,
+              f"a multiple of 4 from 4 to {LANES_MAX}")
+        check("rows_per_cycle", rows_per_cycle, lambda v: v in ROWS_PER_CYCLE,
+              ", ".join(map(str, ROWS_PER_CYCLE[:-1])) + f" or {ROWS_PER_CYCLE[-1]}")
+        # A memory holds at most what a 16-bit address field names.
+        most = 1 << FIELD_BITS
+        check("depth", depth, lambda v: 1 <= v <= most, f"an integer from 1 to {most}")
+        check("act_depth", act_depth, lambda v: 4 <= v <= most and v % 4 == 0,
+              f"a multiple of 4 from 4 to {most}")
+        check("bias_depth", bias_depth, lambda v: 1 <= v <= most, f"an integer from 1 to {most}")
         check("bus_bits", bus_bits, lambda v: v in (8, 16, 32, 64), "8, 16, 32 or 64")
         check("requantizers", requantizers, lambda v: v in (1, 2, 4), "1, 2 or 4")
         if (8 * lanes * rows_per_cycle) % bus_bits:

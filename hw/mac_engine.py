@@ -5,7 +5,7 @@ from amaranth.lib import wiring, data, stream
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from .isa import MacroConfig, ACC_BITS
+from .isa import MacroConfig, ACC_BITS, COUNT_BITS, FIELD_BITS
 from .mac_array import MacArray
 from .scoreboard import Span
 from .weight_store import WeightWriteSignature
@@ -19,13 +19,14 @@ __all__ = ["MacEngine", "OP_SLOTS", "Tag", "Op", "CaptureSignature", "HazardSign
 OP_SLOTS = 4
 
 #: What travels with a weight row request through the weight store.
-Tag = data.StructLayout({"act": 16, "first": 1, "capture": 1, "last": 1, "slot": 2})
+Tag = data.StructLayout({"act": FIELD_BITS, "first": 1, "capture": 1, "last": 1, "slot": 2})
 
 #: A queued operation: the weight rows and activation bytes a MATVEC reads (``rows.hi =
 #: rows.lo + count``, ``acts.hi = acts.lo + count * R``) come precomputed, so that the hazard
-#: checks compare registers without adding.
-Op = data.StructLayout({"capture": 1, "rows": Span(16), "acts": Span(16), "count": 16,
-                         "first": 1})
+#: checks compare registers without adding. Only a command that passed its checks is queued, so
+#: its ends lie within the memories (at most ``1 << FIELD_BITS``).
+Op = data.StructLayout({"capture": 1, "rows": Span(FIELD_BITS), "acts": Span(FIELD_BITS),
+                        "count": COUNT_BITS, "first": 1})
 
 
 class CaptureSignature(wiring.Signature):
@@ -47,8 +48,8 @@ class HazardSignature(wiring.Signature):
 
     def __init__(self):
         super().__init__({
-            "rows":      Out(Span(16)),
-            "acts":      Out(Span(16)),
+            "rows":      Out(Span(FIELD_BITS)),
+            "acts":      Out(Span(FIELD_BITS)),
             "rows_busy": In(1),
             "acts_busy": In(1),
         })
@@ -127,7 +128,7 @@ class MacEngine(wiring.Component):
         wp = Signal(range(OP_SLOTS))         # next slot to fill
         ip = Signal(range(OP_SLOTS))         # slot being issued
         pending = Signal(range(OP_SLOTS + 1))  # filled but not yet fully issued
-        index = Signal(16)                   # next row of the MATVEC at ip
+        index = Signal(COUNT_BITS)           # next row of the MATVEC at ip
         m.d.comb += self.ops.ready.eq(~live.bit_select(wp, 1))
         retire_issue = Signal(OP_SLOTS)      # capture slots retired as they issue
         retire_land = Signal(OP_SLOTS)       # MATVEC slots retired as their last row lands

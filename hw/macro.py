@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from .isa import (STREAM_BITS, ARCHES, LOADS, LANE_COUNTED, Opcode, Flag, Error, Counter,
-                  StatusWord, MacroConfig)
+                  StatusWord, MacroConfig, COUNT_BITS, FIELD_BITS)
 from .bias_memory import BiasMemory
 from .counters import PerfCounters
 from .decoder import CommandDecoder
@@ -128,7 +128,8 @@ class Macro(wiring.Component):
         m.d.comb += [oe.out.rdy.eq(out_fifo.w_rdy), oe.out.level.eq(out_fifo.level)]
 
         m.submodules.decoder = decoder = CommandDecoder(cfg)
-        m.submodules.writebacks = writebacks = WritebackScoreboard(slots=RESPONSE_SLOTS)
+        m.submodules.writebacks = writebacks = WritebackScoreboard(
+            slots=RESPONSE_SLOTS, check_bits=len(decoder.hi_rows_span.hi))
         m.submodules.status = status_words = StatusWords(cfg, arch=self.arch)
         header, arg0, arg1 = decoder.header, decoder.arg0, decoder.arg1
         opcode, count = header.opcode, header.count
@@ -230,12 +231,12 @@ class Macro(wiring.Component):
         # ---- The controller ----------------------------------------------------------------
         i_word = self.i_stream.payload
         remaining = Signal(32)              # payload words to take or skip
-        index = Signal(16)                  # payload word / data word
+        index = Signal(COUNT_BITS)          # payload word / data word
         # The bits of `index` that pick a counter or a status word.
         which = index[:bits_for(max(len(Counter), len(StatusWord)) - 1)]
-        row = Signal(16)                    # row / bias word being written
+        row = Signal(FIELD_BITS)            # row / bias word being written
         word = Signal(range(cfg.row_words)) # word within the row being written
-        act_word = Signal(16)
+        act_word = Signal(FIELD_BITS)
         start = arg0.row.row                # first row, bias word or activation byte written
 
         with m.FSM(name="ctrl"):

@@ -5,7 +5,8 @@ from amaranth.lib import wiring, data, enum, stream
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
-from .isa import MacroConfig, ACC_BITS, STREAM_BITS
+from .isa import (MacroConfig, ACC_BITS, STREAM_BITS, FIELD_BITS, LANES_MAX, REQUANT_MULT_BITS,
+                  REQUANT_SHIFT_MAX)
 from .bias_memory import BiasReadSignature
 from .fabric import fabric_for
 from .mac_engine import CaptureSignature
@@ -31,8 +32,9 @@ class ResponseKind(enum.Enum, shape=2):
 
 #: A queued response: the status word, and for the emitting kinds the lane parameters.
 Response = data.StructLayout({
-    "status": STREAM_BITS, "kind": ResponseKind, "count": 9, "bias_on": 1, "bias": 16, "act": 16,
-    "mult": 16, "shift": 5, "relu": 1,
+    "status": STREAM_BITS, "kind": ResponseKind, "count": range(LANES_MAX + 1), "bias_on": 1,
+    "bias": FIELD_BITS, "act": FIELD_BITS,
+    "mult": REQUANT_MULT_BITS, "shift": range(REQUANT_SHIFT_MAX + 1), "relu": 1,
 })
 
 

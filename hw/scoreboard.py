@@ -4,6 +4,8 @@ from amaranth import *
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
+from .isa import FIELD_BITS, ROWS_PER_CYCLE, span_end_bits
+
 
 __all__ = ["Span", "WritebackScoreboard"]
 
@@ -52,17 +54,21 @@ class WritebackScoreboard(wiring.Component):
     slots : int
         Most write-backs that can be pending at once.
     lo_bits : int
-        Width of a span's start (its end has one bit more; ``check``'s end three more, for a
-        MATVEC's ``act + count * R``).
+        Width of a span's start (its end has one bit more).
+    check_bits : int
+        Width of ``check``'s end: a MATVEC's ``act + count * R`` is checked for hazards before
+        it is known to lie in the buffer, so it takes the width
+        :func:`~pim_macro.hw.isa.span_end_bits` gives for R (the default: the largest R).
     """
 
-    def __init__(self, *, slots, lo_bits=16):
+    def __init__(self, *, slots, lo_bits=FIELD_BITS,
+                 check_bits=span_end_bits(ROWS_PER_CYCLE[-1])):
         self._slots = slots
         super().__init__({
             "add":      In(1),
             "add_span": In(Span(lo_bits)),
             "done":     In(1),
-            "check":    In(Span(lo_bits, lo_bits + 3)),
+            "check":    In(Span(lo_bits, check_bits)),
             "pending":  Out(1),
             "conflict": Out(1),
             "span":     Out(Span(lo_bits)),

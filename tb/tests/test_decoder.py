@@ -216,3 +216,48 @@ def test_classes_reach_every_error():
         seen = {expected(case, config, golden)[0]
                 for case in full_cross(config) + every_header(config, all_flags=False)}
         assert seen == set(Error), f"{config}: only {sorted(e.name for e in seen)}"
+
+
+# Issue 11, fault 1: at R = 4 the RTL answered these OK (the MATVEC's activation end
+# `act + count * R` wrapped in 17 bits) and the golden model BAD_ADDRESS. (config, header, arg).
+FAULT_1 = [
+    # MATVEC, count 49153, row 0, act 65532: 65532 + 4 * 49153 = 262144 = 2**18.
+    (MacroConfig(lanes=4, rows_per_cycle=4, depth=49153), 0xC0010004, 0xFFFC0000),
+    # MATVEC, count 65535, row 1, act 4: 4 + 4 * 65535 = 262144.
+    (MacroConfig(lanes=4, rows_per_cycle=4, depth=65536), 0xFFFF0004, 0x00040001),
+]
+
+
+@pytest.mark.parametrize("index", range(len(FAULT_1)))
+def test_fault_1_streams(index):
+    config, header, arg = FAULT_1[index]
+    case = (header & 0xFF, (header >> 8) & 0xFF, header >> 16, [arg])
+    assert GoldenMacro(config).check(Opcode(case[0]), Flag(case[1]), case[2], [arg]) \
+        == Error.BAD_ADDRESS, "the stream should name activation bytes past the buffer"
+    check(config, [case])
+
+
+def test_span_ends_hold_every_sum():
+    """For every R, each span end the decoder sums holds the largest sum any header and
+    argument word can make (a 16-bit field plus a 16-bit count times R, worked out here), and
+    the scoreboard takes the MATVEC's end at that width: nothing can wrap before the range
+    checks, at any legal configuration (the widths depend only on R)."""
+    from amaranth.hdl import Fragment
+    from pim_macro.hw.scoreboard import WritebackScoreboard
+
+    def made(component):        # elaborated, so that Amaranth does not warn it went unused
+        Fragment.get(component, None)
+        return component
+    for R in (1, 2, 4):
+        config = MacroConfig(lanes=4, rows_per_cycle=R)
+        dut = made(CommandDecoder(config))
+        largest = {"lo_span": 0xFFFF + 0xFFFF, "hi_span": 0xFFFF + 0xFFFF,
+                   "hi_rows_span": 0xFFFF + 0xFFFF * R}
+        for name, total in largest.items():
+            span = getattr(dut, name)
+            assert 2 ** len(span.hi) > total, \
+                f"R = {R}: {name} ends in {len(span.hi)} bits, too few for {total}"
+            assert len(span.lo) == 16
+        board = made(WritebackScoreboard(slots=2, check_bits=len(dut.hi_rows_span.hi)))
+        assert len(board.check.hi) == len(dut.hi_rows_span.hi)
+    assert 2 ** len(made(WritebackScoreboard(slots=2)).check.hi) > 0xFFFF + 0xFFFF * 4
