@@ -46,11 +46,9 @@ VENDOR_SUFFIX = ".vendor.v"
 #: architectures, R = 1, 2, 4, lanes 4, 8, 12, one, two and four requantizers.
 DESIGNS = [
     ("macro", "pim", "l8r1", "portable"),
-    ("macro", "baseline", "l8r1", "portable"),
-    ("macro", "pim", "l4r4q1", "ice40_dual"),
-    ("macro", "baseline", "l4r4q1", "ice40_dual"),
     ("macro", "pim", "l12r1q2", "logic_requant"),
-    ("macro", "baseline", "l8r2", "logic_requant"),
+    ("macro", "baseline", "l8r1", "portable"),
+    ("macro", "baseline", "l4r4q1", "ice40_dual"),
     ("uart", "pim", "l8r2", "ice40_dual"),
     ("uart", "baseline", "l8r1", "portable"),
     ("board", "pim", "l8r1", "portable"),

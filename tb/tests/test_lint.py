@@ -3,8 +3,8 @@
 every fabric, R = 1, 2, 4, lanes 4, 8, 12, 1, 2 and 4 requantizers, must be clean once the
 Amaranth idioms are waived; and the waivers must be honest: scoped to generated files (a
 hand-written file keeps every warning), narrow (a kind or pattern outside the list fails), each
-with its reason, none stale. About 15 s of CPU the first time (generating ten tops, ~1 s each),
-7 s once build/lint holds them (twenty Verilator runs of ~0.3 s)."""
+with its reason, none stale. About 13 s of CPU the first time (generating eight tops, ~1 s each),
+6 s once build/lint holds them (sixteen Verilator runs of ~0.3 s)."""
 
 import functools
 from pathlib import Path
