@@ -30,7 +30,8 @@ from pim_macro.tb.harness.programs import CONFIGS
 
 
 __all__ = ["WAIVERS", "GENERATED_SUFFIX", "VENDOR_SUFFIX", "DESIGNS", "LintWarning", "Waiver",
-           "write_design", "lint", "waivers", "dropped_carries", "main"]
+           "write_design", "lint", "waivers", "dropped_carries", "design_dir", "lint_design",
+           "main"]
 
 
 #: The waiver file (Verilator's own control-file format), one waiver per warning kind, each
