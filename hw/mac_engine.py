@@ -17,6 +17,8 @@ __all__ = ["MacEngine", "OP_SLOTS", "Tag", "Op", "CaptureSignature", "HazardSign
 
 #: Operations the engine holds: the one being issued, and the ones queued behind it.
 OP_SLOTS = 4
+# The slot pointers (`wp + 1`, `ip + 2`) wrap by dropping their carry: a power of two.
+assert OP_SLOTS & (OP_SLOTS - 1) == 0, OP_SLOTS
 
 #: What travels with a weight row request through the weight store.
 Tag = data.StructLayout({"act": FIELD_BITS, "first": 1, "capture": 1, "last": 1, "slot": 2})
