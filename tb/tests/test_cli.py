@@ -346,3 +346,241 @@ def test_quantize_rejects_unknown_format(tmp_path):
                  "--out", tmp_path / "m.npz")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "m.npz").exists(), "nothing should be written on an error"
+
+
+# -- malformed files: every file option, one line and exit 2 ----------------------------------
+
+def _npy_header(descr, shape):
+    """The bytes of a version 1.0 .npy header for ``descr`` and ``shape`` (and no data)."""
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}"
+    text += " " * (-(len(text) + 11) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+
+
+def _broken_files(tmp):
+    """Files that hold no readable array or archive at all, whatever the option: name -> path."""
+    import pickle
+    d = tmp / "broken"
+    d.mkdir()
+    good = np.arange(24, dtype=np.int8).reshape(3, 8)
+    np.save(d / "good.npy", good)
+    whole = (d / "good.npy").read_bytes()
+    files = {
+        "empty": b"",
+        "text": b"not a numpy file\n",
+        "zip magic then garbage": b"PK\x03\x04garbage",
+        "npy magic only": b"\x93NUMPY",
+        "npy header cut": whole[:20],
+        "npy data cut": whole[:-5],
+        "npy header garbage": b"\x93NUMPY\x01\x00\x10\x00{'descr': ???}  \n",
+        "npy header announcing 80 TB": _npy_header("<i8", (10**13,)) + bytes(16),
+        "pickle": pickle.dumps({"w0": [1, 2, 3]}),
+        "binary noise": bytes(range(256)) * 4,
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = d / (name.replace(" ", "_") + ".bin")
+        paths[name].write_bytes(content)
+    np.save(d / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    paths["object array (pickled)"] = d / "objects.npy"
+    (d / "adir").mkdir()
+    paths["a directory"] = d / "adir"
+    paths["missing"] = d / "missing.npy"
+    (d / "dangling").symlink_to(d / "nowhere")
+    paths["dangling symlink"] = d / "dangling"
+    paths["under a file"] = d / "good.npy" / "x.npy"
+    # Unreadable even to root (the tests may run as root, for whom chmod 000 changes nothing):
+    # the kernel refuses to read a process's memory at address 0.
+    paths["unreadable"] = Path("/proc/self/mem")
+    return paths
+
+
+def _arrays(tmp, arrays):
+    d = tmp / "arrays"
+    d.mkdir(exist_ok=True)
+    paths = {}
+    for name, array in arrays.items():
+        paths[name] = d / (re.sub(r"\W+", "_", name) + ".npy")
+        np.save(paths[name], array)
+    return paths
+
+
+#: Arrays no option that wants an int8 or integer array takes.
+NOT_INT8 = {
+    "float64": np.zeros((4, 8)),
+    "complex": np.zeros((4, 8), np.complex64),
+    "bool": np.zeros((4, 8), bool),
+    "unicode": np.array([["a"] * 8] * 4),
+    "bytes": np.array([[b"a"] * 8] * 4),
+    "structured": np.zeros(4, dtype=[("a", np.int8), ("b", np.int8)]),
+    "datetime": np.zeros((4, 8), "datetime64[s]"),
+    "int8 scalar": np.int8(3),
+    "int8 empty": np.zeros(0, np.int8),
+    "int8 (4, 0)": np.zeros((4, 0), np.int8),
+    "int8 5-D": np.zeros((1, 1, 1, 4, 8), np.int8),
+}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Valid files for every command, so that one option at a time can be made malformed."""
+    from pim_macro.sw.compiler.network import Dense, Network, save_network
+    rng = np.random.default_rng(9)
+    valid = _arrays(tmp_path, {
+        "W": rng.integers(-128, 128, (4, 8), dtype=np.int8),
+        "x": rng.integers(-128, 128, 8, dtype=np.int8),
+        "B": rng.integers(-99, 99, 4, dtype=np.int32),
+        "X6": rng.integers(-128, 128, (2, 6), dtype=np.int8),
+        "labels": np.array([1, 0]),
+        "calib": rng.normal(size=(20, 64)),
+        "test labels": rng.integers(0, 10, 20),
+    })
+    save_network(tmp_path / "net.npz", Network((
+        Dense(rng.integers(-128, 128, (3, 6), dtype=np.int8), np.zeros(3, np.int32),
+              300, 10, False),)))
+    (tmp_path / "prog.txt").write_text("0x00000009\n")
+    commands = {
+        "gemv": {"--weights": valid["W"], "--input": valid["x"], "--bias": valid["B"]},
+        "infer": {"--model": tmp_path / "net.npz", "--input": valid["X6"],
+                  "--labels": valid["labels"]},
+        "quantize": {"--model": MODELS_DIR / "digits_mlp.onnx", "--calib": valid["calib"],
+                     "--test": valid["calib"], "--labels": valid["test labels"],
+                     "--out": tmp_path / "q.npz"},
+        "run": {"--program": tmp_path / "prog.txt"},
+    }
+    return commands, tmp_path
+
+
+def _run_cli(capsys, command, options):
+    """``pim command`` in this process with ``options`` (option -> value, None for a flag);
+    returns the exit code, stdout and stderr."""
+    args = [command]
+    for option, value in options.items():
+        args += [option] if value is None else [option, str(value)]
+    code = cli.main(args)       # an exception escaping main() is the traceback a user would see
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _wrong_arrays(command, option, tmp):
+    """Arrays of the wrong type or shape for ``option``."""
+    if (command, option) == ("quantize", "--calib") or (command, option) == ("quantize", "--test"):
+        return {"int8": np.zeros((4, 64), np.int8), "float scalar": np.float64(1.0),
+                "float empty": np.zeros((0, 64)), "float (4, 0)": np.zeros((4, 0)),
+                "complex": np.zeros((4, 64), np.complex128),
+                "NaN": np.full((4, 64), np.nan), "wrong features": np.zeros((20, 63)),
+                "structured": np.zeros(4, dtype=[("a", float)])}
+    if option == "--labels":
+        return {"float": np.zeros(2), "2-D": np.zeros((2, 1), np.int64),
+                "bool": np.zeros(2, bool), "scalar": np.int64(1), "empty": np.zeros(0, np.int64),
+                "unicode": np.array(["a", "b"]), "structured": np.zeros(2, [("a", int)])}
+    arrays = dict(NOT_INT8)
+    if option == "--bias":
+        arrays.update({"int8 bias": np.zeros(4, np.int8), "int64 bias": np.zeros(4, np.int64),
+                       "bias (4, 1)": np.zeros((4, 1), np.int32)})
+    return arrays
+
+
+FILE_OPTIONS = [("gemv", "--weights"), ("gemv", "--input"), ("gemv", "--bias"),
+                ("infer", "--model"), ("infer", "--input"), ("infer", "--labels"),
+                ("quantize", "--model"), ("quantize", "--calib"), ("quantize", "--test"),
+                ("quantize", "--labels")]
+
+
+@pytest.mark.parametrize("command, option", FILE_OPTIONS)
+def test_malformed_files_are_one_line_errors(runs, capsys, command, option):
+    """Every file option, given a file that is broken, of the wrong kind, of the wrong type or
+    shape, empty, a directory or unreadable: one `pim: error:` line naming the problem, exit 2,
+    nothing on stdout, nothing written. (The valid files alone run: checked first.)"""
+    commands, tmp = runs
+    options = dict(commands[command])
+    code, out, err = _run_cli(capsys, command, options)
+    assert code == 0, f"{command} with valid files should succeed: {err}"
+    (tmp / "q.npz").unlink(missing_ok=True)
+    cases = {name: (path, True) for name, path in _broken_files(tmp).items()}
+    if option == "--model" and command == "infer":
+        arrays = _arrays(tmp, {"an array": np.zeros((4, 8), np.int8)})
+        cases["an array, not a model"] = (arrays["an array"], False)
+        np.savez(tmp / "floats.npz", w0=np.zeros((3, 6)), b0=np.zeros(3, np.int32),
+                 m0=np.int64(1), s0=np.int64(1), relu0=np.int64(0))
+        cases["float weights"] = (tmp / "floats.npz", False)
+        np.savez(tmp / "texts.npz", w0=np.array(["a"]), b0=np.array(["b"]), m0=np.array("c"),
+                 s0=np.array("d"), relu0=np.array("e"))
+        cases["text arrays"] = (tmp / "texts.npz", False)
+        np.savez(tmp / "pickled.npz", w0=np.array([None], dtype=object))
+        cases["pickled member"] = (tmp / "pickled.npz", True)
+        whole = (tmp / "net.npz").read_bytes()
+        (tmp / "cut.npz").write_bytes(whole[:len(whole) // 2])
+        cases["truncated archive"] = (tmp / "cut.npz", True)
+        np.savez(tmp / "empty.npz")
+        cases["empty archive"] = (tmp / "empty.npz", False)
+    elif command == "quantize" and option == "--model":
+        import pickle
+        onnx_cases = {"empty.onnx": b"", "garbage.onnx": b"\x08\x07garbage" * 10,
+                      "text.onnx": b"not a model", "dict.pkl": pickle.dumps({"a": 1}),
+                      "list.pkl": pickle.dumps([1, 2]), "garbage.pkl": b"garbage",
+                      "empty.pkl": b"", "model.txt": b"a text file"}
+        for name, content in onnx_cases.items():
+            (tmp / name).write_bytes(content)
+            cases[name] = (tmp / name, name.endswith("pkl") or name.endswith("txt"))
+        (tmp / "dir.onnx").mkdir()
+        cases["dir.onnx"] = (tmp / "dir.onnx", True)
+    elif command == "run":
+        pass                # the program reader's own cases: test_run_rejects_bad_programs
+    else:
+        for name, path in _arrays(tmp, _wrong_arrays(command, option, tmp)).items():
+            cases[name] = (path, False)
+        archive = tmp / "archive.npz"
+        np.savez(archive, a=np.zeros(3, np.int8))
+        cases["an .npz archive"] = (archive, True)
+    for name, (path, names_file) in cases.items():
+        options[option] = path
+        code, out, err = _run_cli(capsys, command, options)
+        lines = err.splitlines()
+        assert code == 2, f"{option} {name}: pim should exit 2, exited {code}; stderr {err!r}"
+        assert out == "", f"{option} {name}: nothing should reach stdout: {out!r}"
+        assert len(lines) == 1 and lines[0].startswith("pim: error: "), \
+            f"{option} {name}: stderr should be one `pim: error:` line, got {err!r}"
+        if names_file:
+            assert Path(path).name in lines[0], \
+                f"{option} {name}: the error should name the file: {lines[0]!r}"
+        assert not (tmp / "q.npz").exists(), f"{option} {name}: nothing should be written"
+
+
+# -- --out: exactly the file named, never a directory -------------------------------------------
+
+@pytest.mark.parametrize("command", ["gemv", "infer", "quantize"])
+def test_out_refuses_a_directory(runs, capsys, command):
+    """`--out adir` where adir is a directory is an error before anything runs (numpy would
+    write `adir.npy` beside it), and nothing is written."""
+    commands, tmp = runs
+    (tmp / "adir").mkdir()
+    code, out, err = _run_cli(capsys, command, {**commands[command], "--out": tmp / "adir"})
+    assert code == 2 and out == "", f"{command}: expected exit 2, got {code}: {err!r}"
+    assert err == f"pim: error: --out {tmp / 'adir'} is a directory; give a file name, e.g. " \
+                  f"{tmp / 'adir' / 'Y.npy'}\n", f"{command}: wrong error line {err!r}"
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith("adir")) == ["adir"], \
+        f"{command}: nothing should be written beside the directory"
+    assert not any((tmp / "adir").iterdir()), f"{command}: nor inside it"
+
+
+@pytest.mark.parametrize("command", ["gemv", "infer", "quantize"])
+def test_out_writes_exactly_the_path_given(runs, capsys, command):
+    """`--out result` (no suffix) writes `result`, not `result.npy` (or `.npz`), and the JSON
+    says where Y went."""
+    commands, tmp = runs
+    target = tmp / "result"
+    code, out, err = _run_cli(capsys, command, {**commands[command], "--out": target})
+    assert code == 0, f"{command}: should succeed: {err}"
+    assert target.is_file(), f"{command}: {target} should be written"
+    assert not (tmp / "result.npy").exists() and not (tmp / "result.npz").exists(), \
+        f"{command}: no suffix should be added"
+    if command == "gemv":
+        assert np.array_equal(np.load(target), reference(np.load(commands["gemv"]["--weights"]),
+                                                         np.load(commands["gemv"]["--input"]),
+                                                         np.load(commands["gemv"]["--bias"])))
+    code, out, err = _run_cli(capsys, command, {**commands[command], "--out": target,
+                                                "--json": None})
+    report = json.loads(out)
+    assert report["out"] == str(target), f"{command}: the JSON should name the file written"
+    assert "output" not in report, f"{command}: with --out the JSON should not repeat Y"
