@@ -27,11 +27,14 @@ import zlib
 import numpy as np
 
 from pim_macro.hw.board import BOARDS
-from pim_macro.hw.isa import ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, MacroConfig
+from pim_macro.hw.isa import (ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Header, MacroConfig,
+                              Opcode, unpack)
 from pim_macro.sw.compiler.compiler import run_network
 from pim_macro.sw.compiler.gemv import SIMS, run_gemv
 from pim_macro.sw.compiler.network import network_from_arrays, save_network
+from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.board_link import BoardMissing
+from pim_macro.sw.runtime.driver import StreamRun, run_stream
 from pim_macro.sw.runtime.rtl import SimulatorMissing
 
 
@@ -129,11 +132,24 @@ def build_parser():
     quantize.add_argument("--labels", metavar="L.npy", help="labels of --test: accuracies")
     quantize.add_argument("--json", action="store_true", help="print the report as JSON")
     quantize.set_defaults(handler=_quantize)
+
+    run = commands.add_parser(
+        "run", help="play a command stream (a hex file of 32-bit words) on the macro",
+        description="Play the command stream in P.txt on a back end and print the output words "
+                    "and each command's decoded response (opcode, error, data words). P.txt "
+                    "holds one 32-bit word per line in hex (0x optional), # comments and blank "
+                    "lines. A program that ends inside a command is an error (exit 2) after "
+                    "the complete commands before it have played and printed.")
+    run.add_argument("--program", required=True, metavar="P.txt",
+                     help="the command stream: one hex word per line (see hw/isa.py)")
+    _run_options(run, results=False)
+    run.set_defaults(handler=_run)
     return parser
 
 
-def _run_options(command):
-    """The options every run takes: back end, architecture, configuration, output."""
+def _run_options(command, *, results=True):
+    """The options every run takes: back end, architecture, configuration, output (``--out``
+    and ``--preloaded`` only for commands whose ``results`` are an array Y)."""
     command.add_argument("--sim", choices=SIMS, default="golden",
                          help="golden: untimed reference; model: exact cycle prediction without "
                               "RTL; icarus, verilator: the RTL; board: an FPGA running the board "
@@ -148,15 +164,21 @@ def _run_options(command):
     command.add_argument("--arch", choices=ARCHES, default="pim",
                          help="pim: MACs fused into the SRAM; baseline: SRAM and ALU joined by a "
                               "--bus-bits bus (default: pim)")
-    command.add_argument("--preloaded", action="store_true",
-                         help="count cycles from when the weights are in the macro (they must "
-                              "fit)")
-    command.add_argument("--out", metavar="Y.npy",
-                         help="save Y (numpy .npy) to exactly this path, no suffix added; not a "
-                              "directory (checked before the run); the JSON then names it")
-    command.add_argument("--json", action="store_true",
-                         help="print one JSON object (config, shape, counters, and Y unless "
-                              "--out)")
+    if results:
+        command.add_argument("--preloaded", action="store_true",
+                             help="count cycles from when the weights are in the macro (they "
+                                  "must fit)")
+        command.add_argument("--out", metavar="Y.npy",
+                             help="save Y (numpy .npy) to exactly this path, no suffix added; "
+                                  "not a directory (checked before the run); the JSON then "
+                                  "names it")
+        command.add_argument("--json", action="store_true",
+                             help="print one JSON object (config, shape, counters, and Y unless "
+                                  "--out)")
+    else:
+        command.add_argument("--json", action="store_true",
+                             help="print one JSON object (config, words in and out, responses, "
+                                  "cycles)")
     config = command.add_argument_group("macro configuration (see pim_macro.hw.isa.MacroConfig)")
     defaults = MacroConfig()
     for f in dataclasses.fields(MacroConfig):
@@ -454,6 +476,97 @@ def _quantize(args):
             if key in summary:
                 print(f"  {key.replace('_', ' ')}: {summary[key]:.4f}")
     return EXIT_OK
+
+
+def _decoded(response, header):
+    """What the data of ``response`` (to the command with header word ``header``) mean, beyond
+    the words themselves, as a dict for the JSON (empty when they mean nothing more)."""
+    if not response.ok:
+        return {}
+    if response.opcode == Opcode.EMIT_RAW.value:
+        return {"int32": response.int32().tolist()}
+    if response.opcode == Opcode.EMIT_INT8.value:
+        count = unpack(Header, header).count
+        return {"int8": asm.unpack_bytes(response.data, count).tolist()}
+    if response.opcode == Opcode.READ_COUNTERS.value:
+        return {"counters": response.counters()}
+    if response.opcode == Opcode.STATUS.value:
+        return {"status": {k: getattr(v, "name", v)
+                           for k, v in asm.decode_status_words(response.data).items()}}
+    return {}
+
+
+def _run(args):
+    config = _config(args)
+    try:
+        words, lines = asm.read_program(args.program)
+    except ValueError as exc:
+        raise _Error(str(exc)) from None
+    if not words:
+        raise _Error(f"program {args.program} holds no words (only comments and blank lines)")
+    commands, truncation = asm.frame_complete(words, config)
+    played = words[:commands[-1][1] + commands[-1][2]] if commands else []
+    # The weight rows the program reads size the RTL's cycle budget.
+    work = sum(unpack(Header, words[first]).count for opcode, first, _ in commands
+               if opcode == Opcode.MATVEC.value)
+
+    run = StreamRun([])
+    if played:
+        with _back_end():
+            run = run_stream(played, config, sim=args.sim, arch=args.arch, work=work,
+                             port=args.port)
+    try:
+        responses = asm.parse_responses(run.out)
+    except ValueError as exc:
+        raise _Error(f"the {args.sim} run's output does not parse: {exc}", EXIT_FAILED) \
+            from None
+    if len(responses) != len(commands):
+        raise _Error(f"the {args.sim} run answered {len(responses)} of the {len(commands)} "
+                     f"commands", EXIT_FAILED)
+
+    report = []
+    for i, (response, (opcode, first, _)) in enumerate(zip(responses, commands)):
+        name = Opcode(opcode).name if opcode in {op.value for op in Opcode} else None
+        report.append({"command": i, "line": lines[first], "word": first, "opcode": opcode,
+                       "name": name, "error": response.error.name, "data": response.data,
+                       **_decoded(response, words[first])})
+    problem = None
+    if truncation is not None:
+        t = truncation
+        problem = (f"{args.program} line {lines[t.first]}: the program ends inside command "
+                   f"{t.command} ({t.opcode.name} at word {t.first}): {t.present} of "
+                   f"{t.needed} {t.part} words; the {t.command} complete commands before it "
+                   f"were played")
+    if args.json:
+        print(json.dumps({"sim": args.sim, "arch": args.arch, "config": config.as_dict(),
+                          "words_in": words, "words_out": run.out, "responses": report,
+                          "cycles": run.cycles, "truncated": problem}))
+    else:
+        _print_run(words, run, report)
+    if problem is not None:
+        raise _Error(problem)
+    return EXIT_OK
+
+
+def _print_run(words, run, report):
+    """The human form of ``pim run``: the output words, then one line per command."""
+    cycles = "" if run.cycles is None else f" in {run.cycles} cycles"
+    print(f"{len(words)} words in, {len(run.out)} words out{cycles}:")
+    for i in range(0, len(run.out), 8):
+        print("  " + " ".join(f"{w:#010x}" for w in run.out[i:i + 8]))
+    for r in report:
+        name = r["name"] or f"opcode {r['opcode']:#04x}"
+        line = f"command {r['command']} (line {r['line']}) {name}: {r['error']}"
+        if r["data"]:
+            line += f", {len(r['data'])} data words"
+        for key in ("int32", "int8"):
+            if key in r:
+                line += f": {key} {' '.join(map(str, r[key]))}"
+        if "counters" in r:
+            line += ": " + ", ".join(f"{k} {v}" for k, v in r["counters"].items())
+        if "status" in r:
+            line += ": " + ", ".join(f"{k} {v}" for k, v in r["status"].items())
+        print(line)
 
 
 def main(argv=None):

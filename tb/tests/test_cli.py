@@ -484,7 +484,7 @@ def _wrong_arrays(command, option, tmp):
 FILE_OPTIONS = [("gemv", "--weights"), ("gemv", "--input"), ("gemv", "--bias"),
                 ("infer", "--model"), ("infer", "--input"), ("infer", "--labels"),
                 ("quantize", "--model"), ("quantize", "--calib"), ("quantize", "--test"),
-                ("quantize", "--labels")]
+                ("quantize", "--labels"), ("run", "--program")]
 
 
 @pytest.mark.parametrize("command, option", FILE_OPTIONS)
@@ -584,3 +584,147 @@ def test_out_writes_exactly_the_path_given(runs, capsys, command):
     report = json.loads(out)
     assert report["out"] == str(target), f"{command}: the JSON should name the file written"
     assert "output" not in report, f"{command}: with --out the JSON should not repeat Y"
+
+
+# -- pim run: a hex command stream on any back end --------------------------------------------
+
+#: A program written by hand for the default configuration (8 lanes, R = 1), with the output
+#: worked out by hand from hw/isa.py's word layouts. W is 8 lanes x K = 2, columns
+#: [1, 3, -1, 5, 2, 0, -4, 7] and [2, 4, 0, -6, 1, 1, 3, -1]; x = [3, -2]; so
+#: y = 3 W[:, 0] - 2 W[:, 1] = [-1, 1, -3, 27, 4, -2, -18, 23].
+HAND_PROGRAM = """\
+# header: [7:0] opcode, [15:8] flags, [31:16] count
+0x00020001   # WRITE_WEIGHTS, 2 rows
+0x00000000   #   at row 0
+0x05ff0301   #   row 0, lanes 0-3: 1 3 -1 5 (int8, least significant byte first)
+0x07fc0002   #   row 0, lanes 4-7: 2 0 -4 7
+0xfa000402   #   row 1, lanes 0-3: 2 4 0 -6
+FF030101     #   row 1, lanes 4-7: 1 1 3 -1 (no 0x, upper case)
+
+0x00020002   # LOAD_ACT, 2 bytes
+0            #   at byte 0
+0x0000fe03   #   x = [3, -2]
+0x00020004   # MATVEC, 2 rows
+0x00000000   #   from row 0, activations from byte 0
+0x00080005   # EMIT_RAW, 8 lanes
+0x00000000   #   no bias
+0x00080006   # EMIT_INT8, 8 lanes
+0x00000000   #   no bias
+0x00000001   #   mult 1, shift 0: y clamped to int8, here y itself
+0x000000ee   # an unknown opcode
+"""
+#: Status words: [7:0] opcode echoed, [15:8] error, [31:16] data words that follow.
+HAND_OUTPUT = [0x00000001, 0x00000002, 0x00000004,
+               0x00080005, 0xffffffff, 0x00000001, 0xfffffffd, 0x0000001b,    # -1 1 -3 27
+               0x00000004, 0xfffffffe, 0xffffffee, 0x00000017,                # 4 -2 -18 23
+               0x00020006, 0x1bfd01ff, 0x17eefe04,                            # the same, int8
+               0x000001ee]                                                    # BAD_OPCODE
+HAND_Y = [-1, 1, -3, 27, 4, -2, -18, 23]
+
+
+@pytest.fixture
+def hand_program(tmp_path):
+    path = tmp_path / "hand.txt"
+    path.write_text(HAND_PROGRAM)
+    return path
+
+
+def test_run_prints_words_and_responses(hand_program):
+    result = ok(pim("run", "--program", hand_program))
+    assert result.stdout.splitlines() == [
+        "17 words in, 16 words out:",
+        "  0x00000001 0x00000002 0x00000004 0x00080005 0xffffffff 0x00000001 0xfffffffd "
+        "0x0000001b",
+        "  0x00000004 0xfffffffe 0xffffffee 0x00000017 0x00020006 0x1bfd01ff 0x17eefe04 "
+        "0x000001ee",
+        "command 0 (line 2) WRITE_WEIGHTS: OK",
+        "command 1 (line 9) LOAD_ACT: OK",
+        "command 2 (line 12) MATVEC: OK",
+        "command 3 (line 14) EMIT_RAW: OK, 8 data words: int32 -1 1 -3 27 4 -2 -18 23",
+        "command 4 (line 16) EMIT_INT8: OK, 2 data words: int8 -1 1 -3 27 4 -2 -18 23",
+        "command 5 (line 19) opcode 0xee: BAD_OPCODE",
+    ], f"unexpected output:\n{result.stdout}"
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("sim, arch", [("golden", "pim"), ("model", "baseline"),
+                                       ("icarus", "pim"), ("icarus", "baseline"),
+                                       ("verilator", "pim"), ("verilator", "baseline")])
+def test_run_every_back_end_gives_the_hand_computed_words(hand_program, sim, arch):
+    """The same words from the golden model, the cycle model and the RTL of both machines
+    (default configuration: the builds other CLI tests use), as computed by hand."""
+    if sim == "icarus" and not shutil.which("iverilog"):
+        pytest.fail("Icarus Verilog is not installed (`make deps`)")
+    result = ok(pim("run", "--program", hand_program, "--sim", sim, "--arch", arch, "--json"))
+    report = json.loads(result.stdout)
+    assert result.stderr == "", f"{sim}: nothing should reach stderr: {result.stderr!r}"
+    assert report["words_out"] == HAND_OUTPUT, f"{sim} {arch}: output words differ"
+    assert report["words_in"][:3] == [0x00020001, 0, 0x05ff0301] and len(report["words_in"]) == 17
+    assert [r["error"] for r in report["responses"]] == ["OK"] * 5 + ["BAD_OPCODE"]
+    assert [r["name"] for r in report["responses"]] == [
+        "WRITE_WEIGHTS", "LOAD_ACT", "MATVEC", "EMIT_RAW", "EMIT_INT8", None]
+    assert [r["line"] for r in report["responses"]] == [2, 9, 12, 14, 16, 19]
+    assert report["responses"][3]["int32"] == HAND_Y and report["responses"][4]["int8"] == HAND_Y
+    assert report["sim"] == sim and report["arch"] == arch and report["truncated"] is None
+    if sim in ("icarus", "verilator"):
+        assert report["cycles"] > len(report["words_in"]), f"{sim}: real cycles expected"
+    else:
+        assert report["cycles"] is None, f"{sim} gives no cycle count of its own"
+
+
+TRUNCATED = {
+    "argument missing": ("0x00020004\n", 17,
+                         r"line 20: the program ends inside command 6 \(MATVEC at word 17\): "
+                         r"0 of 1 argument words; the 6 complete commands before it were played"),
+    "payload cut": ("0x00020001\n0\n0x05ff0301\n", 17,
+                    r"line 20: the program ends inside command 6 \(WRITE_WEIGHTS at word 17\): "
+                    r"1 of 4 payload words"),
+}
+
+
+@pytest.mark.parametrize("case", TRUNCATED)
+def test_run_truncated_program_plays_the_complete_commands(hand_program, case):
+    tail, first, message = TRUNCATED[case]
+    hand_program.write_text(HAND_PROGRAM + tail)
+    result = pim("run", "--program", hand_program, "--json")
+    assert result.returncode == 2, f"a truncated program is an error: {result.returncode}"
+    report = json.loads(result.stdout)
+    assert report["words_out"] == HAND_OUTPUT, "the complete commands should still play"
+    assert len(report["words_in"]) == first + len(tail.split())
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pim: error: {hand_program} line"), lines
+    assert re.search(message, lines[0]) and re.search(message, report["truncated"]), lines[0]
+
+
+def test_run_program_cut_in_its_first_command(tmp_path):
+    (tmp_path / "p.txt").write_text("0x00010003  # LOAD_BIAS, 1 word\n0\n")
+    result = pim("run", "--program", tmp_path / "p.txt")
+    assert result.returncode == 2 and result.stdout.splitlines()[0] == "2 words in, 0 words out:"
+    assert result.stderr == (f"pim: error: {tmp_path / 'p.txt'} line 1: the program ends inside "
+                             f"command 0 (LOAD_BIAS at word 0): 0 of 1 payload words; the 0 "
+                             f"complete commands before it were played\n")
+
+
+BAD_PROGRAMS = {
+    "not hex": ("0x1\n0xZZ\n", r"line 2: '0xZZ' is not a hex word \(one 32-bit word per line"),
+    "two words on a line": ("0x1 0x2\n", r"line 1: '0x1 0x2' is not a hex word"),
+    "too wide": ("# c\n\n0x100000000\n", r"line 3: 0x100000000 does not fit in 32 bits"),
+    "negative": ("-1\n", r"line 1: '-1' is not a hex word"),
+    "prefix alone": ("0x\n", r"line 1: '0x' is not a hex word"),
+    "decimal with a sign": ("+12\n", r"line 1: '\+12' is not a hex word"),
+    "only comments": ("# nothing\n\n   \n", r"holds no words \(only comments and blank lines\)"),
+    "binary": (b"0x1\n\x00\xff\xfe\n", r"line 2: byte 0xff is not text \(UTF-8\)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PROGRAMS)
+def test_run_rejects_bad_programs(tmp_path, case):
+    content, message = BAD_PROGRAMS[case]
+    path = tmp_path / "bad.txt"
+    (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+    result = pim("run", "--program", path)
+    assert result.returncode == 2 and result.stdout == "", result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pim: error: ") and str(path) in lines[0], \
+        f"{case}: one line naming the file expected, got {result.stderr!r}"
+    assert re.search(message, lines[0]), f"{case}: expected {message!r} in {lines[0]!r}"
