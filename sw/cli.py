@@ -8,9 +8,32 @@ model, the exact cycle model or the RTL, of the PIM macro or the Von Neumann bas
              [--arch pim|baseline] [--preloaded]
              [--out Y.npy] [--json] [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
 
+``pim infer --model M.npz --input X.npy [--labels L.npy]`` runs a quantized network (the same
+run options), ``pim quantize`` makes one from a float model.
+
+``pim run`` plays a command stream written by hand (or by any tool) and decodes the answers::
+
+    pim run --program P.txt [--sim golden|model|icarus|verilator|board [--port DEV]]
+            [--arch pim|baseline] [--board NAME[:CONFIG] | --lanes 8 ...] [--json]
+
+``P.txt`` holds one 32-bit word per line in hex (``0x`` optional), ``#`` comments and blank
+lines (:func:`pim_macro.sw.runtime.asm.read_program`). It prints the output words, then one
+line per command: its number, the line of its header, its opcode name, its error name and its
+data words (as int32 for ``EMIT_RAW``, int8 for ``EMIT_INT8``, named for ``READ_COUNTERS`` and
+``STATUS``). ``--json`` prints one object: ``sim``, ``arch``, ``config``, ``words_in``,
+``words_out``, ``responses`` (``command``, ``line``, ``word``, ``opcode``, ``name``, ``error``,
+``data`` and the decoded values), ``cycles`` (the RTL's testbench cycles from the first word to
+the last answer; ``null`` for the models and a board) and ``truncated``. A program that ends
+inside a command plays the complete commands before it, prints their answers, then reports the
+cut (file, line, command, what is missing) as an error.
+
 Every error is reported as one line ``pim: error: <message>`` on stderr with exit code 2 (bad
-usage or input, missing simulator) or 1 (the simulation itself failed). With ``--json`` the only
-thing on stdout is one JSON object.
+usage or input, missing simulator) or 1 (the simulation itself failed, or the board misbehaved:
+see :mod:`pim_macro.sw.runtime.board_link`). Every file the tool reads is checked: a missing,
+unreadable, empty, cut, pickled or otherwise malformed file, a directory, an array of the wrong
+type or shape, or an array given for a model, is such a one-line error, never a traceback.
+``--out`` writes exactly the path given (``np.save`` would append ``.npy``) and refuses a
+directory before anything runs. With ``--json`` the only thing on stdout is one JSON object.
 """
 
 import argparse
@@ -491,8 +514,11 @@ def _decoded(response, header):
     if response.opcode == Opcode.READ_COUNTERS.value:
         return {"counters": response.counters()}
     if response.opcode == Opcode.STATUS.value:
-        return {"status": {k: getattr(v, "name", v)
-                           for k, v in asm.decode_status_words(response.data).items()}}
+        status = {k: getattr(v, "name", v)
+                  for k, v in asm.decode_status_words(response.data).items()}
+        if status["arch"] < len(ARCHES):
+            status["arch"] = ARCHES[status["arch"]]
+        return {"status": status}
     return {}
 
 

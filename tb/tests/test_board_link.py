@@ -396,13 +396,16 @@ def test_an_overall_deadline():
             asm.encode_status(), CONFIG)
 
 
-def test_cli_exits_1_for_a_misbehaving_board(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["gemv", "run"])
+def test_cli_exits_1_for_a_misbehaving_board(tmp_path, capsys, command):
     """The board's fault, not the user's input: one line and exit 1 (here a loopback)."""
     from pim_macro.sw import cli
     np.save(tmp_path / "w.npy", np.ones((4, 8), dtype=np.int8))
     np.save(tmp_path / "x.npy", np.ones(8, dtype=np.int8))
-    code = cli.main(["gemv", "--weights", str(tmp_path / "w.npy"), "--input",
-                     str(tmp_path / "x.npy"), "--sim", "board", "--port", "loop://"])
+    (tmp_path / "p.txt").write_text("0x00000009\n")
+    files = (["--weights", str(tmp_path / "w.npy"), "--input", str(tmp_path / "x.npy")]
+             if command == "gemv" else ["--program", str(tmp_path / "p.txt")])
+    code = cli.main([command, *files, "--sim", "board", "--port", "loop://"])
     err = capsys.readouterr().err
     assert code == 1, f"a misbehaving board should exit 1, got {code}: {err!r}"
     assert err.startswith("pim: error: ") and err.count("\n") == 1 and "echoed" in err, err

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pim_macro.hw.isa import Counter, MacroConfig
+from pim_macro.hw.isa import ISA_VERSION, Counter, MacroConfig
 from pim_macro.sw import cli
 from pim_macro.sw.paths import MODELS_DIR
 
@@ -728,3 +728,23 @@ def test_run_rejects_bad_programs(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("pim: error: ") and str(path) in lines[0], \
         f"{case}: one line naming the file expected, got {result.stderr!r}"
     assert re.search(message, lines[0]), f"{case}: expected {message!r} in {lines[0]!r}"
+
+
+def test_run_decodes_counters_and_status(tmp_path, capsys):
+    """READ_COUNTERS data by counter name, STATUS data by field (the architecture by name), a
+    failed command's error by name; the configuration options reach the back end."""
+    (tmp_path / "p.txt").write_text("0x00000808  # READ_COUNTERS, CLEAR\n"
+                                    "0x00000109  # STATUS with a flag it does not take\n"
+                                    "0x00000009  # STATUS\n")
+    code, out, err = _run_cli(capsys, "run", {"--program": tmp_path / "p.txt", "--json": None,
+                                              "--arch": "baseline", "--lanes": 12,
+                                              "--bus-bits": 16, "--depth": 40})
+    assert code == 0, err
+    counters, failed, status = json.loads(out)["responses"]
+    assert set(counters["counters"]) == {c.name.lower() for c in Counter}
+    assert counters["counters"]["beats_in"] == 1, "one word taken when the snapshot is made"
+    assert failed["error"] == "BAD_FIELD" and failed["data"] == [] and "status" not in failed
+    assert status["status"] == {
+        "last_error": "BAD_FIELD", "isa_version": ISA_VERSION, "error_count": 1, "lanes": 12,
+        "rows_per_cycle": 1, "arch": "baseline", "depth": 40, "act_depth": 1024,
+        "bias_depth": 256, "bus_bits": 16, "requantizers": 4}, status
