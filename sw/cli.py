@@ -44,6 +44,8 @@ import logging
 import math
 import os
 import sys
+import tokenize
+import warnings
 import zipfile
 import zlib
 
@@ -234,8 +236,8 @@ _NPY_MAGIC, _ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
 #: What numpy, zipfile and zlib raise for content that is not what it claims to be (a cut or
 #: garbled header, a pickled member, a damaged archive, a header announcing terabytes). OSError,
 #: the file system's refusal, is reported apart.
-_FORMAT_ERRORS = (ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
-                  MemoryError)
+_FORMAT_ERRORS = (ValueError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile,
+                  zlib.error, NotImplementedError, MemoryError)
 
 
 def _first_line(exc):
@@ -279,7 +281,10 @@ def _read_numpy(path, what):
     """The array of a ``.npy`` file, or the arrays of an ``.npz`` archive as a dict, never
     unpickling anything; an :class:`_Error` naming ``what`` and ``path`` for a file that cannot
     be read or holds anything else."""
-    with _open(path, what) as f:
+    with _open(path, what) as f, warnings.catch_warnings():
+        # numpy warns (UserWarning) when a header parses only the Python 2 way: the file is
+        # read all the same, and the warning is no business of a pim user.
+        warnings.simplefilter("ignore", UserWarning)
         try:
             magic = f.read(len(_NPY_MAGIC))
             f.seek(0)
@@ -478,11 +483,20 @@ def _quantize(args):
     labels = None if args.labels is None else _load(args.labels, "labels")
     if calib.dtype.kind != "f" or test.dtype.kind != "f":
         raise _Error("calibration and test data must be float arrays")
+    for name, data in (("calibration data", calib), ("test data", test)):
+        if not np.all(np.isfinite(data)):
+            raise _Error(f"{name} holds values that are not finite (inf or NaN)")
     if labels is not None:
         _check_labels(labels)
     try:
-        network = quantize_file(args.model, calib)
-        summary = report(network, float_forward(load_float_model(args.model)), test, labels)
+        # Values so large that the float model overflows are data no int8 scale can serve.
+        with np.errstate(over="raise", divide="raise", invalid="raise"):
+            network = quantize_file(args.model, calib)
+            summary = report(network, float_forward(load_float_model(args.model)), test,
+                             labels)
+    except FloatingPointError as exc:
+        raise _Error(f"cannot quantize {args.model}: the float model {exc} on the calibration "
+                     f"or test data (values too large?)") from None
     except ValueError as exc:
         message = str(exc)
         raise _Error(message if str(args.model) in message

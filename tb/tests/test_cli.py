@@ -748,3 +748,41 @@ def test_run_decodes_counters_and_status(tmp_path, capsys):
         "last_error": "BAD_FIELD", "isa_version": ISA_VERSION, "error_count": 1, "lanes": 12,
         "rows_per_cycle": 1, "arch": "baseline", "depth": 40, "act_depth": 1024,
         "bias_depth": 256, "bus_bits": 16, "requantizers": 4}, status
+
+
+def _mutations(content, rng, count):
+    """``count`` seeded random corruptions of the bytes ``content``: cut at a random length,
+    1 to 3 bytes overwritten, bytes inserted."""
+    for i in range(count):
+        data = bytearray(content)
+        kind = i % 3
+        if kind == 0:
+            del data[int(rng.integers(0, len(data))):]
+        elif kind == 1:
+            for _ in range(int(rng.integers(1, 4))):
+                data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        else:
+            at = int(rng.integers(0, len(data) + 1))
+            data[at:at] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+        yield kind, bytes(data)
+
+
+@pytest.mark.parametrize("command, option", FILE_OPTIONS)
+def test_mutated_files_never_end_in_a_traceback(runs, capsys, command, option):
+    """Seeded random corruptions of each valid file: the run succeeds (a corruption can leave a
+    valid file) or fails with one `pim: error:` line and exit 2; never a traceback."""
+    commands, tmp = runs
+    options = dict(commands[command])
+    original = Path(options[option]).read_bytes()
+    rng = np.random.default_rng(sum(map(ord, command + option)))
+    for i, (kind, data) in enumerate(_mutations(original, rng, 30)):
+        path = tmp / f"mutated{i}{Path(options[option]).suffix}"
+        path.write_bytes(data)
+        code, out, err = _run_cli(capsys, command, {**options, option: path})
+        what = f"{option} mutation {i} (kind {kind})"
+        if code == 0:
+            assert err == "", f"{what}: a success should print nothing on stderr: {err!r}"
+            continue
+        lines = err.splitlines()
+        assert code == 2 and out == "", f"{what}: exit {code}, stdout {out!r}, stderr {err!r}"
+        assert len(lines) == 1 and lines[0].startswith("pim: error: "), f"{what}: {err!r}"
