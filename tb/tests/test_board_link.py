@@ -409,3 +409,38 @@ def test_cli_exits_1_for_a_misbehaving_board(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert code == 1, f"a misbehaving board should exit 1, got {code}: {err!r}"
     assert err.startswith("pim: error: ") and err.count("\n") == 1 and "echoed" in err, err
+
+
+def test_corrupted_answers_are_board_errors():
+    """Seeded corruptions of a real program's answers (bytes overwritten, dropped, inserted,
+    the answer cut short): a one-line BoardError, or, when only data bits changed (the protocol
+    has no checksum: a data word can be any word), every status word as the golden model's;
+    nothing else ever escapes."""
+    rng = np.random.default_rng(11)
+    words = random_program(CONFIG, 3, commands=12)
+    golden = run_golden(words, CONFIG)
+    answer = asm.words_to_bytes(golden)
+    errors = 0
+    for i in range(300):
+        data = bytearray(answer)
+        at = int(rng.integers(0, len(data)))
+        if i % 4 == 0:
+            data[at] ^= int(rng.integers(1, 256))
+        elif i % 4 == 1:
+            del data[at]
+        elif i % 4 == 2:
+            data[at:at] = bytes([int(rng.integers(0, 256))])
+        else:
+            del data[at:]
+        try:
+            out = BoardLink(_Scripted(bytes(data)), timeout=0.005).run(words, CONFIG)
+        except BoardError as exc:
+            assert "\n" not in str(exc), f"corruption {i}: {exc}"
+            errors += 1
+            continue
+        shape = [(r.opcode, r.error, len(r.data)) for r in asm.parse_responses(out)]
+        assert shape == [(r.opcode, r.error, len(r.data)) for r in asm.parse_responses(golden)], \
+            f"corruption {i}: a run that succeeds must hold the program's status words"
+        assert len(out) == len(golden) and i % 4 == 0, \
+            f"corruption {i}: only an overwritten byte can pass unseen"
+    assert errors > 200, f"most corruptions should be caught, only {errors} of 300 were"
