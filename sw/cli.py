@@ -231,8 +231,9 @@ def _config(args):
 
 # -- the user's files ------------------------------------------------------------------------
 
-#: The first bytes of a ``.npy`` file and of a zip archive (``.npz``): what ``np.load`` goes by.
-_NPY_MAGIC, _ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+#: The first bytes of a ``.npy`` file, of a zip archive (``.npz``) and of an empty one: what
+#: ``np.load`` goes by.
+_NPY_MAGIC, _ZIP_MAGIC, _EMPTY_ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06"
 #: What numpy, zipfile and zlib raise for content that is not what it claims to be (a cut or
 #: garbled header, a pickled member, a damaged archive, a header announcing terabytes). OSError,
 #: the file system's refusal, is reported apart.
@@ -291,12 +292,16 @@ def _read_numpy(path, what):
             if magic == _NPY_MAGIC:
                 _check_npy(f, path, what)
                 return np.load(f, allow_pickle=False)
-            if magic.startswith(_ZIP_MAGIC):
+            if magic.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
                 with np.load(f, allow_pickle=False) as archive:
                     return {key: archive[key] for key in archive.files}
         except OSError as exc:
             raise _Error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
         except _FORMAT_ERRORS as exc:
+            if "allow_pickle" in str(exc):          # an archive member holding objects
+                raise _Error(f"cannot read {what} {path}: it holds Python objects (a pickled "
+                             f"array), which pim does not unpickle: that could run code") \
+                    from None
             raise _Error(f"cannot read {what} {path}: a damaged numpy file: {_first_line(exc)}") \
                 from None
     if not magic:
@@ -616,7 +621,10 @@ def main(argv=None):
     try:
         return args.handler(args)
     except _Error as exc:
-        message = " ".join(str(exc).split())     # always one line
+        message = " ".join(str(exc).split())     # always one line,
+        # and nothing a terminal would obey (file names and file contents end up in messages)
+        message = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                          for c in message)
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return exc.code
 

@@ -786,3 +786,13 @@ def test_mutated_files_never_end_in_a_traceback(runs, capsys, command, option):
         lines = err.splitlines()
         assert code == 2 and out == "", f"{what}: exit {code}, stdout {out!r}, stderr {err!r}"
         assert len(lines) == 1 and lines[0].startswith("pim: error: "), f"{what}: {err!r}"
+
+
+def test_error_lines_carry_no_control_characters(tmp_path, capsys):
+    """A file name is part of the error line: its control characters (a terminal escape, a
+    carriage return) are shown escaped, not sent to the terminal."""
+    name = tmp_path / "w\x1b[2J\rx.npy"
+    code, out, err = _run_cli(capsys, "gemv", {"--weights": name, "--input": name})
+    assert code == 2 and err.count("\n") == 1, err
+    assert "\x1b" not in err and "\r" not in err, f"control characters reached stderr: {err!r}"
+    assert "w\\x1b[2J" in err, f"the name should be shown escaped: {err!r}"
