@@ -580,8 +580,8 @@ def _run(args):
         t = truncation
         problem = (f"{args.program} line {lines[t.first]}: the program ends inside command "
                    f"{t.command} ({t.opcode.name} at word {t.first}): {t.present} of "
-                   f"{t.needed} {t.part} words; the {t.command} complete commands before it "
-                   f"were played")
+                   f"{t.needed} {t.part} words; the {_count(t.command, 'complete command')} "
+                   f"before it {'was' if t.command == 1 else 'were'} played")
     if args.json:
         print(json.dumps({"sim": args.sim, "arch": args.arch, "config": config.as_dict(),
                           "words_in": words, "words_out": run.out, "responses": report,
@@ -593,17 +593,21 @@ def _run(args):
     return EXIT_OK
 
 
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _print_run(words, run, report):
     """The human form of ``pim run``: the output words, then one line per command."""
     cycles = "" if run.cycles is None else f" in {run.cycles} cycles"
-    print(f"{len(words)} words in, {len(run.out)} words out{cycles}:")
+    print(f"{_count(len(words), 'word')} in, {_count(len(run.out), 'word')} out{cycles}:")
     for i in range(0, len(run.out), 8):
         print("  " + " ".join(f"{w:#010x}" for w in run.out[i:i + 8]))
     for r in report:
         name = r["name"] or f"opcode {r['opcode']:#04x}"
         line = f"command {r['command']} (line {r['line']}) {name}: {r['error']}"
         if r["data"]:
-            line += f", {len(r['data'])} data words"
+            line += f", {_count(len(r['data']), 'data word')}"
         for key in ("int32", "int8"):
             if key in r:
                 line += f": {key} {' '.join(map(str, r[key]))}"
