@@ -9,6 +9,10 @@ The encoder only packs fields into their bit positions, through the word layouts
 and checks that each value fits its field (``ValueError`` naming the field otherwise). It
 deliberately does not check addresses against a macro's size: that is the macro's job, and tests
 must be able to send commands the macro will reject.
+
+A program can also be written as text, one hex word per line (:func:`read_program`, the input of
+``pim run``); :func:`frame_complete` splits any program into the commands it completes and says
+where it is cut, if it is.
 """
 
 import re
