@@ -8,25 +8,58 @@ model, the exact cycle model or the RTL, of the PIM macro or the Von Neumann bas
              [--arch pim|baseline] [--preloaded]
              [--out Y.npy] [--json] [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
 
+``pim infer --model M.npz --input X.npy [--labels L.npy]`` runs a quantized network (the same
+run options), ``pim quantize`` makes one from a float model.
+
+``pim run`` plays a command stream written by hand (or by any tool) and decodes the answers::
+
+    pim run --program P.txt [--sim golden|model|icarus|verilator|board [--port DEV]]
+            [--arch pim|baseline] [--board NAME[:CONFIG] | --lanes 8 ...] [--json]
+
+``P.txt`` holds one 32-bit word per line in hex (``0x`` optional), ``#`` comments and blank
+lines (:func:`pim_macro.sw.runtime.asm.read_program`). It prints the output words, then one
+line per command: its number, the line of its header, its opcode name, its error name and its
+data words (as int32 for ``EMIT_RAW``, int8 for ``EMIT_INT8``, named for ``READ_COUNTERS`` and
+``STATUS``). ``--json`` prints one object: ``sim``, ``arch``, ``config``, ``words_in``,
+``words_out``, ``responses`` (``command``, ``line``, ``word``, ``opcode``, ``name``, ``error``,
+``data`` and the decoded values), ``cycles`` (the RTL's testbench cycles from the first word to
+the last answer; ``null`` for the models and a board) and ``truncated``. A program that ends
+inside a command plays the complete commands before it, prints their answers, then reports the
+cut (file, line, command, what is missing) as an error.
+
 Every error is reported as one line ``pim: error: <message>`` on stderr with exit code 2 (bad
-usage or input, missing simulator) or 1 (the simulation itself failed). With ``--json`` the only
-thing on stdout is one JSON object.
+usage or input, missing simulator) or 1 (the simulation itself failed, or the board misbehaved:
+see :mod:`pim_macro.sw.runtime.board_link`). Every file the tool reads is checked: a missing,
+unreadable, empty, cut, pickled or otherwise malformed file, a directory, an array of the wrong
+type or shape, or an array given for a model, is such a one-line error, never a traceback.
+``--out`` writes exactly the path given (``np.save`` would append ``.npy``) and refuses a
+directory before anything runs. With ``--json`` the only thing on stdout is one JSON object.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import math
+import os
 import sys
+import tokenize
+import warnings
+import zipfile
+import zlib
 
 import numpy as np
 
 from pim_macro.hw.board import BOARDS
-from pim_macro.hw.isa import ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, MacroConfig
+from pim_macro.hw.isa import (ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Header, MacroConfig,
+                              Opcode, unpack)
 from pim_macro.sw.compiler.compiler import run_network
 from pim_macro.sw.compiler.gemv import SIMS, run_gemv
-from pim_macro.sw.compiler.network import load_network, save_network
+from pim_macro.sw.compiler.network import network_from_arrays, save_network
+from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.board_link import BoardMissing
+from pim_macro.sw.runtime.driver import StreamRun, run_stream
 from pim_macro.sw.runtime.rtl import SimulatorMissing
 
 
@@ -117,16 +150,31 @@ def build_parser():
                                "only)")
     quantize.add_argument("--calib", required=True, metavar="X.npy",
                           help="float calibration inputs (N, features) or (N, C, H, W)")
-    quantize.add_argument("--out", required=True, metavar="M.npz", help="the int8 container")
+    quantize.add_argument("--out", required=True, metavar="M.npz",
+                          help="write the int8 container to exactly this path, no suffix added "
+                               "(not a directory)")
     quantize.add_argument("--test", metavar="X.npy", help="float inputs for the error report")
     quantize.add_argument("--labels", metavar="L.npy", help="labels of --test: accuracies")
     quantize.add_argument("--json", action="store_true", help="print the report as JSON")
     quantize.set_defaults(handler=_quantize)
+
+    run = commands.add_parser(
+        "run", help="play a command stream (a hex file of 32-bit words) on the macro",
+        description="Play the command stream in P.txt on a back end and print the output words "
+                    "and each command's decoded response (opcode, error, data words). P.txt "
+                    "holds one 32-bit word per line in hex (0x optional), # comments and blank "
+                    "lines. A program that ends inside a command is an error (exit 2) after "
+                    "the complete commands before it have played and printed.")
+    run.add_argument("--program", required=True, metavar="P.txt",
+                     help="the command stream: one hex word per line (see hw/isa.py)")
+    _run_options(run, results=False)
+    run.set_defaults(handler=_run)
     return parser
 
 
-def _run_options(command):
-    """The options every run takes: back end, architecture, configuration, output."""
+def _run_options(command, *, results=True):
+    """The options every run takes: back end, architecture, configuration, output (``--out``
+    and ``--preloaded`` only for commands whose ``results`` are an array Y)."""
     command.add_argument("--sim", choices=SIMS, default="golden",
                          help="golden: untimed reference; model: exact cycle prediction without "
                               "RTL; icarus, verilator: the RTL; board: an FPGA running the board "
@@ -141,13 +189,21 @@ def _run_options(command):
     command.add_argument("--arch", choices=ARCHES, default="pim",
                          help="pim: MACs fused into the SRAM; baseline: SRAM and ALU joined by a "
                               "--bus-bits bus (default: pim)")
-    command.add_argument("--preloaded", action="store_true",
-                         help="count cycles from when the weights are in the macro (they must "
-                              "fit)")
-    command.add_argument("--out", metavar="Y.npy", help="save Y here (numpy .npy)")
-    command.add_argument("--json", action="store_true",
-                         help="print one JSON object (config, shape, counters, and Y unless "
-                              "--out)")
+    if results:
+        command.add_argument("--preloaded", action="store_true",
+                             help="count cycles from when the weights are in the macro (they "
+                                  "must fit)")
+        command.add_argument("--out", metavar="Y.npy",
+                             help="save Y (numpy .npy) to exactly this path, no suffix added; "
+                                  "not a directory (checked before the run); the JSON then "
+                                  "names it")
+        command.add_argument("--json", action="store_true",
+                             help="print one JSON object (config, shape, counters, and Y unless "
+                                  "--out)")
+    else:
+        command.add_argument("--json", action="store_true",
+                             help="print one JSON object (config, words in and out, responses, "
+                                  "cycles)")
     config = command.add_argument_group("macro configuration (see pim_macro.hw.isa.MacroConfig)")
     defaults = MacroConfig()
     for f in dataclasses.fields(MacroConfig):
@@ -173,24 +229,134 @@ def _config(args):
         raise _Error(f"bad macro configuration: {exc}") from None
 
 
-def _save(path, y):
+# -- the user's files ------------------------------------------------------------------------
+
+#: The first bytes of a ``.npy`` file, of a zip archive (``.npz``) and of an empty one: what
+#: ``np.load`` goes by.
+_NPY_MAGIC, _ZIP_MAGIC, _EMPTY_ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06"
+#: What numpy, zipfile and zlib raise for content that is not what it claims to be (a cut or
+#: garbled header, a pickled member, a damaged archive, a header announcing terabytes). OSError,
+#: the file system's refusal, is reported apart.
+_FORMAT_ERRORS = (ValueError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile,
+                  zlib.error, NotImplementedError, MemoryError)
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _open(path, what):
+    """``path`` opened for binary reading, or an :class:`_Error` saying why it cannot be."""
     try:
-        np.save(path, y, allow_pickle=False)
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise _Error(f"cannot read {what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise _Error(f"cannot read {what} {path}: it is a directory") from None
     except OSError as exc:
-        raise _Error(f"cannot write {path}: {exc}") from None
+        raise _Error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _check_npy(f, path, what):
+    """Raise ``ValueError`` when the ``.npy`` file ``f`` (at its start) holds less data than its
+    header announces (numpy would first try to allocate all of it: a cut file, or a garbled
+    shape, would ask for terabytes), an :class:`_Error` when it holds Python objects."""
+    version = np.lib.format.read_magic(f)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
+    if version in readers:
+        shape, _, dtype = readers[version](f)
+        need = math.prod(shape) * dtype.itemsize
+        have = os.fstat(f.fileno()).st_size - f.tell()
+        if dtype.hasobject:
+            raise _Error(f"cannot read {what} {path}: it holds Python objects (a pickled array), "
+                         f"which pim does not unpickle: that could run code")
+        if have < need:
+            raise ValueError(f"cut short: its header announces {need} bytes of {dtype} data, "
+                             f"{have} follow")
+    f.seek(0)
+
+
+def _read_numpy(path, what):
+    """The array of a ``.npy`` file, or the arrays of an ``.npz`` archive as a dict, never
+    unpickling anything; an :class:`_Error` naming ``what`` and ``path`` for a file that cannot
+    be read or holds anything else."""
+    with _open(path, what) as f, warnings.catch_warnings():
+        # numpy warns (UserWarning) when a header parses only the Python 2 way: the file is
+        # read all the same, and the warning is no business of a pim user.
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            magic = f.read(len(_NPY_MAGIC))
+            f.seek(0)
+            if magic == _NPY_MAGIC:
+                _check_npy(f, path, what)
+                return np.load(f, allow_pickle=False)
+            if magic.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
+                with np.load(f, allow_pickle=False) as archive:
+                    return {key: archive[key] for key in archive.files}
+        except OSError as exc:
+            raise _Error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        except _FORMAT_ERRORS as exc:
+            if "allow_pickle" in str(exc):          # an archive member holding objects
+                raise _Error(f"cannot read {what} {path}: it holds Python objects (a pickled "
+                             f"array), which pim does not unpickle: that could run code") \
+                    from None
+            raise _Error(f"cannot read {what} {path}: a damaged numpy file: {_first_line(exc)}") \
+                from None
+    if not magic:
+        raise _Error(f"cannot read {what} {path}: it is empty")
+    if magic.startswith(b"\x80"):
+        raise _Error(f"cannot read {what} {path}: it is a Python pickle, not a numpy file (pim "
+                     f"does not unpickle: that could run code)")
+    raise _Error(f"cannot read {what} {path}: it is not a numpy file (.npy or .npz)")
 
 
 def _load(path, what):
+    """The array in the ``.npy`` file ``path`` (an :class:`_Error` for anything else)."""
+    data = _read_numpy(path, what)
+    if isinstance(data, dict):
+        raise _Error(f"cannot read {what} {path}: it is an .npz archive, not a .npy file")
+    return data
+
+
+def _load_network(path):
+    """The network in the container ``path`` (:mod:`pim_macro.sw.compiler.network`)."""
+    data = _read_numpy(path, "model")
+    if not isinstance(data, dict):
+        raise _Error(f"cannot read model {path}: it is a single array (.npy), not a model (the "
+                     f".npz container of sw/compiler/network.py)")
     try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise _Error(f"cannot read {what} {path}: no such file") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise _Error(f"cannot read {what} {path}: {exc}") from None
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise _Error(f"{what} {path} is an .npz archive, not a .npy file")
-    return array
+        return network_from_arrays(data)
+    except ValueError as exc:
+        raise _Error(f"bad model {path}: {exc}") from None
+
+
+def _check_out(path):
+    """Refuse, before running anything, an ``--out`` that cannot be written: a directory, or a
+    path in a folder that does not exist."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise _Error(f"--out {path} is a directory; give a file name, e.g. "
+                     f"{os.path.join(path, 'Y.npy')}")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise _Error(f"cannot write {path}: folder {folder} does not exist")
+
+
+def _save(path, write):
+    """Write ``path`` exactly as named (``np.save`` and ``np.savez`` given a name would append
+    ``.npy`` or ``.npz`` to one without): ``write`` gets the open file."""
+    try:
+        with open(path, "wb") as f:
+            write(f)
+    except OSError as exc:
+        raise _Error(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _save_array(path, y):
+    _save(path, lambda f: np.save(f, y, allow_pickle=False))
 
 
 def _quiet_simulator_logs():
@@ -203,32 +369,51 @@ def _quiet_simulator_logs():
             logger.addHandler(logging.NullHandler())
 
 
+@contextlib.contextmanager
+def _back_end():
+    """Run a program on a back end (every command's one way): the simulators' logs kept quiet,
+    a bad request or a missing simulator or board an error of the user (exit 2), a run that
+    fails (a hang, a simulator crash, a board that misbehaves) exit 1."""
+    _quiet_simulator_logs()
+    try:
+        yield
+    except (ValueError, SimulatorMissing, BoardMissing) as exc:
+        raise _Error(str(exc)) from None
+    except RuntimeError as exc:
+        raise _Error(str(exc), EXIT_FAILED) from None
+
+
+def _print_json(report, args, y):
+    """Print ``report``: with Y unless it went to ``--out``, and then the file it went to."""
+    if args.out is None:
+        report["output"] = y.tolist()
+    else:
+        report["out"] = args.out
+    print(json.dumps(report))
+
+
 def _gemv(args):
     if (args.mult is None) != (args.shift is None):
         raise _Error("--mult and --shift must be given together")
     if args.relu and args.mult is None:
         raise _Error("--relu needs --mult and --shift")
     config = _config(args)
+    _check_out(args.out)
     weights = _load(args.weights, "weights")
     inputs = _load(args.input, "input")
     bias = None if args.bias is None else _load(args.bias, "bias")
 
-    _quiet_simulator_logs()
-    try:
+    with _back_end():
         result = run_gemv(weights, inputs, config, bias=bias, mult=args.mult, shift=args.shift,
                           relu=args.relu, sim=args.sim, arch=args.arch,
                           preloaded=args.preloaded, port=args.port)
-    except (ValueError, SimulatorMissing, BoardMissing) as exc:
-        raise _Error(str(exc)) from None
-    except RuntimeError as exc:
-        raise _Error(str(exc), EXIT_FAILED) from None
 
     y = result.y
     if args.out is not None:
-        _save(args.out, y)
+        _save_array(args.out, y)
     if args.json:
         batch, k = (1, inputs.shape[0]) if inputs.ndim == 1 else inputs.shape
-        report = {
+        _print_json({
             "sim": result.sim,
             "arch": result.arch,
             "config": config.as_dict(),
@@ -239,10 +424,7 @@ def _gemv(args):
             "macs": result.macs,
             "utilization": result.utilization,
             "counters": result.counters,
-        }
-        if args.out is None:
-            report["output"] = y.tolist()
-        print(json.dumps(report))
+        }, args, y)
     elif args.out is None:
         print(y)
     return EXIT_OK
@@ -250,17 +432,13 @@ def _gemv(args):
 
 def _infer(args):
     config = _config(args)
-    try:
-        network = load_network(args.model)
-    except ValueError as exc:
-        raise _Error(str(exc)) from None
+    _check_out(args.out)
+    network = _load_network(args.model)
     inputs = _load(args.input, "input")
     labels = None
     if args.labels is not None:
         labels = _load(args.labels, "labels")
-        if labels.dtype.kind not in "iu" or labels.ndim != 1:
-            raise _Error(f"labels must be a 1-D integer array, not {labels.dtype} of shape "
-                         f"{labels.shape}")
+        _check_labels(labels)
     try:
         batch = network.input_array(inputs).shape[0]
     except ValueError as exc:
@@ -268,22 +446,17 @@ def _infer(args):
     if labels is not None and labels.shape[0] != batch:
         raise _Error(f"{labels.shape[0]} labels for {batch} samples")
 
-    _quiet_simulator_logs()
-    try:
+    with _back_end():
         result = run_network(network, inputs, config, sim=args.sim, arch=args.arch,
                              preloaded=args.preloaded, port=args.port)
-    except (ValueError, SimulatorMissing, BoardMissing) as exc:
-        raise _Error(str(exc)) from None
-    except RuntimeError as exc:
-        raise _Error(str(exc), EXIT_FAILED) from None
 
     if args.out is not None:
-        _save(args.out, result.y)
+        _save_array(args.out, result.y)
     accuracy = (None if labels is None
                 else float(np.mean(result.predictions == labels)))
     if args.json:
         program = result.program
-        report = {
+        _print_json({
             "sim": result.sim, "arch": result.arch, "config": config.as_dict(),
             "samples": int(batch), "layers": len(network.layers),
             "weight_bytes": network.weight_bytes, "passes": program.passes,
@@ -291,10 +464,7 @@ def _infer(args):
             "cycles": result.counters["cycles"], "macs": program.macs,
             "utilization": result.utilization, "counters": result.counters,
             "accuracy": accuracy,
-        }
-        if args.out is None:
-            report["output"] = result.y.tolist()
-        print(json.dumps(report))
+        }, args, result.y)
     else:
         if args.out is None:
             print(result.y)
@@ -303,23 +473,40 @@ def _infer(args):
     return EXIT_OK
 
 
+def _check_labels(labels):
+    if labels.dtype.kind not in "iu" or labels.ndim != 1:
+        raise _Error(f"labels must be a 1-D integer array, not {labels.dtype} of shape "
+                     f"{labels.shape}")
+
+
 def _quantize(args):
     from pim_macro.sw.compiler.quantize import (float_forward, load_float_model, quantize_file,
                                                 report)
+    _check_out(args.out)
     calib = _load(args.calib, "calibration data")
     test = calib if args.test is None else _load(args.test, "test data")
     labels = None if args.labels is None else _load(args.labels, "labels")
     if calib.dtype.kind != "f" or test.dtype.kind != "f":
         raise _Error("calibration and test data must be float arrays")
+    for name, data in (("calibration data", calib), ("test data", test)):
+        if not np.all(np.isfinite(data)):
+            raise _Error(f"{name} holds values that are not finite (inf or NaN)")
+    if labels is not None:
+        _check_labels(labels)
     try:
-        network = quantize_file(args.model, calib)
-        summary = report(network, float_forward(load_float_model(args.model)), test, labels)
+        # Values so large that the float model overflows are data no int8 scale can serve.
+        with np.errstate(over="raise", divide="raise", invalid="raise"):
+            network = quantize_file(args.model, calib)
+            summary = report(network, float_forward(load_float_model(args.model)), test,
+                             labels)
+    except FloatingPointError as exc:
+        raise _Error(f"cannot quantize {args.model}: the float model {exc} on the calibration "
+                     f"or test data (values too large?)") from None
     except ValueError as exc:
-        raise _Error(str(exc)) from None
-    try:
-        save_network(args.out, network)
-    except OSError as exc:
-        raise _Error(f"cannot write {args.out}: {exc}") from None
+        message = str(exc)
+        raise _Error(message if str(args.model) in message
+                     else f"cannot quantize {args.model}: {message}") from None
+    _save(args.out, lambda f: save_network(f, network))
     summary.update({"out": args.out, "layers": len(network.layers),
                     "weight_bytes": network.weight_bytes,
                     "input_scale": network.input_scale, "output_scale": network.output_scale})
@@ -333,6 +520,104 @@ def _quantize(args):
     return EXIT_OK
 
 
+def _decoded(response, header):
+    """What the data of ``response`` (to the command with header word ``header``) mean, beyond
+    the words themselves, as a dict for the JSON (empty when they mean nothing more)."""
+    if not response.ok:
+        return {}
+    if response.opcode == Opcode.EMIT_RAW.value:
+        return {"int32": response.int32().tolist()}
+    if response.opcode == Opcode.EMIT_INT8.value:
+        count = unpack(Header, header).count
+        return {"int8": asm.unpack_bytes(response.data, count).tolist()}
+    if response.opcode == Opcode.READ_COUNTERS.value:
+        return {"counters": response.counters()}
+    if response.opcode == Opcode.STATUS.value:
+        status = {k: getattr(v, "name", v)
+                  for k, v in asm.decode_status_words(response.data).items()}
+        if status["arch"] < len(ARCHES):
+            status["arch"] = ARCHES[status["arch"]]
+        return {"status": status}
+    return {}
+
+
+def _run(args):
+    config = _config(args)
+    try:
+        words, lines = asm.read_program(args.program)
+    except ValueError as exc:
+        raise _Error(str(exc)) from None
+    if not words:
+        raise _Error(f"program {args.program} holds no words (only comments and blank lines)")
+    commands, truncation = asm.frame_complete(words, config)
+    played = words[:commands[-1][1] + commands[-1][2]] if commands else []
+    # The weight rows the program reads size the RTL's cycle budget.
+    work = sum(unpack(Header, words[first]).count for opcode, first, _ in commands
+               if opcode == Opcode.MATVEC.value)
+
+    run = StreamRun([])
+    if played:
+        with _back_end():
+            run = run_stream(played, config, sim=args.sim, arch=args.arch, work=work,
+                             port=args.port)
+    try:
+        responses = asm.parse_responses(run.out)
+    except ValueError as exc:
+        raise _Error(f"the {args.sim} run's output does not parse: {exc}", EXIT_FAILED) \
+            from None
+    if len(responses) != len(commands):
+        raise _Error(f"the {args.sim} run answered {len(responses)} of the {len(commands)} "
+                     f"commands", EXIT_FAILED)
+
+    report = []
+    for i, (response, (opcode, first, _)) in enumerate(zip(responses, commands)):
+        name = Opcode(opcode).name if opcode in {op.value for op in Opcode} else None
+        report.append({"command": i, "line": lines[first], "word": first, "opcode": opcode,
+                       "name": name, "error": response.error.name, "data": response.data,
+                       **_decoded(response, words[first])})
+    problem = None
+    if truncation is not None:
+        t = truncation
+        problem = (f"{args.program} line {lines[t.first]}: the program ends inside command "
+                   f"{t.command} ({t.opcode.name} at word {t.first}): {t.present} of "
+                   f"{t.needed} {t.part} words; the {_count(t.command, 'complete command')} "
+                   f"before it {'was' if t.command == 1 else 'were'} played")
+    if args.json:
+        print(json.dumps({"sim": args.sim, "arch": args.arch, "config": config.as_dict(),
+                          "words_in": words, "words_out": run.out, "responses": report,
+                          "cycles": run.cycles, "truncated": problem}))
+    else:
+        _print_run(words, run, report)
+    if problem is not None:
+        raise _Error(problem)
+    return EXIT_OK
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _print_run(words, run, report):
+    """The human form of ``pim run``: the output words, then one line per command."""
+    cycles = "" if run.cycles is None else f" in {run.cycles} cycles"
+    print(f"{_count(len(words), 'word')} in, {_count(len(run.out), 'word')} out{cycles}:")
+    for i in range(0, len(run.out), 8):
+        print("  " + " ".join(f"{w:#010x}" for w in run.out[i:i + 8]))
+    for r in report:
+        name = r["name"] or f"opcode {r['opcode']:#04x}"
+        line = f"command {r['command']} (line {r['line']}) {name}: {r['error']}"
+        if r["data"]:
+            line += f", {_count(len(r['data']), 'data word')}"
+        for key in ("int32", "int8"):
+            if key in r:
+                line += f": {key} {' '.join(map(str, r[key]))}"
+        if "counters" in r:
+            line += ": " + ", ".join(f"{k} {v}" for k, v in r["counters"].items())
+        if "status" in r:
+            line += ": " + ", ".join(f"{k} {v}" for k, v in r["status"].items())
+        print(line)
+
+
 def main(argv=None):
     """Entry point of the ``pim`` console script; returns the exit code."""
     parser = build_parser()
@@ -340,7 +625,10 @@ def main(argv=None):
     try:
         return args.handler(args)
     except _Error as exc:
-        message = " ".join(str(exc).split())     # always one line
+        message = " ".join(str(exc).split())     # always one line,
+        # and nothing a terminal would obey (file names and file contents end up in messages)
+        message = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                          for c in message)
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return exc.code
 

@@ -9,9 +9,15 @@ The encoder only packs fields into their bit positions, through the word layouts
 and checks that each value fits its field (``ValueError`` naming the field otherwise). It
 deliberately does not check addresses against a macro's size: that is the macro's job, and tests
 must be able to send commands the macro will reject.
+
+A program can also be written as text, one hex word per line (:func:`read_program`, the input of
+``pim run``); :func:`frame_complete` splits any program into the commands it completes and says
+where it is cut, if it is.
 """
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +32,8 @@ __all__ = [
     "header", "encode_write_weights", "encode_load_act", "encode_load_bias", "encode_matvec",
     "encode_emit_raw", "encode_emit_int8", "encode_writeback", "encode_read_counters",
     "encode_status", "pack_bytes", "unpack_bytes", "weight_rows", "Response", "parse_responses",
-    "decode_status_words", "frame_program", "words_to_bytes", "bytes_to_words",
+    "decode_status_words", "Truncation", "frame_complete", "frame_program", "words_to_bytes",
+    "bytes_to_words", "parse_program_text", "read_program",
 ]
 
 
@@ -244,13 +251,31 @@ def decode_status_words(data):
     }
 
 
-def frame_program(words, config):
-    """Split a program into commands the way the macro reads it.
+@dataclass(frozen=True)
+class Truncation:
+    """Where a program ends inside a command: command number ``command`` (counted from 0) of
+    opcode ``opcode``, its header at word ``first``, has ``present`` of the ``needed`` words of
+    its ``part`` (``"argument"`` or ``"payload"``)."""
+    command: int
+    opcode: Opcode
+    first: int
+    part: str
+    present: int
+    needed: int
 
-    Returns a list of ``(opcode_byte, first_word_index, word_count)``. An unknown opcode is one
-    word (the macro reports ``BAD_OPCODE`` and reads the next word as a header). Raises
-    ``ValueError`` if the program ends inside a command, naming it, where its header is, and how
-    many of its argument or payload words are there. The one framing rule of the project:
+    def __str__(self):
+        return (f"program ends inside {self.opcode.name} (header at word {self.first}): "
+                f"{self.present} of {self.needed} {self.part} words")
+
+
+def frame_complete(words, config):
+    """Split a program into the commands it completes, the way the macro reads it.
+
+    Returns ``(commands, truncation)``: ``commands`` a list of ``(opcode_byte,
+    first_word_index, word_count)`` for every complete command, ``truncation`` ``None``, or a
+    :class:`Truncation` when the program ends inside a command (the macro would wait for the
+    rest). An unknown opcode is one word (the macro reports ``BAD_OPCODE`` and reads the next
+    word as a header). The one framing rule of the project: :func:`frame_program`,
     :meth:`pim_macro.sw.models.golden.GoldenMacro.frame` and the players use it."""
     words = [int(w) for w in words]
     commands, i, n = [], 0, len(words)
@@ -267,9 +292,69 @@ def frame_program(words, config):
         for part, first, size in (("argument", i + 1, n_args),
                                   ("payload", i + 1 + n_args, n_payload)):
             if first + size > n:
-                raise ValueError(f"program ends inside {op.name} (header at word {i}): "
-                                 f"{n - first} of {size} {part} words")
+                return commands, Truncation(len(commands), op, i, part, n - first, size)
         length = 1 + n_args + n_payload
         commands.append((hdr.opcode, i, length))
         i += length
+    return commands, None
+
+
+def frame_program(words, config):
+    """:func:`frame_complete`'s commands of a program that must be whole: raises
+    ``ValueError`` if it ends inside a command, naming it, where its header is, and how many of
+    its argument or payload words are there."""
+    commands, truncation = frame_complete(words, config)
+    if truncation is not None:
+        raise ValueError(str(truncation))
     return commands
+
+
+# -- programs as text -------------------------------------------------------------------------
+
+#: One word of a program text: hex digits, ``0x`` optional.
+_HEX_WORD = re.compile(r"(0[xX])?[0-9a-fA-F]+")
+
+
+def parse_program_text(text, source="program"):
+    """The words of a program written as text: one 32-bit word per line in hex (``0x``
+    optional, any case), ``#`` starting a comment, blank lines ignored.
+
+    Returns ``(words, lines)``: the words (ints) and the line (counted from 1) each comes from.
+    Raises ``ValueError`` naming ``source`` and the line for anything else on a line."""
+    words, lines = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        token = line.split("#", 1)[0].strip()
+        if not token:
+            continue
+        if not _HEX_WORD.fullmatch(token):
+            shown = token if len(token) <= 40 else token[:37] + "..."
+            raise ValueError(f"{source} line {number}: {shown!r} is not a hex word (one 32-bit "
+                             f"word per line, 0x optional, # for comments)")
+        value = int(token, 16)
+        if value > _WORD_MASK:
+            raise ValueError(f"{source} line {number}: {token} does not fit in {STREAM_BITS} "
+                             f"bits")
+        words.append(value)
+        lines.append(number)
+    return words, lines
+
+
+def read_program(path):
+    """:func:`parse_program_text` of the file ``path`` (UTF-8 text). Raises ``ValueError``
+    naming the file (and the line) when it cannot be read, is not text, or holds a line that
+    is not a word."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"cannot read program {path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"cannot read program {path}: it is a directory") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read program {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line}: byte {data[exc.start]:#04x} is not text "
+                         f"(UTF-8): a binary file, not a program?") from None
+    return parse_program_text(text, source=str(path))

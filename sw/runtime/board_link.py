@@ -16,13 +16,23 @@ the bytes in flight below what the board's receive FIFO holds
 Nothing the macro does keeps it from reading its input for as long as the FIFO lasts (512 bytes
 are 44 ms at 115200 baud; the longest command, a baseline MATVEC over the whole SRAM, takes a
 few thousand cycles), so no byte is lost; the board's ``overrun`` LED would say otherwise.
+
+Nothing from the line is taken on trust. The receive buffer is flushed when the link opens
+(stale answers of an interrupted run); every status word must answer the command it stands
+for (its opcode echoed, an ISA error code, as many data words as that command's response has);
+bytes beyond the last answer, a board silent for ``timeout`` (also in the middle of an answer),
+a run longer than its deadline and a port that fails (a USB adapter pulled out) are each a
+:class:`BoardError` of one line saying what the board did. The ``pim`` CLI exits 1 for them:
+the board failed, not the user's input.
 """
 
+import contextlib
 import time
 
 from pim_macro.hw import isa
 from pim_macro.hw.board import BAUD
-from pim_macro.hw.isa import ARCHES, WORD_BYTES, MacroConfig, Opcode
+from pim_macro.hw.isa import (ARCHES, WORD_BYTES, Error, ErrorsWord, Header, MacroConfig, Opcode,
+                              Status, StatusWord, unpack)
 from pim_macro.hw.uart_bridge import RX_FIFO_BYTES
 from pim_macro.sw.runtime import asm
 
@@ -32,26 +42,94 @@ __all__ = ["BoardError", "BoardMissing", "BoardLink", "run_on_board", "check_boa
 
 class BoardError(RuntimeError):
     """The board did not answer, answered something that is not a response, or holds a macro
-    of another configuration."""
+    of another configuration; or its serial port failed during the run. The message is one line
+    saying what the board (or the line) did."""
 
 
 class BoardMissing(BoardError):
     """The serial port cannot be opened (no board there, or pyserial missing)."""
 
 
-#: Bytes of one stream word on the line.
+#: Bits a UART sends per byte (start bit, 8 data bits, stop bit).
+_BITS_PER_BYTE = 10
+#: The overall deadline of a run allows this many times the time its bytes take on the line
+#: (both ways), beyond ``timeout``: the macro itself is far faster than the line.
+_DEADLINE_SLACK = 4
+
+
+def _field(layout, name, word):
+    """The raw bits of field ``name`` of ``word``, even those no enum member names (a word off
+    the line can hold anything: :func:`pim_macro.hw.isa.unpack` would refuse it)."""
+    field = layout[name]
+    return (word >> field.offset) & ((1 << field.width) - 1)
+
+
+class _Command:
+    """What the answer to one command of a program must look like: its status word echoes the
+    header's opcode byte, holds an :class:`~pim_macro.hw.isa.Error` code and announces the
+    data words of the command's response if OK, none if not."""
+
+    def __init__(self, index, words, first, config):
+        self.index, self.first = index, first
+        header = unpack(Header, words[first])
+        self.header, self.opcode = words[first], header.opcode
+        try:
+            self.op = Opcode(header.opcode)
+        except ValueError:
+            self.op = None
+        self.ok_words = (None if self.op is None
+                         else isa.response_words(self.op, header.count, config))
+
+    def __str__(self):
+        name = self.op.name if self.op is not None else f"opcode {self.opcode:#04x}"
+        return f"command {self.index} ({name} at word {self.first})"
+
+    def check(self, word):
+        """The data words that follow status ``word``; a :class:`BoardError` unless it is a
+        status word answering this command."""
+        opcode, error = _field(Status, "opcode", word), _field(Status, "error", word)
+        count = _field(Status, "count", word)
+        problem = None
+        if opcode != self.opcode:
+            problem = (f"it echoes opcode {opcode:#04x}, not {self.opcode:#04x} (line noise, or "
+                       f"stale bytes?)")
+        elif error not in {e.value for e in Error}:
+            problem = f"its error code {error} is none of the ISA's"
+        elif error == Error.OK.value and self.op is None:
+            problem = "it says OK to an unknown opcode"
+        elif error == Error.OK.value and count != self.ok_words:
+            problem = (f"it announces {count} data words, not the {self.ok_words} of an OK "
+                       f"{self.op.name}")
+            if self.op == Opcode.STATUS:
+                # The one answer whose length the ISA version changes.
+                problem += (f" of ISA version {isa.ISA_VERSION} (a bitstream of another "
+                            f"version of the macro? rebuild it with `make synth`)")
+        elif error != Error.OK.value and count:
+            problem = f"it announces {count} data words, not the 0 of a failed command"
+        if problem is None:
+            return count
+        if word == self.header:
+            raise BoardError(f"the board echoed {self} back instead of answering it (a "
+                             f"loopback, or a port with its TX tied to RX: wrong port?)")
+        raise BoardError(f"the board's answer to {self} is {word:#010x}, not a status word of "
+                         f"it: {problem}")
 
 
 class BoardLink:
     """A serial connection to a board top. ``port`` is a device path or a pyserial URL, or an
-    already open object with pyserial's ``write``, ``read``, ``in_waiting`` and ``close``
-    (tests use one). ``timeout`` is how long to wait for a byte before calling the board
-    silent."""
+    already open object with pyserial's ``write``, ``read``, ``in_waiting``,
+    ``reset_input_buffer`` and ``close`` (tests use one). Whatever waits in the receive buffer
+    when the link opens (the answers of an interrupted run, line noise) is thrown away.
 
-    def __init__(self, port, *, baud=BAUD, timeout=5.0, window=RX_FIFO_BYTES):
+    ``timeout`` is how long the board may stay silent in the middle of a run (seconds);
+    ``deadline`` how long a whole :meth:`run` may take, by default ``timeout`` plus
+    ``_DEADLINE_SLACK`` times the time its bytes take on the line at ``baud``, both ways."""
+
+    def __init__(self, port, *, baud=BAUD, timeout=5.0, window=RX_FIFO_BYTES, deadline=None):
         if window < 8:
             raise ValueError(f"window must be at least 8 bytes, not {window}")
-        self.window, self.timeout = window, timeout
+        self.window, self.timeout, self.baud, self.deadline = window, timeout, baud, deadline
+        self.name = port if isinstance(port, str) else getattr(port, "name", None)
         if isinstance(port, str):
             try:
                 import serial
@@ -63,9 +141,14 @@ class BoardLink:
                 raise BoardMissing(f"cannot open {port}: {exc}") from None
         else:
             self._port = port
+        with self._failures():
+            self._port.reset_input_buffer()
 
     def close(self):
-        self._port.close()
+        try:
+            self._port.close()
+        except OSError:
+            pass                    # a port that vanished: nothing left to close
 
     def __enter__(self):
         return self
@@ -73,41 +156,94 @@ class BoardLink:
     def __exit__(self, *exc):
         self.close()
 
+    @contextlib.contextmanager
+    def _failures(self):
+        """A port that fails (pyserial's SerialException is an OSError; a USB adapter pulled
+        out raises one from read, write or in_waiting) as a :class:`BoardError`."""
+        try:
+            yield
+        except OSError as exc:
+            port = f" {self.name}" if self.name else ""
+            raise BoardError(f"the serial port{port} failed (unplugged?): {exc}") from None
+
     def run(self, words, config: MacroConfig):
         """Send program ``words`` (framed for ``config``) and return the output words, once
-        every command has answered. Raises :class:`BoardError` when the board is silent for
-        ``timeout`` seconds."""
-        commands = asm.frame_program(words, config)
-        sizes = [WORD_BYTES * count for _, _, count in commands]
+        every command has answered. Each answer is checked as it arrives (see
+        :class:`_Command`). Raises :class:`BoardError` when the board answers something else,
+        more than was asked, stops for ``timeout`` seconds, takes longer than the deadline, or
+        the port fails."""
+        framed = asm.frame_program(words, config)
+        commands = [_Command(i, words, first, config) for i, (_, first, _) in enumerate(framed)]
+        sizes = [WORD_BYTES * count for _, _, count in framed]
+        most_back = sum(1 + (c.ok_words or 0) for c in commands) * WORD_BYTES
+        deadline = self.deadline
+        if deadline is None:
+            line = _BITS_PER_BYTE * (WORD_BYTES * len(words) + most_back) / self.baud
+            deadline = self.timeout + _DEADLINE_SLACK * line
         out, pending = [], bytearray()
-        answers = asm.AnswerCounter()
         sent = acked = in_flight = 0
-        last_heard = time.monotonic()
+        due = None                  # data words still due for the current answer; None: none
+        start = last_heard = time.monotonic()
         while acked < len(commands):
-            while sent < len(commands) and (in_flight == 0
-                                            or in_flight + sizes[sent] <= self.window):
-                _, first, count = commands[sent]
-                self._port.write(asm.words_to_bytes(words[first:first + count]))
-                in_flight += sizes[sent]
-                sent += 1
-            data = self._port.read(max(1, self._port.in_waiting))
-            if data:
-                last_heard = time.monotonic()
-            elif time.monotonic() - last_heard > self.timeout:
-                raise BoardError(
-                    f"the board sent nothing for {self.timeout:g} s with {len(commands) - acked} "
-                    f"of {len(commands)} commands unanswered (wrong port or bitstream? press "
-                    f"button 0 to reset the macro, then retry)")
+            with self._failures():
+                while sent < len(commands) and (in_flight == 0
+                                                or in_flight + sizes[sent] <= self.window):
+                    _, first, count = framed[sent]
+                    self._port.write(asm.words_to_bytes(words[first:first + count]))
+                    in_flight += sizes[sent]
+                    sent += 1
+                data = self._port.read(max(1, self._port.in_waiting))
+            now = time.monotonic()
             pending += data
             whole = len(pending) - len(pending) % WORD_BYTES
-            for word in asm.bytes_to_words(pending[:whole]):
+            for i, word in enumerate(asm.bytes_to_words(pending[:whole])):
+                if acked == len(commands):
+                    self._extra(whole - WORD_BYTES * i + len(pending) - whole, len(commands))
+                if due is None:
+                    due = commands[acked].check(word)
+                else:
+                    due -= 1
                 out.append(word)
-                answers.add(word)
-                while acked < answers.complete:
+                if due == 0:
                     in_flight -= sizes[acked]
                     acked += 1
+                    due = None
             del pending[:whole]
+            if acked == len(commands) and pending:
+                self._extra(len(pending), len(commands))
+            if data:
+                last_heard = now
+            elif acked < len(commands) and now - last_heard > self.timeout:
+                raise self._silent(commands, acked, due, len(pending))
+            if acked < len(commands) and now - start > deadline:
+                raise BoardError(f"the board answered {acked} of {len(commands)} commands in "
+                                 f"{deadline:g} s, the time allowed for the run (a board "
+                                 f"slower than {self.baud} baud?)")
         return out
+
+    def _extra(self, count, commands):
+        raise BoardError(f"the board sent {count} byte{'s' if count != 1 else ''} more than "
+                         f"the answers to the {commands} commands sent (stale bytes from an "
+                         f"earlier run, line noise, or a loopback?)")
+
+    def _silent(self, commands, acked, due, partial):
+        """The error for a board silent for ``timeout``, ``due`` data words (None: a status
+        word) and ``partial`` bytes short of the answer to command ``acked``."""
+        if due is None and not partial:
+            return BoardError(
+                f"the board sent nothing for {self.timeout:g} s with {len(commands) - acked} "
+                f"of {len(commands)} commands unanswered (wrong port or bitstream? press "
+                f"button 0 to reset the macro, then retry)")
+        command = commands[acked]
+        if due is None:
+            got = f"{partial} bytes of its status word"
+        else:
+            total = command.ok_words
+            got = f"{total - due} of {total} data words"
+            got += f" and {partial} byte{'s' if partial != 1 else ''}" if partial else ""
+        return BoardError(f"the board stopped inside its answer to {command}: {got}, then "
+                          f"nothing for {self.timeout:g} s (press button 0 to reset the macro, "
+                          f"then retry)")
 
 
 #: Fields of the ``STATUS`` answer that describe what happened, not which macro it is.
@@ -127,24 +263,19 @@ def check_board_config(link, config: MacroConfig, arch):
     of ``config`` and ``arch`` (programs are compiled for one configuration): its status words
     must be :func:`pim_macro.hw.isa.status_words` of them, but for the ``ERRORS`` word's last
     error and error count, which say what the macro saw, not what it is."""
-    out = link.run(asm.encode_status(), config)
-    try:
-        responses = asm.parse_responses(out)
-    except ValueError as exc:
-        raise BoardError(f"the board answered STATUS with {out!r}, not a response: {exc}") \
-            from None
-    if len(responses) != 1 or responses[0].opcode != Opcode.STATUS.value or not responses[0].ok:
-        raise BoardError(f"the board answered STATUS with {out!r}, not a status response")
-    data = responses[0].data
+    out = link.run(asm.encode_status(), config)       # an answer to STATUS: link.run checks
+    status, = asm.parse_responses(out)
+    if not status.ok:
+        raise BoardError(f"the board answered STATUS with error {status.error.name}")
+    data = status.data
+    # link.run has checked the number of words (the ISA version's).
     want = isa.status_words(config, arch)
-    if len(data) != len(want):
-        raise BoardError(f"the board answered STATUS with {len(data)} words, not the "
-                         f"{len(want)} of ISA version {isa.ISA_VERSION}: its bitstream is of "
-                         f"another version of the macro (rebuild it with `make synth`)")
-    try:
-        got = asm.decode_status_words(data)
-    except ValueError as exc:
-        raise BoardError(f"the board's STATUS words {data!r} do not decode: {exc}") from None
+    errors = data[StatusWord.ERRORS.value]
+    last_error = _field(ErrorsWord, "last_error", errors)
+    if last_error not in {e.value for e in Error}:
+        raise BoardError(f"the board's STATUS answer is not one: its ERRORS word {errors:#010x} "
+                         f"holds error code {last_error}, none of the ISA's (line noise?)")
+    got = asm.decode_status_words(data)
     # The board's own last error and error count, so that only what the macro is compares.
     want = isa.status_words(config, arch, **{k: got[k] for k in _DYNAMIC})
     if data == want:

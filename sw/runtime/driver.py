@@ -4,13 +4,15 @@ The one place where ``sim`` names are turned into runs, shared by :mod:`pim_macr
 and :mod:`pim_macro.sw.compiler.compiler` (and through them by the ``pim`` CLI).
 """
 
+from dataclasses import dataclass
+
 from pim_macro.hw.isa import ARCHES, MacroConfig
 from pim_macro.sw.models.cycle_model import CycleModel
 from pim_macro.sw.models.golden import GoldenMacro
 from pim_macro.sw.runtime.rtl import SIMULATORS, Job, run_rtl
 
 
-__all__ = ["SIMS", "execute", "check_run_options"]
+__all__ = ["SIMS", "execute", "run_stream", "StreamRun", "check_run_options"]
 
 
 #: Back ends :func:`execute` accepts: the untimed golden model, the exact cycle model, the
@@ -34,9 +36,26 @@ def check_run_options(sim, arch, idle=0.0, backpressure=0.0, port=None):
             raise ValueError(f"{name} must be a probability in [0, 1), not {p!r}")
 
 
+@dataclass
+class StreamRun:
+    """What :func:`run_stream` returns."""
+    #: The output stream words.
+    out: list
+    #: RTL only: testbench cycles from the first word offered to the last answer; ``None``
+    #: for the models and a board.
+    cycles: int | None = None
+
+
 def execute(words, config: MacroConfig, *, sim, arch="pim", work=0, idle=0.0, backpressure=0.0,
             seed=0, port=None):
-    """The output words of ``words`` on ``sim`` (see :data:`SIMS`) of ``arch``.
+    """The output words of ``words`` on ``sim``: :func:`run_stream`'s ``out``."""
+    return run_stream(words, config, sim=sim, arch=arch, work=work, idle=idle,
+                      backpressure=backpressure, seed=seed, port=port).out
+
+
+def run_stream(words, config: MacroConfig, *, sim, arch="pim", work=0, idle=0.0,
+               backpressure=0.0, seed=0, port=None):
+    """Run ``words`` on ``sim`` (see :data:`SIMS`) of ``arch``; returns a :class:`StreamRun`.
 
     ``work`` (weight rows the program reads) sizes the RTL's cycle budget, together with the
     program length, the baseline's bus beats and the stall probabilities; the macro failing to
@@ -50,11 +69,11 @@ def execute(words, config: MacroConfig, *, sim, arch="pim", work=0, idle=0.0, ba
     check_run_options(sim, arch, idle, backpressure, port)
     if sim == "board":
         from pim_macro.sw.runtime.board_link import run_on_board
-        return run_on_board(words, config, arch=arch, port=port)
+        return StreamRun(run_on_board(words, config, arch=arch, port=port))
     if sim == "golden":
-        return GoldenMacro(config, arch=arch).run(words)
+        return StreamRun(GoldenMacro(config, arch=arch).run(words))
     if sim == "model":
-        return CycleModel(config, arch=arch).run(words)
+        return StreamRun(CycleModel(config, arch=arch).run(words))
     effort = len(words) + work * config.beats_per_row
     budget = 2_000_000 + int(20 * effort / ((1.0 - idle) * (1.0 - backpressure)))
     job = Job(words, idle=idle, backpressure=backpressure, seed=seed, max_cycles=budget)
@@ -62,4 +81,4 @@ def execute(words, config: MacroConfig, *, sim, arch="pim", work=0, idle=0.0, ba
     if not result.finished:
         raise RuntimeError(f"the macro did not finish the program on {sim} within {budget} "
                            f"cycles (hung?)")
-    return result.out
+    return StreamRun(result.out, result.cycles)

@@ -26,10 +26,12 @@ class FakeBoard:
     answered once its last byte is taken. ``overrun`` records a byte arriving at a full FIFO.
     The fake is told the programs it will see, to know where their commands end."""
 
-    def __init__(self, config, *programs, arch="pim", out_room=64, silent=False):
+    def __init__(self, config, *programs, arch="pim", out_room=64, silent=False, stale=b""):
         self.config, self.golden = config, GoldenMacro(config, arch=arch)
         self.out_room, self.silent = out_room, silent
-        self.rx, self.tx, self.taken = bytearray(), bytearray(), bytearray()
+        # ``stale``: bytes waiting in the host's receive buffer before the link opens (the
+        # answers of an interrupted run, line noise).
+        self.rx, self.tx, self.taken = bytearray(), bytearray(stale), bytearray()
         self.ends, base = [], 0         # byte offsets where commands end, in stream order
         for words in programs:
             self.ends += [base + WORD_BYTES * (first + count)
@@ -69,6 +71,9 @@ class FakeBoard:
         del self.tx[:n]
         self._take()
         return data
+
+    def reset_input_buffer(self):
+        del self.tx[:]
 
     def close(self):
         self.closed = True
@@ -152,6 +157,9 @@ class _Answers:
         del self.tx[:n]
         return data
 
+    def reset_input_buffer(self):
+        pass
+
     def close(self):
         pass
 
@@ -177,11 +185,19 @@ def test_board_status_compares_the_status_words():
     with pytest.raises(BoardError, match=f"implements ISA version {ISA_VERSION - 1}, this "
                                          f"software version {ISA_VERSION} .*make synth"):
         check(_status_answer(words))
-    with pytest.raises(BoardError, match=f"with {len(StatusWord) - 1} words, not the "
-                                         f"{len(StatusWord)} of ISA version {ISA_VERSION}"):
+    with pytest.raises(BoardError, match=f"announces {len(StatusWord) - 1} data words, not the "
+                                         f"{len(StatusWord)} of an OK STATUS of ISA version "
+                                         f"{ISA_VERSION} .*make synth"):
         check(_status_answer(status_words(CONFIG, "pim")[:-1]))
-    with pytest.raises(BoardError, match="not a status response"):
+    with pytest.raises(BoardError, match="answer to command 0 .* echoes opcode 0x04, not 0x09"):
         check([pack(Status, opcode=Opcode.MATVEC.value)])
+    garbled = status_words(CONFIG, "pim")
+    garbled[StatusWord.ERRORS.value] |= 228               # last_error: no Error has code 228
+    with pytest.raises(BoardError, match=r"the board's STATUS answer is not one: its ERRORS word "
+                                         r"0x000003e4 holds error code 228, none of the ISA's"):
+        check(_status_answer(garbled))
+    with pytest.raises(BoardError, match="the board answered STATUS with error BAD_FIELD"):
+        check([pack(Status, opcode=Opcode.STATUS.value, error=Error.BAD_FIELD)])
 
 
 def test_board_options_are_checked():
@@ -242,3 +258,189 @@ def test_missing_back_ends_keep_their_type(monkeypatch):
         run_gemv(w, x, CONFIG, sim="icarus")
     with pytest.raises(BoardMissing, match="cannot open /nonexistent/tty"):
         run_gemv(w, x, CONFIG, sim="board", port="/nonexistent/tty")
+
+
+# -- a board that misbehaves: one line saying what it did wrong --------------------------------
+
+def test_stale_bytes_are_flushed_when_the_link_opens():
+    """Bytes waiting before the link opens (the answers of an interrupted run) are thrown away,
+    not taken for the answers of this run."""
+    words = random_program(CONFIG, 7, commands=20)
+    stale = asm.words_to_bytes(run_golden(asm.encode_status() + asm.encode_emit_raw(3), CONFIG))
+    board = FakeBoard(CONFIG, words, stale=stale[:-3])
+    assert BoardLink(board, timeout=1).run(words, CONFIG) == run_golden(words, CONFIG)
+
+
+def test_a_loopback_is_named():
+    """pyserial's loop:// (a real serial object that echoes what it is sent, as a loopback
+    adapter or a port with TX tied to RX does): the first check says the board echoed."""
+    with BoardLink("loop://", timeout=1) as link:
+        with pytest.raises(BoardError, match=r"^the board echoed command 0 \(STATUS at word 0\) "
+                                             r"back instead of answering it"):
+            check_board_config(link, CONFIG, "pim")
+
+
+class _Scripted:
+    """A board that answers with ``script``, a list of byte strings handed out one per read
+    (then nothing), whatever it is sent; ``fail_read`` / ``fail_write``: the read or write call
+    (counted from 1) at which the port vanishes."""
+
+    def __init__(self, *script, fail_read=None, fail_write=None, delay=0.0):
+        self.script = [bytes(chunk) for chunk in script]
+        self.fail_read, self.fail_write, self.delay = fail_read, fail_write, delay
+        self.reads = self.writes = 0
+
+    def write(self, data):
+        import serial
+        self.writes += 1
+        if self.writes == self.fail_write:
+            raise serial.SerialException("write failed: [Errno 5] Input/output error")
+
+    @property
+    def in_waiting(self):
+        return len(self.script[0]) if self.script else 0
+
+    def read(self, n):
+        import serial
+        import time
+        self.reads += 1
+        if self.reads == self.fail_read:
+            raise serial.SerialException("device reports readiness to read but returned no "
+                                         "data (device disconnected or multiple access on port?)")
+        time.sleep(self.delay)
+        return self.script.pop(0) if self.script else b""
+
+    def reset_input_buffer(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def _status_bytes(**fields):
+    return asm.words_to_bytes([pack(Status, **fields)])
+
+
+STATUS_OK = asm.words_to_bytes(_status_answer(status_words(CONFIG, "pim")))
+TWO = asm.encode_status() + asm.encode_emit_raw(4)          # commands 0 and 1 (word 1)
+EMIT_OK = asm.words_to_bytes([pack(Status, opcode=Opcode.EMIT_RAW.value, count=4), 1, 2, 3, 4])
+
+MISBEHAVIOURS = {
+    "extra answers": (
+        [STATUS_OK + EMIT_OK + STATUS_OK], TWO,
+        r"the board sent 32 bytes more than the answers to the 2 commands sent \(stale bytes "
+        r"from an earlier run, line noise, or a loopback\?\)"),
+    "extra answers in a later read": (
+        [STATUS_OK + EMIT_OK[:8], EMIT_OK[8:] + b"\x00"], TWO,
+        r"the board sent 1 byte more than the answers to the 2 commands sent"),
+    "a single noise byte": (
+        [b"\x5a" + STATUS_OK], asm.encode_status(),
+        r"the board's answer to command 0 \(STATUS at word 0\) is 0x0700095a, not a status "
+        r"word of it: it echoes opcode 0x5a, not 0x09 \(line noise, or stale bytes\?\)"),
+    "a status word announcing 65535 data words": (
+        [_status_bytes(opcode=Opcode.STATUS.value, count=65535)], asm.encode_status(),
+        r"the board's answer to command 0 \(STATUS at word 0\) is 0xffff0009, not a status "
+        r"word of it: it announces 65535 data words, not the 7 of an OK STATUS"),
+    "an error status with data": (
+        [asm.words_to_bytes([pack(Status, opcode=Opcode.EMIT_RAW.value,
+                                  error=Error.BAD_LENGTH, count=4)])], asm.encode_emit_raw(4),
+        r"announces 4 data words, not the 0 of a failed command"),
+    "an error code that does not exist": (
+        [asm.words_to_bytes([(228 << 8) | Opcode.STATUS.value])], asm.encode_status(),
+        r"command 0 \(STATUS at word 0\) is 0x0000e409, not a status word of it: its error "
+        r"code 228 is none of the ISA's"),
+    "the wrong opcode": (
+        [asm.words_to_bytes([pack(Status, opcode=0xEE)])], asm.encode_status(),
+        r"it echoes opcode 0xee, not 0x09"),
+    "OK for an unknown opcode": (
+        [asm.words_to_bytes([pack(Status, opcode=0xEE)])], [asm.header(0xEE, flags=1)],
+        r"command 0 \(opcode 0xee at word 0\) is 0x000000ee, not a status word of it: it says "
+        r"OK to an unknown opcode"),
+    "a board that stops mid-answer": (
+        [STATUS_OK[:4 * 4 + 2]], asm.encode_status(),
+        r"the board stopped inside its answer to command 0 \(STATUS at word 0\): 3 of 7 data "
+        r"words and 2 bytes, then nothing for 0.2 s"),
+    "a port that vanishes mid-read": (
+        [STATUS_OK[:6]], asm.encode_status(),
+        r"the serial port failed \(unplugged\?\): device reports readiness to read but returned "
+        r"no data"),
+}
+
+
+@pytest.mark.parametrize("case", MISBEHAVIOURS)
+def test_a_misbehaving_board_is_one_line(case):
+    """Each way a board (or the line) can go wrong is a BoardError, one line, saying what the
+    board did: never an IndexError, a SerialException, a silence that was not one, or an
+    enum's complaint."""
+    script, words, message = MISBEHAVIOURS[case]
+    port = _Scripted(*script, fail_read=2 if "vanishes" in case else None)
+    with pytest.raises(BoardError, match=message) as info:
+        BoardLink(port, timeout=0.2).run(words, CONFIG)
+    assert "\n" not in str(info.value), f"{case}: the error should be one line"
+
+
+def test_a_port_that_vanishes_mid_write():
+    program = asm.encode_status() * 300                   # more than a window: several writes
+    with pytest.raises(BoardError, match=r"^the serial port failed \(unplugged\?\): write "
+                                         r"failed: \[Errno 5\]"):
+        BoardLink(_Scripted(STATUS_OK * 300, fail_write=2), timeout=0.2).run(program, CONFIG)
+
+
+def test_an_overall_deadline():
+    """A board that keeps answering, but too slowly to finish: the overall deadline ends the
+    run though the board is never silent for ``timeout``."""
+    chunks = [STATUS_OK[i:i + 1] for i in range(len(STATUS_OK))]
+    with pytest.raises(BoardError, match=r"the board answered 0 of 1 commands in 0.1 s, the "
+                                         r"time allowed for the run"):
+        BoardLink(_Scripted(*chunks, delay=0.01), timeout=0.2, deadline=0.1).run(
+            asm.encode_status(), CONFIG)
+
+
+@pytest.mark.parametrize("command", ["gemv", "run"])
+def test_cli_exits_1_for_a_misbehaving_board(tmp_path, capsys, command):
+    """The board's fault, not the user's input: one line and exit 1 (here a loopback)."""
+    from pim_macro.sw import cli
+    np.save(tmp_path / "w.npy", np.ones((4, 8), dtype=np.int8))
+    np.save(tmp_path / "x.npy", np.ones(8, dtype=np.int8))
+    (tmp_path / "p.txt").write_text("0x00000009\n")
+    files = (["--weights", str(tmp_path / "w.npy"), "--input", str(tmp_path / "x.npy")]
+             if command == "gemv" else ["--program", str(tmp_path / "p.txt")])
+    code = cli.main([command, *files, "--sim", "board", "--port", "loop://"])
+    err = capsys.readouterr().err
+    assert code == 1, f"a misbehaving board should exit 1, got {code}: {err!r}"
+    assert err.startswith("pim: error: ") and err.count("\n") == 1 and "echoed" in err, err
+
+
+def test_corrupted_answers_are_board_errors():
+    """Seeded corruptions of a real program's answers (bytes overwritten, dropped, inserted,
+    the answer cut short): a one-line BoardError, or, when only data bits changed (the protocol
+    has no checksum: a data word can be any word), every status word as the golden model's;
+    nothing else ever escapes."""
+    rng = np.random.default_rng(11)
+    words = random_program(CONFIG, 3, commands=12)
+    golden = run_golden(words, CONFIG)
+    answer = asm.words_to_bytes(golden)
+    errors = 0
+    for i in range(300):
+        data = bytearray(answer)
+        at = int(rng.integers(0, len(data)))
+        if i % 4 == 0:
+            data[at] ^= int(rng.integers(1, 256))
+        elif i % 4 == 1:
+            del data[at]
+        elif i % 4 == 2:
+            data[at:at] = bytes([int(rng.integers(0, 256))])
+        else:
+            del data[at:]
+        try:
+            out = BoardLink(_Scripted(bytes(data)), timeout=0.005).run(words, CONFIG)
+        except BoardError as exc:
+            assert "\n" not in str(exc), f"corruption {i}: {exc}"
+            errors += 1
+            continue
+        shape = [(r.opcode, r.error, len(r.data)) for r in asm.parse_responses(out)]
+        assert shape == [(r.opcode, r.error, len(r.data)) for r in asm.parse_responses(golden)], \
+            f"corruption {i}: a run that succeeds must hold the program's status words"
+        assert len(out) == len(golden) and i % 4 == 0, \
+            f"corruption {i}: only an overwritten byte can pass unseen"
+    assert errors > 200, f"most corruptions should be caught, only {errors} of 300 were"

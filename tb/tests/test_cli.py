@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pim_macro.hw.isa import Counter, MacroConfig
+from pim_macro.hw.isa import ISA_VERSION, Counter, MacroConfig
 from pim_macro.sw import cli
 from pim_macro.sw.paths import MODELS_DIR
 
@@ -346,3 +346,453 @@ def test_quantize_rejects_unknown_format(tmp_path):
                  "--out", tmp_path / "m.npz")
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "m.npz").exists(), "nothing should be written on an error"
+
+
+# -- malformed files: every file option, one line and exit 2 ----------------------------------
+
+def _npy_header(descr, shape):
+    """The bytes of a version 1.0 .npy header for ``descr`` and ``shape`` (and no data)."""
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}"
+    text += " " * (-(len(text) + 11) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+
+
+def _broken_files(tmp):
+    """Files that hold no readable array or archive at all, whatever the option: name -> path."""
+    import pickle
+    d = tmp / "broken"
+    d.mkdir()
+    good = np.arange(24, dtype=np.int8).reshape(3, 8)
+    np.save(d / "good.npy", good)
+    whole = (d / "good.npy").read_bytes()
+    files = {
+        "empty": b"",
+        "text": b"not a numpy file\n",
+        "zip magic then garbage": b"PK\x03\x04garbage",
+        "npy magic only": b"\x93NUMPY",
+        "npy header cut": whole[:20],
+        "npy data cut": whole[:-5],
+        "npy header garbage": b"\x93NUMPY\x01\x00\x10\x00{'descr': ???}  \n",
+        "npy header announcing 80 TB": _npy_header("<i8", (10**13,)) + bytes(16),
+        "pickle": pickle.dumps({"w0": [1, 2, 3]}),
+        "binary noise": bytes(range(256)) * 4,
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = d / (name.replace(" ", "_") + ".bin")
+        paths[name].write_bytes(content)
+    np.save(d / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    paths["object array (pickled)"] = d / "objects.npy"
+    (d / "adir").mkdir()
+    paths["a directory"] = d / "adir"
+    paths["missing"] = d / "missing.npy"
+    (d / "dangling").symlink_to(d / "nowhere")
+    paths["dangling symlink"] = d / "dangling"
+    paths["under a file"] = d / "good.npy" / "x.npy"
+    # Unreadable even to root (the tests may run as root, for whom chmod 000 changes nothing):
+    # the kernel refuses to read a process's memory at address 0.
+    paths["unreadable"] = Path("/proc/self/mem")
+    return paths
+
+
+def _arrays(tmp, arrays):
+    d = tmp / "arrays"
+    d.mkdir(exist_ok=True)
+    paths = {}
+    for name, array in arrays.items():
+        paths[name] = d / (re.sub(r"\W+", "_", name) + ".npy")
+        np.save(paths[name], array)
+    return paths
+
+
+#: Arrays no option that wants an int8 or integer array takes.
+NOT_INT8 = {
+    "float64": np.zeros((4, 8)),
+    "complex": np.zeros((4, 8), np.complex64),
+    "bool": np.zeros((4, 8), bool),
+    "unicode": np.array([["a"] * 8] * 4),
+    "bytes": np.array([[b"a"] * 8] * 4),
+    "structured": np.zeros(4, dtype=[("a", np.int8), ("b", np.int8)]),
+    "datetime": np.zeros((4, 8), "datetime64[s]"),
+    "int8 scalar": np.int8(3),
+    "int8 empty": np.zeros(0, np.int8),
+    "int8 (4, 0)": np.zeros((4, 0), np.int8),
+    "int8 5-D": np.zeros((1, 1, 1, 4, 8), np.int8),
+}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Valid files for every command, so that one option at a time can be made malformed."""
+    from pim_macro.sw.compiler.network import Dense, Network, save_network
+    rng = np.random.default_rng(9)
+    valid = _arrays(tmp_path, {
+        "W": rng.integers(-128, 128, (4, 8), dtype=np.int8),
+        "x": rng.integers(-128, 128, 8, dtype=np.int8),
+        "B": rng.integers(-99, 99, 4, dtype=np.int32),
+        "X6": rng.integers(-128, 128, (2, 6), dtype=np.int8),
+        "labels": np.array([1, 0]),
+        "calib": rng.normal(size=(20, 64)),
+        "test labels": rng.integers(0, 10, 20),
+    })
+    save_network(tmp_path / "net.npz", Network((
+        Dense(rng.integers(-128, 128, (3, 6), dtype=np.int8), np.zeros(3, np.int32),
+              300, 10, False),)))
+    (tmp_path / "prog.txt").write_text("0x00000009\n")
+    commands = {
+        "gemv": {"--weights": valid["W"], "--input": valid["x"], "--bias": valid["B"]},
+        "infer": {"--model": tmp_path / "net.npz", "--input": valid["X6"],
+                  "--labels": valid["labels"]},
+        "quantize": {"--model": MODELS_DIR / "digits_mlp.onnx", "--calib": valid["calib"],
+                     "--test": valid["calib"], "--labels": valid["test labels"],
+                     "--out": tmp_path / "q.npz"},
+        "run": {"--program": tmp_path / "prog.txt"},
+    }
+    return commands, tmp_path
+
+
+def _run_cli(capsys, command, options):
+    """``pim command`` in this process with ``options`` (option -> value, None for a flag);
+    returns the exit code, stdout and stderr."""
+    args = [command]
+    for option, value in options.items():
+        args += [option] if value is None else [option, str(value)]
+    code = cli.main(args)       # an exception escaping main() is the traceback a user would see
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _wrong_arrays(command, option, tmp):
+    """Arrays of the wrong type or shape for ``option``."""
+    if (command, option) == ("quantize", "--calib") or (command, option) == ("quantize", "--test"):
+        return {"int8": np.zeros((4, 64), np.int8), "float scalar": np.float64(1.0),
+                "float empty": np.zeros((0, 64)), "float (4, 0)": np.zeros((4, 0)),
+                "complex": np.zeros((4, 64), np.complex128),
+                "NaN": np.full((4, 64), np.nan), "wrong features": np.zeros((20, 63)),
+                "structured": np.zeros(4, dtype=[("a", float)])}
+    if option == "--labels":
+        return {"float": np.zeros(2), "2-D": np.zeros((2, 1), np.int64),
+                "bool": np.zeros(2, bool), "scalar": np.int64(1), "empty": np.zeros(0, np.int64),
+                "unicode": np.array(["a", "b"]), "structured": np.zeros(2, [("a", int)])}
+    arrays = dict(NOT_INT8)
+    if option == "--bias":
+        arrays.update({"int8 bias": np.zeros(4, np.int8), "int64 bias": np.zeros(4, np.int64),
+                       "bias (4, 1)": np.zeros((4, 1), np.int32)})
+    return arrays
+
+
+FILE_OPTIONS = [("gemv", "--weights"), ("gemv", "--input"), ("gemv", "--bias"),
+                ("infer", "--model"), ("infer", "--input"), ("infer", "--labels"),
+                ("quantize", "--model"), ("quantize", "--calib"), ("quantize", "--test"),
+                ("quantize", "--labels"), ("run", "--program")]
+
+
+@pytest.mark.parametrize("command, option", FILE_OPTIONS)
+def test_malformed_files_are_one_line_errors(runs, capsys, command, option):
+    """Every file option, given a file that is broken, of the wrong kind, of the wrong type or
+    shape, empty, a directory or unreadable: one `pim: error:` line naming the problem, exit 2,
+    nothing on stdout, nothing written. (The valid files alone run: checked first.)"""
+    commands, tmp = runs
+    options = dict(commands[command])
+    code, out, err = _run_cli(capsys, command, options)
+    assert code == 0, f"{command} with valid files should succeed: {err}"
+    (tmp / "q.npz").unlink(missing_ok=True)
+    cases = {name: (path, True) for name, path in _broken_files(tmp).items()}
+    if option == "--model" and command == "infer":
+        arrays = _arrays(tmp, {"an array": np.zeros((4, 8), np.int8)})
+        cases["an array, not a model"] = (arrays["an array"], False)
+        np.savez(tmp / "floats.npz", w0=np.zeros((3, 6)), b0=np.zeros(3, np.int32),
+                 m0=np.int64(1), s0=np.int64(1), relu0=np.int64(0))
+        cases["float weights"] = (tmp / "floats.npz", False)
+        np.savez(tmp / "texts.npz", w0=np.array(["a"]), b0=np.array(["b"]), m0=np.array("c"),
+                 s0=np.array("d"), relu0=np.array("e"))
+        cases["text arrays"] = (tmp / "texts.npz", False)
+        np.savez(tmp / "pickled.npz", w0=np.array([None], dtype=object))
+        cases["pickled member"] = (tmp / "pickled.npz", True)
+        whole = (tmp / "net.npz").read_bytes()
+        (tmp / "cut.npz").write_bytes(whole[:len(whole) // 2])
+        cases["truncated archive"] = (tmp / "cut.npz", True)
+        np.savez(tmp / "empty.npz")
+        cases["empty archive"] = (tmp / "empty.npz", False)
+    elif command == "quantize" and option == "--model":
+        import pickle
+        onnx_cases = {"empty.onnx": b"", "garbage.onnx": b"\x08\x07garbage" * 10,
+                      "text.onnx": b"not a model", "dict.pkl": pickle.dumps({"a": 1}),
+                      "list.pkl": pickle.dumps([1, 2]), "garbage.pkl": b"garbage",
+                      "empty.pkl": b"", "model.txt": b"a text file"}
+        for name, content in onnx_cases.items():
+            (tmp / name).write_bytes(content)
+            cases[name] = (tmp / name, name.endswith("pkl") or name.endswith("txt"))
+        (tmp / "dir.onnx").mkdir()
+        cases["dir.onnx"] = (tmp / "dir.onnx", True)
+    elif command == "run":
+        pass                # the program reader's own cases: test_run_rejects_bad_programs
+    else:
+        for name, path in _arrays(tmp, _wrong_arrays(command, option, tmp)).items():
+            cases[name] = (path, False)
+        archive = tmp / "archive.npz"
+        np.savez(archive, a=np.zeros(3, np.int8))
+        cases["an .npz archive"] = (archive, True)
+    for name, (path, names_file) in cases.items():
+        options[option] = path
+        code, out, err = _run_cli(capsys, command, options)
+        lines = err.splitlines()
+        assert code == 2, f"{option} {name}: pim should exit 2, exited {code}; stderr {err!r}"
+        assert out == "", f"{option} {name}: nothing should reach stdout: {out!r}"
+        assert len(lines) == 1 and lines[0].startswith("pim: error: "), \
+            f"{option} {name}: stderr should be one `pim: error:` line, got {err!r}"
+        if names_file:
+            assert Path(path).name in lines[0], \
+                f"{option} {name}: the error should name the file: {lines[0]!r}"
+        assert not (tmp / "q.npz").exists(), f"{option} {name}: nothing should be written"
+
+
+# -- --out: exactly the file named, never a directory -------------------------------------------
+
+@pytest.mark.parametrize("command", ["gemv", "infer", "quantize"])
+def test_out_refuses_a_directory(runs, capsys, command):
+    """`--out adir` where adir is a directory is an error before anything runs (numpy would
+    write `adir.npy` beside it), and nothing is written."""
+    commands, tmp = runs
+    (tmp / "adir").mkdir()
+    code, out, err = _run_cli(capsys, command, {**commands[command], "--out": tmp / "adir"})
+    assert code == 2 and out == "", f"{command}: expected exit 2, got {code}: {err!r}"
+    assert err == f"pim: error: --out {tmp / 'adir'} is a directory; give a file name, e.g. " \
+                  f"{tmp / 'adir' / 'Y.npy'}\n", f"{command}: wrong error line {err!r}"
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith("adir")) == ["adir"], \
+        f"{command}: nothing should be written beside the directory"
+    assert not any((tmp / "adir").iterdir()), f"{command}: nor inside it"
+
+
+@pytest.mark.parametrize("command", ["gemv", "infer", "quantize"])
+def test_out_writes_exactly_the_path_given(runs, capsys, command):
+    """`--out result` (no suffix) writes `result`, not `result.npy` (or `.npz`), and the JSON
+    says where Y went."""
+    commands, tmp = runs
+    target = tmp / "result"
+    code, out, err = _run_cli(capsys, command, {**commands[command], "--out": target})
+    assert code == 0, f"{command}: should succeed: {err}"
+    assert target.is_file(), f"{command}: {target} should be written"
+    assert not (tmp / "result.npy").exists() and not (tmp / "result.npz").exists(), \
+        f"{command}: no suffix should be added"
+    if command == "gemv":
+        assert np.array_equal(np.load(target), reference(np.load(commands["gemv"]["--weights"]),
+                                                         np.load(commands["gemv"]["--input"]),
+                                                         np.load(commands["gemv"]["--bias"])))
+    code, out, err = _run_cli(capsys, command, {**commands[command], "--out": target,
+                                                "--json": None})
+    report = json.loads(out)
+    assert report["out"] == str(target), f"{command}: the JSON should name the file written"
+    assert "output" not in report, f"{command}: with --out the JSON should not repeat Y"
+
+
+# -- pim run: a hex command stream on any back end --------------------------------------------
+
+#: A program written by hand for the default configuration (8 lanes, R = 1), with the output
+#: worked out by hand from hw/isa.py's word layouts. W is 8 lanes x K = 2, columns
+#: [1, 3, -1, 5, 2, 0, -4, 7] and [2, 4, 0, -6, 1, 1, 3, -1]; x = [3, -2]; so
+#: y = 3 W[:, 0] - 2 W[:, 1] = [-1, 1, -3, 27, 4, -2, -18, 23].
+HAND_PROGRAM = """\
+# header: [7:0] opcode, [15:8] flags, [31:16] count
+0x00020001   # WRITE_WEIGHTS, 2 rows
+0x00000000   #   at row 0
+0x05ff0301   #   row 0, lanes 0-3: 1 3 -1 5 (int8, least significant byte first)
+0x07fc0002   #   row 0, lanes 4-7: 2 0 -4 7
+0xfa000402   #   row 1, lanes 0-3: 2 4 0 -6
+FF030101     #   row 1, lanes 4-7: 1 1 3 -1 (no 0x, upper case)
+
+0x00020002   # LOAD_ACT, 2 bytes
+0            #   at byte 0
+0x0000fe03   #   x = [3, -2]
+0x00020004   # MATVEC, 2 rows
+0x00000000   #   from row 0, activations from byte 0
+0x00080005   # EMIT_RAW, 8 lanes
+0x00000000   #   no bias
+0x00080006   # EMIT_INT8, 8 lanes
+0x00000000   #   no bias
+0x00000001   #   mult 1, shift 0: y clamped to int8, here y itself
+0x000000ee   # an unknown opcode
+"""
+#: Status words: [7:0] opcode echoed, [15:8] error, [31:16] data words that follow.
+HAND_OUTPUT = [0x00000001, 0x00000002, 0x00000004,
+               0x00080005, 0xffffffff, 0x00000001, 0xfffffffd, 0x0000001b,    # -1 1 -3 27
+               0x00000004, 0xfffffffe, 0xffffffee, 0x00000017,                # 4 -2 -18 23
+               0x00020006, 0x1bfd01ff, 0x17eefe04,                            # the same, int8
+               0x000001ee]                                                    # BAD_OPCODE
+HAND_Y = [-1, 1, -3, 27, 4, -2, -18, 23]
+
+
+@pytest.fixture
+def hand_program(tmp_path):
+    path = tmp_path / "hand.txt"
+    path.write_text(HAND_PROGRAM)
+    return path
+
+
+def test_run_prints_words_and_responses(hand_program):
+    result = ok(pim("run", "--program", hand_program))
+    assert result.stdout.splitlines() == [
+        "17 words in, 16 words out:",
+        "  0x00000001 0x00000002 0x00000004 0x00080005 0xffffffff 0x00000001 0xfffffffd "
+        "0x0000001b",
+        "  0x00000004 0xfffffffe 0xffffffee 0x00000017 0x00020006 0x1bfd01ff 0x17eefe04 "
+        "0x000001ee",
+        "command 0 (line 2) WRITE_WEIGHTS: OK",
+        "command 1 (line 9) LOAD_ACT: OK",
+        "command 2 (line 12) MATVEC: OK",
+        "command 3 (line 14) EMIT_RAW: OK, 8 data words: int32 -1 1 -3 27 4 -2 -18 23",
+        "command 4 (line 16) EMIT_INT8: OK, 2 data words: int8 -1 1 -3 27 4 -2 -18 23",
+        "command 5 (line 19) opcode 0xee: BAD_OPCODE",
+    ], f"unexpected output:\n{result.stdout}"
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("sim, arch", [("golden", "pim"), ("model", "baseline"),
+                                       ("icarus", "pim"), ("icarus", "baseline"),
+                                       ("verilator", "pim"), ("verilator", "baseline")])
+def test_run_every_back_end_gives_the_hand_computed_words(hand_program, sim, arch):
+    """The same words from the golden model, the cycle model and the RTL of both machines
+    (default configuration: the builds other CLI tests use), as computed by hand."""
+    if sim == "icarus" and not shutil.which("iverilog"):
+        pytest.fail("Icarus Verilog is not installed (`make deps`)")
+    result = ok(pim("run", "--program", hand_program, "--sim", sim, "--arch", arch, "--json"))
+    report = json.loads(result.stdout)
+    assert result.stderr == "", f"{sim}: nothing should reach stderr: {result.stderr!r}"
+    assert report["words_out"] == HAND_OUTPUT, f"{sim} {arch}: output words differ"
+    assert report["words_in"][:3] == [0x00020001, 0, 0x05ff0301] and len(report["words_in"]) == 17
+    assert [r["error"] for r in report["responses"]] == ["OK"] * 5 + ["BAD_OPCODE"]
+    assert [r["name"] for r in report["responses"]] == [
+        "WRITE_WEIGHTS", "LOAD_ACT", "MATVEC", "EMIT_RAW", "EMIT_INT8", None]
+    assert [r["line"] for r in report["responses"]] == [2, 9, 12, 14, 16, 19]
+    assert report["responses"][3]["int32"] == HAND_Y and report["responses"][4]["int8"] == HAND_Y
+    assert report["sim"] == sim and report["arch"] == arch and report["truncated"] is None
+    if sim in ("icarus", "verilator"):
+        assert report["cycles"] > len(report["words_in"]), f"{sim}: real cycles expected"
+    else:
+        assert report["cycles"] is None, f"{sim} gives no cycle count of its own"
+
+
+TRUNCATED = {
+    "argument missing": ("0x00020004\n", 17,
+                         r"line 20: the program ends inside command 6 \(MATVEC at word 17\): "
+                         r"0 of 1 argument words; the 6 complete commands before it were played"),
+    "payload cut": ("0x00020001\n0\n0x05ff0301\n", 17,
+                    r"line 20: the program ends inside command 6 \(WRITE_WEIGHTS at word 17\): "
+                    r"1 of 4 payload words"),
+}
+
+
+@pytest.mark.parametrize("case", TRUNCATED)
+def test_run_truncated_program_plays_the_complete_commands(hand_program, case):
+    tail, first, message = TRUNCATED[case]
+    hand_program.write_text(HAND_PROGRAM + tail)
+    result = pim("run", "--program", hand_program, "--json")
+    assert result.returncode == 2, f"a truncated program is an error: {result.returncode}"
+    report = json.loads(result.stdout)
+    assert report["words_out"] == HAND_OUTPUT, "the complete commands should still play"
+    assert len(report["words_in"]) == first + len(tail.split())
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pim: error: {hand_program} line"), lines
+    assert re.search(message, lines[0]) and re.search(message, report["truncated"]), lines[0]
+
+
+def test_run_program_cut_in_its_first_command(tmp_path):
+    (tmp_path / "p.txt").write_text("0x00010003  # LOAD_BIAS, 1 word\n0\n")
+    result = pim("run", "--program", tmp_path / "p.txt")
+    assert result.returncode == 2 and result.stdout.splitlines()[0] == "2 words in, 0 words out:"
+    assert result.stderr == (f"pim: error: {tmp_path / 'p.txt'} line 1: the program ends inside "
+                             f"command 0 (LOAD_BIAS at word 0): 0 of 1 payload words; the 0 "
+                             f"complete commands before it were played\n")
+
+
+BAD_PROGRAMS = {
+    "not hex": ("0x1\n0xZZ\n", r"line 2: '0xZZ' is not a hex word \(one 32-bit word per line"),
+    "two words on a line": ("0x1 0x2\n", r"line 1: '0x1 0x2' is not a hex word"),
+    "too wide": ("# c\n\n0x100000000\n", r"line 3: 0x100000000 does not fit in 32 bits"),
+    "negative": ("-1\n", r"line 1: '-1' is not a hex word"),
+    "prefix alone": ("0x\n", r"line 1: '0x' is not a hex word"),
+    "decimal with a sign": ("+12\n", r"line 1: '\+12' is not a hex word"),
+    "only comments": ("# nothing\n\n   \n", r"holds no words \(only comments and blank lines\)"),
+    "binary": (b"0x1\n\x00\xff\xfe\n", r"line 2: byte 0xff is not text \(UTF-8\)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PROGRAMS)
+def test_run_rejects_bad_programs(tmp_path, case):
+    content, message = BAD_PROGRAMS[case]
+    path = tmp_path / "bad.txt"
+    (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+    result = pim("run", "--program", path)
+    assert result.returncode == 2 and result.stdout == "", result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pim: error: ") and str(path) in lines[0], \
+        f"{case}: one line naming the file expected, got {result.stderr!r}"
+    assert re.search(message, lines[0]), f"{case}: expected {message!r} in {lines[0]!r}"
+
+
+def test_run_decodes_counters_and_status(tmp_path, capsys):
+    """READ_COUNTERS data by counter name, STATUS data by field (the architecture by name), a
+    failed command's error by name; the configuration options reach the back end."""
+    (tmp_path / "p.txt").write_text("0x00000808  # READ_COUNTERS, CLEAR\n"
+                                    "0x00000109  # STATUS with a flag it does not take\n"
+                                    "0x00000009  # STATUS\n")
+    code, out, err = _run_cli(capsys, "run", {"--program": tmp_path / "p.txt", "--json": None,
+                                              "--arch": "baseline", "--lanes": 12,
+                                              "--bus-bits": 16, "--depth": 40})
+    assert code == 0, err
+    counters, failed, status = json.loads(out)["responses"]
+    assert set(counters["counters"]) == {c.name.lower() for c in Counter}
+    assert counters["counters"]["beats_in"] == 1, "one word taken when the snapshot is made"
+    assert failed["error"] == "BAD_FIELD" and failed["data"] == [] and "status" not in failed
+    assert status["status"] == {
+        "last_error": "BAD_FIELD", "isa_version": ISA_VERSION, "error_count": 1, "lanes": 12,
+        "rows_per_cycle": 1, "arch": "baseline", "depth": 40, "act_depth": 1024,
+        "bias_depth": 256, "bus_bits": 16, "requantizers": 4}, status
+
+
+def _mutations(content, rng, count):
+    """``count`` seeded random corruptions of the bytes ``content``: cut at a random length,
+    1 to 3 bytes overwritten, bytes inserted."""
+    for i in range(count):
+        data = bytearray(content)
+        kind = i % 3
+        if kind == 0:
+            del data[int(rng.integers(0, len(data))):]
+        elif kind == 1:
+            for _ in range(int(rng.integers(1, 4))):
+                data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        else:
+            at = int(rng.integers(0, len(data) + 1))
+            data[at:at] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+        yield kind, bytes(data)
+
+
+@pytest.mark.parametrize("command, option", FILE_OPTIONS)
+def test_mutated_files_never_end_in_a_traceback(runs, capsys, command, option):
+    """Seeded random corruptions of each valid file: the run succeeds (a corruption can leave a
+    valid file) or fails with one `pim: error:` line and exit 2; never a traceback."""
+    commands, tmp = runs
+    options = dict(commands[command])
+    original = Path(options[option]).read_bytes()
+    rng = np.random.default_rng(sum(map(ord, command + option)))
+    for i, (kind, data) in enumerate(_mutations(original, rng, 30)):
+        path = tmp / f"mutated{i}{Path(options[option]).suffix}"
+        path.write_bytes(data)
+        code, out, err = _run_cli(capsys, command, {**options, option: path})
+        what = f"{option} mutation {i} (kind {kind})"
+        if code == 0:
+            assert err == "", f"{what}: a success should print nothing on stderr: {err!r}"
+            continue
+        lines = err.splitlines()
+        assert code == 2 and out == "", f"{what}: exit {code}, stdout {out!r}, stderr {err!r}"
+        assert len(lines) == 1 and lines[0].startswith("pim: error: "), f"{what}: {err!r}"
+
+
+def test_error_lines_carry_no_control_characters(tmp_path, capsys):
+    """A file name is part of the error line: its control characters (a terminal escape, a
+    carriage return) are shown escaped, not sent to the terminal."""
+    name = tmp_path / "w\x1b[2J\rx.npy"
+    code, out, err = _run_cli(capsys, "gemv", {"--weights": name, "--input": name})
+    assert code == 2 and err.count("\n") == 1, err
+    assert "\x1b" not in err and "\r" not in err, f"control characters reached stderr: {err!r}"
+    assert "w\\x1b[2J" in err, f"the name should be shown escaped: {err!r}"
