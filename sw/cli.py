@@ -41,13 +41,8 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
-import tokenize
-import warnings
-import zipfile
-import zlib
 
 import numpy as np
 
@@ -56,7 +51,8 @@ from pim_macro.hw.isa import (ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Head
                               Opcode, unpack)
 from pim_macro.sw.compiler.compiler import run_network
 from pim_macro.sw.compiler.gemv import SIMS, run_gemv
-from pim_macro.sw.compiler.network import network_from_arrays, save_network
+from pim_macro.sw.compiler.network import load_network, save_network
+from pim_macro.sw.files import FileError, read_array
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.board_link import BoardMissing
 from pim_macro.sw.runtime.driver import StreamRun, run_stream
@@ -231,105 +227,20 @@ def _config(args):
 
 # -- the user's files ------------------------------------------------------------------------
 
-#: The first bytes of a ``.npy`` file, of a zip archive (``.npz``) and of an empty one: what
-#: ``np.load`` goes by.
-_NPY_MAGIC, _ZIP_MAGIC, _EMPTY_ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06"
-#: What numpy, zipfile and zlib raise for content that is not what it claims to be (a cut or
-#: garbled header, a pickled member, a damaged archive, a header announcing terabytes). OSError,
-#: the file system's refusal, is reported apart.
-_FORMAT_ERRORS = (ValueError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile,
-                  zlib.error, NotImplementedError, MemoryError)
-
-
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _open(path, what):
-    """``path`` opened for binary reading, or an :class:`_Error` saying why it cannot be."""
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise _Error(f"cannot read {what} {path}: no such file") from None
-    except IsADirectoryError:
-        raise _Error(f"cannot read {what} {path}: it is a directory") from None
-    except OSError as exc:
-        raise _Error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-
-
-def _check_npy(f, path, what):
-    """Raise ``ValueError`` when the ``.npy`` file ``f`` (at its start) holds less data than its
-    header announces (numpy would first try to allocate all of it: a cut file, or a garbled
-    shape, would ask for terabytes), an :class:`_Error` when it holds Python objects."""
-    version = np.lib.format.read_magic(f)
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
-    if version in readers:
-        shape, _, dtype = readers[version](f)
-        need = math.prod(shape) * dtype.itemsize
-        have = os.fstat(f.fileno()).st_size - f.tell()
-        if dtype.hasobject:
-            raise _Error(f"cannot read {what} {path}: it holds Python objects (a pickled array), "
-                         f"which pim does not unpickle: that could run code")
-        if have < need:
-            raise ValueError(f"cut short: its header announces {need} bytes of {dtype} data, "
-                             f"{have} follow")
-    f.seek(0)
-
-
-def _read_numpy(path, what):
-    """The array of a ``.npy`` file, or the arrays of an ``.npz`` archive as a dict, never
-    unpickling anything; an :class:`_Error` naming ``what`` and ``path`` for a file that cannot
-    be read or holds anything else."""
-    with _open(path, what) as f, warnings.catch_warnings():
-        # numpy warns (UserWarning) when a header parses only the Python 2 way: the file is
-        # read all the same, and the warning is no business of a pim user.
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            magic = f.read(len(_NPY_MAGIC))
-            f.seek(0)
-            if magic == _NPY_MAGIC:
-                _check_npy(f, path, what)
-                return np.load(f, allow_pickle=False)
-            if magic.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
-                with np.load(f, allow_pickle=False) as archive:
-                    return {key: archive[key] for key in archive.files}
-        except OSError as exc:
-            raise _Error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-        except _FORMAT_ERRORS as exc:
-            if "allow_pickle" in str(exc):          # an archive member holding objects
-                raise _Error(f"cannot read {what} {path}: it holds Python objects (a pickled "
-                             f"array), which pim does not unpickle: that could run code") \
-                    from None
-            raise _Error(f"cannot read {what} {path}: a damaged numpy file: {_first_line(exc)}") \
-                from None
-    if not magic:
-        raise _Error(f"cannot read {what} {path}: it is empty")
-    if magic.startswith(b"\x80"):
-        raise _Error(f"cannot read {what} {path}: it is a Python pickle, not a numpy file (pim "
-                     f"does not unpickle: that could run code)")
-    raise _Error(f"cannot read {what} {path}: it is not a numpy file (.npy or .npz)")
-
-
 def _load(path, what):
     """The array in the ``.npy`` file ``path`` (an :class:`_Error` for anything else)."""
-    data = _read_numpy(path, what)
-    if isinstance(data, dict):
-        raise _Error(f"cannot read {what} {path}: it is an .npz archive, not a .npy file")
-    return data
+    try:
+        return read_array(path, what)
+    except FileError as exc:
+        raise _Error(str(exc)) from None
 
 
 def _load_network(path):
     """The network in the container ``path`` (:mod:`pim_macro.sw.compiler.network`)."""
-    data = _read_numpy(path, "model")
-    if not isinstance(data, dict):
-        raise _Error(f"cannot read model {path}: it is a single array (.npy), not a model (the "
-                     f".npz container of sw/compiler/network.py)")
     try:
-        return network_from_arrays(data)
+        return load_network(path)
     except ValueError as exc:
-        raise _Error(f"bad model {path}: {exc}") from None
+        raise _Error(str(exc)) from None
 
 
 def _check_out(path):

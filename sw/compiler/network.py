@@ -33,11 +33,11 @@ output is the last layer's int8 ``(B, out)``.
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from pim_macro.hw.isa import REQUANT_MULT_BITS, REQUANT_SHIFT_MAX
+from pim_macro.sw.files import read_archive
 from pim_macro.sw.models.golden import requantize, wrap32
 
 
@@ -265,15 +265,11 @@ def _known(key, count):
 
 
 def load_network(path):
-    """Load and validate a container; raises ``ValueError`` with a one-line message."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise ValueError(f"cannot read model {path}: no such file") from None
-    except (OSError, ValueError, EOFError, AttributeError) as exc:
-        raise ValueError(f"cannot read model {path}: {exc}") from None
+    """Load and validate a container; raises ``ValueError`` with a one-line message naming the
+    file (:class:`pim_macro.sw.files.FileError` when the file is no ``.npz`` archive: missing,
+    damaged, pickled, a single array)."""
+    arrays = read_archive(path, "model",
+                          expected="a model (the .npz container of sw/compiler/network.py)")
     try:
         return network_from_arrays(arrays)
     except ValueError as exc:

@@ -277,3 +277,23 @@ def test_compile_errors():
     mixed = Network((dense(rng, 16, 16), conv(rng, 1, 2, 4)))
     with pytest.raises(ValueError, match="a convolution after a dense layer"):
         compile_network(mixed, inputs(rng, mixed, 1), MacroConfig())
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"PK\x03\x04garbage", "damaged numpy file"),             # issue 11: not a valid zip
+    (b"", "it is empty"),
+    (b"\x80\x04K\x01.", "Python pickle"),
+    (None, "single array"),                                  # an array, not a model
+], ids=["bad-zip", "empty", "pickle", "npy"])
+def test_load_network_rejects_malformed_files(tmp_path, content, message):
+    """The library's loader (not only the CLI) reports a file that is no model as one
+    ValueError line naming the file; never another exception."""
+    path = tmp_path / "m.npz"
+    if content is None:
+        np.save(tmp_path / "w.npy", np.zeros((2, 2), np.int8))
+        path = tmp_path / "w.npy"
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as info:
+        load_network(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
