@@ -1,10 +1,10 @@
 """The long fuzz run (``make fuzz N=...``): seeded random command streams on the RTL.
 
-For every configuration, architecture and simulator asked for, ``--streams`` cases of
-:func:`pim_macro.tb.harness.fuzz.fuzz_case` (seeds ``--seed`` ..) are played in batches, one
-simulator run per batch, and each is checked against the golden model word for word, against the
-cycle model's stream, and (where nothing stalls and the stream is whole) against the cycle
-model's counters. The figures are printed per simulator, architecture and configuration:
+``--streams`` cases of :func:`pim_macro.tb.harness.fuzz.fuzz_case` (seeds ``--seed`` ..) are
+dealt round-robin to every (configuration, simulator, architecture) asked for (``--every``: each
+stream to all of them), played in batches, one simulator run per batch, and each is checked
+against the golden model word for word, against the cycle model's stream, and (where nothing
+stalls and the stream is whole) against the cycle model's counters. The figures are printed per simulator, architecture and configuration:
 streams, commands, words in and out, invalid and cut streams, resets (and how many of them had
 the output blocked), mismatches, run time.
 
@@ -13,7 +13,7 @@ and a minimal reproducer (the stream's words, after removing every command it ca
 failure stays, re-checked on the same simulator), and exits with status 1.
 
 Run: ``python -m pim_macro.tb.experiments.fuzz --streams N --seed S [--configs max,l8r2]
-[--sims icarus,verilator] [--archs pim,baseline] [--batch 50] [--commands 24]``.
+[--sims icarus,verilator] [--archs pim,baseline] [--every] [--batch 100] [--commands 24]``.
 """
 
 import argparse
@@ -74,7 +74,11 @@ def main(argv=None):
         prog="python -m pim_macro.tb.experiments.fuzz",
         description="Fuzz the macro's RTL with seeded command streams.")
     parser.add_argument("--streams", type=int, default=200,
-                        help="streams per configuration, architecture and simulator")
+                        help="streams, dealt round-robin to the configurations x simulators x "
+                             "architectures")
+    parser.add_argument("--every", action="store_true",
+                        help="play every stream on every configuration, simulator and "
+                             "architecture")
     parser.add_argument("--seed", type=int, default=1, help="first seed")
     parser.add_argument("--configs", default="max,odd",
                         help=f"comma-separated, of {', '.join(FUZZ_CONFIGS)}")
@@ -98,29 +102,29 @@ def main(argv=None):
 
     start = time.time()
     tallies, first = {}, None
-    for name in names:
+    combos = [(name, sim, arch) for name in names for sim in sims for arch in archs]
+    seeds = range(args.seed, args.seed + args.streams)
+    for k, (name, sim, arch) in enumerate(combos):
         config = FUZZ_CONFIGS[name]
-        cases = [fuzz_case(config, seed, commands=args.commands)
-                 for seed in range(args.seed, args.seed + args.streams)]
-        for sim in sims:
-            for arch in archs:
-                tally = tallies[sim, arch, name] = Tally()
-                t0 = time.time()
-                for i in range(0, len(cases), args.batch):
-                    batch = cases[i:i + args.batch]
-                    try:
-                        verdicts = _run(batch, config, sim, arch, tally)
-                    except SimulatorMissing as exc:
-                        print(f"pim: error: {exc}", file=sys.stderr)
-                        return 2
-                    for case, verdict in zip(batch, verdicts):
-                        if verdict is not None:
-                            tally.mismatches += 1
-                            tally.failures.append((case, verdict))
-                            if first is None:
-                                first = (sim, arch, name, case, verdict)
-                tally.seconds = time.time() - t0
-                print(_line(sim, arch, name, tally), flush=True)
+        mine = [s for i, s in enumerate(seeds) if args.every or i % len(combos) == k]
+        cases = [fuzz_case(config, seed, commands=args.commands) for seed in mine]
+        tally = tallies[sim, arch, name] = Tally()
+        t0 = time.time()
+        for i in range(0, len(cases), args.batch):
+            batch = cases[i:i + args.batch]
+            try:
+                verdicts = _run(batch, config, sim, arch, tally)
+            except SimulatorMissing as exc:
+                print(f"pim: error: {exc}", file=sys.stderr)
+                return 2
+            for case, verdict in zip(batch, verdicts):
+                if verdict is not None:
+                    tally.mismatches += 1
+                    tally.failures.append((case, verdict))
+                    if first is None:
+                        first = (sim, arch, name, case, verdict)
+        tally.seconds = time.time() - t0
+        print(_line(sim, arch, name, tally), flush=True)
 
     total = Tally()
     for tally in tallies.values():
