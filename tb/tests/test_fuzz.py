@@ -18,7 +18,7 @@ from pim_macro.sw.models.golden import GoldenMacro
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.rtl import SIMULATORS, run_rtl
 from pim_macro.tb.harness.fuzz import (FUZZ_CONFIGS, INVALID_KINDS, check, expected_answers,
-                                       fuzz_case, fuzz_cases, model_check)
+                                       fuzz_case, fuzz_cases, minimise, model_check)
 
 
 #: Streams per (configuration, architecture, simulator) run, and their first seed.
@@ -119,3 +119,30 @@ def test_check_fails_on_a_wrong_word():
     out[position] ^= 1
     with pytest.raises(AssertionError):
         check(case, JobResult(list(out), 0, True), config, "pim")
+
+
+def test_minimise_keeps_what_fails():
+    """The reproducer keeps the stream's initialisation and shrinks the rest to the command
+    that fails (here a stand-in verdict: any stream holding one given MATVEC fails)."""
+    config = FUZZ_CONFIGS["l4r4q1"]
+    case = fuzz_case(config, 11, commands=30, cut=0, reset=0)
+    frames = asm.frame_program(case.words, config)
+    culprit = next(case.words[s:s + n] for op, s, n in frames[len(frames) // 2:]
+                   if op == Opcode.MATVEC.value)
+
+    def holds(words):
+        return any(words[i:i + len(culprit)] == culprit for i in range(len(words)))
+
+    runs = []
+
+    def fails(candidates):
+        runs.append(len(candidates))
+        return [holds(c.words) for c in candidates]
+    small = minimise(case, config, fails)
+    assert holds(small.words), "the reproducer should still fail"
+    first_clear = next(i for i, (op, _, _) in enumerate(frames)
+                       if op == Opcode.READ_COUNTERS.value)
+    head = frames[first_clear][1] + frames[first_clear][2]
+    assert small.words[:head] == case.words[:head], "the initialisation should stay"
+    assert len(small.words) == head + len(culprit), "everything else should go"
+    assert small.reference == small.words and small.answers == first_clear + 2
