@@ -51,7 +51,8 @@ class Job:
     a stream cut inside a command). ``drain_cycles``: cycles the sink keeps reading after them,
     so that an extra word shows in ``JobResult.out``. ``prefix_blocked``: the sink holds
     ``ready`` low while ``prefix`` plays; ``reset_cycles``: reset after that many cycles of the
-    prefix if ``reset_after`` words have not been taken by then."""
+    prefix if ``reset_after`` words have not been taken by then. Over a serial line
+    (``top="uart"``/``"board"``) the last four do not apply."""
     words: list
     idle: float = 0.0
     backpressure: float = 0.0

@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 
 from pim_macro.hw.isa import ARCHES
-from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.rtl import SIMULATORS, SimulatorMissing, run_rtl
 from pim_macro.tb.harness.fuzz import FUZZ_CONFIGS, check, fuzz_case, minimise, model_check
 
@@ -80,7 +79,7 @@ def main(argv=None):
                         help="play every stream on every configuration, simulator and "
                              "architecture")
     parser.add_argument("--seed", type=int, default=1, help="first seed")
-    parser.add_argument("--configs", default="max,odd",
+    parser.add_argument("--configs", default="odd,l8r2,l12r1q2",
                         help=f"comma-separated, of {', '.join(FUZZ_CONFIGS)}")
     parser.add_argument("--sims", default=",".join(SIMULATORS))
     parser.add_argument("--archs", default=",".join(ARCHES))

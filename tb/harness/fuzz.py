@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pim_macro.hw.isa import (
-    INT8_PER_WORD, OPCODES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Error, Flag, Header, MacroConfig,
-    Opcode, QuantArg, arg_words, pack, payload_words,
+    OPCODES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Error, Flag, Header, MacroConfig, Opcode,
+    QuantArg, arg_words, pack, payload_words, unpack,
 )
 from pim_macro.sw.models.cycle_model import CycleModel
 from pim_macro.sw.models.golden import GoldenMacro
@@ -60,8 +60,8 @@ __all__ = ["FUZZ_CONFIGS", "FuzzCase", "fuzz_case", "fuzz_cases", "expected_answ
 
 
 #: The largest-address configuration (4 lanes keep the simulators fast; see the module
-#: docstring) and one that is not a power of two anywhere, besides the suite's
-#: :data:`~pim_macro.tb.harness.programs.CONFIGS`.
+#: docstring), one whose memories are one short of the largest (none a power of two; 8 lanes,
+#: R = 2, 2 requantizers), and the suite's :data:`~pim_macro.tb.harness.programs.CONFIGS`.
 FUZZ_CONFIGS = {
     "max": MacroConfig(lanes=4, rows_per_cycle=4, depth=65536, act_depth=65536, bias_depth=65536,
                        bus_bits=64),
@@ -137,11 +137,12 @@ def expected_answers(words, config):
     words = [int(w) for w in words]
     i, answers = 0, 0
     while i < len(words):
-        op = _opcode(unpack_header(words[i]).opcode)
+        hdr = unpack(Header, words[i])
+        op = _opcode(hdr.opcode)
         if op is None:
             i, answers = i + 1, answers + 1
             continue
-        count = unpack_header(words[i]).count
+        count = hdr.count
         n_args, n_payload = arg_words(op), payload_words(op, count, config)
         end = i + 1 + n_args + n_payload
         if end <= len(words):
@@ -151,11 +152,6 @@ def expected_answers(words, config):
             return words + [0] * (end - len(words)), answers + 1, True
         return words[:i], answers, True
     return words, answers, False
-
-
-def unpack_header(word):
-    from pim_macro.hw.isa import unpack
-    return unpack(Header, word)
 
 
 def _opcode(byte):
@@ -323,7 +319,7 @@ class _Generator:
             if words is None:
                 kind = self.pick(INVALID_KINDS)
                 continue
-            hdr = unpack_header(words[0])
+            hdr = unpack(Header, words[0])
             op = _opcode(hdr.opcode)
             if op is not None:
                 if payload_words(op, hdr.count, self.cfg) > _MAX_PAYLOAD:
@@ -352,7 +348,7 @@ class _Generator:
         return words
 
     def _invalid(self, kind):
-        cfg, rng = self.cfg, self.rng
+        cfg = self.cfg
         ops = list(OPCODES)
         op = self.pick(ops)
         count = self.int(1, 4)
