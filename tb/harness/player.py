@@ -30,7 +30,9 @@ Without stalls (``idle`` and ``backpressure`` 0) the player works per transactio
 cycle: while the macro neither takes the offered word nor offers one, the player does not wake
 up every cycle but waits for ``i_stream__ready`` or ``o_stream__valid`` to rise. The macro sees
 exactly the same inputs (``valid`` and ``ready`` held high), so results and counters are the
-same; long runs are several times faster.
+same; long runs are several times faster. A prefix played with the sink blocked does the same,
+waiting for ``i_stream__ready`` alone (or the cycle limit), and the drain wakes only when a word
+is offered, so neither costs per-cycle Python.
 """
 
 import json
