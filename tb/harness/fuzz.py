@@ -40,7 +40,7 @@ makes a Verilator build take many minutes and every simulated cycle hundreds of 
 milliseconds.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -587,20 +587,33 @@ def check(case, result, config, arch, *, where=""):
 
 
 def minimise(case, config, fails):
-    """A shorter case that still fails: commands after the stream's initialisation are removed
-    while ``fails(candidates)`` (a function of a list of cases returning, for each, whether it
-    fails; one simulator run for all) says the smaller stream still fails. The initialisation
-    stays: without it, what the macro reads would be left from an earlier job. Returns the
-    smallest failing case found."""
+    """A simpler case that still fails, by what ``fails(candidates)`` says (a function of a
+    list of cases returning, for each, whether it fails; one simulator run for all).
+
+    First the case is played more simply if it still fails so: without its reset prefix,
+    without stalls, or both. Then commands after the stream's initialisation are removed, in
+    halving chunks down to single commands, while the smaller stream still fails. The
+    initialisation stays (without it, what the macro reads would be left from an earlier job),
+    and so does a cut command at the end. Returns the simplest failing case found."""
+    simpler = [dict(prefix=None, idle=0.0, backpressure=0.0), dict(prefix=None),
+               dict(idle=0.0, backpressure=0.0)]
+    variants = [replace(case, **change) for change in simpler
+                if any(getattr(case, k) != v for k, v in change.items())]
+    if variants:
+        verdicts = fails(variants)
+        case = next((v for v, bad in zip(variants, verdicts) if bad), case)
     frames = asm.frame_program(case.reference, config)
     # The commands whole in the played stream; a cut one stays, as the tail.
     complete = [(start, length) for _, start, length in frames
                 if start + length <= len(case.words)]
-    end = complete[-1][0] + complete[-1][1]
-    tail = case.words[end:]
     # The initialisation ends with the first (clearing) READ_COUNTERS.
-    first = next(i for i, (op, _, _) in enumerate(frames) if op == Opcode.READ_COUNTERS.value)
-    head = case.words[:frames[first][1] + frames[first][2]]
+    clears = [i for i, (op, start, length) in enumerate(frames)
+              if op == Opcode.READ_COUNTERS.value and start + length <= len(case.words)]
+    if not clears:
+        return case
+    first = clears[0]
+    end = complete[-1][0] + complete[-1][1]
+    head, tail = case.words[:frames[first][1] + frames[first][2]], case.words[end:]
     body = [case.words[start:start + length] for start, length in complete[first + 1:]]
     chunk = max(1, len(body) // 2)
     while chunk >= 1 and body:
@@ -608,12 +621,9 @@ def minimise(case, config, fails):
         for i in range(0, len(body), chunk):
             rest = body[:i] + body[i + chunk:]
             words = head + [w for command in rest for w in command] + tail
-            reference, answers, _ = expected_answers(words, config)
-            candidates.append((rest, FuzzCase(
-                seed=case.seed, words=words, reference=reference, answers=answers,
-                idle=case.idle, backpressure=case.backpressure, prefix=case.prefix,
-                reset_after=case.reset_after, reset_cycles=case.reset_cycles,
-                prefix_blocked=case.prefix_blocked)))
+            reference, answers, cut = expected_answers(words, config)
+            candidates.append((rest, replace(case, words=words, reference=reference,
+                                             answers=answers, cut=cut, kinds={})))
         verdicts = fails([c for _, c in candidates])
         failing = [c for (c, verdict) in zip(candidates, verdicts) if verdict]
         if failing:

@@ -4,9 +4,10 @@ word against the golden model and, without stalls, against the cycle model's cou
 
 Configurations: the largest addresses (``max``: depth = act_depth = bias_depth = 65536, R = 4,
 4 lanes; its builds are shared with ``test_limits.py``) and ``l4r4q1`` (R = 4, one requantizer;
-shared with ``test_rtl.py``). Cost: with those builds made, about 20 s of simulation in all (a
-few seconds per simulator run); cold, the ``max`` builds add about 3 minutes of one core (see
-``test_limits.py``), which ``make test`` pays once.
+shared with ``test_rtl.py``). Cost: with those builds made, about 22 s for the whole file on
+two pytest workers (20 streams per simulator run, 3-6 s a run); cold, the ``max`` builds add
+about 3 minutes of one core (see ``test_limits.py``), which ``make test`` pays once for both
+files.
 """
 
 import dataclasses
@@ -22,7 +23,7 @@ from pim_macro.tb.harness.fuzz import (FUZZ_CONFIGS, INVALID_KINDS, check, expec
 
 
 #: Streams per (configuration, architecture, simulator) run, and their first seed.
-STREAMS, SEED = 12, 1000
+STREAMS, SEED = 20, 1000
 #: Configurations of the RTL runs (their builds are made by other tests as well).
 RTL_CONFIGS = ("max", "l4r4q1")
 #: Lanes = 256 at the largest addresses: too big to simulate (see the fuzz module), not for the
@@ -122,10 +123,12 @@ def test_check_fails_on_a_wrong_word():
 
 
 def test_minimise_keeps_what_fails():
-    """The reproducer keeps the stream's initialisation and shrinks the rest to the command
-    that fails (here a stand-in verdict: any stream holding one given MATVEC fails)."""
+    """The reproducer drops the reset prefix and the stalls, keeps the stream's initialisation
+    and shrinks the rest to the command that fails (here a stand-in verdict: any stream holding
+    one given MATVEC fails)."""
     config = FUZZ_CONFIGS["l4r4q1"]
-    case = fuzz_case(config, 11, commands=30, cut=0, reset=0)
+    case = fuzz_case(config, 11, commands=30, cut=0, reset=1, stalls=1)
+    assert case.prefix is not None and (case.idle or case.backpressure)
     frames = asm.frame_program(case.words, config)
     culprit = next(case.words[s:s + n] for op, s, n in frames[len(frames) // 2:]
                    if op == Opcode.MATVEC.value)
@@ -146,3 +149,18 @@ def test_minimise_keeps_what_fails():
     assert small.words[:head] == case.words[:head], "the initialisation should stay"
     assert len(small.words) == head + len(culprit), "everything else should go"
     assert small.reference == small.words and small.answers == first_clear + 2
+    assert small.prefix is None and not small.idle and not small.backpressure, \
+        "it should play without the reset and the stalls, which it does not need"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--configs", "huge"], "unknown configuration 'huge'"),
+    (["--sims", "modelsim"], "unknown simulator 'modelsim'"),
+    (["--streams", "0"], "must be positive"),
+])
+def test_long_run_rejects_bad_arguments(argv, message, capsys):
+    """`make fuzz`'s runner: one line `pim: error: ...` and status 2, before anything runs."""
+    from pim_macro.tb.experiments.fuzz import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pim: error: ") and message in err and err.count("\n") == 1
