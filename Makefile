@@ -8,6 +8,9 @@ SIM         ?= icarus
 ARCH        ?=
 BOARD       ?=
 CONFIG      ?=
+N           ?= 2000
+SEED        ?= 1
+FUZZ_ARGS   ?=
 
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
@@ -25,7 +28,7 @@ export PATH   = $(VENV_BIN):$(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(SYS_PATH)
 unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test lint sim demo spill waves synth constraints clean distclean env-check
+.PHONY: help deps venv test lint sim fuzz demo spill waves synth constraints clean distclean env-check
 
 # help: list the targets
 help:
@@ -35,6 +38,8 @@ help:
 	@echo "make lint       verilator --lint-only -Wall of every top: warnings by kind before and"
 	@echo "                after tb/harness/lint_waivers.vlt; gateware lines that drop a carry"
 	@echo "make sim        run the regression report (pim_macro.tb.experiments.regression)"
+	@echo "make fuzz [N=2000] [SEED=1] [FUZZ_ARGS='--configs max,odd ...']   N seeded random"
+	@echo "                command streams per config x arch x sim on the RTL (pim_macro.tb.experiments.fuzz)"
 	@echo "make demo       digits end to end: train, quantize, compile, run on the RTL (pim_macro.tb.experiments.demo)"
 	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (pim_macro.tb.experiments.spill)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
@@ -67,6 +72,10 @@ lint: venv
 # sim: the regression run with its report
 sim: venv
 	$(PY) -m pim_macro.tb.experiments.regression
+
+# fuzz: the long fuzz run; exits non-zero with a minimal reproducer on a mismatch
+fuzz: venv
+	$(PY) -m pim_macro.tb.experiments.fuzz --streams $(N) --seed $(SEED) $(FUZZ_ARGS)
 
 # demo: handwritten digits on the RTL of both architectures, with its report
 demo: venv

@@ -45,7 +45,14 @@ class SimulatorMissing(RuntimeError):
 @dataclass
 class Job:
     """One command stream to play; see :mod:`pim_macro.tb.harness.player` for the meaning of each
-    field."""
+    field.
+
+    ``answers``: responses to wait for (default: one per command framed in ``words``; give it for
+    a stream cut inside a command). ``drain_cycles``: cycles the sink keeps reading after them,
+    so that an extra word shows in ``JobResult.out``. ``prefix_blocked``: the sink holds
+    ``ready`` low while ``prefix`` plays; ``reset_cycles``: reset after that many cycles of the
+    prefix if ``reset_after`` words have not been taken by then. Over a serial line
+    (``top="uart"``/``"board"``) the last four do not apply."""
     words: list
     idle: float = 0.0
     backpressure: float = 0.0
@@ -53,13 +60,22 @@ class Job:
     prefix: list = None
     reset_after: int = 0
     max_cycles: int = 2_000_000
+    answers: int = None
+    drain_cycles: int = 64
+    prefix_blocked: bool = False
+    reset_cycles: int = None
 
 
 @dataclass
 class JobResult:
-    out: list           # output stream words
+    out: list           # output stream words, the extra ones (after the answers) included
     cycles: int         # testbench cycles from the first offered word to the last answer
     finished: bool      # False if the macro did not answer within the job's max_cycles
+    extra: int = 0      # words the macro offered after the expected answers (0 unless wrong)
+    #: With a prefix: the streams at the reset, ``{"taken", "cycles", "out_blocked",
+    #: "in_stalled"}`` (see :meth:`pim_macro.tb.harness.player.TB.play`); ``None`` without one
+    #: (and over a serial line).
+    reset: dict = None
 
 
 def _hw_digest():

@@ -191,7 +191,7 @@ def compare(words, out, config, *, arch="pim", where=""):
 
     Responses are compared one by one; counters only where the model is exact (not time)."""
     expected = asm.parse_responses(GoldenMacro(config, arch=arch).run(words))
-    actual = asm.parse_responses(out)
+    actual = _parse(out, where)
     assert len(actual) == len(expected), (
         f"{where}: the macro answered {len(actual)} commands, the golden model {len(expected)}")
     for i, (got, exp) in enumerate(zip(actual, expected)):
@@ -213,6 +213,15 @@ def compare(words, out, config, *, arch="pim", where=""):
     return actual
 
 
+def _parse(out, where):
+    """The DUT's responses; a stream that ends inside one (a missing or an extra word) fails
+    the comparison like any other difference."""
+    try:
+        return asm.parse_responses(out)
+    except ValueError as exc:
+        raise AssertionError(f"{where}: {exc}") from None
+
+
 def compare_timing(words, out, config, *, arch="pim", where=""):
     """Assert that every ``READ_COUNTERS`` after a clearing one reports exactly the counters
     (``CYCLES`` and the stalls included) that :mod:`pim_macro.sw.models.cycle_model` predicts. Valid
@@ -220,7 +229,7 @@ def compare_timing(words, out, config, *, arch="pim", where=""):
     compared."""
     model = CycleModel(config, arch=arch)
     expected = asm.parse_responses(model.run(words))
-    actual = asm.parse_responses(out)
+    actual = _parse(out, where)
     assert len(actual) == len(expected), f"{where}: response counts differ"
     for i in model.timed:
         got, exp = actual[i].counters(), expected[i].counters()

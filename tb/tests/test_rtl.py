@@ -32,6 +32,7 @@ def test_macro(name, fabric, arch, sim):
     jobs, checks = [], []
 
     def add(job, check):
+        """``check(out)``, or ``check(out, result)`` for one that reads more of the result."""
         jobs.append(job)
         checks.append(check)
 
@@ -86,21 +87,52 @@ def test_macro(name, fabric, arch, sim):
         add(Job(program.words, idle=idle, backpressure=bp, seed=4), check_gemv)
 
     # Reset in the middle of a load, of a MATVEC and of an output blocked by backpressure: the
-    # next program (which rewrites every memory first) must run as on a fresh macro.
+    # next program (which rewrites every memory first) must run as on a fresh macro. But for
+    # the first, the prefixes play with the sink holding `ready` low, so the answers back up;
+    # the reset comes after a number of words taken or of cycles, whichever first, and the
+    # player reports what the streams were doing then, which each case checks (`at_reset`).
     victim = random_program(config, 99, init=False)
-    busy = (init_program(config, np.random.default_rng(5))
-            + asm.encode_matvec(0, 0, config.depth) + asm.encode_emit_raw(config.lanes) * 4
-            + asm.encode_status())
+    init = init_program(config, np.random.default_rng(5))
+    loads = asm.frame_program(init, config)
+    matvec = init + asm.encode_matvec(0, 0, config.depth)
+    busy = matvec + asm.encode_emit_raw(config.lanes) * 4 + asm.encode_status()
     after = random_program(config, 100, commands=12)
-    for prefix, cut in ((victim, len(victim) // 2), (busy, len(busy) - 10), (busy, len(busy))):
-        add(Job(after, prefix=prefix, reset_after=cut, backpressure=0.7, seed=3),
-            lambda out: compare(after, out, config, arch=arch, where="after reset"))
+    # STATUS waits for the output FIFO to empty, which it never does while the sink refuses:
+    # the EMIT_RAW behind it is never taken, and the input stalls.
+    stuck = busy + asm.encode_emit_raw(config.lanes)
+    # A random program, reset half-way with the sink taking everything (as a host that stops
+    # in the middle of a command).
+    add(Job(after, prefix=victim, reset_after=len(victim) // 2, backpressure=0.7, seed=3),
+        lambda out: compare(after, out, config, arch=arch, where="after reset"))
+    resets = [
+        # inside the first load's payload (the weights), its status waiting in the output
+        (busy, loads[0][2] // 2, None,
+         lambda s: s["out_blocked"] and s["taken"] == loads[0][2] // 2),
+        # half-way through a MATVEC over every row (each load takes a cycle per word)
+        (matvec, len(matvec) + 1, len(matvec) + config.depth // 2,
+         lambda s: s["out_blocked"] and s["taken"] == len(matvec)),
+        # everything answered but blocked: the output engine stopped mid-EMIT, STATUS waiting,
+        # the source offering the next header in vain
+        (stuck, len(stuck), len(busy) + 2 * config.depth * config.beats_per_row + 200,
+         lambda s: s["out_blocked"] and s["in_stalled"] and s["taken"] == len(busy)),
+    ]
+    for prefix, cut, cycles, at_reset in resets:
+        def check_reset(out, result, at_reset=at_reset, cut=cut):
+            assert at_reset(result.reset), (
+                f"reset after {cut} words: the streams at the reset were {result.reset}")
+            compare(after, out, config, arch=arch, where="after reset")
+        check_reset.wants_result = True
+        add(Job(after, prefix=prefix, reset_after=cut, reset_cycles=cycles, prefix_blocked=True,
+                backpressure=0.7, seed=3), check_reset)
 
     results = run_rtl(jobs, config, sim=sim, arch=arch, fabric=fabric)
     assert len(results) == len(jobs)
     for i, (result, check) in enumerate(zip(results, checks)):
         assert result.finished, f"job {i} did not finish within {jobs[i].max_cycles} cycles"
-        check(result.out)
+        if getattr(check, "wants_result", False):
+            check(result.out, result)
+        else:
+            check(result.out)
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
