@@ -6,10 +6,10 @@ check ``end <= act_depth`` passes, and the macro runs a MATVEC of tens of thousa
 activations it was never given. The decoder's ends are 19 bits wide (``hi_rows_span`` in
 ``hw/decoder.py``); these streams fail if they are narrowed back to 17.
 
-Cost in ``make test``: the builds of two configurations with the largest memories (``depth``
-49153 and 65536: about 200k and 350k lines of Verilog, most of them memory initialisation), about
-40-60 s of Verilator C++ and 20-30 s of Icarus each, cold; the ``max`` one is shared with
-``test_fuzz.py``. The runs themselves take a few seconds.
+Cost in ``make test``: the builds of the configuration with the largest memories (``max``,
+``depth`` 65536: about 350k lines of Verilog, most of them memory initialisation), about 60 s of
+Verilator C++ and 30 s of Icarus per architecture, cold, shared with ``test_fuzz.py``. The runs
+themselves take a few seconds.
 """
 
 import numpy as np
@@ -82,9 +82,12 @@ def _jobs(config, streams):
     return programs, [Job(words, max_cycles=400_000) for words in programs]
 
 
+# On the RTL, both streams run on ``max`` (whose builds test_fuzz shares); ``d49153`` would cost
+# four more cold builds of a 200k-line design for a stream ``max`` runs already (its decoder
+# verdict at that configuration is in test_decoder.py, and `make fuzz --configs` can take it).
 @pytest.mark.parametrize("sim", SIMULATORS)
 @pytest.mark.parametrize("arch", ARCHES)
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", ["max"])
 def test_fault1_streams(name, arch, sim):
     config, streams = CASES[name]
     programs, jobs = _jobs(config, streams)
