@@ -10,5 +10,6 @@ __all__ = ["Proof", "Result", "run", "all_proofs"]
 
 def all_proofs():
     """Every proof of ``make formal``."""
-    from . import decoder, fifo
-    return [*decoder.PROOFS, *fifo.PROOFS]
+    from . import decoder, fifo, scoreboard, output_engine, macro
+    return [*decoder.PROOFS, *fifo.PROOFS, *scoreboard.PROOFS, *output_engine.PROOFS,
+            *macro.PROOFS]

@@ -45,7 +45,7 @@ def main(argv=None):
         print(f"pim: error: {error}", file=sys.stderr)
         return 2
     header = f"{'proof':22} {'configuration':24} {'mode':18} {'result':8} {'seconds':>8}"
-    print(header)
+    print(header, flush=True)
     print("-" * len(header))
     start = time.monotonic()
     failed = []

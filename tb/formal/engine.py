@@ -28,8 +28,8 @@ from amaranth.back import rtlil
 from pim_macro.sw.paths import BUILD_ROOT
 
 
-__all__ = ["Proof", "Result", "run", "find_signal", "FORMAL_ROOT", "SOLVER", "TOOLS",
-           "FormalToolError"]
+__all__ = ["Proof", "Result", "run", "find_signal", "trace_values", "FORMAL_ROOT", "SOLVER",
+           "TOOLS", "FormalToolError"]
 
 
 #: Where every proof writes its RTLIL, its .sby script and SymbiYosys's work folder.
@@ -70,13 +70,15 @@ class Proof:
 @dataclass
 class Result:
     """How a proof ended: ``status`` is ``PASS``, ``FAIL``, ``UNKNOWN``, ``TIMEOUT`` or
-    ``ERROR``; ``trace`` a counterexample (or, for a cover that was not reached, None) and
-    ``detail`` SymbiYosys's summary lines about what failed."""
+    ``ERROR``; ``trace`` a counterexample (for a cover: the last trace written), ``detail``
+    SymbiYosys's summary lines about what failed, ``covers`` the covers reached ("message" step
+    N), each check named by its message."""
     proof: Proof
     status: str
     seconds: float
     trace: Path = None
     detail: list = field(default_factory=list)
+    covers: list = field(default_factory=list)
 
     @property
     def passed(self):
@@ -159,7 +161,19 @@ def run(proof, root=None):
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     seconds = time.monotonic() - start
     (folder / "sby.log").write_text(done.stdout + done.stderr)
-    return _result(proof, done.returncode, done.stdout + done.stderr, work, seconds)
+    log = _named(done.stdout + done.stderr, (folder / "top.il").read_text())
+    return _result(proof, done.returncode, log, work, seconds)
+
+
+def _named(log, il):
+    """``log`` with SymbiYosys's names of the checks (``top._witness_.check_42 at file:line``)
+    replaced by their messages (the Amaranth ``Assert``'s second argument, kept in the RTLIL)."""
+    messages = dict(re.findall(r'cell \$check \$(\d+)\n\s+parameter \\FORMAT "(.*)"', il))
+
+    def name(match):
+        message = messages.get(match.group(1))
+        return f'"{message}"' if message else match.group(0)
+    return re.sub(r"\S*_witness_\.check_(\d+)(?: at \S+)?", name, log)
 
 
 def _result(proof, returncode, log, work, seconds):
@@ -178,9 +192,48 @@ def _result(proof, returncode, log, work, seconds):
             break
     if status == "PASS" and proof.mode != "cover":
         trace = None
-    detail = [line.split("summary: ", 1)[1] for line in log.splitlines()
-              if "summary:" in line and re.search(r"failed|unreached|counterexample|"
-                                                  r"FAIL|timeout|Unreached", line)]
+    summary = [line.split("summary: ", 1)[1].strip() for line in log.splitlines()
+               if "summary: " in line]
+    detail = [line for line in summary
+              if re.search(r"failed|unreached|counterexample|FAIL|timeout", line)]
+    covers = [line.split("reached cover statement ", 1)[1] for line in summary
+              if line.startswith("reached cover statement")]
     if status == "ERROR":
         detail += [line for line in log.splitlines() if "ERROR" in line][-5:]
-    return Result(proof, status, seconds, trace, detail)
+    return Result(proof, status, seconds, trace, detail, covers)
+
+
+def trace_values(vcd, names):
+    """The values of the signals ``names`` (``"h_word"`` for one of the harness's own,
+    ``"dut.error"`` for one inside its ``dut``) in each step of a SymbiYosys VCD trace: a list
+    of ``{name: int}``, one per clock cycle (a bit that is ``x`` reads as 0)."""
+    ids, values, steps, scope, time_now = {}, {}, [], [], None
+    for line in Path(vcd).read_text().splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "$scope":
+            scope.append(words[2])
+        elif words[0] == "$upscope":
+            scope.pop()
+        elif words[0] == "$var":
+            name = ".".join([*scope[1:], words[4]])
+            if name in names:
+                ids.setdefault(words[3], []).append(name)
+        elif words[0].startswith("#"):
+            if time_now is not None:
+                steps.append((time_now, dict(values)))
+            time_now = int(words[0][1:])
+        elif words[0][0] == "b" and len(words) == 2 and words[1] in ids:
+            for name in ids[words[1]]:
+                values[name] = int(words[0][1:].replace("x", "0").replace("z", "0"), 2)
+        elif words[0][0] in "01xz" and words[0][1:] in ids:
+            for name in ids[words[0][1:]]:
+                values[name] = int(words[0][0] == "1")
+    if time_now is not None:
+        steps.append((time_now, dict(values)))
+    # SymbiYosys writes a step as several time points (clock low and high): keep one per step.
+    per_step = {}
+    for time_point, step_values in steps:
+        per_step.setdefault(time_point // 10, step_values)
+    return [per_step[k] for k in sorted(per_step)]
