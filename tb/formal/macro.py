@@ -14,7 +14,10 @@ count says), and keeps its own queue of the commands not yet answered.
   so far owe one (a status word each, then the data words of an OK one, by the specification);
 * every status word answers the oldest command not yet answered: its opcode, its error code
   (the specification's verdict on the words the harness took) and its count;
-* neither internal FIFO is written while full (nothing is dropped on the way out).
+* neither internal FIFO is written while full (nothing is dropped on the way out);
+* a failed command executes nothing: a weight, bias or activation write of a load, an operation
+  for the MAC engine or a queued write-back happens only for a command the specification
+  passed.
 
 ``macro-cover`` (``cover``): every state of the controller's FSM is reached, and every
 :class:`~pim_macro.hw.isa.Error` code leaves the macro in a status word.
@@ -30,7 +33,7 @@ from pim_macro.hw.isa import STREAM_BITS, Error, Header, Status, MacroConfig
 from pim_macro.hw.macro import Macro
 
 from .decoder import specification, _args_of
-from .engine import Proof
+from .engine import Proof, find_signal
 
 
 __all__ = ["MacroHarness", "PROOFS", "CONFIG"]
@@ -142,6 +145,21 @@ class MacroHarness(Elaboratable):
                            "the status word of the oldest command not yet answered"),
                 ]
             m.d.comb += Assert(queued <= QUEUE, "the harness's queue is deep enough")
+            # A failed command executes nothing: every write of a load, every operation handed
+            # to the MAC engine and every write-back queued belongs to the last command taken,
+            # and happens only when the specification said OK.
+            engine = macro._named_submodules["mac_engine"][0]
+            bias_mem = macro._named_submodules["bias_mem"][0]
+            writebacks = macro._named_submodules["writebacks"][0]
+            last_ok = Signal()
+            with m.If(complete):
+                m.d.sync += last_ok.eq(ok)
+            for name, strobe in [("weight write", engine.write.en),
+                                 ("bias write", bias_mem.write.en),
+                                 ("activation load", find_signal(macro, "load_act_en").any()),
+                                 ("MAC engine operation", engine.ops.valid),
+                                 ("write-back queued", writebacks.add)]:
+                m.d.comb += Assert(~strobe | last_ok, f"{name} only for a command that passed")
             for name in ("out_fifo", "responses"):
                 fifo = macro._named_submodules[name][0]
                 m.d.comb += Assert(~fifo.w_en | fifo.w_rdy, f"{name} never written while full")
