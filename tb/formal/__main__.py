@@ -7,6 +7,7 @@ seconds. Each proof's files are in ``build/formal/<name>/`` (``top.il``, ``<name
 """
 
 import argparse
+import re
 import sys
 import time
 
@@ -57,6 +58,10 @@ def main(argv=None):
             return 2
         print(f"{proof.name:22} {proof.config:24} {proof.mode_label:18} {result.status:8} "
               f"{result.seconds:8.1f}", flush=True)
+        if result.covers:
+            steps = [int(m) for m in re.findall(r"step (\d+)", " ".join(result.covers))]
+            print(f"  {len(result.covers)} covers reached, the last at cycle "
+                  f"{max(steps, default=0)}", flush=True)
         if not result.passed:
             failed.append(result)
     print(f"{len(chosen)} proofs, {len(chosen) - len(failed)} passed, "

@@ -194,10 +194,16 @@ def _result(proof, returncode, log, work, seconds):
         trace = None
     summary = [line.split("summary: ", 1)[1].strip() for line in log.splitlines()
                if "summary: " in line]
-    detail = [line for line in summary
-              if re.search(r"failed|unreached|counterexample|FAIL|timeout", line)]
-    covers = [line.split("reached cover statement ", 1)[1] for line in summary
-              if line.startswith("reached cover statement")]
+    detail, unreached = [], False
+    for line in summary:
+        if re.search(r"failed|unreached|counterexample|FAIL|timeout", line):
+            detail.append(line)
+        elif unreached and line.startswith('"'):
+            detail.append(f"unreached {line}")
+        unreached = line.startswith("unreached cover statements") or \
+            unreached and line.startswith('"')
+    covers = [f"{message} step {step}" for step, message in
+              re.findall(r'Reached cover statement in step (\d+) at .*?("[^"]*")', log)]
     if status == "ERROR":
         detail += [line for line in log.splitlines() if "ERROR" in line][-5:]
     return Result(proof, status, seconds, trace, detail, covers)

