@@ -27,7 +27,7 @@ from pim_macro.hw.isa import (STREAM_BITS, REQUANT_SHIFT_MAX, Opcode, Flag, Erro
 from .engine import Proof
 
 
-__all__ = ["specification", "DecoderHarness", "CONFIGS", "PROOFS", "decoder_proof"]
+__all__ = ["specification", "args_of", "DecoderHarness", "CONFIGS", "PROOFS", "decoder_proof"]
 
 
 #: Bits of every sum and product below: the largest is ``act + count * R``, below 2 ** 19, and
@@ -84,7 +84,7 @@ def specification(m, config, header, arg0, arg1):
     quant = QuantArg(arg1)
     quant_bad = (quant.reserved != 0) | (quant.shift > REQUANT_SHIFT_MAX)
 
-    m.d.comb += verdict_default(error, payload, response, args, barrier)
+    m.d.comb += _no_words(payload, response, args, barrier)
     with m.Switch(hdr.opcode):
         with m.Case(Opcode.WRITE_WEIGHTS):
             a = RowArg(arg0)
@@ -154,12 +154,12 @@ def specification(m, config, header, arg0, arg1):
             "barrier": barrier}
 
 
-def verdict_default(error, payload, response, args, barrier):
+def _no_words(payload, response, args, barrier):
     """Nothing to pay or answer unless an opcode's case says so."""
     return [payload.eq(0), response.eq(0), args.eq(0), barrier.eq(0)]
 
 
-def _args_of(m, word):
+def args_of(m, word):
     """Argument words after the header ``word`` (README table: none for READ_COUNTERS and
     STATUS, two for EMIT_INT8 and WRITEBACK, one for the others, none for an unknown opcode)."""
     n = Signal(2, name="spec_word_args")
@@ -218,7 +218,7 @@ class DecoderHarness(Elaboratable):
             Assert(dut.status.count == Mux(ok, spec["response"], 0), "status count"),
             Assert(~ok | (dut.data_words == spec["response"]), "data words of an OK status"),
             Assert(dut.payload == spec["payload"], "payload words"),
-            Assert(dut.word_args == _args_of(m, self.word), "argument words of a header"),
+            Assert(dut.word_args == args_of(m, self.word), "argument words of a header"),
             Assert(dut.has_arg1 == (spec["args"] == 2), "second argument"),
             Assert(dut.barrier == spec["barrier"], "barrier"),
         ]

@@ -32,7 +32,7 @@ from amaranth.hdl import Assert, Assume, Cover
 from pim_macro.hw.isa import STREAM_BITS, Error, Header, Status, MacroConfig
 from pim_macro.hw.macro import Macro
 
-from .decoder import specification, _args_of
+from .decoder import specification, args_of
 from .engine import Proof, find_signal
 
 
@@ -84,7 +84,7 @@ class MacroHarness(Elaboratable):
         a0_now = Mux(phase == 0, 0, Mux(taken & (phase == 1), i.payload, arg0))
         a1_now = Mux(phase == 0, 0, Mux(taken & (phase == 2), i.payload, arg1))
         spec = specification(m, cfg, h_now, a0_now, a1_now)
-        n_args = _args_of(m, i.payload)
+        n_args = args_of(m, i.payload)
         complete = Signal()                 # this cycle's word completes a command
         with m.If(taken):
             with m.Switch(phase):
