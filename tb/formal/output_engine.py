@@ -1,5 +1,5 @@
-"""The output engine (:class:`pim_macro.hw.output_engine.OutputEngine`), bounded: every response
-gets exactly its words, and none is pushed into a full output FIFO.
+"""The output engine (:class:`pim_macro.hw.output_engine.OutputEngine`): every response gets
+exactly its words (bounded), and none is pushed into a full output FIFO (unbounded).
 
 The environment is the macro's: the response queue keeps the stream rule (a response offered and
 not taken is offered again, unchanged); the responses are such as the controller queues (an
@@ -16,6 +16,10 @@ are free values.
 * whenever the engine is idle, every response taken has had all its words, and every
   ``WRITEBACK`` its ``writeback_done``;
 * a response's first word is its status word.
+
+``oe-room-*`` (``prove``): the first of these, unbounded, with the invariant that makes it
+inductive (the FIFO's level plus the groups in the engine's pipeline never exceed its depth, and
+no group is in flight while the engine waits for a response).
 """
 
 from amaranth import *
@@ -24,7 +28,7 @@ from amaranth.hdl import Assert, Assume
 from pim_macro.hw.isa import MacroConfig
 from pim_macro.hw.output_engine import OutputEngine, ResponseKind, OUT_FIFO_DEPTH, Response
 
-from .engine import Proof
+from .engine import Proof, find_signal
 
 
 __all__ = ["OutputEngineHarness", "PROOFS"]
@@ -39,9 +43,10 @@ CUT_MULTIPLIERS = ("cutpoint top.dut.requant*/t:$mul",)
 class OutputEngineHarness(Elaboratable):
     """An :class:`OutputEngine` of ``config`` under the macro's environment."""
 
-    def __init__(self, config):
-        self.config = config
+    def __init__(self, config, *, room_only=False):
+        self.config, self.room_only = config, room_only
         self.dut = OutputEngine(config)
+        self.dut._MustUse__silence = True   # elaborated by hand below, to reach its pipeline
         self.r_valid, self.r_payload = Signal(), Signal(Response)
         self.full, self.pop = Signal(), Signal()
         self.acc = Signal(len(self.dut.captured.acc.as_value()))
@@ -52,7 +57,9 @@ class OutputEngineHarness(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = ClockDomain("sync", reset_less=True)
-        m.submodules.dut = dut = self.dut
+        dut = self.dut
+        engine = dut.elaborate(platform)
+        m.submodules.dut = engine
         lanes = self.config.lanes
         responses, head = dut.responses, self.r_payload
         m.d.comb += [responses.valid.eq(self.r_valid), responses.payload.eq(head),
@@ -90,8 +97,21 @@ class OutputEngineHarness(Elaboratable):
         m.d.sync += [owed.eq(owed + Mux(taken, words, 0)), pushed.eq(pushed + dut.out.en),
                      writebacks.eq(writebacks + (taken & (head.kind == ResponseKind.WRITEBACK))),
                      written.eq(written + dut.writeback_done)]
+        m.d.comb += Assert(~dut.out.en | dut.out.rdy, "never a push into a full FIFO")
+        if self.room_only:
+            # The invariant that makes it inductive: every group in the pipeline has its room
+            # (it pushes at most one word), and none is in flight while the engine waits for
+            # a response.
+            stage_valid = find_signal(engine, "stage_valid")
+            fsm = engine._generated["out"]
+            waiting = fsm._data["signal"] == fsm.encoding["IDLE"]
+            in_flight = sum(stage_valid[k] for k in range(len(stage_valid)))
+            m.d.comb += [
+                Assert(level + in_flight <= OUT_FIFO_DEPTH, "room for every group in flight"),
+                Assert(~waiting | (stage_valid == 0), "no group in flight while waiting"),
+            ]
+            return m
         m.d.comb += [
-            Assert(~dut.out.en | dut.out.rdy, "never a push into a full FIFO"),
             Assert(pushed + dut.out.en <= owed + Mux(taken, words, 0),
                    "no word without a response behind it"),
             Assert(~dut.idle | (pushed == owed), "idle: every response had all its words"),
@@ -111,4 +131,12 @@ def _proof(requantizers, depth):
                  "bmc", depth, CUT_MULTIPLIERS)
 
 
-PROOFS = [_proof(q, 30) for q in (1, 2, 4)]
+def _room_proof(requantizers):
+    config = MacroConfig(lanes=4, rows_per_cycle=1, depth=1, act_depth=4, bias_depth=1,
+                         requantizers=requantizers)
+    return Proof(f"oe-room-q{requantizers}", config.tag(), "output engine: never a push into a "
+                 "full FIFO, unbounded", lambda: OutputEngineHarness(config, room_only=True),
+                 "prove", 3, CUT_MULTIPLIERS)
+
+
+PROOFS = [*(_proof(q, 30) for q in (1, 2, 4)), *(_room_proof(q) for q in (1, 2, 4))]
