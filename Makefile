@@ -41,7 +41,7 @@ help:
 	@echo "                (pim_macro.sw.fpga.synth; BOARD=icebreaker|ulx3s ARCH=pim|baseline CONFIG=<name>"
 	@echo "                builds a subset)"
 	@echo "make formal     formal proofs (SymbiYosys + Yices): decoder vs the ISA, FIFOs,"
-	@echo "                scoreboard, output engine, macro streams and covers, ~6 min"
+	@echo "                scoreboard, output engine, macro streams and covers, 6-8 min"
 	@echo "                (pim_macro.tb.formal; TEST='decoder fifo-out' runs a subset)"
 	@echo "make constraints  rewrite constraints/*.pcf|lpf from the amaranth-boards platforms"
 	@echo "make clean      remove build outputs and caches (keeps the venv)"
