@@ -28,7 +28,8 @@ export PATH   = $(VENV_BIN):$(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(SYS_PATH)
 unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test lint sim fuzz demo spill waves synth constraints clean distclean env-check
+.PHONY: help deps venv test lint sim fuzz formal demo spill waves synth constraints clean distclean
+.PHONY: env-check
 
 # help: list the targets
 help:
@@ -47,6 +48,9 @@ help:
 	@echo "make synth      FPGA bitstreams + Fmax/utilization report, every board x arch x config"
 	@echo "                (pim_macro.sw.fpga.synth; BOARD=icebreaker|ulx3s ARCH=pim|baseline CONFIG=<name>"
 	@echo "                builds a subset)"
+	@echo "make formal     formal proofs (SymbiYosys + Yices): decoder vs the ISA, FIFOs,"
+	@echo "                scoreboard, output engine, macro streams and covers, 6-8 min"
+	@echo "                (pim_macro.tb.formal; TEST='decoder fifo-out' runs a subset)"
 	@echo "make constraints  rewrite constraints/*.pcf|lpf from the amaranth-boards platforms"
 	@echo "make clean      remove build outputs and caches (keeps the venv)"
 	@echo "make distclean  clean, and remove the venv"
@@ -96,6 +100,10 @@ waves: venv
 synth: venv
 	$(PY) -m pim_macro.sw.fpga.synth $(if $(BOARD),--board $(BOARD)) $(if $(ARCH),--arch $(ARCH)) \
 	  $(if $(CONFIG),--config $(CONFIG),--all-configs)
+
+# formal: the proofs of pim_macro.tb.formal, with their table (files in build/formal/<name>/)
+formal: venv
+	$(PY) -m pim_macro.tb.formal $(TEST)
 
 # constraints: the pin files, generated from the board definitions (tests check them)
 constraints: venv
