@@ -32,8 +32,10 @@ class ScoreboardHarness(Elaboratable):
         self.dut = WritebackScoreboard(slots=slots)
         self.dut._MustUse__silence = True   # elaborated by hand below, to reach its count
         self.add, self.done, self.pick = Signal(), Signal(), Signal()
-        self.add_lo, self.add_hi = Signal(16), Signal(17)
-        self.check_lo, self.check_hi = Signal(16), Signal(19)
+        # The widths of the scoreboard's own ports (a span's start, its end, a check's end).
+        add, check = self.dut.add_span, self.dut.check
+        self.add_lo, self.add_hi = Signal(len(add.lo)), Signal(len(add.hi))
+        self.check_lo, self.check_hi = Signal(len(check.lo)), Signal(len(check.hi))
         self.ports = [self.add, self.done, self.pick, self.add_lo, self.add_hi, self.check_lo,
                       self.check_hi]
 
@@ -61,7 +63,7 @@ class ScoreboardHarness(Elaboratable):
         # ---- One write-back followed from its add to its finish ---------------------------
         state = Signal(2)                   # 0 not yet picked, 1 pending, 2 finished
         ahead = Signal(range(self.slots + 2))   # pending write-backs older than it
-        lo, hi = Signal(16), Signal(17)
+        lo, hi = Signal(len(self.add_lo)), Signal(len(self.add_hi))
         with m.Switch(state):
             with m.Case(0):
                 with m.If(self.add & self.pick):
