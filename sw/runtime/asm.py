@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from pim_macro.hw.isa import (
-    INT8_PER_WORD, OPCODES, STREAM_BITS, WORD_BYTES, Counter, Error, ErrorsWord, Flag, Header,
+    ARCHES, INT8_PER_WORD, ISA_VERSION, OPCODES, STREAM_BITS, WORD_BYTES, Counter, Error,
+    ErrorsWord, Flag, Header,
     MacroConfig, Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words, unpack,
 )
 
@@ -232,10 +233,38 @@ def parse_responses(words):
     return responses
 
 
+def _raw_field(layout, name, word):
+    """The raw bits of field ``name`` of ``word`` (an enum field's too, member or not); a
+    ``ValueError`` for a word wider than the layout."""
+    word = int(word)
+    if not 0 <= word < (1 << layout.size):
+        raise ValueError(f"a {layout.size}-bit word must be 0 .. {(1 << layout.size) - 1}, "
+                         f"not {word}")
+    field = layout[name]
+    return (word >> field.offset) & ((1 << field.width) - 1)
+
+
 def decode_status_words(data):
-    """The data of a ``STATUS`` response as a dict (last error, version, config)."""
-    errors = unpack(ErrorsWord, data[StatusWord.ERRORS.value])
-    shape = unpack(ShapeWord, data[StatusWord.SHAPE.value])
+    """The data of a ``STATUS`` response (``len(StatusWord)`` words) as a dict: ``last_error``
+    (an :class:`Error`), ``isa_version``, ``error_count``, the configuration fields and ``arch``
+    (an index into :data:`pim_macro.hw.isa.ARCHES`). Raises ``ValueError`` (naming the word)
+    for another number of words or a word that does not hold an ISA value where one must be (an
+    error code no :class:`Error` has, an architecture not in ``ARCHES``: line noise)."""
+    data = [int(w) for w in data]
+    if len(data) != len(StatusWord):
+        raise ValueError(f"STATUS data is {len(data)} words, not the {len(StatusWord)} of ISA "
+                         f"version {ISA_VERSION}")
+    errors_word, shape_word = data[StatusWord.ERRORS.value], data[StatusWord.SHAPE.value]
+    last_error = _raw_field(ErrorsWord, "last_error", errors_word)
+    if last_error not in {e.value for e in Error}:
+        raise ValueError(f"ERRORS data word {errors_word:#010x} holds error code {last_error}, "
+                         f"none of the ISA's")
+    arch = _raw_field(ShapeWord, "arch", shape_word)
+    if arch >= len(ARCHES):
+        raise ValueError(f"SHAPE data word {shape_word:#010x} holds architecture {arch}, none "
+                         f"of {', '.join(ARCHES)}")
+    errors = unpack(ErrorsWord, errors_word)
+    shape = unpack(ShapeWord, shape_word)
     return {
         "last_error": errors.last_error,
         "isa_version": errors.isa_version,
