@@ -32,14 +32,17 @@ usage or input, missing simulator, a build folder, ``PIM_BUILD``, that cannot be
 simulation itself failed, or the board misbehaved: see :mod:`pim_macro.sw.runtime.board_link`;
 or stdout could not be written, a full disk). A closed stdout (``pim run ... | head -1``) ends
 the tool quietly with exit code 141, what the shell reports for a process SIGPIPE ends.
-``--board`` takes the place of the configuration options: giving both is an error. Every file the tool reads is checked: a missing,
-unreadable, empty, cut, pickled or otherwise malformed file, a directory, an array of the wrong
-type or shape, or an array given for a model, is such a one-line error, never a traceback.
+``--board`` takes the place of the configuration options: giving both is an error.
+
+Every file the tool reads is checked: a missing, unreadable, empty, cut, pickled or otherwise
+malformed file, a directory, an array of the wrong type or shape, or an array given for a model,
+is such a one-line error, never a traceback.
 ``--out`` writes exactly the path given (``np.save`` would append ``.npy``), through a temporary
 file in the same folder renamed over it (a write that fails, a full disk, leaves the old file
 as it was), and refuses a directory or a folder it cannot create files in before anything runs.
 A program file (``pim run``) is read up to :data:`pim_macro.sw.runtime.asm.PROGRAM_BYTES_MAX`
-bytes (256 MiB) and no further than its first NUL byte. With ``--json`` the only thing on stdout is one JSON object.
+bytes (256 MiB) and no further than its first NUL byte. With ``--json`` the only thing on stdout
+is one JSON object.
 """
 
 import argparse

@@ -373,9 +373,10 @@ def parse_program_text(text, source="program"):
     bad = _BAD_CHAR.search(text)
     if bad:
         number = text.count("\n", 0, bad.start()) + 1
-        raise ValueError(f"{source} line {number}: character U+{ord(bad.group()[0]):04X} (a "
-                         f"control character) is not allowed in a program (one hex word per "
-                         f"line)")
+        code = ord(bad.group()[0])
+        kind = "a Unicode line separator" if code > 0xFF else "a control character"
+        raise ValueError(f"{source} line {number}: character U+{code:04X} ({kind}) is not "
+                         f"allowed in a program (one hex word per line)")
     words, lines = [], []
     for number, line in enumerate(text.split("\n"), start=1):
         token = line.split("#", 1)[0].strip(" \t\r")
@@ -386,7 +387,7 @@ def parse_program_text(text, source="program"):
                              f"32-bit word per line, 0x optional, # for comments)")
         value = int(token, 16)
         if value > _WORD_MASK:
-            raise ValueError(f"{source} line {number}: {_shown(token)!r} does not fit in "
+            raise ValueError(f"{source} line {number}: {_shown(token)} does not fit in "
                              f"{STREAM_BITS} bits")
         words.append(value)
         lines.append(number)

@@ -21,7 +21,8 @@ from pim_macro.hw.isa import MacroConfig
 from pim_macro.sw.paths import BUILD_ROOT, HW_DIR
 
 
-__all__ = ["SIMULATORS", "Job", "JobResult", "SimulatorMissing", "BuildFolderError", "run_rtl", "verilog_for",
+__all__ = ["SIMULATORS", "Job", "JobResult", "SimulatorMissing", "BuildFolderError", "run_rtl",
+           "verilog_for",
            "HDL_TOPLEVEL", "TOPS"]
 
 

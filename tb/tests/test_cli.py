@@ -126,10 +126,16 @@ def test_json_with_out_omits_output(files):
 
 
 def test_defaults_come_from_macro_config():
-    args = cli.build_parser().parse_args(["gemv", "--weights", "w", "--input", "x"])
-    defaults = MacroConfig().as_dict()
-    assert {name: getattr(args, name) for name in defaults} == defaults, \
+    """The options left out take MacroConfig's defaults (the parser keeps them None, so that
+    --board can tell the options given), and the help states them."""
+    parser = cli.build_parser()
+    args = parser.parse_args(["gemv", "--weights", "w", "--input", "x"])
+    assert cli._config(args) == MacroConfig(), \
         "configuration options should default to MacroConfig's defaults"
+    help_text = " ".join(parser.commands["gemv"].format_help().split())
+    for name, value in MacroConfig().as_dict().items():
+        assert re.search(rf"--{name.replace('_', '-')} N .*?\(default: {value}\)", help_text), \
+            name
 
 
 def test_main_returns_exit_code(files, capsys):
@@ -713,7 +719,8 @@ BAD_PROGRAMS = {
     "prefix alone": ("0x\n", r"line 1: '0x' is not a hex word"),
     "decimal with a sign": ("+12\n", r"line 1: '\+12' is not a hex word"),
     "only comments": ("# nothing\n\n   \n", r"holds no words \(only comments and blank lines\)"),
-    "binary": (b"0x1\n\x00\xff\xfe\n", r"line 2: byte 0xff is not text \(UTF-8\)"),
+    "binary": (b"0x1\n\x00\xff\xfe\n", r"line 2: byte 0x00 is not text \(UTF-8\)"),
+    "not UTF-8": (b"0x1\n\xff\xfe\n", r"line 2: byte 0xff is not text \(UTF-8\)"),
 }
 
 
@@ -929,11 +936,12 @@ def test_unrecognized_arguments_point_to_the_commands_help(tmp_path, capsys):
 PROGRAM_TEXTS = {
     "form feed": (b"0x9\x0c\n0x9\nzz\n", r"line 1: character U\+000C \(a control character\)"),
     "vertical tab": (b"0x00000009\x0b0x00000009\n", r"line 1: character U\+000B"),
-    "line separator": ("0x9\u20280x9\n".encode(), r"line 1: character U\+2028"),
+    "line separator": ("0x9\u20280x9\n".encode(),
+                       r"line 1: character U\+2028 \(a Unicode line separator\)"),
     "next line": ("# \x85\n".encode(), r"line 1: character U\+0085"),
     "a lone carriage return": (b"0x9\r0x9\n", r"line 1: character U\+000D"),
     "a huge token": (b"# c\n0x" + b"f" * 100000 + b"\n",
-                     r"^pim: error: \S+ line 2: '0xfffffffffffffffffffffffffffffffffff\.\.\.' "
+                     r"^pim: error: \S+ line 2: 0xfffffffffffffffffffffffffffffffffff\.\.\. "
                      r"does not fit in 32 bits$"),
 }
 
