@@ -213,9 +213,13 @@ class BoardLink:
     def run(self, words, config: MacroConfig):
         """Send program ``words`` (framed for ``config``) and return the output words, once
         every command has answered. Each answer is checked as it arrives (see
-        :class:`_Command`). Raises :class:`BoardError` when the board answers something else,
-        more than was asked, stops for ``timeout`` seconds, takes longer than the deadline, or
-        the port fails."""
+        :class:`_Command`); after the last answer the link listens a quiet period more
+        (:data:`_QUIET_CHARS` character times at ``baud`` plus :data:`_QUIET_MARGIN` s, at most
+        ``timeout``: 0.1 s at 115200 baud) for bytes that should not come. Raises
+        :class:`BoardError` when the board answers something else, more than was asked (also
+        within the quiet period), stops for ``timeout`` seconds, takes no bytes (a write blocked
+        for ``timeout`` plus the line time of a :data:`_WRITE_CHUNK`-byte chunk), takes longer
+        than the deadline, or the port fails."""
         framed = asm.frame_program(words, config)
         commands = [_Command(i, words, first, config) for i, (_, first, _) in enumerate(framed)]
         sizes = [WORD_BYTES * count for _, _, count in framed]

@@ -180,11 +180,13 @@ def _make_folder(directory):
 
 
 def _blocker(directory):
-    """The deepest existing ancestor of ``directory`` when it is no folder (a file in the way),
-    else ``directory`` itself: the path to show in the message."""
-    for parent in [directory, *directory.parents]:
+    """The folder on the way to ``directory`` that could not be made (the first missing one),
+    or the file in the way: the path to show in the message."""
+    missing = directory
+    for parent in directory.parents:
         if parent.exists():
-            return parent if not parent.is_dir() else directory
+            return parent if not parent.is_dir() else missing
+        missing = parent
     return directory
 
 
