@@ -509,6 +509,14 @@ def _decoded(response, header):
     the words themselves, as a dict for the JSON (empty when they mean nothing more)."""
     if not response.ok:
         return {}
+    try:
+        return _decode(response, header)
+    except ValueError as exc:       # a back end's answer of the wrong size, a board's noise
+        raise _Error(f"the answer to {Opcode(response.opcode).name} does not decode: {exc}",
+                     EXIT_FAILED) from None
+
+
+def _decode(response, header):
     if response.opcode == Opcode.EMIT_RAW.value:
         return {"int32": response.int32().tolist()}
     if response.opcode == Opcode.EMIT_INT8.value:
@@ -517,13 +525,9 @@ def _decoded(response, header):
     if response.opcode == Opcode.READ_COUNTERS.value:
         return {"counters": response.counters()}
     if response.opcode == Opcode.STATUS.value:
-        try:
-            decoded = asm.decode_status_words(response.data)
-        except ValueError as exc:       # a board's line noise (the link checks it too)
-            raise _Error(f"the STATUS answer does not decode: {exc}", EXIT_FAILED) from None
-        status = {k: getattr(v, "name", v) for k, v in decoded.items()}
-        if status["arch"] < len(ARCHES):
-            status["arch"] = ARCHES[status["arch"]]
+        status = {k: getattr(v, "name", v)
+                  for k, v in asm.decode_status_words(response.data).items()}
+        status["arch"] = ARCHES[status["arch"]]      # decode_status_words checked it
         return {"status": status}
     return {}
 

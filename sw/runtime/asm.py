@@ -188,9 +188,13 @@ class Response:
         return self.error == Error.OK
 
     def counters(self):
-        """The data of a ``READ_COUNTERS`` response as ``{counter name: value}``."""
+        """The data of a ``READ_COUNTERS`` response as ``{counter name: value}``; a
+        ``ValueError`` for another response, or one of another number of words."""
         if self.opcode != Opcode.READ_COUNTERS.value:
             raise ValueError("not a READ_COUNTERS response")
+        if len(self.data) != len(Counter):
+            raise ValueError(f"READ_COUNTERS data is {len(self.data)} words, not "
+                             f"{len(Counter)}")
         return {c.name.lower(): self.data[c.value] for c in Counter}
 
     def int32(self):

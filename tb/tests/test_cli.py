@@ -807,16 +807,35 @@ def test_error_lines_carry_no_control_characters(tmp_path, capsys):
 
 # -- faults found by the tester (each a kind of input, kept as a test) ---------------------------
 
-def test_run_status_with_a_bad_data_word_is_one_line():
-    """A STATUS answer whose ERRORS word holds no ISA error code (a board's line noise): the
-    decode is a one-line error of the run (exit 1), not an enum's ValueError."""
-    from pim_macro.hw.isa import Error, Opcode, StatusWord, status_words
-    from pim_macro.sw.runtime.asm import Response, encode_status
+def _answers_that_do_not_decode():
+    from pim_macro.hw.isa import Opcode, StatusWord, status_words
+    from pim_macro.sw.runtime import asm
     data = status_words(MacroConfig(), "pim")
     data[StatusWord.ERRORS.value] |= 0x77
-    with pytest.raises(cli._Error, match=r"ERRORS data word 0x[0-9a-f]{8} holds error code "
-                                         r"119") as info:
-        cli._decoded(Response(Opcode.STATUS.value, Error.OK, data), encode_status()[0])
+    return {
+        "STATUS, ERRORS word with no ISA error code": (
+            Opcode.STATUS, data, asm.encode_status()[0],
+            r"ERRORS data word 0x[0-9a-f]{8} holds error code 119"),
+        "STATUS, too short": (Opcode.STATUS, data[:3], asm.encode_status()[0],
+                              r"STATUS data is 3 words, not the 7"),
+        "READ_COUNTERS, too short": (Opcode.READ_COUNTERS, [1, 2], asm.encode_read_counters()[0],
+                                     r"READ_COUNTERS data is 2 words"),
+        "EMIT_INT8, too short": (Opcode.EMIT_INT8, [1], asm.encode_emit_int8(8, mult=1,
+                                                                              shift=0)[0],
+                                 r"1 words hold fewer than 8 bytes"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_answers_that_do_not_decode()))
+def test_run_answers_that_do_not_decode_are_one_line(case):
+    """Data words that cannot mean what the command's response means (a board's line noise, a
+    back end's answer of the wrong size): a one-line error of the run (exit 1), not an enum's
+    ValueError or an IndexError."""
+    from pim_macro.hw.isa import Error
+    from pim_macro.sw.runtime.asm import Response
+    opcode, data, header, message = _answers_that_do_not_decode()[case]
+    with pytest.raises(cli._Error, match=message) as info:
+        cli._decoded(Response(opcode.value, Error.OK, data), header)
     assert info.value.code == 1
 
 
