@@ -28,21 +28,33 @@ inside a command plays the complete commands before it, prints their answers, th
 cut (file, line, command, what is missing) as an error.
 
 Every error is reported as one line ``pim: error: <message>`` on stderr with exit code 2 (bad
-usage or input, missing simulator) or 1 (the simulation itself failed, or the board misbehaved:
-see :mod:`pim_macro.sw.runtime.board_link`). Every file the tool reads is checked: a missing,
-unreadable, empty, cut, pickled or otherwise malformed file, a directory, an array of the wrong
-type or shape, or an array given for a model, is such a one-line error, never a traceback.
-``--out`` writes exactly the path given (``np.save`` would append ``.npy``) and refuses a
-directory before anything runs. With ``--json`` the only thing on stdout is one JSON object.
+usage or input, missing simulator, a build folder, ``PIM_BUILD``, that cannot be made) or 1 (the
+simulation itself failed, or the board misbehaved: see :mod:`pim_macro.sw.runtime.board_link`;
+or stdout could not be written, a full disk). A closed stdout (``pim run ... | head -1``) ends
+the tool quietly with exit code 141, what the shell reports for a process SIGPIPE ends.
+``--board`` takes the place of the configuration options: giving both is an error.
+
+Every file the tool reads is checked: a missing, unreadable, empty, cut, pickled or otherwise
+malformed file, a directory, an array of the wrong type or shape, or an array given for a model,
+is such a one-line error, never a traceback.
+``--out`` writes exactly the path given (``np.save`` would append ``.npy``), through a temporary
+file in the same folder renamed over it (a write that fails, a full disk, leaves the old file
+as it was), and refuses a directory or a folder it cannot create files in before anything runs.
+A program file (``pim run``) is read up to :data:`pim_macro.sw.runtime.asm.PROGRAM_BYTES_MAX`
+bytes (256 MiB) and no further than its first NUL byte. With ``--json`` the only thing on stdout
+is one JSON object.
 """
 
 import argparse
 import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
+import stat
 import sys
+import tempfile
 
 import numpy as np
 
@@ -63,17 +75,23 @@ __all__ = ["main", "build_parser"]
 
 
 PROG = "pim"
-#: Exit codes.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: Exit codes; EXIT_PIPE: stdout was closed (128 + SIGPIPE, as a shell reports a process that
+#: SIGPIPE ended: Python ignores the signal and gets EPIPE instead).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
 #: Loggers of the cocotb runner (named after the simulator classes) and of cocotb itself.
 _QUIET_LOGGERS = ("cocotb", "cocotb_tools", "Icarus", "Verilator")
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line, like every other ``pim`` error."""
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line ``pim: error: ... (see `PROG
+    --help`)`` and exit code 2, like every other ``pim`` error (the project's other command
+    lines use it too)."""
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
+
+
+_Parser = OneLineParser
 
 
 class _Error(Exception):
@@ -102,6 +120,7 @@ def _option(name):
 def build_parser():
     parser = _Parser(prog=PROG, description="Host tools of the PIM accelerator macro.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = commands.choices        # name -> its parser (for its usage errors)
 
     gemv = commands.add_parser(
         "gemv", help="matrix-vector product Y = X @ W.T (+ bias) on the macro",
@@ -204,13 +223,20 @@ def _run_options(command, *, results=True):
     defaults = MacroConfig()
     for f in dataclasses.fields(MacroConfig):
         default = getattr(defaults, f.name)
-        config.add_argument(_option(f.name), type=int, default=default, dest=f.name,
+        # None: not given (--board refuses the options; MacroConfig's default otherwise).
+        config.add_argument(_option(f.name), type=int, default=None, dest=f.name,
                             metavar="N", help=f"{_CONFIG_HELP.get(f.name, f.name)} "
                                                 f"(default: {default})")
 
 
 def _config(args):
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(MacroConfig)
+             if getattr(args, f.name) is not None}
     if getattr(args, "board", None):
+        if given:
+            raise _Error(f"--board {args.board} sets the macro configuration; drop "
+                         f"{' '.join(map(_option, given))} (see `{PROG} {args.command} "
+                         f"--help`)")
         name, _, config_name = args.board.partition(":")
         if name not in BOARDS:
             raise _Error(f"unknown board {name!r}; the boards are {', '.join(BOARDS)}")
@@ -219,8 +245,7 @@ def _config(args):
         except ValueError as exc:
             raise _Error(str(exc)) from None
     try:
-        return MacroConfig(**{f.name: getattr(args, f.name)
-                              for f in dataclasses.fields(MacroConfig)})
+        return MacroConfig(**given)
     except ValueError as exc:
         raise _Error(f"bad macro configuration: {exc}") from None
 
@@ -244,24 +269,72 @@ def _load_network(path):
 
 
 def _check_out(path):
-    """Refuse, before running anything, an ``--out`` that cannot be written: a directory, or a
-    path in a folder that does not exist."""
+    """Refuse, before running anything, an ``--out`` that cannot be written: a directory, a
+    path in a folder that does not exist or where no file can be created (tried: permissions
+    and read-only or special file systems alike), a file that is not writable."""
     if path is None:
         return
     if os.path.isdir(path):
         raise _Error(f"--out {path} is a directory; give a file name, e.g. "
                      f"{os.path.join(path, 'Y.npy')}")
-    folder = os.path.dirname(path) or "."
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target)
     if not os.path.isdir(folder):
-        raise _Error(f"cannot write {path}: folder {folder} does not exist")
+        raise _Error(f"cannot write {path}: folder {os.path.dirname(path) or '.'} does not "
+                     f"exist")
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        raise _Error(f"cannot write {path}: permission denied")
+    if _in_place(target):
+        return
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".pim-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _Error(f"cannot write {path}: {exc.strerror or exc} (in folder {folder})") \
+            from None
+
+
+def _in_place(target):
+    """Whether ``target`` is written in place: a device or a pipe (``/dev/stdout``), which
+    there is nothing to replace of; a regular file (or a new one) is replaced."""
+    try:
+        return not stat.S_ISREG(os.stat(target).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _save(path, write):
     """Write ``path`` exactly as named (``np.save`` and ``np.savez`` given a name would append
-    ``.npy`` or ``.npz`` to one without): ``write`` gets the open file."""
+    ``.npy`` or ``.npz`` to one without): ``write`` gets the open file. A regular file is
+    written as a temporary file in its folder, then renamed over the old one (that of a
+    symbolic link's target), so a write that fails (a full disk, the file size limit) leaves
+    the old file whole and no temporary behind."""
+    target = os.path.realpath(path)
     try:
-        with open(path, "wb") as f:
-            write(f)
+        if _in_place(target):
+            with open(target, "wb") as f:
+                write(f)
+            return
+        try:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        fd, temporary = tempfile.mkstemp(dir=os.path.dirname(target),
+                                         prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(temporary, mode)
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
     except OSError as exc:
         raise _Error(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -436,6 +509,14 @@ def _decoded(response, header):
     the words themselves, as a dict for the JSON (empty when they mean nothing more)."""
     if not response.ok:
         return {}
+    try:
+        return _decode(response, header)
+    except ValueError as exc:       # a back end's answer of the wrong size, a board's noise
+        raise _Error(f"the answer to {Opcode(response.opcode).name} does not decode: {exc}",
+                     EXIT_FAILED) from None
+
+
+def _decode(response, header):
     if response.opcode == Opcode.EMIT_RAW.value:
         return {"int32": response.int32().tolist()}
     if response.opcode == Opcode.EMIT_INT8.value:
@@ -446,8 +527,7 @@ def _decoded(response, header):
     if response.opcode == Opcode.STATUS.value:
         status = {k: getattr(v, "name", v)
                   for k, v in asm.decode_status_words(response.data).items()}
-        if status["arch"] < len(ARCHES):
-            status["arch"] = ARCHES[status["arch"]]
+        status["arch"] = ARCHES[status["arch"]]      # decode_status_words checked it
         return {"status": status}
     return {}
 
@@ -530,18 +610,47 @@ def _print_run(words, run, report):
 
 
 def main(argv=None):
-    """Entry point of the ``pim`` console script; returns the exit code."""
+    """Entry point of the ``pim`` console script; returns the exit code. What a command prints
+    is written to stdout when it ends (before its error line, if any): a stdout that fails is
+    one error line (exit 1), or, closed (a pipe into ``head``), a quiet exit 141."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:                   # the command's own usage line, not the top one
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    output = io.StringIO()
     try:
-        return args.handler(args)
+        with contextlib.redirect_stdout(output):
+            code = args.handler(args)
+        error = None
     except _Error as exc:
-        message = " ".join(str(exc).split())     # always one line,
+        code, error = exc.code, exc
+    try:
+        sys.stdout.write(output.getvalue())
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_PIPE
+    except OSError as exc:
+        _drop_stdout()
+        error = _Error(f"cannot write the output: {exc.strerror or exc}", EXIT_FAILED)
+        code = error.code
+    if error is not None:
+        message = " ".join(str(error).split())     # always one line,
         # and nothing a terminal would obey (file names and file contents end up in messages)
         message = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
                           for c in message)
         print(f"{PROG}: error: {message}", file=sys.stderr)
-        return exc.code
+    return code
+
+
+def _drop_stdout():
+    """Point stdout at /dev/null, so that the interpreter's last flush of what could not be
+    written fails no more (the Python documentation's recipe for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass                    # not a file descriptor (a test's capture): nothing to flush
 
 
 if __name__ == "__main__":

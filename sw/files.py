@@ -3,7 +3,8 @@
 numpy's own ``np.load`` raises a dozen exception types for a damaged file (``SyntaxError`` from
 its header parser, ``zipfile.BadZipFile``, ``zlib.error``, ``EOFError``...), tries to allocate
 whatever a garbled header announces, and can be asked to unpickle. :func:`read_numpy` never
-unpickles, checks a ``.npy`` header against the file's size before numpy allocates, and turns
+unpickles, checks a ``.npy`` header against the file's size before numpy allocates (an
+archive's members against their sizes, and their total against :data:`ARCHIVE_BYTES_MAX`), and turns
 every failure into one :class:`FileError` (a ``ValueError``) naming the file and what is wrong.
 """
 
@@ -17,7 +18,7 @@ import zlib
 import numpy as np
 
 
-__all__ = ["FileError", "read_numpy", "read_array", "read_archive"]
+__all__ = ["FileError", "read_numpy", "read_array", "read_archive", "ARCHIVE_BYTES_MAX"]
 
 
 class FileError(ValueError):
@@ -35,6 +36,16 @@ _FORMAT_ERRORS = (ValueError, EOFError, SyntaxError, tokenize.TokenError, zipfil
                   zlib.error, NotImplementedError, MemoryError)
 _PICKLED = ("it holds Python objects (a pickled array), which pim does not unpickle: that could "
             "run code")
+#: The most data (bytes) the members of an archive may declare in all: 4 GiB, far more than a
+#: model for the macro holds; checked, with each member's header against the member's size in
+#: the zip directory, before anything is loaded (a zip bomb declares gigabytes in kilobytes).
+ARCHIVE_BYTES_MAX = 4 << 30
+#: The largest ``.npy`` header numpy parses (bytes); a longer one is a damaged file.
+_HEADER_MAX = getattr(np.lib.format, "_MAX_HEADER_SIZE", 10000)
+
+
+class _Problem(ValueError):
+    """What is wrong with a file's content, said as it is (no "damaged numpy file" prefix)."""
 
 
 def _first_line(exc):
@@ -54,30 +65,68 @@ def _open(path, what):
         raise FileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
-def _check_npy(f, path, what):
-    """Raise ``ValueError`` when the ``.npy`` file ``f`` (at its start) holds less data than its
-    header announces (numpy would first try to allocate all of it: a cut file, or a garbled
-    shape, would ask for terabytes), a :class:`FileError` when it holds Python objects."""
+def _npy_data(f, size):
+    """The bytes of data the ``.npy`` stream ``f`` (at its start, ``size`` bytes long) declares
+    in its header, checked against what follows it: a :class:`_Problem` for a header longer
+    than numpy reads, an array of Python objects (numpy would need to unpickle it), or less
+    data than announced (numpy would first try to allocate all of it: a cut file, or a
+    garbled shape, would ask for terabytes); ``ValueError`` & co. for a garbled header.
+    Leaves ``f`` anywhere. Format versions numpy has no public reader for are not checked
+    (0 bytes)."""
     version = np.lib.format.read_magic(f)
+    width = 2 if version == (1, 0) else 4
+    raw = f.read(width)
+    if len(raw) < width:
+        raise _Problem("cut short inside its header")
+    length = int.from_bytes(raw, "little")
+    if length > _HEADER_MAX:
+        raise _Problem(f"its header is {length} bytes, more than the {_HEADER_MAX} bytes numpy "
+                       f"reads (a damaged file?)")
     readers = {(1, 0): np.lib.format.read_array_header_1_0,
                (2, 0): np.lib.format.read_array_header_2_0}
-    if version in readers:
-        shape, _, dtype = readers[version](f)
-        need = math.prod(shape) * dtype.itemsize
-        have = os.fstat(f.fileno()).st_size - f.tell()
-        if dtype.hasobject:
-            raise FileError(f"cannot read {what} {path}: {_PICKLED}")
-        if have < need:
-            raise ValueError(f"cut short: its header announces {need} bytes of {dtype} data, "
-                             f"{have} follow")
+    if version not in readers:
+        return 0
+    f.seek(f.tell() - width)
+    shape, _, dtype = readers[version](f, max_header_size=_HEADER_MAX)
+    if dtype.hasobject:
+        raise _Problem(_PICKLED)
+    need = math.prod(shape) * dtype.itemsize
+    have = size - f.tell()
+    if have < need:
+        raise _Problem(f"cut short: its header announces {need} bytes of {dtype} data, "
+                       f"{have} follow")
+    return need
+
+
+def _check_archive(f):
+    """Check every member of the zip archive ``f`` before numpy loads any (see
+    :func:`_npy_data`; a member's size is its uncompressed size in the zip directory) and the
+    data they declare in all against :data:`ARCHIVE_BYTES_MAX`."""
+    total = 0
+    with zipfile.ZipFile(f) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                magic = member.read(len(_NPY_MAGIC))
+            if magic != _NPY_MAGIC:         # numpy reads it as bytes
+                total += info.file_size
+                continue
+            with archive.open(info) as member:
+                try:
+                    total += _npy_data(member, info.file_size)
+                except _Problem as exc:
+                    raise _Problem(f"member {info.filename}: {exc}") from None
+                except _FORMAT_ERRORS as exc:
+                    raise _Problem(f"member {info.filename}: a damaged numpy file: "
+                                   f"{_first_line(exc)}") from None
+    if total > ARCHIVE_BYTES_MAX:
+        raise _Problem(f"its members declare {total} bytes of data, more than the limit of "
+                       f"{ARCHIVE_BYTES_MAX} (a zip bomb?)")
     f.seek(0)
 
 
-def read_numpy(path, what):
-    """The array of a ``.npy`` file, or the arrays of an ``.npz`` archive as a dict of
-    name -> array, never unpickling anything. ``what`` names the file's role in messages
-    ("weights", "model"). Raises :class:`FileError` for a file that cannot be read or holds
-    anything else."""
+def _read(path, what, kind):
+    """The array of a ``.npy`` file, or the arrays of an ``.npz`` archive as a dict; ``kind``
+    ``"array"`` refuses an archive before reading any of it."""
     with _open(path, what) as f, warnings.catch_warnings():
         # numpy warns (UserWarning) when a header parses only the Python 2 way: the file is
         # read all the same, and the warning is no business of a pim user.
@@ -86,18 +135,23 @@ def read_numpy(path, what):
             magic = f.read(len(_NPY_MAGIC))
             f.seek(0)
             if magic == _NPY_MAGIC:
-                _check_npy(f, path, what)
+                _npy_data(f, os.fstat(f.fileno()).st_size)
+                f.seek(0)
                 return np.load(f, allow_pickle=False)
             if magic.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
+                if kind == "array":
+                    raise FileError(f"cannot read {what} {path}: it is an .npz archive, not a "
+                                    f".npy file")
+                _check_archive(f)
                 with np.load(f, allow_pickle=False) as archive:
                     return {key: archive[key] for key in archive.files}
         except FileError:
             raise
+        except _Problem as exc:
+            raise FileError(f"cannot read {what} {path}: {exc}") from None
         except OSError as exc:
             raise FileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
         except _FORMAT_ERRORS as exc:
-            if "allow_pickle" in str(exc):          # an archive member holding objects
-                raise FileError(f"cannot read {what} {path}: {_PICKLED}") from None
             raise FileError(f"cannot read {what} {path}: a damaged numpy file: "
                             f"{_first_line(exc)}") from None
     if not magic:
@@ -108,12 +162,19 @@ def read_numpy(path, what):
     raise FileError(f"cannot read {what} {path}: it is not a numpy file (.npy or .npz)")
 
 
+def read_numpy(path, what):
+    """The array of a ``.npy`` file, or the arrays of an ``.npz`` archive as a dict of
+    name -> array, never unpickling anything. ``what`` names the file's role in messages
+    ("weights", "model"). Raises :class:`FileError` for a file that cannot be read or holds
+    anything else, or an archive whose members declare more than :data:`ARCHIVE_BYTES_MAX`
+    bytes in all."""
+    return _read(path, what, None)
+
+
 def read_array(path, what):
-    """The array in the ``.npy`` file ``path``; a :class:`FileError` for anything else."""
-    data = read_numpy(path, what)
-    if isinstance(data, dict):
-        raise FileError(f"cannot read {what} {path}: it is an .npz archive, not a .npy file")
-    return data
+    """The array in the ``.npy`` file ``path``; a :class:`FileError` for anything else (an
+    ``.npz`` archive is refused without reading its members)."""
+    return _read(path, what, "array")
 
 
 def read_archive(path, what, *, expected="an .npz archive"):

@@ -249,8 +249,9 @@ def network_from_arrays(data):
     for key in ("input_scale", "output_scale"):
         if key in keys:
             value = np.asarray(data[key])
-            if value.ndim != 0 or value.dtype.kind != "f" or not value > 0:
-                raise ValueError(f"{key} must be a positive float scalar")
+            if (value.ndim != 0 or value.dtype.kind != "f" or not np.isfinite(value)
+                    or not value > 0):
+                raise ValueError(f"{key} must be a positive, finite float scalar")
             scales[key] = float(value)
     return Network(tuple(layers), **scales)
 

@@ -258,8 +258,7 @@ def _as_model(path_or_model):
 def _load_onnx(path):
     import onnx
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"cannot read model {path}: no such file")
+    _check_model_file(path)
     try:
         return onnx.load(str(path))
     except Exception as exc:        # protobuf's DecodeError and friends
@@ -492,6 +491,15 @@ def quantize_onnx(path_or_model, calib):
 
 # -- files ----------------------------------------------------------------------------------------
 
+def _check_model_file(path):
+    """A ``ValueError`` unless ``path`` is a file (saying what it is otherwise)."""
+    if path.is_dir():
+        raise ValueError(f"cannot read model {path}: it is a directory")
+    if not path.is_file():
+        raise ValueError(f"cannot read model {path}: "
+                         f"{'not a regular file' if path.exists() else 'no such file'}")
+
+
 def load_float_model(path):
     """A float model from a file: ``.onnx`` -> ``onnx.ModelProto``; ``.pkl`` / ``.joblib`` -> a
     pickled scikit-learn estimator, loaded with joblib. **Unpickling runs code from the file:
@@ -502,8 +510,7 @@ def load_float_model(path):
         return _load_onnx(path)
     if suffix in (".pkl", ".joblib"):
         import joblib
-        if not path.is_file():
-            raise ValueError(f"cannot read model {path}: no such file")
+        _check_model_file(path)
         try:
             return joblib.load(path)
         except Exception as exc:    # unpickling can fail in many ways

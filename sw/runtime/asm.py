@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from pim_macro.hw.isa import (
-    INT8_PER_WORD, OPCODES, STREAM_BITS, WORD_BYTES, Counter, Error, ErrorsWord, Flag, Header,
+    ARCHES, INT8_PER_WORD, ISA_VERSION, OPCODES, STREAM_BITS, WORD_BYTES, Counter, Error,
+    ErrorsWord, Flag, Header,
     MacroConfig, Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words, unpack,
 )
 
@@ -33,7 +34,7 @@ __all__ = [
     "encode_emit_raw", "encode_emit_int8", "encode_writeback", "encode_read_counters",
     "encode_status", "pack_bytes", "unpack_bytes", "weight_rows", "Response", "parse_responses",
     "decode_status_words", "Truncation", "frame_complete", "frame_program", "words_to_bytes",
-    "bytes_to_words", "parse_program_text", "read_program",
+    "bytes_to_words", "parse_program_text", "read_program", "PROGRAM_BYTES_MAX",
 ]
 
 
@@ -187,9 +188,13 @@ class Response:
         return self.error == Error.OK
 
     def counters(self):
-        """The data of a ``READ_COUNTERS`` response as ``{counter name: value}``."""
+        """The data of a ``READ_COUNTERS`` response as ``{counter name: value}``; a
+        ``ValueError`` for another response, or one of another number of words."""
         if self.opcode != Opcode.READ_COUNTERS.value:
             raise ValueError("not a READ_COUNTERS response")
+        if len(self.data) != len(Counter):
+            raise ValueError(f"READ_COUNTERS data is {len(self.data)} words, not "
+                             f"{len(Counter)}")
         return {c.name.lower(): self.data[c.value] for c in Counter}
 
     def int32(self):
@@ -232,10 +237,38 @@ def parse_responses(words):
     return responses
 
 
+def _raw_field(layout, name, word):
+    """The raw bits of field ``name`` of ``word`` (an enum field's too, member or not); a
+    ``ValueError`` for a word wider than the layout."""
+    word = int(word)
+    if not 0 <= word < (1 << layout.size):
+        raise ValueError(f"a {layout.size}-bit word must be 0 .. {(1 << layout.size) - 1}, "
+                         f"not {word}")
+    field = layout[name]
+    return (word >> field.offset) & ((1 << field.width) - 1)
+
+
 def decode_status_words(data):
-    """The data of a ``STATUS`` response as a dict (last error, version, config)."""
-    errors = unpack(ErrorsWord, data[StatusWord.ERRORS.value])
-    shape = unpack(ShapeWord, data[StatusWord.SHAPE.value])
+    """The data of a ``STATUS`` response (``len(StatusWord)`` words) as a dict: ``last_error``
+    (an :class:`Error`), ``isa_version``, ``error_count``, the configuration fields and ``arch``
+    (an index into :data:`pim_macro.hw.isa.ARCHES`). Raises ``ValueError`` (naming the word)
+    for another number of words or a word that does not hold an ISA value where one must be (an
+    error code no :class:`Error` has, an architecture not in ``ARCHES``: line noise)."""
+    data = [int(w) for w in data]
+    if len(data) != len(StatusWord):
+        raise ValueError(f"STATUS data is {len(data)} words, not the {len(StatusWord)} of ISA "
+                         f"version {ISA_VERSION}")
+    errors_word, shape_word = data[StatusWord.ERRORS.value], data[StatusWord.SHAPE.value]
+    last_error = _raw_field(ErrorsWord, "last_error", errors_word)
+    if last_error not in {e.value for e in Error}:
+        raise ValueError(f"ERRORS data word {errors_word:#010x} holds error code {last_error}, "
+                         f"none of the ISA's")
+    arch = _raw_field(ShapeWord, "arch", shape_word)
+    if arch >= len(ARCHES):
+        raise ValueError(f"SHAPE data word {shape_word:#010x} holds architecture {arch}, none "
+                         f"of {', '.join(ARCHES)}")
+    errors = unpack(ErrorsWord, errors_word)
+    shape = unpack(ShapeWord, shape_word)
     return {
         "last_error": errors.last_error,
         "isa_version": errors.isa_version,
@@ -313,38 +346,85 @@ def frame_program(words, config):
 
 #: One word of a program text: hex digits, ``0x`` optional.
 _HEX_WORD = re.compile(r"(0[xX])?[0-9a-fA-F]+")
+#: The largest program file :func:`read_program` reads (bytes): 256 MiB, more than the text of a
+#: whole SRAM of the largest configuration (16 Mi words, ~180 MB); an endless file (/dev/zero,
+#: a pipe that never ends) stops here.
+PROGRAM_BYTES_MAX = 256 << 20
+#: Characters that may not appear in a program text: control characters but tab, \n and the
+#: \r of a \r\n (C0, DEL, C1: a form feed or vertical tab would be a line break to some tools
+#: and not to others), and the Unicode line and paragraph separators.
+_BAD_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]|\r(?!\n)")
+_BOM = "\ufeff"
+
+
+def _shown(token):
+    """``token`` for a message: at most 40 characters."""
+    return token if len(token) <= 40 else token[:37] + "..."
 
 
 def parse_program_text(text, source="program"):
     """The words of a program written as text: one 32-bit word per line in hex (``0x``
-    optional, any case), ``#`` starting a comment, blank lines ignored.
+    optional, any case), ``#`` starting a comment, blank lines ignored. Lines end at ``\n``
+    (a ``\r\n`` is one line end too); a leading byte-order mark is skipped; tabs and spaces
+    around a word are ignored; any other control character (a form feed, a vertical tab, a
+    NUL, a lone ``\r``) or Unicode line separator, comment or not, is an error.
 
-    Returns ``(words, lines)``: the words (ints) and the line (counted from 1) each comes from.
-    Raises ``ValueError`` naming ``source`` and the line for anything else on a line."""
+    Returns ``(words, lines)``: the words (ints) and the line (counted from 1) each comes from,
+    the numbers ``grep -n`` gives. Raises ``ValueError`` naming ``source`` and the line for
+    anything else on a line (tokens cut to 40 characters in the message)."""
+    if text.startswith(_BOM):
+        text = text[len(_BOM):]
+    bad = _BAD_CHAR.search(text)
+    if bad:
+        number = text.count("\n", 0, bad.start()) + 1
+        code = ord(bad.group()[0])
+        kind = "a Unicode line separator" if code > 0xFF else "a control character"
+        raise ValueError(f"{source} line {number}: character U+{code:04X} ({kind}) is not "
+                         f"allowed in a program (one hex word per line)")
     words, lines = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        token = line.split("#", 1)[0].strip()
+    for number, line in enumerate(text.split("\n"), start=1):
+        token = line.split("#", 1)[0].strip(" \t\r")
         if not token:
             continue
         if not _HEX_WORD.fullmatch(token):
-            shown = token if len(token) <= 40 else token[:37] + "..."
-            raise ValueError(f"{source} line {number}: {shown!r} is not a hex word (one 32-bit "
-                             f"word per line, 0x optional, # for comments)")
+            raise ValueError(f"{source} line {number}: {_shown(token)!r} is not a hex word (one "
+                             f"32-bit word per line, 0x optional, # for comments)")
         value = int(token, 16)
         if value > _WORD_MASK:
-            raise ValueError(f"{source} line {number}: {token} does not fit in {STREAM_BITS} "
-                             f"bits")
+            raise ValueError(f"{source} line {number}: {_shown(token)} does not fit in "
+                             f"{STREAM_BITS} bits")
         words.append(value)
         lines.append(number)
     return words, lines
 
 
+def _read_limited(path):
+    """The bytes of file ``path``, read in chunks: stops at :data:`PROGRAM_BYTES_MAX` and at
+    the first NUL (no program holds one: a binary file, /dev/zero)."""
+    chunks, size = [], 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            if b"\0" in chunk:
+                data = b"".join(chunks)
+                line = data[:data.index(b"\0")].count(b"\n") + 1
+                raise ValueError(f"{path} line {line}: byte 0x00 is "
+                                 f"not text (UTF-8): a binary file, not a program?")
+            if size > PROGRAM_BYTES_MAX:
+                raise ValueError(f"cannot read program {path}: it is larger than "
+                                 f"{PROGRAM_BYTES_MAX} bytes (the limit of a program file)")
+
+
 def read_program(path):
-    """:func:`parse_program_text` of the file ``path`` (UTF-8 text). Raises ``ValueError``
-    naming the file (and the line) when it cannot be read, is not text, or holds a line that
-    is not a word."""
+    """:func:`parse_program_text` of the file ``path`` (UTF-8 text, at most
+    :data:`PROGRAM_BYTES_MAX` bytes). Raises ``ValueError`` naming the file (and the line)
+    when it cannot be read, is larger, is not text, or holds a line that is not a word."""
     try:
-        data = Path(path).read_bytes()
+        data = _read_limited(path)
     except FileNotFoundError:
         raise ValueError(f"cannot read program {path}: no such file") from None
     except IsADirectoryError:

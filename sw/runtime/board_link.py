@@ -20,14 +20,26 @@ few thousand cycles), so no byte is lost; the board's ``overrun`` LED would say 
 Nothing from the line is taken on trust. The receive buffer is flushed when the link opens
 (stale answers of an interrupted run); every status word must answer the command it stands
 for (its opcode echoed, an ISA error code, as many data words as that command's response has);
-bytes beyond the last answer, a board silent for ``timeout`` (also in the middle of an answer),
-a run longer than its deadline and a port that fails (a USB adapter pulled out) are each a
+the data words of a ``STATUS`` answer that must hold ISA values (the ``ERRORS`` word's error
+code, the ``SHAPE`` word's architecture) are checked too. Bytes beyond the last answer (the
+link listens for :data:`_QUIET_CHARS` character times plus :data:`_QUIET_MARGIN` seconds after
+it, at most ``timeout``), a board silent for ``timeout`` (also in the middle of an answer), a
+board that takes no bytes (a write blocked for ``timeout`` plus the line time of a
+:data:`_WRITE_CHUNK`-byte chunk: writes go in such chunks), a run longer than its deadline and a
+port that fails (a USB adapter pulled out; whatever the port raises: ``OSError``, pyserial's
+``SerialException``, ``termios.error``, ``ValueError`` from a closed port) are each a
 :class:`BoardError` of one line saying what the board did. The ``pim`` CLI exits 1 for them:
 the board failed, not the user's input.
 """
 
 import contextlib
 import time
+
+try:
+    from termios import error as _TermiosError
+except ImportError:                     # not a POSIX system: pyserial raises no termios.error
+    class _TermiosError(Exception):
+        pass
 
 from pim_macro.hw import isa
 from pim_macro.hw.board import BAUD
@@ -55,6 +67,17 @@ _BITS_PER_BYTE = 10
 #: The overall deadline of a run allows this many times the time its bytes take on the line
 #: (both ways), beyond ``timeout``: the macro itself is far faster than the line.
 _DEADLINE_SLACK = 4
+#: After the last answer the link listens this many character times (plus
+#: :data:`_QUIET_MARGIN` seconds, for the OS and the USB adapter's latency) for bytes that
+#: should not be there.
+_QUIET_CHARS = 8
+_QUIET_MARGIN = 0.1
+#: Bytes per write call: each may take ``timeout`` plus ``_DEADLINE_SLACK`` times its line time
+#: (pyserial's write timeout); a board that takes none of them for that long is a BoardError.
+_WRITE_CHUNK = 1024
+#: What a serial port raises when it fails: OSError (pyserial's SerialException is one),
+#: termios.error (a pty or adapter hung up: not an OSError), ValueError (a closed file).
+_PORT_ERRORS = (OSError, _TermiosError, ValueError)
 
 
 def _field(layout, name, word):
@@ -114,6 +137,17 @@ class _Command:
         raise BoardError(f"the board's answer to {self} is {word:#010x}, not a status word of "
                          f"it: {problem}")
 
+    def check_data(self, data):
+        """A :class:`BoardError` unless the data words of an OK answer hold what the ISA
+        allows where it allows only some values (the ``STATUS`` words; the other responses'
+        data words can be any word)."""
+        if self.op == Opcode.STATUS and data:
+            try:
+                asm.decode_status_words(data)
+            except ValueError as exc:
+                raise BoardError(f"the board's answer to {self} is not one: its {exc} (line "
+                                 f"noise?)") from None
+
 
 class BoardLink:
     """A serial connection to a board top. ``port`` is a device path or a pyserial URL, or an
@@ -136,18 +170,23 @@ class BoardLink:
             except ImportError:
                 raise BoardMissing("pyserial is not installed; run `make venv`") from None
             try:
-                self._port = serial.serial_for_url(port, baudrate=baud, timeout=0.05)
-            except (serial.SerialException, ValueError) as exc:
+                self._port = serial.serial_for_url(port, baudrate=baud, timeout=0.05,
+                                                   write_timeout=self._write_timeout())
+            except _PORT_ERRORS as exc:
                 raise BoardMissing(f"cannot open {port}: {exc}") from None
         else:
             self._port = port
         with self._failures():
             self._port.reset_input_buffer()
 
+    def _write_timeout(self):
+        """How long one write of :data:`_WRITE_CHUNK` bytes may block (seconds)."""
+        return self.timeout + _DEADLINE_SLACK * _BITS_PER_BYTE * _WRITE_CHUNK / self.baud
+
     def close(self):
         try:
             self._port.close()
-        except OSError:
+        except _PORT_ERRORS:
             pass                    # a port that vanished: nothing left to close
 
     def __enter__(self):
@@ -158,20 +197,29 @@ class BoardLink:
 
     @contextlib.contextmanager
     def _failures(self):
-        """A port that fails (pyserial's SerialException is an OSError; a USB adapter pulled
-        out raises one from read, write or in_waiting) as a :class:`BoardError`."""
+        """A port that fails (a USB adapter pulled out raises from read, write or in_waiting:
+        any of :data:`_PORT_ERRORS`) as a :class:`BoardError`; a write that times out (the
+        board takes no bytes) as one saying so."""
         try:
             yield
-        except OSError as exc:
+        except _PORT_ERRORS as exc:
+            if type(exc).__name__ == "SerialTimeoutException":
+                raise BoardError(f"the board took no bytes for {self._write_timeout():.3g} s "
+                                 f"(a write timed out: is it reading? press button 0 to reset "
+                                 f"the macro, then retry)") from None
             port = f" {self.name}" if self.name else ""
             raise BoardError(f"the serial port{port} failed (unplugged?): {exc}") from None
 
     def run(self, words, config: MacroConfig):
         """Send program ``words`` (framed for ``config``) and return the output words, once
         every command has answered. Each answer is checked as it arrives (see
-        :class:`_Command`). Raises :class:`BoardError` when the board answers something else,
-        more than was asked, stops for ``timeout`` seconds, takes longer than the deadline, or
-        the port fails."""
+        :class:`_Command`); after the last answer the link listens a quiet period more
+        (:data:`_QUIET_CHARS` character times at ``baud`` plus :data:`_QUIET_MARGIN` s, at most
+        ``timeout``: 0.1 s at 115200 baud) for bytes that should not come. Raises
+        :class:`BoardError` when the board answers something else, more than was asked (also
+        within the quiet period), stops for ``timeout`` seconds, takes no bytes (a write blocked
+        for ``timeout`` plus the line time of a :data:`_WRITE_CHUNK`-byte chunk), takes longer
+        than the deadline, or the port fails."""
         framed = asm.frame_program(words, config)
         commands = [_Command(i, words, first, config) for i, (_, first, _) in enumerate(framed)]
         sizes = [WORD_BYTES * count for _, _, count in framed]
@@ -184,14 +232,20 @@ class BoardLink:
         sent = acked = in_flight = 0
         due = None                  # data words still due for the current answer; None: none
         start = last_heard = time.monotonic()
-        while acked < len(commands):
+        quiet = min(self.timeout, _QUIET_CHARS * _BITS_PER_BYTE / self.baud + _QUIET_MARGIN)
+        done_at = None              # when the last answer came; then listen ``quiet`` s more
+        while done_at is None or time.monotonic() - done_at < quiet:
+            while sent < len(commands) and (in_flight == 0
+                                            or in_flight + sizes[sent] <= self.window):
+                _, first, count = framed[sent]
+                data = asm.words_to_bytes(words[first:first + count])
+                for i in range(0, len(data), _WRITE_CHUNK):
+                    with self._failures():
+                        self._port.write(data[i:i + _WRITE_CHUNK])
+                    self._check_deadline(start, deadline, acked, len(commands))
+                in_flight += sizes[sent]
+                sent += 1
             with self._failures():
-                while sent < len(commands) and (in_flight == 0
-                                                or in_flight + sizes[sent] <= self.window):
-                    _, first, count = framed[sent]
-                    self._port.write(asm.words_to_bytes(words[first:first + count]))
-                    in_flight += sizes[sent]
-                    sent += 1
                 data = self._port.read(max(1, self._port.in_waiting))
             now = time.monotonic()
             pending += data
@@ -201,25 +255,34 @@ class BoardLink:
                     self._extra(whole - WORD_BYTES * i + len(pending) - whole, len(commands))
                 if due is None:
                     due = commands[acked].check(word)
+                    data_words = []
                 else:
                     due -= 1
+                    data_words.append(word)
                 out.append(word)
                 if due == 0:
+                    commands[acked].check_data(data_words)
                     in_flight -= sizes[acked]
                     acked += 1
                     due = None
             del pending[:whole]
             if acked == len(commands) and pending:
                 self._extra(len(pending), len(commands))
+            if acked == len(commands) and done_at is None:
+                done_at = now
             if data:
                 last_heard = now
             elif acked < len(commands) and now - last_heard > self.timeout:
                 raise self._silent(commands, acked, due, len(pending))
-            if acked < len(commands) and now - start > deadline:
-                raise BoardError(f"the board answered {acked} of {len(commands)} commands in "
-                                 f"{deadline:g} s, the time allowed for the run (a board "
-                                 f"slower than {self.baud} baud?)")
+            if acked < len(commands):
+                self._check_deadline(start, deadline, acked, len(commands))
         return out
+
+    def _check_deadline(self, start, deadline, acked, commands):
+        if time.monotonic() - start > deadline:
+            raise BoardError(f"the board answered {acked} of {commands} commands in "
+                             f"{deadline:g} s, the time allowed for the run (a board "
+                             f"slower than {self.baud} baud?)")
 
     def _extra(self, count, commands):
         raise BoardError(f"the board sent {count} byte{'s' if count != 1 else ''} more than "
@@ -268,13 +331,9 @@ def check_board_config(link, config: MacroConfig, arch):
     if not status.ok:
         raise BoardError(f"the board answered STATUS with error {status.error.name}")
     data = status.data
-    # link.run has checked the number of words (the ISA version's).
+    # link.run has checked the number of words (the ISA version's) and the words that must
+    # hold ISA values (Command.check_data).
     want = isa.status_words(config, arch)
-    errors = data[StatusWord.ERRORS.value]
-    last_error = _field(ErrorsWord, "last_error", errors)
-    if last_error not in {e.value for e in Error}:
-        raise BoardError(f"the board's STATUS answer is not one: its ERRORS word {errors:#010x} "
-                         f"holds error code {last_error}, none of the ISA's (line noise?)")
     got = asm.decode_status_words(data)
     # The board's own last error and error count, so that only what the macro is compares.
     want = isa.status_words(config, arch, **{k: got[k] for k in _DYNAMIC})

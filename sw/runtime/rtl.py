@@ -21,7 +21,8 @@ from pim_macro.hw.isa import MacroConfig
 from pim_macro.sw.paths import BUILD_ROOT, HW_DIR
 
 
-__all__ = ["SIMULATORS", "Job", "JobResult", "SimulatorMissing", "run_rtl", "verilog_for",
+__all__ = ["SIMULATORS", "Job", "JobResult", "SimulatorMissing", "BuildFolderError", "run_rtl",
+           "verilog_for",
            "HDL_TOPLEVEL", "TOPS"]
 
 
@@ -163,10 +164,42 @@ def _prepare_path(sim):
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 
+class BuildFolderError(ValueError):
+    """A build folder (under ``PIM_BUILD``) that cannot be made or written: the user's setting
+    to correct, hence a ``ValueError`` (the ``pim`` CLI's exit code 2)."""
+
+
+def _make_folder(directory):
+    """``mkdir -p directory``; a :class:`BuildFolderError` naming it when that fails."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildFolderError(f"cannot make the build folder {_blocker(directory)}: "
+                               f"{exc.strerror or exc} (set PIM_BUILD to a folder you can "
+                               f"write)") from None
+
+
+def _blocker(directory):
+    """The folder on the way to ``directory`` that could not be made (the first missing one),
+    or the file in the way: the path to show in the message."""
+    missing = directory
+    for parent in directory.parents:
+        if parent.exists():
+            return parent if not parent.is_dir() else missing
+        missing = parent
+    return directory
+
+
 @contextmanager
 def _locked(directory):
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
+    _make_folder(directory)
+    try:
+        lock = open(directory / ".lock", "w")
+    except OSError as exc:
+        raise BuildFolderError(f"cannot write in the build folder {directory}: "
+                               f"{exc.strerror or exc} (set PIM_BUILD to a folder you can "
+                               f"write)") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -225,8 +258,9 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
 
     ``build_dir`` defaults to ``build/rtl/<sim>/<arch>-<config tag>``; ``test_dir`` (where the
     results, the log and Verilator's waves go) defaults to a ``run`` folder inside it. Raises
-    :class:`SimulatorMissing` when the simulator is not installed and ``RuntimeError`` (with the
-    log's path) when the simulation itself fails."""
+    :class:`SimulatorMissing` when the simulator is not installed, :class:`BuildFolderError` (a
+    ``ValueError``) when a build folder cannot be made or written, and ``RuntimeError`` (with
+    the log's path) when the simulation itself fails."""
     from cocotb_tools.runner import get_runner
     _prepare_path(sim)
     if top not in TOPS:
@@ -238,7 +272,7 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
            + ("-waves" if waves else ""))
     build_dir = Path(build_dir or BUILD_ROOT / "rtl" / sim / tag).resolve()
     test_dir = Path(test_dir or build_dir / f"run-{os.getpid()}").resolve()
-    test_dir.mkdir(parents=True, exist_ok=True)
+    _make_folder(test_dir)
     runner = get_runner(sim)
     # The runner logs every step (and "Skipping compilation" warnings) to the console; the
     # build and simulation logs are in build_dir/test_dir, and failures raise below.

@@ -4,9 +4,9 @@
 dealt round-robin to every (configuration, simulator, architecture) asked for (``--every``: each
 stream to all of them), played in batches, one simulator run per batch, and each is checked
 against the golden model word for word, against the cycle model's stream, and (where nothing
-stalls and the stream is whole) against the cycle model's counters. The figures are printed per simulator, architecture and configuration:
-streams, commands, words in and out, invalid and cut streams, resets (and how many of them had
-the output blocked), mismatches, run time.
+stalls and the stream is whole) against the cycle model's counters. The figures are printed per
+simulator, architecture and configuration: streams, commands, words in and out, invalid and cut
+streams, resets (and how many of them had the output blocked), mismatches, run time.
 
 On a mismatch the run goes on to the end, then prints the first failure: the seed, what failed,
 and a minimal reproducer (the stream's words, after removing every command it can while the
@@ -14,14 +14,15 @@ failure stays, re-checked on the same simulator), and exits with status 1.
 
 Run: ``python -m pim_macro.tb.experiments.fuzz --streams N --seed S [--configs max,l8r2]
 [--sims icarus,verilator] [--archs pim,baseline] [--every] [--batch 100] [--commands 24]``.
+Argument errors are one line ``pim: error: ...`` and exit status 2, as in the ``pim`` tool.
 """
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass, field
 
 from pim_macro.hw.isa import ARCHES
+from pim_macro.sw.cli import OneLineParser
 from pim_macro.sw.runtime.rtl import SIMULATORS, SimulatorMissing, run_rtl
 from pim_macro.tb.harness.fuzz import FUZZ_CONFIGS, check, fuzz_case, minimise, model_check
 
@@ -69,7 +70,9 @@ def _run(cases, config, sim, arch, tally):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    """Run the fuzz campaign; returns the exit status (0, 1 on a mismatch, 2 for bad
+    arguments, each a one-line error)."""
+    parser = OneLineParser(
         prog="python -m pim_macro.tb.experiments.fuzz",
         description="Fuzz the macro's RTL with seeded command streams.")
     parser.add_argument("--streams", type=int, default=200,
@@ -85,7 +88,10 @@ def main(argv=None):
     parser.add_argument("--archs", default=",".join(ARCHES))
     parser.add_argument("--batch", type=int, default=100, help="streams per simulator run")
     parser.add_argument("--commands", type=int, default=24, help="commands per stream")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:           # --help (0), or the parser's one-line error (2)
+        return exc.code
     names = args.configs.split(",")
     sims, archs = args.sims.split(","), args.archs.split(",")
     for what, values, allowed in (("configuration", names, FUZZ_CONFIGS),
@@ -97,6 +103,9 @@ def main(argv=None):
             return 2
     if args.streams < 1 or args.batch < 1 or args.commands < 1:
         print("pim: error: --streams, --batch and --commands must be positive", file=sys.stderr)
+        return 2
+    if args.seed < 0:                   # numpy's generators take no negative seed
+        print(f"pim: error: --seed must be 0 or more, not {args.seed}", file=sys.stderr)
         return 2
 
     start = time.time()

@@ -193,8 +193,9 @@ def test_board_status_compares_the_status_words():
         check([pack(Status, opcode=Opcode.MATVEC.value)])
     garbled = status_words(CONFIG, "pim")
     garbled[StatusWord.ERRORS.value] |= 228               # last_error: no Error has code 228
-    with pytest.raises(BoardError, match=r"the board's STATUS answer is not one: its ERRORS word "
-                                         r"0x000003e4 holds error code 228, none of the ISA's"):
+    with pytest.raises(BoardError, match=r"the board's answer to command 0 \(STATUS at word 0\) "
+                                         r"is not one: its ERRORS data word 0x000003e4 holds "
+                                         r"error code 228, none of the ISA's"):
         check(_status_answer(garbled))
     with pytest.raises(BoardError, match="the board answered STATUS with error BAD_FIELD"):
         check([pack(Status, opcode=Opcode.STATUS.value, error=Error.BAD_FIELD)])
@@ -444,3 +445,91 @@ def test_corrupted_answers_are_board_errors():
         assert len(out) == len(golden) and i % 4 == 0, \
             f"corruption {i}: only an overwritten byte can pass unseen"
     assert errors > 200, f"most corruptions should be caught, only {errors} of 300 were"
+
+
+def test_a_board_that_stops_reading_is_a_board_error():
+    """A board (here a pty nobody reads) that takes no more bytes: the writes time out (they
+    used to block forever: pyserial writes without a timeout) and the run ends in one line."""
+    import os
+    import time
+    pytest.importorskip("serial")
+    master, slave = os.openpty()
+    try:
+        import tty
+        tty.setraw(slave)
+        rows = np.zeros((65536 // CONFIG.lanes, CONFIG.rows_per_cycle, CONFIG.lanes), np.int8)
+        program = asm.encode_write_weights(0, rows, CONFIG) * 4          # 256 KB
+        start = time.monotonic()
+        with pytest.raises(BoardError, match=r"^the board took no bytes for .* s"):
+            with BoardLink(os.ttyname(slave), timeout=0.3) as link:
+                link.run(program, CONFIG)
+        assert time.monotonic() - start < 5
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def _bad_status(**fields):
+    words = status_words(CONFIG, "pim")
+    for index, value in fields.items():
+        words[StatusWord[index].value] = value
+    return asm.words_to_bytes(_status_answer(words))
+
+
+@pytest.mark.parametrize("index, value, message", [
+    ("ERRORS", pack(ErrorsWord, last_error=Error.OK, isa_version=ISA_VERSION) | 0x77,
+     r"its ERRORS data word 0x[0-9a-f]{8} holds error code 119, none of the ISA's"),
+    ("SHAPE", (9 << 24) | (1 << 16) | CONFIG.lanes,
+     r"its SHAPE data word 0x09010008 holds architecture 9, none of pim, baseline"),
+])
+def test_status_data_words_are_checked(index, value, message):
+    """The data words of a STATUS answer that must hold ISA values (an error code, an
+    architecture) are checked as they arrive: a BoardError naming the word, not a ValueError
+    of an enum later on."""
+    port = _Scripted(_bad_status(**{index: value}))
+    with pytest.raises(BoardError, match=r"^the board's answer to command 0 \(STATUS at word "
+                                         r"0\) is not one: " + message):
+        BoardLink(port, timeout=0.2).run(asm.encode_status(), CONFIG)
+    with pytest.raises(ValueError, match=message.replace("its ", "")):
+        asm.decode_status_words(asm.bytes_to_words(_bad_status(**{index: value}))[1:])
+
+
+@pytest.mark.parametrize("gap", [0, 1, 2])
+def test_extra_bytes_after_the_last_answer_are_seen(gap):
+    """A word that comes a little after the last answer (``gap`` empty reads later) is caught
+    by the quiet period the link listens for after the last answer."""
+    port = _Scripted(STATUS_OK, *[b""] * gap, b"\x01\x00\x00\x00", delay=0.01)
+    with pytest.raises(BoardError, match=r"the board sent 4 bytes more than the answers"):
+        BoardLink(port, timeout=0.5).run(asm.encode_status(), CONFIG)
+
+
+def _termios_error():
+    termios = pytest.importorskip("termios")
+    return termios.error(5, "Input/output error")
+
+
+@pytest.mark.parametrize("where, error", [
+    ("reset", _termios_error), ("read", _termios_error), ("write", _termios_error),
+    ("read", lambda: ValueError("I/O operation on closed file")),
+    ("write", lambda: __import__("serial").PortNotOpenError()),
+])
+def test_every_port_failure_is_a_board_error(where, error):
+    """Whatever the port raises (termios.error, which is no OSError; pyserial's exceptions; a
+    ValueError from a closed file) is a one-line BoardError."""
+    class Failing(_Scripted):
+        def _maybe(self, name):
+            if name == where:
+                raise error()
+
+        def reset_input_buffer(self):
+            self._maybe("reset")
+
+        def read(self, n):
+            self._maybe("read")
+            return super().read(n)
+
+        def write(self, data):
+            self._maybe("write")
+
+    with pytest.raises(BoardError, match=r"^the serial port failed"):
+        BoardLink(Failing(STATUS_OK), timeout=0.2).run(asm.encode_status(), CONFIG)

@@ -126,10 +126,16 @@ def test_json_with_out_omits_output(files):
 
 
 def test_defaults_come_from_macro_config():
-    args = cli.build_parser().parse_args(["gemv", "--weights", "w", "--input", "x"])
-    defaults = MacroConfig().as_dict()
-    assert {name: getattr(args, name) for name in defaults} == defaults, \
+    """The options left out take MacroConfig's defaults (the parser keeps them None, so that
+    --board can tell the options given), and the help states them."""
+    parser = cli.build_parser()
+    args = parser.parse_args(["gemv", "--weights", "w", "--input", "x"])
+    assert cli._config(args) == MacroConfig(), \
         "configuration options should default to MacroConfig's defaults"
+    help_text = " ".join(parser.commands["gemv"].format_help().split())
+    for name, value in MacroConfig().as_dict().items():
+        assert re.search(rf"--{name.replace('_', '-')} N .*?\(default: {value}\)", help_text), \
+            name
 
 
 def test_main_returns_exit_code(files, capsys):
@@ -713,7 +719,8 @@ BAD_PROGRAMS = {
     "prefix alone": ("0x\n", r"line 1: '0x' is not a hex word"),
     "decimal with a sign": ("+12\n", r"line 1: '\+12' is not a hex word"),
     "only comments": ("# nothing\n\n   \n", r"holds no words \(only comments and blank lines\)"),
-    "binary": (b"0x1\n\x00\xff\xfe\n", r"line 2: byte 0xff is not text \(UTF-8\)"),
+    "binary": (b"0x1\n\x00\xff\xfe\n", r"line 2: byte 0x00 is not text \(UTF-8\)"),
+    "not UTF-8": (b"0x1\n\xff\xfe\n", r"line 2: byte 0xff is not text \(UTF-8\)"),
 }
 
 
@@ -796,3 +803,203 @@ def test_error_lines_carry_no_control_characters(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1, err
     assert "\x1b" not in err and "\r" not in err, f"control characters reached stderr: {err!r}"
     assert "w\\x1b[2J" in err, f"the name should be shown escaped: {err!r}"
+
+
+# -- faults found by the tester (each a kind of input, kept as a test) ---------------------------
+
+def _answers_that_do_not_decode():
+    from pim_macro.hw.isa import Opcode, StatusWord, status_words
+    from pim_macro.sw.runtime import asm
+    data = status_words(MacroConfig(), "pim")
+    data[StatusWord.ERRORS.value] |= 0x77
+    return {
+        "STATUS, ERRORS word with no ISA error code": (
+            Opcode.STATUS, data, asm.encode_status()[0],
+            r"ERRORS data word 0x[0-9a-f]{8} holds error code 119"),
+        "STATUS, too short": (Opcode.STATUS, data[:3], asm.encode_status()[0],
+                              r"STATUS data is 3 words, not the 7"),
+        "READ_COUNTERS, too short": (Opcode.READ_COUNTERS, [1, 2], asm.encode_read_counters()[0],
+                                     r"READ_COUNTERS data is 2 words"),
+        "EMIT_INT8, too short": (Opcode.EMIT_INT8, [1], asm.encode_emit_int8(8, mult=1,
+                                                                              shift=0)[0],
+                                 r"1 words hold fewer than 8 bytes"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_answers_that_do_not_decode()))
+def test_run_answers_that_do_not_decode_are_one_line(case):
+    """Data words that cannot mean what the command's response means (a board's line noise, a
+    back end's answer of the wrong size): a one-line error of the run (exit 1), not an enum's
+    ValueError or an IndexError."""
+    from pim_macro.hw.isa import Error
+    from pim_macro.sw.runtime.asm import Response
+    opcode, data, header, message = _answers_that_do_not_decode()[case]
+    with pytest.raises(cli._Error, match=message) as info:
+        cli._decoded(Response(opcode.value, Error.OK, data), header)
+    assert info.value.code == 1
+
+
+def _precious(tmp_path):
+    path = tmp_path / "Y.npy"
+    path.write_bytes(b"precious")
+    return path
+
+
+def test_out_keeps_the_old_file_when_the_write_fails(tmp_path, capsys):
+    """A write that fails half way (here the file size limit; a full disk alike) leaves the
+    old --out file as it was and no temporary behind."""
+    import resource
+    np.save(tmp_path / "w.npy", np.ones((3000, 4), dtype=np.int8))
+    np.save(tmp_path / "x.npy", np.ones(4, dtype=np.int8))
+    out = _precious(tmp_path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        code = cli.main(["gemv", "--weights", str(tmp_path / "w.npy"), "--input",
+                         str(tmp_path / "x.npy"), "--out", str(out)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"pim: error: cannot write {out}") and \
+        err.count("\n") == 1, err
+    assert out.read_bytes() == b"precious", "the old file must survive a failed write"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Y.npy", "w.npy", "x.npy"]
+
+
+def test_out_that_cannot_be_written_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "run_gemv", lambda *a, **k: pytest.fail("the run should not start"))
+    np.save(tmp_path / "w.npy", np.ones((3, 4), dtype=np.int8))
+    np.save(tmp_path / "x.npy", np.ones(4, dtype=np.int8))
+    code = cli.main(["gemv", "--weights", str(tmp_path / "w.npy"), "--input",
+                     str(tmp_path / "x.npy"), "--out", "/proc/version", "--sim", "icarus"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "", captured
+    assert re.fullmatch(r"pim: error: cannot write /proc/version: .*\n", captured.err), captured
+
+
+def test_out_replaces_a_symlinks_target_not_the_link(tmp_path, capsys):
+    np.save(tmp_path / "w.npy", np.ones((3, 4), dtype=np.int8))
+    np.save(tmp_path / "x.npy", np.ones(4, dtype=np.int8))
+    target = _precious(tmp_path)
+    (tmp_path / "link.npy").symlink_to(target)
+    assert cli.main(["gemv", "--weights", str(tmp_path / "w.npy"), "--input",
+                     str(tmp_path / "x.npy"), "--out", str(tmp_path / "link.npy")]) == 0
+    assert (tmp_path / "link.npy").is_symlink()
+    assert np.load(target).tolist() == [4, 4, 3 * 0 + 4]
+
+
+@pytest.mark.parametrize("content", ["/dev/zero", b"0x9\n" * 40, b"0x9\n\x00" + b"0" * 10])
+def test_run_reads_programs_with_a_limit(tmp_path, capsys, monkeypatch, content):
+    """An endless file (/dev/zero), one past the size limit (here made 100 bytes), a NUL:
+    one line, read no further."""
+    from pim_macro.sw.runtime import asm
+    monkeypatch.setattr(asm, "PROGRAM_BYTES_MAX", 100)
+    path = content if isinstance(content, str) else tmp_path / "p.txt"
+    if not isinstance(content, str):
+        path.write_bytes(content)
+    code, out, err = _run_cli(capsys, "run", {"--program": path})
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert re.search(r"larger than 100 bytes|byte 0x00 is not text", err), err
+
+
+def _fails_writing(*args, stdout):
+    return subprocess.run([*PIM, *map(str, args)], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True)
+
+
+@pytest.mark.parametrize("json_option", [[], ["--json"]])
+def test_stdout_that_fails(hand_program, json_option):
+    """A closed pipe (`| head -1`) ends the run quietly with 141 (a process killed by SIGPIPE,
+    as the shell reports it); a full disk is one line, exit 1. Never a traceback."""
+    import os
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = _fails_writing("run", "--program", hand_program, *json_option, stdout=write)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, ""), result
+    with open("/dev/full", "w") as full:
+        result = _fails_writing("run", "--program", hand_program, *json_option, stdout=full)
+    assert result.returncode == 1 and result.stderr == \
+        "pim: error: cannot write the output: No space left on device\n", result
+
+
+def test_a_build_folder_that_cannot_be_made_is_one_line(tmp_path, capsys, monkeypatch):
+    from pim_macro.sw.runtime import rtl
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(rtl, "BUILD_ROOT", tmp_path / "file" / "build")
+    (tmp_path / "p.txt").write_text("0x00000009\n")
+    code, out, err = _run_cli(capsys, "run", {"--program": tmp_path / "p.txt",
+                                              "--sim": "icarus"})
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"pim: error: cannot make the build folder {tmp_path / 'file'}"), err
+
+
+def test_board_refuses_configuration_options(tmp_path, capsys):
+    (tmp_path / "p.txt").write_text("0x00000009\n")
+    code, out, err = _run_cli(capsys, "run", {"--program": tmp_path / "p.txt",
+                                              "--board": "icebreaker", "--lanes": 16})
+    assert code == 2 and err == ("pim: error: --board icebreaker sets the macro configuration; "
+                                 "drop --lanes (see `pim run --help`)\n"), err
+
+
+def test_unrecognized_arguments_point_to_the_commands_help(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["run", "--program", "p.txt", "stray"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == ("pim: error: unrecognized arguments: stray (see "
+                                       "`pim run --help`)\n")
+
+
+PROGRAM_TEXTS = {
+    "form feed": (b"0x9\x0c\n0x9\nzz\n", r"line 1: character U\+000C \(a control character\)"),
+    "vertical tab": (b"0x00000009\x0b0x00000009\n", r"line 1: character U\+000B"),
+    "line separator": ("0x9\u20280x9\n".encode(),
+                       r"line 1: character U\+2028 \(a Unicode line separator\)"),
+    "next line": ("# \x85\n".encode(), r"line 1: character U\+0085"),
+    "a lone carriage return": (b"0x9\r0x9\n", r"line 1: character U\+000D"),
+    "a huge token": (b"# c\n0x" + b"f" * 100000 + b"\n",
+                     r"^pim: error: \S+ line 2: 0xfffffffffffffffffffffffffffffffffff\.\.\. "
+                     r"does not fit in 32 bits$"),
+}
+
+
+@pytest.mark.parametrize("case", PROGRAM_TEXTS)
+def test_program_text_control_characters(tmp_path, capsys, case):
+    """Lines are split at \\n only (\\r\\n tolerated): other control and separator characters
+    are invalid, reported at the line grep -n gives; tokens in messages are cut to 40 chars."""
+    content, message = PROGRAM_TEXTS[case]
+    (tmp_path / "p.txt").write_bytes(content)
+    code, out, err = _run_cli(capsys, "run", {"--program": tmp_path / "p.txt"})
+    assert code == 2 and err.count("\n") == 1 and len(err) < 300, err
+    assert re.search(message, err.strip()), err
+
+
+@pytest.mark.parametrize("content", [b"\xef\xbb\xbf0x00000009\n", b"0x00000009\r\n# x\r\n"])
+def test_program_text_bom_and_crlf(tmp_path, capsys, content):
+    (tmp_path / "p.txt").write_bytes(content)
+    code, out, err = _run_cli(capsys, "run", {"--program": tmp_path / "p.txt", "--json": None})
+    assert code == 0, err
+    assert json.loads(out)["words_in"] == [9]
+
+
+def test_quantize_model_that_is_a_directory(tmp_path, capsys):
+    (tmp_path / "d.onnx").mkdir()
+    np.save(tmp_path / "c.npy", np.ones((4, 64)))
+    code, out, err = _run_cli(capsys, "quantize", {"--model": tmp_path / "d.onnx",
+                                                   "--calib": tmp_path / "c.npy",
+                                                   "--out": tmp_path / "q.npz"})
+    assert code == 2 and err.endswith(f"{tmp_path / 'd.onnx'}: it is a directory\n"), err
+
+
+@pytest.mark.parametrize("scale", [np.inf, np.nan, 0.0, -1.0])
+def test_model_scales_must_be_finite_and_positive(tmp_path, capsys, scale):
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "m.npz", w0=rng.integers(-128, 128, (5, 10), dtype=np.int8),
+             b0=np.zeros(5, np.int32), m0=np.int64(1), s0=np.int64(0), relu0=np.int64(0),
+             input_scale=np.float64(scale))
+    np.save(tmp_path / "x.npy", np.ones((1, 10), np.int8))
+    code, out, err = _run_cli(capsys, "infer", {"--model": tmp_path / "m.npz",
+                                                "--input": tmp_path / "x.npy"})
+    assert code == 2 and "input_scale must be a positive, finite float scalar" in err, err

@@ -157,6 +157,10 @@ def test_minimise_keeps_what_fails():
     (["--configs", "huge"], "unknown configuration 'huge'"),
     (["--sims", "modelsim"], "unknown simulator 'modelsim'"),
     (["--streams", "0"], "must be positive"),
+    (["--streams", "abc"], "argument --streams: invalid int value: 'abc'"),
+    (["--seed", "abc"], "argument --seed: invalid int value: 'abc'"),
+    (["stray"], "unrecognized arguments: stray"),
+    (["--seed", "-5"], "--seed must be 0 or more"),
 ])
 def test_long_run_rejects_bad_arguments(argv, message, capsys):
     """`make fuzz`'s runner: one line `pim: error: ...` and status 2, before anything runs."""
