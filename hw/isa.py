@@ -484,3 +484,22 @@ class MacroConfig:
                f"a{self.act_depth}b{self.bias_depth}")
         tag += f"q{self.requantizers}" if self.requantizers != 4 else ""
         return tag + (f"w{self.bus_bits}" if arch == "baseline" else "")
+
+    @classmethod
+    def from_tag(cls, tag):
+        """The configuration a :meth:`tag` names, e.g. ``l12r4d300a512b64q2w16`` (``q`` and
+        ``w`` optional: 4 requantizers, a 32-bit bus). Raises ``ValueError`` (one line) for a
+        string of another form or a configuration out of its limits."""
+        import re
+        match = re.fullmatch(r"l(\d+)r(\d+)d(\d+)a(\d+)b(\d+)(?:q(\d+))?(?:w(\d+))?", tag)
+        if match is None:
+            raise ValueError(f"{tag!r} is not a configuration tag like l8r1d256a1024b256 "
+                             f"(lanes, R, depth, act_depth, bias_depth; then optionally "
+                             f"q<requantizers>, w<bus_bits>)")
+        lanes, r, depth, act, bias, q, w = match.groups()
+        try:
+            return cls(lanes=int(lanes), rows_per_cycle=int(r), depth=int(depth),
+                       act_depth=int(act), bias_depth=int(bias),
+                       requantizers=int(q) if q else 4, bus_bits=int(w) if w else 32)
+        except ValueError as exc:
+            raise ValueError(f"{tag}: {exc}") from None

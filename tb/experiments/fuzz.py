@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pim_macro.hw.isa import ARCHES
+from pim_macro.hw.isa import ARCHES, MacroConfig
 from pim_macro.sw.cli import OneLineParser
 from pim_macro.sw.runtime.rtl import SIMULATORS, SimulatorMissing, run_rtl
 from pim_macro.tb.harness.fuzz import FUZZ_CONFIGS, check, fuzz_case, minimise, model_check
@@ -83,7 +83,10 @@ def main(argv=None):
                              "architecture")
     parser.add_argument("--seed", type=int, default=1, help="first seed")
     parser.add_argument("--configs", default="odd,l8r2,l12r1q2",
-                        help=f"comma-separated, of {', '.join(FUZZ_CONFIGS)}")
+                        help=f"comma-separated, each one of {', '.join(FUZZ_CONFIGS)} or a "
+                             f"configuration tag such as l12r4d300a512b64q2w16 (lanes, R, "
+                             f"depth, act_depth, bias_depth, optional requantizers and bus "
+                             f"bits; the form of build folder names)")
     parser.add_argument("--sims", default=",".join(SIMULATORS))
     parser.add_argument("--archs", default=",".join(ARCHES))
     parser.add_argument("--batch", type=int, default=100, help="streams per simulator run")
@@ -94,8 +97,16 @@ def main(argv=None):
         return exc.code
     names = args.configs.split(",")
     sims, archs = args.sims.split(","), args.archs.split(",")
-    for what, values, allowed in (("configuration", names, FUZZ_CONFIGS),
-                                  ("simulator", sims, SIMULATORS), ("architecture", archs, ARCHES)):
+    configs = {}
+    for name in names:
+        try:
+            configs[name] = (FUZZ_CONFIGS[name] if name in FUZZ_CONFIGS
+                             else MacroConfig.from_tag(name))
+        except ValueError as exc:
+            print(f"pim: error: --configs: {exc}; or one of {', '.join(FUZZ_CONFIGS)}",
+                  file=sys.stderr)
+            return 2
+    for what, values, allowed in (("simulator", sims, SIMULATORS), ("architecture", archs, ARCHES)):
         bad = [v for v in values if v not in allowed]
         if bad:
             print(f"pim: error: unknown {what} {bad[0]!r}; one of {', '.join(allowed)}",
@@ -113,7 +124,7 @@ def main(argv=None):
     combos = [(name, sim, arch) for name in names for sim in sims for arch in archs]
     seeds = range(args.seed, args.seed + args.streams)
     for k, (name, sim, arch) in enumerate(combos):
-        config = FUZZ_CONFIGS[name]
+        config = configs[name]
         mine = [s for i, s in enumerate(seeds) if args.every or i % len(combos) == k]
         cases = [fuzz_case(config, seed, commands=args.commands) for seed in mine]
         tally = tallies[sim, arch, name] = Tally()
@@ -145,7 +156,7 @@ def main(argv=None):
         print(f"no mismatch (seeds {args.seed} .. {args.seed + args.streams - 1})")
         return 0
     sim, arch, name, case, verdict = first
-    config = FUZZ_CONFIGS[name]
+    config = configs[name]
     print(f"FIRST MISMATCH: {sim} {arch} {name} ({config.tag(arch)}), {case.describe()}")
     print(f"  {verdict}")
 

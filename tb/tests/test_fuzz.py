@@ -154,7 +154,8 @@ def test_minimise_keeps_what_fails():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--configs", "huge"], "unknown configuration 'huge'"),
+    (["--configs", "huge"], "'huge' is not a configuration tag"),
+    (["--configs", "l8r3d3a4b4"], "l8r3d3a4b4: rows_per_cycle must be 1, 2 or 4"),
     (["--sims", "modelsim"], "unknown simulator 'modelsim'"),
     (["--streams", "0"], "must be positive"),
     (["--streams", "abc"], "argument --streams: invalid int value: 'abc'"),

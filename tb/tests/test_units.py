@@ -163,6 +163,27 @@ def test_config_rejects(kwargs, message):
     assert str(info.value) == message
 
 
+def test_config_tags_round_trip():
+    """``MacroConfig.from_tag`` reads what ``tag`` writes (the baseline's tag carries the bus
+    width; the PIM one leaves it at 32), and refuses other strings in one line."""
+    configs = [MacroConfig(), MacroConfig(lanes=256, rows_per_cycle=4, depth=65536,
+                                          act_depth=65536, bias_depth=65536, bus_bits=64),
+               MacroConfig(lanes=12, rows_per_cycle=2, depth=3, act_depth=8, bias_depth=1,
+                           requantizers=2, bus_bits=16)]
+    for config in configs:
+        assert MacroConfig.from_tag(config.tag("baseline")) == config
+        assert MacroConfig.from_tag(config.tag("pim")).as_dict() == {**config.as_dict(),
+                                                                     "bus_bits": 32}
+    assert MacroConfig.from_tag("l12r4d300a512b64q2w16") == MacroConfig(
+        lanes=12, rows_per_cycle=4, depth=300, act_depth=512, bias_depth=64, requantizers=2,
+        bus_bits=16)
+    for bad, message in (("l8r1", "is not a configuration tag"), ("l8r1d256a1024b256x", "is not"),
+                         ("l8r3d4a4b4", "l8r3d4a4b4: rows_per_cycle must be 1, 2 or 4, not 3")):
+        with pytest.raises(ValueError, match=message) as info:
+            MacroConfig.from_tag(bad)
+        assert "\n" not in str(info.value)
+
+
 def test_make_macro_rejects_unknown_arch():
     from pim_macro.hw import make_macro
     with pytest.raises(ValueError, match="arch must be one of pim, baseline, not 'gpu'"):
