@@ -457,12 +457,12 @@ class _Generator:
             return self._command(Opcode.WRITE_WEIGHTS, self.int(2, 3), 0,
                                  self._fields(Opcode.WRITE_WEIGHTS, row=0xFFFF))
         if which == 1:
-            addr = min(cfg.act_depth - 4 * self.int(0, 2), 0xFFFC)
+            addr = max(0, min(cfg.act_depth - 4 * self.int(0, 2), 0xFFFC))
             n = cfg.act_depth - addr + self.int(1, 8) if addr < cfg.act_depth else self.int(1, 8)
             return self._command(Opcode.LOAD_ACT, n & 0xFFFF, 0,
                                  self._fields(Opcode.LOAD_ACT, addr=addr))
         if which == 2:
-            addr = min(0xFFFF, cfg.bias_depth - self.int(0, 2))
+            addr = max(0, min(0xFFFF, cfg.bias_depth - self.int(0, 2)))
             n = max(1, cfg.bias_depth - addr) + self.int(1, 4)
             return self._command(Opcode.LOAD_BIAS, n, 0, self._fields(Opcode.LOAD_BIAS,
                                                                       addr=addr))
@@ -481,7 +481,7 @@ class _Generator:
             bias = min(0xFFFF, cfg.bias_depth - n + self.int(1, 3))
             args[0] = (args[0] & ~0xFFFF) | max(0, bias)
             return self._command(op, n, Flag.BIAS.value | self._flags(op), args)
-        act = min(0xFFFF, cfg.act_depth - n + self.int(1, 3))
+        act = max(0, min(0xFFFF, cfg.act_depth - n + self.int(1, 3)))
         args[0] = (args[0] & 0xFFFF) | (act << 16)
         return self._command(op, n, self._flags(op) & ~Flag.BIAS.value, args)
 
