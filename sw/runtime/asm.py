@@ -24,7 +24,8 @@ import numpy as np
 from pim_macro.hw.isa import (
     ARCHES, INT8_PER_WORD, ISA_VERSION, OPCODES, STREAM_BITS, WORD_BYTES, Counter, Error,
     ErrorsWord, Flag, Header,
-    MacroConfig, Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words, unpack,
+    MacroConfig, Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words,
+    response_words, unpack,
 )
 
 
@@ -35,6 +36,7 @@ __all__ = [
     "encode_status", "pack_bytes", "unpack_bytes", "weight_rows", "Response", "parse_responses",
     "decode_status_words", "Truncation", "frame_complete", "frame_program", "words_to_bytes",
     "bytes_to_words", "parse_program_text", "read_program", "PROGRAM_BYTES_MAX",
+    "PROGRAM_WORDS_MAX", "check_program_size",
 ]
 
 
@@ -346,10 +348,17 @@ def frame_program(words, config):
 
 #: One word of a program text: hex digits, ``0x`` optional.
 _HEX_WORD = re.compile(r"(0[xX])?[0-9a-fA-F]+")
-#: The largest program file :func:`read_program` reads (bytes): 256 MiB, more than the text of a
-#: whole SRAM of the largest configuration (16 Mi words, ~180 MB); an endless file (/dev/zero,
-#: a pipe that never ends) stops here.
-PROGRAM_BYTES_MAX = 256 << 20
+#: The most words a program may move (:func:`check_program_size`): its own words plus the words
+#: its answers hold at most. The golden model took 895 MB and 78 s for 512 Ki ``STATUS``
+#: commands (the most output per word in: 5 Mi words moved, ~170 bytes and ~15 us a word
+#: across parsing, the model, the responses and the report); 4 Mi words are ~0.7 GB and about
+#: a minute, what a machine holds comfortably (the cycle model and the report cost the same
+#: order; the RTL simulators are far slower per word and have their own cycle budget).
+PROGRAM_WORDS_MAX = 4 << 20
+#: The largest program file :func:`read_program` reads (bytes): 64 MiB, far more than the text
+#: of :data:`PROGRAM_WORDS_MAX` words (11 bytes a line, ``0x12345678``) with comments; an
+#: endless file (/dev/zero, a pipe that never ends) stops here.
+PROGRAM_BYTES_MAX = 64 << 20
 #: Characters that may not appear in a program text: control characters but tab, \n and the
 #: \r of a \r\n (C0, DEL, C1: a form feed or vertical tab would be a line break to some tools
 #: and not to others), and the Unicode line and paragraph separators.
@@ -393,9 +402,30 @@ def parse_program_text(text, source="program"):
         if value > _WORD_MASK:
             raise ValueError(f"{source} line {number}: {_shown(token)} does not fit in "
                              f"{STREAM_BITS} bits")
+        if len(words) >= PROGRAM_WORDS_MAX:
+            raise ValueError(f"{source} line {number}: the program holds more than "
+                             f"{PROGRAM_WORDS_MAX} words (the limit of a program)")
         words.append(value)
         lines.append(number)
     return words, lines
+
+
+def check_program_size(words, config, source="program"):
+    """Raise ``ValueError`` (one line naming ``source``) when ``words`` plus the words their
+    answers hold at most (every command OK, for ``config``) exceed :data:`PROGRAM_WORDS_MAX`:
+    the memory and time a run takes grow with both."""
+    commands, _ = frame_complete(words, config)
+    answers = 0
+    for opcode, first, _ in commands:
+        try:
+            answers += 1 + response_words(Opcode(opcode), unpack(Header, words[first]).count,
+                                          config)
+        except ValueError:              # an unknown opcode: answered by a status word
+            answers += 1
+    if len(words) + answers > PROGRAM_WORDS_MAX:
+        raise ValueError(f"{source}: its {len(words)} words and the up to {answers} words of "
+                         f"their answers are more than the {PROGRAM_WORDS_MAX} words a "
+                         f"program may move (the limit of a program)")
 
 
 def _read_limited(path):
