@@ -37,9 +37,12 @@ the tool quietly with exit code 141, what the shell reports for a process SIGPIP
 Every file the tool reads is checked: a missing, unreadable, empty, cut, pickled or otherwise
 malformed file, a directory, an array of the wrong type or shape, or an array given for a model,
 is such a one-line error, never a traceback.
-``--out`` writes exactly the path given (``np.save`` would append ``.npy``), through a temporary
-file in the same folder renamed over it (a write that fails, a full disk, leaves the old file
-as it was), and refuses a directory or a folder it cannot create files in before anything runs.
+``--out`` writes exactly the path given (``np.save`` would append ``.npy``); a regular file
+through a temporary file in the same folder renamed over it (a write that fails, a full disk,
+leaves the old file as it was; a hard link keeps the old file), anything else (``/dev/stdout``,
+a pipe, a device) in place, appended to; it refuses a directory (or a name ending in ``/``), a
+folder it cannot create files in, or a name the file system refuses before anything runs, and
+``--json`` with ``--out`` naming stdout. Ctrl-C is one line, exit 130.
 A program file (``pim run``) is read up to :data:`pim_macro.sw.runtime.asm.PROGRAM_BYTES_MAX`
 bytes (64 MiB) and no further than its first NUL byte; its words plus the words of their answers
 may be at most :data:`pim_macro.sw.runtime.asm.PROGRAM_WORDS_MAX` (4 Mi: about 0.7 GB and a
@@ -190,7 +193,9 @@ def build_parser():
                     "and each command's decoded response (opcode, error, data words). P.txt "
                     "holds one 32-bit word per line in hex (0x optional), # comments and blank "
                     "lines. A program that ends inside a command is an error (exit 2) after "
-                    "the complete commands before it have played and printed.")
+                    "the complete commands before it have played and printed. A program file "
+                    f"may be {asm.PROGRAM_BYTES_MAX >> 20} MiB; its words plus those of their "
+                    f"answers at most {asm.PROGRAM_WORDS_MAX >> 20} Mi words.")
     run.add_argument("--program", required=True, metavar="P.txt",
                      help="the command stream: one hex word per line (see hw/isa.py)")
     _run_options(run, results=False)
@@ -748,7 +753,8 @@ def _drop_stdout():
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        pass                    # closed (None), or not a file descriptor (a test's capture): nothing to flush
+        pass                    # closed (None), or not a file descriptor (a test's
+        # capture): nothing to flush
 
 
 if __name__ == "__main__":

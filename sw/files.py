@@ -19,7 +19,8 @@ import zlib
 import numpy as np
 
 
-__all__ = ["FileError", "shown", "listed", "read_numpy", "read_array", "read_archive", "ARCHIVE_BYTES_MAX"]
+__all__ = ["FileError", "shown", "listed", "read_numpy", "read_array", "read_archive",
+           "ARCHIVE_BYTES_MAX"]
 
 
 class FileError(ValueError):
