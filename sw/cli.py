@@ -296,6 +296,8 @@ def _check_out(path, *, json_output=False):
     with ``json_output`` the stdout the JSON goes to (one JSON object is all stdout holds)."""
     if path is None:
         return
+    if path == "":
+        raise _Error("--out is empty; give a file name, e.g. Y.npy")
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise _Error(f"--out {shown(path, 200)} names a directory; give a file name, e.g. "
                      f"{shown(os.path.join(path, 'Y.npy'), 200)}")

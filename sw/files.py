@@ -139,6 +139,9 @@ def _check_archive(f):
                 seen.add(name)
             raise _Problem(f"it holds member {shown(twice)} twice (which copy is meant?)")
         for info in archive.infolist():
+            if info.flag_bits & 0x1:        # zipfile would ask for a password
+                raise _Problem(f"member {shown(info.filename)} is encrypted (pim reads no "
+                               f"password-protected archive)")
             with archive.open(info) as member:
                 magic = member.read(len(_NPY_MAGIC))
             if magic != _NPY_MAGIC:         # numpy reads it as bytes

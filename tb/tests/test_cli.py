@@ -1069,7 +1069,8 @@ def test_out_names_that_fail_are_one_line(files, tmp_path):
     (tmp_path / "l1").symlink_to("l2")
     (tmp_path / "l2").symlink_to("l1")
     (tmp_path / "dl").symlink_to("nodir/f.npy")
-    for out, message in (("l1", "l1"), ("new.npy/", "directory"), ("dl", "nodir")):
+    for out, message in (("l1", "l1"), ("new.npy/", "directory"), ("dl", "nodir"),
+                         ("", "--out is empty")):
         result = pim(*_gemv_args(p, "--out", out), cwd=tmp_path)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (out, result.stderr)
         assert result.stderr.startswith("pim: error: ") and message in result.stderr, \

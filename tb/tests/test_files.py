@@ -109,7 +109,7 @@ def test_an_encrypted_member_is_one_line(tmp_path):
     raw[raw.find(b"PK\x03\x04") + 6] |= 1
     raw[raw.find(b"PK\x01\x02") + 8] |= 1
     path.write_bytes(raw)
-    with pytest.raises(FileError, match="encrypted"):
+    with pytest.raises(FileError, match="member w.npy is encrypted"):
         read_archive(path, "model")
 
 
