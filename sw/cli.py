@@ -299,7 +299,8 @@ def _check_out(path, *, json_output=False):
     if path == "":
         raise _Error("--out is empty; give a file name, e.g. Y.npy")
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
-        raise _Error(f"--out {shown(path, 200)} names a directory; give a file name, e.g. "
+        what = "is" if os.path.isdir(path) else "names (a trailing /)"
+        raise _Error(f"--out {shown(path, 200)} {what} a directory; give a file name, e.g. "
                      f"{shown(os.path.join(path, 'Y.npy'), 200)}")
     try:
         st = os.stat(path)
