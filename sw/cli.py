@@ -102,6 +102,8 @@ class OneLineParser(argparse.ArgumentParser):
     lines use it too)."""
 
     def error(self, message):
+        # argparse quotes the offending argument whole: a 5000-digit number is no message.
+        message = re.sub(r"\S{41,}", lambda m: shown(m.group()), message)
         self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -610,11 +612,12 @@ def _run(args):
         raise _Error(str(exc)) from None
     if not words:
         raise _Error(f"program {args.program} holds no words (only comments and blank lines)")
+    commands, truncation = asm.frame_complete(words, config)
     try:
-        asm.check_program_size(words, config, source=f"program {args.program}")
+        asm.check_program_size(words, config, source=f"program {args.program}",
+                                commands=commands)
     except ValueError as exc:
         raise _Error(str(exc)) from None
-    commands, truncation = asm.frame_complete(words, config)
     played = words[:commands[-1][1] + commands[-1][2]] if commands else []
     # The weight rows the program reads size the RTL's cycle budget.
     work = sum(unpack(Header, words[first]).count for opcode, first, _ in commands

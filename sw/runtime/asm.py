@@ -303,6 +303,19 @@ class Truncation:
                 f"{self.present} of {self.needed} {self.part} words")
 
 
+def _field_reader(layout, name):
+    """:func:`_raw_field` of ``layout`` and ``name`` as a function of the word, the layout
+    looked up once (amaranth's layouts are slow to index: millions of words)."""
+    size, field = layout.size, layout[name]
+    offset, mask = field.offset, (1 << field.width) - 1
+
+    def read(word):
+        if not 0 <= word < (1 << size):
+            raise ValueError(f"a {size}-bit word must be 0 .. {(1 << size) - 1}, not {word}")
+        return (word >> offset) & mask
+    return read
+
+
 def frame_complete(words, config):
     """Split a program into the commands it completes, the way the macro reads it.
 
@@ -314,22 +327,24 @@ def frame_complete(words, config):
     :meth:`pim_macro.sw.models.golden.GoldenMacro.frame` and the players use it."""
     words = [int(w) for w in words]
     commands, i, n = [], 0, len(words)
+    opcodes = {op.value: op for op in Opcode}
+    opcode_of, count_of = _field_reader(Header, "opcode"), _field_reader(Header, "count")
     while i < n:
-        hdr = unpack(Header, words[i])
-        try:
-            op = Opcode(hdr.opcode)
-        except ValueError:
-            commands.append((hdr.opcode, i, 1))
+        # The header's fields by shifts, not unpack(): a program of millions of commands.
+        opcode, count = opcode_of(words[i]), count_of(words[i])
+        op = opcodes.get(opcode)
+        if op is None:
+            commands.append((opcode, i, 1))
             i += 1
             continue
-        n_args, n_payload = arg_words(op), payload_words(op, hdr.count, config)
+        n_args, n_payload = arg_words(op), payload_words(op, count, config)
         # What is missing, checked in stream order: arguments first, then payload.
         for part, first, size in (("argument", i + 1, n_args),
                                   ("payload", i + 1 + n_args, n_payload)):
             if first + size > n:
                 return commands, Truncation(len(commands), op, i, part, n - first, size)
         length = 1 + n_args + n_payload
-        commands.append((hdr.opcode, i, length))
+        commands.append((opcode, i, length))
         i += length
     return commands, None
 
@@ -410,18 +425,20 @@ def parse_program_text(text, source="program"):
     return words, lines
 
 
-def check_program_size(words, config, source="program"):
+def check_program_size(words, config, source="program", commands=None):
     """Raise ``ValueError`` (one line naming ``source``) when ``words`` plus the words their
     answers hold at most (every command OK, for ``config``) exceed :data:`PROGRAM_WORDS_MAX`:
-    the memory and time a run takes grow with both."""
-    commands, _ = frame_complete(words, config)
+    the memory and time a run takes grow with both. ``commands``: those of
+    :func:`frame_complete`, if the caller has them."""
+    if commands is None:
+        commands, _ = frame_complete(words, config)
+    opcodes = {op.value: op for op in Opcode}
+    count_of = _field_reader(Header, "count")
     answers = 0
     for opcode, first, _ in commands:
-        try:
-            answers += 1 + response_words(Opcode(opcode), unpack(Header, words[first]).count,
-                                          config)
-        except ValueError:              # an unknown opcode: answered by a status word
-            answers += 1
+        answers += 1
+        if opcode in opcodes:           # an unknown opcode: answered by a status word only
+            answers += response_words(opcodes[opcode], count_of(words[first]), config)
     if len(words) + answers > PROGRAM_WORDS_MAX:
         raise ValueError(f"{source}: its {len(words)} words and the up to {answers} words of "
                          f"their answers are more than the {PROGRAM_WORDS_MAX} words a "

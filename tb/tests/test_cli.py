@@ -1125,3 +1125,10 @@ def test_a_model_with_many_unknown_keys_is_a_short_line(tmp_path, capsys):
     code, out, err = _run_cli(capsys, "infer", {"--model": path, "--input": path})
     assert code == 2 and err.count("\n") == 1 and len(err) < 300, err
     assert "195 more" in err, err
+
+
+def test_usage_errors_echo_a_long_argument_cut(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["gemv", "--weights", "w", "--input", "x", "--lanes", "9" * 5000])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and len(err) < 300, err[:300]
