@@ -42,7 +42,7 @@ through a temporary file in the same folder renamed over it (a write that fails,
 leaves the old file as it was; a hard link keeps the old file), anything else (``/dev/stdout``,
 a pipe, a device) in place, appended to; it refuses a directory (or a name ending in ``/``), a
 folder it cannot create files in, or a name the file system refuses before anything runs, and
-``--json`` with ``--out`` naming stdout. Ctrl-C is one line, exit 130.
+``--json`` with ``--out`` naming stdout. Ctrl-C is the line ``pim: interrupted``, exit 130.
 A program file (``pim run``) is read up to :data:`pim_macro.sw.runtime.asm.PROGRAM_BYTES_MAX`
 bytes (64 MiB) and no further than its first NUL byte; its words plus the words of their answers
 may be at most :data:`pim_macro.sw.runtime.asm.PROGRAM_WORDS_MAX` (4 Mi: about 0.7 GB and a
@@ -713,8 +713,12 @@ def main(argv=None):
             _drop_stdout()
             error = _Error(f"cannot write the output: {exc.strerror or exc}", EXIT_FAILED)
             code = error.code
-    except KeyboardInterrupt:
-        code, error = EXIT_INTERRUPTED, _Error("interrupted", EXIT_INTERRUPTED)
+    except KeyboardInterrupt:       # not an error of the user's or the run's: its own line
+        code, error = EXIT_INTERRUPTED, None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if sys.stderr is not None:
+                sys.stderr.write(f"{PROG}: interrupted\n")
+                sys.stderr.flush()
     if error is not None:
         message = " ".join(str(error).split())     # always one line,
         # and nothing a terminal would obey (file names and file contents end up in messages)

@@ -1096,7 +1096,7 @@ def test_ctrl_c_is_one_line(files, capsys, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(cli, "run_gemv", interrupted)
     code, out, err = _run_cli(capsys, "gemv", {"--weights": p["W"], "--input": p["X"]})
-    assert (code, out, err) == (130, "", "pim: error: interrupted\n")
+    assert (code, out, err) == (130, "", "pim: interrupted\n")
 
 
 def test_a_program_of_too_many_words_is_refused(tmp_path, capsys, monkeypatch):
