@@ -491,9 +491,13 @@ class MacroConfig:
         ``w`` optional: 4 requantizers, a 32-bit bus). Raises ``ValueError`` (one line) for a
         string of another form or a configuration out of its limits."""
         import re
-        match = re.fullmatch(r"l(\d+)r(\d+)d(\d+)a(\d+)b(\d+)(?:q(\d+))?(?:w(\d+))?", tag)
+        # [0-9], not \d: \d matches every Unicode digit (int() reads Arabic-Indic ones too).
+        match = re.fullmatch(r"l([0-9]+)r([0-9]+)d([0-9]+)a([0-9]+)b([0-9]+)"
+                             r"(?:q([0-9]+))?(?:w([0-9]+))?", tag)
+        # A message shows at most 40 characters of the tag (a 5000-digit one is no message).
+        shown = tag if len(tag) <= 40 else tag[:37] + "..."
         if match is None:
-            raise ValueError(f"{tag!r} is not a configuration tag like l8r1d256a1024b256 "
+            raise ValueError(f"{shown!r} is not a configuration tag like l8r1d256a1024b256 "
                              f"(lanes, R, depth, act_depth, bias_depth; then optionally "
                              f"q<requantizers>, w<bus_bits>)")
         lanes, r, depth, act, bias, q, w = match.groups()
@@ -502,4 +506,6 @@ class MacroConfig:
                        act_depth=int(act), bias_depth=int(bias),
                        requantizers=int(q) if q else 4, bus_bits=int(w) if w else 32)
         except ValueError as exc:
-            raise ValueError(f"{tag}: {exc}") from None
+            # int() of thousands of digits, or MacroConfig echoing such a value: cut short.
+            message = str(exc) if len(str(exc)) <= 120 else str(exc)[:117] + "..."
+            raise ValueError(f"{shown}: {message}") from None

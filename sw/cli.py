@@ -37,21 +37,28 @@ the tool quietly with exit code 141, what the shell reports for a process SIGPIP
 Every file the tool reads is checked: a missing, unreadable, empty, cut, pickled or otherwise
 malformed file, a directory, an array of the wrong type or shape, or an array given for a model,
 is such a one-line error, never a traceback.
-``--out`` writes exactly the path given (``np.save`` would append ``.npy``), through a temporary
-file in the same folder renamed over it (a write that fails, a full disk, leaves the old file
-as it was), and refuses a directory or a folder it cannot create files in before anything runs.
+``--out`` writes exactly the path given (``np.save`` would append ``.npy``); a regular file
+through a temporary file in the same folder renamed over it (a write that fails, a full disk,
+leaves the old file as it was; a hard link keeps the old file), anything else (``/dev/stdout``,
+a pipe, a device) in place, appended to; it refuses a directory (or a name ending in ``/``), a
+folder it cannot create files in, or a name the file system refuses before anything runs, and
+``--json`` with ``--out`` naming stdout. Ctrl-C is the line ``pim: interrupted``, exit 130.
 A program file (``pim run``) is read up to :data:`pim_macro.sw.runtime.asm.PROGRAM_BYTES_MAX`
-bytes (256 MiB) and no further than its first NUL byte. With ``--json`` the only thing on stdout
+bytes (64 MiB) and no further than its first NUL byte; its words plus the words of their answers
+may be at most :data:`pim_macro.sw.runtime.asm.PROGRAM_WORDS_MAX` (4 Mi: about 0.7 GB and a
+minute on the golden model). With ``--json`` the only thing on stdout
 is one JSON object.
 """
 
 import argparse
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import logging
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -64,7 +71,7 @@ from pim_macro.hw.isa import (ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Head
 from pim_macro.sw.compiler.compiler import run_network
 from pim_macro.sw.compiler.gemv import SIMS, run_gemv
 from pim_macro.sw.compiler.network import load_network, save_network
-from pim_macro.sw.files import FileError, read_array
+from pim_macro.sw.files import FileError, read_array, shown
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.board_link import BoardMissing
 from pim_macro.sw.runtime.driver import StreamRun, run_stream
@@ -78,6 +85,13 @@ PROG = "pim"
 #: Exit codes; EXIT_PIPE: stdout was closed (128 + SIGPIPE, as a shell reports a process that
 #: SIGPIPE ended: Python ignores the signal and gets EPIPE instead).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
+#: Ctrl-C: 128 + SIGINT, as a shell reports a process the signal ended.
+EXIT_INTERRUPTED = 130
+#: The longest error message (characters): a backstop behind the messages' own caps on what
+#: they echo of the user's input (:func:`pim_macro.sw.files.shown`).
+_MESSAGE_MAX = 1000
+#: Bytes per write to stdout.
+_CHUNK = 1 << 16
 #: Loggers of the cocotb runner (named after the simulator classes) and of cocotb itself.
 _QUIET_LOGGERS = ("cocotb", "cocotb_tools", "Icarus", "Verilator")
 
@@ -88,6 +102,8 @@ class OneLineParser(argparse.ArgumentParser):
     lines use it too)."""
 
     def error(self, message):
+        # argparse quotes the offending argument whole: a 5000-digit number is no message.
+        message = re.sub(r"\S{41,}", lambda m: shown(m.group()), message)
         self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -179,7 +195,9 @@ def build_parser():
                     "and each command's decoded response (opcode, error, data words). P.txt "
                     "holds one 32-bit word per line in hex (0x optional), # comments and blank "
                     "lines. A program that ends inside a command is an error (exit 2) after "
-                    "the complete commands before it have played and printed.")
+                    "the complete commands before it have played and printed. A program file "
+                    f"may be {asm.PROGRAM_BYTES_MAX >> 20} MiB; its words plus those of their "
+                    f"answers at most {asm.PROGRAM_WORDS_MAX >> 20} Mi words.")
     run.add_argument("--program", required=True, metavar="P.txt",
                      help="the command stream: one hex word per line (see hw/isa.py)")
     _run_options(run, results=False)
@@ -211,7 +229,9 @@ def _run_options(command, *, results=True):
         command.add_argument("--out", metavar="Y.npy",
                              help="save Y (numpy .npy) to exactly this path, no suffix added; "
                                   "not a directory (checked before the run); the JSON then "
-                                  "names it")
+                                  "names it. A file is replaced whole (a hard link to it keeps "
+                                  "the old one); a device or pipe (/dev/stdout) is written in "
+                                  "place")
         command.add_argument("--json", action="store_true",
                              help="print one JSON object (config, shape, counters, and Y unless "
                                   "--out)")
@@ -232,14 +252,16 @@ def _run_options(command, *, results=True):
 def _config(args):
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(MacroConfig)
              if getattr(args, f.name) is not None}
+    if getattr(args, "board", None) == "":
+        raise _Error(f"--board is empty; give a board name: {', '.join(BOARDS)}")
     if getattr(args, "board", None):
         if given:
-            raise _Error(f"--board {args.board} sets the macro configuration; drop "
+            raise _Error(f"--board {shown(args.board)} sets the macro configuration; drop "
                          f"{' '.join(map(_option, given))} (see `{PROG} {args.command} "
                          f"--help`)")
         name, _, config_name = args.board.partition(":")
         if name not in BOARDS:
-            raise _Error(f"unknown board {name!r}; the boards are {', '.join(BOARDS)}")
+            raise _Error(f"unknown board {shown(name)!r}; the boards are {', '.join(BOARDS)}")
         try:
             return BOARDS[name].config(config_name or None)
         except ValueError as exc:
@@ -268,24 +290,39 @@ def _load_network(path):
         raise _Error(str(exc)) from None
 
 
-def _check_out(path):
-    """Refuse, before running anything, an ``--out`` that cannot be written: a directory, a
-    path in a folder that does not exist or where no file can be created (tried: permissions
-    and read-only or special file systems alike), a file that is not writable."""
+def _check_out(path, *, json_output=False):
+    """Refuse, before running anything, an ``--out`` that cannot be written: a directory (also
+    a name ending in a slash), a path in a folder that does not exist or where no file can be
+    created (tried: permissions and read-only or special file systems alike), a file that is
+    not writable, a name the file system refuses (a symbolic link loop, a name too long), and
+    with ``json_output`` the stdout the JSON goes to (one JSON object is all stdout holds)."""
     if path is None:
         return
-    if os.path.isdir(path):
-        raise _Error(f"--out {path} is a directory; give a file name, e.g. "
-                     f"{os.path.join(path, 'Y.npy')}")
+    if path == "":
+        raise _Error("--out is empty; give a file name, e.g. Y.npy")
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        what = "is" if os.path.isdir(path) else "names (a trailing /)"
+        raise _Error(f"--out {shown(path, 200)} {what} a directory; give a file name, e.g. "
+                     f"{shown(os.path.join(path, 'Y.npy'), 200)}")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:          # a symbolic link loop, a name too long, a folder denied
+        raise _Error(f"cannot write {path}: {exc.strerror or exc}") from None
+    if json_output and st is not None and _is_stdout(st):
+        raise _Error(f"--json prints its JSON object on stdout, and --out {path} is stdout "
+                     f"too: give --out a file, or drop --json")
+    if _in_place(path):
+        return
     target = os.path.realpath(path)
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
-        raise _Error(f"cannot write {path}: folder {os.path.dirname(path) or '.'} does not "
-                     f"exist")
+        given = os.path.dirname(path) or "."
+        missing = given if not os.path.isdir(given) else folder    # via a symbolic link
+        raise _Error(f"cannot write {path}: folder {missing} does not exist")
     if os.path.exists(target) and not os.access(target, os.W_OK):
         raise _Error(f"cannot write {path}: permission denied")
-    if _in_place(target):
-        return
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".pim-", suffix=".tmp")
         os.close(fd)
@@ -295,11 +332,39 @@ def _check_out(path):
             from None
 
 
-def _in_place(target):
-    """Whether ``target`` is written in place: a device or a pipe (``/dev/stdout``), which
-    there is nothing to replace of; a regular file (or a new one) is replaced."""
+def _is_stdout(st):
+    """Whether the file of ``os.stat`` result ``st`` is this process's stdout (but the null
+    device, where two writers lose nothing that was wanted)."""
+    try:        # file descriptor 1: sys.stdout is the command's buffer while it runs
+        if not os.path.samestat(st, os.fstat(1)):
+            return False
+    except OSError:
+        return False
+    return not os.path.samestat(st, os.stat(os.devnull))
+
+
+#: Paths that name an open file descriptor of the process (``/dev/stdout``, ``/dev/fd/1``,
+#: ``/proc/self/fd/1``, what ``>(cmd)`` gives): written in place, whatever they lead to.
+_FD_PATH = re.compile(r"/dev/(stdout|stderr|fd/[0-9]+)|/proc/[^/]+/fd/[0-9]+")
+
+
+def _in_place(path):
+    """Whether ``path`` is written in place, never replaced: anything but a regular file (a
+    device, a pipe) and any path through an open file descriptor (``/dev/stdout`` of a shell's
+    ``>> app.log`` is a regular file, but replacing it would lose the log; its ``O_APPEND`` is
+    kept by opening it for appending). A regular file (or a new one) is replaced."""
+    seen = 0
+    current = os.path.abspath(path)
+    while True:
+        if _FD_PATH.fullmatch(current):
+            return True
+        if not os.path.islink(current) or seen > 40:
+            break
+        link = os.readlink(current)
+        current = os.path.normpath(os.path.join(os.path.dirname(current), link))
+        seen += 1
     try:
-        return not stat.S_ISREG(os.stat(target).st_mode)
+        return not stat.S_ISREG(os.stat(path).st_mode)
     except FileNotFoundError:
         return False
 
@@ -309,21 +374,28 @@ def _save(path, write):
     ``.npy`` or ``.npz`` to one without): ``write`` gets the open file. A regular file is
     written as a temporary file in its folder, then renamed over the old one (that of a
     symbolic link's target), so a write that fails (a full disk, the file size limit) leaves
-    the old file whole and no temporary behind."""
-    target = os.path.realpath(path)
+    the old file whole and no temporary behind (a hard link to the old file keeps the old
+    content). Anything else (a device, a pipe, ``/dev/stdout``) is written in place, opened
+    for appending (a pipe ignores it; a shell's ``>> log`` keeps its content)."""
     try:
-        if _in_place(target):
-            with open(target, "wb") as f:
-                write(f)
+        if _in_place(path):
+            # Written whole from memory: numpy writes an array's data through the file
+            # descriptor at the position it asks for, which a pipe has not.
+            data = io.BytesIO()
+            write(data)
+            with open(path, "ab") as f:
+                f.write(data.getvalue())
             return
+        target = os.path.realpath(path)
         try:
             mode = stat.S_IMODE(os.stat(target).st_mode)
         except FileNotFoundError:
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
-        fd, temporary = tempfile.mkstemp(dir=os.path.dirname(target),
-                                         prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+        # A short name: ``.{name}.XXXX.tmp`` of a 250-character name exceeds 255.
+        fd, temporary = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".pim-",
+                                         suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 write(f)
@@ -382,7 +454,7 @@ def _gemv(args):
     if args.relu and args.mult is None:
         raise _Error("--relu needs --mult and --shift")
     config = _config(args)
-    _check_out(args.out)
+    _check_out(args.out, json_output=args.json)
     weights = _load(args.weights, "weights")
     inputs = _load(args.input, "input")
     bias = None if args.bias is None else _load(args.bias, "bias")
@@ -416,7 +488,7 @@ def _gemv(args):
 
 def _infer(args):
     config = _config(args)
-    _check_out(args.out)
+    _check_out(args.out, json_output=args.json)
     network = _load_network(args.model)
     inputs = _load(args.input, "input")
     labels = None
@@ -466,7 +538,7 @@ def _check_labels(labels):
 def _quantize(args):
     from pim_macro.sw.compiler.quantize import (float_forward, load_float_model, quantize_file,
                                                 report)
-    _check_out(args.out)
+    _check_out(args.out, json_output=args.json)
     calib = _load(args.calib, "calibration data")
     test = calib if args.test is None else _load(args.test, "test data")
     labels = None if args.labels is None else _load(args.labels, "labels")
@@ -541,6 +613,11 @@ def _run(args):
     if not words:
         raise _Error(f"program {args.program} holds no words (only comments and blank lines)")
     commands, truncation = asm.frame_complete(words, config)
+    try:
+        asm.check_program_size(words, config, source=f"program {args.program}",
+                                commands=commands)
+    except ValueError as exc:
+        raise _Error(str(exc)) from None
     played = words[:commands[-1][1] + commands[-1][2]] if commands else []
     # The weight rows the program reads size the RTL's cycle budget.
     work = sum(unpack(Header, words[first]).count for opcode, first, _ in commands
@@ -611,36 +688,72 @@ def _print_run(words, run, report):
 
 def main(argv=None):
     """Entry point of the ``pim`` console script; returns the exit code. What a command prints
-    is written to stdout when it ends (before its error line, if any): a stdout that fails is
-    one error line (exit 1), or, closed (a pipe into ``head``), a quiet exit 141."""
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:                   # the command's own usage line, not the top one
-        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    is written to stdout when it ends (before its error line, if any): a stdout that fails or
+    is closed is one error line (exit 1), or, a closed pipe (into ``head``), a quiet exit 141.
+    Ctrl-C is the line ``pim: interrupted``, exit 130. A closed stderr loses the error line,
+    never the exit code."""
     output = io.StringIO()
     try:
-        with contextlib.redirect_stdout(output):
-            code = args.handler(args)
-        error = None
-    except _Error as exc:
-        code, error = exc.code, exc
-    try:
-        sys.stdout.write(output.getvalue())
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _drop_stdout()
-        return EXIT_PIPE
-    except OSError as exc:
-        _drop_stdout()
-        error = _Error(f"cannot write the output: {exc.strerror or exc}", EXIT_FAILED)
-        code = error.code
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:                   # the command's own usage line, not the top one
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+        try:
+            with contextlib.redirect_stdout(output):
+                code = args.handler(args)
+            error = None
+        except _Error as exc:
+            code, error = exc.code, exc
+        try:
+            _write_stdout(output.getvalue())
+        except BrokenPipeError:
+            _drop_stdout()
+            return EXIT_PIPE
+        except OSError as exc:
+            _drop_stdout()
+            error = _Error(f"cannot write the output: {exc.strerror or exc}", EXIT_FAILED)
+            code = error.code
+    except KeyboardInterrupt:       # not an error of the user's or the run's: its own line
+        code, error = EXIT_INTERRUPTED, None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if sys.stderr is not None:
+                sys.stderr.write(f"{PROG}: interrupted\n")
+                sys.stderr.flush()
     if error is not None:
         message = " ".join(str(error).split())     # always one line,
         # and nothing a terminal would obey (file names and file contents end up in messages)
         message = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
                           for c in message)
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        if len(message) > _MESSAGE_MAX:             # whatever echoes too much of the input
+            message = message[:_MESSAGE_MAX - 3] + "..."
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if sys.stderr is not None:              # closed (2>&-): nowhere to say it
+                sys.stderr.write(f"{PROG}: error: {message}\n")
+                sys.stderr.flush()
     return code
+
+
+def _write_stdout(text):
+    """Write ``text`` to stdout, all of it: a write the OS takes part of is continued; a closed
+    pipe is ``BrokenPipeError``, a closed stdout (``1>&-``) ``OSError``."""
+    if sys.stdout is None:
+        raise OSError(errno.EBADF, "stdout is closed")
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        fd = None                   # not a file (a test's capture): its own write
+    if fd is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    sys.stdout.flush()
+    data = memoryview(text.encode(sys.stdout.encoding or "utf-8",
+                                  sys.stdout.errors or "strict"))
+    while data:
+        written = os.write(fd, data[:_CHUNK])
+        if written <= 0:
+            raise BrokenPipeError(errno.EPIPE, "the reader is gone")
+        data = data[written:]
 
 
 def _drop_stdout():
@@ -649,8 +762,9 @@ def _drop_stdout():
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):
-        pass                    # not a file descriptor (a test's capture): nothing to flush
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass                    # closed (None), or not a file descriptor (a test's
+        # capture): nothing to flush
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ every failure into one :class:`FileError` (a ``ValueError``) naming the file and
 
 import math
 import os
+import struct
 import tokenize
 import warnings
 import zipfile
@@ -18,7 +19,8 @@ import zlib
 import numpy as np
 
 
-__all__ = ["FileError", "read_numpy", "read_array", "read_archive", "ARCHIVE_BYTES_MAX"]
+__all__ = ["FileError", "shown", "listed", "read_numpy", "read_array", "read_archive",
+           "ARCHIVE_BYTES_MAX"]
 
 
 class FileError(ValueError):
@@ -32,14 +34,19 @@ _NPY_MAGIC, _ZIP_MAGIC, _EMPTY_ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04", b"PK\x05
 #: What numpy, zipfile and zlib raise for content that is not what it claims to be (a cut or
 #: garbled header, a pickled member, a damaged archive, a header announcing terabytes). OSError,
 #: the file system's refusal, is reported apart.
+#: zipfile raises RuntimeError for an encrypted member, NotImplementedError for an unknown
+#: compression method, LargeZipFile, KeyError and ``struct.error`` for a damaged directory.
 _FORMAT_ERRORS = (ValueError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile,
-                  zlib.error, NotImplementedError, MemoryError)
+                  zipfile.LargeZipFile, zlib.error, NotImplementedError, MemoryError,
+                  RuntimeError, KeyError, IndexError, struct.error)
 _PICKLED = ("it holds Python objects (a pickled array), which pim does not unpickle: that could "
             "run code")
 #: The most data (bytes) the members of an archive may declare in all: 4 GiB, far more than a
 #: model for the macro holds; checked, with each member's header against the member's size in
 #: the zip directory, before anything is loaded (a zip bomb declares gigabytes in kilobytes).
 ARCHIVE_BYTES_MAX = 4 << 30
+#: The ``.npy`` format versions numpy reads (and :func:`_npy_data` checks).
+_VERSIONS = ((1, 0), (2, 0), (3, 0))
 #: The largest ``.npy`` header numpy parses (bytes); a longer one is a damaged file.
 _HEADER_MAX = getattr(np.lib.format, "_MAX_HEADER_SIZE", 10000)
 
@@ -48,9 +55,23 @@ class _Problem(ValueError):
     """What is wrong with a file's content, said as it is (no "damaged numpy file" prefix)."""
 
 
+def shown(token, width=40):
+    """``token`` (a name or text of the user's) for a message: at most ``width`` characters,
+    cut with an ellipsis."""
+    token = str(token)
+    return token if len(token) <= width else token[:width - 3] + "..."
+
+
+def listed(items, most=5):
+    """``items`` for a message: the first ``most``, each :func:`shown`, then how many more."""
+    items = list(items)
+    text = ", ".join(shown(item) for item in items[:most])
+    return text + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
 def _first_line(exc):
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return shown(text.splitlines()[0], 200) if text else type(exc).__name__
 
 
 def _open(path, what):
@@ -71,9 +92,12 @@ def _npy_data(f, size):
     than numpy reads, an array of Python objects (numpy would need to unpickle it), or less
     data than announced (numpy would first try to allocate all of it: a cut file, or a
     garbled shape, would ask for terabytes); ``ValueError`` & co. for a garbled header.
-    Leaves ``f`` anywhere. Format versions numpy has no public reader for are not checked
-    (0 bytes)."""
+    Leaves ``f`` anywhere. A format version other than 1.0, 2.0 and 3.0 (3.0 is 2.0 with a
+    UTF-8 header) is a :class:`_Problem`: numpy reads no other."""
     version = np.lib.format.read_magic(f)
+    if version not in _VERSIONS:
+        raise _Problem(f"its header is of format version {version[0]}.{version[1]}, which numpy "
+                       f"does not read (1.0, 2.0 and 3.0 only)")
     width = 2 if version == (1, 0) else 4
     raw = f.read(width)
     if len(raw) < width:
@@ -82,12 +106,12 @@ def _npy_data(f, size):
     if length > _HEADER_MAX:
         raise _Problem(f"its header is {length} bytes, more than the {_HEADER_MAX} bytes numpy "
                        f"reads (a damaged file?)")
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
-    if version not in readers:
-        return 0
     f.seek(f.tell() - width)
-    shape, _, dtype = readers[version](f, max_header_size=_HEADER_MAX)
+    # 3.0 is 2.0 with a UTF-8 header: read as 2.0 (latin-1) it gives the same shape and
+    # item size (only a structured dtype's non-ASCII field names would read otherwise).
+    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+              else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = reader(f, max_header_size=_HEADER_MAX)
     if dtype.hasobject:
         raise _Problem(_PICKLED)
     need = math.prod(shape) * dtype.itemsize
@@ -104,7 +128,20 @@ def _check_archive(f):
     data they declare in all against :data:`ARCHIVE_BYTES_MAX`."""
     total = 0
     with zipfile.ZipFile(f) as archive:
+        names = [info.filename for info in archive.infolist()]
+        if len(set(names)) < len(names):
+            # zipfile (and numpy) would read the last member of a name: which one was meant?
+            seen, twice = set(), None
+            for name in names:
+                if name in seen:
+                    twice = name
+                    break
+                seen.add(name)
+            raise _Problem(f"it holds member {shown(twice)} twice (which copy is meant?)")
         for info in archive.infolist():
+            if info.flag_bits & 0x1:        # zipfile would ask for a password
+                raise _Problem(f"member {shown(info.filename)} is encrypted (pim reads no "
+                               f"password-protected archive)")
             with archive.open(info) as member:
                 magic = member.read(len(_NPY_MAGIC))
             if magic != _NPY_MAGIC:         # numpy reads it as bytes
@@ -114,9 +151,9 @@ def _check_archive(f):
                 try:
                     total += _npy_data(member, info.file_size)
                 except _Problem as exc:
-                    raise _Problem(f"member {info.filename}: {exc}") from None
+                    raise _Problem(f"member {shown(info.filename)}: {exc}") from None
                 except _FORMAT_ERRORS as exc:
-                    raise _Problem(f"member {info.filename}: a damaged numpy file: "
+                    raise _Problem(f"member {shown(info.filename)}: a damaged numpy file: "
                                    f"{_first_line(exc)}") from None
     if total > ARCHIVE_BYTES_MAX:
         raise _Problem(f"its members declare {total} bytes of data, more than the limit of "

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pim_macro.hw.isa import REQUANT_MULT_BITS, REQUANT_SHIFT_MAX
-from pim_macro.sw.files import read_archive
+from pim_macro.sw.files import listed, read_archive
 from pim_macro.sw.models.golden import requantize, wrap32
 
 
@@ -244,7 +244,7 @@ def network_from_arrays(data):
         layers.append(layer)
     extra = sorted(k for k in keys if not _known(k, count))
     if extra:
-        raise ValueError(f"unknown keys in the model: {', '.join(extra)}")
+        raise ValueError(f"unknown keys in the model: {listed(extra)}")
     scales = {}
     for key in ("input_scale", "output_scale"):
         if key in keys:

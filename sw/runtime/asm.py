@@ -24,7 +24,8 @@ import numpy as np
 from pim_macro.hw.isa import (
     ARCHES, INT8_PER_WORD, ISA_VERSION, OPCODES, STREAM_BITS, WORD_BYTES, Counter, Error,
     ErrorsWord, Flag, Header,
-    MacroConfig, Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words, unpack,
+    MacroConfig, Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words,
+    response_words, unpack,
 )
 
 
@@ -35,6 +36,7 @@ __all__ = [
     "encode_status", "pack_bytes", "unpack_bytes", "weight_rows", "Response", "parse_responses",
     "decode_status_words", "Truncation", "frame_complete", "frame_program", "words_to_bytes",
     "bytes_to_words", "parse_program_text", "read_program", "PROGRAM_BYTES_MAX",
+    "PROGRAM_WORDS_MAX", "check_program_size",
 ]
 
 
@@ -301,6 +303,19 @@ class Truncation:
                 f"{self.present} of {self.needed} {self.part} words")
 
 
+def _field_reader(layout, name):
+    """:func:`_raw_field` of ``layout`` and ``name`` as a function of the word, the layout
+    looked up once (amaranth's layouts are slow to index: millions of words)."""
+    size, field = layout.size, layout[name]
+    offset, mask = field.offset, (1 << field.width) - 1
+
+    def read(word):
+        if not 0 <= word < (1 << size):
+            raise ValueError(f"a {size}-bit word must be 0 .. {(1 << size) - 1}, not {word}")
+        return (word >> offset) & mask
+    return read
+
+
 def frame_complete(words, config):
     """Split a program into the commands it completes, the way the macro reads it.
 
@@ -312,22 +327,24 @@ def frame_complete(words, config):
     :meth:`pim_macro.sw.models.golden.GoldenMacro.frame` and the players use it."""
     words = [int(w) for w in words]
     commands, i, n = [], 0, len(words)
+    opcodes = {op.value: op for op in Opcode}
+    opcode_of, count_of = _field_reader(Header, "opcode"), _field_reader(Header, "count")
     while i < n:
-        hdr = unpack(Header, words[i])
-        try:
-            op = Opcode(hdr.opcode)
-        except ValueError:
-            commands.append((hdr.opcode, i, 1))
+        # The header's fields by shifts, not unpack(): a program of millions of commands.
+        opcode, count = opcode_of(words[i]), count_of(words[i])
+        op = opcodes.get(opcode)
+        if op is None:
+            commands.append((opcode, i, 1))
             i += 1
             continue
-        n_args, n_payload = arg_words(op), payload_words(op, hdr.count, config)
+        n_args, n_payload = arg_words(op), payload_words(op, count, config)
         # What is missing, checked in stream order: arguments first, then payload.
         for part, first, size in (("argument", i + 1, n_args),
                                   ("payload", i + 1 + n_args, n_payload)):
             if first + size > n:
                 return commands, Truncation(len(commands), op, i, part, n - first, size)
         length = 1 + n_args + n_payload
-        commands.append((hdr.opcode, i, length))
+        commands.append((opcode, i, length))
         i += length
     return commands, None
 
@@ -346,10 +363,17 @@ def frame_program(words, config):
 
 #: One word of a program text: hex digits, ``0x`` optional.
 _HEX_WORD = re.compile(r"(0[xX])?[0-9a-fA-F]+")
-#: The largest program file :func:`read_program` reads (bytes): 256 MiB, more than the text of a
-#: whole SRAM of the largest configuration (16 Mi words, ~180 MB); an endless file (/dev/zero,
-#: a pipe that never ends) stops here.
-PROGRAM_BYTES_MAX = 256 << 20
+#: The most words a program may move (:func:`check_program_size`): its own words plus the words
+#: its answers hold at most. The golden model took 895 MB and 78 s for 512 Ki ``STATUS``
+#: commands (the most output per word in: 5 Mi words moved, ~170 bytes and ~15 us a word
+#: across parsing, the model, the responses and the report); 4 Mi words are ~0.7 GB and about
+#: a minute, what a machine holds comfortably (the cycle model and the report cost the same
+#: order; the RTL simulators are far slower per word and have their own cycle budget).
+PROGRAM_WORDS_MAX = 4 << 20
+#: The largest program file :func:`read_program` reads (bytes): 64 MiB, far more than the text
+#: of :data:`PROGRAM_WORDS_MAX` words (11 bytes a line, ``0x12345678``) with comments; an
+#: endless file (/dev/zero, a pipe that never ends) stops here.
+PROGRAM_BYTES_MAX = 64 << 20
 #: Characters that may not appear in a program text: control characters but tab, \n and the
 #: \r of a \r\n (C0, DEL, C1: a form feed or vertical tab would be a line break to some tools
 #: and not to others), and the Unicode line and paragraph separators.
@@ -393,9 +417,32 @@ def parse_program_text(text, source="program"):
         if value > _WORD_MASK:
             raise ValueError(f"{source} line {number}: {_shown(token)} does not fit in "
                              f"{STREAM_BITS} bits")
+        if len(words) >= PROGRAM_WORDS_MAX:
+            raise ValueError(f"{source} line {number}: the program holds more than "
+                             f"{PROGRAM_WORDS_MAX} words (the limit of a program)")
         words.append(value)
         lines.append(number)
     return words, lines
+
+
+def check_program_size(words, config, source="program", commands=None):
+    """Raise ``ValueError`` (one line naming ``source``) when ``words`` plus the words their
+    answers hold at most (every command OK, for ``config``) exceed :data:`PROGRAM_WORDS_MAX`:
+    the memory and time a run takes grow with both. ``commands``: those of
+    :func:`frame_complete`, if the caller has them."""
+    if commands is None:
+        commands, _ = frame_complete(words, config)
+    opcodes = {op.value: op for op in Opcode}
+    count_of = _field_reader(Header, "count")
+    answers = 0
+    for opcode, first, _ in commands:
+        answers += 1
+        if opcode in opcodes:           # an unknown opcode: answered by a status word only
+            answers += response_words(opcodes[opcode], count_of(words[first]), config)
+    if len(words) + answers > PROGRAM_WORDS_MAX:
+        raise ValueError(f"{source}: its {len(words)} words and the up to {answers} words of "
+                         f"their answers are more than the {PROGRAM_WORDS_MAX} words a "
+                         f"program may move (the limit of a program)")
 
 
 def _read_limited(path):

@@ -23,7 +23,9 @@ for (its opcode echoed, an ISA error code, as many data words as that command's 
 the data words of a ``STATUS`` answer that must hold ISA values (the ``ERRORS`` word's error
 code, the ``SHAPE`` word's architecture) are checked too. Bytes beyond the last answer (the
 link listens for :data:`_QUIET_CHARS` character times plus :data:`_QUIET_MARGIN` seconds after
-it, at most ``timeout``), a board silent for ``timeout`` (also in the middle of an answer), a
+it, at most ``timeout``), a board silent for ``timeout`` (also in the middle of an answer;
+silence counts from the later of the last byte read and the last chunk the port took: a long
+load that takes longer than ``timeout`` to send is not silence), a
 board that takes no bytes (a write blocked for ``timeout`` plus the line time of a
 :data:`_WRITE_CHUNK`-byte chunk: writes go in such chunks), a run longer than its deadline and a
 port that fails (a USB adapter pulled out; whatever the port raises: ``OSError``, pyserial's
@@ -155,9 +157,11 @@ class BoardLink:
     ``reset_input_buffer`` and ``close`` (tests use one). Whatever waits in the receive buffer
     when the link opens (the answers of an interrupted run, line noise) is thrown away.
 
-    ``timeout`` is how long the board may stay silent in the middle of a run (seconds);
-    ``deadline`` how long a whole :meth:`run` may take, by default ``timeout`` plus
-    ``_DEADLINE_SLACK`` times the time its bytes take on the line at ``baud``, both ways."""
+    ``timeout`` is how long the board may stay silent in the middle of a run (seconds), from
+    the later of the last byte read and the last chunk the port took; ``deadline`` how long a
+    whole :meth:`run` may take, by default ``timeout`` plus ``_DEADLINE_SLACK`` (4) times the
+    time its bytes take on the line at ``baud``, both ways (so it scales with the program: a
+    1 MB program at 115200 baud has 6 minutes)."""
 
     def __init__(self, port, *, baud=BAUD, timeout=5.0, window=RX_FIFO_BYTES, deadline=None):
         if window < 8:
@@ -242,6 +246,9 @@ class BoardLink:
                 for i in range(0, len(data), _WRITE_CHUNK):
                     with self._failures():
                         self._port.write(data[i:i + _WRITE_CHUNK])
+                    # A chunk the port took is the board's activity as much as a byte it
+                    # sent: a long load may take longer than ``timeout`` to go out.
+                    last_heard = time.monotonic()
                     self._check_deadline(start, deadline, acked, len(commands))
                 in_flight += sizes[sent]
                 sent += 1

@@ -69,6 +69,11 @@ def _run(cases, config, sim, arch, tally):
     return verdicts
 
 
+def _shown(token):
+    """``token`` of the user's for a message: at most 40 characters."""
+    return token if len(token) <= 40 else token[:37] + "..."
+
+
 def main(argv=None):
     """Run the fuzz campaign; returns the exit status (0, 1 on a mismatch, 2 for bad
     arguments, each a one-line error)."""
@@ -99,6 +104,10 @@ def main(argv=None):
     sims, archs = args.sims.split(","), args.archs.split(",")
     configs = {}
     for name in names:
+        if name in configs:
+            # Results are tallied by name: a second copy would be counted into the first.
+            print(f"pim: error: --configs names {_shown(name)} twice", file=sys.stderr)
+            return 2
         try:
             configs[name] = (FUZZ_CONFIGS[name] if name in FUZZ_CONFIGS
                              else MacroConfig.from_tag(name))
@@ -109,7 +118,7 @@ def main(argv=None):
     for what, values, allowed in (("simulator", sims, SIMULATORS), ("architecture", archs, ARCHES)):
         bad = [v for v in values if v not in allowed]
         if bad:
-            print(f"pim: error: unknown {what} {bad[0]!r}; one of {', '.join(allowed)}",
+            print(f"pim: error: unknown {what} {_shown(bad[0])!r}; one of {', '.join(allowed)}",
                   file=sys.stderr)
             return 2
     if args.streams < 1 or args.batch < 1 or args.commands < 1:

@@ -3,6 +3,8 @@ behind a receive FIFO of the bridge's size that a slow macro drains a few bytes 
 the credit flow control is what keeps the FIFO from overflowing. (The bridge itself, UART
 included, is simulated on Icarus and Verilator in test_uart.py.)"""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -533,3 +535,40 @@ def test_every_port_failure_is_a_board_error(where, error):
 
     with pytest.raises(BoardError, match=r"^the serial port failed"):
         BoardLink(Failing(STATUS_OK), timeout=0.2).run(asm.encode_status(), CONFIG)
+
+
+class _SlowTaker(FakeBoard):
+    """A board that takes bytes steadily but slowly: each write call of the host blocks a
+    while (the line's own pace), and the whole of one long command takes longer than the
+    link's silence timeout to send."""
+
+    last_write = 0.0
+
+    def write(self, data):
+        time.sleep(0.004)
+        super().write(data)
+        self.last_write = time.monotonic()
+
+    # The bytes still on the line (a pty's or adapter's buffer) reach the macro a while after
+    # the host's last write returned: its answer comes that much later.
+    @property
+    def in_waiting(self):
+        return len(self.tx) if time.monotonic() - self.last_write > 0.05 else 0
+
+    def read(self, n):
+        return super().read(n) if time.monotonic() - self.last_write > 0.05 else b""
+
+
+def test_a_long_write_is_activity_not_silence():
+    """A command whose bytes take longer than ``timeout`` to go out (a 64 KiB weight load)
+    is not a silent board: bytes taken by the port count as activity (tester, round 2:
+    a 1 MB program failed with "the board sent nothing for 5 s" after 34 s)."""
+    config = MacroConfig(lanes=64, depth=1024, act_depth=256, bias_depth=16)
+    rows = np.ones((1024, 1, 64), np.int8)
+    words = asm.encode_write_weights(0, rows, config) + asm.encode_status()
+    board = _SlowTaker(config, words, out_room=4096)
+    link = BoardLink(board, timeout=0.1)
+    start = time.monotonic()
+    out = link.run(words, config)
+    assert time.monotonic() - start > 0.1, "the write should take longer than the timeout"
+    assert out == GoldenMacro(config).run(words)

@@ -1003,3 +1003,132 @@ def test_model_scales_must_be_finite_and_positive(tmp_path, capsys, scale):
     code, out, err = _run_cli(capsys, "infer", {"--model": tmp_path / "m.npz",
                                                 "--input": tmp_path / "x.npy"})
     assert code == 2 and "input_scale must be a positive, finite float scalar" in err, err
+
+
+# -- the tester's second round: output targets, caps, limits --------------------------------
+
+def _gemv_args(p, *extra):
+    return ["gemv", "--weights", p["W"], "--input", p["X"], *extra]
+
+
+def _sh(command, **kwargs):
+    return subprocess.run(["bash", "-c", command], capture_output=True, **kwargs)
+
+
+def test_out_to_a_pipe_or_an_appended_stdout_is_written_in_place(files, tmp_path):
+    """--out /dev/stdout into a pipe failed ("No such file or directory"), and into `>> log`
+    replaced the log: what is not a regular file is written in place, never replaced."""
+    a, p, _ = files
+    cmd = " ".join(map(str, [*PIM, *_gemv_args(p, "--out", "/dev/stdout")]))
+    result = _sh(f"{cmd} | cat")
+    assert result.returncode == 0, result.stderr
+    y = np.load(__import__("io").BytesIO(result.stdout))
+    assert np.array_equal(y, reference(a["W"], a["X"]))
+    log = tmp_path / "app.log"
+    log.write_bytes(b"previous\n")
+    result = _sh(f"{cmd} >> {log}")
+    assert result.returncode == 0, result.stderr
+    data = log.read_bytes()
+    assert data.startswith(b"previous\n") and data[9:15] == b"\x93NUMPY", data[:20]
+
+
+@pytest.mark.parametrize("target", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"])
+def test_json_with_out_on_stdout_is_refused(files, target):
+    a, p, _ = files
+    result = subprocess.run([*PIM, *_gemv_args(p, "--json", "--out", target)],
+                            capture_output=True)
+    result.stdout, result.stderr = result.stdout.decode("latin-1"), result.stderr.decode()
+    assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert "--json" in result.stderr and "stdout" in result.stderr, result.stderr
+
+
+def test_a_closed_stdout_or_stderr_is_one_line(files, tmp_path):
+    a, p, _ = files
+    cmd = " ".join(map(str, [*PIM, *_gemv_args(p, "--out", tmp_path / "y.npy")]))
+    result = _sh(f"{cmd} 1>&-", text=True)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("pim: error: ") and "Traceback" not in result.stderr
+    cmd = " ".join(map(str, [*PIM, *_gemv_args(p)]))
+    result = _sh(f"{cmd} 1>&- 2>&-", text=True)
+    assert result.returncode == 1 and result.stderr == ""
+    result = _sh(f"{cmd} --weights {p['missing']} 2>&-", text=True)
+    assert result.returncode == 2 and result.stdout == ""
+
+
+def test_a_large_output_into_head_exits_141(tmp_path):
+    """2.9 MB of output into `| head -1` exited 0 (tester, round 2)."""
+    program = tmp_path / "st.txt"
+    program.write_text("9\n" * 10000)
+    cmd = " ".join(map(str, [*PIM, "run", "--program", program]))
+    result = _sh(f"{cmd} | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}", text=True)
+    assert result.stdout.strip() == "141", result
+
+
+def test_out_names_that_fail_are_one_line(files, tmp_path):
+    a, p, _ = files
+    (tmp_path / "l1").symlink_to("l2")
+    (tmp_path / "l2").symlink_to("l1")
+    (tmp_path / "dl").symlink_to("nodir/f.npy")
+    for out, message in (("l1", "l1"), ("new.npy/", "directory"), ("dl", "nodir"),
+                         ("", "--out is empty")):
+        result = pim(*_gemv_args(p, "--out", out), cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, (out, result.stderr)
+        assert result.stderr.startswith("pim: error: ") and message in result.stderr, \
+            result.stderr
+    assert not (tmp_path / "new.npy").exists()
+    long = "a" * 251 + ".npy"           # 255 characters: the longest name a folder holds
+    ok(pim(*_gemv_args(p, "--out", long), cwd=tmp_path))
+    assert np.array_equal(np.load(tmp_path / long), reference(a["W"], a["X"]))
+    assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_an_empty_board_name_is_refused(files, capsys):
+    a, p, _ = files
+    code, out, err = _run_cli(capsys, "gemv", {"--weights": p["W"], "--input": p["X"],
+                                               "--board": ""})
+    assert code == 2 and err.count("\n") == 1 and "board" in err, err
+
+
+def test_ctrl_c_is_one_line(files, capsys, monkeypatch):
+    a, p, _ = files
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "run_gemv", interrupted)
+    code, out, err = _run_cli(capsys, "gemv", {"--weights": p["W"], "--input": p["X"]})
+    assert (code, out, err) == (130, "", "pim: interrupted\n")
+
+
+def test_a_program_of_too_many_words_is_refused(tmp_path, capsys, monkeypatch):
+    """The byte limit did not limit the work: 1 MiB of `9` lines took 78 s and 895 MB."""
+    from pim_macro.hw import isa
+    from pim_macro.sw.runtime import asm
+    monkeypatch.setattr(asm, "PROGRAM_WORDS_MAX", 100)
+    path = tmp_path / "p.txt"
+    path.write_text("9\n" * 101)
+    code, out, err = _run_cli(capsys, "run", {"--program": path})
+    assert code == 2 and out == "" and err.count("\n") == 1 and "100 words" in err, err
+    # Each STATUS moves its word and its answer: 1 + the status words.
+    moved = 2 + len(isa.status_words(MacroConfig(), "pim"))
+    for count, code_wanted in ((100 // moved, 0), (100 // moved + 1, 2)):
+        path.write_text("9\n" * count)
+        code, out, err = _run_cli(capsys, "run", {"--program": path})
+        assert code == code_wanted, err
+    assert "100 words" in err, err
+
+
+def test_a_model_with_many_unknown_keys_is_a_short_line(tmp_path, capsys):
+    path = tmp_path / "m.npz"
+    layer = {"w0": np.ones((4, 4), np.int8), "b0": np.zeros(4, np.int32), "m0": np.int64(1),
+             "s0": np.int64(0), "relu0": np.int64(0)}
+    np.savez(path, **layer, **{f"x{i}": np.zeros(1, np.int8) for i in range(200)})
+    code, out, err = _run_cli(capsys, "infer", {"--model": path, "--input": path})
+    assert code == 2 and err.count("\n") == 1 and len(err) < 300, err
+    assert "195 more" in err, err
+
+
+def test_usage_errors_echo_a_long_argument_cut(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["gemv", "--weights", "w", "--input", "x", "--lanes", "9" * 5000])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and len(err) < 300, err[:300]

@@ -180,6 +180,9 @@ def test_minimise_keeps_what_fails():
     (["--seed", "abc"], "argument --seed: invalid int value: 'abc'"),
     (["stray"], "unrecognized arguments: stray"),
     (["--seed", "-5"], "--seed must be 0 or more"),
+    (["--configs", "l4r1d4a4b4,l4r1d4a4b4"], "--configs names l4r1d4a4b4 twice"),
+    (["--configs", "l" + "9" * 5000 + "r1d4a4b4"], "..."),
+    (["--configs", "l\u0664r1d4a4b4"], "is not a configuration tag"),
 ])
 def test_long_run_rejects_bad_arguments(argv, message, capsys):
     """`make fuzz`'s runner: one line `pim: error: ...` and status 2, before anything runs."""
@@ -187,3 +190,4 @@ def test_long_run_rejects_bad_arguments(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("pim: error: ") and message in err and err.count("\n") == 1
+    assert len(err) < 400, "a message echoes at most a short cut of the user's input"

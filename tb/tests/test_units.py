@@ -361,3 +361,16 @@ def test_block_fifo_stream_ports():
 
     simulate(m, bench)
     assert got == [5, 6, 7], "the words should come out in order"
+
+
+@pytest.mark.parametrize("tag", ["l\u0664r1d4a4b4", "l8r1d256a1024b\u0662\u0665\u0666"])
+def test_from_tag_takes_ascii_digits_only(tag):
+    """`\\d` matches every Unicode digit: Arabic-Indic digits made a configuration."""
+    with pytest.raises(ValueError, match="not a configuration tag"):
+        MacroConfig.from_tag(tag)
+
+
+def test_from_tag_echoes_a_long_tag_cut():
+    with pytest.raises(ValueError) as info:
+        MacroConfig.from_tag("l" + "9" * 5000 + "r1d4a4b4")
+    assert len(str(info.value)) < 300
