@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 
 
-__all__ = ["FileError", "shown", "listed", "read_numpy", "read_array", "read_archive",
+__all__ = ["FileError", "open_input", "shown", "listed", "read_numpy", "read_array", "read_archive",
            "ARCHIVE_BYTES_MAX"]
 
 
@@ -74,8 +74,9 @@ def _first_line(exc):
     return shown(text.splitlines()[0], 200) if text else type(exc).__name__
 
 
-def _open(path, what):
-    """``path`` opened for binary reading, or a :class:`FileError` saying why it cannot be."""
+def open_input(path, what):
+    """``path`` opened for binary reading, or a :class:`FileError` (one line naming ``what``,
+    the file's role, and ``path``) saying why it cannot be."""
     try:
         return open(path, "rb")
     except FileNotFoundError:
@@ -164,7 +165,7 @@ def _check_archive(f):
 def _read(path, what, kind):
     """The array of a ``.npy`` file, or the arrays of an ``.npz`` archive as a dict; ``kind``
     ``"array"`` refuses an archive before reading any of it."""
-    with _open(path, what) as f, warnings.catch_warnings():
+    with open_input(path, what) as f, warnings.catch_warnings():
         # numpy warns (UserWarning) when a header parses only the Python 2 way: the file is
         # read all the same, and the warning is no business of a pim user.
         warnings.simplefilter("ignore", UserWarning)

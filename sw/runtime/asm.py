@@ -27,6 +27,7 @@ from pim_macro.hw.isa import (
     MacroConfig, Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words,
     response_words, unpack,
 )
+from pim_macro.sw.files import open_input, shown
 
 
 __all__ = [
@@ -381,11 +382,6 @@ _BAD_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]|\r(?!
 _BOM = "\ufeff"
 
 
-def _shown(token):
-    """``token`` for a message: at most 40 characters."""
-    return token if len(token) <= 40 else token[:37] + "..."
-
-
 def parse_program_text(text, source="program"):
     """The words of a program written as text: one 32-bit word per line in hex (``0x``
     optional, any case), ``#`` starting a comment, blank lines ignored. Lines end at ``\n``
@@ -411,11 +407,11 @@ def parse_program_text(text, source="program"):
         if not token:
             continue
         if not _HEX_WORD.fullmatch(token):
-            raise ValueError(f"{source} line {number}: {_shown(token)!r} is not a hex word (one "
+            raise ValueError(f"{source} line {number}: {shown(token)!r} is not a hex word (one "
                              f"32-bit word per line, 0x optional, # for comments)")
         value = int(token, 16)
         if value > _WORD_MASK:
-            raise ValueError(f"{source} line {number}: {_shown(token)} does not fit in "
+            raise ValueError(f"{source} line {number}: {shown(token)} does not fit in "
                              f"{STREAM_BITS} bits")
         if len(words) >= PROGRAM_WORDS_MAX:
             raise ValueError(f"{source} line {number}: the program holds more than "
@@ -449,7 +445,7 @@ def _read_limited(path):
     """The bytes of file ``path``, read in chunks: stops at :data:`PROGRAM_BYTES_MAX` and at
     the first NUL (no program holds one: a binary file, /dev/zero)."""
     chunks, size = [], 0
-    with open(path, "rb") as f:
+    with open_input(path, "program") as f:
         while True:
             chunk = f.read(1 << 20)
             if not chunk:
@@ -472,11 +468,7 @@ def read_program(path):
     when it cannot be read, is larger, is not text, or holds a line that is not a word."""
     try:
         data = _read_limited(path)
-    except FileNotFoundError:
-        raise ValueError(f"cannot read program {path}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"cannot read program {path}: it is a directory") from None
-    except OSError as exc:
+    except OSError as exc:              # a read that fails once the file is open
         raise ValueError(f"cannot read program {path}: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8")
