@@ -31,7 +31,9 @@ Memories and units
   the same cycle, each ``lanes`` (L) int8 weights wide: lane ``l`` of sub-array ``r`` of row ``j``
   is the weight ``W[l, R*j + r]``. Payload byte order of a row: sub-array-major, then lane.
 * Activation buffer: ``act_depth`` int8 elements, byte addressed.
-* Bias memory: ``bias_depth`` int32 words.
+* Channel memory: ``bias_depth`` entries, one per output channel: an int32 *bias*, a Q31
+  *multiplier* ``M0`` (31-bit unsigned) and a *shift* (signed 6-bit), the per-channel
+  requantization of TFLite's int8 kernels.
 * Accumulators: L lanes of 32-bit two's complement; additions wrap.
 
 Commands (``count`` is the header field)
@@ -44,8 +46,12 @@ opcode             arguments                      effect
                                                   payload ``count * R * L / 4`` words
 ``LOAD_ACT``       addr (bytes, multiple of 4)    write ``count`` activations at ``addr``;
                                                   payload ``ceil(count / 4)`` words
-``LOAD_BIAS``      addr (words)                   write ``count`` int32 biases; payload
+``LOAD_BIAS``      addr (entries)                 write ``count`` int32 biases; payload
                                                   ``count`` words
+``LOAD_QUANT``     addr (entries)                 write ``count`` channels' multiplier and
+                                                  shift; payload ``2 * count`` words, per
+                                                  channel a :data:`ChannelMultiplier` then a
+                                                  :data:`ChannelShift` word
 ``MATVEC``         row [15:0], act [31:16]        for ``j < count``, every lane ``l``:
                    (act a multiple of R)          ``acc[l] += sum_r W[row+j][r][l] *
                                                   A[act + R*j + r]``; without ``ACCUMULATE``
@@ -53,40 +59,57 @@ opcode             arguments                      effect
 ``EMIT_RAW``       bias [15:0]                    emit ``acc[l] (+ bias[bias+l])`` as int32
                                                   for ``l < count``; ``count`` data words
 ``EMIT_INT8``      bias [15:0];                   emit requantized int8 for ``l < count``,
-                   mult [15:0], shift [23:16]     four per word; ``ceil(count/4)`` words
+                   zero_point [7:0],              four per word; ``ceil(count/4)`` words;
+                   act_min [15:8], act_max [23:16]  lane ``l`` uses channel ``bias + l``
 ``WRITEBACK``      bias [15:0], act [31:16];      write requantized int8 of lane ``l`` to
-                   mult [15:0], shift [23:16]     ``A[act + l]`` for ``l < count``
+                   zero_point, act_min, act_max   ``A[act + l]`` for ``l < count``
 ``READ_COUNTERS``  (none)                         emit the :class:`Counter` values, snapshot
                                                   at decode; ``CLEAR`` zeroes them after
 ``STATUS``         (none)                         emit the :class:`StatusWord` words; clears
                                                   the sticky last-error code
 =================  =============================  ==========================================
 
-Requantization of lane value ``v = wrap32(acc + bias)``::
+Requantization of lane ``l``, TFLite's int8 rule (:mod:`pim_macro.sw.models.requant` gives both
+roundings exactly, says where they come from and which LiteRT op uses which), with
+``v = wrap32(acc[l] + bias[c])`` (the bias only with ``BIAS``), ``M0 = multiplier[c]``,
+``shift = shift[c]`` of channel ``c = bias + l`` and the command's ``zero_point``, ``act_min``,
+``act_max`` (signed bytes)::
 
-    y = (v * mult + (1 << (shift - 1) if shift > 0 else 0)) >> shift    # exact, arithmetic
-    y = min(max(y, -128), 127); y = max(y, 0) if RELU
+    y = MultiplyByQuantizedMultiplier(v, M0, shift)     # single rounding; DOUBLE_ROUND: gemmlowp's
+    y = min(max(y + zero_point, act_min), act_max)
+
+Single rounding is ``(v * M0 + (1 << (total - 1) if total else 0)) >> total`` with ``total = 31
+- shift``, exact and arithmetic; double rounding is
+``RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(wrap32(v << max(shift, 0)), M0),
+max(-shift, 0))``.
+
+Fused ReLU is ``act_min = zero_point``, ReLU6 also ``act_max``. ``act_min > act_max`` is legal and
+gives ``act_max`` (TFLite's order: max, then min).
 
 Checks, in this order; the first that fails gives the error code: opcode known
-(``BAD_OPCODE``); flags allowed for the opcode, reserved argument bits zero, ``shift <= 31`` and
-``count == 0`` for commands without a count (``BAD_FIELD``); ``count`` in ``1 ..`` its limit
-(``BAD_LENGTH``: zero, or more than ``lanes`` for the emitting commands); alignment
-(``MISALIGNED``); every addressed element inside its memory (``BAD_ADDRESS``).
+(``BAD_OPCODE``); flags allowed for the opcode, reserved argument bits zero and ``count == 0``
+for commands without a count (``BAD_FIELD``); ``count`` in ``1 ..`` its limit (``BAD_LENGTH``:
+zero, or more than ``lanes`` for the emitting commands); alignment (``MISALIGNED``); every
+addressed element inside its memory (``BAD_ADDRESS``; a requantizing command always reads the
+channels ``bias .. bias + count - 1``, with or without ``BIAS``). Payload words are not checked
+(the status has left by then): bits a payload layout marks ``reserved`` are ignored.
 """
 
 import enum as py_enum
 from dataclasses import dataclass
 
+from amaranth.hdl import signed
 from amaranth.lib import enum, data
 
 
 __all__ = [
     "STREAM_BITS", "WORD_BYTES", "ISA_VERSION", "ACC_BITS", "REQUANT_MULT_BITS",
-    "REQUANT_SHIFT_MAX", "ARCHES",
+    "REQUANT_SHIFT_BITS", "REQUANT_SHIFT_MIN", "REQUANT_SHIFT_MAX", "ARCHES",
     "INT8_PER_WORD", "ERROR_COUNT_BITS", "ERROR_COUNT_MAX", "FIELD_BITS", "COUNT_BITS",
     "span_end_bits", "ROWS_PER_CYCLE", "LANES_MAX",
     "Opcode", "Flag", "Error", "Counter", "StatusWord",
     "Header", "Status", "RowArg", "AddrArg", "MatvecArg", "BiasArg", "WritebackArg", "QuantArg",
+    "ChannelMultiplier", "ChannelShift",
     "ErrorsWord", "ShapeWord", "pack", "unpack",
     "Words", "OpcodeInfo", "OPCODES", "COUNTLESS", "LOADS", "LANE_COUNTED", "BARRIERS",
     "REQUANTIZING", "arg_words", "allowed_flags", "payload_words", "response_words",
@@ -99,14 +122,21 @@ STREAM_BITS = 32
 #: Bytes in one stream word, as a byte-wide link (the UART bridge) carries it.
 WORD_BYTES = STREAM_BITS // 8
 #: Version of this instruction set, reported by ``STATUS``.
-ISA_VERSION = 3                 # 2: BUS_BEATS counter and BUS_BITS status word (baseline)
+ISA_VERSION = 4                 # 2: BUS_BEATS counter and BUS_BITS status word (baseline)
                                 # 3: REQUANTIZERS status word
+                                # 4: TFLite requantization: LOAD_QUANT, per-channel Q31
+                                #    multiplier and shift, zero point and clamp, both
+                                #    roundings (DOUBLE_ROUND replaces RELU)
 #: Accumulator width; sums wrap modulo ``2 ** ACC_BITS``.
 ACC_BITS = 32
-#: Requantization multiplier is an unsigned integer of this many bits.
-REQUANT_MULT_BITS = 16
-#: Largest legal requantization shift.
-REQUANT_SHIFT_MAX = 31
+#: A channel's requantization multiplier ``M0`` is an unsigned integer of this many bits: Q31,
+#: ``[2**30, 2**31)`` for TFLite's scales (which require ``M0 >= 0``), or 0.
+REQUANT_MULT_BITS = 31
+#: A channel's shift is a signed integer of this many bits (positive: left), from
+#: :data:`REQUANT_SHIFT_MIN` to :data:`REQUANT_SHIFT_MAX`; TFLite's lie in -31 .. 30.
+REQUANT_SHIFT_BITS = 6
+REQUANT_SHIFT_MIN = -(1 << (REQUANT_SHIFT_BITS - 1))
+REQUANT_SHIFT_MAX = (1 << (REQUANT_SHIFT_BITS - 1)) - 1
 #: Architectures a macro can be built as (``pim_macro.hw.make_macro(arch=...)``): ``"pim"`` wires
 #: every SRAM column to its MAC lane; ``"baseline"`` keeps the same SRAM and MACs apart, joined by a
 #: bus of ``bus_bits``.
@@ -125,6 +155,7 @@ class Opcode(enum.Enum, shape=8):
     WRITEBACK     = 0x07
     READ_COUNTERS = 0x08
     STATUS        = 0x09
+    LOAD_QUANT    = 0x0A
 
 
 class Flag(enum.Flag, shape=8, boundary=py_enum.KEEP):
@@ -134,7 +165,8 @@ class Flag(enum.Flag, shape=8, boundary=py_enum.KEEP):
     decodes, and the check that rejects it (``BAD_FIELD``) can see it."""
     ACCUMULATE = 0x01   # MATVEC: add to the accumulators instead of clearing them first
     BIAS       = 0x02   # EMIT_*/WRITEBACK: add bias[addr + lane] before anything else
-    RELU       = 0x04   # EMIT_INT8/WRITEBACK: clamp negative results to zero
+    DOUBLE_ROUND = 0x04  # EMIT_INT8/WRITEBACK: gemmlowp's double rounding, not single
+                         # (before ISA version 4 this bit was RELU; QuantArg's clamp replaces it)
     CLEAR      = 0x08   # READ_COUNTERS: zero the counters after the snapshot
 
 
@@ -228,16 +260,24 @@ Status = data.StructLayout({"opcode": 8, "error": Error, "count": COUNT_BITS})
 
 #: Argument of ``WRITE_WEIGHTS``: the first row written.
 RowArg = data.StructLayout({"row": FIELD_BITS, "reserved": 16})
-#: Argument of ``LOAD_ACT`` (a byte address, a multiple of 4) and ``LOAD_BIAS`` (a word address).
+#: Argument of ``LOAD_ACT`` (a byte address, a multiple of 4), ``LOAD_BIAS`` and ``LOAD_QUANT``
+#: (a channel entry).
 AddrArg = data.StructLayout({"addr": FIELD_BITS, "reserved": 16})
 #: Argument of ``MATVEC``: first weight row, first activation byte (a multiple of R).
 MatvecArg = data.StructLayout({"row": FIELD_BITS, "act": FIELD_BITS})
-#: First argument of ``EMIT_RAW`` and ``EMIT_INT8``: the first bias word (used with ``BIAS``).
+#: First argument of ``EMIT_RAW`` and ``EMIT_INT8``: the first channel entry (its bias added
+#: with ``BIAS``; ``EMIT_INT8`` always requantizes with its multiplier and shift).
 BiasArg = data.StructLayout({"bias": FIELD_BITS, "reserved": 16})
-#: First argument of ``WRITEBACK``: the first bias word, the first activation byte written.
+#: First argument of ``WRITEBACK``: the first channel entry, the first activation byte written.
 WritebackArg = data.StructLayout({"bias": FIELD_BITS, "act": FIELD_BITS})
-#: Second argument of ``EMIT_INT8`` and ``WRITEBACK``: the requantization.
-QuantArg = data.StructLayout({"mult": REQUANT_MULT_BITS, "shift": 8, "reserved": 8})
+#: Second argument of ``EMIT_INT8`` and ``WRITEBACK``: the output zero point and the clamp, signed
+#: bytes (TFLite's ``output_offset``, ``output_activation_min``/``max``).
+QuantArg = data.StructLayout({"zero_point": signed(8), "act_min": signed(8),
+                              "act_max": signed(8), "reserved": 8})
+#: ``LOAD_QUANT`` payload, first word of a channel: its Q31 multiplier (bit 31 ignored).
+ChannelMultiplier = data.StructLayout({"multiplier": REQUANT_MULT_BITS, "reserved": 1})
+#: ``LOAD_QUANT`` payload, second word of a channel: its shift (bits 31:6 ignored).
+ChannelShift = data.StructLayout({"shift": signed(REQUANT_SHIFT_BITS), "reserved": 26})
 
 #: ``STATUS`` word ``ERRORS``.
 ErrorsWord = data.StructLayout({"last_error": Error, "isa_version": 8,
@@ -247,7 +287,8 @@ ShapeWord = data.StructLayout({"lanes": 16, "rows_per_cycle": 8, "arch": 8})
 
 
 def pack(layout, **fields):
-    """The int whose ``layout`` fields hold ``fields`` (ints or enum members; others 0).
+    """The int whose ``layout`` fields hold ``fields`` (ints or enum members; others 0). A
+    signed field takes a signed value and stores its two's complement.
 
     Raises ``ValueError`` naming the field when a value does not fit it: Amaranth's
     ``layout.const`` would truncate silently."""
@@ -255,7 +296,12 @@ def pack(layout, **fields):
     for name, value in fields.items():
         width = layout[name].width
         value = value.value if isinstance(value, py_enum.Enum) else int(value)
-        if not 0 <= value < (1 << width):
+        shape = layout[name].shape
+        if getattr(shape, "signed", False):
+            if not -(1 << (width - 1)) <= value < (1 << (width - 1)):
+                raise ValueError(f"{name} must fit in {width} signed bits, not {value}")
+            value &= (1 << width) - 1
+        elif not 0 <= value < (1 << width):
             raise ValueError(f"{name} must fit in {width} unsigned bits, not {value}")
         values[name] = value
     word = 0
@@ -325,11 +371,13 @@ OPCODES = {
     Opcode.LOAD_ACT:      OpcodeInfo((AddrArg,), Flag(0), "bytes",
                                      payload=Words(per_item=1, packed=INT8_PER_WORD)),
     Opcode.LOAD_BIAS:     OpcodeInfo((AddrArg,), Flag(0), "words", payload=Words(per_item=1)),
+    Opcode.LOAD_QUANT:    OpcodeInfo((AddrArg,), Flag(0), "words", payload=Words(per_item=2)),
     Opcode.MATVEC:        OpcodeInfo((MatvecArg,), Flag.ACCUMULATE, "rows"),
     Opcode.EMIT_RAW:      OpcodeInfo((BiasArg,), Flag.BIAS, "lanes", response=Words(per_item=1)),
-    Opcode.EMIT_INT8:     OpcodeInfo((BiasArg, QuantArg), Flag.BIAS | Flag.RELU, "lanes",
+    Opcode.EMIT_INT8:     OpcodeInfo((BiasArg, QuantArg), Flag.BIAS | Flag.DOUBLE_ROUND, "lanes",
                                      response=Words(per_item=1, packed=INT8_PER_WORD)),
-    Opcode.WRITEBACK:     OpcodeInfo((WritebackArg, QuantArg), Flag.BIAS | Flag.RELU, "lanes"),
+    Opcode.WRITEBACK:     OpcodeInfo((WritebackArg, QuantArg), Flag.BIAS | Flag.DOUBLE_ROUND,
+                                     "lanes"),
     Opcode.READ_COUNTERS: OpcodeInfo((), Flag.CLEAR, None, response=Words(fixed=len(Counter)),
                                      barrier=True),
     Opcode.STATUS:        OpcodeInfo((), Flag(0), None, response=Words(fixed=len(StatusWord)),
@@ -407,7 +455,7 @@ class MacroConfig:
     act_depth : int
         Activation buffer size in int8 elements, a multiple of 4 from 4 to 65536.
     bias_depth : int
-        Bias memory size in int32 words, 1 to 65536.
+        Channel memory entries (each an int32 bias, a multiplier and a shift), 1 to 65536.
     bus_bits : int
         Width of the bus between the weight SRAM and the MAC lanes in the ``baseline``
         architecture: 8, 16, 32 or 64, dividing the row width ``8 * lanes * rows_per_cycle``.
@@ -415,7 +463,7 @@ class MacroConfig:
     requantizers : int
         Requantizers in the output engine, 1, 2 or 4: the int8 lanes ``EMIT_INT8`` and
         ``WRITEBACK`` produce per cycle (``EMIT_RAW`` always emits one lane per cycle). Each
-        costs a 32x16 multiplier and a bias-memory bank; small FPGAs take one.
+        costs a 32x31 multiplier and a channel-memory bank; small FPGAs take one.
     """
     lanes: int = 8
     rows_per_cycle: int = 1

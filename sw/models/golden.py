@@ -13,10 +13,11 @@ comes from :mod:`pim_macro.sw.runtime.asm`.
 import numpy as np
 
 from pim_macro.hw.isa import (
-    ACC_BITS, ARCHES, ERROR_COUNT_MAX, INT8_PER_WORD, OPCODES, REQUANT_MULT_BITS, REQUANTIZING,
-    REQUANT_SHIFT_MAX, STREAM_BITS, Counter, Error, Flag, Header, MacroConfig, Opcode, Status,
+    ACC_BITS, ARCHES, ERROR_COUNT_MAX, INT8_PER_WORD, OPCODES, REQUANTIZING, STREAM_BITS,
+    ChannelMultiplier, ChannelShift, Counter, Error, Flag, Header, MacroConfig, Opcode, Status,
     pack, response_words, status_words, unpack,
 )
+from pim_macro.sw.models.requant import requantize, wrap32
 from pim_macro.sw.runtime.asm import frame_program, pack_bytes
 
 
@@ -50,49 +51,13 @@ def _arguments(op, args):
     return fields, reserved
 
 
-def wrap32(values):
-    """Wrap integers (scalar or array, any integer dtype, exact) to signed ``ACC_BITS`` two's
-    complement; returns an int64 array."""
-    v = np.asarray(values, dtype=np.int64)
-    return ((v + (1 << (ACC_BITS - 1))) & _ACC_MASK) - (1 << (ACC_BITS - 1))
-
-
-def requantize(values, mult, shift, relu):
-    """Requantize int32 lane values to int8, exactly as the ISA defines::
-
-        y = (v * mult + (1 << (shift - 1) if shift > 0 else 0)) >> shift   # arithmetic shift
-        y = min(max(y, -128), 127); y = max(y, 0) if relu
-
-    ``values`` must already be wrapped to int32 (``wrap32(acc + bias)``), ``mult`` is an unsigned
-    :data:`REQUANT_MULT_BITS`-bit integer and ``shift`` is ``0 ..`` :data:`REQUANT_SHIFT_MAX`;
-    with those ranges ``v * mult + round`` fits in int64, so the int64 arithmetic is exact.
-    Returns an ``np.int8`` array of the same shape as ``values``.
-    """
-    v = np.asarray(values)
-    if v.dtype.kind not in "iu":
-        raise ValueError(f"requantize takes integer values, not {v.dtype}")
-    v = v.astype(np.int64)
-    if v.size and (v.min() < -(1 << (ACC_BITS - 1)) or v.max() >= (1 << (ACC_BITS - 1))):
-        raise ValueError("requantize takes int32 values (wrap acc + bias first)")
-    mult, shift = int(mult), int(shift)
-    if not 0 <= mult < (1 << REQUANT_MULT_BITS):
-        raise ValueError(f"mult must be 0 .. {(1 << REQUANT_MULT_BITS) - 1}, not {mult}")
-    if not 0 <= shift <= REQUANT_SHIFT_MAX:
-        raise ValueError(f"shift must be 0 .. {REQUANT_SHIFT_MAX}, not {shift}")
-    rounding = (1 << (shift - 1)) if shift > 0 else 0
-    y = (v * mult + rounding) >> shift          # numpy >> on int64 is arithmetic (floor)
-    y = np.clip(y, -128, 127)
-    if relu:
-        y = np.maximum(y, 0)
-    return y.astype(np.int8)
-
-
 class GoldenMacro:
     """Bit-exact reference model of one PIM macro, at the level of whole commands.
 
     What it models: the architectural state (weight SRAM ``weights`` int8 of shape
-    ``(depth, rows_per_cycle, lanes)``, activation buffer ``act`` int8 ``(act_depth,)``, bias
-    memory ``bias`` int32 ``(bias_depth,)``, accumulators ``acc`` int32 ``(lanes,)``, the sticky
+    ``(depth, rows_per_cycle, lanes)``, activation buffer ``act`` int8 ``(act_depth,)``, the
+    channel memory: ``bias`` int32, ``multiplier`` int64 (31-bit unsigned) and ``shift`` int64
+    (-32 .. 31), each ``(bias_depth,)``, accumulators ``acc`` int32 ``(lanes,)``, the sticky
     ``last_error`` and the saturating ``error_count``), every command's checks in the ISA order,
     payload skipping on errors, the exact output stream (status and data words), and the
     performance counters that do not depend on time (``MAC_ACTIVE``, ``ROW_READS``,
@@ -124,6 +89,8 @@ class GoldenMacro:
         self.weights = np.zeros((c.depth, c.rows_per_cycle, c.lanes), dtype=np.int8)
         self.act = np.zeros(c.act_depth, dtype=np.int8)
         self.bias = np.zeros(c.bias_depth, dtype=np.int32)
+        self.multiplier = np.zeros(c.bias_depth, dtype=np.int64)
+        self.shift = np.zeros(c.bias_depth, dtype=np.int64)
         self.acc = np.zeros(c.lanes, dtype=np.int32)
         self.last_error = Error.OK
         self.error_count = 0
@@ -200,8 +167,6 @@ class GoldenMacro:
         # BAD_FIELD. Flag values keep stray bits (bits no Flag names): compare the bytes.
         if flags.value & ~rule.flags.value or reserved:
             return Error.BAD_FIELD
-        if "shift" in arg and arg["shift"] > REQUANT_SHIFT_MAX:
-            return Error.BAD_FIELD
         if rule.counts is None:
             return Error.BAD_FIELD if count != 0 else Error.OK
 
@@ -222,11 +187,11 @@ class GoldenMacro:
         if "act" in arg:                    # MATVEC reads R activations per row
             per_item = c.rows_per_cycle if op == Opcode.MATVEC else 1
             spans.append((arg["act"], count * per_item, c.act_depth))
-        if "bias" in arg and flags & Flag.BIAS:
+        if "bias" in arg and (flags & Flag.BIAS or op in REQUANTIZING):
             spans.append((arg["bias"], count, c.bias_depth))
         if op == Opcode.LOAD_ACT:
             spans.append((arg["addr"], count, c.act_depth))
-        if op == Opcode.LOAD_BIAS:
+        if op in (Opcode.LOAD_BIAS, Opcode.LOAD_QUANT):
             spans.append((arg["addr"], count, c.bias_depth))
         if any(first + size > memory for first, size, memory in spans):
             return Error.BAD_ADDRESS
@@ -264,6 +229,13 @@ class GoldenMacro:
             self.bias[addr:addr + count] = np.asarray(payload, dtype="<u4").view(np.int32)
             return []
 
+        if op == Opcode.LOAD_QUANT:
+            addr = arg["addr"]
+            for j in range(count):
+                self.multiplier[addr + j] = unpack(ChannelMultiplier, payload[2 * j]).multiplier
+                self.shift[addr + j] = unpack(ChannelShift, payload[2 * j + 1]).shift
+            return []
+
         if op == Opcode.MATVEC:
             row, a, r = arg["row"], arg["act"], c.rows_per_cycle
             w = self.weights[row:row + count].astype(np.int64)            # (count, R, lanes)
@@ -282,8 +254,10 @@ class GoldenMacro:
             return [int(v) & _WORD_MASK for v in self._lanes(flags, count, arg["bias"])]
 
         if op in REQUANTIZING:
-            y = requantize(self._lanes(flags, count, arg["bias"]), arg["mult"], arg["shift"],
-                           bool(flags & Flag.RELU))
+            channels = slice(arg["bias"], arg["bias"] + count)
+            y = requantize(self._lanes(flags, count, arg["bias"]), self.multiplier[channels],
+                           self.shift[channels], arg["zero_point"], arg["act_min"],
+                           arg["act_max"], double_rounding=bool(flags & Flag.DOUBLE_ROUND))
             if op == Opcode.EMIT_INT8:
                 return pack_bytes(y)
             a = arg["act"]

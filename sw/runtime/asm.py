@@ -23,7 +23,7 @@ import numpy as np
 
 from pim_macro.hw.isa import (
     ARCHES, INT8_PER_WORD, ISA_VERSION, OPCODES, STREAM_BITS, WORD_BYTES, Counter, Error,
-    ErrorsWord, Flag, Header,
+    ChannelMultiplier, ChannelShift, ErrorsWord, Flag, Header,
     MacroConfig, Opcode, ShapeWord, Status, StatusWord, arg_words, pack, payload_words,
     response_words, unpack,
 )
@@ -32,7 +32,8 @@ from pim_macro.sw.files import open_input, shown
 
 __all__ = [
     "AnswerCounter",
-    "header", "encode_write_weights", "encode_load_act", "encode_load_bias", "encode_matvec",
+    "header", "encode_write_weights", "encode_load_act", "encode_load_bias", "encode_load_quant",
+    "encode_matvec",
     "encode_emit_raw", "encode_emit_int8", "encode_writeback", "encode_read_counters",
     "encode_status", "pack_bytes", "unpack_bytes", "weight_rows", "Response", "parse_responses",
     "decode_status_words", "Truncation", "frame_complete", "frame_program", "words_to_bytes",
@@ -149,26 +150,53 @@ def encode_matvec(row, act, count, *, accumulate=False):
     return _command(Opcode.MATVEC, {"row": row, "act": act}, flags=flags, count=count)
 
 
-def _out_flags(bias, relu):
-    return (Flag.BIAS if bias is not None else Flag(0)) | (Flag.RELU if relu else Flag(0))
+def encode_load_quant(addr, multipliers, shifts):
+    """Load channels ``addr ..`` with Q31 ``multipliers`` (0 .. 2**31 - 1) and ``shifts``
+    (-32 .. 31), one each per channel (TFLite's ``(M0, shift)``, see
+    :func:`pim_macro.sw.models.requant.quantize_multiplier`). Raises ``ValueError`` for values
+    out of range or arrays of different sizes."""
+    multipliers = np.asarray(multipliers, dtype=np.int64).ravel()
+    shifts = np.asarray(shifts, dtype=np.int64).ravel()
+    if multipliers.shape != shifts.shape:
+        raise ValueError(f"{multipliers.size} multipliers but {shifts.size} shifts")
+    payload = []
+    for m, s in zip(multipliers.tolist(), shifts.tolist()):
+        payload += [pack(ChannelMultiplier, multiplier=m), pack(ChannelShift, shift=s)]
+    return _command(Opcode.LOAD_QUANT, {"addr": addr}, count=multipliers.size, payload=payload)
+
+
+def _quant(zero_point, act_min, act_max):
+    return {"zero_point": zero_point, "act_min": act_min, "act_max": act_max}
 
 
 def encode_emit_raw(count, *, bias=None):
     """Emit ``count`` lanes as int32, adding ``bias[bias + lane]`` when ``bias`` is an address."""
-    return _command(Opcode.EMIT_RAW, {"bias": bias or 0}, flags=_out_flags(bias, False),
-                    count=count)
+    return _command(Opcode.EMIT_RAW, {"bias": bias or 0},
+                    flags=Flag.BIAS if bias is not None else Flag(0), count=count)
 
 
-def encode_emit_int8(count, *, mult, shift, relu=False, bias=None):
-    """Emit ``count`` lanes requantized to int8, four per word."""
-    return _command(Opcode.EMIT_INT8, {"bias": bias or 0}, {"mult": mult, "shift": shift},
-                    flags=_out_flags(bias, relu), count=count)
+def _requant_flags(bias, double_rounding):
+    return ((Flag.BIAS if bias else Flag(0))
+            | (Flag.DOUBLE_ROUND if double_rounding else Flag(0)))
 
 
-def encode_writeback(count, act, *, mult, shift, relu=False, bias=None):
-    """Requantize ``count`` lanes and write them to the activation buffer at byte ``act``."""
-    return _command(Opcode.WRITEBACK, {"bias": bias or 0, "act": act},
-                    {"mult": mult, "shift": shift}, flags=_out_flags(bias, relu), count=count)
+def encode_emit_int8(count, *, channel, bias=True, zero_point=0, act_min=-128, act_max=127,
+                     double_rounding=False):
+    """Emit ``count`` lanes requantized to int8 (four per word) with channels ``channel ..``
+    (their multiplier and shift, and their bias when ``bias``), then ``zero_point`` and the
+    clamp ``[act_min, act_max]`` (signed bytes); ``double_rounding`` sets ``DOUBLE_ROUND``."""
+    return _command(Opcode.EMIT_INT8, {"bias": channel},
+                    _quant(zero_point, act_min, act_max),
+                    flags=_requant_flags(bias, double_rounding), count=count)
+
+
+def encode_writeback(count, act, *, channel, bias=True, zero_point=0, act_min=-128,
+                     act_max=127, double_rounding=False):
+    """Requantize ``count`` lanes as :func:`encode_emit_int8` does and write them to the
+    activation buffer at byte ``act``."""
+    return _command(Opcode.WRITEBACK, {"bias": channel, "act": act},
+                    _quant(zero_point, act_min, act_max),
+                    flags=_requant_flags(bias, double_rounding), count=count)
 
 
 def encode_read_counters(*, clear=False):
