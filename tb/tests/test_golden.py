@@ -14,10 +14,14 @@ from pim_macro.hw.isa import (
 )
 from pim_macro.sw.runtime.asm import (
     decode_status_words, encode_emit_int8, encode_emit_raw, encode_load_act, encode_load_bias,
-    encode_matvec, encode_read_counters, encode_status, encode_write_weights, encode_writeback,
+    encode_load_quant, encode_matvec, encode_read_counters, encode_status, encode_write_weights,
+    encode_writeback,
     header, pack_bytes, parse_responses, unpack_bytes, weight_rows,
 )
-from pim_macro.sw.models.golden import GoldenMacro, requantize, run_golden
+from pim_macro.sw.models.golden import GoldenMacro, run_golden
+from pim_macro.sw.models.requant import (
+    multiply_by_quantized_multiplier, quantize_multiplier, requantize,
+)
 
 
 # -- helpers (test-side, independent of the model's internals) -------------------------------
@@ -40,14 +44,31 @@ def wrap_ref(v):
     return ((np.asarray(v, dtype=np.int64) + 2**31) % 2**32) - 2**31
 
 
-def requant_ref(v, mult, shift, relu):
-    """The ISA requantization rule, one Python int at a time."""
-    y = int(v) * int(mult)
-    if shift > 0:
-        y += 1 << (shift - 1)
-    y >>= shift
-    y = min(max(y, -128), 127)
-    return max(y, 0) if relu else y
+def _high_mul(a, b):
+    """gemmlowp's SaturatingRoundingDoublingHighMul, Python ints (C division truncates)."""
+    ab = a * b
+    total = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+    q = abs(total) >> 31
+    return q if total >= 0 else -q
+
+
+def _divide_by_pot(x, e):
+    """gemmlowp's RoundingDivideByPOT: ties away from zero."""
+    mask = (1 << e) - 1
+    return (x >> e) + (1 if (x & mask) > (mask >> 1) + (x < 0) else 0)
+
+
+def requant_ref(v, m0, shift, zero_point=0, act_min=-128, act_max=127, double=False):
+    """TFLite's int8 requantization (common.h, MultiplyByQuantizedMultiplier), one Python int at
+    a time, written out for the tests from the TFLite sources (not from requant.py)."""
+    v, m0, shift = int(v), int(m0), int(shift)
+    if double:
+        shifted = int(wrap_ref(v << max(shift, 0)))
+        y = _divide_by_pot(_high_mul(shifted, m0), max(-shift, 0))
+    else:
+        total = 31 - shift
+        y = (v * m0 + ((1 << (total - 1)) if total > 0 else 0)) >> total
+    return min(max(y + zero_point, act_min), act_max)
 
 
 def assert_ok(responses, what=""):
@@ -68,7 +89,8 @@ def counters_of(model, clear=False):
 
 
 def snapshot(model):
-    return {name: getattr(model, name).copy() for name in ("weights", "act", "bias", "acc")}
+    return {name: getattr(model, name).copy()
+            for name in ("weights", "act", "bias", "multiplier", "shift", "acc")}
 
 
 # -- hand-computed -----------------------------------------------------------------------------
@@ -165,74 +187,233 @@ def test_load_act_does_not_write_padding_bytes():
     assert list(rs[-1].int32()) == [1, 2, 3, 7], "byte 3 is padding and must not be written"
 
 
-# Requantization table: (v, mult, shift, relu, expected), all computed by hand from the rule.
-REQUANT_CASES = [
-    ([5, -5, 127, 128, -128, -129, 0, 1], 1, 0, False, [5, -5, 127, 127, -128, -128, 0, 1]),
-    # x.5 rounds up (towards +inf): (-3+1)>>1=-1, (3+1)>>1=2, (-1+1)>>1=0, (-5+1)>>1=-2
-    ([-3, 3, -1, 1, -5, 5, -2, 2], 1, 1, False, [-1, 2, 0, 1, -2, 3, -1, 1]),
-    ([2**30, 2**30 - 1, -2**30, -2**30 - 1, 2**31 - 1, -2**31], 1, 31, False,
-     [1, 0, 0, -1, 1, -1]),
-    ([2**31 - 1, -2**31, 1, -1], 65535, 31, False, [127, -128, 0, 0]),
-    ([2**31 - 1, -2**31, 5, -5], 0, 0, False, [0, 0, 0, 0]),
-    ([2**31 - 1, -2**31, 5, -5], 0, 3, True, [0, 0, 0, 0]),
-    # 65535+32768=98303>>16=1; -32767>>16=-1; 163838>>16=2; -98302>>16=-2; 32768>>16=0
-    ([1, -1, 2, -2, 0], 65535, 16, False, [1, -1, 2, -2, 0]),
-    ([1000, -1000, 509, -514, -515], 1, 2, False, [127, -128, 127, -128, -128]),
-    ([-5, 5, -1000, 1000, 0], 1, 0, True, [0, 5, 0, 127, 0]),
-    ([-1, 1, 42], 3, 1, True, [0, 2, 63]),
-]
+# -- requantization (ISA version 4: TFLite's rule) ----------------------------------------------
+#
+# Every expected value below is worked out by hand from TFLite's reference rule
+# (tensorflow/lite/kernels/internal/common.h, MultiplyByQuantizedMultiplier):
+#   single rounding: y = (v * M0 + 2**(total - 1)) >> total, total = 31 - shift (ties up);
+#   double rounding: SaturatingRoundingDoublingHighMul(v << max(shift, 0), M0)
+#     = trunc((a*b + (2**30 if a*b >= 0 else 1 - 2**30)) / 2**31), then RoundingDivideByPOT
+#     by max(-shift, 0) (ties away from zero);
+#   then + zero_point and min(max(y, act_min), act_max).
+# The real scale of (M0, shift) is M0 * 2**(shift - 31). For shift >= 0 the two roundings agree
+# (the high multiply alone rounds ties up); they differ only with a right shift.
+H = 1 << 30            # M0 of 0.5 (times 2**shift)
+T = 3 << 29            # M0 of 0.75
+
+# (v, M0, shift, zero_point, act_min, act_max, single-rounding result, double-rounding result)
+REQUANT_CASES = {
+    # scale 1: identity, then the int8 clamp
+    "scale 1": ([5, -5, 127, 128, -128, -129, 0, 1], H, 1, 0, -128, 127,
+                [5, -5, 127, 127, -128, -128, 0, 1], [5, -5, 127, 127, -128, -128, 0, 1]),
+    # scale 0.5: -1.5 -> -1, 1.5 -> 2, -0.5 -> 0, 0.5 -> 1, -2.5 -> -2, 2.5 -> 3 (ties up, both)
+    "ties, shift 0": ([-3, 3, -1, 1, -5, 5, -2, 2], H, 0, 0, -128, 127,
+                      [-1, 2, 0, 1, -2, 3, -1, 1], [-1, 2, 0, 1, -2, 3, -1, 1]),
+    # scale 0.25 (right shift 1): exact -0.5, 0.5, -1.5, 1.5, -0.25, 0.25, -2.5, 2.5.
+    # single: ties up. double: high mul of -2 is trunc((-2**31 + 1 - 2**30) / 2**31) = -1, then
+    # -1 / 2 ties away: -1; of -6: -3 then -2; of 1: 1 (0.5 rounded up) then 1 / 2 -> 1, the
+    # double-rounding artefact; of -10: -5 then -3; of 10: 5 then 3.
+    "negative ties, right shift": ([-2, 2, -6, 6, -1, 1, -10, 10], H, -1, 0, -128, 127,
+                                   [0, 1, -1, 2, 0, 0, -2, 3], [-1, 1, -2, 2, 0, 1, -3, 3]),
+    # scale 0.375: 0.375, -0.375, 1.125, -1.125. single: 7/8 -> 0, 1/8 -> 0, 13/8 -> 1,
+    # floor(-5/8) -> -1. double: high mul 1.25 -> 1, then 1/2 -> 1; -1.25 -> -1 -> -1;
+    # 2.75 -> 2 -> 1; -2.75 -> -2 -> -1.
+    "double rounding artefact": ([1, -1, 3, -3], T, -1, 0, -128, 127,
+                                 [0, 0, 1, -1], [1, -1, 1, -1]),
+    # scale 4 (left shift 3): 12, -12, 124, 128 -> 127, -128, -132 -> -128
+    "left shift": ([3, -3, 31, 32, -32, -33], H, 3, 0, -128, 127,
+                   [12, -12, 124, 127, -128, -128], [12, -12, 124, 127, -128, -128]),
+    # scale 1.5 (M0 0.75, left shift 1): 1.5 -> 2, -1.5 -> -1 in both
+    "left shift, ties": ([1, -1, 2, -2], T, 1, 0, -128, 127, [2, -1, 3, -3], [2, -1, 3, -3]),
+    # double rounding shifts v left in 32 bits first (the ISA wraps): 2**29 << 2 = 2**31 wraps to
+    # -2**31, whose high mul by 2**30 is -2**30 -> -128; single rounding sees 2**30 -> 127
+    "left shift wraps (double)": ([1 << 29], H, 2, 0, -128, 127, [127], [-128]),
+    # scale (2**31 - 1) * 2**-31, just below 1: 100, -100, 1, -1 in both
+    "largest M0": ([100, -100, 1, -1], (1 << 31) - 1, 0, 0, -128, 127,
+                   [100, -100, 1, -1], [100, -100, 1, -1]),
+    # scale 2**-32: (2**31 - 1) * 2**-32 is just below 0.5 -> single 0; -2**31 -> -0.5 -> 0 (up).
+    # double: high mul gives 2**30 (rounded up from 2**30 - 0.5), / 2**31 is a tie -> 1; -2**30
+    # / 2**31 = -0.5 -> -1 (away from zero)
+    "shift -31": ([(1 << 31) - 1, -(1 << 31)], H, -31, 0, -128, 127, [0, 0], [1, -1]),
+    # shift 31: total 0, no rounding term: v * M0. double: v << 31 wraps (1 -> -2**31), whose
+    # high mul by 1 is trunc((-2**31 + 1 - 2**30) / 2**31) = -1
+    "shift 31": ([0, 1, -1], 1, 31, 0, -128, 127, [0, 1, -1], [0, -1, -1]),
+    # M0 = 0: zero_point, clamped
+    "M0 zero": ([(1 << 31) - 1, -(1 << 31), 5], 0, 5, 3, -128, 127, [3, 3, 3], [3, 3, 3]),
+    # zero points at the extremes, scale 1: v - 128 and v + 127, clamped
+    "zero point -128": ([0, 5, 255, 256, -1], H, 1, -128, -128, 127,
+                        [-128, -123, 127, 127, -128], [-128, -123, 127, 127, -128]),
+    "zero point 127": ([0, -255, -256, 1, -1], H, 1, 127, -128, 127,
+                       [127, -128, -128, 127, 126], [127, -128, -128, 127, 126]),
+    # fused ReLU: act_min = zero_point (-10): -15 -> -10, -5, -10, 190 -> 127
+    "relu": ([-5, 5, 0, 200], H, 1, -10, -10, 127, [-10, -5, -10, 127], [-10, -5, -10, 127]),
+    # ReLU6-like clamp [-128, -100] around zero point -128: -129, -118, -101, -100, -99
+    "relu6": ([-1, 10, 27, 28, 29], H, 1, -128, -128, -100,
+              [-128, -118, -101, -100, -100], [-128, -118, -101, -100, -100]),
+    # act_min > act_max: max first, then min (TFLite's order): always act_max
+    "act_min above act_max": ([-100, 0, 100], H, 1, 0, 10, -10, [-10, -10, -10],
+                              [-10, -10, -10]),
+}
+ROUNDINGS = [False, True]
 
 
-@pytest.mark.parametrize("v, mult, shift, relu, expected", REQUANT_CASES)
-def test_requantize_function(v, mult, shift, relu, expected):
-    y = requantize(np.array(v, dtype=np.int64), mult, shift, relu)
+def requant_case(name, double):
+    v, m0, shift, zp, lo, hi, single_y, double_y = REQUANT_CASES[name]
+    return v, m0, shift, dict(zero_point=zp, act_min=lo, act_max=hi), \
+        double_y if double else single_y
+
+
+@pytest.mark.parametrize("double", ROUNDINGS, ids=["single", "double"])
+@pytest.mark.parametrize("name", list(REQUANT_CASES))
+def test_requant_rule_by_hand(name, double):
+    """sw/models/requant.py, the one rule, against the hand-computed table."""
+    v, m0, shift, q, expected = requant_case(name, double)
+    y = requantize(np.array(v, dtype=np.int64), m0, shift, q["zero_point"], q["act_min"],
+                   q["act_max"], double_rounding=double)
     assert y.dtype == np.int8, "requantize should return int8"
-    assert list(y) == expected, f"requantize({v}, mult={mult}, shift={shift}, relu={relu})"
+    assert y.tolist() == expected, f"{name}, {'double' if double else 'single'} rounding"
+    assert [requant_ref(x, m0, shift, double=double, **q) for x in v] == expected, \
+        "the test's own reference should agree with the hand table"
 
 
-@pytest.mark.parametrize("v, mult, shift, relu, expected", REQUANT_CASES)
-def test_requantize_through_emit_int8(v, mult, shift, relu, expected):
-    # acc is 0 after reset, so v = bias
+@pytest.mark.parametrize("double", ROUNDINGS, ids=["single", "double"])
+@pytest.mark.parametrize("name", list(REQUANT_CASES))
+def test_requantize_through_emit_int8(name, double):
+    """LOAD_QUANT per channel, then EMIT_INT8: acc is 0 after reset, so v = bias."""
+    v, m0, shift, q, expected = requant_case(name, double)
     cfg = MacroConfig(lanes=8, depth=1, act_depth=4, bias_depth=8)
     m = GoldenMacro(cfg)
-    rs = run(m, encode_load_bias(0, v),
-             encode_emit_int8(len(v), mult=mult, shift=shift, relu=relu, bias=0))
+    rs = run(m, encode_load_bias(0, v), encode_load_quant(0, [m0] * len(v), [shift] * len(v)),
+             encode_emit_int8(len(v), channel=0, double_rounding=double, **q))
     assert_ok(rs)
-    assert len(rs[1].data) == (len(v) + 3) // 4, "EMIT_INT8 packs 4 lanes per word"
-    assert list(unpack_bytes(rs[1].data, len(v))) == expected
-    assert rs[1].data == pack_bytes(expected), "pad bytes of the last word should be zero"
+    assert len(rs[2].data) == (len(v) + 3) // 4, "EMIT_INT8 packs 4 lanes per word"
+    assert list(unpack_bytes(rs[2].data, len(v))) == expected
+    assert rs[2].data == pack_bytes(expected), "pad bytes of the last word should be zero"
 
 
 def test_emit_int8_literal_words():
     cfg = MacroConfig(lanes=8, depth=1, act_depth=4, bias_depth=8)
     rs = run(GoldenMacro(cfg), encode_load_bias(0, [-3, 3, -1, 1, -5, 5, -2, 2]),
-             encode_emit_int8(8, mult=1, shift=1, bias=0), encode_emit_int8(6, mult=1, shift=1,
-                                                                             bias=0))
-    # bytes -1, 2, 0, 1 | -2, 3, -1, 1 little-endian
-    assert rs[1].data == [0x010002FF, 0x01FF03FE]
-    assert rs[2].data == [0x010002FF, 0x000003FE], "lanes 6, 7 not emitted: zero padding"
+             encode_load_quant(0, [H] * 8, [0] * 8),
+             encode_emit_int8(8, channel=0), encode_emit_int8(6, channel=0))
+    # scale 0.5: bytes -1, 2, 0, 1 | -2, 3, -1, 1 little-endian
+    assert rs[2].data == [0x010002FF, 0x01FF03FE]
+    assert rs[3].data == [0x010002FF, 0x000003FE], "lanes 6, 7 not emitted: zero padding"
 
 
-def test_requantize_rejects_out_of_range():
-    for args in [([2**31], 1, 0), ([0], 65536, 0), ([0], -1, 0), ([0], 1, 32)]:
-        with pytest.raises(ValueError):
-            requantize(np.array(args[0], dtype=np.int64), args[1], args[2], False)
+def test_multiply_by_quantized_multiplier_beyond_int8():
+    """The multiply alone (no clamp), by hand: 10**6 * 0.375 = 375000 exactly; -1001 * 0.25 =
+    -250.25 -> -250 in both; -1002 * 0.25 = -250.5 -> -250 (single, ties up) or -251 (double,
+    ties away from zero)."""
+    for double in ROUNDINGS:
+        assert multiply_by_quantized_multiplier(10**6, T, -1, double_rounding=double) == 375000
+        assert multiply_by_quantized_multiplier(-1001, H, -1, double_rounding=double) == -250
+    assert multiply_by_quantized_multiplier(-1002, H, -1) == -250
+    assert multiply_by_quantized_multiplier(-1002, H, -1, double_rounding=True) == -251
+
+
+@pytest.mark.parametrize("scale, expected", [
+    (0.5, (1 << 30, 0)),               # frexp: 0.5 * 2**0
+    (1.0, (1 << 30, 1)),               # 0.5 * 2**1
+    (0.75, (3 << 29, 0)),
+    (0.1, (1717986918, -3)),           # 0.8 * 2**-3; round(0.8 * 2**31 = 1717986918.4)
+    (0.3, (1288490189, -1)),           # 0.6 * 2**-1; round(1288490188.8)
+    (2.0 ** 30, (1 << 30, 31)),        # the largest power of two a 6-bit shift holds
+    (1 - 2.0 ** -40, (1 << 30, 1)),    # q * 2**31 rounds to 2**31: halved, shift + 1
+    (2.0 ** -32, (1 << 30, -31)),      # the smallest shift TFLite keeps
+    (2.0 ** -33, (0, 0)),              # shift -32 < -31: TFLite gives (0, 0)
+    (0.0, (0, 0)),
+])
+def test_quantize_multiplier_by_hand(scale, expected):
+    """TFLite's QuantizeMultiplier (quantization_util.cc): frexp, round half away, 2**31 folded."""
+    assert quantize_multiplier(scale) == expected
+
+
+@pytest.mark.parametrize("scale", [-0.5, float("inf"), float("nan"), 2.0 ** 31])
+def test_quantize_multiplier_refuses(scale):
+    with pytest.raises(ValueError):
+        quantize_multiplier(scale)
+
+
+@pytest.mark.parametrize("args", [
+    dict(acc=[1 << 31]), dict(acc=[-(1 << 31) - 1]), dict(acc=np.array([0.5])),
+    dict(multiplier=-1), dict(multiplier=1 << 31), dict(shift=32), dict(shift=-33),
+    dict(zero_point=128), dict(act_min=-129), dict(act_max=128),
+])
+def test_requantize_rejects_out_of_range(args):
+    call = dict(acc=[0], multiplier=H, shift=0)
+    call.update(args)
+    with pytest.raises(ValueError):
+        requantize(np.asarray(call.pop("acc")), **call)
+
+
+def test_load_quant_per_channel_and_payload_bits():
+    """Each lane uses its own channel (bias + lane); LOAD_QUANT ignores bit 31 of the multiplier
+    word and bits 31:6 of the shift word, whose low 6 bits are signed."""
+    cfg = MacroConfig(lanes=4, depth=1, act_depth=4, bias_depth=8)
+    m = GoldenMacro(cfg)
+    raw_quant = [header(Opcode.LOAD_QUANT, count=2), 5,
+                 (1 << 31) | H, 0xFFFF_FFC1,    # M0 = 2**30, shift = 0b000001 = 1: scale 1
+                 H, 0x0000_007F]                # shift = 0b111111 = -1: scale 0.25
+    rs = run(m, encode_load_bias(3, [7, 7, 7, 7]),
+             encode_load_quant(3, [H, T], [3, -1]),     # channels 3, 4: scale 4, scale 0.375
+             raw_quant,
+             encode_emit_int8(4, channel=3), encode_emit_int8(2, channel=4, bias=False))
+    assert_ok(rs)
+    assert m.multiplier[3:7].tolist() == [H, T, H, H] and m.shift[3:7].tolist() == [3, -1, 1, -1]
+    # bias 7 in every channel: 7 * 4 = 28, 7 * 0.375 = 2.625 -> 3, 7 * 1 = 7, 7 * 0.25 = 1.75 -> 2
+    assert unpack_bytes(rs[3].data, 4).tolist() == [28, 3, 7, 2]
+    # without BIAS the lanes are acc = 0, still requantized with channels 4, 5 (zero point 0)
+    assert unpack_bytes(rs[4].data, 2).tolist() == [0, 0]
+
+
+def test_old_relu_bit_is_double_round():
+    """Bit 0x04 was RELU before ISA version 4: now it selects double rounding and clamps
+    nothing. -6 * 0.25 = -1.5: single -1, double -2; neither is clamped to 0."""
+    cfg = MacroConfig(lanes=4, depth=1, act_depth=8, bias_depth=4)
+    rs = run(GoldenMacro(cfg), encode_load_bias(0, [-6, -6, -6, -6]),
+             encode_load_quant(0, [H] * 4, [-1] * 4),
+             [header(Opcode.EMIT_INT8, count=1), 0, quant()],
+             [header(Opcode.EMIT_INT8, flags=0x04, count=1), 0, quant()],
+             [header(Opcode.EMIT_INT8, flags=0x02 | 0x04, count=1), 0, quant()])
+    assert_ok(rs)
+    assert [unpack_bytes(r.data, 1)[0] for r in rs[2:]] == [0, 0, -2], \
+        "no BIAS: acc 0 -> 0 both ways; BIAS with bit 0x04: double rounding of -1.5 is -2"
+    rs = run(GoldenMacro(cfg), encode_load_bias(0, [-6, -6, -6, -6]),
+             encode_load_quant(0, [H] * 4, [-1] * 4),
+             [header(Opcode.EMIT_INT8, flags=0x02, count=1), 0, quant()])
+    assert unpack_bytes(rs[2].data, 1).tolist() == [-1], "single rounding of -1.5 is -1"
+
+
+@pytest.mark.parametrize("op", list(Opcode))
+def test_double_round_flag_only_where_allowed(op):
+    """DOUBLE_ROUND (0x04) is legal on EMIT_INT8 and WRITEBACK only (the ISA's table, restated
+    here by hand); anywhere else it is BAD_FIELD."""
+    allowed = op in (Opcode.EMIT_INT8, Opcode.WRITEBACK)
+    assert Flag.DOUBLE_ROUND.value == 0x04
+    count = 0 if op in (Opcode.READ_COUNTERS, Opcode.STATUS) else 1
+    error = GoldenMacro(ECFG).check(op, 0x04, count, [0] * len(OPCODES[op].args))
+    assert (error == Error.OK) == allowed, f"{op.name} with DOUBLE_ROUND gave {error}"
+    if not allowed:
+        assert error == Error.BAD_FIELD
 
 
 def test_writeback():
     m = GoldenMacro(CFG4)
     rs = run(m, encode_write_weights(0, weight_rows(np.eye(4, dtype=np.int8), CFG4), CFG4),
              encode_load_bias(0, [300, -7, 12, -300]),
-             # (300+1)>>1=150->127, (-7+1)>>1=-3, (12+1)>>1=6, (-300+1)>>1=-150->-128
-             encode_writeback(4, 8, mult=1, shift=1, bias=0),
+             encode_load_quant(0, [H] * 4, [0] * 4),                   # scale 0.5
+             # 150 -> 127, -3.5 -> -3 (ties up), 6, -150 -> -128
+             encode_writeback(4, 8, channel=0),
              encode_load_act(12, [9, 9, 9, 9]),
-             encode_writeback(2, 13, mult=1, shift=0, relu=True, bias=2),   # [12, 0] at 13, 14
+             # channels 2, 3 with ReLU (act_min = zero point 0): [6, 0] at 13, 14
+             encode_writeback(2, 13, channel=2, act_min=0),
              encode_matvec(0, 8, 4), encode_emit_raw(4),
              encode_matvec(0, 12, 4), encode_emit_raw(4))
     assert_ok(rs)
-    assert rs[2].data == [], "WRITEBACK has no data words"
-    assert list(rs[6].int32()) == [127, -3, 6, -128], "WRITEBACK should store requantized lanes"
-    assert list(rs[8].int32()) == [9, 12, 0, 9], "WRITEBACK count=2 writes exactly A[13], A[14]"
+    assert rs[3].data == [], "WRITEBACK has no data words"
+    assert list(rs[7].int32()) == [127, -3, 6, -128], "WRITEBACK should store requantized lanes"
+    assert list(rs[9].int32()) == [9, 6, 0, 9], "WRITEBACK count=2 writes exactly A[13], A[14]"
 
 
 def test_wrap_acc_plus_bias():
@@ -241,11 +422,12 @@ def test_wrap_acc_plus_bias():
     rs = run(m, encode_write_weights(0, np.array([[[127, -128, 0, 0]]]), CFG4),
              encode_load_act(0, [127]), encode_matvec(0, 0, 1),
              encode_load_bias(0, [2**31 - 1, -2**31, 0, 0]),
-             encode_emit_raw(4, bias=0), encode_emit_int8(4, mult=1, shift=0, bias=0))
+             encode_load_quant(0, [H] * 4, [1] * 4),                   # scale 1
+             encode_emit_raw(4, bias=0), encode_emit_int8(4, channel=0))
     assert_ok(rs)
     # 2**31-1 + 16129 = 2**31 + 16128 -> 0x80003F00;  -2**31 - 16256 -> 2**31 - 16256 = 0x7FFFC080
-    assert rs[4].data == [0x80003F00, 0x7FFFC080, 0, 0], "acc + bias must wrap at 32 bits"
-    assert list(unpack_bytes(rs[5].data, 4)) == [-128, 127, 0, 0], \
+    assert rs[5].data == [0x80003F00, 0x7FFFC080, 0, 0], "acc + bias must wrap at 32 bits"
+    assert list(unpack_bytes(rs[6].data, 4)) == [-128, 127, 0, 0], \
         "requantization must see the wrapped value"
 
 
@@ -282,8 +464,8 @@ def cmd(op, args, flags=0, count=1, payload=None):
 
 WW, LA, LB, MV = Opcode.WRITE_WEIGHTS, Opcode.LOAD_ACT, Opcode.LOAD_BIAS, Opcode.MATVEC
 ER, EI, WB = Opcode.EMIT_RAW, Opcode.EMIT_INT8, Opcode.WRITEBACK
-RC, ST = Opcode.READ_COUNTERS, Opcode.STATUS
-Q1 = pack(QuantArg, mult=1, shift=0)
+RC, ST, LQ = Opcode.READ_COUNTERS, Opcode.STATUS, Opcode.LOAD_QUANT
+Q1 = pack(QuantArg, zero_point=0, act_min=-128, act_max=127)
 
 
 def mv(row, act):
@@ -294,40 +476,41 @@ def wb(bias, act):
     return pack(WritebackArg, bias=bias, act=act)
 
 
-def quant(mult=1, shift=0, reserved=0):
-    return pack(QuantArg, mult=mult, shift=shift, reserved=reserved)
+def quant(zero_point=0, act_min=-128, act_max=127, reserved=0):
+    return pack(QuantArg, zero_point=zero_point, act_min=act_min, act_max=act_max,
+                reserved=reserved)
 
 
 ERROR_CASES = {
     # BAD_OPCODE: only the header is consumed, whatever its count says
     "opcode zero": ([0], Error.BAD_OPCODE),
-    "opcode 0x0A with count": ([header(0x0A, count=3)], Error.BAD_OPCODE),
+    "opcode 0x0B with count": ([header(0x0B, count=3)], Error.BAD_OPCODE),
     "opcode 0xFF all fields": ([header(0xFF, flags=0xFF, count=0xFFFF)], Error.BAD_OPCODE),
     # BAD_FIELD
-    "MATVEC RELU flag": (cmd(MV, [0], flags=Flag.RELU), Error.BAD_FIELD),
+    "MATVEC DOUBLE_ROUND flag": (cmd(MV, [0], flags=Flag.DOUBLE_ROUND), Error.BAD_FIELD),
     "MATVEC undefined flag 0x80": (cmd(MV, [0], flags=0x80), Error.BAD_FIELD),
     "WRITE_WEIGHTS any flag": (cmd(WW, [0], flags=Flag.ACCUMULATE), Error.BAD_FIELD),
     "WRITE_WEIGHTS arg [31:16]": (cmd(WW, [pack(RowArg, reserved=1)]), Error.BAD_FIELD),
     "LOAD_ACT arg [31:16]": (cmd(LA, [pack(AddrArg, reserved=1)], count=4), Error.BAD_FIELD),
     "LOAD_BIAS arg [31:16]": (cmd(LB, [pack(AddrArg, reserved=0x8000)], count=2), Error.BAD_FIELD),
     "EMIT_RAW arg [31:16]": (cmd(ER, [pack(BiasArg, reserved=1)]), Error.BAD_FIELD),
-    "EMIT_RAW RELU flag": (cmd(ER, [0], flags=Flag.RELU), Error.BAD_FIELD),
+    "EMIT_RAW DOUBLE_ROUND flag": (cmd(ER, [0], flags=Flag.DOUBLE_ROUND), Error.BAD_FIELD),
+    "LOAD_QUANT DOUBLE_ROUND flag": (cmd(LQ, [0], flags=Flag.DOUBLE_ROUND), Error.BAD_FIELD),
+    "LOAD_QUANT arg [31:16]": (cmd(LQ, [pack(AddrArg, reserved=1)], count=2), Error.BAD_FIELD),
     "EMIT_INT8 arg0 [31:16]": (cmd(EI, [pack(BiasArg, reserved=1), Q1]), Error.BAD_FIELD),
     "EMIT_INT8 quant reserved": (cmd(EI, [0, quant(reserved=1)]), Error.BAD_FIELD),
-    "EMIT_INT8 shift 32": (cmd(EI, [0, quant(shift=32)]), Error.BAD_FIELD),
-    "WRITEBACK shift 255": (cmd(WB, [0, quant(mult=0, shift=255)]), Error.BAD_FIELD),
-    "WRITEBACK quant reserved": (cmd(WB, [0, quant(mult=0, reserved=0x80)]), Error.BAD_FIELD),
+    "WRITEBACK quant reserved": (cmd(WB, [0, quant(reserved=0x80)]), Error.BAD_FIELD),
     "WRITEBACK ACCUMULATE flag": (cmd(WB, [0, Q1], flags=Flag.ACCUMULATE), Error.BAD_FIELD),
     "READ_COUNTERS count 1": (cmd(RC, [], count=1), Error.BAD_FIELD),
     "READ_COUNTERS BIAS flag": (cmd(RC, [], flags=Flag.BIAS, count=0), Error.BAD_FIELD),
     "STATUS count 1": (cmd(ST, [], count=1), Error.BAD_FIELD),
     "STATUS CLEAR flag": (cmd(ST, [], flags=Flag.CLEAR, count=0), Error.BAD_FIELD),
-    "BAD_FIELD before BAD_LENGTH": (cmd(EI, [0, quant(mult=0, shift=32)], count=0),
-                                    Error.BAD_FIELD),
+    "BAD_FIELD before BAD_LENGTH": (cmd(EI, [0, quant(reserved=1)], count=0), Error.BAD_FIELD),
     # BAD_LENGTH
     "WRITE_WEIGHTS count 0": (cmd(WW, [0], count=0), Error.BAD_LENGTH),
     "LOAD_ACT count 0": (cmd(LA, [0], count=0), Error.BAD_LENGTH),
     "LOAD_BIAS count 0": (cmd(LB, [0], count=0), Error.BAD_LENGTH),
+    "LOAD_QUANT count 0": (cmd(LQ, [0], count=0), Error.BAD_LENGTH),
     "MATVEC count 0": (cmd(MV, [0], count=0), Error.BAD_LENGTH),
     "EMIT_RAW count 0": (cmd(ER, [0], count=0), Error.BAD_LENGTH),
     "EMIT_RAW count lanes+1": (cmd(ER, [0], count=9), Error.BAD_LENGTH),
@@ -347,10 +530,16 @@ ERROR_CASES = {
     "LOAD_ACT 64 + 1": (cmd(LA, [64], count=1), Error.BAD_ADDRESS),
     "LOAD_BIAS 7 + 2": (cmd(LB, [7], count=2), Error.BAD_ADDRESS),
     "LOAD_BIAS 8 + 1": (cmd(LB, [8], count=1), Error.BAD_ADDRESS),
+    "LOAD_QUANT 7 + 2": (cmd(LQ, [7], count=2), Error.BAD_ADDRESS),
+    "LOAD_QUANT 8 + 1": (cmd(LQ, [8], count=1), Error.BAD_ADDRESS),
     "MATVEC row 15 + 2": (cmd(MV, [mv(15, 0)], count=2), Error.BAD_ADDRESS),
     "MATVEC act 60 + 3*R": (cmd(MV, [mv(0, 60)], count=3), Error.BAD_ADDRESS),
     "EMIT_RAW bias 7 + 2": (cmd(ER, [7], flags=Flag.BIAS, count=2), Error.BAD_ADDRESS),
     "EMIT_INT8 bias 8 + 1": (cmd(EI, [8, Q1], flags=Flag.BIAS), Error.BAD_ADDRESS),
+    # a requantizing command reads its channels' multiplier and shift even without BIAS
+    "EMIT_INT8 channel 8 + 1, no BIAS": (cmd(EI, [8, Q1]), Error.BAD_ADDRESS),
+    "EMIT_INT8 channel 1 + 8, no BIAS": (cmd(EI, [1, Q1], count=8), Error.BAD_ADDRESS),
+    "WRITEBACK channel 5 + 4, no BIAS": (cmd(WB, [wb(5, 0), Q1], count=4), Error.BAD_ADDRESS),
     "WRITEBACK bias 5 + 4": (cmd(WB, [wb(5, 0), Q1], flags=Flag.BIAS, count=4),
                              Error.BAD_ADDRESS),
     "WRITEBACK act 60 + 5": (cmd(WB, [wb(0, 60), Q1], count=5), Error.BAD_ADDRESS),
@@ -364,8 +553,12 @@ BOUNDARY_OK = {
     "MATVEC act 2 (multiple of R)": cmd(MV, [mv(0, 2)]),
     "EMIT_RAW bias 6 + 2": cmd(ER, [6], flags=Flag.BIAS, count=2),
     "EMIT_RAW 8 lanes, bias ignored": cmd(ER, [0xFFFF], count=8),
-    "EMIT_INT8 shift 31, mult 65535": cmd(EI, [0, quant(mult=0xFFFF, shift=31)], flags=Flag.RELU,
-                                              count=8),
+    "EMIT_INT8 DOUBLE_ROUND, extreme quant": cmd(EI, [0, quant(-128, 127, -128)],
+                                                 flags=Flag.DOUBLE_ROUND, count=8),
+    "EMIT_INT8 channel 7 + 1, no BIAS": cmd(EI, [7, Q1], count=1),
+    "WRITEBACK BIAS | DOUBLE_ROUND": cmd(WB, [wb(4, 0), quant(127, 127, 127)],
+                                         flags=Flag.BIAS | Flag.DOUBLE_ROUND, count=4),
+    "LOAD_QUANT 6 + 2": cmd(LQ, [6], count=2),
     "WRITEBACK act 56 + 8, unaligned ok": cmd(WB, [wb(0, 56), Q1], count=8),
     "WRITEBACK act 3": cmd(WB, [wb(0, 3), Q1], count=1),
     "READ_COUNTERS CLEAR": cmd(RC, [], flags=Flag.CLEAR, count=0),
@@ -379,6 +572,7 @@ def busy_macro(seed=1):
     rs = run(m, encode_write_weights(0, rng.integers(-128, 128, (16, 2, 8)), ECFG),
              encode_load_act(0, rng.integers(-128, 128, 64)),
              encode_load_bias(0, rng.integers(-2**31, 2**31, 8)),
+             encode_load_quant(0, rng.integers(1 << 30, 1 << 31, 8), rng.integers(-32, 32, 8)),
              encode_matvec(0, 0, 16))
     assert_ok(rs, "setup")
     return m
@@ -500,7 +694,7 @@ def test_every_reserved_argument_field_is_checked(op):
         if not any(name == "reserved" for name, _ in layout):
             continue
         for bit in (0, layout["reserved"].width - 1):
-            args = [pack(l, **({"mult": 1} if l is QuantArg else {})) for l in OPCODES[op].args]
+            args = [pack(l) for l in OPCODES[op].args]
             args[i] |= pack(layout, reserved=1 << bit)
             (r,) = run(busy_macro(), cmd(op, args, count=1))
             assert r.error == Error.BAD_FIELD, \
@@ -567,7 +761,7 @@ def test_read_counters_exact_and_clear():
     assert (c[Counter.BEATS_IN], c[Counter.BEATS_OUT], c[Counter.ROW_READS]) == (
         1, rc_words, 0), \
         "after CLEAR: in counts only this header, out only the clearing command's words"
-    rs = run(m, encode_emit_int8(4, mult=1, shift=0),                  # in 3, out 2
+    rs = run(m, encode_emit_int8(4, channel=0, bias=False),            # in 3, out 2
              encode_load_bias(4, [1]),                                  # in 3, out 1 (fails)
              cmd(RC, [], flags=Flag.CLEAR, count=1),                    # in 1, out 1 (fails)
              encode_read_counters())
@@ -654,16 +848,24 @@ def test_random_layer_vs_numpy(seed):
     mv = [encode_matvec(row0 + a, act0 + a * r, e - a, accumulate=i > 0)
           for i, (a, e) in enumerate(zip(bounds, bounds[1:]))]
     n = int(rng.integers(1, lanes + 1))
-    mult, shift, relu = int(rng.integers(0, 65536)), int(rng.integers(0, 32)), bool(seed % 2)
+    # per-channel TFLite-like multipliers, mostly right shifts; a random zero point and clamp
+    m0 = rng.integers(1 << 30, 1 << 31, lanes)
+    shift = rng.integers(-31, 4, lanes)
+    zp = int(rng.integers(-128, 128))
+    lo = int(rng.integers(-128, 128))
+    hi = int(rng.integers(lo, 128))
+    double = bool(seed % 2)
     m = GoldenMacro(cfg)
     rs = run(m, encode_write_weights(row0, weight_rows(w, cfg), cfg),
-             encode_load_act(act0, x), encode_load_bias(bias0, b), *mv,
+             encode_load_act(act0, x), encode_load_bias(bias0, b),
+             encode_load_quant(bias0, m0, shift), *mv,
              encode_emit_raw(lanes, bias=bias0), encode_emit_raw(lanes),
-             encode_emit_int8(n, mult=mult, shift=shift, relu=relu, bias=bias0))
+             encode_emit_int8(n, channel=bias0, zero_point=zp, act_min=lo, act_max=hi,
+                              double_rounding=double))
     assert_ok(rs, f"seed {seed}")
     assert rs[-3].int32().tolist() == expected.tolist(), f"seed {seed}: EMIT_RAW != W@x + b"
     assert rs[-2].int32().tolist() == wrap_ref(w @ x).tolist(), f"seed {seed}: acc != W@x"
-    q = [requant_ref(v, mult, shift, relu) for v in expected[:n]]
+    q = [requant_ref(v, m0[l], shift[l], zp, lo, hi, double) for l, v in enumerate(expected[:n])]
     assert unpack_bytes(rs[-1].data, n).tolist() == q, f"seed {seed}: EMIT_INT8 requantization"
 
 
@@ -676,16 +878,20 @@ def test_random_two_layers_with_writeback(seed):
     w1, w2 = rng.integers(-128, 128, (lanes, k)), rng.integers(-128, 128, (lanes, lanes))
     x = rng.integers(-128, 128, k)
     b1, b2 = rng.integers(-5000, 5000, lanes), rng.integers(-5000, 5000, lanes)
-    mult, shift = int(rng.integers(1, 300)), int(rng.integers(8, 16))
-    h = [requant_ref(v, mult, shift, True) for v in wrap_ref(w1 @ x + b1)]
+    # layer 1: per-channel scales about 2**-9 .. 2**-6, zero point -20 with its ReLU
+    m0, shift = rng.integers(1 << 30, 1 << 31, lanes), rng.integers(-8, -4, lanes)
+    double = bool(seed % 2)
+    h = [requant_ref(v, m0[l], shift[l], -20, -20, 127, double)
+         for l, v in enumerate(wrap_ref(w1 @ x + b1))]
     y = wrap_ref(w2 @ np.array(h) + b2)
     rows1 = -(-k // r)
     m = GoldenMacro(cfg)
     rs = run(m, encode_write_weights(0, weight_rows(w1, cfg), cfg),
              encode_write_weights(rows1, weight_rows(w2, cfg), cfg),
              encode_load_act(0, x), encode_load_bias(0, b1), encode_load_bias(lanes, b2),
-             encode_matvec(0, 0, rows1),
-             encode_writeback(lanes, 128, mult=mult, shift=shift, relu=True, bias=0),
+             encode_load_quant(0, m0, shift), encode_matvec(0, 0, rows1),
+             encode_writeback(lanes, 128, channel=0, zero_point=-20, act_min=-20,
+                              double_rounding=double),
              encode_matvec(rows1, 128, lanes // r), encode_emit_raw(lanes, bias=lanes))
     assert_ok(rs, f"seed {seed}")
     assert rs[-1].int32().tolist() == y.tolist(), "layer 2 on written-back layer 1 != numpy"
@@ -696,10 +902,11 @@ def test_random_requantize_vs_python_ints():
     v = np.concatenate([rng.integers(-2**31, 2**31, 300), rng.integers(-300, 300, 300),
                         [-2**31, 2**31 - 1, 0, -1, 1]])
     for _ in range(40):
-        mult, shift, relu = int(rng.integers(0, 65536)), int(rng.integers(0, 32)), bool(
-            rng.integers(0, 2))
-        got = requantize(v, mult, shift, relu).tolist()
-        assert got == [requant_ref(x, mult, shift, relu) for x in v], (mult, shift, relu)
+        m0, shift = int(rng.integers(0, 1 << 31)), int(rng.integers(-32, 32))
+        zp, double = int(rng.integers(-128, 128)), bool(rng.integers(0, 2))
+        got = requantize(v, m0, shift, zp, double_rounding=double).tolist()
+        assert got == [requant_ref(x, m0, shift, zp, double=double) for x in v], \
+            (m0, shift, zp, double)
 
 
 def test_random_command_fuzz_keeps_framing():
