@@ -3,7 +3,9 @@
 ``pim gemv`` runs ``Y = X @ W.T (+ bias)`` (see :mod:`pim_macro.sw.compiler.gemv`) on the golden
 model, the exact cycle model or the RTL, of the PIM macro or the Von Neumann baseline::
 
-    pim gemv --weights W.npy --input X.npy [--bias B.npy] [--mult M --shift S [--relu]]
+    pim gemv --weights W.npy --input X.npy [--bias B.npy]
+             [--multiplier M0|M0.npy --shift S|S.npy [--zero-point Z] [--act-min LO]
+              [--act-max HI] [--double-rounding]]
              [--sim golden|model|icarus|verilator|board [--port /dev/ttyUSB0]]
              [--arch pim|baseline] [--preloaded]
              [--out Y.npy] [--json] [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
@@ -66,7 +68,7 @@ import tempfile
 import numpy as np
 
 from pim_macro.hw.board import BOARDS
-from pim_macro.hw.isa import (ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Header, MacroConfig,
+from pim_macro.hw.isa import (ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN, Header, MacroConfig,
                               Opcode, unpack)
 from pim_macro.sw.compiler.compiler import run_network
 from pim_macro.sw.compiler.gemv import SIMS, run_gemv
@@ -141,17 +143,34 @@ def build_parser():
     gemv = commands.add_parser(
         "gemv", help="matrix-vector product Y = X @ W.T (+ bias) on the macro",
         description="Compute Y = X @ W.T (+ bias) on the golden model or the RTL. W is int8 "
-                    "(N, K), X int8 (K,) or (B, K), the bias int32 (N,). Without --mult/--shift "
-                    "Y is raw int32; with them it is requantized to int8.")
+                    "(N, K), X int8 (K,) or (B, K), the bias int32 (N,). Without --multiplier/"
+                    "--shift Y is raw int32; with them it is requantized to int8 by TFLite's "
+                    "rule: y = MultiplyByQuantizedMultiplier(acc, M0, S) + Z, clamped to [LO, "
+                    "HI] (per tensor, or per output channel from .npy files; see "
+                    "sw/models/requant.py).")
     gemv.add_argument("--weights", required=True, metavar="W.npy", help="int8 weights (N, K)")
     gemv.add_argument("--input", required=True, metavar="X.npy",
                       help="int8 inputs (K,) or (B, K)")
     gemv.add_argument("--bias", metavar="B.npy", help="int32 bias (N,)")
-    gemv.add_argument("--mult", type=int, metavar="M",
-                      help=f"requantization multiplier 0..{(1 << REQUANT_MULT_BITS) - 1}")
-    gemv.add_argument("--shift", type=int, metavar="S",
-                      help=f"requantization shift 0..{REQUANT_SHIFT_MAX}")
-    gemv.add_argument("--relu", action="store_true", help="clamp requantized outputs at zero")
+    gemv.add_argument("--multiplier", metavar="M0|M0.npy",
+                      help=f"Q31 requantization multiplier 0..{(1 << REQUANT_MULT_BITS) - 1} "
+                           "(TFLite's QuantizeMultiplier: scale = M0 * 2**(S - 31)), or an "
+                           ".npy of N integers, one per output channel")
+    gemv.add_argument("--shift", metavar="S|S.npy",
+                      help=f"requantization shift {REQUANT_SHIFT_MIN}..{REQUANT_SHIFT_MAX} "
+                           "(positive: left), or an .npy of N integers")
+    gemv.add_argument("--zero-point", type=int, metavar="Z", default=0,
+                      help="output zero point, -128..127 (default: 0)")
+    gemv.add_argument("--act-min", type=int, metavar="LO", default=-128,
+                      help="clamp's low end, -128..127 (default: -128; a fused ReLU is Z)")
+    gemv.add_argument("--act-max", type=int, metavar="HI", default=127,
+                      help="clamp's high end, -128..127 (default: 127)")
+    gemv.add_argument("--double-rounding", action="store_true",
+                      help="gemmlowp's double rounding (LiteRT's per-channel CONV_2D) instead "
+                           "of TFLite's single rounding")
+    # The flags of ISA version 3 (a prefix of --multiplier would otherwise take --mult).
+    gemv.add_argument("--mult", dest="old_mult", help=argparse.SUPPRESS)
+    gemv.add_argument("--relu", dest="old_relu", action="store_true", help=argparse.SUPPRESS)
     _run_options(gemv)
     gemv.set_defaults(handler=_gemv)
 
@@ -448,21 +467,46 @@ def _print_json(report, args, y):
     print(json.dumps(report))
 
 
+def _integer_or_array(value, option):
+    """An option that is an integer literal or the name of an ``.npy`` file of integers."""
+    if re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+        return int(value)
+    array = _load(value, f"{option} values")
+    if array.dtype.kind not in "iu":
+        raise _Error(f"{option} {shown(value, 200)}: an integer or an .npy of integers, not "
+                     f"{array.dtype}")
+    return array
+
+
 def _gemv(args):
-    if (args.mult is None) != (args.shift is None):
-        raise _Error("--mult and --shift must be given together")
-    if args.relu and args.mult is None:
-        raise _Error("--relu needs --mult and --shift")
+    if args.old_mult is not None:
+        raise _Error("--mult is gone (ISA version 4): give --multiplier M0 --shift S, TFLite's "
+                     "Q31 multiplier (scale = M0 * 2**(S - 31))")
+    if args.old_relu:
+        raise _Error("--relu is gone (ISA version 4): a fused ReLU is --act-min equal to "
+                     "--zero-point")
+    if (args.multiplier is None) != (args.shift is None):
+        raise _Error("--multiplier and --shift must be given together")
+    requantized = args.multiplier is not None
+    if not requantized and (args.zero_point, args.act_min, args.act_max,
+                            args.double_rounding) != (0, -128, 127, False):
+        raise _Error("--zero-point, --act-min, --act-max and --double-rounding need "
+                     "--multiplier and --shift")
     config = _config(args)
     _check_out(args.out, json_output=args.json)
     weights = _load(args.weights, "weights")
     inputs = _load(args.input, "input")
     bias = None if args.bias is None else _load(args.bias, "bias")
+    quant = {}
+    if requantized:
+        quant = dict(multiplier=_integer_or_array(args.multiplier, "--multiplier"),
+                     shift=_integer_or_array(args.shift, "--shift"),
+                     zero_point=args.zero_point, act_min=args.act_min, act_max=args.act_max,
+                     double_rounding=args.double_rounding)
 
     with _back_end():
-        result = run_gemv(weights, inputs, config, bias=bias, mult=args.mult, shift=args.shift,
-                          relu=args.relu, sim=args.sim, arch=args.arch,
-                          preloaded=args.preloaded, port=args.port)
+        result = run_gemv(weights, inputs, config, bias=bias, sim=args.sim, arch=args.arch,
+                          preloaded=args.preloaded, port=args.port, **quant)
 
     y = result.y
     if args.out is not None:
@@ -474,7 +518,7 @@ def _gemv(args):
             "arch": result.arch,
             "config": config.as_dict(),
             "shape": {"batch": int(batch), "n": int(weights.shape[0]), "k": int(k)},
-            "mode": "raw" if args.mult is None else "int8",
+            "mode": "int8" if requantized else "raw",
             "preloaded": args.preloaded,
             "cycles": result.counters["cycles"],
             "macs": result.macs,

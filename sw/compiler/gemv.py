@@ -4,8 +4,12 @@ golden model or the RTL, and read the answer back.
 :func:`compile_gemv` turns int8 weights ``W`` (N, K), int8 inputs ``X`` (K,) or (B, K) and an
 optional int32 ``bias`` (N,) into a :class:`GemvProgram`; :meth:`GemvProgram.extract` turns the
 macro's output stream back into ``Y`` and the performance counters; :func:`run_gemv` does both
-around a simulator run. Raw mode (no ``mult``) returns int32 ``wrap32(W @ x + bias)`` from
-``EMIT_RAW``; requantized mode returns int8 from ``EMIT_INT8`` (rule in :mod:`pim_macro.hw.isa`).
+around a simulator run. Raw mode (no ``multiplier``) returns int32 ``wrap32(W @ x + bias)`` from
+``EMIT_RAW``; requantized mode returns int8 from ``EMIT_INT8``: TFLite's int8 rule,
+:func:`pim_macro.sw.models.requant.requantize` with a per-tensor or per-channel Q31
+``multiplier`` and ``shift`` (loaded into the channel memory with ``LOAD_QUANT``), the output
+``zero_point`` and the clamp ``[act_min, act_max]``, in single or (``double_rounding``) double
+rounding.
 
 Tiling
 ======
@@ -13,14 +17,15 @@ Tiling
 With L = ``lanes``, R = ``rows_per_cycle``, D = ``depth``, A = ``act_depth``, BD = ``bias_depth``:
 
 * **Output tiles.** Outputs are computed in tiles of ``S`` consecutive rows of W, one per lane:
-  ``S = L``, or ``S = BD`` when a bias is given and ``BD < L`` (a tile's biases must fit the bias
-  memory at once). The last tile may be partial: its ``EMIT`` count is the number of remaining
+  ``S = L``, or ``S = BD`` when a bias is given or the outputs are requantized and ``BD < L``
+  (a tile's channels -- bias, multiplier, shift -- must fit the channel memory at once). The last tile may be partial: its ``EMIT`` count is the number of remaining
   outputs and the weights of the absent lanes are zero.
 * **K layout.** K is padded with zero weights and zero activations to ``Kp``, a multiple of R,
   and each tile is laid out with :func:`pim_macro.sw.runtime.asm.weight_rows` into ``Kp / R`` rows.
 * **Passes (weight residency).** When a tile's rows fit in D, whole tiles are grouped into
-  *passes*: as many tiles as fit in D rows and whose biases fit in BD words (tile ``i`` of a pass
-  at rows ``i * Kp/R`` and bias word ``i * S``). A pass's weights and biases are loaded once,
+  *passes*: as many tiles as fit in D rows and whose channels fit in BD entries (tile ``i`` of a
+  pass at rows ``i * Kp/R`` and channel ``i * S``). A pass's weights, biases and requantization
+  (one ``LOAD_QUANT`` of ``2 * S`` words per tile) are loaded once,
   then every batch vector is run through it; so weights are written exactly once in total, and
   are only split into several passes when they exceed the SRAM.
 * **K chunks.** When a tile's rows exceed D or ``Kp`` exceeds A, K is split into chunks of
@@ -41,8 +46,8 @@ With L = ``lanes``, R = ``rows_per_cycle``, D = ``depth``, A = ``act_depth``, BD
 
 The program starts with ``READ_COUNTERS`` (clear) and ends with ``READ_COUNTERS``, so the final
 counters measure the workload (the golden model reports 0 for the timed counters). With
-``preloaded=True`` the clearing ``READ_COUNTERS`` comes after the first pass's weights and biases
-are written instead: the counters then measure a network whose weights already sit in the macro.
+``preloaded=True`` the clearing ``READ_COUNTERS`` comes after the first pass's weights, biases and
+requantization are written instead: the counters then measure a network whose weights already sit in the macro.
 """
 
 from dataclasses import dataclass, field
@@ -51,8 +56,8 @@ from numbers import Integral
 import numpy as np
 
 from pim_macro.hw.isa import (
-    INT8_PER_WORD, LANE_COUNTED, OPCODES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Header, MacroConfig,
-    Opcode, Words,
+    INT8_PER_WORD, LANE_COUNTED, OPCODES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN,
+    Header, MacroConfig, Opcode, Words,
 )
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.board_link import BoardMissing
@@ -83,7 +88,7 @@ class GemvProgram:
     """A compiled GEMV: the command ``words`` plus what is needed to read the answer.
 
     ``batch``, ``n``, ``k``: problem shape (``batch`` is 1 for a 1-D input, and then ``squeeze``
-    is true); ``mode`` is ``"raw"`` or ``"int8"``. Tiling: ``tile_outputs`` (S), ``tiles``,
+    is true); ``mode`` is ``"raw"`` or ``"int8"`` (requantized). Tiling: ``tile_outputs`` (S), ``tiles``,
     ``k_padded``, ``rows_per_tile``, ``chunk`` (elements per K chunk; ``k_padded`` when K is not
     chunked), ``passes`` (tuples of tile indices) and ``resident`` (weights loaded once per pass,
     rather than per vector)."""
@@ -180,16 +185,53 @@ def _int8_array(name, value):
     return a
 
 
-def _integer(name, value, hi):
+def _integer(name, value, lo, hi):
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise ValueError(f"{name} must be an integer, not {value!r}")
     value = int(value)
-    if not 0 <= value <= hi:
-        raise ValueError(f"{name} must be 0..{hi}, not {value}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be {lo}..{hi}, not {value}")
     return value
 
 
-def _validate(weights, inputs, config, bias, mult, shift, relu):
+def _per_channel(name, value, n, lo, hi):
+    """``value`` (an integer, or an integer array of shape (n,)) as an int64 array (n,)."""
+    a = np.asarray(value)
+    if a.ndim == 0:
+        if isinstance(value, (bool, np.bool_)) or a.dtype.kind not in "iu":
+            raise ValueError(f"{name} must be an integer or an integer array ({n},), not "
+                             f"{value!r}")
+        return np.full(n, _integer(name, int(a), lo, hi), dtype=np.int64)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be an integer array, not {a.dtype}")
+    if a.shape != (n,):
+        raise ValueError(f"{name} must be an integer or have shape ({n},) (one per output), "
+                         f"not {a.shape}")
+    bad = a[(a < lo) | (a > hi)]
+    if bad.size:
+        raise ValueError(f"{name} must be {lo}..{hi}, not {int(bad[0])}")
+    return a.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Quant:
+    """The validated requantization of requantized mode: per-output ``multiplier``, ``shift``
+    (int64 (N,)), and the command's ``zero_point``, ``act_min``, ``act_max``,
+    ``double_rounding``."""
+    multiplier: np.ndarray
+    shift: np.ndarray
+    zero_point: int
+    act_min: int
+    act_max: int
+    double_rounding: bool
+
+    def command(self):
+        return dict(zero_point=self.zero_point, act_min=self.act_min, act_max=self.act_max,
+                    double_rounding=self.double_rounding)
+
+
+def _validate(weights, inputs, config, bias, multiplier, shift, zero_point, act_min, act_max,
+              double_rounding):
     if not isinstance(config, MacroConfig):
         raise ValueError(f"config must be a MacroConfig, not {config!r}")
     w = _int8_array("weights", weights)
@@ -211,15 +253,21 @@ def _validate(weights, inputs, config, bias, mult, shift, relu):
             raise ValueError(f"bias must be int32, not {bias.dtype}")
         if bias.shape != (n,):
             raise ValueError(f"bias must have shape ({n},), not {bias.shape}")
-    if (mult is None) != (shift is None):
-        raise ValueError("mult and shift must be given together (requantized mode)")
-    if mult is None:
-        if relu:
-            raise ValueError("relu needs requantized mode: give mult and shift")
-    else:
-        mult = _integer("mult", mult, _MULT_MAX)
-        shift = _integer("shift", shift, REQUANT_SHIFT_MAX)
-    return w, x, bias, mult, shift
+    if (multiplier is None) != (shift is None):
+        raise ValueError("multiplier and shift must be given together (requantized mode)")
+    if multiplier is None:
+        given = [name for name, value, default in (
+            ("zero_point", zero_point, 0), ("act_min", act_min, -128), ("act_max", act_max, 127),
+            ("double_rounding", double_rounding, False)) if value != default]
+        if given:
+            raise ValueError(f"{given[0]} needs requantized mode: give multiplier and shift")
+        return w, x, bias, None
+    quant = _Quant(_per_channel("multiplier", multiplier, n, 0, _MULT_MAX),
+                   _per_channel("shift", shift, n, REQUANT_SHIFT_MIN, REQUANT_SHIFT_MAX),
+                   _integer("zero_point", zero_point, -128, 127),
+                   _integer("act_min", act_min, -128, 127),
+                   _integer("act_max", act_max, -128, 127), bool(double_rounding))
+    return w, x, bias, quant
 
 
 # -- compilation -----------------------------------------------------------------------------
@@ -249,6 +297,11 @@ class _Builder:
         for i in range(0, values.size, _MAX_COUNT):
             self.add(Opcode.LOAD_BIAS, asm.encode_load_bias(i, values[i:i + _MAX_COUNT]))
 
+    def load_quant(self, multipliers, shifts):
+        for i in range(0, multipliers.size, _MAX_COUNT):
+            self.add(Opcode.LOAD_QUANT, asm.encode_load_quant(
+                i, multipliers[i:i + _MAX_COUNT], shifts[i:i + _MAX_COUNT]))
+
     def matvec(self, row, count, *, accumulate, act=0):
         r = self.config.rows_per_cycle
         for j in range(0, count, _MAX_COUNT):
@@ -257,16 +310,24 @@ class _Builder:
                                                       accumulate=accumulate or j > 0))
 
 
-def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, relu=False,
+def compile_gemv(weights, inputs, config, *, bias=None, multiplier=None, shift=None,
+                 zero_point=0, act_min=-128, act_max=127, double_rounding=False,
                  preloaded=False):
     """Compile ``Y = X @ W.T (+ bias)`` for a macro of ``config``; see the module docstring.
 
     ``weights`` int8 (N, K); ``inputs`` int8 (K,) or (B, K); ``bias`` int32 (N,) or None.
-    Without ``mult`` the outputs are raw int32; with ``mult`` (0..65535) and ``shift`` (0..31)
-    they are requantized to int8, clamped at zero with ``relu``. ``preloaded`` starts the
-    counters once the first pass's weights are in the macro (an error when the weights of one
-    tile do not fit it). Raises ``ValueError`` naming the problem for any invalid argument."""
-    w, x, bias, mult, shift = _validate(weights, inputs, config, bias, mult, shift, relu)
+    Without ``multiplier`` the outputs are raw int32 (``wrap32(W @ x + bias)``). With a Q31
+    ``multiplier`` (``0 .. 2**31 - 1``) and a ``shift`` (``-32 .. 31``, positive: left), each
+    an integer (per tensor) or an integer array (N,) (per output channel; TFLite's
+    ``QuantizeMultiplier`` makes them, :func:`pim_macro.sw.models.requant.quantize_multiplier`),
+    they are requantized to int8 by TFLite's rule
+    (:func:`pim_macro.sw.models.requant.requantize`): output ``zero_point``, clamp ``[act_min,
+    act_max]`` (signed bytes; a fused ReLU is ``act_min = zero_point``), single rounding or
+    gemmlowp's ``double_rounding``. ``preloaded`` starts the counters once the first pass's
+    weights are in the macro (an error when the weights of one tile do not fit it). Raises
+    ``ValueError`` naming the problem for any invalid argument."""
+    w, x, bias, quant = _validate(weights, inputs, config, bias, multiplier, shift, zero_point,
+                                  act_min, act_max, double_rounding)
     c = config
     n, k = w.shape
     squeeze = x.ndim == 1
@@ -274,7 +335,8 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
     batch = x.shape[0]
     r, lanes = c.rows_per_cycle, c.lanes
 
-    s = min(lanes, c.bias_depth) if bias is not None else lanes
+    channels = bias is not None or quant is not None     # the channel memory is used
+    s = min(lanes, c.bias_depth) if channels else lanes
     tiles = -(-n // s)
     rows_per_tile = -(-k // r)
     kp = rows_per_tile * r
@@ -305,7 +367,7 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
         return base
     if resident:
         per_pass = c.depth // rows_per_tile
-        if bias is not None:
+        if channels:
             per_pass = min(per_pass, c.bias_depth // s)
     else:
         per_pass = 1
@@ -327,24 +389,30 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
 
     def emit(t, slot, vector):
         count = tile_count(t)
-        bias_addr = slot * s if bias is not None else None
-        if mult is None:
-            b.add(Opcode.EMIT_RAW, asm.encode_emit_raw(count, bias=bias_addr))
+        if quant is None:
+            b.add(Opcode.EMIT_RAW, asm.encode_emit_raw(
+                count, bias=slot * s if bias is not None else None))
         else:
-            b.add(Opcode.EMIT_INT8, asm.encode_emit_int8(count, mult=mult, shift=shift,
-                                                         relu=relu, bias=bias_addr))
+            b.add(Opcode.EMIT_INT8, asm.encode_emit_int8(
+                count, channel=slot * s, bias=bias is not None, **quant.command()))
         emits.append(_Emit(vector, t * s, count))
 
     if not preloaded:
         b.add(Opcode.READ_COUNTERS, asm.encode_read_counters(clear=True))
     for number, group in enumerate(passes):
         rows = {t: tile_rows(t) for t in group}
+        first = group[0] * s
+        last = min(n, (group[-1] + 1) * s)
         if bias is not None:
             words = np.zeros(len(group) * s, dtype=np.int32)
-            first = group[0] * s
-            last = min(n, (group[-1] + 1) * s)
             words[:last - first] = bias[first:last]
             b.load_bias(words)
+        if quant is not None:       # absent lanes of a partial tile: multiplier 0, shift 0
+            multipliers = np.zeros(len(group) * s, dtype=np.int64)
+            shifts = np.zeros(len(group) * s, dtype=np.int64)
+            multipliers[:last - first] = quant.multiplier[first:last]
+            shifts[:last - first] = quant.shift[first:last]
+            b.load_quant(multipliers, shifts)
         if resident:
             b.write_weights(0, np.concatenate([rows[t] for t in group]))
         if preloaded and number == 0:
@@ -373,7 +441,7 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
     b.add(Opcode.READ_COUNTERS, asm.encode_read_counters())
 
     return GemvProgram(
-        words=b.words, config=c, batch=batch, n=n, k=k, mode="raw" if mult is None else "int8",
+        words=b.words, config=c, batch=batch, n=n, k=k, mode="raw" if quant is None else "int8",
         squeeze=squeeze, tile_outputs=s, tiles=tiles, k_padded=kp, rows_per_tile=rows_per_tile,
         chunk=chunk, passes=passes, resident=resident, act_buffers=act_buffers,
         preloaded=preloaded, _commands=b.commands, _emits=emits)
@@ -381,10 +449,11 @@ def compile_gemv(weights, inputs, config, *, bias=None, mult=None, shift=None, r
 
 # -- running ---------------------------------------------------------------------------------
 
-def run_gemv(weights, inputs, config=MacroConfig(), *, bias=None, mult=None, shift=None,
-             relu=False, sim="golden", arch="pim", preloaded=False, idle=0.0, backpressure=0.0,
-             seed=0, port=None):
-    """Compile, run on ``sim`` and extract; returns a :class:`GemvResult`.
+def run_gemv(weights, inputs, config=MacroConfig(), *, bias=None, multiplier=None, shift=None,
+             zero_point=0, act_min=-128, act_max=127, double_rounding=False, sim="golden",
+             arch="pim", preloaded=False, idle=0.0, backpressure=0.0, seed=0, port=None):
+    """Compile (the arguments of :func:`compile_gemv`), run on ``sim`` and extract; returns a
+    :class:`GemvResult`.
 
     ``sim`` is ``"golden"`` (results, untimed counters), ``"model"`` (results from the golden
     model, every counter from :mod:`pim_macro.sw.models.cycle_model`: what the RTL reports when
@@ -395,8 +464,9 @@ def run_gemv(weights, inputs, config=MacroConfig(), *, bias=None, mult=None, shi
     :class:`pim_macro.sw.runtime.rtl.SimulatorMissing` when the simulator is not installed and
     ``RuntimeError`` when the run fails or the macro hangs."""
     check_run_options(sim, arch, idle, backpressure, port)
-    program = compile_gemv(weights, inputs, config, bias=bias, mult=mult, shift=shift, relu=relu,
-                           preloaded=preloaded)
+    program = compile_gemv(weights, inputs, config, bias=bias, multiplier=multiplier,
+                           shift=shift, zero_point=zero_point, act_min=act_min, act_max=act_max,
+                           double_rounding=double_rounding, preloaded=preloaded)
     work = program.batch * program.tiles * program.rows_per_tile
     try:
         out = execute(program.words, config, sim=sim, arch=arch, work=work, idle=idle,

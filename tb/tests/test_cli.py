@@ -13,6 +13,7 @@ import pytest
 
 from pim_macro.hw.isa import ISA_VERSION, Counter, MacroConfig
 from pim_macro.sw import cli
+from pim_macro.sw.models.requant import requantize
 from pim_macro.sw.paths import MODELS_DIR
 
 
@@ -24,17 +25,22 @@ def _pim_command():
 PIM = _pim_command()
 
 
-def reference(w, x, bias=None, mult=None, shift=None, relu=False):
-    """Y = X @ W.T (+ bias) wrapped to int32, then the pim_macro.hw.isa requantization rule."""
+def reference(w, x, bias=None, multiplier=None, shift=None, zero_point=0, act_min=-128,
+              act_max=127, double_rounding=False):
+    """Y = X @ W.T (+ bias) wrapped to int32, then the one requantization rule
+    (sw/models/requant.py, checked by hand in test_golden)."""
     v = x.astype(np.int64) @ w.astype(np.int64).T
     if bias is not None:
         v = v + bias.astype(np.int64)
     v = (v + 2**31) % 2**32 - 2**31
-    if mult is None:
+    if multiplier is None:
         return v.astype(np.int32)
-    y = np.floor_divide(v * mult + ((1 << (shift - 1)) if shift else 0), 2**shift)
-    y = np.clip(y, -128, 127)
-    return (np.maximum(y, 0) if relu else y).astype(np.int8)
+    return requantize(v, multiplier, shift, zero_point, act_min, act_max,
+                      double_rounding=double_rounding)
+
+
+#: A requantization that brings this file's accumulators (about 10**5) into int8: about 2**-10.
+M0, SHIFT = 1518500250, -9
 
 
 @pytest.fixture
@@ -49,6 +55,11 @@ def files(tmp_path):
         "Wfloat": rng.normal(size=(13, 21)),
         "X20": rng.integers(-128, 128, (3, 20)).astype(np.int8),
         "B12": np.zeros(12, np.int32),
+        # per-channel requantization of the 13 outputs
+        "M": rng.integers(1 << 30, 1 << 31, 13),
+        "S": rng.integers(-11, -8, 13),
+        "M12": np.full(12, 1 << 30),
+        "Sfloat": np.full(13, -11.0),
     }
     paths = {}
     for name, array in arrays.items():
@@ -82,17 +93,32 @@ def test_golden_raw_prints_y(files):
 
 @pytest.mark.parametrize("relu", [False, True])
 def test_golden_int8_out_file(files, relu):
+    """Per tensor: --zero-point, --act-min (a fused ReLU), --double-rounding."""
     a, p, tmp = files
     out = tmp / "Y.npy"
-    args = ["gemv", "--weights", p["W"], "--input", p["X"], "--bias", p["B"], "--mult", 900,
-            "--shift", 16, "--out", out] + (["--relu"] if relu else [])
+    quant = dict(multiplier=M0, shift=SHIFT, zero_point=-7, act_min=-7 if relu else -128,
+                 double_rounding=relu)
+    args = ["gemv", "--weights", p["W"], "--input", p["X"], "--bias", p["B"], "--multiplier", M0,
+            "--shift", SHIFT, "--zero-point", -7, "--out", out]
+    args += ["--act-min", -7, "--double-rounding"] if relu else []
     result = ok(pim(*args))
     assert result.stdout == "", f"with --out and no --json stdout should be empty: {result.stdout}"
     y = np.load(out)
-    expected = reference(a["W"], a["X"], a["B"], 900, 16, relu)
+    expected = reference(a["W"], a["X"], a["B"], **quant)
     assert y.dtype == np.int8 and y.shape == (3, 13), \
         f"Y.npy should be int8 (3, 13): {y.dtype} {y.shape}"
     assert np.array_equal(y, expected), "Y.npy should match the numpy reference"
+    assert len(set(y.ravel().tolist())) > 20, "test premise: outputs spread over the int8 range"
+
+
+def test_golden_per_channel_from_npy(files):
+    """--multiplier and --shift from .npy files: one pair per output channel; --act-max."""
+    a, p, tmp = files
+    result = ok(pim("gemv", "--weights", p["W"], "--input", p["X"], "--multiplier", p["M"],
+                    "--shift", p["S"], "--act-max", 20, "--json"))
+    expected = reference(a["W"], a["X"], None, a["M"], a["S"], act_max=20)
+    assert json.loads(result.stdout)["output"] == expected.tolist()
+    assert expected.max() == 20, "test premise: the clamp bites"
 
 
 def test_json_contract(files):
@@ -116,12 +142,12 @@ def test_json_contract(files):
 def test_json_with_out_omits_output(files):
     a, p, tmp = files
     out = tmp / "y.npy"
-    result = ok(pim("gemv", "--weights", p["W"], "--input", p["X"], "--mult", 1, "--shift", 8,
-                    "--json", "--out", out))
+    result = ok(pim("gemv", "--weights", p["W"], "--input", p["X"], "--multiplier", M0,
+                    "--shift", SHIFT, "--json", "--out", out))
     report = json.loads(result.stdout)
     assert "output" not in report, "with --out the JSON should not repeat Y"
     assert report["mode"] == "int8" and report["shape"]["batch"] == 3, f"wrong report: {report}"
-    assert np.array_equal(np.load(out), reference(a["W"], a["X"], None, 1, 8)), \
+    assert np.array_equal(np.load(out), reference(a["W"], a["X"], None, M0, SHIFT)), \
         "--out should hold the requantized Y"
 
 
@@ -157,13 +183,34 @@ ERRORS = {
     "not npy": (["--weights", "text", "--input", "X"], r"cannot read weights .*text\.npy"),
     "unknown simulator": (["--weights", "W", "--input", "X", "--sim", "modelsim"],
                           "invalid choice: 'modelsim'"),
-    "mult without shift": (["--weights", "W", "--input", "X", "--mult", "3"],
-                           "--mult and --shift must be given together"),
-    "shift without mult": (["--weights", "W", "--input", "X", "--shift", "3"],
-                           "--mult and --shift must be given together"),
-    "relu alone": (["--weights", "W", "--input", "X", "--relu"], "--relu needs --mult"),
-    "shift range": (["--weights", "W", "--input", "X", "--mult", "3", "--shift", "32"],
-                    "shift must be 0..31, not 32"),
+    "multiplier without shift": (["--weights", "W", "--input", "X", "--multiplier", "3"],
+                                 "--multiplier and --shift must be given together"),
+    "shift without multiplier": (["--weights", "W", "--input", "X", "--shift", "3"],
+                                 "--multiplier and --shift must be given together"),
+    "zero point alone": (["--weights", "W", "--input", "X", "--zero-point", "3"],
+                         "--zero-point, --act-min, --act-max and --double-rounding need"),
+    "double rounding alone": (["--weights", "W", "--input", "X", "--double-rounding"],
+                              "need --multiplier and --shift"),
+    "old --mult": (["--weights", "W", "--input", "X", "--mult", "3", "--shift", "4"],
+                   r"--mult is gone \(ISA version 4\): give --multiplier M0 --shift S"),
+    "old --relu": (["--weights", "W", "--input", "X", "--multiplier", "3", "--shift", "4",
+                    "--relu"], "--relu is gone .*--act-min equal to --zero-point"),
+    "shift range": (["--weights", "W", "--input", "X", "--multiplier", "3", "--shift", "32"],
+                    "shift must be -32..31, not 32"),
+    "multiplier range": (["--weights", "W", "--input", "X", "--multiplier", "-1", "--shift",
+                          "0"], "multiplier must be 0..2147483647, not -1"),
+    "multiplier per channel shape": (["--weights", "W", "--input", "X", "--multiplier", "M12",
+                                      "--shift", "0"],
+                                     r"multiplier must be an integer or have shape \(13,\)"),
+    "shift file of floats": (["--weights", "W", "--input", "X", "--multiplier", "3", "--shift",
+                              "Sfloat"], "--shift .*Sfloat.npy: an integer or an .npy of "
+                                         "integers, not float64"),
+    "multiplier file missing": (["--weights", "W", "--input", "X", "--multiplier", "missing",
+                                 "--shift", "0"], r"missing\.npy: no such file"),
+    "zero point range": (["--weights", "W", "--input", "X", "--multiplier", "3", "--shift", "0",
+                          "--zero-point", "128"], "zero_point must be -128..127, not 128"),
+    "zero point not a number": (["--weights", "W", "--input", "X", "--zero-point", "z"],
+                                "argument --zero-point: invalid int value: 'z'"),
     "bad config": (["--weights", "W", "--input", "X", "--lanes", "6"],
                    "lanes must be a multiple of 4"),
     "no weights": (["--input", "X"], "required: --weights"),
@@ -201,14 +248,14 @@ def test_rtl_via_cli(files, sim):
     if sim == "icarus" and not shutil.which("iverilog"):
         pytest.skip("Icarus Verilog is not installed")
     result = ok(pim("gemv", "--weights", p["W"], "--input", p["X"], "--bias", p["B"],
-                    "--mult", 2000, "--shift", 18, "--sim", sim, "--json"))
+                    "--multiplier", M0, "--shift", SHIFT, "--sim", sim, "--json"))
     try:
         report = json.loads(result.stdout)
     except json.JSONDecodeError:
         pytest.fail(f"{sim}: stdout should be exactly one JSON object, got:\n{result.stdout}")
     assert result.stderr == "", f"{sim}: nothing should reach stderr: {result.stderr!r}"
     assert report["sim"] == sim and report["cycles"] > 0, f"{sim}: expected real cycles: {report}"
-    assert report["output"] == reference(a["W"], a["X"], a["B"], 2000, 18).tolist(), \
+    assert report["output"] == reference(a["W"], a["X"], a["B"], M0, SHIFT).tolist(), \
         f"{sim}: Y should match the numpy reference"
 
 
@@ -614,15 +661,34 @@ FF030101     #   row 1, lanes 4-7: 1 1 3 -1 (no 0x, upper case)
 0x00000000   #   from row 0, activations from byte 0
 0x00080005   # EMIT_RAW, 8 lanes
 0x00000000   #   no bias
+0x0008000a   # LOAD_QUANT, 8 channels
+0x00000000   #   from channel 0
+0x40000000   #   channel 0: M0 = 2**30
+0x00000001   #     shift 1: scale 2**30 * 2**(1 - 31) = 1
+0x40000000   #   channel 1: M0 = 2**30
+0x00000001   #     shift 1: scale 2**30 * 2**(1 - 31) = 1
+0x40000000   #   channel 2: M0 = 2**30
+0x00000001   #     shift 1: scale 2**30 * 2**(1 - 31) = 1
+0x40000000   #   channel 3: M0 = 2**30
+0x00000001   #     shift 1: scale 2**30 * 2**(1 - 31) = 1
+0x40000000   #   channel 4: M0 = 2**30
+0x00000001   #     shift 1: scale 2**30 * 2**(1 - 31) = 1
+0x40000000   #   channel 5: M0 = 2**30
+0x00000001   #     shift 1: scale 2**30 * 2**(1 - 31) = 1
+0x40000000   #   channel 6: M0 = 2**30
+0x00000001   #     shift 1: scale 2**30 * 2**(1 - 31) = 1
+0x40000000   #   channel 7: M0 = 2**30
+0x00000001   #     shift 1: scale 2**30 * 2**(1 - 31) = 1
 0x00080006   # EMIT_INT8, 8 lanes
-0x00000000   #   no bias
-0x00000001   #   mult 1, shift 0: y clamped to int8, here y itself
+0x00000000   #   channels 0.., no bias
+0x007f8000   #   zero point 0, act_min -128, act_max 127: y clamped to int8, here y itself
 0x000000ee   # an unknown opcode
 """
 #: Status words: [7:0] opcode echoed, [15:8] error, [31:16] data words that follow.
 HAND_OUTPUT = [0x00000001, 0x00000002, 0x00000004,
                0x00080005, 0xffffffff, 0x00000001, 0xfffffffd, 0x0000001b,    # -1 1 -3 27
                0x00000004, 0xfffffffe, 0xffffffee, 0x00000017,                # 4 -2 -18 23
+               0x0000000a,                                                    # LOAD_QUANT
                0x00020006, 0x1bfd01ff, 0x17eefe04,                            # the same, int8
                0x000001ee]                                                    # BAD_OPCODE
 HAND_Y = [-1, 1, -3, 27, 4, -2, -18, 23]
@@ -638,17 +704,19 @@ def hand_program(tmp_path):
 def test_run_prints_words_and_responses(hand_program):
     result = ok(pim("run", "--program", hand_program))
     assert result.stdout.splitlines() == [
-        "17 words in, 16 words out:",
+        "35 words in, 17 words out:",
         "  0x00000001 0x00000002 0x00000004 0x00080005 0xffffffff 0x00000001 0xfffffffd "
         "0x0000001b",
-        "  0x00000004 0xfffffffe 0xffffffee 0x00000017 0x00020006 0x1bfd01ff 0x17eefe04 "
-        "0x000001ee",
+        "  0x00000004 0xfffffffe 0xffffffee 0x00000017 0x0000000a 0x00020006 0x1bfd01ff "
+        "0x17eefe04",
+        "  0x000001ee",
         "command 0 (line 2) WRITE_WEIGHTS: OK",
         "command 1 (line 9) LOAD_ACT: OK",
         "command 2 (line 12) MATVEC: OK",
         "command 3 (line 14) EMIT_RAW: OK, 8 data words: int32 -1 1 -3 27 4 -2 -18 23",
-        "command 4 (line 16) EMIT_INT8: OK, 2 data words: int8 -1 1 -3 27 4 -2 -18 23",
-        "command 5 (line 19) opcode 0xee: BAD_OPCODE",
+        "command 4 (line 16) LOAD_QUANT: OK",
+        "command 5 (line 34) EMIT_INT8: OK, 2 data words: int8 -1 1 -3 27 4 -2 -18 23",
+        "command 6 (line 37) opcode 0xee: BAD_OPCODE",
     ], f"unexpected output:\n{result.stdout}"
     assert result.stderr == ""
 
@@ -665,12 +733,12 @@ def test_run_every_back_end_gives_the_hand_computed_words(hand_program, sim, arc
     report = json.loads(result.stdout)
     assert result.stderr == "", f"{sim}: nothing should reach stderr: {result.stderr!r}"
     assert report["words_out"] == HAND_OUTPUT, f"{sim} {arch}: output words differ"
-    assert report["words_in"][:3] == [0x00020001, 0, 0x05ff0301] and len(report["words_in"]) == 17
-    assert [r["error"] for r in report["responses"]] == ["OK"] * 5 + ["BAD_OPCODE"]
+    assert report["words_in"][:3] == [0x00020001, 0, 0x05ff0301] and len(report["words_in"]) == 35
+    assert [r["error"] for r in report["responses"]] == ["OK"] * 6 + ["BAD_OPCODE"]
     assert [r["name"] for r in report["responses"]] == [
-        "WRITE_WEIGHTS", "LOAD_ACT", "MATVEC", "EMIT_RAW", "EMIT_INT8", None]
-    assert [r["line"] for r in report["responses"]] == [2, 9, 12, 14, 16, 19]
-    assert report["responses"][3]["int32"] == HAND_Y and report["responses"][4]["int8"] == HAND_Y
+        "WRITE_WEIGHTS", "LOAD_ACT", "MATVEC", "EMIT_RAW", "LOAD_QUANT", "EMIT_INT8", None]
+    assert [r["line"] for r in report["responses"]] == [2, 9, 12, 14, 16, 34, 37]
+    assert report["responses"][3]["int32"] == HAND_Y and report["responses"][5]["int8"] == HAND_Y
     assert report["sim"] == sim and report["arch"] == arch and report["truncated"] is None
     if sim in ("icarus", "verilator"):
         assert report["cycles"] > len(report["words_in"]), f"{sim}: real cycles expected"
@@ -679,11 +747,11 @@ def test_run_every_back_end_gives_the_hand_computed_words(hand_program, sim, arc
 
 
 TRUNCATED = {
-    "argument missing": ("0x00020004\n", 17,
-                         r"line 20: the program ends inside command 6 \(MATVEC at word 17\): "
-                         r"0 of 1 argument words; the 6 complete commands before it were played"),
-    "payload cut": ("0x00020001\n0\n0x05ff0301\n", 17,
-                    r"line 20: the program ends inside command 6 \(WRITE_WEIGHTS at word 17\): "
+    "argument missing": ("0x00020004\n", 35,
+                         r"line 38: the program ends inside command 7 \(MATVEC at word 35\): "
+                         r"0 of 1 argument words; the 7 complete commands before it were played"),
+    "payload cut": ("0x00020001\n0\n0x05ff0301\n", 35,
+                    r"line 38: the program ends inside command 7 \(WRITE_WEIGHTS at word 35\): "
                     r"1 of 4 payload words"),
 }
 
@@ -820,8 +888,8 @@ def _answers_that_do_not_decode():
                               r"STATUS data is 3 words, not the 7"),
         "READ_COUNTERS, too short": (Opcode.READ_COUNTERS, [1, 2], asm.encode_read_counters()[0],
                                      r"READ_COUNTERS data is 2 words"),
-        "EMIT_INT8, too short": (Opcode.EMIT_INT8, [1], asm.encode_emit_int8(8, mult=1,
-                                                                              shift=0)[0],
+        "EMIT_INT8, too short": (Opcode.EMIT_INT8, [1], asm.encode_emit_int8(8,
+                                                                              channel=0)[0],
                                  r"1 words hold fewer than 8 bytes"),
     }
 

@@ -11,26 +11,36 @@ from pim_macro.sw.runtime import driver as driver_module
 from pim_macro.sw.runtime.asm import frame_program, parse_responses
 from pim_macro.sw.compiler.gemv import GemvResult, compile_gemv, run_gemv
 from pim_macro.sw.models.golden import GoldenMacro
+from pim_macro.sw.models.requant import requantize
 from pim_macro.sw.runtime.rtl import SIMULATORS, JobResult, Job, SimulatorMissing, run_rtl
 
 
 # -- independent reference -------------------------------------------------------------------
 
-def reference(w, x, bias=None, mult=None, shift=None, relu=False):
-    """Y = X @ W.T (+ bias) in int64, wrapped to int32, then the pim_macro.hw.isa requantization
-    rule."""
+def reference(w, x, bias=None, multiplier=None, shift=None, zero_point=0, act_min=-128,
+              act_max=127, double_rounding=False):
+    """Y = X @ W.T (+ bias) in int64, wrapped to int32, then the one requantization rule
+    (sw/models/requant.py, checked by hand in test_golden) per output channel."""
     v = np.asarray(x, dtype=np.int64) @ np.asarray(w, dtype=np.int64).T
     if bias is not None:
         v = v + np.asarray(bias, dtype=np.int64)
     v = (v + 2**31) % 2**32 - 2**31
-    if mult is None:
+    if multiplier is None:
         return v.astype(np.int32)
-    y = v * mult + ((1 << (shift - 1)) if shift > 0 else 0)
-    y = np.floor_divide(y, 2**shift)                 # arithmetic shift right
-    y = np.clip(y, -128, 127)
-    if relu:
-        y = np.maximum(y, 0)
-    return y.astype(np.int8)
+    return requantize(v, multiplier, shift, zero_point, act_min, act_max,
+                      double_rounding=double_rounding)
+
+
+def rand_quant(rng, n, per_channel=True):
+    """A random TFLite-like requantization: Q31 multipliers, mostly right shifts that bring
+    accumulators of a few thousand to a few hundred into the int8 range, a zero point and a
+    clamp."""
+    size = n if per_channel else None
+    zero_point = int(rng.integers(-128, 128))
+    act_min = int(rng.choice([-128, zero_point, int(rng.integers(-128, 128))]))
+    return dict(multiplier=rng.integers(1 << 30, 1 << 31, size),
+                shift=rng.integers(-16, 2, size), zero_point=zero_point, act_min=act_min,
+                act_max=int(rng.integers(act_min, 128)), double_rounding=bool(rng.random() < .5))
 
 
 def rand_int8(rng, *shape):
@@ -84,10 +94,7 @@ def test_random_problems_match_numpy(r):
         w = rand_int8(rng, n, k)
         x = rand_int8(rng, k) if case % 3 == 0 else rand_int8(rng, int(rng.integers(1, 4)), k)
         bias = rand_bias(rng, n, big=bool(case % 2)) if case % 4 != 1 else None
-        quant = {}
-        if case % 2:
-            quant = dict(mult=int(rng.integers(0, 65536)), shift=int(rng.integers(0, 32)),
-                         relu=bool(rng.random() < 0.5))
+        quant = rand_quant(rng, n, per_channel=case % 4 == 1) if case % 2 else {}
         result = run_gemv(w, x, cfg, bias=bias, **quant)
         check(result.y, reference(w, x, bias, **quant),
               f"case {case}: {cfg}, N={n}, K={k}, X{x.shape}, bias={bias is not None}, {quant}")
@@ -108,19 +115,48 @@ def test_shapes_default_config(n, k, batch, r):
     check(raw.y, reference(w, x, bias), "raw")
     assert isinstance(raw, GemvResult) and raw.sim == "golden" and raw.config == cfg, \
         "run_gemv should return a GemvResult naming the simulator and the configuration"
-    q = run_gemv(w, x, cfg, mult=77, shift=9, relu=True)
-    check(q.y, reference(w, x, None, 77, 9, True), "int8 relu")
+    quant = dict(multiplier=rng.integers(1 << 30, 1 << 31, n), shift=rng.integers(-8, -4, n),
+                 zero_point=-5, act_min=-5)             # per channel, with its fused ReLU
+    q = run_gemv(w, x, cfg, **quant)
+    check(q.y, reference(w, x, None, **quant), "int8 per channel, relu")
 
 
 def test_requantization_extremes():
-    """Rounding of negative halves, shift 0, mult 0 and 65535, saturation both ways."""
+    """Multipliers 0, 2**30 and 2**31 - 1, shifts -32 .. 31, zero points -128 and 127, clamps
+    (ReLU, ReLU6-like, act_min > act_max), both roundings, saturation both ways."""
     rng = np.random.default_rng(7)
     w, x = rand_int8(rng, 11, 9), rand_int8(rng, 3, 9)
     bias = rand_bias(rng, 11)
-    for mult, shift in [(0, 0), (1, 0), (65535, 31), (65535, 0), (3, 1), (12345, 17)]:
-        for relu in (False, True):
-            y = run_gemv(w, x, bias=bias, mult=mult, shift=shift, relu=relu).y
-            check(y, reference(w, x, bias, mult, shift, relu), f"mult={mult} shift={shift}")
+    for multiplier, shift in [(0, 0), (1 << 30, 1), ((1 << 31) - 1, 31), ((1 << 31) - 1, -32),
+                              (1 << 30, -31), (3 << 29, -20), (1 << 30, -24)]:
+        for zero_point, act_min, act_max in [(0, -128, 127), (-128, -128, 127), (127, -128, 127),
+                                             (-3, -3, 127), (-128, -128, -100), (0, 10, -10)]:
+            for double in (False, True):
+                quant = dict(multiplier=multiplier, shift=shift, zero_point=zero_point,
+                             act_min=act_min, act_max=act_max, double_rounding=double)
+                y = run_gemv(w, x, bias=bias, **quant).y
+                check(y, reference(w, x, bias, **quant), f"{quant}")
+
+
+def test_per_channel_requantization_uses_each_outputs_channel():
+    """Per-channel multipliers and shifts across partial tiles and passes: output j uses
+    channel j's pair (a permutation of the pairs changes the answer)."""
+    rng = np.random.default_rng(8)
+    cfg = MacroConfig(lanes=4, depth=8, bias_depth=6)
+    n, k = 15, 6
+    w, x, bias = rand_int8(rng, n, k), rand_int8(rng, 2, k), rand_bias(rng, n, big=False)
+    quant = dict(multiplier=rng.integers(1 << 30, 1 << 31, n), shift=np.arange(n) % 5 - 10)
+    program = compile_gemv(w, x, cfg, bias=bias, **quant)
+    assert len(program.passes) > 1 and program.tile_outputs == 4
+    loads = [(count, arg.addr) for op, count, _, arg in commands(program)
+             if op == Opcode.LOAD_QUANT]
+    assert len(loads) == len(program.passes), "one LOAD_QUANT per pass"
+    assert all(addr + count <= cfg.bias_depth for count, addr in loads)
+    y = program.extract(GoldenMacro(cfg).run(program.words))[0]
+    check(y, reference(w, x, bias, **quant), "per channel")
+    swapped = dict(quant, shift=quant["shift"][::-1].copy())
+    assert not np.array_equal(y, reference(w, x, bias, **swapped)), \
+        "test premise: the channels' shifts matter"
 
 
 @pytest.mark.parametrize("r", [1, 2, 4])
@@ -155,7 +191,8 @@ def test_k_chunked_by_act_depth_keeps_weights_resident(r):
     cfg = MacroConfig(lanes=8, rows_per_cycle=r, depth=256, act_depth=16 * r + 4)
     n, k, batch = 19, 45 * r + 3, 2
     w, x = rand_int8(rng, n, k), rand_int8(rng, batch, k)
-    program = compile_gemv(w, x, cfg, mult=1000, shift=12)
+    quant = dict(multiplier=1 << 30, shift=-9)
+    program = compile_gemv(w, x, cfg, **quant)
     rows = -(-k // r)
     assert program.resident, "3 tiles of rows should fit in 256 rows"
     assert weight_rows_written(program) == 3 * rows, \
@@ -168,8 +205,7 @@ def test_k_chunked_by_act_depth_keeps_weights_resident(r):
         assert all(c % (4 * r) == 0 and c <= cfg.act_depth for c in chunks[:-1]), \
             f"chunks other than the last should be multiples of 4*R within act_depth: {chunks}"
         assert sum(chunks) == rows * r, "the chunks should cover the padded K exactly"
-    check(run_gemv(w, x, cfg, mult=1000, shift=12).y, reference(w, x, None, 1000, 12),
-          "chunked by act_depth")
+    check(run_gemv(w, x, cfg, **quant).y, reference(w, x, None, **quant), "chunked by act_depth")
 
 
 @pytest.mark.parametrize("r", [1, 2, 4])
@@ -204,14 +240,17 @@ def test_bias_beyond_bias_depth(bias_depth):
     cfg = MacroConfig(lanes=8, depth=256, bias_depth=bias_depth)
     n, k = 37, 11
     w, x, bias = rand_int8(rng, n, k), rand_int8(rng, 3, k), rand_bias(rng, n)
-    program = compile_gemv(w, x, cfg, bias=bias, mult=5, shift=3)
-    loads = [(count, arg.addr) for op, count, _, arg in commands(program)
-             if op == Opcode.LOAD_BIAS]
-    assert len(loads) > 1, "37 biases cannot be loaded at once"
-    assert all(arg + count <= bias_depth for count, arg in loads), \
-        f"every LOAD_BIAS should fit in {bias_depth} words: {loads}"
-    check(run_gemv(w, x, cfg, bias=bias, mult=5, shift=3).y,
-          reference(w, x, bias, 5, 3), f"bias_depth={bias_depth}")
+    quant = dict(multiplier=rng.integers(1 << 30, 1 << 31, n), shift=-25)
+    program = compile_gemv(w, x, cfg, bias=bias, **quant)
+    for opcode in (Opcode.LOAD_BIAS, Opcode.LOAD_QUANT):
+        loads = [(count, arg.addr) for op, count, _, arg in commands(program) if op == opcode]
+        assert len(loads) > 1, f"37 channels cannot be loaded at once ({opcode.name})"
+        assert all(arg + count <= bias_depth for count, arg in loads), \
+            f"every {opcode.name} should fit in {bias_depth} channels: {loads}"
+    check(run_gemv(w, x, cfg, bias=bias, **quant).y, reference(w, x, bias, **quant),
+          f"bias_depth={bias_depth}")
+    check(run_gemv(w, x, cfg, **quant).y, reference(w, x, None, **quant),
+          f"no bias, bias_depth={bias_depth}")
     check(run_gemv(w, x, cfg, bias=bias).y, reference(w, x, bias), f"raw, bias_depth={bias_depth}")
 
 
@@ -368,13 +407,28 @@ VALIDATION = {
     "no vectors": (dict(inputs=np.zeros((0, 13), np.int8)), "inputs hold no vectors"),
     "bias dtype": (dict(bias=np.zeros(5, np.int64)), "bias must be int32, not int64"),
     "bias shape": (dict(bias=np.zeros(4, np.int32)), r"bias must have shape \(5,\), not \(4,\)"),
-    "mult alone": (dict(mult=3), "mult and shift must be given together"),
-    "shift alone": (dict(shift=3), "mult and shift must be given together"),
-    "relu raw": (dict(relu=True), "relu needs requantized mode"),
-    "mult range": (dict(mult=70000, shift=1), "mult must be 0..65535, not 70000"),
-    "mult negative": (dict(mult=-1, shift=1), "mult must be 0..65535, not -1"),
-    "mult float": (dict(mult=1.5, shift=1), "mult must be an integer, not 1.5"),
-    "shift range": (dict(mult=1, shift=40), "shift must be 0..31, not 40"),
+    "multiplier alone": (dict(multiplier=3), "multiplier and shift must be given together"),
+    "shift alone": (dict(shift=3), "multiplier and shift must be given together"),
+    "zero point raw": (dict(zero_point=3), "zero_point needs requantized mode"),
+    "act_min raw": (dict(act_min=0), "act_min needs requantized mode"),
+    "double rounding raw": (dict(double_rounding=True), "double_rounding needs requantized"),
+    "multiplier range": (dict(multiplier=1 << 31, shift=1),
+                         "multiplier must be 0..2147483647, not 2147483648"),
+    "multiplier negative": (dict(multiplier=-1, shift=1), "multiplier must be 0..2147483647"),
+    "multiplier float": (dict(multiplier=1.5, shift=1), "multiplier must be an integer"),
+    "multiplier bool": (dict(multiplier=True, shift=1), "multiplier must be an integer"),
+    "multiplier shape": (dict(multiplier=np.ones(4, np.int64), shift=1),
+                         r"multiplier must be an integer or have shape \(5,\)"),
+    "multiplier array range": (dict(multiplier=np.array([1, 2, -3, 4, 5]), shift=1),
+                               "multiplier must be 0..2147483647, not -3"),
+    "shift range": (dict(multiplier=1, shift=32), "shift must be -32..31, not 32"),
+    "shift low": (dict(multiplier=1, shift=np.full(5, -33)), "shift must be -32..31, not -33"),
+    "shift float array": (dict(multiplier=1, shift=np.zeros(5)),
+                          "shift must be an integer array, not float64"),
+    "zero point range": (dict(multiplier=1, shift=0, zero_point=128),
+                         "zero_point must be -128..127, not 128"),
+    "act_max range": (dict(multiplier=1, shift=0, act_max=-129),
+                      "act_max must be -128..127, not -129"),
     "config": (dict(config={"lanes": 8}), "config must be a MacroConfig"),
 }
 
@@ -416,7 +470,7 @@ def test_rtl_gemv(sim, mode, stalls):
     idle, backpressure = stalls
     rng = np.random.default_rng(len(sim) * 10 + len(mode))
     w, x, bias = rand_int8(rng, 13, 21), rand_int8(rng, 2, 21), rand_bias(rng, 13)
-    quant = dict(mult=300, shift=12, relu=True) if mode == "int8" else {}
+    quant = rand_quant(rng, 13) if mode == "int8" else {}
     try:
         result = run_gemv(w, x, RTL_SMALL, bias=bias, sim=sim, idle=idle,
                           backpressure=backpressure, seed=11, **quant)
@@ -442,7 +496,7 @@ def test_rtl_gemv_tiled(sim):
     problems = []
     for n, k, batch in [(40, 40, 2), (10, 300, 2)]:
         w, x, bias = rand_int8(rng, n, k), rand_int8(rng, batch, k), rand_bias(rng, n)
-        for quant in ({}, dict(mult=4321, shift=20, relu=False)):
+        for quant in ({}, rand_quant(rng, n)):
             problems.append((w, x, bias, quant, compile_gemv(w, x, RTL_TILED, bias=bias, **quant)))
     assert len(problems[0][4].passes) > 1, "test premise: several passes"
     assert not problems[2][4].resident, "test premise: weights chunked by depth"
