@@ -68,8 +68,8 @@ import tempfile
 import numpy as np
 
 from pim_macro.hw.board import BOARDS
-from pim_macro.hw.isa import (ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN, Header, MacroConfig,
-                              Opcode, unpack)
+from pim_macro.hw.isa import (ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN,
+                              Header, MacroConfig, Opcode, unpack)
 from pim_macro.sw.compiler.compiler import run_network
 from pim_macro.sw.compiler.gemv import SIMS, run_gemv
 from pim_macro.sw.compiler.network import load_network, save_network

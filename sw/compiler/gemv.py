@@ -18,7 +18,8 @@ With L = ``lanes``, R = ``rows_per_cycle``, D = ``depth``, A = ``act_depth``, BD
 
 * **Output tiles.** Outputs are computed in tiles of ``S`` consecutive rows of W, one per lane:
   ``S = L``, or ``S = BD`` when a bias is given or the outputs are requantized and ``BD < L``
-  (a tile's channels -- bias, multiplier, shift -- must fit the channel memory at once). The last tile may be partial: its ``EMIT`` count is the number of remaining
+  (a tile's channels -- bias, multiplier, shift -- must fit the channel memory at once). The
+  last tile may be partial: its ``EMIT`` count is the number of remaining
   outputs and the weights of the absent lanes are zero.
 * **K layout.** K is padded with zero weights and zero activations to ``Kp``, a multiple of R,
   and each tile is laid out with :func:`pim_macro.sw.runtime.asm.weight_rows` into ``Kp / R`` rows.
@@ -47,7 +48,8 @@ With L = ``lanes``, R = ``rows_per_cycle``, D = ``depth``, A = ``act_depth``, BD
 The program starts with ``READ_COUNTERS`` (clear) and ends with ``READ_COUNTERS``, so the final
 counters measure the workload (the golden model reports 0 for the timed counters). With
 ``preloaded=True`` the clearing ``READ_COUNTERS`` comes after the first pass's weights, biases and
-requantization are written instead: the counters then measure a network whose weights already sit in the macro.
+requantization are written instead: the counters then measure a network whose weights already
+sit in the macro.
 """
 
 from dataclasses import dataclass, field
@@ -88,7 +90,8 @@ class GemvProgram:
     """A compiled GEMV: the command ``words`` plus what is needed to read the answer.
 
     ``batch``, ``n``, ``k``: problem shape (``batch`` is 1 for a 1-D input, and then ``squeeze``
-    is true); ``mode`` is ``"raw"`` or ``"int8"`` (requantized). Tiling: ``tile_outputs`` (S), ``tiles``,
+    is true); ``mode`` is ``"raw"`` or ``"int8"`` (requantized). Tiling: ``tile_outputs`` (S),
+    ``tiles``,
     ``k_padded``, ``rows_per_tile``, ``chunk`` (elements per K chunk; ``k_padded`` when K is not
     chunked), ``passes`` (tuples of tile indices) and ``resident`` (weights loaded once per pass,
     rather than per vector)."""
