@@ -155,13 +155,15 @@ def test_error_table():
     fails_when = {_code(name): text for _, name, text in rows}
     assert opcodes(fails_when["BAD_FIELD"]) == {op.name for op in isa.COUNTLESS}, \
         "README.md: the opcodes whose count must be 0 (isa.COUNTLESS)"
-    assert f"`shift > {isa.REQUANT_SHIFT_MAX}`" in fails_when["BAD_FIELD"]
     assert opcodes(fails_when["BAD_LENGTH"]) == {op.name for op in isa.LANE_COUNTED}, \
         "README.md: the opcodes whose count is at most lanes (isa.LANE_COUNTED)"
     requantization = re.search(r"\*\*Requantization\*\* \(([^;]*);", README)
     assert requantization and opcodes(requantization.group(1)) == \
         {op.name for op in isa.REQUANTIZING}, "README.md: the requantizing opcodes"
-    assert f"one unsigned {isa.REQUANT_MULT_BITS}-bit `mult`" in README
+    assert f"an unsigned {isa.REQUANT_MULT_BITS}-bit multiplier `M0`" in README
+    assert f"a signed {isa.REQUANT_SHIFT_BITS}-bit `shift`" in README
+    assert opcodes(fails_when["BAD_ADDRESS"]) >= {op.name for op in isa.REQUANTIZING}, \
+        "README.md: the requantizing commands check their channels' addresses"
 
 
 def test_counter_table():
