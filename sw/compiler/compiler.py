@@ -6,13 +6,18 @@ Placement
 
 * **Weights.** Every layer's weight matrix (a convolution's in im2col order, see
   :meth:`pim_macro.sw.compiler.network.Conv.matrix`) is cut into *tiles* of ``lanes`` outputs
-  (``bias_depth`` when that is smaller: a tile's biases must fit at once); a tile is
+  (``bias_depth`` when that is smaller: a tile's channels must fit at once); a tile is
   ``ceil(K / R)`` weight rows. When all tiles fit the SRAM (``depth`` rows) they are written once,
   at the start, and stay. Otherwise the tiles are grouped, in layer order, into *passes* that
-  each fit (rows and biases); then the samples are processed in *chunks* (as many as the
+  each fit (rows and channels); then the samples are processed in *chunks* (as many as the
   activation buffer holds at once) and every pass is written once per chunk, so each weight
   crosses the input stream ``ceil(B / chunk)`` times: as few as the activation buffer allows.
-* **Biases** are loaded once when all fit the bias memory, else with each pass.
+* **Channels** (:mod:`pim_macro.hw.isa`'s channel memory): each output's folded bias
+  (``b - input_zero_point * sum(w)``, :meth:`pim_macro.sw.compiler.network.Dense.folded_bias`:
+  the macro multiplies the raw int8 activations, so the input zero point goes into the bias)
+  with ``LOAD_BIAS``, and its multiplier and shift with ``LOAD_QUANT``, are loaded once when all
+  fit the channel memory, else with each pass. Every ``WRITEBACK`` / ``EMIT_INT8`` then
+  requantizes with its tile's channels and its layer's output zero point, clamp and rounding.
 * **Activations** never leave the macro between layers. Each sample has a *slot* in the
   activation buffer with one region per layer, holding that layer's input: a dense layer's input
   vector, or a convolution's im2col patches (one per output position, ``kh * kw * C`` bytes,
@@ -24,8 +29,9 @@ Placement
   convolution, the dense weights are permuted from (C, H, W) to (H, W, C) order so one output
   position's channels are contiguous; for a convolution after a convolution, each output
   position's channels are written back into every patch of the next layer that contains that
-  position (several ``WRITEBACK`` s of the same captured accumulators: im2col on chip). Zero
-  padding positions are never written, and the whole buffer is zeroed once at the start.
+  position (several ``WRITEBACK`` s of the same captured accumulators: im2col on chip).
+  Padding positions are never written: each such region is filled once, at the start, with its
+  layer's input zero point (TFLite pads with it, so a padded tap contributes nothing).
   The last layer's outputs leave with ``EMIT_INT8``.
 
 * **Tiles taller than the SRAM** (``ceil(K / R) > depth``) are *streamed*: for every sample
@@ -133,7 +139,8 @@ def _matrices(network):
 def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False):
     """Compile ``network`` applied to the int8 batch ``x`` (see :meth:`Network.input_array`)
     into a :class:`NetworkProgram`. With ``preloaded`` the counters start after the one-time
-    set-up (zeroed buffer, biases that fit, and the weights when all fit): they then measure a
+    set-up (the zero-point fill of the buffer, the channels that fit, and the weights when all
+    fit): they then measure a
     macro that is already serving this network, where spilled weights must still be reloaded
     for every chunk. Raises ``ValueError``."""
     if not isinstance(config, MacroConfig):
@@ -148,7 +155,7 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
     mats = _matrices(network)
 
     # -- tiles and passes -----------------------------------------------------------------
-    # A tile's biases must fit the bias memory at once.
+    # A tile's channels must fit the channel memory at once.
     tile_outputs = min(lanes, cfg.bias_depth)
     tiles = []
     streamed = set()
@@ -216,9 +223,17 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
         p.add(Opcode.WRITE_WEIGHTS, asm.encode_write_weights(
             row_of[group[0]], np.concatenate([t.rows for t in group]), cfg))
 
-    def load_biases(group):
-        values = np.concatenate([layers[t.layer].b[t.start:t.start + t.count] for t in group])
-        p.add(Opcode.LOAD_BIAS, asm.encode_load_bias(bias_of[group[0]], values))
+    folded = [layer.folded_bias() for layer in layers]
+
+    def load_channels(group):
+        """The channels of ``group``'s tiles: folded biases, multipliers and shifts."""
+        first = bias_of[group[0]]
+        parts = [slice(t.start, t.start + t.count) for t in group]
+        p.add(Opcode.LOAD_BIAS, asm.encode_load_bias(
+            first, np.concatenate([folded[t.layer][c] for t, c in zip(group, parts)])))
+        p.add(Opcode.LOAD_QUANT, asm.encode_load_quant(
+            first, np.concatenate([layers[t.layer].multiplier[c] for t, c in zip(group, parts)]),
+            np.concatenate([layers[t.layer].shift[c] for t, c in zip(group, parts)])))
 
     def load_input(sample, base):
         first = layers[0]
@@ -235,7 +250,7 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
         i = tile.layer
         layer, m = layers[i], mats[i]
         rows = len(tile.rows)
-        q = dict(mult=layer.mult, shift=layer.shift, relu=layer.relu, bias=bias_of[tile])
+        q = dict(channel=bias_of[tile], **layer.quant())
         last = i == len(layers) - 1
         nxt = None if last else layers[i + 1]
         positions = (range(layer.out_shape[1] * layer.out_shape[2])
@@ -276,12 +291,16 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
 
     if not preloaded:
         p.add(Opcode.READ_COUNTERS, asm.encode_read_counters(clear=True))
-    # Zero padding of im2col regions must read as zero: clear the whole buffer once.
+    # The padding of on-chip im2col regions must read as the layer's input zero point: fill
+    # every slot's regions once (regions filled by loads and write-backs are rewritten anyway).
     if any(isinstance(layer, Conv) for layer in layers[1:]):
-        p.add(Opcode.LOAD_ACT, asm.encode_load_act(0, np.zeros(slots * slot_bytes, np.int8)))
+        fill = np.zeros(slot_bytes, np.int8)
+        for i, layer in enumerate(layers):
+            end = region_off[i + 1] if i + 1 < len(layers) else slot_bytes
+            fill[region_off[i]:end] = layer.input_zero_point
+        p.add(Opcode.LOAD_ACT, asm.encode_load_act(0, np.tile(fill, slots)))
     if biases_once:
-        p.add(Opcode.LOAD_BIAS, asm.encode_load_bias(
-            0, np.concatenate([layers[t.layer].b[t.start:t.start + t.count] for t in tiles])))
+        load_channels(tiles)
     if resident:
         write_pass(passes[0])
     if preloaded:
@@ -295,7 +314,7 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
                 if group[0].layer not in streamed:
                     write_pass(group)
                 if not biases_once:
-                    load_biases(group)
+                    load_channels(group)
             # Software pipelining: the next sample's input is loaded right after this
             # sample's first MATVEC, so it streams in while the lanes work (after a write-back
             # the load would have to wait for it: they share the buffer's write port).

@@ -5,53 +5,121 @@ The container
 
 An ``.npz`` file with, for layers ``i = 0, 1, ...`` (consecutive, from 0):
 
-=============== ============================ ==================================================
-key             dtype, shape                 meaning
-=============== ============================ ==================================================
-``w{i}``        int8 (out, in)               dense weights, or
-                int8 (out_ch, in_ch, kh, kw) convolution weights
-``b{i}``        int32 (out,) / (out_ch,)     bias, added to the int32 accumulator
-``m{i}``        integer scalar, 0..65535     requantization multiplier
-``s{i}``        integer scalar, 0..31        requantization shift
-``relu{i}``     integer scalar, 0 or 1       clamp the int8 result at zero
-``stride{i}``   integer scalar or (2,)       convolutions only: stride (default 1)
-``pad{i}``      integer scalar or (2,)       convolutions only: zero padding (default 0)
-``in_shape{i}`` integer (3,): C, H, W        convolutions only: the input geometry
-=============== ============================ ==================================================
+======================== ======================== ===============================================
+key                      dtype, shape             meaning
+======================== ======================== ===============================================
+``w{i}``                 int8 (out, in)           dense weights (symmetric: zero point 0), or
+                         int8 (out_ch, in_ch,     convolution weights
+                         kh, kw)
+``b{i}``                 int32 (out,)/(out_ch,)   bias at scale ``input_scale * weight_scale``
+                                                  (TFLite's; the input zero point not folded in)
+``multiplier{i}``        integer (out,) or scalar Q31 requantization multiplier ``M0`` per
+                                                  output channel, 0 .. 2**31 - 1
+``shift{i}``             integer (out,) or scalar its shift, -32 .. 31 (positive: left)
+``input_zero_point{i}``  integer scalar           zero point of the layer's int8 input
+                                                  (-128 .. 127; default 0)
+``output_zero_point{i}`` integer scalar           zero point of its int8 output (default 0)
+``act_min{i}``           integer scalar           clamp of the output (defaults -128 and 127;
+``act_max{i}``           integer scalar           a fused ReLU is ``act_min =
+                                                  output_zero_point``)
+``double_rounding{i}``   integer scalar, 0 or 1   gemmlowp's double rounding (1) or TFLite's
+                                                  single rounding (0, the default)
+``stride{i}``            integer scalar or (2,)   convolutions only: stride (default 1)
+``pad{i}``               integer scalar or (2,)   convolutions only: padding (default 0), which
+                                                  holds the input zero point
+``in_shape{i}``          integer (3,): C, H, W    convolutions only: the input geometry
+======================== ======================== ===============================================
 
-Optional, for float users: ``input_scale`` (float scalar: ``x_float ~= input_scale * x_int8``)
-and ``output_scale`` (the same for the last layer's outputs).
+A layer's ``input_zero_point`` must be the previous layer's ``output_zero_point`` (the same
+tensor). A scalar multiplier or shift is per tensor (every channel the same); they are saved as
+(out,) arrays. Optional, for float users: ``input_scale`` (float scalar: ``x_float ~=
+input_scale * (x_int8 - input_zero_point0)``) and ``output_scale`` (the same for the last
+layer's outputs with its ``output_zero_point``). A container of ISA version 3 (keys ``m{i}``,
+``s{i}``, ``relu{i}``: one 16-bit multiplier per layer) is refused with a line saying so.
 
-Semantics (exactly the macro's arithmetic, see :mod:`pim_macro.hw.isa`): every layer computes, per
-output, ``acc = wrap32(sum(w * x) + b)`` over int8 inputs ``x``, then ``y = requantize(acc, m, s,
-relu)`` (int8). A convolution does so at every output position of its zero-padded input
-(``Ho = (H + 2*pad_h - kh) // stride_h + 1``, likewise ``Wo``); its output is the (out_ch, Ho,
-Wo) tensor, flattened in that (C, H, W) order when a dense layer follows. A layer's input size
-must equal the previous layer's output size (for a convolution, ``C * H * W``). The network's
-input is int8 ``(B, in)`` (or ``(B, C, H, W)`` images for a convolution first layer); its
-output is the last layer's int8 ``(B, out)``.
+Semantics: TFLite's int8 ``FULLY_CONNECTED`` / ``CONV_2D`` (reference kernels
+``reference_integer_ops::FullyConnected``, ``ConvPerChannel``), exactly the macro's arithmetic
+(:mod:`pim_macro.hw.isa`). Every layer computes, per output channel ``c``, ``acc = wrap32(sum(w
+* (x - input_zero_point)) + b)`` over its int8 inputs ``x`` -- on the macro: ``sum(w * x)`` plus
+the *folded bias* ``b - input_zero_point * sum(w)`` (:meth:`Dense.folded_bias`) -- then ``y =
+requantize(acc, multiplier[c], shift[c], output_zero_point, act_min, act_max,
+double_rounding)`` (:func:`pim_macro.sw.models.requant.requantize`, int8). A convolution does so
+at every output position of its padded input (padding filled with the input zero point, so a
+padded tap contributes nothing, as in TFLite; ``Ho = (H + 2*pad_h - kh) // stride_h + 1``,
+likewise ``Wo``); its output is the (out_ch, Ho, Wo) tensor, flattened in that (C, H, W) order
+when a dense layer follows. A layer's input size must equal the previous layer's output size (for
+a convolution, ``C * H * W``). The network's input is int8 ``(B, in)`` (or ``(B, C, H, W)``
+images for a convolution first layer); its output is the last layer's int8 ``(B, out)``.
 """
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from pim_macro.hw.isa import REQUANT_MULT_BITS, REQUANT_SHIFT_MAX
+from pim_macro.hw.isa import REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, REQUANT_SHIFT_MIN
+from pim_macro.sw.compiler.graph import MacroOp
 from pim_macro.sw.files import listed, read_archive
-from pim_macro.sw.models.golden import requantize, wrap32
+from pim_macro.sw.models.requant import wrap32
 
 
 __all__ = ["Dense", "Conv", "Network", "load_network", "save_network", "forward"]
 
 
 @dataclass(frozen=True, eq=False)
-class Dense:
-    """``y = requantize(w @ x + b)``; ``w`` int8 (out, in)."""
+class _Layer:
+    """What every layer holds: int8 weights ``w``, the int32 bias ``b`` (out,), the per-channel
+    Q31 ``multiplier`` and ``shift`` (int64 (out,); an integer is broadcast), the zero points of
+    its input and output, the clamp ``[act_min, act_max]`` and the rounding (see the module)."""
     w: np.ndarray
     b: np.ndarray
-    mult: int
-    shift: int
-    relu: bool
+    multiplier: np.ndarray
+    shift: np.ndarray
+    input_zero_point: int = 0
+    output_zero_point: int = 0
+    act_min: int = -128
+    act_max: int = 127
+    double_rounding: bool = False
+
+    def __post_init__(self):
+        n = self.w.shape[0]
+        for name in ("multiplier", "shift"):
+            value = np.asarray(getattr(self, name), dtype=np.int64)
+            object.__setattr__(self, name, np.broadcast_to(value, (n,)).copy())
+
+    @property
+    def relu(self):
+        """Whether the clamp cuts at the output zero point (a fused ReLU)."""
+        return self.act_min >= self.output_zero_point
+
+    @property
+    def weights(self):
+        """The (out, K) matrix the macro multiplies (:meth:`matrix`), as graph ops name it."""
+        return self.matrix()
+
+    @property
+    def bias(self):
+        return self.b
+
+    #: int32 (out,): ``b - input_zero_point * sum(w)`` per output, what the macro's channel
+    #: memory holds as bias so that ``sum(w * x)`` plus it is ``sum(w * (x - zp)) + b``. The one
+    #: definition, :meth:`pim_macro.sw.compiler.graph.MacroOp.folded_bias`.
+    folded_bias = MacroOp.folded_bias
+    #: int8 outputs of int32 accumulators ``(..., out)``, per output channel:
+    #: :meth:`pim_macro.sw.compiler.graph.MacroOp.requantize` (the one rule of
+    #: :func:`pim_macro.sw.models.requant.requantize`).
+    requantize = MacroOp.requantize
+
+    def quant(self):
+        """The arguments of a requantizing command (:func:`pim_macro.sw.runtime.asm.
+        encode_emit_int8`) but its channel."""
+        return dict(zero_point=self.output_zero_point, act_min=self.act_min,
+                    act_max=self.act_max, double_rounding=self.double_rounding)
+
+
+@dataclass(frozen=True, eq=False)
+class Dense(_Layer):
+    """``y = requantize(w @ (x - input_zero_point) + b)``; ``w`` int8 (out, in)."""
 
     @property
     def inputs(self):
@@ -71,16 +139,17 @@ class Dense:
 
 
 @dataclass(frozen=True, eq=False)
-class Conv:
-    """A 2-D convolution, lowered by im2col; ``w`` int8 (out_ch, in_ch, kh, kw)."""
-    w: np.ndarray
-    b: np.ndarray
-    mult: int
-    shift: int
-    relu: bool
-    in_shape: tuple          # (C, H, W)
+class Conv(_Layer):
+    """A 2-D convolution, lowered by im2col; ``w`` int8 (out_ch, in_ch, kh, kw); ``in_shape``
+    (C, H, W) is required."""
+    in_shape: tuple = None   # (C, H, W)
     stride: tuple = (1, 1)
     pad: tuple = (0, 0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.in_shape is None:
+            raise ValueError("a convolution needs its in_shape (C, H, W)")
 
     @property
     def kernel(self):
@@ -113,10 +182,11 @@ class Conv:
 
     def patches(self, x):
         """im2col of int8 images ``x`` (B, C, H, W): (B, Ho * Wo, kh * kw * C), in
-        :meth:`matrix` order."""
+        :meth:`matrix` order; the padding holds the input zero point."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
         _, ho, wo = self.out_shape
-        padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
+                        constant_values=self.input_zero_point)
         cols = np.empty((x.shape[0], ho, wo, kh, kw, x.shape[1]), dtype=x.dtype)
         for dy in range(kh):
             for dx in range(kw):
@@ -166,7 +236,9 @@ class Network:
         return x
 
 
-def _scalar(data, key, lo, hi, name):
+def _scalar(data, key, lo, hi, name, default=None):
+    if default is not None and key not in data:
+        return default
     value = np.asarray(data[key])
     if value.ndim != 0 or value.dtype.kind not in "iub":
         raise ValueError(f"{key} ({name}) must be an integer scalar, not {value.dtype} of shape "
@@ -175,6 +247,18 @@ def _scalar(data, key, lo, hi, name):
     if not lo <= value <= hi:
         raise ValueError(f"{key} ({name}) must be {lo}..{hi}, not {value}")
     return value
+
+
+def _channels(data, key, n, lo, hi):
+    """An integer scalar or (n,) array of ``lo .. hi`` (one per output channel) as int64 (n,)."""
+    value = np.asarray(data[key])
+    if value.dtype.kind not in "iu" or value.shape not in ((), (n,)):
+        raise ValueError(f"{key} must be an integer or {n} integers (one per output channel), "
+                         f"not {value.dtype} of shape {value.shape}")
+    out = np.ravel((value < lo) | (value > hi))
+    if out.any():
+        raise ValueError(f"{key} must be {lo}..{hi}, not {np.ravel(value)[out][0]}")
+    return np.broadcast_to(value.astype(np.int64), (n,)).copy()
 
 
 def _pair(data, key, default, lo):
@@ -199,9 +283,14 @@ def network_from_arrays(data):
         count += 1
     if count == 0:
         raise ValueError("the model has no layers: key w0 is missing")
+    old = sorted(k for k in keys if re.fullmatch(r"(m|s|relu)[0-9]+", k))
+    if old:
+        raise ValueError(f"keys {listed(old)} are the container of ISA version 3 (one 16-bit "
+                         f"multiplier per layer); quantize the model again (`pim quantize`) for "
+                         f"TFLite's per-channel multiplier{{i}}, shift{{i}} and zero points")
     layers = []
     for i in range(count):
-        for part in ("b", "m", "s", "relu"):
+        for part in ("b", "multiplier", "shift"):
             if f"{part}{i}" not in keys:
                 raise ValueError(f"layer {i}: key {part}{i} is missing")
         w = np.asarray(data[f"w{i}"])
@@ -214,9 +303,20 @@ def network_from_arrays(data):
             raise ValueError(f"w{i} must be (out, in) or (out_ch, in_ch, kh, kw), not {w.shape}")
         if b.shape != (w.shape[0],):
             raise ValueError(f"b{i} must have shape ({w.shape[0]},), not {b.shape}")
-        q = dict(mult=_scalar(data, f"m{i}", 0, (1 << REQUANT_MULT_BITS) - 1, "multiplier"),
-                 shift=_scalar(data, f"s{i}", 0, REQUANT_SHIFT_MAX, "shift"),
-                 relu=bool(_scalar(data, f"relu{i}", 0, 1, "relu")))
+        q = dict(multiplier=_channels(data, f"multiplier{i}", w.shape[0], 0,
+                                      (1 << REQUANT_MULT_BITS) - 1),
+                 shift=_channels(data, f"shift{i}", w.shape[0], REQUANT_SHIFT_MIN,
+                                 REQUANT_SHIFT_MAX))
+        for key, lo, hi, default in (("input_zero_point", -128, 127, 0),
+                                     ("output_zero_point", -128, 127, 0),
+                                     ("act_min", -128, 127, -128), ("act_max", -128, 127, 127),
+                                     ("double_rounding", 0, 1, 0)):
+            q[key] = _scalar(data, f"{key}{i}", lo, hi, key.replace("_", " "), default)
+        q["double_rounding"] = bool(q["double_rounding"])
+        if layers and q["input_zero_point"] != layers[-1].output_zero_point:
+            raise ValueError(f"input_zero_point{i} is {q['input_zero_point']} but "
+                             f"output_zero_point{i - 1} is {layers[-1].output_zero_point}: "
+                             f"layer {i}'s input is layer {i - 1}'s output")
         if w.ndim == 2:
             for extra in ("stride", "pad", "in_shape"):
                 if f"{extra}{i}" in keys:
@@ -256,13 +356,15 @@ def network_from_arrays(data):
     return Network(tuple(layers), **scales)
 
 
+_LAYER_KEY = re.compile(r"(w|b|multiplier|shift|input_zero_point|output_zero_point|act_min|"
+                        r"act_max|double_rounding|stride|pad|in_shape)(0|[1-9][0-9]*)")
+
+
 def _known(key, count):
     if key in ("input_scale", "output_scale"):
         return True
-    for part in ("w", "b", "m", "s", "relu", "stride", "pad", "in_shape"):
-        if key.startswith(part) and key[len(part):].isdigit():
-            return int(key[len(part):]) < count and str(int(key[len(part):])) == key[len(part):]
-    return False
+    match = _LAYER_KEY.fullmatch(key)
+    return bool(match) and int(match.group(2)) < count
 
 
 def load_network(path):
@@ -281,8 +383,14 @@ def save_network(path, network):
     """Write ``network`` as a container (the inverse of :func:`load_network`)."""
     arrays = {}
     for i, layer in enumerate(network.layers):
-        arrays.update({f"w{i}": layer.w, f"b{i}": layer.b, f"m{i}": np.int64(layer.mult),
-                       f"s{i}": np.int64(layer.shift), f"relu{i}": np.int64(layer.relu)})
+        arrays.update({f"w{i}": layer.w, f"b{i}": layer.b,
+                       f"multiplier{i}": np.asarray(layer.multiplier, np.int64),
+                       f"shift{i}": np.asarray(layer.shift, np.int64),
+                       f"input_zero_point{i}": np.int64(layer.input_zero_point),
+                       f"output_zero_point{i}": np.int64(layer.output_zero_point),
+                       f"act_min{i}": np.int64(layer.act_min),
+                       f"act_max{i}": np.int64(layer.act_max),
+                       f"double_rounding{i}": np.int64(layer.double_rounding)})
         if isinstance(layer, Conv):
             arrays.update({f"in_shape{i}": np.array(layer.in_shape, np.int64),
                            f"stride{i}": np.array(layer.stride, np.int64),
@@ -300,15 +408,17 @@ def forward(network, x):
     x = network.input_array(x)
     acts = []
     for layer in network.layers:
+        # TFLite's form, sum(w * (x - zp)) + b: the compiler's folded bias is checked against it
+        zp = layer.input_zero_point
         if isinstance(layer, Conv):
             images = x.reshape(-1, *layer.in_shape)
-            cols = layer.patches(images).astype(np.int64)          # (B, P, K)
-            acc = cols @ layer.matrix().astype(np.int64).T + layer.b    # (B, P, out_ch)
-            y = requantize(wrap32(acc), layer.mult, layer.shift, layer.relu)
-            x = y.transpose(0, 2, 1).reshape(y.shape[0], -1)       # (C, H, W) order
+            cols = layer.patches(images).astype(np.int64) - zp          # (B, P, K)
+            acc = cols @ layer.matrix().astype(np.int64).T + layer.b     # (B, P, out_ch)
+            y = layer.requantize(wrap32(acc))
+            x = y.transpose(0, 2, 1).reshape(y.shape[0], -1)            # (C, H, W) order
         else:
-            flat = x.reshape(x.shape[0], -1).astype(np.int64)
+            flat = x.reshape(x.shape[0], -1).astype(np.int64) - zp
             acc = flat @ layer.w.astype(np.int64).T + layer.b
-            x = requantize(wrap32(acc), layer.mult, layer.shift, layer.relu)
+            x = layer.requantize(wrap32(acc))
         acts.append(x)
     return x, acts

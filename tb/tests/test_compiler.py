@@ -19,17 +19,36 @@ from pim_macro.tb.harness.macro_sim import play
 from pim_macro.tb.harness.programs import STALLS, compare_timing
 
 
-def dense(rng, n_in, n_out, relu=True, mult=None):
+def _quant(rng, n_out, relu):
+    """Random TFLite-like requantization: per-channel Q31 multipliers and shifts (scales about
+    2**-11 .. 2**-7), a random output zero point and rounding, a fused ReLU or none; the input
+    zero point is random too (:func:`chain` makes it the previous layer's output zero point)."""
+    # ReLU outputs sit near -128 (their range starts at the zero point), others near 0
+    zp = int(rng.integers(-128, -60)) if relu else int(rng.integers(-30, 30))
+    return dict(multiplier=rng.integers(1 << 30, 1 << 31, n_out),
+                shift=rng.integers(-10, -6, n_out),
+                input_zero_point=int(rng.integers(-128, 128)), output_zero_point=zp,
+                act_min=zp if relu else -128, double_rounding=bool(rng.integers(0, 2)))
+
+
+def dense(rng, n_in, n_out, relu=True):
     return Dense(rng.integers(-128, 128, (n_out, n_in), dtype=np.int8),
-                 rng.integers(-20000, 20000, n_out, dtype=np.int32),
-                 int(rng.integers(200, 3000)) if mult is None else mult, 15, relu)
+                 rng.integers(-20000, 20000, n_out, dtype=np.int32), **_quant(rng, n_out, relu))
 
 
 def conv(rng, c_in, c_out, hw, k=3, stride=1, pad=1, relu=True):
     return Conv(rng.integers(-128, 128, (c_out, c_in, k, k), dtype=np.int8),
-                rng.integers(-20000, 20000, c_out, dtype=np.int32),
-                int(rng.integers(200, 3000)), 15, relu, (c_in, hw, hw), (stride, stride),
-                (pad, pad))
+                rng.integers(-20000, 20000, c_out, dtype=np.int32), **_quant(rng, c_out, relu),
+                in_shape=(c_in, hw, hw), stride=(stride, stride), pad=(pad, pad))
+
+
+def chain(*layers):
+    """The network of ``layers``, each layer's input zero point made its predecessor's output
+    zero point (one tensor, one zero point)."""
+    out = [layers[0]]
+    for layer in layers[1:]:
+        out.append(dataclasses.replace(layer, input_zero_point=out[-1].output_zero_point))
+    return Network(tuple(out))
 
 
 def inputs(rng, network, batch):
@@ -46,41 +65,75 @@ def commands(program):
 
 # -- hand-computed ---------------------------------------------------------------------------
 
+ONE = dict(multiplier=1 << 30, shift=1)         # scale 2**30 * 2**(1 - 31) = 1
+
+
 def test_hand_computed_two_layers():
-    """Layer 0 doubles x and adds 1 (mult 1, shift 0), ReLU; layer 1 sums its inputs minus 3.
-    x = (1, -2, 3, -4): layer 0 gives (3, 0, 7, 0) after ReLU, layer 1 gives 10 - 3 = 7."""
+    """Zero points by hand. Input zero point 2: x = (3, 0, 5, -2) means (1, -2, 3, -4). Layer 0
+    doubles it and adds 1: (3, -3, 7, -7); output zero point -5 with its ReLU (act_min -5):
+    (-2, -5, 2, -5). Layer 1 (input zero point -5) sums (3, 0, 7, 0) minus 3 = 7, output zero
+    point 10: 17."""
     w0 = (2 * np.eye(4)).astype(np.int8)
-    net = Network((Dense(w0, np.ones(4, np.int32), 1, 0, True),
-                   Dense(np.ones((1, 4), np.int8), np.array([-3], np.int32), 1, 0, False)))
-    x = np.array([[1, -2, 3, -4]], np.int8)
-    assert forward(net, x)[0].tolist() == [[7]]
+    net = Network((Dense(w0, np.ones(4, np.int32), **ONE, input_zero_point=2,
+                         output_zero_point=-5, act_min=-5),
+                   Dense(np.ones((1, 4), np.int8), np.array([-3], np.int32), **ONE,
+                         input_zero_point=-5, output_zero_point=10)))
+    x = np.array([[3, 0, 5, -2]], np.int8)
+    assert forward(net, x)[1][0].tolist() == [[-2, -5, 2, -5]]
+    assert forward(net, x)[0].tolist() == [[17]]
+    assert net.layers[1].folded_bias().tolist() == [-3 + 5 * 4], "b - zp * sum(w)"
     for config in (MacroConfig(), MacroConfig(lanes=4, rows_per_cycle=4, depth=8)):
-        assert run_network(net, x, config).y.tolist() == [[7]]
+        assert run_network(net, x, config).y.tolist() == [[17]]
 
 
 def test_hand_computed_convolution():
     """A 2x2 all-ones kernel over a 3x3 image 1..9 (no padding, stride 1) sums each window:
-    12, 16, 24, 28; then halved with rounding (mult 1, shift 1): 6, 8, 12, 14."""
-    layer = Conv(np.ones((1, 1, 2, 2), np.int8), np.zeros(1, np.int32), 1, 1, False,
-                 (1, 3, 3))
+    12, 16, 24, 28; then halved (scale 0.5, ties up): 6, 8, 12, 14."""
+    layer = Conv(np.ones((1, 1, 2, 2), np.int8), np.zeros(1, np.int32), 1 << 30, 0,
+                 in_shape=(1, 3, 3))
     net = Network((layer,))
     x = np.arange(1, 10, dtype=np.int8).reshape(1, 1, 3, 3)
     assert forward(net, x)[0].tolist() == [[6, 8, 12, 14]]
     assert run_network(net, x, MacroConfig(lanes=4)).y.tolist() == [[6, 8, 12, 14]]
 
 
+# A 1x1 conv (scale 1, zero points 1 in, 7 out) maps the 2x2 image [[1, 2], [3, 4]] to [[7, 8],
+# [9, 10]]: x - 1 + 7. The next conv (2x2 ones, padding 1, input zero point 7) sees x - 7 =
+# [[0, 1], [2, 3]] inside a border of zero point, which counts 0: window sums
+# 0 1 1 / 2 6 4 / 2 5 3; scale 0.5 (ties up): 0 1 1 / 1 3 2 / 1 3 2; output zero point -3.
+# A border of 0 instead would count -7 per padded tap.
+PADDED = [-3, -2, -2, -2, 0, -1, -2, 0, -1]
+
+
+def test_hand_computed_padding_holds_the_zero_point():
+    """Padding of a first layer (im2col on the host) and of a later one (im2col on chip: the
+    compiler fills the padding with the layer's input zero point) both count as zero."""
+    first = Conv(np.ones((1, 1, 1, 1), np.int8), np.zeros(1, np.int32), **ONE,
+                 input_zero_point=1, output_zero_point=7, in_shape=(1, 2, 2))
+    second = Conv(np.ones((1, 1, 2, 2), np.int8), np.zeros(1, np.int32), 1 << 30, 0,
+                  input_zero_point=7, output_zero_point=-3, in_shape=(1, 2, 2), pad=(1, 1))
+    x = np.array([[[[1, 2], [3, 4]]]], np.int8)
+    net = Network((first, second))
+    assert forward(net, x)[1][0].tolist() == [[7, 8, 9, 10]]
+    assert forward(net, x)[0].tolist() == [PADDED]
+    assert run_network(net, x, MacroConfig(lanes=4)).y.tolist() == [PADDED]
+    alone = Network((second,))
+    assert forward(alone, x + 6)[0].tolist() == [PADDED], "the host's im2col pads with zp too"
+    assert run_network(alone, (x + 6).astype(np.int8), MacroConfig(lanes=4)).y.tolist() == [PADDED]
+
+
 # -- seeded random networks on the golden model ----------------------------------------------
 
 NETWORKS = {
-    "mlp": lambda rng: Network((dense(rng, 64, 32), dense(rng, 32, 10, False))),
-    "deep mlp, odd sizes": lambda rng: Network((dense(rng, 37, 23), dense(rng, 23, 19),
-                                               dense(rng, 19, 5, False))),
-    "cnn": lambda rng: Network((conv(rng, 1, 8, 8), conv(rng, 8, 12, 8, stride=2),
-                                dense(rng, 192, 10, False))),
-    "cnn ending in a conv": lambda rng: Network((conv(rng, 2, 4, 6, pad=0),
-                                                 conv(rng, 4, 6, 4, k=2, pad=1))),
-    "strided 5x5": lambda rng: Network((conv(rng, 3, 5, 9, k=5, stride=2, pad=2),
-                                        dense(rng, 125, 7, False))),
+    "mlp": lambda rng: chain(dense(rng, 64, 32), dense(rng, 32, 10, False)),
+    "deep mlp, odd sizes": lambda rng: chain(dense(rng, 37, 23), dense(rng, 23, 19),
+                                             dense(rng, 19, 5, False)),
+    "cnn": lambda rng: chain(conv(rng, 1, 8, 8), conv(rng, 8, 12, 8, stride=2),
+                             dense(rng, 192, 10, False)),
+    "cnn ending in a conv": lambda rng: chain(conv(rng, 2, 4, 6, pad=0),
+                                              conv(rng, 4, 6, 4, k=2, pad=1)),
+    "strided 5x5": lambda rng: chain(conv(rng, 3, 5, 9, k=5, stride=2, pad=2),
+                                     dense(rng, 125, 7, False)),
 }
 
 CONFIGS = [MacroConfig(lanes=8, depth=512, act_depth=8192),
@@ -94,9 +147,11 @@ def test_random_networks_match_numpy(name, config):
     rng = np.random.default_rng(abs(hash(name)) % 1000)
     net = NETWORKS[name](rng)
     x = inputs(rng, net, 3)
-    want, _ = forward(net, x)
+    want, acts = forward(net, x)
     result = run_network(net, x, config)
     assert np.array_equal(result.y, want), f"{name}: outputs differ from the reference"
+    for i, a in enumerate(acts):
+        assert len(np.unique(a)) > 8, f"test premise: layer {i}'s outputs are not all clamped"
     assert result.counters["row_reads"] == result.program.rows_read
 
 
@@ -109,6 +164,9 @@ def test_container_round_trip(tmp_path):
     assert np.array_equal(forward(again, x)[0], forward(net, x)[0])
     assert [type(layer) for layer in again.layers] == [Conv, Conv, Dense]
     assert again.layers[1].stride == (2, 2) and again.layers[1].in_shape == (8, 8, 8)
+    for a, b in zip(net.layers, again.layers):
+        assert np.array_equal(a.multiplier, b.multiplier) and np.array_equal(a.shift, b.shift)
+        assert a.quant() == b.quant() and a.input_zero_point == b.input_zero_point
 
 
 @pytest.mark.parametrize("act_depth", [1024, 4096])
@@ -116,7 +174,7 @@ def test_one_or_many_activation_slots(act_depth):
     """A CNN needing 576 bytes per sample: one slot (every sample reuses it, loads wait for the
     previous sample) or several (the next input streams in during the current sample)."""
     rng = np.random.default_rng(21)
-    net = Network((conv(rng, 1, 4, 6), dense(rng, 144, 10, False)))
+    net = chain(conv(rng, 1, 4, 6), dense(rng, 144, 10, False))
     x = inputs(rng, net, 4)
     config = MacroConfig(lanes=4, depth=512, act_depth=act_depth)
     result = run_network(net, x, config, sim="model")
@@ -131,7 +189,7 @@ def test_spilled_weights_are_loaded_once_per_chunk():
     """Weights of 3 passes, activation room for 2 samples at a time: 5 samples make 3 chunks,
     so every weight row is written exactly 3 times, and the answers stay exact."""
     rng = np.random.default_rng(8)
-    net = Network((dense(rng, 40, 24), dense(rng, 24, 16), dense(rng, 16, 10, False)))
+    net = chain(dense(rng, 40, 24), dense(rng, 24, 16), dense(rng, 16, 10, False))
     config = MacroConfig(lanes=8, depth=48, act_depth=2 * (40 + 24 + 16) + 4, bias_depth=16)
     x = inputs(rng, net, 5)
     program = compile_network(net, x, config)
@@ -147,7 +205,7 @@ def test_tiles_taller_than_the_sram_are_streamed(arch):
     """K = 100 at R = 1 needs 100 rows; with 32 the tile is streamed in 4 accumulated chunks,
     for every sample; the other layer stays in its own pass. Checked on the RTL."""
     rng = np.random.default_rng(14)
-    net = Network((dense(rng, 100, 12), dense(rng, 12, 6, False)))
+    net = chain(dense(rng, 100, 12), dense(rng, 12, 6, False))
     config = MacroConfig(lanes=8, depth=32, act_depth=1024, bias_depth=16, bus_bits=16)
     x = inputs(rng, net, 3)
     program = compile_network(net, x, config)
@@ -170,8 +228,9 @@ def test_bias_memory_smaller_than_lanes():
     config = MacroConfig(lanes=16, depth=256, act_depth=8192, bias_depth=6)
     result = run_network(net, x, config, sim="model")
     assert np.array_equal(result.y, forward(net, x)[0])
-    loads = [count for op, count in commands(result.program) if op == Opcode.LOAD_BIAS]
-    assert loads and max(loads) <= 6
+    for opcode in (Opcode.LOAD_BIAS, Opcode.LOAD_QUANT):
+        loads = [count for op, count in commands(result.program) if op == opcode]
+        assert loads and max(loads) <= 6
 
 
 def test_resident_weights_are_loaded_once():
@@ -212,7 +271,7 @@ def test_rtl_networks_with_stalls(sim, arch):
     """A CNN and a spilled MLP on Icarus and Verilator, smooth and with both stalls."""
     rng = np.random.default_rng(13)
     cnn = NETWORKS["cnn"](rng)
-    spill = Network((dense(rng, 40, 24), dense(rng, 24, 16), dense(rng, 16, 10, False)))
+    spill = chain(dense(rng, 40, 24), dense(rng, 24, 16), dense(rng, 16, 10, False))
     spill_config = MacroConfig(lanes=8, rows_per_cycle=2, depth=24, act_depth=4096,
                                bias_depth=32, bus_bits=16)
     cases = [(cnn, inputs(rng, cnn, 2)), (spill, inputs(rng, spill, 3))]
@@ -238,8 +297,10 @@ def _arrays(rng):
     net = NETWORKS["mlp"](rng)
     arrays = {}
     for i, layer in enumerate(net.layers):
-        arrays.update({f"w{i}": layer.w, f"b{i}": layer.b, f"m{i}": np.int64(layer.mult),
-                       f"s{i}": np.int64(layer.shift), f"relu{i}": np.int64(layer.relu)})
+        arrays.update({f"w{i}": layer.w, f"b{i}": layer.b, f"multiplier{i}": layer.multiplier,
+                       f"shift{i}": layer.shift,
+                       f"input_zero_point{i}": np.int64(layer.input_zero_point),
+                       f"output_zero_point{i}": np.int64(layer.output_zero_point)})
     return arrays
 
 
@@ -251,8 +312,27 @@ BAD = {
     "int64 bias": (lambda a: {**a, "b0": a["b0"].astype(np.int64)}, "b0 must be int32"),
     "shapes do not chain": (lambda a: {**a, "w1": a["w1"][:, :31], },
                             "layer 1 takes 31 inputs but layer 0 gives 32"),
-    "shift range": (lambda a: {**a, "s0": np.int64(40)}, r"s0 \(shift\) must be 0..31"),
-    "mult array": (lambda a: {**a, "m1": np.ones(3, np.int64)}, "m1 .* must be an integer scalar"),
+    "missing multiplier": (lambda a: {k: v for k, v in a.items() if k != "multiplier1"},
+                           "layer 1: key multiplier1 is missing"),
+    "shift range": (lambda a: {**a, "shift0": np.int64(40)}, "shift0 must be -32..31, not 40"),
+    "shift in a channel": (lambda a: {**a, "shift0": np.r_[a["shift0"][:-1], -33]},
+                           "shift0 must be -32..31, not -33"),
+    "multiplier shape": (lambda a: {**a, "multiplier1": np.ones(3, np.int64)},
+                         r"multiplier1 must be an integer or 10 integers .*shape \(3,\)"),
+    "multiplier float": (lambda a: {**a, "multiplier1": np.ones(10)},
+                         "multiplier1 must be an integer or 10 integers"),
+    "multiplier range": (lambda a: {**a, "multiplier0": np.uint32(1 << 31)},
+                         "multiplier0 must be 0..2147483647, not 2147483648"),
+    "zero point range": (lambda a: {**a, "output_zero_point1": np.int64(128)},
+                         r"output_zero_point1 \(output zero point\) must be -128..127"),
+    "zero point array": (lambda a: {**a, "act_min0": np.zeros(2, np.int64)},
+                         r"act_min0 \(act min\) must be an integer scalar"),
+    "double rounding 2": (lambda a: {**a, "double_rounding1": np.int64(2)},
+                          r"double_rounding1 \(double rounding\) must be 0..1"),
+    "zero points do not chain": (lambda a: {**a, "input_zero_point1": np.int64(
+        int(a["output_zero_point0"]) ^ 1)}, "input_zero_point1 is .* but output_zero_point0"),
+    "ISA version 3 container": (lambda a: {**a, "m0": np.int64(300), "relu0": np.int64(1)},
+                                r"keys m0, relu0 are the container of ISA version 3"),
     "unknown key": (lambda a: {**a, "extra": np.zeros(1)}, "unknown keys in the model: extra"),
     "conv without geometry": (lambda a: {**a, "w0": np.zeros((32, 64, 1, 1), np.int8)},
                               "key in_shape0 is missing"),
@@ -274,7 +354,7 @@ def test_compile_errors():
         compile_network(net, x, MacroConfig(act_depth=64))
     with pytest.raises(ValueError, match="the input must have shape"):
         compile_network(net, x[:, :10], MacroConfig())
-    mixed = Network((dense(rng, 16, 16), conv(rng, 1, 2, 4)))
+    mixed = chain(dense(rng, 16, 16), conv(rng, 1, 2, 4))
     with pytest.raises(ValueError, match="a convolution after a dense layer"):
         compile_network(mixed, inputs(rng, mixed, 1), MacroConfig())
 
