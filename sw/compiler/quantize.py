@@ -6,9 +6,9 @@ Inputs
 
 * :func:`quantize_mlp`: a fitted scikit-learn ``MLPClassifier`` / ``MLPRegressor`` whose hidden
   activation is ``relu`` (or ``identity``). Every layer becomes a
-  :class:`~pim_macro.sw.compiler.network.Dense`; the hidden layers get the ReLU flag, the last layer
-  none: its int8 outputs are the logits (pre-softmax / pre-logistic), whose argmax is the prediction
-  (for a binary classifier, with a single logit, its sign).
+  :class:`~pim_macro.sw.compiler.network.Dense`; the hidden layers get a fused ReLU, the last
+  layer none: its int8 outputs are the logits (pre-softmax / pre-logistic), whose argmax is the
+  prediction (for a binary classifier, with a single logit, its sign).
 * :func:`quantize_onnx`: a float ONNX model that is a single chain, walked from its single graph
   input in topological order, of
 
@@ -16,7 +16,7 @@ Inputs
     constant right-hand side, optionally followed by ``Add`` of a constant bias;
   - ``Conv`` (2-D, ``group=1``, dilation 1, symmetric ``pads``, ``strides``), with its bias or a
     following ``Add`` of a per-channel constant;
-  - ``Relu`` directly after one of those linear layers (fused into its ``relu`` flag);
+  - ``Relu`` directly after one of those linear layers (fused into its clamp);
   - ``Flatten`` (``axis=1``) and ``Reshape`` to ``(batch, -1)`` (flattening only);
   - ``Constant`` nodes (as a source of constants only).
 
@@ -29,24 +29,31 @@ Inputs
 The scheme
 ==========
 
-Everything is symmetric (zero point 0) and per-tensor, because the macro has one ``(mult,
-shift)`` pair per command:
+TFLite's post-training int8 quantization (what its converter makes, and LiteRT's reference
+kernels run), so that the networks made here have the arithmetic of an imported ``.tflite``:
 
-* Activations: the float model is run layer by layer in numpy on the calibration inputs; a
-  layer's output scale is ``s_out = max|output| / 127`` over the calibration set (after the ReLU
-  if the layer has one). The input scale is ``max|calib| / 127``. (A tensor that is all zero on
-  the calibration set gets the scale that makes its requantization factor 1.)
-* Weights: one scale per layer, ``s_w = max|w| / 127``; ``w_int8 = round(w / s_w)``.
-* Bias: int32 ``round(b / (s_in * s_w))``, added to the accumulator (``ValueError`` if it does
-  not fit in int32).
-* Requantization: the accumulator holds ``y_float / (s_in * s_w)``; the output is wanted in units
-  of ``s_out``, so the factor is ``M = s_in * s_w / s_out``, turned by :func:`mult_shift` into
-  ``mult / 2**shift`` with ``mult`` 1..65535 as large as possible (the largest ``shift`` 0..31
-  for which ``round(M * 2**shift)`` still fits in 16 bits) -- ``ValueError`` if ``M`` is out of
-  reach (``M > 65535`` or ``M * 2**31 < 0.5``).
-* The network's ``input_scale`` is the input scale (:func:`quantize_input` divides by it,
-  rounds and clips to -127..127); its ``output_scale`` is the last layer's ``s_out``
-  (``y_float ~= output_scale * y_int8``).
+* Activations: asymmetric int8 per tensor. The float model is run layer by layer in numpy on
+  the calibration inputs; a tensor's range ``[min(0, lo), max(0, hi)]`` (its calibration
+  minimum and maximum, widened to include 0, after the ReLU if the layer has one) gives its
+  scale and zero point by TFLite's ``ChooseQuantizationParams``
+  (``tensorflow/lite/kernels/internal/quantization_util.h``; :func:`activation_params`). A
+  tensor that is 0 on every calibration sample gets the range ``[0, 1]``.
+* Weights: symmetric int8 (zero point 0) per output channel: ``s_w[c] = max|w[c]| / 127``,
+  ``w_int8 = round(w / s_w[c])`` in ``-127 .. 127`` (a zero channel gets ``s_w = 1``).
+* Bias: int32 ``round(b[c] / (s_in * s_w[c]))`` (``ValueError`` if it does not fit in int32),
+  the input zero point not folded in (the compiler folds it).
+* Requantization: per output channel the ``(multiplier, shift)`` of the real scale ``s_in *
+  s_w[c] / s_out`` in double precision, by TFLite's ``QuantizeMultiplier``
+  (:func:`pim_macro.sw.models.requant.quantize_multiplier`); the layer's output zero point, and a
+  fused ReLU as ``act_min = output zero point`` (TFLite's ``CalculateActivationRangeQuantized``).
+  Scales are float32 first, as a ``.tflite`` stores them. ``FULLY_CONNECTED`` layers (dense)
+  use single rounding and ``CONV_2D`` layers double rounding, what LiteRT's reference kernels do
+  (measured, see :mod:`pim_macro.sw.models.requant`).
+* Rounding of reals to integers is half away from zero (TFLite's ``TfLiteRound``).
+* The network's ``input_scale`` and first layer's ``input_zero_point`` quantize its inputs
+  (:func:`quantize_input`: ``clip(round(x / scale) + zero_point, -128, 127)``, TFLite's
+  ``QUANTIZE``); its ``output_scale`` and the last layer's ``output_zero_point`` dequantize the
+  outputs (``y_float ~= output_scale * (y_int8 - output_zero_point)``).
 
 :func:`report` measures the int8-versus-float error of a quantized network;
 :func:`float_forward` gives the float reference of a source model (the logits, in numpy).
@@ -67,37 +74,44 @@ from pathlib import Path
 
 import numpy as np
 
-from pim_macro.hw.isa import REQUANT_MULT_BITS, REQUANT_SHIFT_MAX
 from pim_macro.sw.compiler.network import Conv, Dense, Network, forward
+from pim_macro.sw.models.requant import INT32_MAX, INT32_MIN, quantize_multiplier
 
 
-__all__ = ["mult_shift", "quantize_mlp", "quantize_onnx", "quantize_input", "report",
+__all__ = ["activation_params", "quantize_mlp", "quantize_onnx", "quantize_input", "report",
            "float_forward", "load_float_model", "quantize_file", "FloatLayer"]
 
-MULT_MAX = (1 << REQUANT_MULT_BITS) - 1
-SHIFT_MAX = REQUANT_SHIFT_MAX
-QMAX = 127
-_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+QMIN, QMAX = -128, 127
+#: Symmetric weights use -127 .. 127 (TFLite's int8 filters).
+WMAX = 127
 
 
-# -- the requantization factor -------------------------------------------------------------------
+# -- TFLite's quantization parameters ----------------------------------------------------------
 
-def mult_shift(factor):
-    """``(mult, shift)`` with ``mult / 2**shift ~= factor``: ``mult`` in 1..65535 as large as
-    possible, ``shift`` in 0..31. Raises ``ValueError`` if ``factor`` is not a positive finite
-    number that can be represented so."""
-    m = float(factor)
-    if not math.isfinite(m) or m <= 0:
-        raise ValueError(f"the requantization factor must be positive and finite, not {factor}")
-    for shift in range(SHIFT_MAX, -1, -1):
-        mult = round(m * 2.0 ** shift)
-        if mult <= MULT_MAX:
-            if mult < 1:
-                raise ValueError(f"the requantization factor {m:.3g} is too small: it is below "
-                                 f"1 / 2**{SHIFT_MAX + 1} (0.5 / 2**{SHIFT_MAX})")
-            return int(mult), shift
-    raise ValueError(f"the requantization factor {m:.3g} is too large: the multiplier is at "
-                     f"most {MULT_MAX} with shift 0")
+def _round(x):
+    """Half away from zero, as TFLite's ``TfLiteRound`` (``std::round``); arrays or scalars."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def activation_params(lo, hi):
+    """``(scale, zero_point)`` of an int8 tensor whose real values span ``lo .. hi``: TFLite's
+    ``ChooseQuantizationParams`` (``quantization_util.h``) on the range widened to include 0;
+    the scale is float32, as a ``.tflite`` stores it. A range of only 0 is taken as ``[0, 1]``.
+    Raises ``ValueError`` for a non-finite bound."""
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"the calibration range {lo} .. {hi} is not finite")
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if lo == hi:
+        hi = 1.0
+    scale = (hi - lo) / (QMAX - QMIN)
+    from_min, from_max = QMIN - lo / scale, QMAX - hi / scale
+    # the zero point whose end of the range is represented with the smaller error
+    error_min, error_max = abs(QMIN) + abs(lo / scale), abs(QMAX) + abs(hi / scale)
+    zero_point = from_min if error_min < error_max else from_max
+    zero_point = int(min(max(_round(zero_point), QMIN), QMAX))
+    return float(np.float32(scale)), zero_point
 
 
 # -- float layers -------------------------------------------------------------------------------
@@ -171,35 +185,40 @@ def _quantize_layers(layers, calib):
     if calib[0].size != need:
         raise ValueError(f"the calibration samples have {calib[0].size} values, but the model "
                          f"takes {need}")
-    in_max = float(np.max(np.abs(calib)))
-    if in_max == 0:
-        raise ValueError("the calibration data is all zero: no input scale can be derived")
-    s_in = in_max / QMAX
+    s_in, zp_in = activation_params(calib.min(), calib.max())
     input_scale = s_in
     quantized = []
     for i, (layer, out) in enumerate(zip(layers, _run_float(layers, calib))):
         where = f"layer {i}" + (f" ({layer.name})" if layer.name else "")
-        w_max = float(np.max(np.abs(layer.w)))
-        s_w = w_max / QMAX if w_max > 0 else 1.0
-        out_max = float(np.max(np.abs(out)))
-        s_out = out_max / QMAX if out_max > 0 else s_in * s_w
-        w_q = np.clip(np.round(layer.w / s_w), -QMAX, QMAX).astype(np.int8)
-        b_q = np.round(np.asarray(layer.b, np.float64) / (s_in * s_w))
-        if b_q.size and (b_q.min() < _INT32_MIN or b_q.max() > _INT32_MAX):
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"{where}: the float outputs on the calibration data are not finite")
+        s_out, zp_out = activation_params(out.min(), out.max())
+        n = layer.w.shape[0]
+        w = np.asarray(layer.w, np.float64)
+        w_max = np.abs(w.reshape(n, -1)).max(axis=1)
+        s_w = np.where(w_max > 0, w_max / WMAX, 1.0).astype(np.float32).astype(np.float64)
+        per_channel = s_w.reshape((n,) + (1,) * (w.ndim - 1))
+        w_q = np.clip(_round(w / per_channel), -WMAX, WMAX).astype(np.int8)
+        bias_scale = (np.float32(s_in) * s_w.astype(np.float32)).astype(np.float64)
+        b_q = _round(np.asarray(layer.b, np.float64) / bias_scale)
+        if b_q.size and (b_q.min() < INT32_MIN or b_q.max() > INT32_MAX):
             raise ValueError(f"{where}: the bias does not fit in int32 at scale "
-                             f"{s_in * s_w:.3g}")
+                             f"{bias_scale.min():.3g}")
         try:
-            mult, shift = mult_shift(s_in * s_w / s_out)
+            pairs = [quantize_multiplier(s_in * float(s) / s_out) for s in s_w]
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-        q = dict(w=w_q, b=b_q.astype(np.int32), mult=mult, shift=shift, relu=bool(layer.relu))
+        q = dict(w=w_q, b=b_q.astype(np.int32), multiplier=[m for m, _ in pairs],
+                 shift=[sh for _, sh in pairs], input_zero_point=zp_in,
+                 output_zero_point=zp_out, act_min=zp_out if layer.relu else QMIN,
+                 act_max=QMAX, double_rounding=layer.is_conv)
         if layer.is_conv:
             quantized.append(Conv(**q, in_shape=tuple(int(v) for v in layer.in_shape),
                                   stride=tuple(int(v) for v in layer.stride),
                                   pad=tuple(int(v) for v in layer.pad)))
         else:
             quantized.append(Dense(**q))
-        s_in = s_out
+        s_in, zp_in = s_out, zp_out
     return Network(tuple(quantized), input_scale=input_scale, output_scale=s_in)
 
 
@@ -539,14 +558,16 @@ def quantize_file(path, calib):
 # -- using a quantized network --------------------------------------------------------------------
 
 def quantize_input(network, x_float):
-    """Float inputs -> int8 with ``network.input_scale``: ``clip(round(x / scale), -127,
-    127)``. Image inputs for a dense first layer are flattened to (B, features)."""
+    """Float inputs -> int8 with ``network.input_scale`` and the first layer's input zero point
+    ``zp``: ``clip(round(x / scale) + zp, -128, 127)`` (TFLite's ``QUANTIZE``, rounding half away
+    from zero). Image inputs for a dense first layer are flattened to (B, features)."""
     if network.input_scale is None:
         raise ValueError("the network has no input_scale")
     x = np.asarray(x_float, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError("the input holds non-finite values")
-    q = np.clip(np.round(x / network.input_scale), -QMAX, QMAX).astype(np.int8)
+    zp = network.layers[0].input_zero_point
+    q = np.clip(_round(x / network.input_scale) + zp, QMIN, QMAX).astype(np.int8)
     if isinstance(network.layers[0], Dense) and q.ndim > 2:
         q = q.reshape(q.shape[0], -1)
     return q
@@ -580,8 +601,8 @@ def report(network, float_fn, x, labels=None, classes=None):
     """The int8-versus-float error of ``network`` on float inputs ``x``, as a dict:
 
     ``max_abs_error`` / ``mean_abs_error`` of the dequantized int8 outputs (``output_scale *
-    forward(...)``) against ``float_fn(x)``; ``output_range`` (max |float output|) and
-    ``relative_error`` (max_abs_error / output_range); ``agreement`` (fraction of samples where
+    (forward(...) - output_zero_point)``) against ``float_fn(x)``; ``output_range`` (max |float
+    output|) and ``relative_error`` (max_abs_error / output_range); ``agreement`` (fraction of samples where
     both argmaxes agree); ``samples``. With ``labels``: ``float_accuracy`` and ``int8_accuracy``
     (argmax, or the sign of a single logit, mapped through ``classes`` if given -- e.g. an
     sklearn classifier's ``classes_``).
@@ -590,7 +611,8 @@ def report(network, float_fn, x, labels=None, classes=None):
         raise ValueError("the network has no output_scale")
     x = np.asarray(x, dtype=np.float64)
     y_int8, _ = forward(network, quantize_input(network, x))
-    deq = y_int8.astype(np.float64) * network.output_scale
+    deq = (y_int8.astype(np.float64) - network.layers[-1].output_zero_point) \
+        * network.output_scale
     ref = np.asarray(float_fn(x), dtype=np.float64).reshape(x.shape[0], -1)
     if ref.shape != deq.shape:
         raise ValueError(f"the float outputs have shape {ref.shape}, the int8 outputs "
