@@ -190,10 +190,12 @@ def build_parser():
 
     quantize = commands.add_parser(
         "quantize", help="quantize a float model (ONNX, or a pickled sklearn MLP) to int8",
-        description="Turn a float model into the int8 container of sw/network.py: symmetric "
-                    "per-tensor scales from the calibration data, requantization as one "
-                    "multiplier and shift per layer (see sw/quantize.py). Reports the "
-                    "int8-vs-float error on --test (default: the calibration data).")
+        description="Turn a float model into the int8 container of sw/compiler/network.py, as "
+                    "TFLite's converter does: per-channel symmetric int8 weights, asymmetric "
+                    "int8 activations (scale and zero point from the calibration range), "
+                    "int32 biases, a Q31 multiplier and shift per output channel (see "
+                    "sw/compiler/quantize.py). Reports the int8-vs-float error on --test "
+                    "(default: the calibration data).")
     quantize.add_argument("--model", required=True, metavar="F.onnx|F.pkl",
                           help="float model: ONNX (Gemm/MatMul+Add, Conv, Relu, Flatten) or a "
                                "pickled sklearn MLPClassifier (pickles run code: trusted files "

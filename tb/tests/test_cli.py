@@ -303,10 +303,12 @@ def network_files(tmp_path):
     rng = np.random.default_rng(5)
     net = Network((
         Conv(rng.integers(-128, 128, (4, 1, 3, 3), dtype=np.int8),
-             rng.integers(-2000, 2000, 4, dtype=np.int32), 900, 13, True, (1, 6, 6),
-             (1, 1), (1, 1)),
+             rng.integers(-2000, 2000, 4, dtype=np.int32), rng.integers(1 << 30, 1 << 31, 4),
+             -7, input_zero_point=3, output_zero_point=-100, act_min=-100,
+             double_rounding=True, in_shape=(1, 6, 6), pad=(1, 1)),
         Dense(rng.integers(-128, 128, (10, 144), dtype=np.int8),
-              rng.integers(-2000, 2000, 10, dtype=np.int32), 700, 15, False)))
+              rng.integers(-2000, 2000, 10, dtype=np.int32), 1 << 30, -7,
+              input_zero_point=-100, output_zero_point=5)))
     x = rng.integers(-128, 128, (5, 1, 6, 6), dtype=np.int8)
     y, _ = forward(net, x)
     labels = y.argmax(axis=1)
@@ -344,7 +346,9 @@ INFER_ERRORS = {
     "missing model": (["--model", "nowhere.npz"], "nowhere.npz: no such file"),
     "images of the wrong size": (["--input", "bad_x"], r"images of shape \(B, 1, 6, 6\)"),
     "labels count": (["--labels", "bad_labels"], "3 labels for 5 samples"),
-    "model missing a key": (["--model", "broken"], "key relu1 is missing"),
+    "model missing a key": (["--model", "broken"], "key shift1 is missing"),
+    "an ISA version 3 model": (["--model", "old"], "keys m0, relu0, s0 are the container of ISA "
+                                                   "version 3"),
 }
 
 
@@ -354,12 +358,14 @@ def test_infer_errors(network_files, tmp_path, case):
     np.save(tmp_path / "bad_x.npy", np.zeros((2, 1, 5, 5), np.int8))
     np.save(tmp_path / "bad_labels.npy", np.zeros(3, np.int64))
     with np.load(p["model"]) as data:
-        arrays = {k: data[k] for k in data.files if k != "relu1"}
+        arrays = {k: data[k] for k in data.files}
+    np.savez(tmp_path / "old.npz", **arrays, m0=np.int64(300), s0=np.int64(16), relu0=np.int64(1))
+    del arrays["shift1"]
     np.savez(tmp_path / "broken.npz", **arrays)
     args = {"--model": str(p["model"]), "--input": str(p["x"]), "--labels": str(p["labels"])}
     extra, message = INFER_ERRORS[case]
     named = {"bad_x": tmp_path / "bad_x.npy", "bad_labels": tmp_path / "bad_labels.npy",
-             "broken": tmp_path / "broken.npz"}
+             "broken": tmp_path / "broken.npz", "old": tmp_path / "old.npz"}
     args[extra[0]] = str(named.get(extra[1], extra[1]))
     result = pim("infer", *[v for kv in args.items() for v in kv])
     assert result.returncode == 2 and result.stdout == ""
@@ -555,10 +561,10 @@ def test_malformed_files_are_one_line_errors(runs, capsys, command, option):
         arrays = _arrays(tmp, {"an array": np.zeros((4, 8), np.int8)})
         cases["an array, not a model"] = (arrays["an array"], False)
         np.savez(tmp / "floats.npz", w0=np.zeros((3, 6)), b0=np.zeros(3, np.int32),
-                 m0=np.int64(1), s0=np.int64(1), relu0=np.int64(0))
+                 multiplier0=np.int64(1), shift0=np.int64(1))
         cases["float weights"] = (tmp / "floats.npz", False)
-        np.savez(tmp / "texts.npz", w0=np.array(["a"]), b0=np.array(["b"]), m0=np.array("c"),
-                 s0=np.array("d"), relu0=np.array("e"))
+        np.savez(tmp / "texts.npz", w0=np.array(["a"]), b0=np.array(["b"]),
+                 multiplier0=np.array("c"), shift0=np.array("d"), act_min0=np.array("e"))
         cases["text arrays"] = (tmp / "texts.npz", False)
         np.savez(tmp / "pickled.npz", w0=np.array([None], dtype=object))
         cases["pickled member"] = (tmp / "pickled.npz", True)
@@ -1065,7 +1071,7 @@ def test_quantize_model_that_is_a_directory(tmp_path, capsys):
 def test_model_scales_must_be_finite_and_positive(tmp_path, capsys, scale):
     rng = np.random.default_rng(2)
     np.savez(tmp_path / "m.npz", w0=rng.integers(-128, 128, (5, 10), dtype=np.int8),
-             b0=np.zeros(5, np.int32), m0=np.int64(1), s0=np.int64(0), relu0=np.int64(0),
+             b0=np.zeros(5, np.int32), multiplier0=np.int64(1), shift0=np.int64(0),
              input_scale=np.float64(scale))
     np.save(tmp_path / "x.npy", np.ones((1, 10), np.int8))
     code, out, err = _run_cli(capsys, "infer", {"--model": tmp_path / "m.npz",
@@ -1187,8 +1193,8 @@ def test_a_program_of_too_many_words_is_refused(tmp_path, capsys, monkeypatch):
 
 def test_a_model_with_many_unknown_keys_is_a_short_line(tmp_path, capsys):
     path = tmp_path / "m.npz"
-    layer = {"w0": np.ones((4, 4), np.int8), "b0": np.zeros(4, np.int32), "m0": np.int64(1),
-             "s0": np.int64(0), "relu0": np.int64(0)}
+    layer = {"w0": np.ones((4, 4), np.int8), "b0": np.zeros(4, np.int32),
+             "multiplier0": np.int64(1), "shift0": np.int64(0)}
     np.savez(path, **layer, **{f"x{i}": np.zeros(1, np.int8) for i in range(200)})
     code, out, err = _run_cli(capsys, "infer", {"--model": path, "--input": path})
     assert code == 2 and err.count("\n") == 1 and len(err) < 300, err
