@@ -14,7 +14,9 @@ the terms that dominate at that scale, from the same timing rules:
 * **reload**: when the weight rows exceed the SRAM (``depth``), the weights are rewritten for
   every inference (the compiler's pass schedule with one sample per chunk), at ``bandwidth``
   bytes per cycle (the macro's input stream is 4), and a rewrite waits for the MATVECs reading
-  the rows it overwrites, so reload and compute add up.
+  the rows it overwrites, so reload and compute add up. When the output channels also exceed
+  the channel memory (``bias_depth``), each reload carries every channel's bias
+  (``LOAD_BIAS``) and requantization (``LOAD_QUANT``) too.
 
 Activations are assumed to stay on chip or to stream in without stalling the lanes. The tests
 check the estimate against the exact model on networks the compiler can compile.
@@ -22,7 +24,7 @@ check the estimate against the exact model on networks the compiler can compile.
 
 from dataclasses import dataclass
 
-from pim_macro.hw.isa import MacroConfig
+from pim_macro.hw.isa import WORD_BYTES, MacroConfig, Opcode, payload_words
 from pim_macro.hw.weight_store import weight_store_for
 from pim_macro.hw.output_engine import ResponseKind, groups
 from pim_macro.sw.models.cycle_model import EMIT_OVERHEAD_CYCLES, STATUS_ONLY_CYCLES
@@ -46,7 +48,7 @@ class Estimate:
     capacity_bytes: int      # the macro's weight SRAM
     fits: bool
     passes: int              # SRAM-sized groups of weights
-    reloaded_bytes: int      # weight bytes streamed in for the batch (0 when it fits)
+    reloaded_bytes: int      # weight (and channel) bytes streamed in for the batch (0: it fits)
     compute_cycles: int
     reload_cycles: int
 
@@ -82,7 +84,12 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
     compute *= batch
     fits = stored_rows <= config.depth
     stored = stored_rows * config.row_bytes
-    reloaded = 0 if fits else stored * -(-batch // chunk)
+    channels = sum(layer.out_ch for layer in layers)
+    per_reload = stored
+    if channels > config.bias_depth:        # the channels are reloaded with the weights
+        per_reload += channels * WORD_BYTES * sum(
+            payload_words(op, 1, config) for op in (Opcode.LOAD_BIAS, Opcode.LOAD_QUANT))
+    reloaded = 0 if fits else per_reload * -(-batch // chunk)
     return Estimate(arch=arch, weight_bytes=sum(layer.weights for layer in layers),
                     stored_bytes=stored, capacity_bytes=config.depth * config.row_bytes,
                     fits=fits, passes=-(-stored_rows // config.depth),

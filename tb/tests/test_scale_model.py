@@ -14,10 +14,12 @@ from pim_macro.sw.models.zoo import NETWORKS
 
 
 def chain(sizes, seed=0):
+    """Dense layers with a fused ReLU (zero points -128), per-tensor scale 2**-12."""
     rng = np.random.default_rng(seed)
     return Network(tuple(
         Dense(rng.integers(-128, 128, (n_out, n_in), dtype=np.int8),
-              rng.integers(-1000, 1000, n_out, dtype=np.int32), 500, 14, True)
+              rng.integers(-1000, 1000, n_out, dtype=np.int32), 1 << 30, -11,
+              input_zero_point=-128, output_zero_point=-128, act_min=-128)
         for n_in, n_out in zip(sizes, sizes[1:])))
 
 
