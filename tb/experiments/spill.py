@@ -50,9 +50,11 @@ def scale_config(mib):
 
 def family_network(n, seed):
     rng = np.random.default_rng(seed)
+    # TFLite-like layers: per-channel scales of 2**-9 .. 2**-8, zero points -128 with ReLU
     layers = tuple(Dense(rng.integers(-128, 128, (WIDTH, WIDTH), dtype=np.int8),
                          rng.integers(-4000, 4000, WIDTH, dtype=np.int32),
-                         int(rng.integers(300, 900)), 14, True) for _ in range(n))
+                         rng.integers(1 << 30, 1 << 31, WIDTH), -8, input_zero_point=-128,
+                         output_zero_point=-128, act_min=-128) for _ in range(n))
     return Network(layers)
 
 
