@@ -125,7 +125,7 @@ _CONFIG_HELP = {
     "rows_per_cycle": "sub-arrays read per cycle (R)",
     "depth": "weight rows",
     "act_depth": "activation buffer bytes",
-    "bias_depth": "bias words",
+    "bias_depth": "channel memory entries (a bias, a multiplier and a shift each)",
     "bus_bits": "baseline only: width of the bus between weight SRAM and ALU",
     "requantizers": "int8 lanes the output engine requantizes per cycle (1, 2 or 4)",
 }
