@@ -602,8 +602,8 @@ def report(network, float_fn, x, labels=None, classes=None):
 
     ``max_abs_error`` / ``mean_abs_error`` of the dequantized int8 outputs (``output_scale *
     (forward(...) - output_zero_point)``) against ``float_fn(x)``; ``output_range`` (max |float
-    output|) and ``relative_error`` (max_abs_error / output_range); ``agreement`` (fraction of samples where
-    both argmaxes agree); ``samples``. With ``labels``: ``float_accuracy`` and ``int8_accuracy``
+    output|) and ``relative_error`` (max_abs_error / output_range); ``agreement`` (fraction of
+    samples where both argmaxes agree); ``samples``. With ``labels``: ``float_accuracy`` and ``int8_accuracy``
     (argmax, or the sign of a single logit, mapped through ``classes`` if given -- e.g. an
     sklearn classifier's ``classes_``).
     """
