@@ -2,7 +2,8 @@
 
 1. Float models: an MLP (scikit-learn) and a small CNN (numpy), trained on scikit-learn's bundled
    digits set and kept as ONNX files in ``models/`` (trained here only if missing).
-2. Quantization (:mod:`pim_macro.sw.compiler.quantize`) with the training split as calibration data.
+2. Quantization (:mod:`pim_macro.sw.compiler.quantize`: TFLite's per-channel int8 scheme) with
+   the training split as calibration data.
 3. Compilation (:mod:`pim_macro.sw.compiler.compiler`) of the test split, in batches, into command
    streams.
 4. The streams run on Verilator (every test image) and Icarus (a slice), on the PIM macro and on
