@@ -28,7 +28,19 @@ import numpy as np
 from pim_macro.sw.models.requant import requantize, wrap32
 
 
-__all__ = ["Tensor", "MacroOp", "FullyConnected", "Conv2D", "DepthwiseConv2D", "Graph"]
+__all__ = ["Tensor", "MacroOp", "FullyConnected", "Conv2D", "DepthwiseConv2D", "Graph",
+           "DOUBLE_ROUNDING"]
+
+
+#: Per op: does LiteRT's reference kernel (``BUILTIN_REF``) round with gemmlowp's double
+#: rounding (True) or TFLite's single rounding (False)? MEASURED (PROVISIONAL).
+DOUBLE_ROUNDING = {
+    "FULLY_CONNECTED": False,
+    "CONV_2D": True,
+    "DEPTHWISE_CONV_2D": True,
+    "ADD": True,
+    "SOFTMAX": True,
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,12 +48,14 @@ class Tensor:
     """A tensor of the graph. ``shape``: the model's shape, batch first (1). ``dtype``: a numpy
     scalar type (``np.int8`` for activations, ``np.float32`` at float edges). ``scale`` and
     ``zero_point``: per-tensor quantization (``real = scale * (q - zero_point)``), ``None``/0
-    for float tensors."""
+    for float tensors and per-channel weights. ``data``: a constant tensor's contents (in
+    ``shape`` and ``dtype``), ``None`` for the tensors the graph computes."""
     name: str
     shape: tuple
     dtype: type = np.int8
     scale: float = None
     zero_point: int = 0
+    data: np.ndarray = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,12 +267,29 @@ class Graph:
     def macs(self):
         return sum(op.macs for op in self.macro_ops)
 
+    @property
+    def host_ops(self):
+        return [op for op in self.ops if not isinstance(op, MacroOp)]
+
     def run(self, inputs, *, keep=False):
         """Run one sample through every op in numpy (the reference). ``inputs``: one array per
-        graph input, in its tensor's shape. Returns the outputs (a list), and with ``keep`` also
-        a dict of every tensor computed ``{index: array}``."""
-        values = dict(zip(self.inputs, inputs))
+        graph input, in its tensor's shape (batch 1) and dtype. Returns the outputs (a list, each
+        in its tensor's shape and dtype), and with ``keep`` also a dict of every tensor computed
+        ``{index: array}`` (the graph inputs included). Raises ``ValueError`` for a wrong number
+        of inputs or an input of the wrong size."""
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"the model takes {len(self.inputs)} input(s), not {len(inputs)}")
+        values = {}
+        for i, x in zip(self.inputs, inputs):
+            t = self.tensors[i]
+            x = np.asarray(x)
+            if x.size != int(np.prod(t.shape)):
+                raise ValueError(f"input {t.name!r} needs {int(np.prod(t.shape))} values "
+                                 f"(shape {t.shape}), not {x.size}")
+            values[i] = x.astype(t.dtype).reshape(t.shape)
         for op in self.ops:
-            values[op.output] = op.run(*(values[i] for i in op.inputs))
+            args = (values[i] if i in values else self.tensors[i].data for i in op.inputs)
+            t = self.tensors[op.output]
+            values[op.output] = np.asarray(op.run(*args)).astype(t.dtype).reshape(t.shape)
         outs = [values[i] for i in self.outputs]
         return (outs, values) if keep else outs
