@@ -6,13 +6,13 @@ kernels do in ``Prepare`` (sources: ``tensorflow/lite/kernels/``):
 
 * macro ops (:class:`FullyConnected`, :class:`Conv2D`, :class:`DepthwiseConv2D`): per output
   channel ``effective_scale = input_scale * filter_scale / output_scale`` in double
-  (``kernel_util.cc`` ``PopulateConvolutionQuantizationParams``; a per-tensor
-  ``FULLY_CONNECTED`` takes ``GetQuantizedConvolutionMultipler``, whose product
-  ``input_scale * filter_scale`` is rounded to float first), then ``(M0, shift) =
+  (``kernel_util.cc`` ``PopulateConvolutionQuantizationParams``; measured the same for a
+  per-tensor ``FULLY_CONNECTED``), then ``(M0, shift) =
   QuantizeMultiplier(effective_scale)`` (:func:`~pim_macro.sw.models.requant.quantize_multiplier`);
   the fused activation becomes ``[act_min, act_max]`` (``CalculateActivationRangeQuantized``:
   ``zero_point + round(f / scale)`` in float, clamped to int8); the rounding is LiteRT's for
-  the op (:data:`~pim_macro.sw.compiler.graph.DOUBLE_ROUNDING`);
+  the op (:data:`~pim_macro.sw.compiler.graph.DOUBLE_ROUNDING`,
+  :data:`~pim_macro.sw.compiler.graph.TIES_AWAY`);
 * host ops: :mod:`pim_macro.sw.compiler.host_ops`.
 
 Anything else raises :class:`UnsupportedModel` (a ``ValueError``) with a one-line message naming
@@ -25,7 +25,7 @@ import numpy as np
 import tflite
 
 from pim_macro.sw.compiler import host_ops
-from pim_macro.sw.compiler.graph import (DOUBLE_ROUNDING, Conv2D, DepthwiseConv2D,
+from pim_macro.sw.compiler.graph import (DOUBLE_ROUNDING, TIES_AWAY, Conv2D, DepthwiseConv2D,
                                          FullyConnected, Graph, Tensor)
 from pim_macro.sw.models.requant import quantize_multiplier
 
@@ -110,9 +110,14 @@ class _Importer:
                              "QUANTIZE and DEQUANTIZE")
         if t.scales is None or t.scales.size != 1:
             self.fail(where, f"tensor {t.name!r} without one per-tensor scale")
-        if t.shape and t.shape[0] != 1:
-            self.fail(where, f"batch {t.shape[0]} in the model (tensor {t.name!r}); "
-                             "give a batch-1 model")
+        return t
+
+    def nhwc(self, where, t):
+        """A 4-D image tensor of batch 1 (the graph runs one sample at a time)."""
+        if len(t.shape) != 4:
+            self.fail(where, f"tensor {t.name!r} of shape {t.shape} (not NHWC)")
+        if t.shape[0] != 1:
+            self.fail(where, f"batch {t.shape[0]} inside the model (tensor {t.name!r})")
         return t
 
     def constant(self, where, i, what):
@@ -179,13 +184,12 @@ class _Importer:
             self.fail(where, f"a {b.type_name} bias ({b.name!r})")
         return b.data.reshape(channels).astype(np.int32)
 
-    def requant(self, where, x, w_scales, out, channels, per_tensor_product=False):
-        """Per-channel ``(multiplier, shift)`` int64 arrays."""
-        if per_tensor_product:
-            # GetQuantizedConvolutionMultipler: the float product, widened, over the output.
-            scales = [float(np.float32(x.scale) * w_scales[0]) / float(out.scale)]
-        else:
-            scales = [float(x.scale) * float(s) / float(out.scale) for s in w_scales]
+    def requant(self, where, x, w_scales, out, channels):
+        """Per-channel ``(multiplier, shift)`` int64 arrays. The float32 scales are widened to
+        double before the product (measured for a per-tensor ``FULLY_CONNECTED`` too, where
+        the float product of older ``GetQuantizedConvolutionMultipler`` differs: see
+        tb/tests/test_tflite.py)."""
+        scales = [float(x.scale) * float(s) / float(out.scale) for s in w_scales]
         try:
             pairs = [quantize_multiplier(s) for s in scales]
         except ValueError as e:
@@ -209,12 +213,13 @@ class _Importer:
             self.fail(where, f"an input of {int(np.prod(x.shape))} values for depth {k}")
         lo, hi = self.activation_range(where, opts.FusedActivationFunction() if opts else 0,
                                        out)
-        m, s = self.requant(where, x, w_scales, out, n, per_tensor_product=w_scales.size == 1)
+        m, s = self.requant(where, x, w_scales, out, n)
         return FullyConnected(
             input=op.Inputs(0), output=op.Outputs(0), weights=weights, bias=self.bias(where, op, n),
             multiplier=m, shift=s, input_zero_point=x.zero_point,
             output_zero_point=out.zero_point, act_min=lo, act_max=hi,
-            double_rounding=DOUBLE_ROUNDING["FULLY_CONNECTED"], output_shape=out.shape)
+            double_rounding=DOUBLE_ROUNDING["FULLY_CONNECTED"],
+            ties_away="FULLY_CONNECTED" in TIES_AWAY, output_shape=out.shape)
 
     def conv(self, where, op, depthwise):
         opts = self.options(op, tflite.DepthwiseConv2DOptions if depthwise
@@ -223,8 +228,8 @@ class _Importer:
             self.fail(where, "an op without its options")
         x = self.int8_activation(where, op.Inputs(0))
         out = self.int8_activation(where, op.Outputs(0))
-        if len(x.shape) != 4 or len(out.shape) != 4:
-            self.fail(where, "an input or output that is not NHWC")
+        self.nhwc(where, x)
+        self.nhwc(where, out)
         if (opts.DilationHFactor(), opts.DilationWFactor()) != (1, 1):
             self.fail(where, f"dilation {opts.DilationHFactor()}x{opts.DilationWFactor()}")
         f = self.raw[op.Inputs(1)] if op.Inputs(1) >= 0 else None
@@ -314,8 +319,8 @@ class _Importer:
             self.fail(where, "an op without its options")
         x = self.int8_activation(where, op.Inputs(0))
         out = self.int8_activation(where, op.Outputs(0))
-        if len(x.shape) != 4:
-            self.fail(where, "an input that is not NHWC")
+        self.nhwc(where, x)
+        self.nhwc(where, out)
         if (x.scale, x.zero_point) != (out.scale, out.zero_point):
             self.fail(where, "an output quantized differently from its input")
         fh, fw = opts.FilterHeight(), opts.FilterWidth()
