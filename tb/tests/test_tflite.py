@@ -371,3 +371,37 @@ def test_not_a_model(tmp_path):
         load_tflite(path)
     with pytest.raises(UnsupportedModel, match="not a TFLite flatbuffer"):
         load_tflite(b"TFL")
+
+
+# --- the layer-by-layer check command (run on the MLPerf Tiny models outside the suite) -------
+
+def test_tflite_check_command(tmp_path, capsys):
+    from pim_macro.tb.experiments.tflite_check import main
+    b, x, z = tie_model("CONV_2D", np.random.default_rng(1))
+    good = tmp_path / "tie.tflite"
+    good.write_bytes(b.to_bytes([x], [z]))
+    assert main([str(good), "-n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "0 mismatches of" in out and "| 1 | CONV_2D | macro | 1x6x6x4 | 432 | 0 | 0 |" in out
+    bad = tmp_path / "dilated.tflite"
+    bad.write_bytes(unsupported(CASES["dilation"][0]))
+    assert main([str(good), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pim: error: ") and "dilation 2x2" in err
+    assert main([str(tmp_path / "missing.tflite")]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_tflite_check_reports_mismatches(tmp_path, capsys, monkeypatch):
+    from pim_macro.tb.experiments import tflite_check
+    b, x, z = tie_model("CONV_2D", np.random.default_rng(1))
+    path = tmp_path / "tie.tflite"
+    path.write_bytes(b.to_bytes([x], [z]))
+
+    def single_rounding(data):
+        g = load_tflite(data)
+        return dataclasses.replace(g, ops=[dataclasses.replace(op, double_rounding=False)
+                                           for op in g.ops])
+    monkeypatch.setattr(tflite_check, "load_tflite", single_rounding)
+    assert tflite_check.main([str(path), "-n", "2"]) == 1
+    assert " 0 mismatches" not in capsys.readouterr().out
