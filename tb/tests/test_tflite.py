@@ -405,3 +405,22 @@ def test_tflite_check_reports_mismatches(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tflite_check, "load_tflite", single_rounding)
     assert tflite_check.main([str(path), "-n", "2"]) == 1
     assert " 0 mismatches" not in capsys.readouterr().out
+
+
+def test_readme_op_table():
+    """README's importer table lists exactly the ops load_tflite reads, where each runs, and
+    the measured rounding of each op that has one."""
+    from pathlib import Path
+    from pim_macro.sw.compiler.tflite_import import OPS
+    import pim_macro.sw.compiler.graph as graph_module
+    readme = (Path(graph_module.__file__).resolve().parents[2] / "README.md").read_text()
+    lines = readme[readme.index("| Op | Runs on |"):].splitlines()[2:]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines
+            if line.startswith("|")][:sum(map(len, OPS.values()))]
+    assert {(r[0].strip("`"), r[1]) for r in rows} == {(op, where) for where, ops in OPS.items()
+                                                        for op in ops}
+    for r in rows:
+        op = r[0].strip("`")
+        if op in DOUBLE_ROUNDING:
+            assert ("double rounding" in r[3]) == DOUBLE_ROUNDING[op], op
+            assert ("ties away" in r[3]) == (op in TIES_AWAY), op
