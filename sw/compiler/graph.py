@@ -297,7 +297,7 @@ class Graph:
         graph input, in its tensor's shape (batch 1) and dtype. Returns the outputs (a list, each
         in its tensor's shape and dtype), and with ``keep`` also a dict of every tensor computed
         ``{index: array}`` (the graph inputs included). Raises ``ValueError`` for a wrong number
-        of inputs or an input of the wrong size."""
+        of inputs, an input of the wrong size, or values outside an integer input's dtype."""
         if len(inputs) != len(self.inputs):
             raise ValueError(f"the model takes {len(self.inputs)} input(s), not {len(inputs)}")
         values = {}
@@ -307,6 +307,10 @@ class Graph:
             if x.size != int(np.prod(t.shape)):
                 raise ValueError(f"input {t.name!r} needs {int(np.prod(t.shape))} values "
                                  f"(shape {t.shape}), not {x.size}")
+            if np.issubdtype(t.dtype, np.integer) and x.size and (
+                    x.dtype.kind not in "iu" or x.min() < np.iinfo(t.dtype).min
+                    or x.max() > np.iinfo(t.dtype).max):
+                raise ValueError(f"input {t.name!r} takes {np.dtype(t.dtype).name} values")
             values[i] = x.astype(t.dtype).reshape(t.shape)
         for op in self.ops:
             args = (values[i] if i in values else self.tensors[i].data for i in op.inputs)

@@ -106,10 +106,12 @@ class _Importer:
             self.fail(where, "an absent input")
         t = self.raw[i]
         if t.type != tflite.TensorType.INT8:
-            self.fail(where, f"a {t.type_name} tensor ({t.name!r}); only int8 runs between "
-                             "QUANTIZE and DEQUANTIZE")
-        if t.scales is None or t.scales.size != 1:
-            self.fail(where, f"tensor {t.name!r} without one per-tensor scale")
+            self.fail(where, f"tensor {t.name!r} of type {t.type_name} (only int8 runs between "
+                             "QUANTIZE and DEQUANTIZE)")
+        if t.scales is None or t.scales.size != 1 or not t.scales[0] > 0:
+            self.fail(where, f"tensor {t.name!r} without one positive per-tensor scale")
+        if not -128 <= t.zero_point <= 127:
+            self.fail(where, f"tensor {t.name!r} with zero point {t.zero_point}")
         return t
 
     def nhwc(self, where, t):
@@ -164,7 +166,7 @@ class _Importer:
             self.fail(where, "an absent filter")
         w = self.constant(where, i, "filter")
         if w.type != tflite.TensorType.INT8:
-            self.fail(where, f"a {w.type_name} filter ({w.name!r})")
+            self.fail(where, f"filter {w.name!r} of type {w.type_name}")
         if w.scales is None:
             self.fail(where, f"filter {w.name!r} without quantization")
         if w.zero_points is not None and np.any(w.zero_points != 0):
@@ -181,7 +183,7 @@ class _Importer:
             return np.zeros(channels, dtype=np.int32)
         b = self.constant(where, op.Inputs(2), "bias")
         if b.type != tflite.TensorType.INT32:
-            self.fail(where, f"a {b.type_name} bias ({b.name!r})")
+            self.fail(where, f"bias {b.name!r} of type {b.type_name}")
         return b.data.reshape(channels).astype(np.int32)
 
     def requant(self, where, x, w_scales, out, channels):
@@ -359,7 +361,8 @@ class _Importer:
     def quantize(self, where, op, index):
         x = self.raw[op.Inputs(0)]
         if x.type != tflite.TensorType.FLOAT32:
-            self.fail(where, f"quantizing a {x.type_name} tensor (only float32 to int8)")
+            self.fail(where, f"quantizing tensor {x.name!r} of type {x.type_name} (only float32 "
+                             "to int8)")
         if op.Inputs(0) not in self.graph_inputs:
             self.fail(where, "a float tensor in the middle of the model")
         out = self.int8_activation(where, op.Outputs(0))
@@ -371,7 +374,7 @@ class _Importer:
         x = self.int8_activation(where, op.Inputs(0))
         out = self.raw[op.Outputs(0)]
         if out.type != tflite.TensorType.FLOAT32:
-            self.fail(where, f"dequantizing to {out.type_name}")
+            self.fail(where, f"dequantizing to type {out.type_name}")
         if op.Outputs(0) not in self.graph_outputs:
             self.fail(where, "a float tensor in the middle of the model")
         return host_ops.Dequantize(inputs=(op.Inputs(0),), output=op.Outputs(0),
@@ -402,7 +405,7 @@ class _Importer:
             if t.type == tflite.TensorType.INT8:
                 self.int8_activation("model input", i)
             elif t.type != tflite.TensorType.FLOAT32:
-                self.fail("model input", f"a {t.type_name} tensor ({t.name!r})")
+                self.fail("model input", f"tensor {t.name!r} of type {t.type_name}")
         ops = []
         known = set(self.graph_inputs) | {i for i, t in enumerate(self.raw)
                                           if t.data is not None}
@@ -425,7 +428,8 @@ class _Importer:
             if i not in known:
                 self.fail("model output", f"tensor {i} that no op computes")
             if self.raw[i].type not in (tflite.TensorType.INT8, tflite.TensorType.FLOAT32):
-                self.fail("model output", f"a {self.raw[i].type_name} tensor")
+                self.fail("model output", f"tensor {self.raw[i].name!r} of type "
+                                          f"{self.raw[i].type_name}")
         tensors = [Tensor(name=t.name, shape=t.shape, dtype=_DTYPES.get(t.type, np.int8),
                           scale=t.scale if t.scales is not None and t.scales.size == 1 else None,
                           zero_point=t.zero_point, data=t.data) for t in self.raw]

@@ -352,7 +352,7 @@ CASES = {
     "int16": (lambda b, x, r: b.add(x, b.tensor((1, 6, 6, 4), np.int16, scale=0.1, zero_point=0,
                                                 data=np.zeros((1, 6, 6, 4))),
                                     out_scale=0.1, out_zero_point=0),
-              r"op 0 \(ADD\): a INT16 tensor"),
+              r"op 0 \(ADD\): tensor 't1' of type INT16"),
 }
 
 
@@ -424,3 +424,28 @@ def test_readme_op_table():
         if op in DOUBLE_ROUNDING:
             assert ("double rounding" in r[3]) == DOUBLE_ROUNDING[op], op
             assert ("ties away" in r[3]) == (op in TIES_AWAY), op
+
+
+def test_add_of_a_constant_broadcast():
+    """ADD of a constant per-channel int8 tensor, broadcast over the image."""
+    rng = np.random.default_rng(13)
+    b = ModelBuilder()
+    x = b.input((1, 5, 5, 6), scale=0.04, zero_point=-20)
+    c = b.tensor((1, 1, 1, 6), np.int8, scale=0.09, zero_point=11,
+                 data=rng.integers(-128, 128, (1, 1, 1, 6)))
+    y = b.add(x, c, out_scale=0.1, out_zero_point=-128, activation="RELU6")
+    g, _ = check(b, [x], [y], samples=3)
+    assert g.ops[0].inputs == (x, c)
+
+
+def test_graph_run_checks_its_inputs():
+    b = ModelBuilder()
+    x = b.input((1, 4), scale=0.1, zero_point=0)
+    g = load_tflite(b.to_bytes([x], [b.softmax(x)]))
+    with pytest.raises(ValueError, match="needs 4 values"):
+        g.run([np.zeros(5, dtype=np.int8)])
+    with pytest.raises(ValueError, match="takes int8 values"):
+        g.run([np.array([0, 1, 2, 200])])
+    with pytest.raises(ValueError, match="takes 1 input"):
+        g.run([])
+    assert g.run([np.array([[0, 1, 2, 3]])])[0].dtype == np.int8
