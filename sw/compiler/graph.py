@@ -16,12 +16,14 @@ and ops in execution order. There are two kinds of op:
 * **Host ops** (:mod:`pim_macro.sw.compiler.host_ops`) run in numpy on the host with LiteRT's
   reference semantics.
 
-Every op has ``name`` (the TFLite operator name), ``inputs`` (tensor indices of its variable
-inputs, in order), ``output`` (one tensor index) and ``run(*arrays)``: the output of one sample
-(arrays in their tensor's shape, batch 1).
+Every op has ``name`` (the TFLite operator name), ``inputs`` (tensor indices of its inputs, in
+order: the tensors it reads at run time, and a constant operand of a host op), ``output`` (one
+tensor index) and ``run(*arrays)``: the output values of one sample (arrays in their tensor's
+shape, batch 1; :meth:`Graph.run` puts the result in the output tensor's shape). Tensor indices
+are the model's own (:func:`pim_macro.sw.compiler.tflite_import.load_tflite`).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

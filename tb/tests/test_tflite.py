@@ -105,10 +105,13 @@ def test_fully_connected(per_channel, act):
     r = b.reshape(y, (1, 4, 6))
     z = b.fully_connected(r, weights(rng, (5, 6)), None, w_scale=0.9, out_scale=0.02,
                           out_zero_point=3, keep_num_dims=True)
-    g, runs = check(b, [x], [z], samples=4)
+    flat = b.fully_connected(r, weights(rng, (3, 6)), rng.integers(-99, 99, 3), w_scale=0.05,
+                             out_scale=0.03, out_zero_point=-1)
+    g, runs = check(b, [x], [z, flat], samples=4)
     fc = [op for op in g.ops if op.name == "FULLY_CONNECTED"]
     assert fc[0].shift.max() < 0 < fc[1].shift.min()
     assert fc[1].out_shape() == (1, 4, 5) and fc[1].positions() == 4
+    assert fc[2].out_shape() == (4, 3) and fc[2].positions() == 4
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [
@@ -347,6 +350,9 @@ CASES = {
     "weights zero point": (lambda b, x, r: b.fully_connected(
         b.reshape(x, (1, 144)), weights(r, (4, 144)), None, w_scale=0.1, out_scale=0.1,
         out_zero_point=0, w_zero_point=3), r"op 1 \(FULLY_CONNECTED\): filter .* zero point 3"),
+    "grouped": (lambda b, x, r: b.conv2d(x, weights(r, (4, 3, 3, 2)), None, w_scale=0.1,
+                                         out_scale=0.1, out_zero_point=0),
+                r"op 0 \(CONV_2D\): a grouped convolution \(2 filter channels, 4 input\)"),
     "float in the middle": (lambda b, x, r: b.quantize(b.dequantize(x), scale=0.1, zero_point=0),
                             r"op 0 \(DEQUANTIZE\): a float tensor in the middle"),
     "int16": (lambda b, x, r: b.add(x, b.tensor((1, 6, 6, 4), np.int16, scale=0.1, zero_point=0,
