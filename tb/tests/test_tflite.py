@@ -455,3 +455,60 @@ def test_graph_run_checks_its_inputs():
     with pytest.raises(ValueError, match="takes 1 input"):
         g.run([])
     assert g.run([np.array([[0, 1, 2, 3]])])[0].dtype == np.int8
+
+
+def random_model(seed):
+    """A random chain of the supported ops: random shapes, kernels, strides, paddings, scales
+    (effective scales from about 1e-4 to 4: right and left shifts), zero points, activations."""
+    rng = np.random.default_rng(1000 + seed)
+    b = ModelBuilder()
+    h, w, c = (int(v) for v in rng.integers(3, 9, 3))
+    x = b.input((1, h, w, c), scale=float(rng.uniform(0.005, 0.5)),
+                zero_point=int(rng.integers(-128, 128)))
+
+    def out_q():
+        return dict(out_scale=float(10 ** rng.uniform(-2.5, 0)),
+                    out_zero_point=int(rng.integers(-128, 128)))
+
+    def w_scale(n):
+        base = 10 ** rng.uniform(-3.5, -0.5)
+        return float(base) if rng.random() < 0.5 else list(base * rng.uniform(0.3, 3, n))
+
+    t = x
+    for _ in range(int(rng.integers(2, 5))):
+        _, h, w, c = b.shape(t)
+        kind = rng.choice(["conv", "dw", "pool", "add"])
+        act = str(rng.choice(ACTS))
+        k = (int(rng.integers(1, min(h, 3) + 1)), int(rng.integers(1, min(w, 3) + 1)))
+        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        pad = str(rng.choice(["SAME", "VALID"]))
+        if kind == "conv":
+            n = int(rng.integers(1, 9))
+            t = b.conv2d(t, weights(rng, (n, *k, c)), rng.integers(-30000, 30000, n),
+                         w_scale=w_scale(n), stride=stride, padding=pad, activation=act,
+                         **out_q())
+        elif kind == "dw":
+            n = c * int(rng.integers(1, 3))
+            t = b.depthwise_conv2d(t, weights(rng, (1, *k, n)), rng.integers(-30000, 30000, n),
+                                   w_scale=w_scale(n), stride=stride, padding=pad,
+                                   activation=act, **out_q())
+        elif kind == "pool":
+            t = b.pool(str(rng.choice(["AVERAGE_POOL_2D", "MAX_POOL_2D"])), t, filter=k,
+                       stride=stride, padding=pad, activation=act)
+        else:
+            n = c
+            other = b.conv2d(t, weights(rng, (n, 1, 1, c)), rng.integers(-3000, 3000, n),
+                             w_scale=w_scale(n), **out_q())
+            t = b.add(t, other, activation=act, **out_q())
+    size = int(np.prod(b.shape(t)))
+    n = int(rng.integers(2, 12))
+    fc = b.fully_connected(b.reshape(t, (1, size)), weights(rng, (n, size)),
+                           rng.integers(-30000, 30000, n), w_scale=w_scale(n),
+                           activation=str(rng.choice(ACTS)), **out_q())
+    return b, x, b.softmax(fc, beta=float(rng.uniform(0.2, 2)))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_models(seed):
+    b, x, y = random_model(seed)
+    check(b, [x], [y], samples=3, seed=seed)
