@@ -60,6 +60,8 @@ class _Raw:
                             if q and q.ZeroPointLength() else None)
         self.qdim = q.QuantizedDimension() if q else 0
         self.data = None
+        if t.Sparsity() is not None:
+            raise UnsupportedModel(f"sparse tensor {self.name!r} is not supported")
         buf = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
         if buf is not None and buf.DataLength():
             if self.type not in _DTYPES:
