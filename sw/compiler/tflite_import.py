@@ -19,6 +19,7 @@ Anything else raises :class:`UnsupportedModel` (a ``ValueError``) with a one-lin
 the op and the option, before anything runs.
 """
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ class _Raw:
     """One tensor as the flatbuffer has it."""
 
     def __init__(self, model, t):
-        self.name = t.Name().decode("utf-8", "replace")
+        self.name = (t.Name() or b"").decode("utf-8", "replace")
         self.shape = tuple(int(v) for v in t.ShapeAsNumpy()) if t.ShapeLength() else ()
         self.type = t.Type()
         self.type_name = _TYPE_NAMES.get(self.type, str(self.type))
@@ -67,8 +68,12 @@ class _Raw:
             if self.type not in _DTYPES:
                 raise UnsupportedModel(f"constant tensor {self.name!r} of type {self.type_name}"
                                        " is not supported")
-            self.data = np.frombuffer(buf.DataAsNumpy().tobytes(),
-                                      dtype=_DTYPES[self.type]).reshape(self.shape)
+            raw = buf.DataAsNumpy().tobytes()
+            dtype = np.dtype(_DTYPES[self.type])
+            if len(raw) != int(np.prod(self.shape)) * dtype.itemsize:
+                raise UnsupportedModel(f"constant tensor {self.name!r} holds {len(raw)} bytes "
+                                       f"for shape {self.shape} of {dtype.name}")
+            self.data = np.frombuffer(raw, dtype=dtype).reshape(self.shape)
         elif buf is not None and buf.Offset() > 1:
             raise UnsupportedModel(f"tensor {self.name!r} is stored outside the flatbuffer "
                                    "(large-model format)")
@@ -212,6 +217,8 @@ class _Importer:
         if w is None or len(w.shape) != 2:
             self.fail(where, "a filter that is not 2-D")
         n, k = w.shape
+        if min(n, k) < 1:
+            self.fail(where, f"a filter of shape {w.shape}")
         weights, w_scales = self.weights(where, op.Inputs(1), n, 0)
         if int(np.prod(x.shape)) % k:
             self.fail(where, f"an input of {int(np.prod(x.shape))} values for depth {k}")
@@ -329,6 +336,8 @@ class _Importer:
             self.fail(where, "an output quantized differently from its input")
         fh, fw = opts.FilterHeight(), opts.FilterWidth()
         sh, sw = opts.StrideH(), opts.StrideW()
+        if min(fh, fw, sh, sw) < 1:
+            self.fail(where, f"filter {fh}x{fw} with stride {sh}x{sw}")
         top, left, _, _ = self.padding(where, opts.Padding(), x.shape[1:3], (fh, fw), (sh, sw))
         lo, hi = self.activation_range(where, opts.FusedActivationFunction(), out)
         cls = host_ops.AveragePool2D if self.name(op) == "AVERAGE_POOL_2D" else host_ops.MaxPool2D
@@ -420,6 +429,10 @@ class _Importer:
                                        f"{', '.join(sorted(handlers))})")
             if op.OutputsLength() != 1:
                 self.fail(where, f"{op.OutputsLength()} outputs")
+            for i in [*op.InputsAsNumpy(), *op.OutputsAsNumpy()]:
+                if not -1 <= i < len(self.raw):
+                    raise UnsupportedModel(f"{where}: tensor index {i} out of range (a corrupt "
+                                           "model)")
             result = handlers[name](where, op, index)
             missing = [i for i in result.inputs if i not in known]
             if missing:
@@ -455,4 +468,13 @@ def load_tflite(model):
         data, source = bytes(model), "<bytes>"
     else:
         data, source = Path(model).read_bytes(), str(model)
-    return _Importer(bytearray(data), source).graph()
+    try:
+        return _Importer(bytearray(data), source).graph()
+    except UnsupportedModel:
+        raise
+    except (struct.error, IndexError, UnicodeDecodeError, TypeError, ValueError, AttributeError,
+            ZeroDivisionError, OverflowError) as e:
+        # flatbuffers reads offsets without bounds checks: a truncated or corrupt file fails
+        # in any of these ways, anywhere in the reading.
+        raise UnsupportedModel(f"{source} is not a readable TFLite model "
+                               f"({type(e).__name__}: {e})") from None
