@@ -534,3 +534,26 @@ def test_corrupt_files():
             assert "\n" not in str(e)
             refused += 1
     assert refused > 200
+
+
+@pytest.mark.parametrize("multiplier", [1, 3])
+def test_depthwise_tiles_use_their_column_range(multiplier):
+    """What a compiler relies on: a tile of output channels of a depthwise op has zero weights
+    outside :meth:`k_range`, so the columns inside give the same accumulators."""
+    rng = np.random.default_rng(multiplier)
+    b = ModelBuilder()
+    x = b.input((1, 5, 5, 4), scale=0.05, zero_point=-7)
+    n = 4 * multiplier
+    y = b.depthwise_conv2d(x, weights(rng, (1, 3, 3, n)), rng.integers(-99, 99, n),
+                           w_scale=0.02, out_scale=0.05, out_zero_point=0)
+    g, runs = check(b, [x], [y], samples=1)
+    op = g.ops[0]
+    xv = runs[0][1][x]
+    cols = op.patches(xv).astype(np.int64)
+    for first in range(n):
+        for stop in range(first + 1, n + 1):
+            k0, k1 = op.k_range(first, stop)
+            w = op.weights[first:stop].astype(np.int64)
+            assert not w[:, :k0].any() and not w[:, k1:].any()
+            part = cols[:, k0:k1] @ w[:, k0:k1].T + op.folded_bias()[first:stop]
+            assert np.array_equal(part, op.accumulate(xv)[:, first:stop])
