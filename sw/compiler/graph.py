@@ -16,19 +16,54 @@ and ops in execution order. There are two kinds of op:
 * **Host ops** (:mod:`pim_macro.sw.compiler.host_ops`) run in numpy on the host with LiteRT's
   reference semantics.
 
-Every op has ``name`` (the TFLite operator name), ``inputs`` (tensor indices of its variable
-inputs, in order), ``output`` (one tensor index) and ``run(*arrays)``: the output of one sample
-(arrays in their tensor's shape, batch 1).
+Every op has ``name`` (the TFLite operator name), ``inputs`` (tensor indices of its inputs, in
+order: the tensors it reads at run time, and a constant operand of a host op), ``output`` (one
+tensor index) and ``run(*arrays)``: the output values of one sample (arrays in their tensor's
+shape, batch 1; :meth:`Graph.run` puts the result in the output tensor's shape). Tensor indices
+are the model's own (:func:`pim_macro.sw.compiler.tflite_import.load_tflite`).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from pim_macro.sw.models.requant import requantize, wrap32
 
 
-__all__ = ["Tensor", "MacroOp", "FullyConnected", "Conv2D", "DepthwiseConv2D", "Graph"]
+__all__ = ["Tensor", "MacroOp", "FullyConnected", "Conv2D", "DepthwiseConv2D", "Graph",
+           "DOUBLE_ROUNDING", "TIES_AWAY"]
+
+
+#: Per op: does LiteRT's reference kernel (``BUILTIN_REF``, ai-edge-litert 2.3) round with
+#: gemmlowp's double rounding (True) or a single rounding (False)? MEASURED, not read from the
+#: sources (tb/tests/test_tflite.py tells the two apart on every op: models whose effective scale
+#: is exactly 0.5 make every odd accumulator a tie, and random ones the double rounding's error):
+#:
+#: * ``CONV_2D`` (per-tensor and per-channel), ``DEPTHWISE_CONV_2D`` (both): double. Single
+#:   rounding differs in 33 of 46,080 (conv) and 264 to 475 of 92,160 (depthwise) random outputs.
+#: * ``FULLY_CONNECTED`` (both): single, with exact ties away from zero (:data:`TIES_AWAY`):
+#:   double rounding differs in about 60 of 28,800 random outputs; half up differs on every
+#:   negative tie (accumulator -25 at scale 0.5: LiteRT gives -13).
+#: * ``ADD`` (``MultiplyByQuantizedMultiplierSmallerThanOneExp``): double; single differs on 4 of
+#:   the 65,536 input pairs for 2 of 30 random scale sets.
+#: * ``SOFTMAX`` (``MultiplyByQuantizedMultiplierGreaterThanOne`` of the input differences):
+#:   double, the build's default; no input found where the two give different outputs.
+DOUBLE_ROUNDING = {
+    "FULLY_CONNECTED": False,
+    "CONV_2D": True,
+    "DEPTHWISE_CONV_2D": True,
+    "ADD": True,
+    "SOFTMAX": True,
+}
+
+#: The ops whose single rounding sends exact ties away from zero (see
+#: :func:`pim_macro.sw.models.requant.multiply_by_quantized_multiplier`). The macro's single
+#: rounding is half up: the two differ only where ``acc * M0`` is an odd multiple of
+#: ``2**(30 - shift)``. With ``v`` trailing zero bits in ``M0`` such a tie lies at
+#: ``|acc * M0| / 2**(31 - shift) >= 2**(29 - v)``, saturated unless ``v >= 21``: only a scale
+#: that is a binary fraction of at most 10 significant bits shows it (the MLPerf Tiny models'
+#: multipliers have at most 7 and 10 trailing zeros: no visible tie).
+TIES_AWAY = frozenset({"FULLY_CONNECTED"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,12 +71,14 @@ class Tensor:
     """A tensor of the graph. ``shape``: the model's shape, batch first (1). ``dtype``: a numpy
     scalar type (``np.int8`` for activations, ``np.float32`` at float edges). ``scale`` and
     ``zero_point``: per-tensor quantization (``real = scale * (q - zero_point)``), ``None``/0
-    for float tensors."""
+    for float tensors and per-channel weights. ``data``: a constant tensor's contents (in
+    ``shape`` and ``dtype``), ``None`` for the tensors the graph computes."""
     name: str
     shape: tuple
     dtype: type = np.int8
     scale: float = None
     zero_point: int = 0
+    data: np.ndarray = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,9 +87,9 @@ class MacroOp:
     ``(N, K)``; ``bias`` int32 ``(N,)`` (the model's, zero point not folded); ``multiplier``
     int64 ``(N,)`` (Q31, ``0 .. 2**31 - 1``); ``shift`` int64 ``(N,)`` (``-32 .. 31``).
     Per-tensor quantization is the case where every channel holds the same pair.
-    ``double_rounding`` picks the rounding of
+    ``double_rounding`` and ``ties_away`` pick the rounding of
     :func:`pim_macro.sw.models.requant.multiply_by_quantized_multiplier` (the one LiteRT's
-    reference kernel of the op uses)."""
+    reference kernel of the op uses: :data:`DOUBLE_ROUNDING`, :data:`TIES_AWAY`)."""
     input: int
     output: int
     weights: np.ndarray
@@ -64,6 +101,7 @@ class MacroOp:
     act_min: int = -128
     act_max: int = 127
     double_rounding: bool = False
+    ties_away: bool = False
 
     name = "MACRO"
 
@@ -118,7 +156,8 @@ class MacroOp:
     def requantize(self, acc):
         """int8 ``(P, N)`` from int32 accumulators ``(P, N)``, per output channel."""
         return requantize(acc, self.multiplier, self.shift, self.output_zero_point,
-                          self.act_min, self.act_max, double_rounding=self.double_rounding)
+                          self.act_min, self.act_max, double_rounding=self.double_rounding,
+                          ties_away=self.ties_away)
 
     def run(self, x):
         """The op's int8 output for one sample (the reference the macro must match)."""
@@ -253,12 +292,33 @@ class Graph:
     def macs(self):
         return sum(op.macs for op in self.macro_ops)
 
+    @property
+    def host_ops(self):
+        return [op for op in self.ops if not isinstance(op, MacroOp)]
+
     def run(self, inputs, *, keep=False):
         """Run one sample through every op in numpy (the reference). ``inputs``: one array per
-        graph input, in its tensor's shape. Returns the outputs (a list), and with ``keep`` also
-        a dict of every tensor computed ``{index: array}``."""
-        values = dict(zip(self.inputs, inputs))
+        graph input, in its tensor's shape (batch 1) and dtype. Returns the outputs (a list, each
+        in its tensor's shape and dtype), and with ``keep`` also a dict of every tensor computed
+        ``{index: array}`` (the graph inputs included). Raises ``ValueError`` for a wrong number
+        of inputs, an input of the wrong size, or values outside an integer input's dtype."""
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"the model takes {len(self.inputs)} input(s), not {len(inputs)}")
+        values = {}
+        for i, x in zip(self.inputs, inputs):
+            t = self.tensors[i]
+            x = np.asarray(x)
+            if x.size != int(np.prod(t.shape)):
+                raise ValueError(f"input {t.name!r} needs {int(np.prod(t.shape))} values "
+                                 f"(shape {t.shape}), not {x.size}")
+            if np.issubdtype(t.dtype, np.integer) and x.size and (
+                    x.dtype.kind not in "iu" or x.min() < np.iinfo(t.dtype).min
+                    or x.max() > np.iinfo(t.dtype).max):
+                raise ValueError(f"input {t.name!r} takes {np.dtype(t.dtype).name} values")
+            values[i] = x.astype(t.dtype).reshape(t.shape)
         for op in self.ops:
-            values[op.output] = op.run(*(values[i] for i in op.inputs))
+            args = (values[i] if i in values else self.tensors[i].data for i in op.inputs)
+            t = self.tensors[op.output]
+            values[op.output] = np.asarray(op.run(*args)).astype(t.dtype).reshape(t.shape)
         outs = [values[i] for i in self.outputs]
         return (outs, values) if keep else outs
