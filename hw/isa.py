@@ -78,8 +78,9 @@ roundings exactly, says where they come from and which LiteRT op uses which), wi
     y = MultiplyByQuantizedMultiplier(v, M0, shift)     # single rounding; DOUBLE_ROUND: gemmlowp's
     y = min(max(y + zero_point, act_min), act_max)
 
-Single rounding is ``(v * M0 + (1 << (total - 1) if total else 0)) >> total`` with ``total = 31
-- shift``, exact and arithmetic; double rounding is
+Single rounding is ``(v * M0 + ((1 << (total - 1)) - (v < 0) if total else 0)) >> total`` with
+``total = 31 - shift``, exact and arithmetic: one rounding, ties away from zero (LiteRT's
+``FULLY_CONNECTED``); double rounding is
 ``RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(wrap32(v << max(shift, 0)), M0),
 max(-shift, 0))``.
 

@@ -31,7 +31,7 @@ from pim_macro.sw.models.requant import requantize, wrap32
 
 
 __all__ = ["Tensor", "MacroOp", "FullyConnected", "Conv2D", "DepthwiseConv2D", "Graph",
-           "DOUBLE_ROUNDING", "TIES_AWAY"]
+           "DOUBLE_ROUNDING"]
 
 
 #: Per op: does LiteRT's reference kernel (``BUILTIN_REF``, ai-edge-litert 2.3) round with
@@ -41,9 +41,10 @@ __all__ = ["Tensor", "MacroOp", "FullyConnected", "Conv2D", "DepthwiseConv2D", "
 #:
 #: * ``CONV_2D`` (per-tensor and per-channel), ``DEPTHWISE_CONV_2D`` (both): double. Single
 #:   rounding differs in 33 of 46,080 (conv) and 264 to 475 of 92,160 (depthwise) random outputs.
-#: * ``FULLY_CONNECTED`` (both): single, with exact ties away from zero (:data:`TIES_AWAY`):
-#:   double rounding differs in about 60 of 28,800 random outputs; half up differs on every
-#:   negative tie (accumulator -25 at scale 0.5: LiteRT gives -13).
+#: * ``FULLY_CONNECTED`` (both): single, with exact ties away from zero (the macro's single
+#:   rounding): double rounding differs in about 60 of 28,800 random outputs; the half-up single
+#:   rounding of ``TFLITE_SINGLE_ROUNDING`` differs on every negative tie (accumulator -25 at
+#:   scale 0.5: LiteRT gives -13, half up -12).
 #: * ``ADD`` (``MultiplyByQuantizedMultiplierSmallerThanOneExp``): double; single differs on 4 of
 #:   the 65,536 input pairs for 2 of 30 random scale sets.
 #: * ``SOFTMAX`` (``MultiplyByQuantizedMultiplierGreaterThanOne`` of the input differences):
@@ -55,15 +56,6 @@ DOUBLE_ROUNDING = {
     "ADD": True,
     "SOFTMAX": True,
 }
-
-#: The ops whose single rounding sends exact ties away from zero (see
-#: :func:`pim_macro.sw.models.requant.multiply_by_quantized_multiplier`). The macro's single
-#: rounding is half up: the two differ only where ``acc * M0`` is an odd multiple of
-#: ``2**(30 - shift)``. With ``v`` trailing zero bits in ``M0`` such a tie lies at
-#: ``|acc * M0| / 2**(31 - shift) >= 2**(29 - v)``, saturated unless ``v >= 21``: only a scale
-#: that is a binary fraction of at most 10 significant bits shows it (the MLPerf Tiny models'
-#: multipliers have at most 7 and 10 trailing zeros: no visible tie).
-TIES_AWAY = frozenset({"FULLY_CONNECTED"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,9 +79,9 @@ class MacroOp:
     ``(N, K)``; ``bias`` int32 ``(N,)`` (the model's, zero point not folded); ``multiplier``
     int64 ``(N,)`` (Q31, ``0 .. 2**31 - 1``); ``shift`` int64 ``(N,)`` (``-32 .. 31``).
     Per-tensor quantization is the case where every channel holds the same pair.
-    ``double_rounding`` and ``ties_away`` pick the rounding of
+    ``double_rounding`` picks the rounding of
     :func:`pim_macro.sw.models.requant.multiply_by_quantized_multiplier` (the one LiteRT's
-    reference kernel of the op uses: :data:`DOUBLE_ROUNDING`, :data:`TIES_AWAY`)."""
+    reference kernel of the op uses: :data:`DOUBLE_ROUNDING`)."""
     input: int
     output: int
     weights: np.ndarray
@@ -101,7 +93,6 @@ class MacroOp:
     act_min: int = -128
     act_max: int = 127
     double_rounding: bool = False
-    ties_away: bool = False
 
     name = "MACRO"
 
@@ -156,8 +147,7 @@ class MacroOp:
     def requantize(self, acc):
         """int8 ``(P, N)`` from int32 accumulators ``(P, N)``, per output channel."""
         return requantize(acc, self.multiplier, self.shift, self.output_zero_point,
-                          self.act_min, self.act_max, double_rounding=self.double_rounding,
-                          ties_away=self.ties_away)
+                          self.act_min, self.act_max, double_rounding=self.double_rounding)
 
     def run(self, x):
         """The op's int8 output for one sample (the reference the macro must match)."""

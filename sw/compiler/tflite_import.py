@@ -11,8 +11,7 @@ kernels do in ``Prepare`` (sources: ``tensorflow/lite/kernels/``):
   QuantizeMultiplier(effective_scale)`` (:func:`~pim_macro.sw.models.requant.quantize_multiplier`);
   the fused activation becomes ``[act_min, act_max]`` (``CalculateActivationRangeQuantized``:
   ``zero_point + round(f / scale)`` in float, clamped to int8); the rounding is LiteRT's for
-  the op (:data:`~pim_macro.sw.compiler.graph.DOUBLE_ROUNDING`,
-  :data:`~pim_macro.sw.compiler.graph.TIES_AWAY`);
+  the op (:data:`~pim_macro.sw.compiler.graph.DOUBLE_ROUNDING`);
 * host ops: :mod:`pim_macro.sw.compiler.host_ops`.
 
 Anything else raises :class:`UnsupportedModel` (a ``ValueError``) with a one-line message naming
@@ -26,7 +25,7 @@ import numpy as np
 import tflite
 
 from pim_macro.sw.compiler import host_ops
-from pim_macro.sw.compiler.graph import (DOUBLE_ROUNDING, TIES_AWAY, Conv2D, DepthwiseConv2D,
+from pim_macro.sw.compiler.graph import (DOUBLE_ROUNDING, Conv2D, DepthwiseConv2D,
                                          FullyConnected, Graph, Tensor)
 from pim_macro.sw.models.requant import quantize_multiplier
 
@@ -229,8 +228,7 @@ class _Importer:
             input=op.Inputs(0), output=op.Outputs(0), weights=weights, bias=self.bias(where, op, n),
             multiplier=m, shift=s, input_zero_point=x.zero_point,
             output_zero_point=out.zero_point, act_min=lo, act_max=hi,
-            double_rounding=DOUBLE_ROUNDING["FULLY_CONNECTED"],
-            ties_away="FULLY_CONNECTED" in TIES_AWAY, output_shape=out.shape)
+            double_rounding=DOUBLE_ROUNDING["FULLY_CONNECTED"], output_shape=out.shape)
 
     def conv(self, where, op, depthwise):
         opts = self.options(op, tflite.DepthwiseConv2DOptions if depthwise

@@ -8,17 +8,21 @@ TFLite's reference rule for int8 kernels (``reference_integer_ops::FullyConnecte
     y = min(max(y, act_min), act_max)
 
 ``M0`` is the Q31 multiplier (``[2**30, 2**31)``, or 0) and ``shift`` the power of two (positive:
-left), so ``M0 * 2**(shift - 31)`` is the real scale. ``MultiplyByQuantizedMultiplier`` comes in
-the two forms TFLite's sources have, and LiteRT 2.3's reference kernels (``BUILTIN_REF``) use
-both:
+left), so ``M0 * 2**(shift - 31)`` is the real scale. LiteRT 2.3's reference kernels
+(``BUILTIN_REF``) round in two ways, and the macro has both (measured op by op:
+:data:`pim_macro.sw.compiler.graph.DOUBLE_ROUNDING` gives which op uses which, with the evidence):
 
-* **single rounding** (``TFLITE_SINGLE_ROUNDING``): one rounding, half up (toward +infinity)::
+* **single rounding**: the exact product rounded once, to nearest, ties away from zero::
 
       total = 31 - shift
-      (x * M0 + 2**(total - 1)) >> total          # exact, arithmetic shift
+      (x * M0 + 2**(total - 1) - (x < 0)) >> total      # exact, arithmetic; total = 0: x * M0
 
-  Measured: ``FULLY_CONNECTED`` (MLPerf Tiny ``ad01_int8.tflite``, 30 random inputs, all ten
-  layers: 0 of 50,160 outputs differ; double rounding differs in 24 of 12,800 over two inputs).
+  (``sign(p) * ((|p| + 2**(total - 1)) >> total)`` for ``p = x * M0``.) ``FULLY_CONNECTED``
+  rounds so: MLPerf Tiny ``ad01_int8.tflite``, 30 random inputs, all ten layers, 0 of 50,160
+  outputs differ (double rounding differs in 24 of 12,800 over two inputs), and an accumulator
+  of -25 at a scale of exactly 0.5 gives -13 (tb/tests/test_tflite.py). TFLite's
+  ``TFLITE_SINGLE_ROUNDING`` build rounds ties up instead (-12 there); LiteRT's reference kernels
+  do not use it, so the macro does not have it.
 * **double rounding** (gemmlowp's ``fixedpoint.h``)::
 
       left = max(shift, 0); right = max(-shift, 0)
@@ -75,21 +79,12 @@ def rounding_divide_by_pot(x, exponent):
     return (x >> e) + ((x & mask) > (mask >> 1) + (x < 0))
 
 
-def multiply_by_quantized_multiplier(x, multiplier, shift, *, double_rounding=False,
-                                     ties_away=False):
+def multiply_by_quantized_multiplier(x, multiplier, shift, *, double_rounding=False):
     """TFLite's ``MultiplyByQuantizedMultiplier(x, M0, shift)`` on int32 ``x``, a Q31
     ``multiplier`` (0 .. 2**31 - 1) and ``shift`` in :data:`SHIFT_MIN` .. :data:`SHIFT_MAX`, in
     single rounding or, with ``double_rounding``, gemmlowp's double rounding (see the module).
     Arrays broadcast; returns exact int64 values (beyond int32 only for shifts TFLite never
     makes).
-
-    ``ties_away`` (single rounding only): an exact tie goes away from zero instead of up, i.e.
-    ``sign(x) * ((|x| * M0 + 2**(total - 1)) >> total)``, which is
-    ``(x * M0 + 2**(total - 1) - (x < 0)) >> total``: the rounding constant less one for a
-    negative accumulator (one more gate in hardware). Measured: LiteRT 2.3's reference
-    ``FULLY_CONNECTED`` (an accumulator of -25 at an effective scale of exactly 0.5 gives -13;
-    tb/tests/test_tflite.py). It differs from half up only where ``x * M0`` is an odd multiple
-    of ``2**(total - 1)``: never for a multiplier with many low bits set, as real scales give.
 
     Single rounding in int64 is exact: ``|x * M0| < 2**62`` and the rounding term is at most
     ``2**62`` (``total = 31 - shift`` is 0 .. 63), so the sum stays below ``2**63``."""
@@ -102,18 +97,17 @@ def multiply_by_quantized_multiplier(x, multiplier, shift, *, double_rounding=Fa
             saturating_rounding_doubling_high_mul(wrap32(x << left), multiplier), right)
     total = 31 - shift
     rounding = np.where(total > 0, np.int64(1) << np.maximum(total - 1, 0), 0)
-    if ties_away:
-        rounding = rounding - ((x < 0) & (total > 0))
+    rounding = rounding - ((x < 0) & (total > 0))      # ties away from zero
     return (x * multiplier + rounding) >> total
 
 
 def requantize(acc, multiplier, shift, zero_point=0, act_min=-128, act_max=127, *,
-               double_rounding=False, ties_away=False):
+               double_rounding=False):
     """The int8 results of int32 accumulators ``acc`` (already holding the bias; wrap it first):
     ``min(max(MultiplyByQuantizedMultiplier(acc, multiplier, shift) + zero_point, act_min),
     act_max)``. ``multiplier``/``shift`` broadcast against ``acc`` (per channel: the last axis);
     ``zero_point``, ``act_min``, ``act_max`` are ints in -128 .. 127; ``double_rounding``
-    and ``ties_away`` pick the rounding (see :func:`multiply_by_quantized_multiplier`).
+    picks the rounding (see :func:`multiply_by_quantized_multiplier`).
     Returns ``np.int8``.
 
     Raises ``ValueError`` for values outside those ranges."""
@@ -134,8 +128,8 @@ def requantize(acc, multiplier, shift, zero_point=0, act_min=-128, act_max=127, 
             raise ValueError(f"{name} must be -128 .. 127, not {int(value)}")
     if multiplier.size and multiplier.min() < 0:
         raise ValueError("the multiplier must be 0 .. 2**31 - 1 (TFLite's are never negative)")
-    y = multiply_by_quantized_multiplier(acc, multiplier, shift, double_rounding=double_rounding,
-                                         ties_away=ties_away) + int(zero_point)
+    y = multiply_by_quantized_multiplier(acc, multiplier, shift,
+                                         double_rounding=double_rounding) + int(zero_point)
     return np.minimum(np.maximum(y, int(act_min)), int(act_max)).astype(np.int8)
 
 

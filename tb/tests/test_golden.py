@@ -60,14 +60,17 @@ def _divide_by_pot(x, e):
 
 def requant_ref(v, m0, shift, zero_point=0, act_min=-128, act_max=127, double=False):
     """TFLite's int8 requantization (common.h, MultiplyByQuantizedMultiplier), one Python int at
-    a time, written out for the tests from the TFLite sources (not from requant.py)."""
+    a time, written out for the tests from the TFLite sources and LiteRT's measured single
+    rounding (ties away from zero, see test_tflite.py), not from requant.py."""
     v, m0, shift = int(v), int(m0), int(shift)
     if double:
         shifted = int(wrap_ref(v << max(shift, 0)))
         y = _divide_by_pot(_high_mul(shifted, m0), max(-shift, 0))
     else:
-        total = 31 - shift
-        y = (v * m0 + ((1 << (total - 1)) if total > 0 else 0)) >> total
+        # one rounding of the exact product, ties away from zero: sign(p) * round(|p|)
+        total, p = 31 - shift, v * m0
+        magnitude = (abs(p) + ((1 << (total - 1)) if total > 0 else 0)) >> total
+        y = magnitude if p >= 0 else -magnitude
     return min(max(y + zero_point, act_min), act_max)
 
 
@@ -191,13 +194,15 @@ def test_load_act_does_not_write_padding_bytes():
 #
 # Every expected value below is worked out by hand from TFLite's reference rule
 # (tensorflow/lite/kernels/internal/common.h, MultiplyByQuantizedMultiplier):
-#   single rounding: y = (v * M0 + 2**(total - 1)) >> total, total = 31 - shift (ties up);
+#   single rounding: y = (v * M0 + 2**(total - 1) - (v < 0)) >> total, total = 31 - shift: the
+#     exact product rounded once, ties away from zero (LiteRT's FULLY_CONNECTED);
 #   double rounding: SaturatingRoundingDoublingHighMul(v << max(shift, 0), M0)
 #     = trunc((a*b + (2**30 if a*b >= 0 else 1 - 2**30)) / 2**31), then RoundingDivideByPOT
 #     by max(-shift, 0) (ties away from zero);
 #   then + zero_point and min(max(y, act_min), act_max).
 # The real scale of (M0, shift) is M0 * 2**(shift - 31). For shift >= 0 the two roundings agree
-# (the high multiply alone rounds ties up); they differ only with a right shift.
+# (the high multiply alone rounds ties up) except at negative ties, which single rounding sends
+# away from zero.
 H = 1 << 30            # M0 of 0.5 (times 2**shift)
 T = 3 << 29            # M0 of 0.75
 
@@ -206,15 +211,16 @@ REQUANT_CASES = {
     # scale 1: identity, then the int8 clamp
     "scale 1": ([5, -5, 127, 128, -128, -129, 0, 1], H, 1, 0, -128, 127,
                 [5, -5, 127, 127, -128, -128, 0, 1], [5, -5, 127, 127, -128, -128, 0, 1]),
-    # scale 0.5: -1.5 -> -1, 1.5 -> 2, -0.5 -> 0, 0.5 -> 1, -2.5 -> -2, 2.5 -> 3 (ties up, both)
+    # scale 0.5: -1.5, 1.5, -0.5, 0.5, -2.5, 2.5, -1, 1. single (ties away): -2, 2, -1, 1, -3, 3;
+    # double (the high multiply's ties up): -1, 2, 0, 1, -2, 3
     "ties, shift 0": ([-3, 3, -1, 1, -5, 5, -2, 2], H, 0, 0, -128, 127,
-                      [-1, 2, 0, 1, -2, 3, -1, 1], [-1, 2, 0, 1, -2, 3, -1, 1]),
+                      [-2, 2, -1, 1, -3, 3, -1, 1], [-1, 2, 0, 1, -2, 3, -1, 1]),
     # scale 0.25 (right shift 1): exact -0.5, 0.5, -1.5, 1.5, -0.25, 0.25, -2.5, 2.5.
-    # single: ties up. double: high mul of -2 is trunc((-2**31 + 1 - 2**30) / 2**31) = -1, then
+    # single: ties away, -1, 1, -2, 2, 0, 0, -3, 3. double: high mul of -2 is trunc((-2**31 + 1 - 2**30) / 2**31) = -1, then
     # -1 / 2 ties away: -1; of -6: -3 then -2; of 1: 1 (0.5 rounded up) then 1 / 2 -> 1, the
     # double-rounding artefact; of -10: -5 then -3; of 10: 5 then 3.
     "negative ties, right shift": ([-2, 2, -6, 6, -1, 1, -10, 10], H, -1, 0, -128, 127,
-                                   [0, 1, -1, 2, 0, 0, -2, 3], [-1, 1, -2, 2, 0, 1, -3, 3]),
+                                   [-1, 1, -2, 2, 0, 0, -3, 3], [-1, 1, -2, 2, 0, 1, -3, 3]),
     # scale 0.375: 0.375, -0.375, 1.125, -1.125. single: 7/8 -> 0, 1/8 -> 0, 13/8 -> 1,
     # floor(-5/8) -> -1. double: high mul 1.25 -> 1, then 1/2 -> 1; -1.25 -> -1 -> -1;
     # 2.75 -> 2 -> 1; -2.75 -> -2 -> -1.
@@ -223,18 +229,20 @@ REQUANT_CASES = {
     # scale 4 (left shift 3): 12, -12, 124, 128 -> 127, -128, -132 -> -128
     "left shift": ([3, -3, 31, 32, -32, -33], H, 3, 0, -128, 127,
                    [12, -12, 124, 127, -128, -128], [12, -12, 124, 127, -128, -128]),
-    # scale 1.5 (M0 0.75, left shift 1): 1.5 -> 2, -1.5 -> -1 in both
-    "left shift, ties": ([1, -1, 2, -2], T, 1, 0, -128, 127, [2, -1, 3, -3], [2, -1, 3, -3]),
+    # scale 1.5 (M0 0.75, left shift 1): 1.5 -> 2 in both; -1.5 -> -2 (single, ties away) or -1
+    # (double: the high multiply's tie goes up)
+    "left shift, ties": ([1, -1, 2, -2], T, 1, 0, -128, 127, [2, -2, 3, -3], [2, -1, 3, -3]),
     # double rounding shifts v left in 32 bits first (the ISA wraps): 2**29 << 2 = 2**31 wraps to
     # -2**31, whose high mul by 2**30 is -2**30 -> -128; single rounding sees 2**30 -> 127
     "left shift wraps (double)": ([1 << 29], H, 2, 0, -128, 127, [127], [-128]),
     # scale (2**31 - 1) * 2**-31, just below 1: 100, -100, 1, -1 in both
     "largest M0": ([100, -100, 1, -1], (1 << 31) - 1, 0, 0, -128, 127,
                    [100, -100, 1, -1], [100, -100, 1, -1]),
-    # scale 2**-32: (2**31 - 1) * 2**-32 is just below 0.5 -> single 0; -2**31 -> -0.5 -> 0 (up).
+    # scale 2**-32: (2**31 - 1) * 2**-32 is just below 0.5 -> single 0; -2**31 -> -0.5 -> -1
+    # (ties away).
     # double: high mul gives 2**30 (rounded up from 2**30 - 0.5), / 2**31 is a tie -> 1; -2**30
     # / 2**31 = -0.5 -> -1 (away from zero)
-    "shift -31": ([(1 << 31) - 1, -(1 << 31)], H, -31, 0, -128, 127, [0, 0], [1, -1]),
+    "shift -31": ([(1 << 31) - 1, -(1 << 31)], H, -31, 0, -128, 127, [0, -1], [1, -1]),
     # shift 31: total 0, no rounding term: v * M0. double: v << 31 wraps (1 -> -2**31), whose
     # high mul by 1 is trunc((-2**31 + 1 - 2**30) / 2**31) = -1
     "shift 31": ([0, 1, -1], 1, 31, 0, -128, 127, [0, 1, -1], [0, -1, -1]),
@@ -296,20 +304,23 @@ def test_emit_int8_literal_words():
     rs = run(GoldenMacro(cfg), encode_load_bias(0, [-3, 3, -1, 1, -5, 5, -2, 2]),
              encode_load_quant(0, [H] * 8, [0] * 8),
              encode_emit_int8(8, channel=0), encode_emit_int8(6, channel=0))
-    # scale 0.5: bytes -1, 2, 0, 1 | -2, 3, -1, 1 little-endian
-    assert rs[2].data == [0x010002FF, 0x01FF03FE]
-    assert rs[3].data == [0x010002FF, 0x000003FE], "lanes 6, 7 not emitted: zero padding"
+    # scale 0.5, ties away: bytes -2, 2, -1, 1 | -3, 3, -1, 1 little-endian
+    assert rs[2].data == [0x01FF02FE, 0x01FF03FD]
+    assert rs[3].data == [0x01FF02FE, 0x000003FD], "lanes 6, 7 not emitted: zero padding"
 
 
 def test_multiply_by_quantized_multiplier_beyond_int8():
     """The multiply alone (no clamp), by hand: 10**6 * 0.375 = 375000 exactly; -1001 * 0.25 =
-    -250.25 -> -250 in both; -1002 * 0.25 = -250.5 -> -250 (single, ties up) or -251 (double,
-    ties away from zero)."""
+    -250.25 -> -250 in both; -1002 * 0.25 = -250.5 -> -251 in both (ties away from zero: single
+    directly, double in its right shift); -1001 * 0.5 = -500.5 -> -501 (single) or -500 (double:
+    the high multiply's tie goes up)."""
     for double in ROUNDINGS:
         assert multiply_by_quantized_multiplier(10**6, T, -1, double_rounding=double) == 375000
         assert multiply_by_quantized_multiplier(-1001, H, -1, double_rounding=double) == -250
-    assert multiply_by_quantized_multiplier(-1002, H, -1) == -250
+    assert multiply_by_quantized_multiplier(-1002, H, -1) == -251
     assert multiply_by_quantized_multiplier(-1002, H, -1, double_rounding=True) == -251
+    assert multiply_by_quantized_multiplier(-1001, H, 0) == -501
+    assert multiply_by_quantized_multiplier(-1001, H, 0, double_rounding=True) == -500
 
 
 @pytest.mark.parametrize("scale, expected", [
@@ -369,20 +380,21 @@ def test_load_quant_per_channel_and_payload_bits():
 
 def test_old_relu_bit_is_double_round():
     """Bit 0x04 was RELU before ISA version 4: now it selects double rounding and clamps
-    nothing. -6 * 0.25 = -1.5: single -1, double -2; neither is clamped to 0."""
+    nothing. -3 * 0.5 = -1.5: single -2 (ties away), double -1 (the high multiply's tie goes
+    up); neither is clamped to 0."""
     cfg = MacroConfig(lanes=4, depth=1, act_depth=8, bias_depth=4)
-    rs = run(GoldenMacro(cfg), encode_load_bias(0, [-6, -6, -6, -6]),
-             encode_load_quant(0, [H] * 4, [-1] * 4),
+    rs = run(GoldenMacro(cfg), encode_load_bias(0, [-3, -3, -3, -3]),
+             encode_load_quant(0, [H] * 4, [0] * 4),
              [header(Opcode.EMIT_INT8, count=1), 0, quant()],
              [header(Opcode.EMIT_INT8, flags=0x04, count=1), 0, quant()],
              [header(Opcode.EMIT_INT8, flags=0x02 | 0x04, count=1), 0, quant()])
     assert_ok(rs)
-    assert [unpack_bytes(r.data, 1)[0] for r in rs[2:]] == [0, 0, -2], \
-        "no BIAS: acc 0 -> 0 both ways; BIAS with bit 0x04: double rounding of -1.5 is -2"
-    rs = run(GoldenMacro(cfg), encode_load_bias(0, [-6, -6, -6, -6]),
-             encode_load_quant(0, [H] * 4, [-1] * 4),
+    assert [unpack_bytes(r.data, 1)[0] for r in rs[2:]] == [0, 0, -1], \
+        "no BIAS: acc 0 -> 0 both ways; BIAS with bit 0x04: double rounding of -1.5 is -1"
+    rs = run(GoldenMacro(cfg), encode_load_bias(0, [-3, -3, -3, -3]),
+             encode_load_quant(0, [H] * 4, [0] * 4),
              [header(Opcode.EMIT_INT8, flags=0x02, count=1), 0, quant()])
-    assert unpack_bytes(rs[2].data, 1).tolist() == [-1], "single rounding of -1.5 is -1"
+    assert unpack_bytes(rs[2].data, 1).tolist() == [-2], "single rounding of -1.5 is -2"
 
 
 @pytest.mark.parametrize("op", list(Opcode))
@@ -403,7 +415,7 @@ def test_writeback():
     rs = run(m, encode_write_weights(0, weight_rows(np.eye(4, dtype=np.int8), CFG4), CFG4),
              encode_load_bias(0, [300, -7, 12, -300]),
              encode_load_quant(0, [H] * 4, [0] * 4),                   # scale 0.5
-             # 150 -> 127, -3.5 -> -3 (ties up), 6, -150 -> -128
+             # 150 -> 127, -3.5 -> -4 (ties away from zero), 6, -150 -> -128
              encode_writeback(4, 8, channel=0),
              encode_load_act(12, [9, 9, 9, 9]),
              # channels 2, 3 with ReLU (act_min = zero point 0): [6, 0] at 13, 14
@@ -412,7 +424,7 @@ def test_writeback():
              encode_matvec(0, 12, 4), encode_emit_raw(4))
     assert_ok(rs)
     assert rs[3].data == [], "WRITEBACK has no data words"
-    assert list(rs[7].int32()) == [127, -3, 6, -128], "WRITEBACK should store requantized lanes"
+    assert list(rs[7].int32()) == [127, -4, 6, -128], "WRITEBACK should store requantized lanes"
     assert list(rs[9].int32()) == [9, 6, 0, 9], "WRITEBACK count=2 writes exactly A[13], A[14]"
 
 
