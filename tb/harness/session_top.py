@@ -5,8 +5,9 @@ from Python on every cycle; a simulator then spends most of its time in Python (
 cycles/s on Verilator). :func:`session_top_verilog` writes a wrapper, ``pim_session``, around
 the macro (``pim_macro``) that plays a whole request by itself:
 
-* an *input word memory* of ``2**ADDR_BITS`` 32-bit words, filled in bulk with ``$readmemh``
-  from :data:`IN_FILE` (in the simulator's working folder) on the ``start`` cycle;
+* an *input word memory* of ``2**addr_bits`` 32-bit words (:data:`ADDR_BITS`), filled in
+  bulk with ``$readmemh`` from :data:`IN_FILE` (in the simulator's working folder) on the
+  ``start`` cycle;
 * a *source* that offers ``in_mem[0 .. n_in - 1]`` in order, idling on a cycle when its
   xorshift32 generator's low 16 bits are below ``idle_level`` (probability
   ``idle_level / 65536``);
@@ -40,10 +41,12 @@ SESSION_TOPLEVEL = "pim_session"
 #: simulator's working folder (``$readmemh`` / ``$writememh`` format: one hex word a line).
 IN_FILE = "session_in.hex"
 OUT_FILE = "session_out.hex"
-#: log2 of the words each of the two memories holds (2**20 words: 4 MiB each); a longer
-#: request is played in pieces cut between commands (see
-#: :class:`pim_macro.sw.runtime.rtl.RTLSession`).
-ADDR_BITS = 20
+#: log2 of the words each of the two memories holds, per simulator; a request longer than half
+#: of it is played in pieces cut between commands (see
+#: :class:`pim_macro.sw.runtime.rtl.RTLSession`). Icarus' ``$readmemh`` and ``$writememh``
+#: take time in proportion to the whole memory (0.3 s per request at 2**20 words, 0.03 s at
+#: 2**16), Verilator's do not.
+ADDR_BITS = {"icarus": 17, "verilator": 20}
 #: Width of the random numbers the stall decisions compare with their level.
 LEVEL_BITS = 16
 
@@ -54,7 +57,7 @@ def stall_level(probability):
     return min((1 << LEVEL_BITS) - 1, round(probability * (1 << LEVEL_BITS)))
 
 
-def session_top_verilog(addr_bits=ADDR_BITS):
+def session_top_verilog(addr_bits):
     """Verilog-2005 text of the ``pim_session`` wrapper (see the module docstring); it
     instantiates ``pim_macro``, whose Verilog comes from
     :func:`pim_macro.sw.runtime.rtl.verilog_for`."""

@@ -20,7 +20,8 @@ import pytest
 from pim_macro.hw.isa import ARCHES, Counter, Error, MacroConfig, Opcode
 from pim_macro.sw.runtime import asm, driver
 from pim_macro.sw.runtime.driver import Session, run_stream
-from pim_macro.sw.runtime.rtl import SIMULATORS, SessionError
+from pim_macro.sw.runtime.rtl import SIMULATORS, RTLSession, SessionError
+from pim_macro.tb.harness import session_top
 
 
 CONFIG = MacroConfig(lanes=8, depth=128, act_depth=256, bias_depth=16, bus_bits=16)
@@ -183,6 +184,27 @@ def test_run_stream_is_one_session():
     run = run_stream(words, CONFIG, sim="verilator")
     assert list(asm.parse_responses(run.out)[3].int32()) == _products()[0]
     assert len(words) <= run.cycles < len(words) + 100
+
+
+def test_long_request_in_pieces(monkeypatch, tmp_path):
+    """A request longer than half the wrapper's word memory is played in pieces cut between
+    commands (here a 64-word memory on Icarus, built apart: under a second): the answers are whole and right;
+    a command longer than the memory is a ValueError."""
+    monkeypatch.setitem(session_top.ADDR_BITS, "icarus", 6)
+    w, a = _data()
+    tile = w[0][:, :8]
+    loads = [asm.encode_load_act(4 * i, a[0][4 * i:4 * i + 4]) for i in range(K // 4)]
+    request = (asm.encode_write_weights(0, asm.weight_rows(tile, CONFIG), CONFIG)
+               + sum(loads, []) + asm.encode_matvec(0, 0, 8) + asm.encode_emit_raw(8))
+    assert len(request) > 32
+    with RTLSession(CONFIG, sim="icarus", build_dir=tmp_path) as session:
+        result = session.play(request, idle=0.2, backpressure=0.2)
+        responses = asm.parse_responses(result.out)
+        assert result.finished and len(responses) == 2 + len(loads) + 1
+        product = tile.astype(np.int64) @ a[0][:8].astype(np.int64)
+        assert list(responses[-1].int32()) == list(product)
+        with pytest.raises(ValueError, match="do not fit the session's 64-word memory"):
+            session.play(asm.encode_load_act(0, np.zeros(4 * 64, dtype=np.int8)))
 
 
 def _gone(pid):
