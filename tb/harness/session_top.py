@@ -174,7 +174,7 @@ module {SESSION_TOPLEVEL} (
                         if (due == 1)
                             answers <= answers + 1;
                     end else begin
-                        due <= o_payload[{hi}:{lo}];
+                        due <= {{{32 - (hi - lo + 1)}'d0, o_payload[{hi}:{lo}]}};
                         if (o_payload[{hi}:{lo}] == 0)
                             answers <= answers + 1;
                     end

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from pim_macro.hw.isa import ARCHES, Counter, Error, MacroConfig, Opcode
+from pim_macro.sw.models.golden import GoldenMacro
 from pim_macro.sw.runtime import asm, driver
+from pim_macro.sw.runtime.board_link import BoardError
 from pim_macro.sw.runtime.driver import Session, run_stream
 from pim_macro.sw.runtime.rtl import SIMULATORS, RTLSession, SessionError
 from pim_macro.tb.harness import session_top
@@ -120,6 +122,51 @@ def test_state_persists(sim, arch):
             assert stalls_seen > 0, "the stalled session should have stalled the macro"
 
 
+class _Board:
+    """pyserial's ``write/read/in_waiting/reset_input_buffer/close`` over a golden macro that
+    answers each command once all its bytes have come (a board without its FIFO limits;
+    ``test_board_link.py`` models those)."""
+
+    def __init__(self, arch="pim"):
+        self.macro, self.rx, self.tx = GoldenMacro(CONFIG, arch=arch), bytearray(), bytearray()
+        self.closed = False
+
+    def write(self, data):
+        self.rx += data
+        words = asm.bytes_to_words(bytes(self.rx[:len(self.rx) // 4 * 4]))
+        commands, _ = asm.frame_complete(words, CONFIG)
+        done = commands[-1][1] + commands[-1][2] if commands else 0
+        self.tx += bytes(asm.words_to_bytes(self.macro.run(words[:done])))
+        del self.rx[:4 * done]
+        return len(data)
+
+    @property
+    def in_waiting(self):
+        return len(self.tx)
+
+    def read(self, n):
+        data = bytes(self.tx[:n])
+        del self.tx[:n]
+        return data
+
+    def reset_input_buffer(self):
+        del self.tx[:]
+
+    def close(self):
+        self.closed = True
+
+
+def test_board_session():
+    """sim="board": the board's configuration is checked once, the runs share its state."""
+    board = _Board()
+    with Session(CONFIG, sim="board", port=board) as session:
+        outs = [session.run(words) for words in _runs()]
+    _check_answers(outs)
+    assert board.closed, "closing the session closes the port"
+    with pytest.raises(BoardError):
+        Session(CONFIG, sim="board", arch="baseline", port=_Board("pim"))
+
+
 def test_golden_keeps_errors_and_refuses_cut_commands():
     """A cut command is refused before anything runs, and the session goes on; the sticky
     error count persists across runs."""
@@ -188,8 +235,8 @@ def test_run_stream_is_one_session():
 
 def test_long_request_in_pieces(monkeypatch, tmp_path):
     """A request longer than half the wrapper's word memory is played in pieces cut between
-    commands (here a 64-word memory on Icarus, built apart: under a second): the answers are whole and right;
-    a command longer than the memory is a ValueError."""
+    commands (here a 64-word memory on Icarus, built apart: under a second): the answers are
+    whole and right; a command longer than the memory is a ValueError."""
     monkeypatch.setitem(session_top.ADDR_BITS, "icarus", 6)
     w, a = _data()
     tile = w[0][:, :8]
