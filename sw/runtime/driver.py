@@ -8,7 +8,7 @@ kept from run to run; :func:`run_stream` and :func:`execute` are a one-run sessi
 
 from dataclasses import dataclass
 
-from pim_macro.hw.isa import ARCHES, Header, MacroConfig, Opcode, unpack
+from pim_macro.hw.isa import ARCHES, STREAM_BITS, Header, MacroConfig, Opcode, unpack
 from pim_macro.sw.models.cycle_model import CycleModel
 from pim_macro.sw.models.golden import GoldenMacro
 from pim_macro.sw.runtime.asm import frame_program
@@ -60,6 +60,20 @@ def cycle_budget(words, config: MacroConfig, *, idle=0.0, backpressure=0.0, work
                    if opcode == Opcode.MATVEC.value)
     effort = len(words) + work * config.beats_per_row
     return 2_000_000 + int(20 * effort / ((1.0 - idle) * (1.0 - backpressure)))
+
+
+def _stream_words(words):
+    """``words`` as a list of ints; ``ValueError`` naming the first that is not a stream word."""
+    out = []
+    for i, word in enumerate(words):
+        try:
+            value = int(word)
+        except (TypeError, ValueError):
+            raise ValueError(f"word {i} is not an integer: {word!r}") from None
+        if not 0 <= value < 1 << STREAM_BITS:
+            raise ValueError(f"word {i} = {value} does not fit in {STREAM_BITS} unsigned bits")
+        out.append(value)
+    return out
 
 
 class Session:
@@ -122,13 +136,13 @@ class Session:
         (every answer the commands produce: status and data words).
 
         ``work``: weight rows the words' MATVECs read, for the RTL's cycle budget (counted from
-        the words when ``None``). Raises ``ValueError`` for words that are not whole commands
-        (nothing runs then), ``RuntimeError`` when the RTL does not answer within its cycle
+        the words when ``None``). Raises ``ValueError`` for words that are not 32-bit unsigned
+        integers or not whole commands (nothing runs then), ``RuntimeError`` when the RTL does not answer within its cycle
         budget (a hang of the macro), :class:`~pim_macro.sw.runtime.rtl.SessionError` when the
         simulator dies or stops answering, and ``RuntimeError`` after :meth:`close`."""
         if not self._open:
             raise RuntimeError(f"the {self.sim} session is closed")
-        words = [int(w) for w in words]
+        words = _stream_words(words)
         seed = self.seed + self.runs
         self.runs += 1
         if self.sim == "golden":

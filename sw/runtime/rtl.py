@@ -438,6 +438,8 @@ class RTLSession:
         if self._closed:
             raise SessionError(f"the {self.sim} session is closed")
         words = [int(w) for w in words]
+        if any(not 0 <= w < 1 << 32 for w in words):
+            raise ValueError("stream words are 32-bit unsigned integers")
         if answers is not None or len(words) <= half:
             return self._play(words, answers, idle, backpressure, seed, max_cycles,
                               drain_cycles)

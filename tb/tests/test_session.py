@@ -190,6 +190,8 @@ def test_rtl_session_errors(sim):
         load = asm.encode_load_act(0, np.arange(8, dtype=np.int8))
         with pytest.raises(ValueError):
             session.run(load[:-1])
+        with pytest.raises(ValueError, match="word 1 = -1 does not fit"):
+            session.run([load[0], -1] + load[2:])
         assert asm.parse_responses(session.run(load))[0].ok
         # The wrapper's own cycle limit: the answers are not all there after 3 cycles.
         result = session._rtl.play(asm.encode_matvec(0, 0, 40) + asm.encode_emit_raw(8),
