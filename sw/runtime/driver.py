@@ -137,9 +137,10 @@ class Session:
 
         ``work``: weight rows the words' MATVECs read, for the RTL's cycle budget (counted from
         the words when ``None``). Raises ``ValueError`` for words that are not 32-bit unsigned
-        integers or not whole commands (nothing runs then), ``RuntimeError`` when the RTL does not answer within its cycle
-        budget (a hang of the macro), :class:`~pim_macro.sw.runtime.rtl.SessionError` when the
-        simulator dies or stops answering, and ``RuntimeError`` after :meth:`close`."""
+        integers or not whole commands (nothing runs then), ``RuntimeError`` when the RTL does
+        not answer within its cycle budget (a hang of the macro),
+        :class:`~pim_macro.sw.runtime.rtl.SessionError` when the simulator dies or stops
+        answering, and ``RuntimeError`` after :meth:`close`."""
         if not self._open:
             raise RuntimeError(f"the {self.sim} session is closed")
         words = _stream_words(words)
