@@ -239,7 +239,9 @@ def _build(runner, sim, config, arch, waves, build_dir, top="macro", fabric="por
             # Verilator from optimizing the macro; the session's Python reads only the
             # wrapper's ports, so only the wrapper stays public.
             control = build_dir / "session.vlt"
-            control.write_text(f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n')
+            text = f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n'
+            if not control.exists() or control.read_text() != text:
+                control.write_text(text)
             # And the C++ compiled for speed (the wheel's verilated.mk uses -Os).
             build_args = build_args + ["--no-public-flat-rw", str(control), "-CFLAGS", "-O2"]
     else:

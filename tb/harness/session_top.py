@@ -127,6 +127,13 @@ module {SESSION_TOPLEVEL} (
         .o_stream__ready(sink_ready)
     );
 
+    // Known from time 0 (Icarus starts regs at X): no X reaches the macro during its reset.
+    initial begin
+        state = S_IDLE;
+        done = 1'b0;
+        finished = 1'b0;
+    end
+
     always @(posedge clk) begin
         rng_idle <= xorshift(rng_idle);
         rng_bp   <= xorshift(rng_bp);
