@@ -482,6 +482,8 @@ class RTLSession:
         rng = random.Random(seed)
         # xorshift32 seeds must not be 0.
         seeds = [rng.randrange(1, 1 << 32) for _ in range(2)]
+        # The wrapper's counters are 32 bits wide: a budget beyond them is no budget.
+        max_cycles = min(max_cycles, (1 << 32) - 1)
         message = {"op": "run", "n_in": len(words), "n_answers": answers,
                    "max_cycles": max_cycles, "drain_cycles": drain_cycles,
                    "idle_level": stall_level(idle), "bp_level": stall_level(backpressure),
