@@ -45,7 +45,7 @@ help:
 	@echo "make demo       digits end to end: train, quantize, compile, run on the RTL (pim_macro.tb.experiments.demo)"
 	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (pim_macro.tb.experiments.spill)"
 	@echo "make bench      simulated cycles/s on Icarus and Verilator, per arch, smooth and stalled: the"
-	@echo "                per-word player vs the persistent session (pim_macro.tb.experiments.bench, ~8 min)"
+	@echo "                per-word player vs the persistent session (pim_macro.tb.experiments.bench, ~15 min)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
 	@echo "                (pim_macro.tb.experiments.waves; TEST is one of its --list)"
 	@echo "make synth      FPGA bitstreams + Fmax/utilization report, every board x arch x config"

@@ -372,6 +372,7 @@ class RTLSession:
         self.config, self.sim, self.arch, self.timeout = config, sim, arch, timeout
         self._proc = None
         self._closed = False
+        self._busy = False          # a request is in flight (close() then kills at once)
         self._failure = None
         tag = f"{arch}-{config.tag(arch)}-session"
         build_dir = Path(build_dir or BUILD_ROOT / "rtl" / sim / tag).resolve()
@@ -489,6 +490,7 @@ class RTLSession:
                    "idle_level": stall_level(idle), "bp_level": stall_level(backpressure),
                    "seed_idle": seeds[0], "seed_bp": seeds[1]}
         try:
+            self._busy = True
             send(self._sock, message)
         except OSError:
             self._fail("stopped before the request")
@@ -497,6 +499,7 @@ class RTLSession:
             rate = SESSION_FLOOR_RATE[self.sim]
             limit = SESSION_START_TIMEOUT + (max_cycles + drain_cycles) / rate
         done = self._expect("done", limit, "answer")
+        self._busy = False
         out = []
         if done["n_out"]:
             for line in out_file.read_text().split("\n"):
@@ -560,17 +563,19 @@ class RTLSession:
         return None if self._proc is None else self._proc.pid
 
     def close(self):
-        """Stop the simulator (asked first, killed after :data:`SESSION_STOP_TIMEOUT` s) and
-        remove the session's folder. Idempotent; a failed session keeps its folder."""
+        """Stop the simulator (asked first, killed after :data:`SESSION_STOP_TIMEOUT` s, or at
+        once when a request was interrupted) and remove the session's folder. Idempotent; a
+        failed session keeps its folder."""
         from pim_macro.tb.harness.session_link import send
         if self._closed:
             return
         self._closed = True
         try:
-            send(self._sock, {"op": "stop"})
+            if not self._busy:      # interrupted mid-request (Ctrl-C): nothing to wait for
+                send(self._sock, {"op": "stop"})
         except OSError:
             pass
-        if self._proc is not None:
+        if self._proc is not None and not self._busy:
             try:
                 self._proc.wait(SESSION_STOP_TIMEOUT)
             except subprocess.TimeoutExpired:

@@ -14,6 +14,7 @@ RTL runs, and the 64-word Icarus build of the pieces test takes under a second.
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -215,6 +216,28 @@ def test_rtl_session_errors(sim):
         with pytest.raises(SessionError, match=r"exited \(code -9\)") as died:
             session.run(asm.encode_read_counters())
         assert "\n" not in str(died.value) and "sim.log" in str(died.value)
+
+
+def test_interrupted_request_stops_at_once():
+    """Ctrl-C in the middle of a long request (here a timer's KeyboardInterrupt): closing the
+    session kills the simulator at once instead of waiting for the request to end."""
+    long = (asm.encode_matvec(0, 0, CONFIG.depth) + asm.encode_emit_raw(8)) * 20_000
+    session = RTLSession(CONFIG, sim="verilator")
+    pid = session.pid
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            session.play(long)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    start = time.monotonic()
+    session.close()
+    assert time.monotonic() - start < 5 and _gone(pid)
 
 
 def test_hang_is_a_runtime_error(monkeypatch):
