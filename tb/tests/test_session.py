@@ -6,10 +6,10 @@ against the model session's prediction, run by run; a simulator that dies, stops
 given too few cycles becomes a one-line error, never a hang.
 
 Only commands whose meaning did not change with the requantization (WRITE_WEIGHTS, LOAD_ACT,
-MATVEC, EMIT_RAW, READ_COUNTERS) are used. Cost: about 25 s of wall time once built (6 s of it
-the wall-clock limits the error tests wait for); the session builds of the default
-configuration (about 25 s of Verilator C++ per architecture, cold) are shared with test_cli's
-RTL runs, and the 64-word Icarus build of the pieces test takes under a second.
+MATVEC, EMIT_RAW, READ_COUNTERS) are used. Cost: about 20 s of wall time once built (6 s of it
+the wall-clock limits the error tests wait for), plus the session builds of CONFIG when cold
+(about 25 s of Verilator C++ per architecture, shared with test_graph_compiler's RTL tests;
+Icarus, under a second each).
 """
 
 import os
@@ -28,9 +28,8 @@ from pim_macro.sw.runtime.rtl import SIMULATORS, RTLSession, SessionError
 from pim_macro.tb.harness import session_top
 
 
-#: The default configuration: its session builds are the ones `pim run --sim verilator` (and
-#: every other one-run session of the suite on it) makes anyway.
-CONFIG = MacroConfig()
+#: A small macro (the graph compiler's RTL tests share its session builds).
+CONFIG = MacroConfig(lanes=8, depth=128, act_depth=256, bias_depth=16, bus_bits=16)
 K = 48                                      # weight columns (MATVEC rows)
 RTL_SIMS = list(SIMULATORS)
 STALLED = {"idle": 0.3, "backpressure": 0.4}
