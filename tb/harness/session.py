@@ -17,13 +17,12 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
+from pim_macro.tb.harness.player import TB
 from pim_macro.tb.harness.session_link import (
     FD_ENV, RUN_INPUTS, RUN_OUTPUTS, LinkClosed, receive, send,
 )
 
 
-#: Clock period (ns); the same as the per-word player's.
-PERIOD_NS = 10
 #: Reset cycles at the start of a session.
 RESET_CYCLES = 2
 
@@ -32,7 +31,8 @@ RESET_CYCLES = 2
 async def serve(dut):
     """Serve the host's run messages until it stops the session."""
     sock = socket.socket(fileno=int(os.environ[FD_ENV]))
-    Clock(dut.clk, PERIOD_NS, unit="ns", impl="gpi").start()
+    # The per-word player's period; its Python clock would cost a wakeup per edge.
+    Clock(dut.clk, TB.PERIOD_NS, unit="ns", impl="gpi").start()
     dut.start.value = 0
     for name in RUN_INPUTS:
         getattr(dut, name).value = 0
