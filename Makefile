@@ -29,6 +29,7 @@ unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
 .PHONY: help deps venv test lint sim fuzz formal demo spill waves synth constraints clean distclean
+.PHONY: bench
 .PHONY: env-check
 
 # help: list the targets
@@ -43,6 +44,8 @@ help:
 	@echo "                command streams per config x arch x sim on the RTL (pim_macro.tb.experiments.fuzz)"
 	@echo "make demo       digits end to end: train, quantize, compile, run on the RTL (pim_macro.tb.experiments.demo)"
 	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (pim_macro.tb.experiments.spill)"
+	@echo "make bench      simulated cycles/s, Icarus and Verilator, per arch, smooth and stalled:"
+	@echo "                per-word player vs session (pim_macro.tb.experiments.bench, ~15 min)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
 	@echo "                (pim_macro.tb.experiments.waves; TEST is one of its --list)"
 	@echo "make synth      FPGA bitstreams + Fmax/utilization report, every board x arch x config"
@@ -88,6 +91,10 @@ demo: venv
 # spill: when the weights stop fitting: an RTL family and AlexNet/VGG-16/ResNet-50 at full scale
 spill: venv
 	$(PY) -m pim_macro.tb.experiments.spill
+
+# bench: RTL simulation speed, the per-word cocotb player against the persistent session
+bench: venv
+	$(PY) -m pim_macro.tb.experiments.bench
 
 # waves: FST + GTKWave save file of one scenario, e.g. `make waves TEST=hand SIM=verilator`
 waves: venv

@@ -3,6 +3,9 @@
 :func:`run_rtl` elaborates the macro for a configuration, builds it once per
 (simulator, architecture, configuration, waves) in its own directory under ``build/rtl``, and
 plays a batch of :class:`Job` s through :mod:`pim_macro.tb.harness.player` in one simulator run.
+:class:`RTLSession` keeps one simulator process running instead and plays request after request
+on the same macro (its state persists), with the stream source and sink inside the simulated top
+(:mod:`pim_macro.tb.harness.session_top`): Python touches only the start and end of a request.
 """
 
 import fcntl
@@ -10,8 +13,15 @@ import logging
 import hashlib
 import json
 import os
+import random
+import select
 import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -22,7 +32,7 @@ from pim_macro.sw.paths import BUILD_ROOT, HW_DIR
 
 
 __all__ = ["SIMULATORS", "Job", "JobResult", "SimulatorMissing", "BuildFolderError", "run_rtl",
-           "verilog_for",
+           "verilog_for", "RTLSession", "SessionError",
            "HDL_TOPLEVEL", "TOPS"]
 
 
@@ -217,10 +227,28 @@ def _build(runner, sim, config, arch, waves, build_dir, top="macro", fabric="por
         build_args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
         if waves:
             build_args += ["--trace-fst", "--trace-structs"]
-    name = TOPS[top][0]
+    if top == "session":
+        from pim_macro.tb.harness.session_top import (
+            ADDR_BITS as SESSION_ADDR_BITS, SESSION_TOPLEVEL, session_top_verilog)
+        name = SESSION_TOPLEVEL
+        wrapper = build_dir / f"{name}.v"
+        source = build_dir / f"{HDL_TOPLEVEL}.v"
+        sources = [source, wrapper]
+        if sim == "verilator":
+            # cocotb's runner makes every signal public (--public-flat-rw), which keeps
+            # Verilator from optimizing the macro; the session's Python reads only the
+            # wrapper's ports, so only the wrapper stays public.
+            control = build_dir / "session.vlt"
+            text = f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n'
+            if not control.exists() or control.read_text() != text:
+                control.write_text(text)
+            # And the C++ compiled for speed (the wheel's verilated.mk uses -Os).
+            build_args = build_args + ["--no-public-flat-rw", str(control), "-CFLAGS", "-O2"]
+    else:
+        name = TOPS[top][0]
+        source = build_dir / f"{name}.v"
+        sources = [source]
     stamp = build_dir / "build.stamp"
-    source = build_dir / f"{name}.v"
-    sources = [source]
     models = vendor_models(fabric)
     if models:
         sources.append(build_dir / "vendor_models.v")
@@ -234,9 +262,16 @@ def _build(runner, sim, config, arch, waves, build_dir, top="macro", fabric="por
         sources.append(dump)
         build_args += ["-s", "pim_dump"]
     key = f"{_hw_digest()} {top} {arch} {fabric} {config.tag(arch)} {' '.join(build_args)}"
+    if top == "session":
+        text = session_top_verilog(SESSION_ADDR_BITS[sim])
+        key += " " + hashlib.sha256(text.encode()).hexdigest()[:12]
     fresh = stamp.exists() and stamp.read_text() == key and source.exists()
     if not fresh:
-        source.write_text(verilog_for(config, arch, top, fabric))
+        if top == "session":
+            source.write_text(verilog_for(config, arch, "macro", fabric))
+            wrapper.write_text(session_top_verilog(SESSION_ADDR_BITS[sim]))
+        else:
+            source.write_text(verilog_for(config, arch, top, fabric))
     runner.build(sources=sources, hdl_toplevel=name, build_dir=build_dir,
                  build_args=build_args, timescale=("1ns", "1ps"),
                  waves=waves and sim == "verilator", always=not fresh,
@@ -296,3 +331,261 @@ def run_rtl(jobs, config: MacroConfig, *, sim, arch="pim", waves=False, build_di
         raise RuntimeError(f"{sim} simulation wrote no results; see {log}")
     results = json.loads(results_file.read_text())["results"]
     return [JobResult(**r) for r in results]
+
+
+class SessionError(RuntimeError):
+    """A persistent RTL session failed: its simulator died, stopped answering, or the session
+    was used after :meth:`RTLSession.close`. The message is one line and names the log."""
+
+
+#: Seconds a simulator may take to start (load the design, reset the macro) and to stop.
+SESSION_START_TIMEOUT = 120.0
+SESSION_STOP_TIMEOUT = 30.0
+#: The slowest simulated rate (cycles per second) a request's wall-clock limit assumes, per
+#: simulator: a request of ``max_cycles`` cycles that takes longer than ``max_cycles`` at this
+#: rate (plus :data:`SESSION_START_TIMEOUT`) is a simulator that hangs, not a slow one.
+SESSION_FLOOR_RATE = {"icarus": 500, "verilator": 20_000}
+
+
+class RTLSession:
+    """One simulator process playing request after request on one macro (Icarus or Verilator).
+
+    The macro (``config``, ``arch``) is built as in :func:`run_rtl` (cached), wrapped in the
+    ``pim_session`` top of :mod:`pim_macro.tb.harness.session_top`, and simulated by the
+    cocotb server :mod:`pim_macro.tb.harness.session`, which talks to this object over a socket
+    pair (:mod:`pim_macro.tb.harness.session_link`). The macro is reset once, when the session
+    starts; weights, activations, the channel memory, accumulators and counters persist from
+    one :meth:`play` to the next. The simulator's files (log, word files) are in a fresh folder
+    under the build folder, removed by a clean :meth:`close` and kept (named in the error)
+    when the session fails.
+
+    ``timeout`` bounds the wall-clock seconds of one request (default: from its cycle budget
+    and :data:`SESSION_FLOOR_RATE`). Raises :class:`SimulatorMissing`,
+    :class:`BuildFolderError` as :func:`run_rtl` does, and :class:`SessionError` when the
+    simulator fails to start, dies or stops answering (it is then killed: no process is left
+    behind)."""
+
+    def __init__(self, config: MacroConfig, *, sim, arch="pim", timeout=None, build_dir=None):
+        from cocotb_tools.runner import get_runner
+        from pim_macro.tb.harness.session_link import FD_ENV
+        _prepare_path(sim)
+        self.config, self.sim, self.arch, self.timeout = config, sim, arch, timeout
+        self._proc = None
+        self._closed = False
+        self._busy = False          # a request is in flight (close() then kills at once)
+        self._failure = None
+        tag = f"{arch}-{config.tag(arch)}-session"
+        build_dir = Path(build_dir or BUILD_ROOT / "rtl" / sim / tag).resolve()
+        runner = get_runner(sim)
+        runner.log.setLevel(logging.ERROR)
+        with _locked(build_dir):
+            _build(runner, sim, config, arch, False, build_dir, "session")
+        self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=build_dir))
+        self.log = self.folder / "sim.log"
+        self._sock, child = socket.socketpair()
+        started = threading.Event()
+
+        def launch(cmds, cwd, stdout=None):
+            # cocotb's runner, with the process kept (to kill it) and the socket inherited.
+            for cmd in cmds:
+                self._proc = subprocess.Popen(
+                    cmd, cwd=cwd, env=runner.env, stdout=stdout,
+                    stderr=None if stdout is None else subprocess.STDOUT,
+                    pass_fds=(child.fileno(),))
+                started.set()
+                if self._proc.wait():
+                    raise RuntimeError(f"exit code {self._proc.returncode}")
+
+        def simulate():
+            try:
+                runner.test(test_module="pim_macro.tb.harness.session",
+                            hdl_toplevel=SESSION_TOPLEVEL, build_dir=build_dir,
+                            test_dir=self.folder, log_file=self.log,
+                            extra_env={FD_ENV: str(child.fileno()),
+                                       "COCOTB_LOG_LEVEL": "WARNING"},
+                            timescale=("1ns", "1ps"),
+                            results_xml=str(self.folder / "results.xml"))
+            except BaseException as exc:       # SystemExit too: cocotb's way to fail
+                self._failure = exc
+            finally:
+                started.set()
+
+        from pim_macro.tb.harness.session_top import SESSION_TOPLEVEL
+        runner._execute_cmds = launch
+        self._thread = threading.Thread(target=simulate, name=f"{sim}-session", daemon=True)
+        self._thread.start()
+        try:
+            started.wait(SESSION_START_TIMEOUT)
+            child.close()                      # the simulator holds its own copy now
+            self._expect("ready", SESSION_START_TIMEOUT, "start")
+        except BaseException:
+            self._stop_process()
+            raise
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def play(self, words, *, answers=None, idle=0.0, backpressure=0.0, seed=0,
+             max_cycles=2_000_000, drain_cycles=64):
+        """Play ``words`` (ints, whole commands unless ``answers`` is given) and return a
+        :class:`JobResult` (``cycles`` from the first word offered to the last answer;
+        ``finished`` false when the answers were not complete within ``max_cycles`` cycles).
+        ``answers``: responses to wait for (default: one per command framed in ``words``).
+        The source idles a cycle with probability ``idle``, the sink refuses one with
+        probability ``backpressure``; ``seed`` picks the pattern. A request longer than the
+        wrapper's word memories is played in pieces cut between commands (the source pauses a
+        few cycles between pieces). Raises ``ValueError`` for words that do not frame, and
+        :class:`SessionError` (see the class)."""
+        from pim_macro.sw.runtime.asm import frame_program
+        from pim_macro.tb.harness.session_top import ADDR_BITS
+        half = (1 << ADDR_BITS[self.sim]) // 2
+        if self._closed:
+            raise SessionError(f"the {self.sim} session is closed")
+        words = [int(w) for w in words]
+        if any(not 0 <= w < 1 << 32 for w in words):
+            raise ValueError("stream words are 32-bit unsigned integers")
+        if answers is not None or len(words) <= half:
+            return self._play(words, answers, idle, backpressure, seed, max_cycles,
+                              drain_cycles)
+        # Pieces of whole commands, each well inside both word memories.
+        pieces, first, end = [], 0, 0
+        for _, start, length in frame_program(words, self.config):
+            if start + length - first > half and end > first:
+                pieces.append((first, end))
+                first = end
+            end = start + length
+        pieces.append((first, end))
+        total = JobResult([], 0, True)
+        for i, (a, b) in enumerate(pieces):
+            part = self._play(words[a:b], None, idle, backpressure, seed + i, max_cycles,
+                              drain_cycles)
+            total.out += part.out
+            total.cycles += part.cycles
+            total.extra += part.extra
+            if not part.finished:
+                total.finished = False
+                break
+        return total
+
+    def _play(self, words, answers, idle, backpressure, seed, max_cycles, drain_cycles):
+        from pim_macro.sw.runtime.asm import frame_program
+        from pim_macro.tb.harness.session_link import send
+        from pim_macro.tb.harness.session_top import (
+            ADDR_BITS, IN_FILE, OUT_FILE, stall_level)
+        if answers is None:
+            answers = len(frame_program(words, self.config))
+        if len(words) > 1 << ADDR_BITS[self.sim]:
+            raise ValueError(f"{len(words)} words in one piece (one command, or a request with "
+                             f"a given answer count) do not fit the session's "
+                             f"{1 << ADDR_BITS[self.sim]}-word memory")
+        (self.folder / IN_FILE).write_text("".join(f"{w:08x}\n" for w in words))
+        out_file = self.folder / OUT_FILE
+        out_file.unlink(missing_ok=True)
+        rng = random.Random(seed)
+        # xorshift32 seeds must not be 0.
+        seeds = [rng.randrange(1, 1 << 32) for _ in range(2)]
+        # The wrapper's counters are 32 bits wide: a budget beyond them is no budget.
+        max_cycles = min(max_cycles, (1 << 32) - 1)
+        message = {"op": "run", "n_in": len(words), "n_answers": answers,
+                   "max_cycles": max_cycles, "drain_cycles": drain_cycles,
+                   "idle_level": stall_level(idle), "bp_level": stall_level(backpressure),
+                   "seed_idle": seeds[0], "seed_bp": seeds[1]}
+        try:
+            self._busy = True
+            send(self._sock, message)
+        except OSError:
+            self._fail("stopped before the request")
+        limit = self.timeout
+        if limit is None:
+            rate = SESSION_FLOOR_RATE[self.sim]
+            limit = SESSION_START_TIMEOUT + (max_cycles + drain_cycles) / rate
+        done = self._expect("done", limit, "answer")
+        self._busy = False
+        out = []
+        if done["n_out"]:
+            for line in out_file.read_text().split("\n"):
+                line = line.strip()
+                if line and not line.startswith(("//", "@")):
+                    out.append(int(line, 16))
+            if len(out) != done["n_out"]:
+                self._fail(f"wrote {len(out)} output words, not {done['n_out']}")
+        return JobResult(out, done["cycles"], bool(done["finished"]), done["extra"])
+
+    # -- the link and the process -----------------------------------------------------------
+
+    def _expect(self, op, limit, what):
+        """Wait at most ``limit`` s for message ``op`` from the simulator, watching it live."""
+        from pim_macro.tb.harness.session_link import LinkClosed, receive
+        deadline = time.monotonic() + limit
+        while True:
+            exited = self._proc is not None and self._proc.poll() is not None
+            unstarted = self._proc is None and not self._thread.is_alive()
+            # After an exit, what the simulator sent before it is still read.
+            ready, _, _ = select.select([self._sock], [], [], 0 if exited or unstarted else 0.5)
+            if ready:
+                try:
+                    message = receive(self._sock)
+                except (LinkClosed, OSError):
+                    if self._proc is None:
+                        self._thread.join(SESSION_STOP_TIMEOUT)
+                        self._fail(f"did not start ({self._failure})")
+                    try:
+                        code = self._proc.wait(SESSION_STOP_TIMEOUT) if self._proc else None
+                    except subprocess.TimeoutExpired:
+                        code = None
+                    self._fail(f"closed the session before its {what}" if code is None
+                               else f"exited (code {code}) before its {what}")
+                if message.get("op") != op:
+                    self._fail(f"sent {message.get('op')!r} instead of {op!r}")
+                return message
+            if exited:
+                self._fail(f"exited (code {self._proc.returncode}) before its {what}")
+            if unstarted:
+                self._fail(f"did not start ({self._failure})")
+            if time.monotonic() > deadline:
+                self._fail(f"gave no {what} within {limit:.0f} s (hung?); it was stopped")
+
+    def _fail(self, what):
+        self._stop_process()
+        self._closed = True
+        raise SessionError(f"the {self.sim} simulator {what}; see {self.log}")
+
+    def _stop_process(self):
+        """Kill our simulator process, if it still runs, and release the link."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._sock.close()
+        self._thread.join(SESSION_STOP_TIMEOUT)
+
+    @property
+    def pid(self):
+        """The simulator's process id (``None`` before it started)."""
+        return None if self._proc is None else self._proc.pid
+
+    def close(self):
+        """Stop the simulator (asked first, killed after :data:`SESSION_STOP_TIMEOUT` s, or at
+        once when a request was interrupted) and remove the session's folder. Idempotent; a
+        failed session keeps its folder."""
+        from pim_macro.tb.harness.session_link import send
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self._busy:      # interrupted mid-request (Ctrl-C): nothing to wait for
+                send(self._sock, {"op": "stop"})
+        except OSError:
+            pass
+        if self._proc is not None and not self._busy:
+            try:
+                self._proc.wait(SESSION_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        self._stop_process()
+        if self._proc is not None and self._proc.returncode == 0:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

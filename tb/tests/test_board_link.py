@@ -255,7 +255,7 @@ def test_missing_back_ends_keep_their_type(monkeypatch):
 
     def missing(*args, **kwargs):
         raise SimulatorMissing("Icarus Verilog is missing")
-    monkeypatch.setattr(driver, "run_rtl", missing)
+    monkeypatch.setattr(driver, "RTLSession", missing)
     w, x = np.ones((4, 8), dtype=np.int8), np.ones(8, dtype=np.int8)
     with pytest.raises(SimulatorMissing, match="Icarus Verilog is missing"):
         run_gemv(w, x, CONFIG, sim="icarus")

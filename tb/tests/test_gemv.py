@@ -383,9 +383,16 @@ def test_unknown_simulator_lists_choices():
 
 
 def test_hung_macro_is_reported(monkeypatch):
-    def fake_run_rtl(jobs, config, *, sim, arch="pim"):
-        return [JobResult(out=[], cycles=jobs[0].max_cycles, finished=False)]
-    monkeypatch.setattr(driver_module, "run_rtl", fake_run_rtl)
+    class FakeSession:                  # the RTL session, its macro never answering
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def play(self, words, *, max_cycles, **kwargs):
+            return JobResult(out=[], cycles=max_cycles, finished=False)
+
+        def close(self):
+            pass
+    monkeypatch.setattr(driver_module, "RTLSession", FakeSession)
     with pytest.raises(RuntimeError, match=r"did not finish.*\(hung\?\)"):
         run_gemv(np.zeros((2, 2), np.int8), np.zeros(2, np.int8), sim="icarus")
 
