@@ -282,27 +282,39 @@ def test_make_macro_rejects_unknown_arch():
 
 
 @pytest.mark.parametrize("reads", [1, 2, 4])
-def test_bias_memory_reads_consecutive_words(reads):
-    """Every start address, every bank alignment: rd_data[j] == word[addr + j] a cycle later."""
-    from pim_macro.hw.bias_memory import BiasMemory
+def test_channel_memory_reads_consecutive_channels(reads):
+    """Every start address, every bank alignment: data[j] == channel[addr + j] a cycle later,
+    each field written on its own (a LOAD_QUANT word's reserved bits ignored)."""
+    from pim_macro.hw.bias_memory import ChannelMemory
+    from pim_macro.hw.isa import ChannelMultiplier, ChannelShift, pack
     depth = 23
-    words = [int(v) for v in np.random.default_rng(3).integers(-2**31, 2**31, depth)]
-    dut = BiasMemory(depth, reads)
+    rng = np.random.default_rng(3)
+    biases = [int(v) for v in rng.integers(-2**31, 2**31, depth)]
+    multipliers = [int(v) for v in rng.integers(0, 2**31, depth)]
+    shifts = [int(v) for v in rng.integers(-32, 32, depth)]
+    dut = ChannelMemory(depth, reads)
 
     async def bench(ctx):
-        for addr, word in enumerate(words):
-            ctx.set(dut.write.en, 1)
-            ctx.set(dut.write.addr, addr)
-            ctx.set(dut.write.data, word)
-            await ctx.tick()
-        ctx.set(dut.write.en, 0)
+        for addr in range(depth):
+            words = {"bias": biases[addr] & 0xFFFF_FFFF,
+                     "multiplier": pack(ChannelMultiplier, multiplier=multipliers[addr],
+                                        reserved=1),
+                     "shift": pack(ChannelShift, shift=shifts[addr], reserved=0x2AAAAAA)}
+            for field, word in words.items():
+                ctx.set(dut.write.addr, addr)
+                ctx.set(dut.write.data, word)
+                ctx.set(getattr(dut.write, field), 1)
+                await ctx.tick()
+                ctx.set(getattr(dut.write, field), 0)
         for addr in range(depth - reads + 1):
             ctx.set(dut.read.en, 1)
             ctx.set(dut.read.addr, addr)
             await ctx.tick()
             ctx.set(dut.read.en, 0)
-            got = [ctx.get(dut.read.data[j]) for j in range(reads)]
-            assert got == words[addr:addr + reads], f"read at {addr}"
+            got = [(ctx.get(dut.read.data[j].bias), ctx.get(dut.read.data[j].multiplier),
+                    ctx.get(dut.read.data[j].shift)) for j in range(reads)]
+            want = list(zip(biases, multipliers, shifts))[addr:addr + reads]
+            assert got == want, f"read at {addr}"
 
     simulate(dut, bench)
 
