@@ -115,13 +115,14 @@ class Requantizer(wiring.Component):
         d1 = Signal()
         v1 = Signal()
         # Double rounding shifts left first, wrapping to 32 bits (gemmlowp: `x * (1 << left)`).
-        shifted = (self.value << s[:REQUANT_SHIFT_BITS - 1])[:ACC_BITS].as_signed()
         left = self.double & (s > 0)
+        # One barrel shifter, by 0 when there is nothing to shift: no multiplexer after it.
+        shifted = (self.value << Mux(left, s[:REQUANT_SHIFT_BITS - 1], 0))[:ACC_BITS].as_signed()
         # Single: total = 31 - shift (0 .. 63). Double: SRDHM's 31, plus RoundingDivideByPOT's
         # max(-shift, 0) (folded into one shift: floor(floor(a / 2**31) / 2**e) = floor(a /
         # 2**(31 + e)), the rounding terms handled by the bit r below).
         k = Mux(self.double, 31 + Mux(s < 0, -s, 0), 31 - s)
-        m.d.sync += [x1.eq(Mux(left, shifted, self.value)), m1.eq(self.multiplier),
+        m.d.sync += [x1.eq(shifted), m1.eq(self.multiplier),
                      k1.eq(k[:6]), d1.eq(self.double), v1.eq(self.i_valid)]
 
         # ---- Stages 2 .. 1 + P: two partial products a cycle, most significant digits first --
@@ -163,19 +164,33 @@ class Requantizer(wiring.Component):
         m.d.sync += [t_valid.eq(p_valid & p_last), k3.eq(k2), d3.eq(d2)]
 
         # ---- Stage 3 + P: y = (T >> k) + r, kept to _Y_BITS bits plus saturation ------------
+        # A logarithmic shifter of Cat(0, T) (so that output 0 is bit k - 1 of T, the rounding
+        # bit of single rounding, and outputs 1 .. _Y_BITS are T >> k) that builds only the
+        # outputs still needed after each stage, largest shift first; whatever a stage drops
+        # above them must equal the sign for T >> k to fit _Y_BITS signed bits (the kept
+        # window's top bit, T[k + _Y_BITS - 1], too).
         neg = t[-1]
+        bits = [C(0, 1)] + [t[j] for j in range(_T_BITS)]
+        keep = _Y_BITS + 1
+        dropped = []
+        for b in reversed(range(6)):
+            step = 1 << b
+            def at(i, bits=bits):
+                return bits[i] if i < len(bits) else neg
+            width = keep + step - 1 if b else keep
+            moved = [Mux(k3[b], at(i + step), at(i)) for i in range(len(bits))]
+            dropped += [bit ^ neg for bit in moved[width:]]
+            bits = moved[:width]
+        r_bit = bits[0]
         q = Signal(signed(_Y_BITS))
-        m.d.comb += q.eq((t >> k3)[:_Y_BITS])               # arithmetic: ten 64:1 multiplexers
-        # T >> k fits _Y_BITS signed bits iff every bit of T from k + _Y_BITS - 1 up equals the
-        # sign (a thermometer mask of constant compares, no shifter).
-        beyond = Cat(k3 + (_Y_BITS - 1) <= j for j in range(_T_BITS))
-        fits = ~((t.as_unsigned() ^ neg.replicate(_T_BITS)) & beyond).any()
-        # Single rounding: + 2**(k-1) then >> k is >> k plus bit k - 1 of T.
-        r_bit = (Cat(C(0, 1), t) >> k3)[0]
+        m.d.comb += q.eq(Cat(*bits[1:]))
+        fits = ~Cat(*dropped, bits[-1] ^ neg).any()
         # Double rounding, RoundingDivideByPOT(h, e) with h = T >> 31, e = k - 31: rounds up
         # when the remainder h mod 2**e exceeds 2**(e-1) - 1 + (h < 0): its top bit (bit k - 1
         # of T) is set and, for negative h, some lower bit (31 .. k - 2) too; never for e = 0.
-        below = Cat(t[j] & (j + 2 <= k3) for j in range(31, _T_BITS - 1)).any()
+        # bits 31 .. k - 2: those of the mask of bits below k - 1, from 31 up
+        under = (C((1 << (_T_BITS - 1)) - 1, _T_BITS - 1) >> (_T_BITS - k3).as_unsigned())[31:]
+        below = (t[31:_T_BITS - 1] & under).any()
         r_double = (k3 > 31) & r_bit & (~neg | below)
         y = Signal(signed(_Y_BITS + 1))
         r = Signal()
