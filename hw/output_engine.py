@@ -13,7 +13,7 @@ from .requantizer import Requantizer
 
 
 __all__ = ["OutputEngine", "Response", "ResponseKind", "OUT_FIFO_DEPTH", "groups",
-           "issue_cycles", "lane_latency", "FIFOWriteSignature"]
+           "issue_cycles", "lane_latency", "RAW_LATENCY", "FIFOWriteSignature"]
 
 
 #: Words the output FIFO holds; the engine never issues more lanes than it has room for.
@@ -42,8 +42,12 @@ Response = data.StructLayout({
 def lane_latency(passes=1):
     """Cycles from issuing a lane group to its push or write, with requantizers of ``passes``
     multiplier passes: the channel and accumulator reads, their registered sum, then the
-    :class:`Requantizer`."""
-    return 2 + Requantizer.latency_of(passes)
+    :class:`Requantizer`. (``EMIT_RAW`` lanes take :data:`RAW_LATENCY`.)"""
+    return RAW_LATENCY + Requantizer.latency_of(passes)
+
+
+#: Cycles from issuing an ``EMIT_RAW`` lane to its push: the reads, then the registered sum.
+RAW_LATENCY = 2
 
 
 class FIFOWriteSignature(wiring.Signature):
@@ -81,7 +85,8 @@ class OutputEngine(wiring.Component):
     ``bias[bias + lane]`` (two cycles: the reads, then the registered sum; the channels'
     multipliers and shifts are read with the biases, with or without ``BIAS``), then ``g``
     :class:`Requantizer` s in parallel, give its FIFO word or its activation write
-    (:func:`lane_latency` cycles after the issue: ``LANE_LATENCY`` with one pass).
+    (:func:`lane_latency` cycles after the issue: ``LANE_LATENCY`` with one pass; an
+    ``EMIT_RAW`` lane is pushed after the sum, :data:`RAW_LATENCY` cycles after its issue).
     ``captured.release`` strobes when the last group has been read from ``captured.acc``; the
     engine takes the next response once the last group has left the pipeline
     (``writeback_done`` strobes then for a write-back). ``idle``: no response in progress. :func:`groups` gives the number of groups of a
@@ -117,7 +122,6 @@ class OutputEngine(wiring.Component):
         job = Signal(Response)              # the response being streamed
         index = Signal(range(lanes + 1))    # first lane of the next group
         issue = Signal()
-        issue_last = Signal()
         size = Signal(range(g + 1))         # lanes in the group issued now
         with m.Switch(job.kind):
             with m.Case(ResponseKind.EMIT_RAW):
@@ -152,20 +156,19 @@ class OutputEngine(wiring.Component):
 
         # Each issued group's first lane, size and "last" mark travel with it.
         depth = lane_latency(passes)
+        # An EMIT_RAW lane leaves after stage 1 (RAW_LATENCY: its value is the registered sum),
+        # so its groups never enter the requantizers' stages.
+        raw = job.kind == ResponseKind.EMIT_RAW
         stage_valid = Signal(depth)
-        stage_last = Signal(depth)
         stage_lane = [Signal(range(lanes), name=f"out_lane_d{i}") for i in range(depth)]
         stage_size = [Signal(range(g + 1), name=f"out_size_d{i}") for i in range(depth)]
-        raw_value = [Signal(signed(ACC_BITS), name=f"raw_d{i}") for i in range(depth - 2)]
-        m.d.sync += [stage_valid.eq(Cat(issue, stage_valid[:-1])),
-                     stage_last.eq(Cat(issue_last, stage_last[:-1])),
-                     stage_lane[0].eq(index), stage_size[0].eq(size), raw_value[0].eq(values[0])]
+        m.d.sync += [stage_valid.eq(Cat(issue, stage_valid[0], stage_valid[1] & ~raw,
+                                        stage_valid[2:-1])),
+                     stage_lane[0].eq(index), stage_size[0].eq(size)]
         for i in range(1, depth):
             m.d.sync += [stage_lane[i].eq(stage_lane[i - 1]), stage_size[i].eq(stage_size[i - 1])]
-        for i in range(1, depth - 2):
-            m.d.sync += raw_value[i].eq(raw_value[i - 1])
         for requant in requants:
-            m.d.comb += requant.i_valid.eq(stage_valid[1] & (job.kind != ResponseKind.EMIT_RAW))
+            m.d.comb += requant.i_valid.eq(stage_valid[1] & ~raw)
         out_valid, out_lane, out_size = stage_valid[-1], stage_lane[-1], stage_size[-1]
         in_flight = Signal(range(depth + 1))
         m.d.comb += in_flight.eq(sum(stage_valid))
@@ -199,10 +202,10 @@ class OutputEngine(wiring.Component):
             int8_push = ((out_lane + out_size)[:2] == 0) | (out_lane + out_size == job.count)
             with m.If(out_valid & (job.kind == ResponseKind.EMIT_INT8)):
                 m.d.sync += packed.eq(int8_word[:24])
+        with m.If(raw & stage_valid[1]):
+            m.d.comb += [self.out.data.eq(values[0]), self.out.en.eq(1)]
         with m.If(out_valid):
             with m.Switch(job.kind):
-                with m.Case(ResponseKind.EMIT_RAW):
-                    m.d.comb += [self.out.data.eq(raw_value[-1]), self.out.en.eq(1)]
                 with m.Case(ResponseKind.EMIT_INT8):
                     m.d.comb += [self.out.data.eq(int8_word), self.out.en.eq(int8_push)]
                 with m.Case(ResponseKind.WRITEBACK):
@@ -231,7 +234,7 @@ class OutputEngine(wiring.Component):
                 with m.If(index != job.count):
                     with m.If(room & paced):
                         last = index + size == job.count
-                        m.d.comb += [issue.eq(1), issue_last.eq(last)]
+                        m.d.comb += issue.eq(1)
                         m.d.sync += index.eq(index + size)
                         with m.If(last):
                             m.d.comb += self.captured.release.eq(1)

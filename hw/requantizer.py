@@ -30,7 +30,7 @@ class Requantizer(wiring.Component):
     in single rounding, or gemmlowp's double rounding when ``double`` is set.
 
     Ports: ``value`` (int32), ``multiplier`` (Q31 ``M0``, 31-bit unsigned), ``shift`` (signed
-    6-bit, -32 .. 31) and ``double`` are sampled with ``i_valid``; ``zero_point``, ``act_min``
+    6-bit, -32 .. 31) and ``double`` are sampled with ``i_valid`` (they may change after); ``zero_point``, ``act_min``
     and ``act_max`` (signed bytes) are read at the last stage and must be held while a value is
     in flight (the output engine holds them per command). ``result`` (int8) is valid with
     ``o_valid``.
@@ -122,8 +122,11 @@ class Requantizer(wiring.Component):
         # max(-shift, 0) (folded into one shift: floor(floor(a / 2**31) / 2**e) = floor(a /
         # 2**(31 + e)), the rounding terms handled by the bit r below).
         k = Mux(self.double, 31 + Mux(s < 0, -s, 0), 31 - s)
-        m.d.sync += [x1.eq(shifted), m1.eq(self.multiplier),
-                     k1.eq(k[:6]), d1.eq(self.double), v1.eq(self.i_valid)]
+        # Held for the P product cycles: the inputs may change after i_valid.
+        with m.If(self.i_valid):
+            m.d.sync += [x1.eq(shifted), m1.eq(self.multiplier), k1.eq(k[:6]),
+                         d1.eq(self.double)]
+        m.d.sync += v1.eq(self.i_valid)
 
         # ---- Stages 2 .. 1 + P: two partial products a cycle, most significant digits first --
         # phase[i]: the value in x1 is in its i-th product cycle (values come >= P cycles apart,

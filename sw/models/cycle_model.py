@@ -30,7 +30,7 @@ from pim_macro.hw.mac_array import MacArray
 from pim_macro.hw.mac_engine import OP_SLOTS
 from pim_macro.hw.macro import RESPONSE_SLOTS
 from pim_macro.hw.weight_store import weight_store_for
-from pim_macro.hw.output_engine import ResponseKind, issue_cycles, lane_latency
+from pim_macro.hw.output_engine import RAW_LATENCY, ResponseKind, issue_cycles, lane_latency
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.models.golden import GoldenMacro
 
@@ -49,7 +49,7 @@ _DRAINED = MacArray.LATENCY
 #: Output engine: cycles from taking a status-only response (pushing its status word) to
 #: taking the next.
 STATUS_ONLY_CYCLES = 1
-#: Output engine, one-pass requantizers: cycles from taking an emitting response to taking the
+#: Output engine, one-pass requantizers: cycles from taking a requantizing response to taking the
 #: next, beyond its issue cycles (:func:`pim_macro.hw.output_engine.issue_cycles`): its status
 #: word, the lane pipeline's drain and the return to IDLE.
 EMIT_OVERHEAD_CYCLES = lane_latency(1) + 2
@@ -221,13 +221,15 @@ class CycleModel:
                 pop = max(pop, resp.capture.captured + 1)
                 n = issue_cycles(_KINDS[resp.kind], resp.count, resp.act,
                                  self.config.requantizers, self.passes)
+                # EMIT_RAW lanes skip the requantizers.
+                push = RAW_LATENCY if resp.kind == Opcode.EMIT_RAW else self._lane_push
                 self.acc_free = pop + n + 1
-                self.oe_free = pop + n + self._lane_done
+                self.oe_free = pop + n + push + 2
                 if resp.kind == Opcode.WRITEBACK:
                     self.fifo_empty = pop + 2
                     self.writebacks_done = pop + n + self._lane_done
                 else:
-                    self.fifo_empty = pop + n + self._lane_push + 2
+                    self.fifo_empty = pop + n + push + 2
             self.popped.append(pop)
             self.oe_next += 1
 

@@ -137,7 +137,12 @@ def _run_requantizer(dut, cases, *, gap):
                 ctx.set(port, value)
             for _ in range(dut.interval):
                 await ctx.tick()
+                # Between values the inputs change (as the output engine's do): the
+                # requantizer must work from what it sampled.
                 ctx.set(dut.i_valid, 0)
+                for port, value in ((dut.value, ~v), (dut.multiplier, m0 ^ 0x5555_5555),
+                                    (dut.shift, -1 - s), (dut.double, not d)):
+                    ctx.set(port, value)
                 if ctx.get(dut.o_valid):
                     outs.append(ctx.get(dut.result))
         for _ in range(dut.latency + 1):
