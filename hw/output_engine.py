@@ -70,8 +70,9 @@ class OutputEngine(wiring.Component):
 
     Ports: ``responses``, a stream of :data:`Response`; ``captured``, the MAC engine's captured
     accumulators (:class:`pim_macro.hw.mac_engine.CaptureSignature`); ``bias_read``, the channel
-    memory's read port (:class:`pim_macro.hw.bias_memory.ChannelReadSignature`); ``act_write``, a write port into the activation buffer (32-bit words,
-    byte enables); ``out``, the output FIFO (:class:`FIFOWriteSignature`).
+    memory's read port (:class:`pim_macro.hw.bias_memory.ChannelReadSignature`);
+    ``act_write``, a write port into the activation buffer (32-bit words, byte enables);
+    ``out``, the output FIFO (:class:`FIFOWriteSignature`).
 
     A ``STATUS_ONLY`` response pushes its status word in one cycle. An emitting response waits
     until its accumulators have been captured (``captured.full``), pushes its status word, then
@@ -89,8 +90,9 @@ class OutputEngine(wiring.Component):
     ``EMIT_RAW`` lane is pushed after the sum, :data:`RAW_LATENCY` cycles after its issue).
     ``captured.release`` strobes when the last group has been read from ``captured.acc``; the
     engine takes the next response once the last group has left the pipeline
-    (``writeback_done`` strobes then for a write-back). ``idle``: no response in progress. :func:`groups` gives the number of groups of a
-    response.
+    (``writeback_done`` strobes then for a write-back). ``idle``: no response in progress.
+    :func:`groups` gives the number of groups of a response, :func:`issue_cycles` the cycles
+    they take to issue.
     """
 
     #: Cycles from issuing a group to its push or write, with one-pass requantizers.

@@ -30,10 +30,10 @@ class Requantizer(wiring.Component):
     in single rounding, or gemmlowp's double rounding when ``double`` is set.
 
     Ports: ``value`` (int32), ``multiplier`` (Q31 ``M0``, 31-bit unsigned), ``shift`` (signed
-    6-bit, -32 .. 31) and ``double`` are sampled with ``i_valid`` (they may change after); ``zero_point``, ``act_min``
-    and ``act_max`` (signed bytes) are read at the last stage and must be held while a value is
-    in flight (the output engine holds them per command). ``result`` (int8) is valid with
-    ``o_valid``.
+    6-bit, -32 .. 31) and ``double`` are sampled with ``i_valid`` (they may change after);
+    ``zero_point``, ``act_min`` and ``act_max`` (signed bytes) are read at the last stage and
+    must be held while a value is in flight (the output engine holds them per command).
+    ``result`` (int8) is valid with ``o_valid``.
 
     How, without a 64-bit rounding adder or a full barrel shifter (both roundings are one
     arithmetic right shift of ``T`` by ``k`` plus one rounding bit; the tests compare it with

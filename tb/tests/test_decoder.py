@@ -2,9 +2,10 @@
 
 For every opcode byte and every flag byte, and for every known opcode the cross product of the
 boundary classes of ``count`` and of each argument field (0, 1, the limit and its neighbours,
-misaligned values, reserved bits set, zero points and clamps at the int8 ends, 0xFFFF), the decoder's error code, status
-word, announced payload and argument count must be those of ``GoldenMacro.check`` and the ISA
-table. Many cases run in one simulation, one command every two or three cycles.
+misaligned values, reserved bits set, zero points and clamps at the int8 ends, 0xFFFF), the
+decoder's error code, status word, announced payload and argument count must be those of
+``GoldenMacro.check`` and the ISA table. Many cases run in one simulation, one command every
+two or three cycles.
 """
 
 import itertools
