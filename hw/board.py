@@ -69,14 +69,17 @@ BOARDS = {
     "icebreaker": Board(
         name="icebreaker", title="iCEBreaker (iCE40 UP5K-SG48)",
         platform_module="amaranth_boards.icebreaker", platform_class="ICEBreakerPlatform",
-        # 8 SB_MAC16: four carry eight lanes in dual 8x8 mode, four the requantizer.
+        # 8 SB_MAC16: four carry eight lanes in dual 8x8 mode, four the requantizer's two 32x8
+        # partial products (its 32x31 multiply in two passes, hw/fabric.py).
         fabric=ICE40_DUAL, target_mhz=60.0,
         configs={
-            # Both architectures fit: 4 lanes (90 and 95 % of the logic cells).
+            # Both architectures fit: 4 lanes (95 and 99 % of the logic cells with ISA v4's
+            # requantizer; 90 and 95 % before).
             "l4": MacroConfig(lanes=4, depth=512, act_depth=1024, bias_depth=64,
                               requantizers=1, bus_bits=16),
-            # The target, 8 lanes: the PIM macro fits in all but one of the 5280 logic cells;
-            # the baseline, with its bus and row register, does not (README, FPGA builds).
+            # The target, 8 lanes: the PIM macro took all but one of the 5280 logic cells with
+            # ISA v3's 32x16 requantizer; with v4's TFLite requantizer it needs 5535 and does not
+            # fit, nor does the baseline (README, FPGA builds).
             "l8": MacroConfig(lanes=8, depth=256, act_depth=1024, bias_depth=64,
                               requantizers=1, bus_bits=32),
         },

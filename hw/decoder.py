@@ -5,7 +5,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .constmul import times_const
-from .isa import (STREAM_BITS, INT8_PER_WORD, REQUANT_SHIFT_MAX, FIELD_BITS, OPCODES, BARRIERS,
+from .isa import (STREAM_BITS, INT8_PER_WORD, FIELD_BITS, OPCODES, BARRIERS, REQUANTIZING,
                   Opcode, Flag, Error, Header, Status, RowArg, AddrArg, MatvecArg, BiasArg,
                   WritebackArg, QuantArg, MacroConfig, span_end_bits)
 from .scoreboard import Span
@@ -52,7 +52,7 @@ def _field_rule(info, name, config):
     if name == "addr" and info.counts == "bytes":
         # A payload word lands whole in one activation word.
         return config.act_depth, 1, INT8_PER_WORD, None
-    if name == "addr" and info.counts == "words":
+    if name == "addr" and info.counts == "words":    # LOAD_BIAS, LOAD_QUANT: channels
         return config.bias_depth, 1, 1, None
     if name == "act" and info.counts == "rows":
         # A row reads R activation bytes, from one activation word.
@@ -61,7 +61,11 @@ def _field_rule(info, name, config):
     if name == "act":                   # a write-back writes one byte per lane
         return config.act_depth, 1, 1, None
     if name == "bias":
-        return config.bias_depth, 1, 1, Flag.BIAS
+        # A requantizing command reads its channels' multipliers and shifts, with or without
+        # BIAS; EMIT_RAW reads the channels only for their bias.
+        requantizing = any(op_info is info for op, op_info in OPCODES.items()
+                           if op in REQUANTIZING)
+        return config.bias_depth, 1, 1, None if requantizing else Flag.BIAS
     return None
 
 
@@ -173,8 +177,6 @@ class CommandDecoder(wiring.Component):
                     for name, field in layout:
                         if name == "reserved":
                             fields.append(view[name] == 0)
-                        elif name == "shift":
-                            fields.append(view[name] <= REQUANT_SHIFT_MAX)
                         rule = _field_rule(info, name, cfg)
                         if rule is None:
                             continue

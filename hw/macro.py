@@ -8,7 +8,7 @@ from amaranth.utils import bits_for
 
 from .isa import (STREAM_BITS, ARCHES, LOADS, LANE_COUNTED, Opcode, Flag, Error, Counter,
                   StatusWord, MacroConfig, COUNT_BITS, FIELD_BITS)
-from .bias_memory import BiasMemory
+from .bias_memory import ChannelMemory
 from .counters import PerfCounters
 from .decoder import CommandDecoder
 from .fifo import BlockFIFO
@@ -56,7 +56,7 @@ class Macro(wiring.Component):
       make the controller wait for anything but its own engines and stream handshakes: it never
       hangs.
     * Synchronous reset returns the controller, engines, accumulators, counters and queues to
-      their initial state in any cycle; SRAM, activation and bias contents are kept.
+      their initial state in any cycle; SRAM, activation and channel memory contents are kept.
 
     Timing (each rule is what :mod:`pim_macro.sw.models.cycle_model` predicts)
     ------
@@ -72,9 +72,10 @@ class Macro(wiring.Component):
       ``EMIT_*``/``WRITEBACK`` need a free engine slot (for their capture);
     * ``WRITE_WEIGHTS`` waits while a queued or running MATVEC reads one of its rows;
       ``LOAD_ACT`` while one reads one of its bytes, or any write-back is pending (they share
-      the activation buffer's write port); ``LOAD_BIAS``
-      until no response is queued or streaming;
-    * a load then takes one payload word per cycle; a failed command skips its payload likewise.
+      the activation buffer's write port); ``LOAD_BIAS`` and ``LOAD_QUANT`` until no response
+      is queued or streaming (the output engine reads the channel memory);
+    * a load then takes one payload word per cycle (``LOAD_QUANT``: a channel's multiplier,
+      then its shift); a failed command skips its payload likewise.
 
     Parts: a :class:`CommandDecoder` latches and checks each command; the controller's state
     machine (here) takes the stream, dispatches and loads; a :class:`WritebackScoreboard`
@@ -118,14 +119,15 @@ class Macro(wiring.Component):
                                                 init=[])
         act_wr = act_mem.write_port(granularity=8)
         act_rd = act_mem.read_port()
-        m.submodules.bias_mem = bias_mem = BiasMemory(cfg.bias_depth, cfg.requantizers)
+        m.submodules.bias_mem = bias_mem = ChannelMemory(cfg.bias_depth, cfg.requantizers)
 
         wiring.connect(m, engine.act_read, act_rd)
         wiring.connect(m, oe.bias_read, bias_mem.read)
         wiring.connect(m, engine.captured, oe.captured)
         wiring.connect(m, responses.r_stream, oe.responses)
         wiring.connect(m, out_fifo.r_stream, wiring.flipped(self.o_stream))
-        m.d.comb += [oe.out.rdy.eq(out_fifo.w_rdy), oe.out.level.eq(out_fifo.level)]
+        m.d.comb += [oe.out.rdy.eq(out_fifo.w_rdy), oe.out.level.eq(out_fifo.level),
+                     oe.out.pop.eq(out_fifo.r_en & out_fifo.r_rdy)]
 
         m.submodules.decoder = decoder = CommandDecoder(cfg)
         m.submodules.writebacks = writebacks = WritebackScoreboard(
@@ -158,7 +160,7 @@ class Macro(wiring.Component):
                     # Loads and write-backs share the activation buffer's write port.
                     m.d.comb += can_go.eq(responses.w_rdy & ~engine.hazards.acts_busy
                                           & ~writebacks.pending)
-                with m.Case(Opcode.LOAD_BIAS):
+                with m.Case(Opcode.LOAD_BIAS, Opcode.LOAD_QUANT):
                     m.d.comb += can_go.eq(responses.w_rdy & oe_quiet)
                 with m.Case(Opcode.MATVEC):
                     # Only a write-back into the bytes this MATVEC reads must land first
@@ -179,8 +181,9 @@ class Macro(wiring.Component):
             response.status.eq(status), response.kind.eq(Mux(ok, kind, ResponseKind.STATUS_ONLY)),
             response.count.eq(count), response.bias_on.eq(has_flag(Flag.BIAS)),
             response.bias.eq(arg0.writeback.bias), response.act.eq(arg0.writeback.act),
-            response.mult.eq(arg1.mult), response.shift.eq(arg1.shift),
-            response.relu.eq(has_flag(Flag.RELU)),
+            response.double.eq(has_flag(Flag.DOUBLE_ROUND)),
+            response.zero_point.eq(arg1.zero_point), response.act_min.eq(arg1.act_min),
+            response.act_max.eq(arg1.act_max),
             responses.w_data.eq(response),
         ]
         m.d.comb += [
@@ -234,7 +237,8 @@ class Macro(wiring.Component):
         index = Signal(COUNT_BITS)          # payload word / data word
         # The bits of `index` that pick a counter or a status word.
         which = index[:bits_for(max(len(Counter), len(StatusWord)) - 1)]
-        row = Signal(FIELD_BITS)            # row / bias word being written
+        row = Signal(FIELD_BITS)            # row / channel being written
+        second = Signal()                   # LOAD_QUANT: the channel's second word (its shift)
         word = Signal(range(cfg.row_words)) # word within the row being written
         act_word = Signal(FIELD_BITS)
         start = arg0.row.row                # first row, bias word or activation byte written
@@ -264,7 +268,7 @@ class Macro(wiring.Component):
             with m.State("DISPATCH"):
                 with m.If(can_go):
                     m.d.sync += [index.eq(0), remaining.eq(decoder.payload), row.eq(start),
-                                 word.eq(0), act_word.eq(start >> 2)]
+                                 word.eq(0), second.eq(0), act_word.eq(start >> 2)]
                     with m.If(~ok):
                         m.d.comb += [responses.w_en.eq(1), status_words.fail.eq(1)]
                         with m.If(decoder.payload != 0):
@@ -310,8 +314,14 @@ class Macro(wiring.Component):
                             with m.If(word == cfg.row_words - 1):
                                 m.d.sync += [word.eq(0), row.eq(row + 1)]
                         with m.Case(Opcode.LOAD_BIAS):
-                            m.d.comb += bias_mem.write.en.eq(1)
+                            m.d.comb += bias_mem.write.bias.eq(1)
                             m.d.sync += row.eq(row + 1)
+                        with m.Case(Opcode.LOAD_QUANT):
+                            m.d.comb += [bias_mem.write.multiplier.eq(~second),
+                                         bias_mem.write.shift.eq(second)]
+                            m.d.sync += second.eq(~second)
+                            with m.If(second):
+                                m.d.sync += row.eq(row + 1)
                         with m.Case(Opcode.LOAD_ACT):
                             # Bytes past `count` in the last word are not written.
                             left = count - (index << 2)

@@ -5,16 +5,15 @@ from amaranth.lib import wiring, data, enum, stream
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
-from .isa import (MacroConfig, ACC_BITS, STREAM_BITS, FIELD_BITS, LANES_MAX, REQUANT_MULT_BITS,
-                  REQUANT_SHIFT_MAX)
-from .bias_memory import BiasReadSignature
+from .isa import MacroConfig, ACC_BITS, STREAM_BITS, FIELD_BITS, LANES_MAX, REQUANT_MULT_BITS
+from .bias_memory import ChannelReadSignature
 from .fabric import fabric_for
 from .mac_engine import CaptureSignature
 from .requantizer import Requantizer
 
 
 __all__ = ["OutputEngine", "Response", "ResponseKind", "OUT_FIFO_DEPTH", "groups",
-           "FIFOWriteSignature"]
+           "issue_cycles", "lane_latency", "RAW_LATENCY", "FIFOWriteSignature"]
 
 
 #: Words the output FIFO holds; the engine never issues more lanes than it has room for.
@@ -30,18 +29,31 @@ class ResponseKind(enum.Enum, shape=2):
     WRITEBACK = 3
 
 
-#: A queued response: the status word, and for the emitting kinds the lane parameters.
+#: A queued response: the status word, and for the emitting kinds the lane parameters: the
+#: first channel (``bias``), the write-back's first byte, and the requantization of the command
+#: (``DOUBLE_ROUND`` and its :data:`~pim_macro.hw.isa.QuantArg`).
 Response = data.StructLayout({
     "status": STREAM_BITS, "kind": ResponseKind, "count": range(LANES_MAX + 1), "bias_on": 1,
-    "bias": FIELD_BITS, "act": FIELD_BITS,
-    "mult": REQUANT_MULT_BITS, "shift": range(REQUANT_SHIFT_MAX + 1), "relu": 1,
+    "bias": FIELD_BITS, "act": FIELD_BITS, "double": 1,
+    "zero_point": signed(8), "act_min": signed(8), "act_max": signed(8),
 })
+
+
+def lane_latency(passes=1):
+    """Cycles from issuing a lane group to its push or write, with requantizers of ``passes``
+    multiplier passes: the channel and accumulator reads, their registered sum, then the
+    :class:`Requantizer`. (``EMIT_RAW`` lanes take :data:`RAW_LATENCY`.)"""
+    return RAW_LATENCY + Requantizer.latency_of(passes)
+
+
+#: Cycles from issuing an ``EMIT_RAW`` lane to its push: the reads, then the registered sum.
+RAW_LATENCY = 2
 
 
 class FIFOWriteSignature(wiring.Signature):
     """Pushes into the output FIFO, seen from the writer: ``en`` writes ``data``; ``rdy`` says
-    there is room now and ``level`` how many words it holds (the engine keeps room for every
-    word in its pipeline)."""
+    there is room now, ``level`` how many words it holds and ``pop`` that one leaves in this
+    cycle (the engine keeps room for every word in its pipeline)."""
 
     def __init__(self):
         super().__init__({
@@ -49,6 +61,7 @@ class FIFOWriteSignature(wiring.Signature):
             "en":    Out(1),
             "rdy":   In(1),
             "level": In(range(OUT_FIFO_DEPTH + 1)),
+            "pop":   In(1),
         })
 
 
@@ -56,35 +69,41 @@ class OutputEngine(wiring.Component):
     """Takes the response queue in order and fills the output FIFO.
 
     Ports: ``responses``, a stream of :data:`Response`; ``captured``, the MAC engine's captured
-    accumulators (:class:`pim_macro.hw.mac_engine.CaptureSignature`); ``bias_read``, the bias
-    memory's read port; ``act_write``, a write port into the activation buffer (32-bit words,
-    byte enables); ``out``, the output FIFO (:class:`FIFOWriteSignature`).
+    accumulators (:class:`pim_macro.hw.mac_engine.CaptureSignature`); ``bias_read``, the channel
+    memory's read port (:class:`pim_macro.hw.bias_memory.ChannelReadSignature`);
+    ``act_write``, a write port into the activation buffer (32-bit words, byte enables);
+    ``out``, the output FIFO (:class:`FIFOWriteSignature`).
 
     A ``STATUS_ONLY`` response pushes its status word in one cycle. An emitting response waits
     until its accumulators have been captured (``captured.full``), pushes its status word, then
-    issues one *group* of lanes per cycle while the FIFO has room for everything in flight:
+    issues one *group* of lanes every ``passes`` cycles (the requantizers' multiplier passes,
+    :class:`pim_macro.hw.fabric.Fabric` ``requant_passes``; ``EMIT_RAW`` every cycle) while the FIFO
+    has room for everything in flight (counting a word that leaves in this cycle as gone):
     ``EMIT_RAW`` one lane (one int32 word); ``EMIT_INT8`` up to ``g = config.requantizers``
     lanes of one output word (four lanes per word: with ``g < 4`` a word is packed from
     ``4 / g`` groups and pushed with its last one); ``WRITEBACK`` up to ``g`` lanes whose results
     land in one ``g``-aligned part of a 32-bit activation word. A group's captured values plus
-    ``bias[bias + lane]`` (two cycles: the reads, then the registered sum), then ``g``
-    :class:`Requantizer` s in parallel (``Requantizer.LATENCY`` cycles), give its FIFO word or
-    its activation write (``LANE_LATENCY`` cycles after the issue). ``captured.release`` strobes
-    when the last group has been read from ``captured.acc``; the engine takes the next response
-    once the last group has left the pipeline (``writeback_done`` strobes then for a
-    write-back). ``idle``: no response in progress. :func:`groups` gives the number of groups of a
-    response.
+    ``bias[bias + lane]`` (two cycles: the reads, then the registered sum; the channels'
+    multipliers and shifts are read with the biases, with or without ``BIAS``), then ``g``
+    :class:`Requantizer` s in parallel, give its FIFO word or its activation write
+    (:func:`lane_latency` cycles after the issue: ``LANE_LATENCY`` with one pass; an
+    ``EMIT_RAW`` lane is pushed after the sum, :data:`RAW_LATENCY` cycles after its issue).
+    ``captured.release`` strobes when the last group has been read from ``captured.acc``; the
+    engine takes the next response once the last group has left the pipeline
+    (``writeback_done`` strobes then for a write-back). ``idle``: no response in progress.
+    :func:`groups` gives the number of groups of a response, :func:`issue_cycles` the cycles
+    they take to issue.
     """
 
-    #: Cycles from issuing a group to its push or write.
-    LANE_LATENCY = 2 + Requantizer.LATENCY
+    #: Cycles from issuing a group to its push or write, with one-pass requantizers.
+    LANE_LATENCY = lane_latency(1)
 
     def __init__(self, config: MacroConfig):
         self._config = config
         super().__init__({
             "responses":      In(stream.Signature(Response)),
             "captured":       In(CaptureSignature(config)),
-            "bias_read":      In(BiasReadSignature(config.bias_depth, config.requantizers)),
+            "bias_read":      In(ChannelReadSignature(config.bias_depth, config.requantizers)),
             "act_write":      In(WritePort.Signature(
                                   addr_width=(config.act_depth // 4 - 1).bit_length(),
                                   shape=unsigned(32), granularity=8)),
@@ -96,14 +115,15 @@ class OutputEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes, g = self._config.lanes, self._config.requantizers
-        requants = [Requantizer(soft=fabric_for(platform).soft_requant) for _ in range(g)]
+        fabric = fabric_for(platform)
+        passes = fabric.requant_passes
+        requants = [Requantizer(soft=fabric.soft_requant, passes=passes) for _ in range(g)]
         for j, requant in enumerate(requants):
             m.submodules[f"requant{j}" if j else "requant"] = requant
 
         job = Signal(Response)              # the response being streamed
         index = Signal(range(lanes + 1))    # first lane of the next group
         issue = Signal()
-        issue_last = Signal()
         size = Signal(range(g + 1))         # lanes in the group issued now
         with m.Switch(job.kind):
             with m.Case(ResponseKind.EMIT_RAW):
@@ -115,40 +135,56 @@ class OutputEngine(wiring.Component):
                 m.d.comb += size.eq(Mux(job.count - index < room, job.count - index, room))
         m.d.comb += [self.bias_read.addr.eq(job.bias + index), self.bias_read.en.eq(issue)]
 
-        # Stage 0: the group's accumulators and biases (block RAM) are read. Stage 1: their sums,
-        # registered, so that the bias memory's output does not reach into the multiplier.
+        # Stage 0: the group's accumulators and channels (block RAM) are read. Stage 1: their
+        # sums, registered, so that the channel memory's output does not reach into the
+        # multiplier; the multipliers and shifts registered alongside.
         acc_sel = [Signal(signed(ACC_BITS), name=f"acc_sel{j}") for j in range(g)]
         width = max(1, (lanes - 1).bit_length())
         for j in range(g):
             m.d.sync += acc_sel[j].eq(self.captured.acc[(index + j)[:width]])
         values = []
         for j in range(g):
+            channel = self.bias_read.data[j]
             value = Signal(signed(ACC_BITS), name=f"value{j}")
-            m.d.sync += value.eq(acc_sel[j] + Mux(job.bias_on, self.bias_read.data[j], 0))
+            multiplier = Signal(REQUANT_MULT_BITS, name=f"multiplier{j}")
+            shift = Signal.like(channel.shift, name=f"shift{j}")
+            m.d.sync += [value.eq(acc_sel[j] + Mux(job.bias_on, channel.bias, 0)),
+                         multiplier.eq(channel.multiplier), shift.eq(channel.shift)]
             values.append(value)
-            m.d.comb += [requants[j].value.eq(value), requants[j].mult.eq(job.mult),
-                         requants[j].shift.eq(job.shift), requants[j].relu.eq(job.relu)]
+            m.d.comb += [requants[j].value.eq(value), requants[j].multiplier.eq(multiplier),
+                         requants[j].shift.eq(shift), requants[j].double.eq(job.double),
+                         requants[j].zero_point.eq(job.zero_point),
+                         requants[j].act_min.eq(job.act_min), requants[j].act_max.eq(job.act_max)]
 
         # Each issued group's first lane, size and "last" mark travel with it.
-        depth = self.LANE_LATENCY
+        depth = lane_latency(passes)
+        # An EMIT_RAW lane leaves after stage 1 (RAW_LATENCY: its value is the registered sum),
+        # so its groups never enter the requantizers' stages.
+        raw = job.kind == ResponseKind.EMIT_RAW
         stage_valid = Signal(depth)
-        stage_last = Signal(depth)
         stage_lane = [Signal(range(lanes), name=f"out_lane_d{i}") for i in range(depth)]
         stage_size = [Signal(range(g + 1), name=f"out_size_d{i}") for i in range(depth)]
-        raw_value = [Signal(signed(ACC_BITS), name=f"raw_d{i}") for i in range(depth - 2)]
-        m.d.sync += [stage_valid.eq(Cat(issue, stage_valid[:-1])),
-                     stage_last.eq(Cat(issue_last, stage_last[:-1])),
-                     stage_lane[0].eq(index), stage_size[0].eq(size), raw_value[0].eq(values[0])]
+        m.d.sync += [stage_valid.eq(Cat(issue, stage_valid[0], stage_valid[1] & ~raw,
+                                        stage_valid[2:-1])),
+                     stage_lane[0].eq(index), stage_size[0].eq(size)]
         for i in range(1, depth):
             m.d.sync += [stage_lane[i].eq(stage_lane[i - 1]), stage_size[i].eq(stage_size[i - 1])]
-        for i in range(1, depth - 2):
-            m.d.sync += raw_value[i].eq(raw_value[i - 1])
         for requant in requants:
-            m.d.comb += requant.i_valid.eq(stage_valid[1])
+            m.d.comb += requant.i_valid.eq(stage_valid[1] & ~raw)
         out_valid, out_lane, out_size = stage_valid[-1], stage_lane[-1], stage_size[-1]
         in_flight = Signal(range(depth + 1))
         m.d.comb += in_flight.eq(sum(stage_valid))
-        room = self.out.level + in_flight < OUT_FIFO_DEPTH
+        # Room for one more group: every word in the FIFO or in flight has a place, a word
+        # popped in this cycle being gone (with `level + in_flight <= OUT_FIFO_DEPTH` kept, a
+        # group reaching the end of the pipeline always finds the FIFO not full).
+        room = self.out.level + in_flight - self.out.pop < OUT_FIFO_DEPTH
+        # Multi-pass requantizers take a group every `passes` cycles.
+        paced = C(1)
+        if passes > 1:
+            wait = Signal(range(passes))
+            m.d.sync += wait.eq(Mux(issue, passes - 1, Mux(wait != 0, wait - 1, 0)))
+            # EMIT_RAW bypasses the requantizers: one lane a cycle.
+            paced = (wait == 0) | (job.kind == ResponseKind.EMIT_RAW)
 
         # The group's results as bytes, lanes past its size zeroed.
         results = Signal(8 * g)
@@ -168,10 +204,10 @@ class OutputEngine(wiring.Component):
             int8_push = ((out_lane + out_size)[:2] == 0) | (out_lane + out_size == job.count)
             with m.If(out_valid & (job.kind == ResponseKind.EMIT_INT8)):
                 m.d.sync += packed.eq(int8_word[:24])
+        with m.If(raw & stage_valid[1]):
+            m.d.comb += [self.out.data.eq(values[0]), self.out.en.eq(1)]
         with m.If(out_valid):
             with m.Switch(job.kind):
-                with m.Case(ResponseKind.EMIT_RAW):
-                    m.d.comb += [self.out.data.eq(raw_value[-1]), self.out.en.eq(1)]
                 with m.Case(ResponseKind.EMIT_INT8):
                     m.d.comb += [self.out.data.eq(int8_word), self.out.en.eq(int8_push)]
                 with m.Case(ResponseKind.WRITEBACK):
@@ -198,9 +234,9 @@ class OutputEngine(wiring.Component):
                     m.next = "LANES"
             with m.State("LANES"):
                 with m.If(index != job.count):
-                    with m.If(room):
+                    with m.If(room & paced):
                         last = index + size == job.count
-                        m.d.comb += [issue.eq(1), issue_last.eq(last)]
+                        m.d.comb += issue.eq(1)
                         m.d.sync += index.eq(index + size)
                         with m.If(last):
                             m.d.comb += self.captured.release.eq(1)
@@ -211,12 +247,20 @@ class OutputEngine(wiring.Component):
 
 
 def groups(kind, count, act=0, requantizers=4):
-    """Lane groups (issue cycles) of an emitting response: ``EMIT_RAW`` one per lane,
-    ``EMIT_INT8`` one per ``requantizers`` lanes, ``WRITEBACK`` one per ``requantizers``-aligned
-    part of an activation word written."""
+    """Lane groups of an emitting response: ``EMIT_RAW`` one per lane, ``EMIT_INT8`` one per
+    ``requantizers`` lanes, ``WRITEBACK`` one per ``requantizers``-aligned part of an
+    activation word written."""
     g = requantizers
     if kind == ResponseKind.EMIT_RAW:
         return count
     if kind == ResponseKind.EMIT_INT8:
         return -(-count // g)
     return (act + count - 1) // g - act // g + 1
+
+
+def issue_cycles(kind, count, act=0, requantizers=4, passes=1):
+    """Cycles from the first group's issue to the cycle after the last's: one per group, or
+    ``passes`` apart for the requantizing kinds with multi-pass requantizers (``EMIT_RAW``
+    issues one lane per cycle whatever the requantizers)."""
+    n = groups(kind, count, act, requantizers)
+    return n if kind == ResponseKind.EMIT_RAW else (n - 1) * passes + 1

@@ -9,6 +9,10 @@ never idles and the sink never refuses a word (the ``smooth`` stall pattern): th
 ``READ_COUNTERS`` after the first clearing one reports the same ``CYCLES``, ``STALL_IN`` (0) and
 ``STALL_OUT`` (0) as the RTL, on either architecture.
 
+The requantizers' multiplier passes (:class:`pim_macro.hw.fabric.Fabric` ``requant_passes``, 2
+on the iCE40) space the lane groups of ``EMIT_INT8`` and ``WRITEBACK``; the model takes the
+fabric (``fabric=``, the portable one by default) and is exact for each.
+
 It is event-driven: each command costs O(1) whatever its length, so a program with millions of
 MACs is predicted in milliseconds (the golden model's numpy arithmetic dominates).
 
@@ -17,6 +21,7 @@ Time is counted in clock cycles from the cycle the first header word is taken (`
 
 from dataclasses import dataclass, field
 
+from pim_macro.hw.fabric import FABRICS, PORTABLE, Fabric
 from pim_macro.hw.isa import (
     BARRIERS, LANE_COUNTED, OPCODES, STREAM_BITS, Counter, Error, Flag, Header, MacroConfig, Opcode,
     Status, unpack,
@@ -25,7 +30,7 @@ from pim_macro.hw.mac_array import MacArray
 from pim_macro.hw.mac_engine import OP_SLOTS
 from pim_macro.hw.macro import RESPONSE_SLOTS
 from pim_macro.hw.weight_store import weight_store_for
-from pim_macro.hw.output_engine import OutputEngine, ResponseKind, groups
+from pim_macro.hw.output_engine import RAW_LATENCY, ResponseKind, issue_cycles, lane_latency
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.models.golden import GoldenMacro
 
@@ -39,17 +44,15 @@ __all__ = ["CycleModel", "Prediction", "predict", "STATUS_ONLY_CYCLES", "EMIT_OV
 _CAPTURED = MacArray.LATENCY - 1
 _DRAINED = MacArray.LATENCY
 # OutputEngine: the last lane group issued in cycle u leaves the requantizer pipeline in
-# u + LANE_LATENCY, and the engine is back in IDLE two cycles later (one cycle to see its
-# pipeline empty, one to change state). The queue sizes come from the gateware as well.
-_LANE_PUSH = OutputEngine.LANE_LATENCY
-_LANE_DONE = OutputEngine.LANE_LATENCY + 2
+# u + lane_latency(passes), and the engine is back in IDLE two cycles later (one cycle to see
+# its pipeline empty, one to change state). The queue sizes come from the gateware as well.
 #: Output engine: cycles from taking a status-only response (pushing its status word) to
 #: taking the next.
 STATUS_ONLY_CYCLES = 1
-#: Output engine: cycles from taking an emitting response to taking the next, beyond one per
-#: lane group (:func:`pim_macro.hw.output_engine.groups`): its status word, the lane pipeline's
-#: drain and the return to IDLE.
-EMIT_OVERHEAD_CYCLES = _LANE_DONE
+#: Output engine, one-pass requantizers: cycles from taking a requantizing response to taking the
+#: next, beyond its issue cycles (:func:`pim_macro.hw.output_engine.issue_cycles`): its status
+#: word, the lane pipeline's drain and the return to IDLE.
+EMIT_OVERHEAD_CYCLES = lane_latency(1) + 2
 # The commands whose count is a number of lanes are those that emit lanes (a capture, then a
 # response the output engine streams); each has the output engine's response kind of its name.
 _KINDS = {op: getattr(ResponseKind, op.name) for op in LANE_COUNTED}
@@ -92,11 +95,20 @@ class CycleModel:
     """Replays commands and tracks when every unit of the macro is free.
 
     Use :meth:`run` (like :meth:`GoldenMacro.run`); :attr:`golden` holds the architectural state.
+    ``fabric`` is a :class:`pim_macro.hw.fabric.Fabric` or a name in
+    :data:`pim_macro.hw.fabric.FABRICS` (only its ``requant_passes`` changes the timing).
     """
 
-    def __init__(self, config: MacroConfig, *, arch="pim"):
+    def __init__(self, config: MacroConfig, *, arch="pim", fabric=PORTABLE):
         self.golden = GoldenMacro(config, arch=arch)
         self.config, self.arch = config, arch
+        if not isinstance(fabric, Fabric):
+            if fabric not in FABRICS:
+                raise ValueError(f"fabric must be one of {', '.join(FABRICS)}, not {fabric!r}")
+            fabric = FABRICS[fabric]
+        self.passes = fabric.requant_passes
+        self._lane_push = lane_latency(self.passes)
+        self._lane_done = self._lane_push + 2
         self.latency, self.interval = weight_store_for(arch).timing(config)
         self.t = 0                  # cycle the controller takes the next header
         self.trace = []             # (opcode, dispatch cycle) of every command
@@ -207,15 +219,17 @@ class CycleModel:
                 if not resp.capture.resolved:
                     self._resolve_capture(None)
                 pop = max(pop, resp.capture.captured + 1)
-                n = groups(_KINDS[resp.kind], resp.count, resp.act,
-                           self.config.requantizers)                      # issue cycles
+                n = issue_cycles(_KINDS[resp.kind], resp.count, resp.act,
+                                 self.config.requantizers, self.passes)
+                # EMIT_RAW lanes skip the requantizers.
+                push = RAW_LATENCY if resp.kind == Opcode.EMIT_RAW else self._lane_push
                 self.acc_free = pop + n + 1
-                self.oe_free = pop + n + EMIT_OVERHEAD_CYCLES
+                self.oe_free = pop + n + push + 2
                 if resp.kind == Opcode.WRITEBACK:
                     self.fifo_empty = pop + 2
-                    self.writebacks_done = pop + n + _LANE_DONE
+                    self.writebacks_done = pop + n + self._lane_done
                 else:
-                    self.fifo_empty = pop + n + _LANE_PUSH + 2
+                    self.fifo_empty = pop + n + push + 2
             self.popped.append(pop)
             self.oe_next += 1
 
@@ -310,7 +324,7 @@ class CycleModel:
         elif op == Opcode.LOAD_ACT:
             go = max(go, self._conflict(d, arg.addr, arg.addr + count, act=True),
                      self._writebacks_done())
-        elif op == Opcode.LOAD_BIAS:
+        elif op in (Opcode.LOAD_BIAS, Opcode.LOAD_QUANT):     # the channel memory
             go = max(go, self._oe_quiet())
         elif op == Opcode.MATVEC:
             go = max(go, self._slot_free())
@@ -342,9 +356,10 @@ class CycleModel:
         return response
 
 
-def predict(words, config: MacroConfig, *, arch="pim"):
-    """Predict the macro's output for ``words`` run with no stalls; see :class:`Prediction`."""
-    model = CycleModel(config, arch=arch)
+def predict(words, config: MacroConfig, *, arch="pim", fabric=PORTABLE):
+    """Predict the macro's output for ``words`` run with no stalls on ``fabric`` (see
+    :class:`CycleModel`); see :class:`Prediction`."""
+    model = CycleModel(config, arch=arch, fabric=fabric)
     out = model.run(words)
     responses = asm.parse_responses(out)
     last = None

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pim_macro.hw.isa import ARCHES, REQUANT_MULT_BITS, MacroConfig, Opcode
+from pim_macro.hw.isa import ARCHES, MacroConfig, Opcode
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.compiler.gemv import compile_gemv
 from pim_macro.sw.paths import REPORT_DIR
@@ -57,8 +57,10 @@ def _gemv(name, config, n, k, batch=1, *, seed, quant=True, bias=True, preloaded
     w = rng.integers(-128, 128, (n, k), dtype=np.int8)
     x = rng.integers(-128, 128, (batch, k), dtype=np.int8)
     b = rng.integers(-2**20, 2**20, n, dtype=np.int32) if bias else None
-    q = (dict(mult=int(rng.integers(1, 1 << REQUANT_MULT_BITS)), shift=24, relu=True) if quant
-         else {})
+    # Per channel, as TFLite's converter gives them: M0 in [2**30, 2**31), a right shift that
+    # brings the accumulators near int8, a zero point with a fused ReLU.
+    q = (dict(multiplier=rng.integers(1 << 30, 1 << 31, n), shift=rng.integers(-24, -20, n),
+              zero_point=-5, act_min=-5, act_max=127) if quant else {})
     program = compile_gemv(w, x, config, bias=b, preloaded=preloaded, **q)
     return Workload(name, config, program.words, batch * n * k)
 
@@ -81,6 +83,8 @@ def _mlp_on_chip(name, config, sizes, *, seed):
         words += asm.encode_write_weights(row, rows, config)
         words += asm.encode_load_bias(row % config.bias_depth,
                                       rng.integers(-1000, 1000, n_out))
+        # 1/64 per channel (M0 = 2**30, shift -5), as the old mult 1024, shift 16 was.
+        words += asm.encode_load_quant(row % config.bias_depth, [1 << 30] * n_out, [-5] * n_out)
         row += len(rows)
     words += asm.encode_read_counters(clear=True)
     words += asm.encode_load_act(0, rng.integers(-128, 128, sizes[0]))
@@ -94,10 +98,9 @@ def _mlp_on_chip(name, config, sizes, *, seed):
         words += asm.encode_matvec(row, act_in, rows)
         bias = row % config.bias_depth
         if i == len(weights) - 1:
-            words += asm.encode_emit_int8(n_out, bias=bias, mult=1 << 10, shift=16)
+            words += asm.encode_emit_int8(n_out, channel=bias)
         else:
-            words += asm.encode_writeback(n_out, act_out, bias=bias, mult=1 << 10, shift=16,
-                                          relu=True)
+            words += asm.encode_writeback(n_out, act_out, channel=bias, act_min=0)
         row += rows
         act_in = act_out
         macs += n_out * n_in

@@ -50,7 +50,7 @@ def _gemv():
     rng = np.random.default_rng(3)
     program = compile_gemv(rng.integers(-128, 128, (12, 40), dtype=np.int8),
                            rng.integers(-128, 128, 40, dtype=np.int8), CONFIG,
-                           mult=300, shift=12, relu=True)
+                           multiplier=1 << 30, shift=-12, act_min=0)
     return [Job(program.words)]
 
 
@@ -80,7 +80,8 @@ GROUPS = [
                                       r"acc_l\d+", r"out_l\d+"], "424"),
     ("Output engine", "output_engine", [r"out_state", r"index", r"issue", r"out_lane_d\d",
                                         r"acc_sel\d*", r"raw_d\d"], "22"),
-    ("Requantizer", "output_engine.requant", [r"value", r"mult", r"shift", r"relu", r"result",
+    ("Requantizer", "output_engine.requant", [r"value", r"multiplier", r"shift", r"double",
+                                              r"zero_point", r"act_min", r"act_max", r"result",
                                               r"o_valid"], "424"),
 ]
 

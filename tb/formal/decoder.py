@@ -20,7 +20,7 @@ from amaranth.hdl import Assert, Assume
 from amaranth.lib import data
 
 from pim_macro.hw.decoder import CommandDecoder
-from pim_macro.hw.isa import (STREAM_BITS, REQUANT_SHIFT_MAX, Opcode, Flag, Error, Counter,
+from pim_macro.hw.isa import (STREAM_BITS, Opcode, Flag, Error, Counter,
                               StatusWord, Header, RowArg, AddrArg, MatvecArg, BiasArg,
                               WritebackArg, QuantArg, MacroConfig)
 
@@ -82,7 +82,8 @@ def specification(m, config, header, arg0, arg1):
 
     bias_on = (flags & Flag.BIAS.value) != 0
     quant = QuantArg(arg1)
-    quant_bad = (quant.reserved != 0) | (quant.shift > REQUANT_SHIFT_MAX)
+    # ISA v4: every QuantArg value is legal but its reserved byte (no shift to check).
+    quant_bad = quant.reserved != 0
 
     m.d.comb += _no_words(payload, response, args, barrier)
     with m.Switch(hdr.opcode):
@@ -109,6 +110,14 @@ def specification(m, config, header, arg0, arg1):
                            (Error.BAD_LENGTH, count == 0),
                            (Error.BAD_ADDRESS, addr + count > config.bias_depth))
             m.d.comb += [payload.eq(count), args.eq(1)]
+        with m.Case(Opcode.LOAD_QUANT):
+            a = AddrArg(arg0)
+            addr = _wide(m, a.addr, "spec_lq_addr")
+            verdict.checks((Error.BAD_FIELD, rejects_flags() | (a.reserved != 0)),
+                           (Error.BAD_LENGTH, count == 0),
+                           (Error.BAD_ADDRESS, addr + count > config.bias_depth))
+            # Two words per channel: its multiplier, then its shift.
+            m.d.comb += [payload.eq(2 * count), args.eq(1)]
         with m.Case(Opcode.MATVEC):
             a = MatvecArg(arg0)
             row, act = _wide(m, a.row, "spec_mv_row"), _wide(m, a.act, "spec_mv_act")
@@ -129,17 +138,20 @@ def specification(m, config, header, arg0, arg1):
         with m.Case(Opcode.EMIT_INT8):
             a = BiasArg(arg0)
             bias = _wide(m, a.bias, "spec_ei_bias")
-            verdict.checks((Error.BAD_FIELD, rejects_flags(Flag.BIAS, Flag.RELU)
+            # A requantizing command reads its channels' multipliers and shifts: their span is
+            # checked with or without BIAS.
+            verdict.checks((Error.BAD_FIELD, rejects_flags(Flag.BIAS, Flag.DOUBLE_ROUND)
                             | (a.reserved != 0) | quant_bad),
                            (Error.BAD_LENGTH, (count == 0) | (count > L)),
-                           (Error.BAD_ADDRESS, bias_on & (bias + count > config.bias_depth)))
+                           (Error.BAD_ADDRESS, bias + count > config.bias_depth))
             m.d.comb += [response.eq(ceil_div(count, 4)), args.eq(2)]
         with m.Case(Opcode.WRITEBACK):
             a = WritebackArg(arg0)
             bias, act = _wide(m, a.bias, "spec_wb_bias"), _wide(m, a.act, "spec_wb_act")
-            verdict.checks((Error.BAD_FIELD, rejects_flags(Flag.BIAS, Flag.RELU) | quant_bad),
+            verdict.checks((Error.BAD_FIELD, rejects_flags(Flag.BIAS, Flag.DOUBLE_ROUND)
+                            | quant_bad),
                            (Error.BAD_LENGTH, (count == 0) | (count > L)),
-                           (Error.BAD_ADDRESS, (bias_on & (bias + count > config.bias_depth))
+                           (Error.BAD_ADDRESS, (bias + count > config.bias_depth)
                                                | (act + count > config.act_depth)))
             m.d.comb += args.eq(2)
         with m.Case(Opcode.READ_COUNTERS):
@@ -164,8 +176,8 @@ def args_of(m, word):
     STATUS, two for EMIT_INT8 and WRITEBACK, one for the others, none for an unknown opcode)."""
     n = Signal(2, name="spec_word_args")
     with m.Switch(Header(word).opcode):
-        with m.Case(Opcode.WRITE_WEIGHTS, Opcode.LOAD_ACT, Opcode.LOAD_BIAS, Opcode.MATVEC,
-                    Opcode.EMIT_RAW):
+        with m.Case(Opcode.WRITE_WEIGHTS, Opcode.LOAD_ACT, Opcode.LOAD_BIAS, Opcode.LOAD_QUANT,
+                    Opcode.MATVEC, Opcode.EMIT_RAW):
             m.d.comb += n.eq(1)
         with m.Case(Opcode.EMIT_INT8, Opcode.WRITEBACK):
             m.d.comb += n.eq(2)

@@ -15,7 +15,7 @@ count says), and keeps its own queue of the commands not yet answered.
 * every status word answers the oldest command not yet answered: its opcode, its error code
   (the specification's verdict on the words the harness took) and its count;
 * neither internal FIFO is written while full (nothing is dropped on the way out);
-* a failed command executes nothing: a weight, bias or activation write of a load, an operation
+* a failed command executes nothing: a weight, channel or activation write of a load, an operation
   for the MAC engine or a queued write-back happens only for a command the specification
   passed.
 
@@ -154,8 +154,10 @@ class MacroHarness(Elaboratable):
             last_ok = Signal()
             with m.If(complete):
                 m.d.sync += last_ok.eq(ok)
+            channel_write = (bias_mem.write.bias | bias_mem.write.multiplier
+                             | bias_mem.write.shift)
             for name, strobe in [("weight write", engine.write.en),
-                                 ("bias write", bias_mem.write.en),
+                                 ("channel write", channel_write),
                                  ("activation load", find_signal(macro, "load_act_en").any()),
                                  ("MAC engine operation", engine.ops.valid),
                                  ("write-back queued", writebacks.add)]:

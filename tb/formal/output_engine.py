@@ -4,8 +4,10 @@ exactly its words (bounded), and none is pushed into a full output FIFO (unbound
 The environment is the macro's: the response queue keeps the stream rule (a response offered and
 not taken is offered again, unchanged); the responses are such as the controller queues (an
 emitting one counts 1 to ``lanes`` lanes); a capture, once ``full``, stays until the engine
-releases it; the output FIFO is a level counter that a free sink drains; accumulators and biases
-are free values.
+releases it; the output FIFO is a level counter that a free sink drains (the engine sees the
+pop of the cycle, as in the macro); accumulators and channels are free values. ``-p2`` proofs
+build the two-pass requantizers of the iCE40 (:class:`pim_macro.hw.fabric.Fabric`
+``requant_passes``), which pace the lane groups.
 
 ``oe-*`` (``bmc``): in every cycle of a run from reset:
 
@@ -25,6 +27,7 @@ no group is in flight while the engine waits for a response).
 from amaranth import *
 from amaranth.hdl import Assert, Assume
 
+from pim_macro.hw.fabric import Fabric
 from pim_macro.hw.isa import MacroConfig
 from pim_macro.hw.output_engine import OutputEngine, ResponseKind, OUT_FIFO_DEPTH, Response
 
@@ -40,11 +43,19 @@ __all__ = ["OutputEngineHarness", "PROOFS"]
 CUT_MULTIPLIERS = ("cutpoint top.dut.requant*/t:$mul",)
 
 
-class OutputEngineHarness(Elaboratable):
-    """An :class:`OutputEngine` of ``config`` under the macro's environment."""
+class _FabricOnly:
+    """A stand-in platform that only names a :class:`pim_macro.hw.fabric.Fabric`."""
 
-    def __init__(self, config, *, room_only=False):
-        self.config, self.room_only = config, room_only
+    def __init__(self, fabric):
+        self.pim_fabric = fabric
+
+
+class OutputEngineHarness(Elaboratable):
+    """An :class:`OutputEngine` of ``config`` under the macro's environment, its requantizers
+    of ``passes`` multiplier passes."""
+
+    def __init__(self, config, *, room_only=False, passes=1):
+        self.config, self.room_only, self.passes = config, room_only, passes
         self.dut = OutputEngine(config)
         self.dut._MustUse__silence = True   # elaborated by hand below, to reach its pipeline
         self.r_valid, self.r_payload = Signal(), Signal(Response)
@@ -58,7 +69,7 @@ class OutputEngineHarness(Elaboratable):
         m = Module()
         m.domains.sync = ClockDomain("sync", reset_less=True)
         dut = self.dut
-        engine = dut.elaborate(platform)
+        engine = dut.elaborate(_FabricOnly(Fabric(requant_passes=self.passes)))
         m.submodules.dut = engine
         lanes = self.config.lanes
         responses, head = dut.responses, self.r_payload
@@ -79,7 +90,8 @@ class OutputEngineHarness(Elaboratable):
             m.d.comb += Assume(self.full)
         level = Signal(range(OUT_FIFO_DEPTH + 1))
         popped = self.pop & (level != 0)
-        m.d.comb += [dut.out.rdy.eq(level != OUT_FIFO_DEPTH), dut.out.level.eq(level)]
+        m.d.comb += [dut.out.rdy.eq(level != OUT_FIFO_DEPTH), dut.out.level.eq(level),
+                     dut.out.pop.eq(popped)]
         m.d.sync += level.eq(level + (dut.out.en & dut.out.rdy) - popped)
 
         # ---- What the responses taken owe -------------------------------------------------
@@ -123,20 +135,27 @@ class OutputEngineHarness(Elaboratable):
         return m
 
 
-def _proof(requantizers, depth):
+def _suffix(passes):
+    return "" if passes == 1 else f"-p{passes}"
+
+
+def _proof(requantizers, depth, passes=1):
     config = MacroConfig(lanes=4, rows_per_cycle=1, depth=1, act_depth=4, bias_depth=1,
                          requantizers=requantizers)
-    return Proof(f"oe-q{requantizers}", config.tag(), "output engine: each response exactly its "
-                 "words, never a push into a full FIFO", lambda: OutputEngineHarness(config),
-                 "bmc", depth, CUT_MULTIPLIERS)
+    return Proof(f"oe-q{requantizers}{_suffix(passes)}", config.tag(), "output engine: each "
+                 "response exactly its words, never a push into a full FIFO",
+                 lambda: OutputEngineHarness(config, passes=passes), "bmc", depth,
+                 CUT_MULTIPLIERS)
 
 
-def _room_proof(requantizers):
+def _room_proof(requantizers, passes=1):
     config = MacroConfig(lanes=4, rows_per_cycle=1, depth=1, act_depth=4, bias_depth=1,
                          requantizers=requantizers)
-    return Proof(f"oe-room-q{requantizers}", config.tag(), "output engine: never a push into a "
-                 "full FIFO, unbounded", lambda: OutputEngineHarness(config, room_only=True),
-                 "prove", 3, CUT_MULTIPLIERS)
+    return Proof(f"oe-room-q{requantizers}{_suffix(passes)}", config.tag(), "output engine: "
+                 "never a push into a full FIFO, unbounded",
+                 lambda: OutputEngineHarness(config, room_only=True, passes=passes), "prove", 3,
+                 CUT_MULTIPLIERS)
 
 
-PROOFS = [*(_proof(q, 30) for q in (1, 2, 4)), *(_room_proof(q) for q in (1, 2, 4))]
+PROOFS = [*(_proof(q, 30) for q in (1, 2, 4)), *(_room_proof(q) for q in (1, 2, 4)),
+          _proof(1, 30, passes=2), _room_proof(1, passes=2)]

@@ -5,12 +5,15 @@ it will read (its *windows*: the bottom and the top of the weight rows, the acti
 and the bias memory, or all of a small memory), clears the counters, then mixes
 
 * valid commands of every opcode, with addresses anywhere in the windows, up to the last row,
-  byte and bias word of the memory (spans that end exactly at 65536 in the largest
-  configuration), and back-to-back sequences that exercise the hazards (a ``WRITEBACK`` then a
-  ``MATVEC`` or ``LOAD_ACT`` over its bytes, a ``WRITE_WEIGHTS`` over rows a queued ``MATVEC``
-  reads, a ``LOAD_BIAS`` under an ``EMIT`` that adds it);
+  byte and channel of the memory (spans that end exactly at 65536 in the largest
+  configuration), requantizing with random channels (multipliers over the whole 31-bit range,
+  every shift), zero points, clamps (empty ones too) and both roundings, and back-to-back
+  sequences that exercise the hazards (a ``WRITEBACK`` then a ``MATVEC`` or ``LOAD_ACT`` over
+  its bytes, a ``WRITE_WEIGHTS`` over rows a queued ``MATVEC`` reads, a ``LOAD_BIAS`` or
+  ``LOAD_QUANT`` under an ``EMIT`` that reads those channels);
 * commands that fail a check, each kind of them: an unknown opcode (with random other header
-  bits), a flag the opcode does not accept, non-zero reserved argument bits, a shift above 31,
+  bits), a flag the opcode does not accept, non-zero reserved argument bits, channels past the
+  memory for a requantizing command without ``BIAS``,
   a count of 0 or beyond ``lanes`` (or non-zero where there is none), a misaligned address, and
   out-of-range spans, among them sums that overflow 16 and 17 bits (``act + count * R`` with
   ``R = 4`` and ``act`` near 65535, a bias or a write-back near 65535 plus ``lanes``), and
@@ -45,14 +48,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from pim_macro.hw.isa import (
-    OPCODES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, Error, Flag, Header, MacroConfig, Opcode,
-    QuantArg, arg_words, pack, payload_words, unpack,
+    OPCODES, REQUANTIZING, Error, Flag, Header, MacroConfig, Opcode, arg_words, pack,
+    payload_words, unpack,
 )
 from pim_macro.sw.models.cycle_model import CycleModel
 from pim_macro.sw.models.golden import GoldenMacro
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.rtl import Job
-from pim_macro.tb.harness.programs import CONFIGS, compare, compare_timing
+from pim_macro.tb.harness.programs import (CONFIGS, compare, compare_timing, random_channels,
+                                          random_quant, rounding_program)
 
 
 __all__ = ["FUZZ_CONFIGS", "FuzzCase", "fuzz_case", "fuzz_cases", "expected_answers", "check",
@@ -71,7 +75,7 @@ FUZZ_CONFIGS = {
 }
 
 #: The kinds of invalid command :func:`fuzz_case` draws from.
-INVALID_KINDS = ("opcode", "flags", "reserved", "shift", "count_zero", "count_long",
+INVALID_KINDS = ("opcode", "flags", "reserved", "channels", "count_zero", "count_long",
                  "misaligned", "range", "overflow", "mutation")
 
 # Field values worth trying anywhere: the ends of 16 bits and of the memories.
@@ -215,11 +219,21 @@ class _Generator:
             words += asm.encode_load_act(lo, self.bytes(hi - lo))
         for lo, hi in self.biases:
             words += asm.encode_load_bias(lo, self.rng.integers(-2**31, 2**31, hi - lo))
+            words += asm.encode_load_quant(lo, *random_channels(self.rng, hi - lo))
         return words
 
     def quant(self):
-        return dict(mult=self.int(0, (1 << REQUANT_MULT_BITS) - 1),
-                    shift=self.int(0, REQUANT_SHIFT_MAX), relu=bool(self.int(0, 1)))
+        """Random zero point, clamp and rounding of a requantizing command."""
+        return random_quant(self.rng)
+
+    def channel(self, count):
+        """The first of ``count`` channels inside a window (``count`` at most the widest)."""
+        lo, hi = self.pick([(lo, hi) for lo, hi in self.biases if hi - lo >= count])
+        return self.int(lo, hi - count)
+
+    def lanes(self):
+        """A lane count for a command that reads channels: at most the widest window."""
+        return self.int(1, min(self.cfg.lanes, max(hi - lo for lo, hi in self.biases)))
 
     def bias(self, count):
         """A bias address for ``count`` lanes inside a window, or ``None`` (no ``BIAS`` flag)."""
@@ -228,6 +242,14 @@ class _Generator:
             return None
         lo, hi = self.pick(fitting)
         return self.int(lo, hi - count)
+
+    def requant(self, count, act=None):
+        """An ``EMIT_INT8`` (or with ``act`` a ``WRITEBACK``) of ``count`` lanes, its channels
+        in a window, with or without their bias."""
+        channel, bias = self.channel(count), bool(self.int(0, 3))
+        if act is None:
+            return asm.encode_emit_int8(count, channel=channel, bias=bias, **self.quant())
+        return asm.encode_writeback(count, act, channel=channel, bias=bias, **self.quant())
 
     def matvec(self, accumulate=None):
         """A valid MATVEC inside the windows, often ending at a window's (the memory's) top;
@@ -246,8 +268,8 @@ class _Generator:
     def valid(self):
         """One valid command, or a short valid sequence around a hazard."""
         cfg = self.cfg
-        kind = self.pick(["weights", "act", "bias", "matvec", "matvec", "matvec", "raw", "int8",
-                          "writeback", "counters", "status", "hazard"])
+        kind = self.pick(["weights", "act", "bias", "quant", "matvec", "matvec", "matvec", "raw",
+                          "int8", "int8", "writeback", "ties", "counters", "status", "hazard"])
         if kind == "weights":
             row, count = self.span(self.rows, max(1, min(4, _MAX_PAYLOAD // cfg.row_words)))
             return asm.encode_write_weights(
@@ -258,21 +280,32 @@ class _Generator:
         if kind == "bias":
             addr, count = self.span(self.biases, 12)
             return asm.encode_load_bias(addr, self.rng.integers(-2**31, 2**31, count))
+        if kind == "quant":
+            addr, count = self.span(self.biases, _MAX_PAYLOAD // 2)
+            return asm.encode_load_quant(addr, *random_channels(self.rng, count))
         if kind == "matvec":
             return self.matvec()[0]
-        if kind in ("raw", "int8", "writeback"):
+        if kind == "ties":          # results on the rounding's ties (programs.rounding_program)
+            r = cfg.rows_per_cycle
+            rlo, rhi = self.pick(self.rows)
+            alo, ahi = self.pick(self.acts)
+            rows = self.int(1, max(1, min(3, rhi - rlo, (ahi - alo) // r)))
+            act = alo + 4 * self.int(0, (ahi - alo - rows * r) // 4)
+            count = self.lanes()
+            return rounding_program(cfg, self.rng, row=self.int(rlo, rhi - rows), act=act,
+                                    channel=self.channel(count), lanes=count, rows=rows)
+        if kind == "raw":
             count = self.int(1, cfg.lanes)
-            bias = self.bias(count)
-            if kind == "raw":
-                return asm.encode_emit_raw(count, bias=bias)
+            return asm.encode_emit_raw(count, bias=self.bias(count))
+        if kind in ("int8", "writeback"):
+            count = self.lanes()
             if kind == "int8":
-                return asm.encode_emit_int8(count, bias=bias, **self.quant())
+                return self.requant(count)
             # (A window may be narrower than 256 lanes.)
             count = min(count, max(hi - lo for lo, hi in self.acts))
             fitting = [(lo, hi) for lo, hi in self.acts if hi - lo >= count]
             lo, hi = self.pick(fitting)
-            return asm.encode_writeback(count, self.int(lo, hi - count), bias=bias,
-                                        **self.quant())
+            return self.requant(count, self.int(lo, hi - count))
         if kind == "counters":
             return asm.encode_read_counters(clear=bool(self.int(0, 1)))
         if kind == "status":
@@ -286,9 +319,9 @@ class _Generator:
         case = self.int(0, 2)
         if case == 0:       # write-back, then a MATVEC and a load over its bytes
             words, (row, act, count) = self.matvec()
-            lanes = self.int(1, min(cfg.lanes, count * r))
+            lanes = min(self.lanes(), count * r)
             at = act + self.int(0, count * r - lanes)
-            words += asm.encode_writeback(lanes, at, bias=self.bias(lanes), **self.quant())
+            words += self.requant(lanes, at)
             words += asm.encode_matvec(row, act, count, accumulate=bool(self.int(0, 1)))
             words += asm.encode_emit_raw(self.int(1, cfg.lanes))
             words += asm.encode_load_act(act // 4 * 4, self.bytes(self.int(1, 8)))
@@ -301,13 +334,17 @@ class _Generator:
                 at, self.rng.integers(-128, 128, (n, r, cfg.lanes)), cfg)
             words += asm.encode_emit_raw(cfg.lanes)
             return words + asm.encode_matvec(row, act, count) + asm.encode_emit_raw(cfg.lanes)
-        # an EMIT that adds biases, new biases there, the EMIT again
-        count = self.int(1, min(cfg.lanes, max(hi - lo for lo, hi in self.biases)))
-        bias = self.bias(count)
-        bias = self.biases[0][0] if bias is None else bias
-        words = self.matvec()[0] + asm.encode_emit_int8(count, bias=bias, **self.quant())
-        words += asm.encode_load_bias(bias, self.rng.integers(-2**31, 2**31, count))
-        return words + asm.encode_emit_raw(count, bias=bias)
+        # an EMIT that reads channels, new biases or requantizations there, the EMIT again
+        count = self.lanes()
+        bias = self.channel(count)
+        quant = self.quant()
+        emit = asm.encode_emit_int8(count, channel=bias, **quant)
+        words = self.matvec()[0] + emit
+        if self.int(0, 1):
+            words += asm.encode_load_bias(bias, self.rng.integers(-2**31, 2**31, count))
+        else:
+            words += asm.encode_load_quant(bias, *random_channels(self.rng, count))
+        return words + emit + asm.encode_emit_raw(count, bias=bias)
 
     # -- invalid commands ---------------------------------------------------------------------
 
@@ -353,8 +390,9 @@ class _Generator:
         op = self.pick(ops)
         count = self.int(1, 4)
         if kind == "opcode":
-            byte = self.pick([0x00, 0x0A, 0x0B, 0x10, 0x40, 0x7F, 0x80, 0xFE, 0xFF]
-                             + [self.int(0x0A, 0xFF)])
+            last = max(op.value for op in Opcode)
+            byte = self.pick([0x00, last + 1, last + 2, 0x10, 0x40, 0x7F, 0x80, 0xFE, 0xFF]
+                             + [self.int(last + 1, 0xFF)])
             return [(self.int(0, (1 << 24) - 1) << 8) | byte]
         if kind == "flags":
             bad = 0xFF & ~OPCODES[op].flags.value
@@ -375,13 +413,13 @@ class _Generator:
             width = OPCODES[op].args[i]["reserved"].width
             args[i] |= self.pick([1, 1 << (width - 1), self.int(1, (1 << width) - 1)]) << offset
             return self._command(op, count, self._flags(op), args)
-        if kind == "shift":
-            op = self.pick([Opcode.EMIT_INT8, Opcode.WRITEBACK])
-            args = self._valid_args(op, count)
-            quant = QuantArg
-            args[1] = (args[1] & ~(0xFF << quant["shift"].offset)) | (
-                self.int(REQUANT_SHIFT_MAX + 1, 255) << quant["shift"].offset)
-            return self._command(op, count, self._flags(op), args)
+        if kind == "channels":     # a requantizing command reads its channels without BIAS
+            op = self.pick(sorted(REQUANTIZING, key=lambda o: o.value))
+            n = self.int(1, cfg.lanes)
+            args = self._valid_args(op, n)
+            first = max(0, min(0xFFFF, cfg.bias_depth - n + self.int(1, 3)))
+            args[0] = (args[0] & ~0xFFFF) | first
+            return self._command(op, n, self._flags(op) & ~Flag.BIAS.value, args)
         if kind == "count_zero":
             op = self.pick([o for o in ops if OPCODES[o].counts is not None])
             return self._command(op, 0, self._flags(op), self._valid_args(op, 1))
@@ -430,13 +468,15 @@ class _Generator:
     def _valid_args(self, op, count):
         """Argument words of ``op`` in range for ``count`` (ints), small addresses."""
         cfg = self.cfg
-        quant = dict(mult=self.int(0, 0xFFFF), shift=self.int(0, REQUANT_SHIFT_MAX))
+        quant = dict(zero_point=self.int(-128, 127), act_min=self.int(-128, 127),
+                     act_max=self.int(-128, 127))
         row = self.int(0, max(0, min(cfg.depth - count, 8)))
         act = cfg.rows_per_cycle * self.int(0, 4)
         return {
             Opcode.WRITE_WEIGHTS: lambda: self._fields(op, row=row),
             Opcode.LOAD_ACT: lambda: self._fields(op, addr=0),
             Opcode.LOAD_BIAS: lambda: self._fields(op, addr=0),
+            Opcode.LOAD_QUANT: lambda: self._fields(op, addr=0),
             Opcode.MATVEC: lambda: self._fields(op, row=row, act=act),
             Opcode.EMIT_RAW: lambda: self._fields(op, bias=0),
             Opcode.EMIT_INT8: lambda: self._fields(op, bias=0, **quant),
@@ -462,10 +502,10 @@ class _Generator:
             return self._command(Opcode.LOAD_ACT, n & 0xFFFF, 0,
                                  self._fields(Opcode.LOAD_ACT, addr=addr))
         if which == 2:
+            op = self.pick([Opcode.LOAD_BIAS, Opcode.LOAD_QUANT])
             addr = max(0, min(0xFFFF, cfg.bias_depth - self.int(0, 2)))
             n = max(1, cfg.bias_depth - addr) + self.int(1, 4)
-            return self._command(Opcode.LOAD_BIAS, n, 0, self._fields(Opcode.LOAD_BIAS,
-                                                                      addr=addr))
+            return self._command(op, n, 0, self._fields(op, addr=addr))
         if which == 3:      # MATVEC past the last row or the last activation
             n = self.int(1, 64)
             if self.int(0, 1):
@@ -513,7 +553,7 @@ class _Generator:
             args[0] = (args[0] & 0xFFFF) | ((0xFFFF - self.int(0, cfg.lanes - 2)) << 16)
             return self._command(Opcode.WRITEBACK, cfg.lanes, self._flags(Opcode.WRITEBACK),
                                  args)
-        op = self.pick([Opcode.LOAD_ACT, Opcode.LOAD_BIAS, Opcode.WRITE_WEIGHTS])
+        op = self.pick([Opcode.LOAD_ACT, Opcode.LOAD_BIAS, Opcode.LOAD_QUANT, Opcode.WRITE_WEIGHTS])
         first = 0xFFFC if op == Opcode.LOAD_ACT else 0xFFFF - self.int(0, 1)
         n = self.int(0x10000 - first + 1, 0x10000 - first + 4) if op != Opcode.WRITE_WEIGHTS \
             else self.int(2, 3)

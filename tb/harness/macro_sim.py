@@ -8,6 +8,7 @@ the responses.
 
 import random
 
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from pim_macro.hw import make_macro
@@ -18,12 +19,21 @@ from pim_macro.sw.runtime.asm import AnswerCounter, frame_program
 __all__ = ["play"]
 
 
+class _FabricOnly:
+    """A stand-in platform that only names a :class:`pim_macro.hw.fabric.Fabric`."""
+
+    def __init__(self, fabric):
+        self.pim_fabric = fabric
+
+
 def play(words, config: MacroConfig, *, arch="pim", idle=0.0, backpressure=0.0, seed=0,
-         max_cycles=500_000, vcd=None):
+         max_cycles=500_000, vcd=None, fabric=None):
     """Feed ``words`` (the source idles with probability ``idle``, the sink refuses with
     probability ``backpressure``); return ``(out_words, finished)``. ``finished`` is false when
     the macro has not answered every command (one status word each, plus the data words the
-    status announces) within ``max_cycles``: a hang."""
+    status announces) within ``max_cycles``: a hang. ``fabric`` (a
+    :class:`pim_macro.hw.fabric.Fabric` without vendor primitives, e.g. multi-pass
+    requantizers) elaborates the macro for it instead of the portable form."""
     dut = make_macro(config, arch=arch)
     rng = random.Random(seed)
     out = []
@@ -56,7 +66,7 @@ def play(words, config: MacroConfig, *, arch="pim", idle=0.0, backpressure=0.0, 
                 out.append(payload)
                 answers.add(payload)
 
-    sim = Simulator(dut)
+    sim = Simulator(dut if fabric is None else Fragment.get(dut, _FabricOnly(fabric)))
     sim.add_clock(1e-8)
     sim.add_testbench(source, background=True)
     sim.add_testbench(sink)

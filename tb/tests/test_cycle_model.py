@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from pim_macro.hw.fabric import Fabric
 from pim_macro.hw.isa import ARCHES, Counter, MacroConfig
 from pim_macro.hw.mac_array import MacArray
 from pim_macro.sw.runtime import asm
@@ -61,6 +62,51 @@ def test_rtl_matches_hand_worked_matvec(arch):
         counters = asm.parse_responses(out)[-1].counters()
         assert counters["cycles"] == matvec_cycles(n, config, arch), \
             f"{arch}: the RTL should take {matvec_cycles(n, config, arch)} cycles for {n} rows"
+
+
+def load_quant_cycles(n):
+    """CYCLES around one LOAD_QUANT of n channels, by hand: as for the MATVEC it dispatches at
+    g+11, takes its 2n payload words in g+12 .. g+11+2n; the READ_COUNTERS header comes in
+    g+12+2n and it dispatches in the next cycle (its status word left long before)."""
+    return 13 + 2 * n
+
+
+@pytest.mark.parametrize("n", [1, 3, 16])
+def test_load_quant_takes_two_cycles_per_channel(n):
+    config = MacroConfig(bias_depth=16)
+    words = (asm.encode_read_counters(clear=True)
+             + asm.encode_load_quant(0, [2**30] * n, [-3] * n) + asm.encode_read_counters())
+    assert predict(words, config).cycles == load_quant_cycles(n)
+    if n == 3:
+        out, finished = play(words, config)
+        assert finished
+        assert asm.parse_responses(out)[-1].counters()["cycles"] == load_quant_cycles(n), \
+            "the RTL should take two cycles per channel"
+
+
+def test_multi_pass_requantizers_space_their_groups():
+    """With 2-pass requantizers an EMIT_INT8 of g groups issues over 2g - 1 cycles instead of g
+    and each group takes a cycle longer: 8 lanes, 4 requantizers: 2 groups, 2 cycles more."""
+    config = MacroConfig()
+    words = (asm.encode_read_counters(clear=True) + asm.encode_emit_int8(8, channel=0)
+             + asm.encode_read_counters())
+    one, two = (predict(words, config, fabric=Fabric(requant_passes=p)).cycles for p in (1, 2))
+    assert two - one == (2 * 2 - 1) - 2 + 1
+
+
+@pytest.mark.parametrize("passes,seed", [(2, 0), (2, 1), (4, 2)])
+def test_model_matches_rtl_with_multi_pass_requantizers(passes, seed):
+    """The multi-pass requantizer (hw/fabric.py requant_passes, the iCE40's form) in the whole
+    macro: random programs, results and every counter against the models."""
+    rng = random.Random(100 + seed)
+    config, arch = _random_config(rng), ARCHES[seed % 2]
+    fabric = Fabric(requant_passes=passes)
+    words = random_program(config, seed, commands=40)
+    out, finished = play(words, config, arch=arch, fabric=fabric)
+    assert finished, "the macro should not hang"
+    compare(words, out, config, arch=arch, where=f"{passes} passes, seed {seed}")
+    assert compare_timing(words, out, config, arch=arch, fabric=fabric,
+                          where=f"{passes} passes, seed {seed}") >= 1
 
 
 def test_baseline_is_slower_by_the_bus():

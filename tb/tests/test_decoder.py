@@ -2,9 +2,10 @@
 
 For every opcode byte and every flag byte, and for every known opcode the cross product of the
 boundary classes of ``count`` and of each argument field (0, 1, the limit and its neighbours,
-misaligned values, reserved bits set, shift 31/32, 0xFFFF), the decoder's error code, status
-word, announced payload and argument count must be those of ``GoldenMacro.check`` and the ISA
-table. Many cases run in one simulation, one command every two or three cycles.
+misaligned values, reserved bits set, zero points and clamps at the int8 ends, 0xFFFF), the
+decoder's error code, status word, announced payload and argument count must be those of
+``GoldenMacro.check`` and the ISA table. Many cases run in one simulation, one command every
+two or three cycles.
 """
 
 import itertools
@@ -13,7 +14,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from pim_macro.hw.decoder import CommandDecoder
-from pim_macro.hw.isa import (OPCODES, REQUANT_SHIFT_MAX, Error, Flag, Header, MacroConfig,
+from pim_macro.hw.isa import (OPCODES, Error, Flag, Header, MacroConfig,
                               Opcode, QuantArg, Status, arg_words, pack, payload_words,
                               response_words)
 from pim_macro.sw.models.golden import GoldenMacro
@@ -66,13 +67,12 @@ def _field_classes(name, config):
 
 
 # The second argument word of a requantizing command: valid and invalid corners of every field.
-_QUANT_FULL = [pack(QuantArg, mult=mult, shift=shift, reserved=reserved)
-               for mult, shift, reserved in itertools.product(
-                   (0, _MAX16), (0, 1, REQUANT_SHIFT_MAX, REQUANT_SHIFT_MAX + 1, 0xFF),
-                   (0, 1, 0x80))]
-_QUANT_FEW = [pack(QuantArg, mult=_MAX16, shift=REQUANT_SHIFT_MAX),
-              pack(QuantArg, mult=0, shift=0),
-              pack(QuantArg, shift=REQUANT_SHIFT_MAX + 1),
+_QUANT_FULL = [pack(QuantArg, zero_point=zp, act_min=lo, act_max=hi, reserved=reserved)
+               for zp, lo, hi, reserved in itertools.product(
+                   (-128, 0, 127), (-128, -1, 127), (-128, 0, 127), (0, 1, 0x80))]
+_QUANT_FEW = [pack(QuantArg, zero_point=-128, act_min=127, act_max=-128),
+              pack(QuantArg, zero_point=127, act_min=-128, act_max=127),
+              pack(QuantArg),
               pack(QuantArg, reserved=1)]
 
 

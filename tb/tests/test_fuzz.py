@@ -37,7 +37,7 @@ def test_expected_answers_of_a_cut_stream():
     payload, the cut command's status as well (it is checked before its payload comes)."""
     config = FUZZ_CONFIGS["l4r4q1"]
     load = asm.encode_load_bias(0, [1, 2, 3])
-    emit = asm.encode_emit_int8(4, mult=1, shift=0)
+    emit = asm.encode_emit_int8(4, channel=0)
     words = asm.encode_status() + load + emit
     assert expected_answers(words, config) == (words, 3, False)
     assert expected_answers(words[:-1], config) == (words[:-3], 2, True), \
@@ -48,7 +48,7 @@ def test_expected_answers_of_a_cut_stream():
     assert asm.parse_responses(GoldenMacro(config).run(ref))[1].ok
     assert expected_answers(words[:2], config) == (words[:1], 1, True), \
         "a header without its argument is not answered"
-    assert expected_answers([0xFFFFFF0A], config) == ([0xFFFFFF0A], 1, False), \
+    assert expected_answers([0xFFFFFF0B], config) == ([0xFFFFFF0B], 1, False), \
         "an unknown opcode is a whole command of one word"
 
 
@@ -145,7 +145,7 @@ def test_minimise_keeps_what_fails():
     and shrinks the rest to the command that fails (here a stand-in verdict: any stream holding
     one given MATVEC fails)."""
     config = FUZZ_CONFIGS["l4r4q1"]
-    case = fuzz_case(config, 11, commands=30, cut=0, reset=1, stalls=1)
+    case = fuzz_case(config, 12, commands=30, cut=0, reset=1, stalls=1)
     assert case.prefix is not None and (case.idle or case.backpressure)
     frames = asm.frame_program(case.words, config)
     culprit = next(case.words[s:s + n] for op, s, n in frames[len(frames) // 2:]

@@ -12,9 +12,10 @@ from pim_macro.hw.isa import ARCHES, Error, Opcode, MacroConfig
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.rtl import Job, run_rtl, SIMULATORS
 from pim_macro.sw.compiler.gemv import compile_gemv
-from pim_macro.sw.models.golden import requantize, wrap32
-from pim_macro.tb.harness.programs import (CONFIGS, STALLS, compare, compare_timing, error_programs,
-                                          hand_expected, hand_program, init_program,
+from pim_macro.sw.models.requant import requantize, wrap32
+from pim_macro.tb.harness.programs import (CONFIGS, HAND_RESPONSES, STALLS, compare,
+                                          compare_timing, error_programs, hand_expected,
+                                          hand_program, init_program, random_channels,
                                           random_program)
 
 
@@ -40,13 +41,15 @@ def test_macro(name, fabric, arch, sim):
     def check_hand(out):
         responses = asm.parse_responses(out)
         assert all(resp.ok for resp in responses), f"every hand-written command should pass"
-        raw1, raw2, raw3, q = responses[5], responses[6], responses[8], responses[9]
+        raw1, raw2, raw3, q, qd = (responses[i] for i in HAND_RESPONSES.values())
         exp = hand_expected(config)
         assert list(raw1.int32()) == exp[0], "identity weights should return the activations"
         assert list(raw2.int32()) == exp[1], "bias 100 should be added to every lane"
         assert list(raw3.int32()) == exp[2], "accumulating -128 * sum(x) should add 64 * lanes"
         assert list(asm.unpack_bytes(q.data, config.lanes)) == exp[3], \
             "int8 should be (v + 1) >> 1, saturated"
+        assert list(asm.unpack_bytes(qd.data, config.lanes)) == exp[4], \
+            "double rounding by 1/8 and 1/16 per channel, zero point -10, clamp -100 .. 50"
     for stall, idle, bp in STALLS:
         add(Job(hand_program(config), idle=idle, backpressure=bp, seed=1), check_hand)
 
@@ -67,23 +70,31 @@ def test_macro(name, fabric, arch, sim):
                          smooth=not (idle or bp)):
             compare(words, out, config, arch=arch, where=where)
             if smooth:
-                assert compare_timing(words, out, config, arch=arch, where=where) > 0
+                assert compare_timing(words, out, config, arch=arch, fabric=fabric,
+                                      where=where) > 0
         add(Job(words, idle=idle, backpressure=bp, seed=seed), check_random)
 
-    # Layer 4: a real workload, a tiled GEMV (bias, requantized, several passes and a batch),
-    # against numpy; then without stalls, its cycles against the cycle model.
+    # Layer 4: a real workload, a tiled GEMV (bias, requantized per channel in double rounding
+    # with a zero point and a ReLU, several passes and a batch), against numpy; then without
+    # stalls, its cycles against the cycle model.
     rng = np.random.default_rng(11)
     w = rng.integers(-128, 128, (2 * config.lanes + 3, 3 * config.depth // 2 + 5), dtype=np.int8)
     x = rng.integers(-128, 128, (3, w.shape[1]), dtype=np.int8)
     b = rng.integers(-2**20, 2**20, w.shape[0], dtype=np.int32)
-    program = compile_gemv(w, x, config, bias=b, mult=300, shift=12)
-    want = requantize(wrap32(x.astype(np.int64) @ w.T.astype(np.int64) + b), 300, 12, False)
+    m0, _ = random_channels(rng, w.shape[0])
+    s = rng.integers(-16, -12, w.shape[0])
+    quant = dict(zero_point=-7, act_min=-7, act_max=127, double_rounding=True)
+    program = compile_gemv(w, x, config, bias=b, multiplier=m0, shift=s, **quant)
+    want = requantize(wrap32(x.astype(np.int64) @ w.T.astype(np.int64) + b), m0, s, -7, -7, 127,
+                      double_rounding=True)
+    assert len(np.unique(want)) >= 8, "the GEMV's outputs should spread over the int8 range"
     for stall, idle, bp in (STALLS[0], STALLS[3]):
         def check_gemv(out, smooth=not (idle or bp), where=f"gemv {stall}"):
             y, counters = program.extract(out)
             assert np.array_equal(y, want), f"{where}: the GEMV should match numpy"
             if smooth:
-                assert compare_timing(program.words, out, config, arch=arch, where=where) == 1
+                assert compare_timing(program.words, out, config, arch=arch, fabric=fabric,
+                                      where=where) == 1
         add(Job(program.words, idle=idle, backpressure=bp, seed=4), check_gemv)
 
     # Reset in the middle of a load, of a MATVEC and of an output blocked by backpressure: the

@@ -10,7 +10,7 @@ from pim_macro.hw.isa import Counter, MacroConfig
 from pim_macro.hw.counters import PerfCounters
 from pim_macro.hw.mac_array import MacArray
 from pim_macro.hw.requantizer import Requantizer
-from pim_macro.sw.models.golden import requantize
+from pim_macro.sw.models.requant import requantize
 
 
 def simulate(dut, bench):
@@ -20,72 +20,168 @@ def simulate(dut, bench):
     sim.run()
 
 
-# Corners of the requantization rule: rounding of .5 both ways, shift 0 and 31, mult 0 and
-# 65535, saturation at both ends, the extreme accumulators.
+# Corners of TFLite's requantization (hw/isa.py; requant.py is the rule the requantizer must
+# equal): negative ties in both roundings, the extreme shifts, multipliers and accumulators,
+# zero points at both ends, an empty clamp. (value, multiplier, shift, zero_point, act_min,
+# act_max); every one runs in both roundings.
+INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 REQUANT_CORNERS = [
-    # value, mult, shift, relu, expected (worked out by hand from the rule in hw/isa.py)
-    (-3, 1, 1, False, -1),        # (-3 + 1) >> 1 = -1
-    (3, 1, 1, False, 2),          # (3 + 1) >> 1 = 2
-    (-1, 1, 1, False, 0),         # (-1 + 1) >> 1 = 0
-    (5, 3, 0, False, 15),         # no rounding term at shift 0
-    (100, 0, 5, False, 0),        # mult 0
-    (200, 1, 0, False, 127),      # saturate high
-    (-200, 1, 0, False, -128),    # saturate low
-    (-200, 1, 0, True, 0),        # ReLU after saturation
-    (-2**31, 65535, 31, False, -128),  # (-2**31 * 65535 + 2**30) >> 31 = -65535: saturates
-    (2**31 - 1, 65535, 31, False, 127),
-    (2**31 - 1, 1, 31, False, 1),  # (2**31 - 1 + 2**30) >> 31 = 1
-    (2**30, 1, 31, False, 1),     # exactly .5 rounds up
-    (2**30 - 1, 1, 31, False, 0),
-    (-2**30, 1, 31, False, 0),    # exactly -.5 rounds up to 0
-    (-2**30 - 1, 1, 31, False, -1),
-    (77, 1, 2, True, 19),         # (77 + 2) >> 2 = 19
+    (-3, 2**30, 0, 0, -128, 127),               # -1.5: both round half up at shift 0 -> -1
+    (-1, 2**30, 0, 0, -128, 127),               # -0.5 -> 0
+    (-5, 2**30, -1, 0, -128, 127),              # -1.25 -> -1
+    (-6, 2**30, -2, 0, -128, 127),              # -0.75 -> -1
+    (-4, 2**30, -2, 0, -128, 127),              # -0.5: single 0, double -1 (away from zero)
+    (-12, 2**30, -3, 0, -128, 127),             # -0.75 -> -1
+    (-8, 2**30, -3, 0, -128, 127),              # -0.5: single 0, double -1
+    (INT32_MIN, 2**31 - 1, -32, 0, -128, 127),  # shift -32: just above -0.5 -> 0
+    (INT32_MAX, 2**31 - 1, -32, 0, -128, 127),  # just below 0.5 -> 0
+    (INT32_MIN, 2**30, -32, 0, -128, 127),      # -0.25 -> 0
+    (-3 << 28, 2**31 - 1, -31, 5, -128, 127),   # shift -31: -0.375 -> 0, + 5
+    (INT32_MIN, 2**31 - 1, -31, 0, -128, 127),  # just above -1 -> -1
+    (1 << 30, 2**30, -31, -128, -128, 127),     # 0.25 -> 0, zero point -128
+    (100, 2**30, 0, 0, -128, 127),              # shift 0: 50
+    (101, 2**30, 0, 0, -128, 127),              # 50.5, a positive tie -> 51
+    (-101, 2**30, 0, 0, -128, 127),             # -50.5 -> -50 in both
+    (3, 2**31 - 1, 30, 0, -128, 127),           # shift 30: double rounding wraps 3 << 30
+    (1, 2**30, 30, 0, -128, 127),
+    (2, 2**30, 30, 0, -128, 127),               # 2 << 30 wraps to INT32_MIN in double
+    (1, 2**30, 31, 0, -128, 127),               # shift 31: 1 << 31 wraps to INT32_MIN
+    (-1, 2**31 - 1, 31, 0, -128, 127),
+    (INT32_MAX, 2**31 - 1, 31, 0, -128, 127),   # 2**62: saturates (single), wraps (double)
+    (INT32_MIN, 2**31 - 1, 31, 0, -128, 127),
+    (INT32_MIN, 2**31 - 1, 0, 0, -128, 127),    # M0 = 2**31 - 1, v = INT32_MIN / INT32_MAX
+    (INT32_MAX, 2**31 - 1, 0, 0, -128, 127),
+    (INT32_MAX, 0, 31, 0, -128, 127),           # M0 = 0: only the zero point remains
+    (INT32_MIN, 0, -32, 77, -128, 127),
+    (200, 2**30, 0, 127, -128, 127),            # 100 + 127 clamps at 127
+    (-200, 2**30, 0, -128, -128, 127),          # -100 - 128 clamps at -128
+    (-200, 2**30, 0, 127, -128, 127),           # 27
+    (1000, 2**30, 0, -128, -128, 127),          # 500 - 128 = 372 -> 127
+    (1022, 2**30, 0, -128, -128, 127),          # 511 - 128: the edge of the kept bits
+    (1024, 2**30, 0, -128, -128, 127),          # 512 - 128: saturated, still 127
+    (-1026, 2**30, 0, 127, -128, 127),          # -513 + 127
+    (-1024, 2**30, 0, 127, -128, 127),          # -512 + 127
+    (10, 2**30, 0, 0, 0, 127),                  # ReLU: 5
+    (-10, 2**30, 0, 0, 0, 127),                 # ReLU: 0
+    (50, 2**30, 0, -3, -3, 6),                  # ReLU6 with a zero point: 6
+    (5, 2**30, 0, 0, 20, -20),                  # act_min > act_max: act_max
+    (-500, 2**30, 0, 0, 20, -20),
 ]
 
 
-@pytest.mark.parametrize("value,mult,shift,relu,expected", REQUANT_CORNERS)
-def test_requant_rule_corners(value, mult, shift, relu, expected):
-    assert int(requantize(np.array([value]), mult, shift, relu)[0]) == expected, \
-        "the golden requantization should follow the rule in hw/isa.py"
+def test_requant_corners_are_corners():
+    """The corner list holds what it claims: negative ties the two roundings round apart, and
+    values past the requantizer's kept bits."""
+    from pim_macro.sw.models.requant import multiply_by_quantized_multiplier as mbqm
+    ties = [(v, m0, s) for v, m0, s, *_ in REQUANT_CORNERS if s < 0 and v * m0 < 0
+            and (v * m0) % (1 << (31 - s)) == 1 << (30 - s)]
+    assert any(int(mbqm(*c)) != int(mbqm(*c, double_rounding=True)) for c in ties)
+    assert any(abs(int(mbqm(v, m0, s))) > 2**40 for v, m0, s, *_ in REQUANT_CORNERS)
 
 
-@pytest.mark.parametrize("soft", [False, True], ids=["mul", "soft"])
-def test_requantizer_matches_rule(soft):
-    """Corners, then seeded random values, streamed one per cycle through the pipeline."""
-    rng = np.random.default_rng(7)
-    cases = [case[:4] for case in REQUANT_CORNERS]
-    for _ in range(400):
-        cases.append((int(rng.integers(-2**31, 2**31)), int(rng.integers(0, 2**16)),
-                      int(rng.integers(0, 32)), bool(rng.integers(0, 2))))
-    for _ in range(600):    # values whose result lies near the saturation and ReLU edges
-        mult, shift = int(rng.integers(1, 2**16)), int(rng.integers(0, 32))
-        target = int(rng.integers(-140, 141))
-        value = ((target << shift) // mult) + int(rng.integers(-2, 3))
-        if -2**31 <= value < 2**31:
-            cases.append((value, mult, shift, bool(rng.integers(0, 2))))
-    dut = Requantizer(soft=soft)
+def _requant_cases(seed, count):
+    """The corners in both roundings, then seeded random cases: fully random, near the int8
+    edges, and exact ties (value * M0 an odd multiple of 2**(k - 1))."""
+    rng = np.random.default_rng(seed)
+    cases = [(*c, d) for c in REQUANT_CORNERS for d in (False, True)]
+    for _ in range(count):
+        zp, lo, hi = (int(v) for v in rng.integers(-128, 128, 3))
+        kind = int(rng.integers(0, 3))
+        s = int(rng.integers(-32, 32))
+        m0 = int(rng.choice([int(rng.integers(0, 2**31)), int(rng.integers(2**30, 2**31))]))
+        if kind == 0:
+            v = int(rng.integers(INT32_MIN, INT32_MAX + 1))
+        elif kind == 1:             # |y| near 128 .. 512
+            target = int(rng.integers(-600, 600))
+            v = int(target * 2.0 ** (31 - s) / max(m0, 1)) + int(rng.integers(-2, 3))
+            v = min(max(v, INT32_MIN), INT32_MAX)
+        else:                       # ties: M0 = 2**30, v an odd multiple of 2**(-s)
+            m0, s = 2**30, int(rng.integers(-31, 1))
+            v = (2 * int(rng.integers(-2**20, 2**20)) + 1) << min(-s, 10)
+        if rng.random() < 0.3:
+            lo, hi = -128, 127
+        cases.append((v, m0, s, zp, lo, hi, bool(rng.integers(0, 2))))
+    return cases
+
+
+def _run_requantizer(dut, cases, *, gap):
+    """Stream ``cases`` through ``dut``, one every ``gap`` cycles (zero point and clamp held
+    while a value is in flight, as the contract asks); return the results."""
     got = []
 
     async def bench(ctx):
-        # Hold mult/shift/relu for the pipeline's latency after each value, as the contract asks.
-        for value, mult, shift, relu in cases:
-            ctx.set(dut.value, value)
-            ctx.set(dut.mult, mult)
-            ctx.set(dut.shift, shift)
-            ctx.set(dut.relu, relu)
-            ctx.set(dut.i_valid, 1)
+        for v, m0, s, zp, lo, hi, d in cases:
+            for port, value in ((dut.value, v), (dut.multiplier, m0), (dut.shift, s),
+                                (dut.double, d), (dut.zero_point, zp), (dut.act_min, lo),
+                                (dut.act_max, hi), (dut.i_valid, 1)):
+                ctx.set(port, value)
             await ctx.tick()
             ctx.set(dut.i_valid, 0)
-            for _ in range(Requantizer.LATENCY - 1):
+            for _ in range(dut.latency - 1):
+                assert not ctx.get(dut.o_valid), "o_valid should come LATENCY cycles after"
                 await ctx.tick()
             assert ctx.get(dut.o_valid), "o_valid should follow i_valid after LATENCY cycles"
             got.append(ctx.get(dut.result))
             await ctx.tick()
 
-    simulate(dut, bench)
-    for (value, mult, shift, relu), result in zip(cases, got):
-        expected = int(requantize(np.array([value]), mult, shift, relu)[0])
-        assert result == expected, f"requantize({value}, {mult}, {shift}, {relu}) = {expected}"
+    async def pipelined(ctx):
+        # Back to back at the interval, zero point and clamp fixed: the pipeline must not mix
+        # values up.
+        outs = []
+        _, _, _, zp, lo, hi, _ = cases[0]
+        for port, value in ((dut.zero_point, zp), (dut.act_min, lo), (dut.act_max, hi)):
+            ctx.set(port, value)
+        for v, m0, s, _, _, _, d in cases:
+            for port, value in ((dut.value, v), (dut.multiplier, m0), (dut.shift, s),
+                                (dut.double, d), (dut.i_valid, 1)):
+                ctx.set(port, value)
+            for _ in range(dut.interval):
+                await ctx.tick()
+                # Between values the inputs change (as the output engine's do): the
+                # requantizer must work from what it sampled.
+                ctx.set(dut.i_valid, 0)
+                for port, value in ((dut.value, ~v), (dut.multiplier, m0 ^ 0x5555_5555),
+                                    (dut.shift, -1 - s), (dut.double, not d)):
+                    ctx.set(port, value)
+                if ctx.get(dut.o_valid):
+                    outs.append(ctx.get(dut.result))
+        for _ in range(dut.latency + 1):
+            await ctx.tick()
+            if ctx.get(dut.o_valid):
+                outs.append(ctx.get(dut.result))
+        got.extend(outs)
+
+    simulate(dut, bench if gap is None else pipelined)
+    return got
+
+
+def _expected(cases):
+    return [int(requantize(np.array([v]), m0, s, zp, lo, hi, double_rounding=d)[0])
+            for v, m0, s, zp, lo, hi, d in cases]
+
+
+@pytest.mark.parametrize("soft,passes", [(False, 1), (True, 1), (False, 2), (True, 4)],
+                         ids=["mul", "soft", "mul-2pass", "soft-4pass"])
+def test_requantizer_matches_rule(soft, passes):
+    """Corners, ties, edges and random values, one at a time, against requant.requantize."""
+    cases = _requant_cases(7 + passes, 300)
+    got = _run_requantizer(Requantizer(soft=soft, passes=passes), cases, gap=None)
+    for case, result, expected in zip(cases, got, _expected(cases)):
+        assert result == expected, f"requantize{case} should be {expected}, got {result}"
+
+
+@pytest.mark.parametrize("passes", [1, 2, 4])
+def test_requantizer_back_to_back(passes):
+    """Values at the requantizer's interval (one per pass count), zero point and clamp fixed."""
+    zp, lo, hi = -5, -100, 90
+    cases = [(v, m0, s, zp, lo, hi, d) for v, m0, s, _, _, _, d in _requant_cases(passes, 200)]
+    got = _run_requantizer(Requantizer(passes=passes), cases, gap=passes)
+    assert got == _expected(cases), "pipelined results should equal the rule, in order"
+
+
+def test_requantizer_rejects_passes():
+    with pytest.raises(ValueError, match=r"passes must be one of \(1, 2, 4\), not 3"):
+        Requantizer(passes=3)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 4])
@@ -191,27 +287,39 @@ def test_make_macro_rejects_unknown_arch():
 
 
 @pytest.mark.parametrize("reads", [1, 2, 4])
-def test_bias_memory_reads_consecutive_words(reads):
-    """Every start address, every bank alignment: rd_data[j] == word[addr + j] a cycle later."""
-    from pim_macro.hw.bias_memory import BiasMemory
+def test_channel_memory_reads_consecutive_channels(reads):
+    """Every start address, every bank alignment: data[j] == channel[addr + j] a cycle later,
+    each field written on its own (a LOAD_QUANT word's reserved bits ignored)."""
+    from pim_macro.hw.bias_memory import ChannelMemory
+    from pim_macro.hw.isa import ChannelMultiplier, ChannelShift, pack
     depth = 23
-    words = [int(v) for v in np.random.default_rng(3).integers(-2**31, 2**31, depth)]
-    dut = BiasMemory(depth, reads)
+    rng = np.random.default_rng(3)
+    biases = [int(v) for v in rng.integers(-2**31, 2**31, depth)]
+    multipliers = [int(v) for v in rng.integers(0, 2**31, depth)]
+    shifts = [int(v) for v in rng.integers(-32, 32, depth)]
+    dut = ChannelMemory(depth, reads)
 
     async def bench(ctx):
-        for addr, word in enumerate(words):
-            ctx.set(dut.write.en, 1)
-            ctx.set(dut.write.addr, addr)
-            ctx.set(dut.write.data, word)
-            await ctx.tick()
-        ctx.set(dut.write.en, 0)
+        for addr in range(depth):
+            words = {"bias": biases[addr] & 0xFFFF_FFFF,
+                     "multiplier": pack(ChannelMultiplier, multiplier=multipliers[addr],
+                                        reserved=1),
+                     "shift": pack(ChannelShift, shift=shifts[addr], reserved=0x2AAAAAA)}
+            for field, word in words.items():
+                ctx.set(dut.write.addr, addr)
+                ctx.set(dut.write.data, word)
+                ctx.set(getattr(dut.write, field), 1)
+                await ctx.tick()
+                ctx.set(getattr(dut.write, field), 0)
         for addr in range(depth - reads + 1):
             ctx.set(dut.read.en, 1)
             ctx.set(dut.read.addr, addr)
             await ctx.tick()
             ctx.set(dut.read.en, 0)
-            got = [ctx.get(dut.read.data[j]) for j in range(reads)]
-            assert got == words[addr:addr + reads], f"read at {addr}"
+            got = [(ctx.get(dut.read.data[j].bias), ctx.get(dut.read.data[j].multiplier),
+                    ctx.get(dut.read.data[j].shift)) for j in range(reads)]
+            want = list(zip(biases, multipliers, shifts))[addr:addr + reads]
+            assert got == want, f"read at {addr}"
 
     simulate(dut, bench)
 
