@@ -43,7 +43,8 @@ class Requantizer(wiring.Component):
     * ``T = x * M0``, plus ``2**30`` for double rounding (gemmlowp's nudge, which for ``M0 >= 0``
       is round-half-up at bit 31);
     * ``k = 31 - shift`` (single) or ``31 + max(-shift, 0)`` (double);
-    * ``y = (T >> k) + r``: single rounding's ``r`` is bit ``k - 1`` of ``T`` (0 for ``k = 0``);
+    * ``y = (T >> k) + r``: single rounding's ``r`` (ties away from zero) is bit ``k - 1`` of
+      ``T`` (0 for ``k = 0``), and, for ``T < 0``, only if a bit of ``T`` below it is set too;
       double rounding's (``RoundingDivideByPOT``, ties away from zero) is bit ``k - 1`` when
       ``k > 31``, and, for ``T < 0``, only if a bit of ``T`` in ``31 .. k - 2`` is set too;
     * only ``_Y_BITS`` bits of ``T >> k`` are built (ten ``64:1`` multiplexers) and the rest
@@ -191,10 +192,16 @@ class Requantizer(wiring.Component):
         # Double rounding, RoundingDivideByPOT(h, e) with h = T >> 31, e = k - 31: rounds up
         # when the remainder h mod 2**e exceeds 2**(e-1) - 1 + (h < 0): its top bit (bit k - 1
         # of T) is set and, for negative h, some lower bit (31 .. k - 2) too; never for e = 0.
-        # bits 31 .. k - 2: those of the mask of bits below k - 1, from 31 up
-        under = (C((1 << (_T_BITS - 1)) - 1, _T_BITS - 1) >> (_T_BITS - k3).as_unsigned())[31:]
-        below = (t[31:_T_BITS - 1] & under).any()
+        # `under`: the bits of T below k - 1 (0 .. k - 2); double rounding looks at 31 .. k - 2.
+        under = Signal(_T_BITS - 1)
+        m.d.comb += under.eq(C((1 << (_T_BITS - 1)) - 1, _T_BITS - 1)
+                             >> (_T_BITS - k3).as_unsigned())
+        below = (t[31:_T_BITS - 1] & under[31:]).any()
         r_double = (k3 > 31) & r_bit & (~neg | below)
+        # Single rounding, ties away from zero: like half up, except that a negative T at an
+        # exact tie (bit k - 1 set, nothing below it) stays at floor(T / 2**k), which is the
+        # tie's value rounded away from zero.
+        r_single = r_bit & (~neg | (t[:_T_BITS - 1] & under).any())
         y = Signal(signed(_Y_BITS + 1))
         r = Signal()
         y_valid = Signal()
@@ -202,7 +209,7 @@ class Requantizer(wiring.Component):
             m.d.sync += y.eq(q)
         with m.Else():
             m.d.sync += y.eq(Mux(neg, -(1 << (_Y_BITS - 1)) - 1, 1 << (_Y_BITS - 1)))
-        m.d.sync += [r.eq(Mux(d3, r_double, r_bit)), y_valid.eq(t_valid)]
+        m.d.sync += [r.eq(Mux(d3, r_double, r_single)), y_valid.eq(t_valid)]
 
         # ---- Stage 4 + P: + zero point, then max(act_min), then min(act_max) (TFLite's order) -
         z = Signal(signed(_Y_BITS + 3))

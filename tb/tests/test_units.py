@@ -41,7 +41,7 @@ REQUANT_CORNERS = [
     (1 << 30, 2**30, -31, -128, -128, 127),     # 0.25 -> 0, zero point -128
     (100, 2**30, 0, 0, -128, 127),              # shift 0: 50
     (101, 2**30, 0, 0, -128, 127),              # 50.5, a positive tie -> 51
-    (-101, 2**30, 0, 0, -128, 127),             # -50.5 -> -50 in both
+    (-101, 2**30, 0, 0, -128, 127),             # -50.5: -51 single (ties away), -50 double
     (3, 2**31 - 1, 30, 0, -128, 127),           # shift 30: double rounding wraps 3 << 30
     (1, 2**30, 30, 0, -128, 127),
     (2, 2**30, 30, 0, -128, 127),               # 2 << 30 wraps to INT32_MIN in double
@@ -73,7 +73,7 @@ def test_requant_corners_are_corners():
     """The corner list holds what it claims: negative ties the two roundings round apart, and
     values past the requantizer's kept bits."""
     from pim_macro.sw.models.requant import multiply_by_quantized_multiplier as mbqm
-    ties = [(v, m0, s) for v, m0, s, *_ in REQUANT_CORNERS if s < 0 and v * m0 < 0
+    ties = [(v, m0, s) for v, m0, s, *_ in REQUANT_CORNERS if s < 31 and v * m0 < 0
             and (v * m0) % (1 << (31 - s)) == 1 << (30 - s)]
     assert any(int(mbqm(*c)) != int(mbqm(*c, double_rounding=True)) for c in ties)
     assert any(abs(int(mbqm(v, m0, s))) > 2**40 for v, m0, s, *_ in REQUANT_CORNERS)
