@@ -12,7 +12,7 @@ from pim_macro.sw.models.golden import GoldenMacro
 from pim_macro.sw.runtime.rtl import SIMULATORS, Job, run_rtl
 
 
-__all__ = ["SIMS", "execute", "run_stream", "StreamRun", "check_run_options"]
+__all__ = ["SIMS", "execute", "run_stream", "StreamRun", "check_run_options", "Session"]
 
 
 #: Back ends :func:`execute` accepts: the untimed golden model, the exact cycle model, the
@@ -82,3 +82,38 @@ def run_stream(words, config: MacroConfig, *, sim, arch="pim", work=0, idle=0.0,
         raise RuntimeError(f"the macro did not finish the program on {sim} within {budget} "
                            f"cycles (hung?)")
     return StreamRun(result.out, result.cycles)
+
+
+# TEMP Session (golden/model) until the rtl branch merges
+class Session:
+    """A macro that keeps its state (weights, activations, channel memory, counters) across
+    :meth:`run` calls: ``Session(config, sim=..., arch=...)``, a context manager. This stand-in
+    serves ``sim`` ``"golden"`` (a :class:`GoldenMacro`) and ``"model"`` (a
+    :class:`CycleModel`, whose ``READ_COUNTERS`` answers hold the predicted timed counters);
+    other sims raise ``ValueError`` until the persistent RTL session lands. ``idle``,
+    ``backpressure``, ``seed`` and ``port`` are accepted for the same signature."""
+
+    def __init__(self, config: MacroConfig, *, sim, arch="pim", idle=0.0, backpressure=0.0,
+                 seed=0, port=None):
+        check_run_options(sim, arch, idle, backpressure, port)
+        if sim not in ("golden", "model"):
+            raise ValueError(f"sim {sim!r} needs the persistent RTL session, which is not "
+                             f"merged yet (golden and model only)")
+        self.config, self.sim, self.arch = config, sim, arch
+        self._macro = (GoldenMacro if sim == "golden" else CycleModel)(config, arch=arch)
+
+    def run(self, words):
+        """The output words of ``words`` (every answer they produce), on the kept state."""
+        if self._macro is None:
+            raise ValueError("the session is closed")
+        return self._macro.run(words)
+
+    def close(self):
+        self._macro = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
