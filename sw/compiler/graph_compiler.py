@@ -71,6 +71,11 @@ IN_KINDS = {Opcode.WRITE_WEIGHTS: "weights", Opcode.LOAD_BIAS: "channels",
             Opcode.READ_COUNTERS: "counters"}
 
 
+#: Stream words of the commands around one streamed piece: a ``WRITE_WEIGHTS`` header and row
+#: argument, a ``MATVEC`` header and argument (the rows' own words come on top).
+_PIECE_WORDS = 4
+
+
 def _ceil(a, b):
     return -(-a // b)
 
@@ -102,13 +107,15 @@ class Piece:
 @dataclass(frozen=True)
 class Tile:
     """Output channels ``n0 .. n1 - 1`` of an op, computed in lanes ``0 .. n1 - n0 - 1`` with
-    channel entries ``channel ..``; ``pieces`` (tuple of :class:`Piece`); ``streamed``: its
-    weights are written for every patch."""
+    channel entries ``channel ..``; ``pieces`` (tuple of :class:`Piece`); ``streamed``: it is
+    taller than the SRAM, and its pieces without a ``row`` are written for every patch,
+    alternating between the scratch rows ``stream_bases``."""
     n0: int
     n1: int
     channel: int
     pieces: tuple
     streamed: bool
+    stream_bases: tuple = (0,)
 
     @property
     def rows(self):
@@ -118,8 +125,8 @@ class Tile:
 @dataclass(frozen=True)
 class Pass:
     """Tiles that are on the macro together. ``write_weights``: the pass writes its tiles'
-    weights at its start (not resident, not streamed); ``load_channels``: it loads their
-    channels at its start."""
+    weights (those with a ``row``) at its start (they are not resident); ``load_channels``: it
+    loads their channels at its start."""
     tiles: tuple
     write_weights: bool
     load_channels: bool
@@ -131,8 +138,7 @@ class OpPlan:
     distinct column ranges of its tiles, each word-aligned), ``offsets`` where each range
     ``(k0, k1)`` starts in it, or ``image`` 0 when a patch is sent piece by piece;
     ``act_bases``: the activation buffer halves (one base when not double buffered); ``band``:
-    patch images per ``LOAD_ACT``; ``stream_bases``: the SRAM halves streamed pieces alternate
-    between."""
+    patch images per ``LOAD_ACT``."""
     index: int
     op: MacroOp
     passes: tuple
@@ -140,7 +146,6 @@ class OpPlan:
     offsets: dict
     act_bases: tuple
     band: int
-    stream_bases: tuple
 
     @property
     def tiles(self):
@@ -205,11 +210,12 @@ class GraphProgram:
         macro = [(i, op) for i, op in enumerate(graph.ops) if isinstance(op, MacroOp)]
         # First, where each op's columns go and how they split (independent of residency).
         layouts = {i: self._layout(op) for i, op in macro}
-        self.weight_rows = sum(rows for layout in layouts.values()
-                               for *_, rows, _ in layout["tiles"])
+        self.weight_rows = sum(_ceil(k1 - k0, c.rows_per_cycle)
+                               for layout in layouts.values() for tile in layout["tiles"]
+                               for k0, k1, _ in tile["ranges"])
         self.channels = sum(op.channels for _, op in macro)
         self.weights_resident = (self.weight_rows <= c.depth and not any(
-            streamed for layout in layouts.values() for *_, streamed in layout["tiles"]))
+            tile["streamed"] for layout in layouts.values() for tile in layout["tiles"]))
         self.channels_resident = self.channels <= c.bias_depth
         self.plans = {}
         row = channel = 0
@@ -219,9 +225,32 @@ class GraphProgram:
 
     # -- planning -----------------------------------------------------------------------------
 
+    def _stream_split(self, rows):
+        """``(resident, half)`` for a tile of ``rows`` weight rows taller than the SRAM: the
+        first ``resident`` rows stay in the SRAM for its pass, the rest go through two
+        alternating scratch halves of ``half`` rows after them, written for every patch.
+
+        Per patch the input stream carries one word a cycle (the streamed rows' words and about
+        :data:`_PIECE_WORDS` command words per streamed piece) while the lanes multiply one row
+        a cycle (``rows``): the split minimizes the larger of the two, then the pieces."""
+        c = self.config
+        if c.depth < 2:
+            return 0, c.depth
+        best = None
+        for half in range(1, min(c.depth // 2, COUNT_MAX) + 1):
+            resident = c.depth - 2 * half
+            over = rows - resident
+            pieces = _ceil(over, half)
+            cost = (max(over * c.row_words + pieces * _PIECE_WORDS, rows), pieces)
+            if best is None or cost < best[0]:
+                best = (cost, resident, half)
+        return best[1], best[2]
+
     def _layout(self, op):
-        """Tiles ``(n0, n1, ranges, rows, streamed)`` of ``op``: ``ranges`` its pieces'
-        ``(k0, k1)``; and the patch image (``image`` bytes, range offsets) or 0."""
+        """Tiles of ``op`` as dicts: ``n0``, ``n1``, ``ranges`` (``(k0, k1, streamed)`` of its
+        pieces), ``rows`` (resident ones), ``streamed``, ``stream_bases`` (the scratch halves);
+        and the patch image (``image`` bytes, range offsets) or 0, the activation halves and the
+        band."""
         c, r = self.config, self.config.rows_per_cycle
         spans = []
         for n0 in range(0, op.channels, self.tile_width):
@@ -237,19 +266,29 @@ class GraphProgram:
             act_bases, act_cap = _halves(c.act_depth, INT8_PER_WORD)
         else:
             act_bases, act_cap = _halves(c.act_depth, image)
-        stream_bases, stream_rows = _halves(c.depth, 1)
         tiles = []
         for n0, n1, k0, k1 in spans:
             streamed = _ceil(k1 - k0, r) > c.depth
-            most = min(stream_rows if streamed else c.depth, COUNT_MAX) * r
-            if not image:
-                most = min(most, act_cap)           # a multiple of 4, so of R
-            ranges = [(a, min(a + most, k1)) for a in range(k0, k1, most)]
-            rows = sum(_ceil(b - a, r) for a, b in ranges)
-            tiles.append((n0, n1, ranges, rows, streamed))
+            resident, half = (self._stream_split(_ceil(k1 - k0, r)) if streamed
+                              else (c.depth, 0))
+            ranges = []
+            # The resident columns, then the streamed ones; a piece within the SRAM's (or a
+            # scratch half's) rows, a command's count and, piece by piece, the buffer's half.
+            for first, stop, most, stream in ((k0, min(k0 + resident * r, k1), resident, False),
+                                             (k0 + resident * r, k1, half, True)):
+                if first >= stop:
+                    continue
+                most = min(most, COUNT_MAX) * r
+                if not image:
+                    most = min(most, act_cap)       # a multiple of 4, so of R
+                ranges += [(a, min(a + most, stop), stream) for a in range(first, stop, most)]
+            rows = sum(_ceil(b - a, r) for a, b, stream in ranges if not stream)
+            bases = (resident, resident + half) if streamed and c.depth >= 2 else (0,)
+            tiles.append({"n0": n0, "n1": n1, "ranges": ranges, "rows": rows,
+                          "streamed": streamed, "stream_bases": bases})
         band = (min(act_cap, COUNT_MAX) // image) if image else 0
         return {"tiles": tiles, "image": image, "offsets": offsets, "act_bases": act_bases,
-                "band": band, "stream_bases": stream_bases}
+                "band": band}
 
     def _plan(self, index, op, layout, row, channel):
         """The :class:`OpPlan` of ``op``; ``row`` and ``channel`` are the next free resident
@@ -257,46 +296,46 @@ class GraphProgram:
         c = self.config
         groups, current, rows_in, chans_in = [], [], 0, 0
         for tile in layout["tiles"]:
-            n0, n1, ranges, rows, streamed = tile
+            rows, width = tile["rows"], tile["n1"] - tile["n0"]
             too_many_rows = not self.weights_resident and rows_in + rows > c.depth
-            too_many_chans = not self.channels_resident and chans_in + n1 - n0 > c.bias_depth
-            if current and (streamed or current[-1][4] or too_many_rows or too_many_chans):
+            too_many_chans = not self.channels_resident and chans_in + width > c.bias_depth
+            if current and (tile["streamed"] or current[-1]["streamed"] or too_many_rows
+                            or too_many_chans):
                 groups.append(current)
                 current, rows_in, chans_in = [], 0, 0
             current.append(tile)
-            rows_in, chans_in = rows_in + rows, chans_in + n1 - n0
+            rows_in, chans_in = rows_in + rows, chans_in + width
         groups.append(current)
 
         weights = op.weights
-        folded = op.folded_bias()
         passes = []
         for group in groups:
             pass_row = row if self.weights_resident else 0
             pass_channel = channel if self.channels_resident else 0
             tiles = []
-            for n0, n1, ranges, rows, streamed in group:
+            for tile in group:
+                n0, n1 = tile["n0"], tile["n1"]
+                whole = op.k_range(n0, n1)
                 pieces = []
-                for k0, k1 in ranges:
+                for k0, k1, stream in tile["ranges"]:
                     block = np.zeros((c.lanes, k1 - k0), dtype=np.int8)
                     block[:n1 - n0] = weights[n0:n1, k0:k1]
                     piece_rows = asm.weight_rows(block, c)
-                    whole = op.k_range(n0, n1)
                     act = (layout["offsets"][whole] + k0 - whole[0]) if layout["image"] else 0
-                    pieces.append(Piece(k0, k1, act, None if streamed else pass_row,
-                                        piece_rows))
-                    if not streamed:
+                    pieces.append(Piece(k0, k1, act, None if stream else pass_row, piece_rows))
+                    if not stream:
                         pass_row += len(piece_rows)
-                tiles.append(Tile(n0, n1, pass_channel, tuple(pieces), streamed))
+                tiles.append(Tile(n0, n1, pass_channel, tuple(pieces), tile["streamed"],
+                                  tile["stream_bases"]))
                 pass_channel += n1 - n0
-            streamed = any(t.streamed for t in tiles)
-            passes.append(Pass(tuple(tiles), not self.weights_resident and not streamed,
+            passes.append(Pass(tuple(tiles), not self.weights_resident,
                                not self.channels_resident))
             if self.weights_resident:
                 row = pass_row
             if self.channels_resident:
                 channel = pass_channel
         plan = OpPlan(index, op, tuple(passes), layout["image"], layout["offsets"],
-                      layout["act_bases"], layout["band"], layout["stream_bases"])
+                      layout["act_bases"], layout["band"])
         return plan, row, channel
 
     # -- words --------------------------------------------------------------------------------
@@ -346,10 +385,10 @@ class GraphProgram:
             loads[0] += 1
             return base
 
-        def multiply(piece, act, first):
+        def multiply(tile, piece, act, first):
             row = piece.row
             if row is None:                      # streamed: write it, alternating halves
-                row = plan.stream_bases[streams[0] % len(plan.stream_bases)]
+                row = tile.stream_bases[streams[0] % len(tile.stream_bases)]
                 streams[0] += 1
                 b.add(Opcode.WRITE_WEIGHTS, asm.encode_write_weights(row, piece.rows, c))
             b.add(Opcode.MATVEC, asm.encode_matvec(row, act, len(piece.rows),
@@ -368,8 +407,9 @@ class GraphProgram:
             if ps.write_weights:
                 for tile in ps.tiles:
                     for piece in tile.pieces:
-                        b.add(Opcode.WRITE_WEIGHTS,
-                              asm.encode_write_weights(piece.row, piece.rows, c))
+                        if piece.row is not None:
+                            b.add(Opcode.WRITE_WEIGHTS,
+                                  asm.encode_write_weights(piece.row, piece.rows, c))
             if ps.load_channels:
                 n0, n1 = ps.tiles[0].n0, ps.tiles[-1].n1
                 _load_channels(b, ps.tiles[0].channel, folded[n0:n1], op.multiplier[n0:n1],
@@ -383,7 +423,7 @@ class GraphProgram:
                         at = base + (p - first) * plan.image
                         for tile in ps.tiles:
                             for j, piece in enumerate(tile.pieces):
-                                multiply(piece, at + piece.act, j == 0)
+                                multiply(tile, piece, at + piece.act, j == 0)
                             emit(tile, p)
             else:
                 for p in range(count):
@@ -392,7 +432,7 @@ class GraphProgram:
                             base = next_act_base()
                             b.add(Opcode.LOAD_ACT,
                                   asm.encode_load_act(base, patches[p, piece.k0:piece.k1]))
-                            multiply(piece, base, j == 0)
+                            multiply(tile, piece, base, j == 0)
                         emit(tile, p)
         b.add(Opcode.READ_COUNTERS, asm.encode_read_counters())
         return b.segment()
