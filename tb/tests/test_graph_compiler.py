@@ -117,7 +117,7 @@ def conv_net(seed=2):
     """SAME 3x3 conv (stride 1), VALID stride-2 conv, depthwise 3x3 (multiplier 2) SAME, 1x1
     conv, then a reshape (host) and a FULLY_CONNECTED."""
     b = Builder(seed)
-    x = b.tensor((7, 6, 3), zp=-128)
+    x = b.tensor((5, 6, 3), zp=-128)
     h = b.conv(x, 10, (3, 3), padding=(1, 1, 1, 1), double=True, zp_out=127)
     h = b.conv(h, 12, (3, 3), stride=(2, 2), per_channel=False, relu=True)
     h = b.conv(h, 0, (3, 3), padding=(1, 1, 1, 1), depthwise=2, double=True)
@@ -143,3 +143,153 @@ def _check(graph, x, result):
             if isinstance(op, MacroOp):
                 np.testing.assert_array_equal(result.tensors[op.output][s],
                                               values[op.output], err_msg=f"op {op.name}")
+
+
+# -- configurations, each forcing paths of the lowering (asserted, so they keep forcing them) ---
+
+#: name -> (config, what its plans of conv_net must show)
+CONFIGS = {
+    # the default: conv_net's weights do not fit (passes), fc_chain's do; double buffering
+    "default": MacroConfig(),
+    # everything resident
+    "big": MacroConfig(lanes=16, depth=512),
+    # streamed K through whole images; weights not resident (passes), channels resident
+    "streamed": MacroConfig(lanes=8, depth=40, act_depth=1024, bias_depth=256),
+    # R = 2, 12 lanes, images single-buffered, passes by rows
+    "r2": MacroConfig(lanes=12, rows_per_cycle=2, depth=64, act_depth=100, bias_depth=64),
+    # tiny everything: patches piece by piece, channel reloads, streamed, passes
+    "tiny": MacroConfig(lanes=4, depth=8, act_depth=8, bias_depth=3),
+    # R = 4 with the smallest buffer (one 4-byte piece, no double buffering) and 3 rows
+    "r4": MacroConfig(lanes=8, rows_per_cycle=4, depth=3, act_depth=4, bias_depth=2),
+}
+
+
+def _features(program):
+    """What the plans of a program do, as a set of names."""
+    plans = list(program.plans.values())
+    found = set()
+    found.add("resident" if program.weights_resident else "passes")
+    if not program.channels_resident:
+        found.add("channel reloads")
+    if any(p.image == 0 for p in plans):
+        found.add("pieces")
+    if any(p.image and len(p.act_bases) == 2 and p.band > 1 for p in plans):
+        found.add("double-buffered bands")
+    if any(p.image and len(p.act_bases) == 1 for p in plans):
+        found.add("single-buffered bands")
+    if any(t.streamed for p in plans for t in p.tiles):
+        found.add("streamed")
+    if any(len(t.pieces) > 1 for p in plans for t in p.tiles):
+        found.add("accumulated pieces")
+    return found
+
+
+EXPECTED = {
+    "default": {"passes", "double-buffered bands"},
+    "big": {"resident", "double-buffered bands"},
+    "streamed": {"passes", "streamed", "accumulated pieces", "double-buffered bands"},
+    "r2": {"passes", "single-buffered bands", "accumulated pieces"},
+    "tiny": {"passes", "channel reloads", "pieces", "streamed", "accumulated pieces"},
+    "r4": {"passes", "channel reloads", "pieces", "streamed", "accumulated pieces"},
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_configs_force_their_paths(name):
+    program = compile_graph(conv_net(), CONFIGS[name])
+    assert EXPECTED[name] <= _features(program), _features(program)
+
+
+@pytest.mark.parametrize("graph", ["fc_chain", "conv_net"])
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("sim", ["golden", "model"])
+def test_bit_exact(graph, name, sim):
+    """Every macro op's output equals Graph.run's, for two samples (weights kept across; one
+    for the convolutions on the smallest macros, tens of thousands of commands a sample)."""
+    g = globals()[graph]()
+    batch = 1 if graph == "conv_net" and name in ("tiny", "r4") else 2
+    x = _inputs(g, batch, seed=3)
+    result = run_graph(g, x, CONFIGS[name], sim=sim)
+    _check(g, x, result)
+    assert result.outputs[0].shape == (batch, *g.tensors[g.outputs[0]].shape[1:])
+    assert result.outputs[0].dtype == np.int8
+
+
+@pytest.mark.parametrize("name", ["default", "tiny"])
+def test_counters_consistent(name):
+    """The cycle model's untimed counters equal the golden model's, op by op; the baseline reads
+    the same rows with their bus beats and takes longer; cycles add up; every MAC the model asks
+    for is done by an active lane."""
+    g, config = conv_net(), CONFIGS[name]
+    x = _inputs(g, 1, seed=4)
+    runs = {(sim, arch): run_graph(g, x, config, sim=sim, arch=arch)
+            for sim in ("golden", "model") for arch in ("pim", "baseline")}
+    gold, pim, base = runs["golden", "pim"], runs["model", "pim"], runs["model", "baseline"]
+    assert gold.cycles == [0]
+    for arch in ("pim", "baseline"):
+        for a, b in zip(runs["golden", arch].ops, runs["model", arch].ops):
+            assert (a.mac_active, a.row_reads, a.bus_beats, a.words_in, a.words_out) == \
+                (b.mac_active, b.row_reads, b.bus_beats, b.words_in, b.words_out)
+    for p, q in zip(pim.ops, base.ops):
+        if p.kind == "macro":
+            assert p.bus_beats == 0 and q.bus_beats == q.row_reads * config.beats_per_row
+            assert p.mac_active == p.row_reads == q.row_reads
+            assert p.mac_active * config.macs_per_cycle >= p.macs
+            assert 0 < p.cycles <= q.cycles
+            assert p.cycles >= p.row_reads       # one row a cycle at most
+    assert pim.cycles == [sum(s.cycles for s in pim.ops)]
+    assert sum(pim.cycles) < sum(base.cycles)
+
+
+def test_traffic_resident_vs_spilled():
+    """Resident weights cross the stream once, in the set-up; spilled ones every inference. The
+    set-up's weight words are the rows plus two command words per piece."""
+    g = fc_chain()
+    x = _inputs(g, 3, seed=5)
+    big = CONFIGS["big"]
+    resident = run_graph(g, x, big, sim="model")
+    program = compile_graph(g, big)
+    pieces = sum(len(t.pieces) for p in program.plans.values() for t in p.tiles)
+    assert resident.weights_resident and resident.words_in["weights"] == 0
+    assert resident.setup_words_in["weights"] == program.weight_rows * big.row_words + 2 * pieces
+    assert resident.setup_cycles > 0
+    spilled = run_graph(g, x, CONFIGS["tiny"], sim="model")
+    assert not spilled.weights_resident and spilled.words_in["weights"] > 0
+    assert spilled.setup_words_in == {}
+    # results back: one status and ceil(n / 4) words per EMIT_INT8, one per tile and patch
+    n_out = g.tensors[g.outputs[0]].shape[-1]
+    last = resident.ops[-1]
+    assert last.words_out["results"] == 3 * (1 + -(-n_out // 4))
+
+
+def test_host_share():
+    """A host op's work is the elements it reads; its traffic the stream words at its
+    boundaries with macro ops (the conv's results going to the reshape, the FC's input
+    coming from it)."""
+    g = conv_net()
+    x = _inputs(g, 1, seed=6)
+    result = run_graph(g, x, CONFIGS["default"], sim="golden")
+    reshape = next(s for s in result.ops if s.kind == "host")
+    conv, fc = result.ops[reshape.index - 1], result.ops[reshape.index + 1]
+    assert reshape.host_work == int(np.prod(g.tensors[g.ops[reshape.index].input].shape))
+    assert conv.host_traffic == conv.words_out["results"]
+    assert fc.host_traffic == fc.words_in["activations"]
+    share = result.host_share()
+    total = sum(result.words_in.values()) + sum(result.words_out.values())
+    assert share["traffic"] == pytest.approx((conv.host_traffic + fc.host_traffic) / total)
+    assert share["work"] == pytest.approx(reshape.host_work / (reshape.host_work + g.macs))
+    util = result.utilization()
+    assert set(util) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+    assert util["DEPTHWISE_CONV_2D"]["active"] < util["CONV_2D"]["active"] <= 1.0
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda x: x[0], "must have shape"),
+    (lambda x: x.astype(np.int16), "must be int8"),
+    (lambda x: x[:0], "no samples"),
+    (lambda x: [x, x], "has 1 inputs"),
+])
+def test_bad_input(bad, message):
+    g = fc_chain()
+    with pytest.raises(ValueError, match=message):
+        run_graph(g, bad(_inputs(g, 2, seed=0)), MacroConfig())
