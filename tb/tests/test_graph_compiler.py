@@ -293,3 +293,94 @@ def test_bad_input(bad, message):
     g = fc_chain()
     with pytest.raises(ValueError, match=message):
         run_graph(g, bad(_inputs(g, 2, seed=0)), MacroConfig())
+
+
+# -- pim infer --model M.tflite ----------------------------------------------------------------
+# Until the importer (sw/compiler/tflite_import.py) is in this tree, a stand-in module reads
+# "models" that name a hand-built graph; with the importer, the same CLI path reads real ones
+# (tb/tests/test_tflite.py and make tiny exercise that).
+
+@pytest.fixture
+def tflite_cli(tmp_path, monkeypatch):
+    """``run(*args) -> (code, stdout, stderr)`` of ``pim infer`` with ``model.tflite`` standing
+    for conv_net(), and the graph and an input file."""
+    import io
+    import sys
+    import types
+    from contextlib import redirect_stderr, redirect_stdout
+    from pim_macro.sw import cli
+
+    graph = conv_net()
+    model = tmp_path / "model.tflite"
+    stand_in = b"\0\0\0\0TFL3 stand-in"
+    model.write_bytes(stand_in)
+
+    def load_tflite(path):
+        from pathlib import Path
+        if Path(path).read_bytes() != stand_in:
+            raise ValueError(f"{path}: unsupported operator CUSTOM_OP (not on the macro or the "
+                             f"host)")
+        return graph
+
+    fake = types.ModuleType("pim_macro.sw.compiler.tflite_import")
+    fake.load_tflite = load_tflite
+    monkeypatch.setitem(sys.modules, "pim_macro.sw.compiler.tflite_import", fake)
+    x = _inputs(graph, 2, seed=7)
+    np.save(tmp_path / "X.npy", x)
+
+    def run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(["infer", "--model", str(model), "--input",
+                             str(tmp_path / "X.npy"), *args])
+        return code, out.getvalue(), err.getvalue()
+    return run, graph, x, tmp_path
+
+
+@pytest.mark.parametrize("sim", ["golden", "model"])
+def test_cli_infer_tflite(tflite_cli, sim):
+    import json
+    run, graph, x, tmp = tflite_cli
+    code, out, err = run("--sim", sim, "--arch", "baseline", "--depth", "40", "--out",
+                         str(tmp / "Y.npy"), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    y = np.load(tmp / "Y.npy")
+    assert y.dtype == np.int8 and y.shape == (2, 5)
+    for s in range(2):
+        np.testing.assert_array_equal(y[s], graph.run([x[s]])[0])
+    assert report["out"] == str(tmp / "Y.npy") and "output" not in report
+    assert report["config"]["depth"] == 40 and report["arch"] == "baseline"
+    assert report["weights_resident"] is False and report["passes"] >= len(graph.macro_ops)
+    assert len(report["cycles"]) == 2 and (min(report["cycles"]) > 0) == (sim == "model")
+    assert set(report["utilization"]) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+
+
+def test_cli_infer_tflite_text(tflite_cli):
+    run, graph, x, tmp = tflite_cli
+    code, out, err = run("--sim", "model", "--lanes", "16", "--depth", "512")
+    assert code == 0, err
+    assert "2 samples" in out and "cycles per inference (pim)" in out
+    assert "the weights fit the SRAM" in out
+
+
+@pytest.mark.parametrize("case", ["shape", "dtype", "unsupported", "missing", "labels"])
+def test_cli_infer_tflite_errors(tflite_cli, case):
+    run, graph, x, tmp = tflite_cli
+    args = []
+    if case == "shape":
+        np.save(tmp / "X.npy", x.reshape(2, -1))
+    elif case == "dtype":
+        np.save(tmp / "X.npy", x.astype(np.float32))
+    elif case == "unsupported":
+        (tmp / "model.tflite").write_bytes(b"\0\0\0\0TFL3 other")
+    elif case == "missing":
+        (tmp / "model.tflite").unlink()
+    else:
+        np.save(tmp / "L.npy", np.zeros(2, np.int64))
+        args = ["--labels", str(tmp / "L.npy")]
+    code, out, err = run(*args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("pim: error: "), err
+    assert {"shape": "must have shape", "dtype": "must be int8", "unsupported": "CUSTOM_OP",
+            "missing": "no such file", "labels": "--labels"}[case] in err
