@@ -51,7 +51,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pim_macro.hw.isa import COUNT_BITS, INT8_PER_WORD, MacroConfig, Opcode
+from pim_macro.hw.isa import (COUNT_BITS, INT8_PER_WORD, Counter, Error, MacroConfig, Opcode,
+                              Status)
 from pim_macro.sw.compiler.graph import Graph, MacroOp
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.driver import Session, check_run_options
@@ -74,6 +75,17 @@ IN_KINDS = {Opcode.WRITE_WEIGHTS: "weights", Opcode.LOAD_BIAS: "channels",
 #: Stream words of the commands around one streamed piece: a ``WRITE_WEIGHTS`` header and row
 #: argument, a ``MATVEC`` header and argument (the rows' own words come on top).
 _PIECE_WORDS = 4
+
+
+#: (offset, mask) of each field of a status word, read once from the layout.
+_STATUS_FIELDS = {name: (Status[name].offset, (1 << Status[name].width) - 1)
+                  for name in ("opcode", "error", "count")}
+_ERRORS = {e.value for e in Error}
+
+
+def _field(word, name):
+    offset, mask = _STATUS_FIELDS[name]
+    return (word >> offset) & mask
 
 
 def _ceil(a, b):
@@ -438,38 +450,52 @@ class GraphProgram:
         return b.segment()
 
     @staticmethod
-    def decode(segment, out, shape=None):
+    def decode(segment, out):
         """``(y, counters, words_out)`` of ``segment`` from its output words ``out``: ``y`` int8
-        ``(P, N)`` (``shape`` given: ``shape`` items of the emits), the final counters (a dict
-        by name), and the output words by kind (``results``, ``statuses``, ``counters``). Raises
-        ``RuntimeError`` when the answer is malformed or a command failed."""
-        try:
-            responses = asm.parse_responses(out)
-        except ValueError as exc:
-            raise RuntimeError(f"malformed output stream: {exc}") from None
-        if len(responses) != len(segment.opcodes):
-            raise RuntimeError(f"the macro answered {len(responses)} of "
-                               f"{len(segment.opcodes)} commands")
+        ``(P, N)`` (``None`` without emits), the final ``READ_COUNTERS`` (a dict by counter
+        name), and the output words by kind (``results``, ``statuses``, ``counters``). Raises
+        ``RuntimeError`` when the answer is malformed or a command failed.
+
+        Status words are cut with the :data:`pim_macro.hw.isa.Status` field positions read once
+        (a segment has tens of thousands of answers; unpacking each through the layout would
+        cost more than the golden model's run)."""
+        out = [int(w) for w in out]
         words_out = {"results": 0, "statuses": 0, "counters": 0}
-        emits = iter(segment.emits)
         y = None
         if segment.emits:
             patches = 1 + max(p for p, _, _ in segment.emits)
             channels = max(n1 for _, _, n1 in segment.emits)
             y = np.zeros((patches, channels), dtype=np.int8)
-        for i, (response, opcode) in enumerate(zip(responses, segment.opcodes)):
-            if response.opcode != opcode.value or not response.ok:
-                raise RuntimeError(f"command {i} ({opcode.name}) answered opcode "
-                                   f"{response.opcode:#04x} {response.error.name}")
+        emits = iter(segment.emits)
+        i, counters = 0, None
+        for n, opcode in enumerate(segment.opcodes):
+            if i >= len(out):
+                raise RuntimeError(f"the macro answered {n} of {len(segment.opcodes)} commands")
+            status = out[i]
+            echoed, error, count = (_field(status, "opcode"), _field(status, "error"),
+                                    _field(status, "count"))
+            if echoed != opcode.value or error != Error.OK.value:
+                name = Error(error).name if error in _ERRORS else f"error {error}"
+                raise RuntimeError(f"command {n} ({opcode.name}) answered opcode "
+                                   f"{echoed:#04x} {name}")
+            data = out[i + 1:i + 1 + count]
+            if len(data) != count:
+                raise RuntimeError(f"malformed output stream: command {n} ({opcode.name}) "
+                                   f"announces {count} words, {len(data)} follow")
+            i += 1 + count
             if opcode == Opcode.EMIT_INT8:
                 p, n0, n1 = next(emits)
-                y[p, n0:n1] = asm.unpack_bytes(response.data, n1 - n0)
-                words_out["results"] += 1 + len(response.data)
+                y[p, n0:n1] = asm.unpack_bytes(data, n1 - n0)
+                words_out["results"] += 1 + count
             elif opcode == Opcode.READ_COUNTERS:
-                words_out["counters"] += 1 + len(response.data)
+                words_out["counters"] += 1 + count
+                counters = {c.name.lower(): data[c.value] for c in Counter}
             else:
                 words_out["statuses"] += 1
-        return y, responses[-1].counters(), words_out
+        if i != len(out):
+            raise RuntimeError(f"the macro answered {len(out) - i} words more than "
+                               f"{len(segment.opcodes)} commands")
+        return y, counters, words_out
 
 
 def compile_graph(graph, config):

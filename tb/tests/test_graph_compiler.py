@@ -423,3 +423,34 @@ def test_rtl_conv_with_stalls():
     result = _rtl_or_skip(g, x, RTL_CONFIGS["l8r2"], sim="verilator", idle=0.3,
                           backpressure=0.3, seed=1)
     _check(g, x, result)
+
+
+def test_decode_rejects_failed_or_short_answers():
+    """A command that failed, or an answer cut short or too long, is a RuntimeError naming it."""
+    from pim_macro.hw.isa import Error, Status, pack
+    from pim_macro.sw.models.golden import GoldenMacro
+    g, config = fc_chain(), MacroConfig()
+    program = compile_graph(g, config)
+    macro = GoldenMacro(config)
+    macro.run(program.setup_words().words)
+    plan = program.plans[0]
+    segment = program.segment(plan, _inputs(g, 1, seed=0)[0])
+    out = macro.run(segment.words)
+    y, counters, _ = program.decode(segment, out)
+    np.testing.assert_array_equal(y.reshape(plan.op.out_shape()),
+                                  plan.op.run(_inputs(g, 1, seed=0)[0]))
+    assert counters["row_reads"] > 0
+    k = segment.opcodes.index(next(op for op in segment.opcodes if op.name == "MATVEC"))
+    bad = list(out)
+    at = 0
+    for _ in range(k):                  # skip the answers before it (status, data words)
+        at += 1 + (out[at] >> 16)
+    bad[at] = pack(Status, opcode=bad[at] & 0xFF, error=Error.BAD_ADDRESS, count=0)
+    with pytest.raises(RuntimeError, match=f"command {k} .MATVEC.*BAD_ADDRESS"):
+        program.decode(segment, bad)
+    with pytest.raises(RuntimeError, match="announces 8 words, 5 follow"):
+        program.decode(segment, out[:-3])
+    with pytest.raises(RuntimeError, match="answered .* of"):
+        program.decode(segment, out[:-9])
+    with pytest.raises(RuntimeError, match="more than"):
+        program.decode(segment, out + [0])
