@@ -208,8 +208,9 @@ class GraphProgram:
     Attributes: ``plans`` (one :class:`OpPlan` per macro op, in graph order, keyed by the op's
     index in ``graph.ops``), ``weights_resident`` and ``channels_resident`` (bool),
     ``weight_rows`` (rows all tiles need, streamed ones included) and ``channels``.
-    Raises ``ValueError`` for a graph that is not a :class:`Graph` or a config that is not a
-    :class:`MacroConfig`."""
+    Raises ``ValueError`` for a graph that is not a :class:`Graph`, a config that is not a
+    :class:`MacroConfig`, or an op whose rounding the macro cannot reproduce (see
+    :func:`_check_ties`)."""
 
     def __init__(self, graph, config):
         if not isinstance(graph, Graph):
@@ -220,6 +221,8 @@ class GraphProgram:
         c = config
         self.tile_width = min(c.lanes, c.bias_depth)
         macro = [(i, op) for i, op in enumerate(graph.ops) if isinstance(op, MacroOp)]
+        for i, op in macro:
+            _check_ties(graph, op)
         # First, where each op's columns go and how they split (independent of residency).
         layouts = {i: self._layout(op) for i, op in macro}
         self.weight_rows = sum(_ceil(k1 - k0, c.rows_per_cycle)
@@ -498,6 +501,35 @@ class GraphProgram:
         return y, counters, words_out
 
 
+def _check_ties(graph, op):
+    """Raise ``ValueError`` (one line) when ``op`` rounds its exact ties away from zero
+    (``ties_away``: LiteRT's ``FULLY_CONNECTED``) and one of its channels can meet a tie: the
+    macro's single rounding sends ties up, so it would differ there.
+
+    A tie is ``acc * M0`` an odd multiple of ``2**(total - 1)`` (``total = 31 - shift``), i.e.
+    ``acc`` an odd multiple of ``2**e`` with ``e = total - 1 - v2(M0)`` (``v2``: trailing zero
+    bits). None can occur when ``total <= 0`` or ``M0 == 0`` (no rounding), ``e < 0`` (the
+    product is a multiple of ``2**total``), or ``2**e`` exceeds the largest accumulator the
+    channel can reach, ``|folded bias| + 128 * sum |w|`` (int8 inputs): then half up and ties
+    away give the same results, and the op runs bit for bit. Real scales (a multiplier with low
+    bits set, shifts below zero) give ``e`` far above any accumulator."""
+    if not getattr(op, "ties_away", False) or op.double_rounding:
+        return
+    bound = (np.abs(op.folded_bias().astype(np.int64))
+             + 128 * np.abs(op.weights.astype(np.int64)).sum(axis=1))
+    for c, (m, shift) in enumerate(zip(op.multiplier.tolist(), op.shift.tolist())):
+        total = 31 - shift
+        if total <= 0 or m == 0:
+            continue
+        e = total - 1 - ((m & -m).bit_length() - 1)
+        if 0 <= e <= 31 and (1 << e) <= min(int(bound[c]), 1 << 31):
+            name = graph.tensors[op.output].name
+            raise ValueError(f"{op.name} {name!r}: TFLite rounds its exact ties away from zero, "
+                             f"the macro rounds them up, and channel {c} (multiplier {m}, shift "
+                             f"{shift}) can meet one (an accumulator that is an odd multiple of "
+                             f"2**{e}): the macro cannot run it bit for bit")
+
+
 def compile_graph(graph, config):
     """The :class:`GraphProgram` of ``graph`` for ``config`` (``ValueError`` for bad ones)."""
     return GraphProgram(graph, config)
@@ -638,6 +670,12 @@ def _graph_inputs(graph, x):
     return out, batch
 
 
+def _as_tensor(graph, index, value):
+    """``value`` in tensor ``index``'s shape (batch 1) and dtype."""
+    t = graph.tensors[index]
+    return np.asarray(value).astype(t.dtype).reshape(t.shape)
+
+
 def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpressure=0.0,
               seed=0, port=None, program=None):
     """Run ``graph`` on the batch ``x`` (one array ``(B, *input shape without batch)`` in the
@@ -676,19 +714,21 @@ def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpress
             _, counters, _ = program.decode(setup, session.run(setup.words))
             setup_cycles, setup_in = counters["cycles"], setup.words_in
         for s in range(batch):
-            values = {i: array[s] for i, array in zip(graph.inputs, inputs)}
+            # As Graph.run: values in their tensor's shape (batch 1) and dtype; a host op's
+            # constant operand from its tensor's data.
+            values = {i: _as_tensor(graph, i, array[s]) for i, array in zip(graph.inputs, inputs)}
             total = 0
             for index, op in enumerate(graph.ops):
-                args = [values[i] for i in op.inputs]
+                args = [values[i] if i in values else graph.tensors[i].data for i in op.inputs]
                 if index not in program.plans:
-                    values[op.output] = op.run(*args)
+                    values[op.output] = _as_tensor(graph, op.output, op.run(*args))
                     continue
                 plan = program.plans[index]
                 segment = program.segment(plan, args[0])
                 y, counters, out_kinds = program.decode(segment, session.run(segment.words))
-                value = y.reshape(op.out_shape())
+                value = _as_tensor(graph, op.output, y)
                 values[op.output] = value
-                tensors[op.output].append(value)
+                tensors[op.output].append(value[0])
                 st = stats[index]
                 for name in ("cycles", "mac_active", "row_reads", "bus_beats"):
                     setattr(st, name, getattr(st, name) + counters[name])
@@ -703,7 +743,7 @@ def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpress
                 total += counters["cycles"]
             cycles.append(total)
             for k, i in enumerate(graph.outputs):
-                outputs[k].append(values[i])
+                outputs[k].append(values[i][0])
     return GraphResult(
         sim=sim, arch=arch, config=config, batch=batch,
         outputs=[np.stack(o).astype(graph.tensors[i].dtype) for o, i in

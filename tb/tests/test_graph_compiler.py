@@ -138,11 +138,14 @@ def _check(graph, x, result):
     for s in range(len(x)):
         outs, values = graph.run([x[s]], keep=True)
         for k, out in enumerate(outs):
-            np.testing.assert_array_equal(result.outputs[k][s], out)
+            shape = graph.tensors[graph.outputs[k]].shape[1:]
+            np.testing.assert_array_equal(result.outputs[k][s], np.reshape(out, shape))
         for op in graph.ops:
             if isinstance(op, MacroOp):
+                want = values[op.output]
                 np.testing.assert_array_equal(result.tensors[op.output][s],
-                                              values[op.output], err_msg=f"op {op.name}")
+                                              np.reshape(want, graph.tensors[op.output].shape[1:]),
+                                              err_msg=f"op {op.name}")
 
 
 # -- configurations, each forcing paths of the lowering (asserted, so they keep forcing them) ---
@@ -454,3 +457,23 @@ def test_decode_rejects_failed_or_short_answers():
         program.decode(segment, out[:-9])
     with pytest.raises(RuntimeError, match="more than"):
         program.decode(segment, out + [0])
+
+
+def test_ties_away_only_where_no_tie_can_occur():
+    """LiteRT's FULLY_CONNECTED sends exact ties away from zero, the macro up. An op whose
+    channels cannot meet a tie (a real scale) compiles and runs bit for bit; one at scale 0.5
+    (every odd accumulator a tie) is refused in one line before anything runs."""
+    g = fc_chain()
+    op = g.ops[0]
+    object.__setattr__(op, "ties_away", True)
+    x = _inputs(g, 2, seed=10)
+    _check(g, x, run_graph(g, x, MacroConfig(), sim="golden"))
+    n = op.channels
+    object.__setattr__(op, "multiplier", np.full(n, 1 << 30, np.int64))
+    object.__setattr__(op, "shift", np.zeros(n, np.int64))
+    with pytest.raises(ValueError, match=r"FULLY_CONNECTED 't1': .*ties away.* channel 0 .*2\*\*0"):
+        compile_graph(g, MacroConfig())
+    # a tie needs an accumulator that is a multiple of 2**e: out of reach for a large e
+    object.__setattr__(op, "multiplier", np.full(n, (1 << 30) + 1, np.int64))
+    object.__setattr__(op, "shift", np.full(n, -2, np.int64))      # e = 32: never
+    compile_graph(g, MacroConfig())
