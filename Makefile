@@ -11,6 +11,8 @@ CONFIG      ?=
 N           ?= 2000
 SEED        ?= 1
 FUZZ_ARGS   ?=
+MODELS      ?=
+TINY_ARGS   ?=
 
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
@@ -28,7 +30,7 @@ export PATH   = $(VENV_BIN):$(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(SYS_PATH)
 unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test lint sim fuzz formal demo spill waves synth constraints clean distclean
+.PHONY: help deps venv test lint sim fuzz formal demo spill tiny waves synth constraints clean distclean
 .PHONY: env-check
 
 # help: list the targets
@@ -43,6 +45,8 @@ help:
 	@echo "                command streams per config x arch x sim on the RTL (pim_macro.tb.experiments.fuzz)"
 	@echo "make demo       digits end to end: train, quantize, compile, run on the RTL (pim_macro.tb.experiments.demo)"
 	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (pim_macro.tb.experiments.spill)"
+	@echo "make tiny [MODELS=dir] [TINY_ARGS='-n 3']   MLPerf Tiny models vs LiteRT on golden, model"
+	@echo "                and the RTL, fit vs spill table (pim_macro.tb.experiments.tiny; -n 200: ~1 h)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
 	@echo "                (pim_macro.tb.experiments.waves; TEST is one of its --list)"
 	@echo "make synth      FPGA bitstreams + Fmax/utilization report, every board x arch x config"
@@ -88,6 +92,10 @@ demo: venv
 # spill: when the weights stop fitting: an RTL family and AlexNet/VGG-16/ResNet-50 at full scale
 spill: venv
 	$(PY) -m pim_macro.tb.experiments.spill
+
+# tiny: the MLPerf Tiny models (outside the repository) against LiteRT, with their table
+tiny: venv
+	$(PY) -m pim_macro.tb.experiments.tiny $(if $(MODELS),--models $(MODELS)) $(TINY_ARGS)
 
 # waves: FST + GTKWave save file of one scenario, e.g. `make waves TEST=hand SIM=verilator`
 waves: venv
