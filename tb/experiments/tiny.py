@@ -21,10 +21,10 @@ speedup, MAC utilization per layer kind, the host ops' share of work and stream 
 checks, and writes ``build/report/tiny.md`` and ``tiny.json``. Exit 1 on any mismatch.
 
 Run: ``make tiny [MODELS=dir]`` or ``python -m pim_macro.tb.experiments.tiny [--models DIR]
-[-n 200] [--spill-n 10] [--rtl 3] [--icarus 1] [--jobs N] [--only ad01]``. Time (2 cores): the ResNet-8 costs
-about 4 s per inference on ``golden`` and 6 s on ``model`` at the ``fit`` macro, 12 and 14 s at
-the default one (tens of thousands of commands each); ``-n 200`` takes about an hour, ``-n 3``
-a few minutes.
+[-n 200] [--spill-n 10] [--rtl 3] [--icarus 1] [--jobs N] [--only ad01]``. Time (one core):
+the AD01 about 0.3 s per inference; the ResNet-8 about 4 s per inference on ``golden`` and 6 s
+on ``model`` at the ``fit`` macro, 12 and 14 s at the default one (tens of thousands of
+commands each): ``-n 200`` takes about an hour, ``-n 3`` a few minutes.
 """
 
 import argparse
