@@ -113,12 +113,18 @@ def _run(task):
     return result.tensors, result.outputs[0], result.cycles
 
 
+#: Inputs per session at most: the cycle model keeps every command's timing record, so one
+#: session for 200 ResNet-8 inferences (millions of commands) would hold gigabytes.
+CHUNK = 8
+
+
 def _run_parallel(config, sim, arch, count, jobs):
-    """The first ``count`` inputs on ``sim``, split over ``jobs`` processes."""
-    step = max(1, -(-count // jobs))
+    """The first ``count`` inputs on ``sim``, in chunks of at most :data:`CHUNK` (a session
+    each, with its own set-up) over ``jobs`` processes."""
+    step = max(1, min(CHUNK, -(-count // jobs)))
     tasks = [(config, sim, arch, a, min(a + step, count)) for a in range(0, count, step)]
     if jobs > 1 and len(tasks) > 1:
-        with multiprocessing.get_context("fork").Pool(len(tasks)) as pool:
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
             parts = pool.map(_run, tasks)
     else:
         parts = [_run(t) for t in tasks]
