@@ -220,6 +220,7 @@ class GraphProgram:
         self.graph, self.config = graph, config
         c = config
         self.tile_width = min(c.lanes, c.bias_depth)
+        self._splits = {}
         macro = [(i, op) for i, op in enumerate(graph.ops) if isinstance(op, MacroOp)]
         for i, op in macro:
             _check_ties(graph, op)
@@ -251,6 +252,8 @@ class GraphProgram:
         c = self.config
         if c.depth < 2:
             return 0, c.depth
+        if rows in self._splits:            # every tile of an op has the same height, mostly
+            return self._splits[rows]
         best = None
         for half in range(1, min(c.depth // 2, COUNT_MAX) + 1):
             resident = c.depth - 2 * half
@@ -259,7 +262,8 @@ class GraphProgram:
             cost = (max(over * c.row_words + pieces * _PIECE_WORDS, rows), pieces)
             if best is None or cost < best[0]:
                 best = (cost, resident, half)
-        return best[1], best[2]
+        self._splits[rows] = best[1], best[2]
+        return self._splits[rows]
 
     def _layout(self, op):
         """Tiles of ``op`` as dicts: ``n0``, ``n1``, ``ranges`` (``(k0, k1, streamed)`` of its
