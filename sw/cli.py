@@ -9,7 +9,9 @@ model, the exact cycle model or the RTL, of the PIM macro or the Von Neumann bas
              [--out Y.npy] [--json] [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
 
 ``pim infer --model M.npz --input X.npy [--labels L.npy]`` runs a quantized network (the same
-run options), ``pim quantize`` makes one from a float model.
+run options), ``pim quantize`` makes one from a float model. ``pim infer --model M.tflite``
+runs an int8 TFLite model (:mod:`pim_macro.sw.compiler.graph_compiler`): X int8 ``(B, *the
+model's input shape without its batch)``, Y the model's outputs, batch first.
 
 ``pim run`` plays a command stream written by hand (or by any tool) and decodes the answers::
 
