@@ -170,6 +170,9 @@ def build_parser():
                        help="int8 samples (B, features), or images (B, C, H, W); for a .tflite "
                             "model its own input shape after the batch, (B, H, W, C)")
     infer.add_argument("--labels", metavar="L.npy", help="integer labels (B,): report accuracy")
+    infer.add_argument("--im2col", action="store_true",
+                       help=".tflite only: cut CONV_2D patches on chip where the input rows fit "
+                            "the activation buffer (fewer activation words)")
     _run_options(infer)
     infer.set_defaults(handler=_infer)
 
@@ -493,6 +496,8 @@ def _gemv(args):
 def _infer(args):
     if _is_tflite(args.model):
         return _infer_tflite(args)
+    if args.im2col:
+        raise _Error("--im2col is for .tflite models")
     config = _config(args)
     _check_out(args.out, json_output=args.json)
     network = _load_network(args.model)
@@ -581,7 +586,7 @@ def _infer_tflite(args):
     inputs = _load(args.input, "input")
     with _back_end():
         result = run_graph(graph, inputs, config, sim=args.sim, arch=args.arch,
-                           port=args.port)
+                           port=args.port, im2col=args.im2col)
     y = result.outputs[0]
     if args.out is not None:
         _save_array(args.out, y)

@@ -27,6 +27,12 @@ patches of ``K`` int8 values by an ``(N, K)`` weight matrix)
   alternating halves when two images fit (double buffering: a band loads while the one before
   is multiplied). A patch image larger than the buffer is sent piece by piece instead (again in
   alternating halves), once per tile.
+* **On-chip im2col** (``im2col=True``, ``CONV_2D`` only, where it applies and saves words):
+  the host sends padded input *rows* instead, as many output rows' worth (with their halo of
+  ``kh - sh`` rows) as fit the buffer (or a half of it); each output position then multiplies,
+  per kernel row ``dy``, the contiguous ``kw * C`` bytes under its window by that kernel row's
+  weight rows (``kh`` ``MATVEC`` s, accumulating), so an input pixel crosses the stream once per
+  band rather than once per window it falls in.
 * **Results.** After a patch's pieces, ``EMIT_INT8`` with the tile's channels, the op's
   ``output_zero_point``, ``[act_min, act_max]`` and ``double_rounding``; the int8 results return
   to the host.
@@ -53,7 +59,7 @@ import numpy as np
 
 from pim_macro.hw.isa import (COUNT_BITS, INT8_PER_WORD, Counter, Error, MacroConfig, Opcode,
                               Status)
-from pim_macro.sw.compiler.graph import Graph, MacroOp
+from pim_macro.sw.compiler.graph import Conv2D, Graph, MacroOp
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.driver import Session, check_run_options
 
@@ -150,7 +156,10 @@ class OpPlan:
     distinct column ranges of its tiles, each word-aligned), ``offsets`` where each range
     ``(k0, k1)`` starts in it, or ``image`` 0 when a patch is sent piece by piece;
     ``act_bases``: the activation buffer halves (one base when not double buffered); ``band``:
-    patch images per ``LOAD_ACT``."""
+    patch images per ``LOAD_ACT``. ``rows``: on-chip im2col (a ``CONV_2D`` with
+    ``im2col``): the bytes of one padded input row in the buffer (``image`` is then 0 and
+    ``band`` counts output rows, whose input rows and halo one ``LOAD_ACT`` carries); 0
+    otherwise."""
     index: int
     op: MacroOp
     passes: tuple
@@ -158,6 +167,7 @@ class OpPlan:
     offsets: dict
     act_bases: tuple
     band: int
+    rows: int = 0
 
     @property
     def tiles(self):
@@ -212,12 +222,12 @@ class GraphProgram:
     :class:`MacroConfig`, or an op whose rounding the macro cannot reproduce (see
     :func:`_check_ties`)."""
 
-    def __init__(self, graph, config):
+    def __init__(self, graph, config, *, im2col=False):
         if not isinstance(graph, Graph):
             raise ValueError(f"graph must be a Graph, not {type(graph).__name__}")
         if not isinstance(config, MacroConfig):
             raise ValueError(f"config must be a MacroConfig, not {config!r}")
-        self.graph, self.config = graph, config
+        self.graph, self.config, self.im2col = graph, config, bool(im2col)
         c = config
         self.tile_width = min(c.lanes, c.bias_depth)
         self._splits = {}
@@ -271,6 +281,10 @@ class GraphProgram:
         and the patch image (``image`` bytes, range offsets) or 0, the activation halves and the
         band."""
         c, r = self.config, self.config.rows_per_cycle
+        if self.im2col:
+            layout = self._row_layout(op)
+            if layout is not None:
+                return layout
         spans = []
         for n0 in range(0, op.channels, self.tile_width):
             n1 = min(n0 + self.tile_width, op.channels)
@@ -307,7 +321,44 @@ class GraphProgram:
                           "streamed": streamed, "stream_bases": bases})
         band = (min(act_cap, COUNT_MAX) // image) if image else 0
         return {"tiles": tiles, "image": image, "offsets": offsets, "act_bases": act_bases,
-                "band": band}
+                "band": band, "rows": 0}
+
+    def _row_layout(self, op):
+        """The on-chip im2col layout of a ``CONV_2D`` (``None`` when it does not apply): the
+        buffer holds padded input rows (``W + left + right`` pixels of ``C`` bytes, the row
+        padded to a whole word), and each output position multiplies, per kernel row ``dy``,
+        the contiguous run of ``kw * C`` bytes under its window with that kernel row's weight
+        rows (one ``MATVEC`` each, accumulating). Applies when ``kw * C`` is a multiple of R
+        (a run starts and ends on a row of R), a tile's ``kh`` pieces fit the SRAM without
+        streaming, ``kh`` input rows fit the buffer, and the rows (halos included) are fewer
+        bytes than the patches."""
+        c, r = self.config, self.config.rows_per_cycle
+        if type(op) is not Conv2D:                  # not a depthwise one: channel-major
+            return None
+        (h, w, ch), (kh, kw), (sh, _) = op.in_shape, op.kernel, op.stride
+        top, left, bottom, right = op.padding
+        run = kw * ch
+        if run % r or kh * (run // r) > c.depth or run // r > COUNT_MAX:
+            return None
+        row_bytes = _whole_words((w + left + right) * ch)
+        if kh * row_bytes > min(c.act_depth, COUNT_MAX):
+            return None
+        act_bases, act_cap = _halves(c.act_depth, kh * row_bytes)
+        act_cap = min(act_cap, COUNT_MAX)
+        band = (act_cap // row_bytes - kh) // sh + 1       # output rows whose inputs fit
+        ho, _ = op.out_hw()
+        loaded = sum(((min(oy + band, ho) - 1 - oy) * sh + kh) * row_bytes
+                     for oy in range(0, ho, band))
+        if loaded >= op.positions() * _whole_words(op.depth):
+            return None                 # no saving (a strided 1x1 skips most of its rows)
+        tiles = []
+        for n0 in range(0, op.channels, self.tile_width):
+            n1 = min(n0 + self.tile_width, op.channels)
+            ranges = [(dy * run, (dy + 1) * run, False) for dy in range(kh)]
+            tiles.append({"n0": n0, "n1": n1, "ranges": ranges, "rows": kh * (run // r),
+                          "streamed": False, "stream_bases": (0,)})
+        return {"tiles": tiles, "image": 0, "offsets": {}, "act_bases": act_bases,
+                "band": band, "rows": row_bytes}
 
     def _plan(self, index, op, layout, row, channel):
         """The :class:`OpPlan` of ``op``; ``row`` and ``channel`` are the next free resident
@@ -354,7 +405,7 @@ class GraphProgram:
             if self.channels_resident:
                 channel = pass_channel
         plan = OpPlan(index, op, tuple(passes), layout["image"], layout["offsets"],
-                      layout["act_bases"], layout["band"])
+                      layout["act_bases"], layout["band"], layout["rows"])
         return plan, row, channel
 
     # -- words --------------------------------------------------------------------------------
@@ -389,8 +440,14 @@ class GraphProgram:
         """The :class:`Segment` of macro op ``plan`` on one sample's input ``x`` (its tensor's
         shape without the batch, or with a batch of 1)."""
         op, c = plan.op, self.config
-        patches = op.patches(x)
-        count = len(patches)
+        if plan.rows:
+            padded = op.padded(x)                   # (H + top + bottom, W + left + right, C)
+            kh, (sh, sw) = op.kernel[0], op.stride
+            ho, wo = op.out_hw()
+            count = ho * wo
+        else:
+            patches = op.patches(x)
+            count = len(patches)
         b = _Builder()
         b.add(Opcode.READ_COUNTERS, asm.encode_read_counters(clear=True))
         folded = op.folded_bias()
@@ -433,7 +490,23 @@ class GraphProgram:
                 n0, n1 = ps.tiles[0].n0, ps.tiles[-1].n1
                 _load_channels(b, ps.tiles[0].channel, folded[n0:n1], op.multiplier[n0:n1],
                                op.shift[n0:n1])
-            if plan.image:
+            if plan.rows:
+                channels = padded.shape[2]
+                for oy0 in range(0, ho, plan.band):
+                    oy1 = min(oy0 + plan.band, ho)
+                    r0, r1 = oy0 * sh, (oy1 - 1) * sh + kh
+                    rows = np.zeros((r1 - r0, plan.rows), dtype=np.int8)
+                    rows[:, :padded.shape[1] * channels] = padded[r0:r1].reshape(r1 - r0, -1)
+                    base = next_act_base()
+                    b.add(Opcode.LOAD_ACT, asm.encode_load_act(base, rows))
+                    for oy in range(oy0, oy1):
+                        for ox in range(wo):
+                            at = base + (oy - oy0) * sh * plan.rows + ox * sw * channels
+                            for tile in ps.tiles:
+                                for dy, piece in enumerate(tile.pieces):
+                                    multiply(tile, piece, at + dy * plan.rows, dy == 0)
+                                emit(tile, oy * wo + ox)
+            elif plan.image:
                 for first in range(0, count, plan.band):
                     stop = min(first + plan.band, count)
                     base = next_act_base()
@@ -534,9 +607,12 @@ def _check_ties(graph, op):
                              f"2**{e}): the macro cannot run it bit for bit")
 
 
-def compile_graph(graph, config):
-    """The :class:`GraphProgram` of ``graph`` for ``config`` (``ValueError`` for bad ones)."""
-    return GraphProgram(graph, config)
+def compile_graph(graph, config, *, im2col=False):
+    """The :class:`GraphProgram` of ``graph`` for ``config`` (``ValueError`` for bad ones);
+    ``im2col``: cut the patches of ``CONV_2D`` ops on chip where it applies
+    (:meth:`GraphProgram._row_layout`): their input rows cross the stream once per band instead
+    of once per window they fall in."""
+    return GraphProgram(graph, config, im2col=im2col)
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -681,7 +757,7 @@ def _as_tensor(graph, index, value):
 
 
 def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpressure=0.0,
-              seed=0, port=None, program=None):
+              seed=0, port=None, program=None, im2col=False):
     """Run ``graph`` on the batch ``x`` (one array ``(B, *input shape without batch)`` in the
     input tensor's dtype, or a list of them for several inputs): macro ops on ``sim`` of
     ``arch`` through one :class:`~pim_macro.sw.runtime.driver.Session`, host ops in numpy.
@@ -691,7 +767,7 @@ def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpress
     ``RuntimeError`` when the macro fails a command or answers wrongly, and what
     :class:`Session` raises (a missing simulator, a hang)."""
     check_run_options(sim, arch, idle, backpressure, port)
-    program = program or compile_graph(graph, config)
+    program = program or compile_graph(graph, config, im2col=im2col)
     inputs, batch = _graph_inputs(graph, x)
     consumers = {}
     for op in graph.ops:

@@ -184,6 +184,8 @@ def _features(program):
         found.add("streamed")
     if any(len(t.pieces) > 1 for p in plans for t in p.tiles):
         found.add("accumulated pieces")
+    if any(p.rows for p in plans):
+        found.add("on-chip im2col")
     return found
 
 
@@ -365,6 +367,10 @@ def test_cli_infer_tflite_text(tflite_cli):
     assert code == 0, err
     assert "2 samples" in out and "cycles per inference (pim)" in out
     assert "the weights fit the SRAM" in out
+    cycles = int(out.split(" cycles per inference")[0].split()[-1])
+    code, out, err = run("--sim", "model", "--lanes", "16", "--depth", "512", "--im2col")
+    assert code == 0, err
+    assert int(out.split(" cycles per inference")[0].split()[-1]) < cycles
 
 
 @pytest.mark.parametrize("case", ["shape", "dtype", "unsupported", "missing", "labels"])
@@ -423,12 +429,16 @@ def test_rtl_bit_exact_and_cycles(sim, arch):
     assert [s.cycles for s in result.ops] == [s.cycles for s in model.ops]
 
 
-def test_rtl_conv_with_stalls():
-    """conv_net on Verilator with random stalls on both streams: still bit-exact."""
+@pytest.mark.parametrize("im2col", [False, True])
+def test_rtl_conv_with_stalls(im2col):
+    """conv_net on Verilator with random stalls on both streams (and on-chip im2col): still
+    bit-exact."""
     g = conv_net()
     x = _inputs(g, 1, seed=9)
+    if im2col:
+        assert "on-chip im2col" in _features(compile_graph(g, RTL_CONFIG, im2col=True))
     result = _rtl_or_skip(g, x, RTL_CONFIG, sim="verilator", idle=0.3, backpressure=0.3,
-                          seed=1)
+                          seed=1, im2col=im2col)
     _check(g, x, result)
 
 
@@ -550,3 +560,22 @@ def test_tflite_end_to_end_against_litert(tmp_path):
     assert len(np.unique(y)) > 5
     for op in graph.macro_ops:
         assert len(np.unique(result.tensors[op.output])) > 20, op.name
+
+
+@pytest.mark.parametrize("name", ["default", "big", "streamed"])
+@pytest.mark.parametrize("sim", ["golden", "model"])
+def test_on_chip_im2col(name, sim):
+    """With ``im2col`` the CONV_2D ops whose input rows fit the buffer take rows (with their
+    halo) instead of patches: bit-exact, fewer activation words, and (ops that do not
+    qualify: depthwise, a strided 1x1) the rest as before."""
+    g, config = conv_net(), CONFIGS[name]
+    program = compile_graph(g, config, im2col=True)
+    assert "on-chip im2col" in _features(program)
+    assert not any(p.rows for p in program.plans.values() if p.op.name != "CONV_2D")
+    x = _inputs(g, 2, seed=12)
+    rows = run_graph(g, x, config, sim=sim, program=program)
+    _check(g, x, rows)
+    patches = run_graph(g, x, config, sim=sim)
+    assert rows.words_in["activations"] < patches.words_in["activations"]
+    if sim == "model":
+        assert sum(rows.cycles) < sum(patches.cycles)
