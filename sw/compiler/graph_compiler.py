@@ -10,14 +10,16 @@ patches of ``K`` int8 values by an ``(N, K)`` weight matrix)
   for a dense op; one input channel's taps for a depthwise one: block-diagonal), laid out as
   ``ceil(cols / R)`` weight rows by :func:`pim_macro.sw.runtime.asm.weight_rows`.
 * **Pieces.** A tile's columns are cut into *pieces*, each one ``MATVEC`` (the first clears the
-  accumulators, the others ``ACCUMULATE``): a piece has at most ``depth`` rows (``depth // 2``
-  when streamed, below) and, when a patch does not fit the activation buffer, at most half of it.
+  accumulators, the others ``ACCUMULATE``): a piece has at most ``depth`` rows (a scratch
+  half's when streamed, below) and, when a patch does not fit the activation buffer, at most
+  half of it (a command's ``count`` caps both).
 * **Weights.** When every tile of every macro op fits the SRAM together they are *resident*:
   written once, by :meth:`GraphProgram.setup_words`, before the first inference (counted apart, as
   set-up). Otherwise each op's tiles are grouped into *passes* that fit (``depth`` rows) and a
   pass's weights are written at its start, every inference; a tile taller than the SRAM is
-  *streamed*: every patch writes its pieces, alternating between the two halves of the SRAM so a
-  write overlaps the ``MATVEC`` of the piece before.
+  *streamed*: its pass keeps its first rows in the SRAM, and every patch writes the rest through
+  two alternating scratch halves after them, so a write overlaps the ``MATVEC`` of the piece
+  before (:meth:`GraphProgram._stream_split` sizes them).
 * **Channels** (``LOAD_BIAS`` of :meth:`MacroOp.folded_bias`, ``LOAD_QUANT`` of the multipliers
   and shifts) likewise: resident when every op's channels fit ``bias_depth`` together, else
   loaded per pass (passes then also hold at most ``bias_depth`` channels).
@@ -35,7 +37,9 @@ patches of ``K`` int8 values by an ``(N, K)`` weight matrix)
   band rather than once per window it falls in.
 * **Results.** After a patch's pieces, ``EMIT_INT8`` with the tile's channels, the op's
   ``output_zero_point``, ``[act_min, act_max]`` and ``double_rounding``; the int8 results return
-  to the host.
+  to the host. The macro's single rounding sends ties up; an op whose rounding sends them away
+  from zero (``ties_away``: LiteRT's ``FULLY_CONNECTED``) compiles only where no tie can occur
+  (:func:`_check_ties`).
 
 Running
 =======
