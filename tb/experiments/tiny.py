@@ -113,8 +113,8 @@ def _run(task):
     return result.tensors, result.outputs[0], result.cycles
 
 
-#: Inputs per session at most: the cycle model keeps every command's timing record, so one
-#: session for 200 ResNet-8 inferences (millions of commands) would hold gigabytes.
+#: Inputs per session at most: the chunks spread over the worker processes (each session
+#: writes the resident weights again: set-up, not counted in an inference's cycles).
 CHUNK = 8
 
 
