@@ -579,3 +579,19 @@ def test_on_chip_im2col(name, sim):
     assert rows.words_in["activations"] < patches.words_in["activations"]
     if sim == "model":
         assert sum(rows.cycles) < sum(patches.cycles)
+
+
+def test_tiny_fit_config_and_missing_models(tmp_path):
+    """make tiny's helpers: the `fit` macro holds every weight and channel with the default's
+    lanes and R (powers of two); a folder without the models is one line saying where to get
+    them."""
+    from pim_macro.tb.experiments import tiny
+    g = conv_net()
+    assert not compile_graph(g, MacroConfig()).weights_resident
+    fit = tiny.fit_config(g)
+    program = compile_graph(g, fit)
+    assert program.weights_resident and program.channels_resident
+    assert (fit.lanes, fit.rows_per_cycle) == (MacroConfig().lanes, MacroConfig().rows_per_cycle)
+    assert fit.depth & (fit.depth - 1) == 0 and fit.depth // 2 < program.weight_rows
+    with pytest.raises(SystemExit, match="not found in .*github.com/mlcommons/tiny"):
+        tiny.find_models(tmp_path)
