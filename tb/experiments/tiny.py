@@ -123,11 +123,19 @@ def _run_parallel(config, sim, arch, count, jobs):
     each, with its own set-up) over ``jobs`` processes."""
     step = max(1, min(CHUNK, -(-count // jobs)))
     tasks = [(config, sim, arch, a, min(a + step, count)) for a in range(0, count, step)]
+    parts, done = [], 0
+
+    def progress(part):
+        nonlocal done
+        done += len(part[2])
+        if len(tasks) > 1:
+            print(f"    {sim}: {done} of {count} inputs", end="\r", flush=True)
+        return part
     if jobs > 1 and len(tasks) > 1:
         with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
-            parts = pool.map(_run, tasks)
+            parts = [progress(p) for p in pool.imap(_run, tasks)]
     else:
-        parts = [_run(t) for t in tasks]
+        parts = [progress(_run(t)) for t in tasks]
     tensors = {i: np.concatenate([p[0][i] for p in parts]) for i in parts[0][0]}
     return tensors, np.concatenate([p[1] for p in parts]), [c for p in parts for c in p[2]]
 
