@@ -161,9 +161,9 @@ class OpPlan:
     ``(k0, k1)`` starts in it, or ``image`` 0 when a patch is sent piece by piece;
     ``act_bases``: the activation buffer halves (one base when not double buffered); ``band``:
     patch images per ``LOAD_ACT``. ``rows``: on-chip im2col (a ``CONV_2D`` with
-    ``im2col``): the bytes of one padded input row in the buffer (``image`` is then 0 and
-    ``band`` counts output rows, whose input rows and halo one ``LOAD_ACT`` carries); 0
-    otherwise."""
+    ``im2col``): the bytes of one input row of a strip of ``strip`` output columns in the buffer
+    (``image`` is then 0 and ``band`` counts output rows, whose input rows and halo one
+    ``LOAD_ACT`` carries); 0 otherwise."""
     index: int
     op: MacroOp
     passes: tuple
@@ -172,6 +172,7 @@ class OpPlan:
     act_bases: tuple
     band: int
     rows: int = 0
+    strip: int = 0
 
     @property
     def tiles(self):
@@ -325,34 +326,49 @@ class GraphProgram:
                           "streamed": streamed, "stream_bases": bases})
         band = (min(act_cap, COUNT_MAX) // image) if image else 0
         return {"tiles": tiles, "image": image, "offsets": offsets, "act_bases": act_bases,
-                "band": band, "rows": 0}
+                "band": band, "rows": 0, "strip": 0}
 
     def _row_layout(self, op):
         """The on-chip im2col layout of a ``CONV_2D`` (``None`` when it does not apply): the
-        buffer holds padded input rows (``W + left + right`` pixels of ``C`` bytes, the row
-        padded to a whole word), and each output position multiplies, per kernel row ``dy``,
-        the contiguous run of ``kw * C`` bytes under its window with that kernel row's weight
-        rows (one ``MATVEC`` each, accumulating). Applies when ``kw * C`` is a multiple of R
-        (a run starts and ends on a row of R), a tile's ``kh`` pieces fit the SRAM without
-        streaming, ``kh`` input rows fit the buffer, and the rows (halos included) are fewer
-        bytes than the patches."""
+        buffer holds padded input rows, and each output position multiplies, per kernel row
+        ``dy``, the contiguous run of ``kw * C`` bytes under its window with that kernel row's
+        weight rows (one ``MATVEC`` each, accumulating). The output is cut into *strips* of
+        ``strip`` columns, whose input rows (``(strip - 1) * sw + kw`` pixels of ``C`` bytes,
+        padded to a whole word: ``rows`` bytes) are as wide as the buffer allows, and the strips
+        into bands of output rows whose input rows (halo included) fit the buffer, or half of it
+        (double buffering) when ``kh`` whole rows fit a half, or do not fit the buffer but ``kh``
+        rows of one output column fit a half. Applies when ``kw * C`` is a multiple of
+        R (a run starts and ends on a row of R), a tile's ``kh`` pieces fit the SRAM without
+        streaming, ``kh`` rows of one output column fit the buffer, and the rows (halos
+        included) are fewer bytes than the patches."""
         c, r = self.config, self.config.rows_per_cycle
         if type(op) is not Conv2D:                  # not a depthwise one: channel-major
             return None
-        (h, w, ch), (kh, kw), (sh, _) = op.in_shape, op.kernel, op.stride
-        top, left, bottom, right = op.padding
+        (_, _, ch), (kh, kw), (sh, sw) = op.in_shape, op.kernel, op.stride
+        ho, wo = op.out_hw()
         run = kw * ch
         if run % r or kh * (run // r) > c.depth or run // r > COUNT_MAX:
             return None
-        row_bytes = _whole_words((w + left + right) * ch)
-        if kh * row_bytes > min(c.act_depth, COUNT_MAX):
+
+        def row_bytes(strip):
+            return _whole_words(((strip - 1) * sw + kw) * ch)
+        whole = min(c.act_depth, COUNT_MAX)
+        if kh * row_bytes(1) > whole:
             return None
-        act_bases, act_cap = _halves(c.act_depth, kh * row_bytes)
-        act_cap = min(act_cap, COUNT_MAX)
-        band = (act_cap // row_bytes - kh) // sh + 1       # output rows whose inputs fit
-        ho, _ = op.out_hw()
-        loaded = sum(((min(oy + band, ho) - 1 - oy) * sh + kh) * row_bytes
-                     for oy in range(0, ho, band))
+        # Whole rows, double buffered if they fit a half; else whole rows in the whole buffer;
+        # else strips, double buffered if one column's rows fit a half.
+        act_bases, cap = _halves(c.act_depth, kh * row_bytes(wo))
+        if cap < kh * row_bytes(wo) or len(act_bases) == 1 and whole < kh * row_bytes(wo):
+            act_bases, cap = _halves(c.act_depth, kh * row_bytes(1))
+        cap = min(cap, COUNT_MAX)
+        strip = wo
+        while kh * row_bytes(strip) > cap:
+            strip -= 1
+        width = row_bytes(strip)
+        band = (cap // width - kh) // sh + 1        # output rows whose inputs fit
+        strips = _ceil(wo, strip)
+        loaded = strips * sum(((min(oy + band, ho) - 1 - oy) * sh + kh) * width
+                              for oy in range(0, ho, band))
         if loaded >= op.positions() * _whole_words(op.depth):
             return None                 # no saving (a strided 1x1 skips most of its rows)
         tiles = []
@@ -362,7 +378,7 @@ class GraphProgram:
             tiles.append({"n0": n0, "n1": n1, "ranges": ranges, "rows": kh * (run // r),
                           "streamed": False, "stream_bases": (0,)})
         return {"tiles": tiles, "image": 0, "offsets": {}, "act_bases": act_bases,
-                "band": band, "rows": row_bytes}
+                "band": band, "rows": width, "strip": strip}
 
     def _plan(self, index, op, layout, row, channel):
         """The :class:`OpPlan` of ``op``; ``row`` and ``channel`` are the next free resident
@@ -409,7 +425,7 @@ class GraphProgram:
             if self.channels_resident:
                 channel = pass_channel
         plan = OpPlan(index, op, tuple(passes), layout["image"], layout["offsets"],
-                      layout["act_bases"], layout["band"], layout["rows"])
+                      layout["act_bases"], layout["band"], layout["rows"], layout["strip"])
         return plan, row, channel
 
     # -- words --------------------------------------------------------------------------------
@@ -495,21 +511,26 @@ class GraphProgram:
                 _load_channels(b, ps.tiles[0].channel, folded[n0:n1], op.multiplier[n0:n1],
                                op.shift[n0:n1])
             if plan.rows:
-                channels = padded.shape[2]
-                for oy0 in range(0, ho, plan.band):
-                    oy1 = min(oy0 + plan.band, ho)
-                    r0, r1 = oy0 * sh, (oy1 - 1) * sh + kh
-                    rows = np.zeros((r1 - r0, plan.rows), dtype=np.int8)
-                    rows[:, :padded.shape[1] * channels] = padded[r0:r1].reshape(r1 - r0, -1)
-                    base = next_act_base()
-                    b.add(Opcode.LOAD_ACT, asm.encode_load_act(base, rows))
-                    for oy in range(oy0, oy1):
-                        for ox in range(wo):
-                            at = base + (oy - oy0) * sh * plan.rows + ox * sw * channels
-                            for tile in ps.tiles:
-                                for dy, piece in enumerate(tile.pieces):
-                                    multiply(tile, piece, at + dy * plan.rows, dy == 0)
-                                emit(tile, oy * wo + ox)
+                channels, kw = padded.shape[2], op.kernel[1]
+                for ox0 in range(0, wo, plan.strip):
+                    ox1 = min(ox0 + plan.strip, wo)
+                    c0, c1 = ox0 * sw, (ox1 - 1) * sw + kw      # its input columns
+                    for oy0 in range(0, ho, plan.band):
+                        oy1 = min(oy0 + plan.band, ho)
+                        r0, r1 = oy0 * sh, (oy1 - 1) * sh + kh
+                        rows = np.zeros((r1 - r0, plan.rows), dtype=np.int8)
+                        rows[:, :(c1 - c0) * channels] = padded[r0:r1, c0:c1].reshape(r1 - r0,
+                                                                                       -1)
+                        base = next_act_base()
+                        b.add(Opcode.LOAD_ACT, asm.encode_load_act(base, rows))
+                        for oy in range(oy0, oy1):
+                            for ox in range(ox0, ox1):
+                                at = (base + (oy - oy0) * sh * plan.rows
+                                      + (ox - ox0) * sw * channels)
+                                for tile in ps.tiles:
+                                    for dy, piece in enumerate(tile.pieces):
+                                        multiply(tile, piece, at + dy * plan.rows, dy == 0)
+                                    emit(tile, oy * wo + ox)
             elif plan.image:
                 for first in range(0, count, plan.band):
                     stop = min(first + plan.band, count)

@@ -562,23 +562,32 @@ def test_tflite_end_to_end_against_litert(tmp_path):
         assert len(np.unique(result.tensors[op.output])) > 20, op.name
 
 
-@pytest.mark.parametrize("name", ["default", "big", "streamed"])
+#: A buffer where whole input rows do not fit but strips of output columns do.
+STRIPS = MacroConfig(lanes=8, depth=256, act_depth=64, bias_depth=256)
+
+
+@pytest.mark.parametrize("name", ["default", "big", "streamed", "strips"])
 @pytest.mark.parametrize("sim", ["golden", "model"])
 def test_on_chip_im2col(name, sim):
     """With ``im2col`` the CONV_2D ops whose input rows fit the buffer take rows (with their
-    halo) instead of patches: bit-exact, fewer activation words, and (ops that do not
-    qualify: depthwise, a strided 1x1) the rest as before."""
-    g, config = conv_net(), CONFIGS[name]
+    halo; in strips of output columns when whole rows do not fit) instead of patches:
+    bit-exact, fewer activation words, and (ops that do not qualify: depthwise, a strided 1x1)
+    the rest as before."""
+    g, config = conv_net(), CONFIGS.get(name, STRIPS)
     program = compile_graph(g, config, im2col=True)
     assert "on-chip im2col" in _features(program)
+    if name == "strips":
+        assert any(p.rows and p.strip < p.op.out_hw()[1] for p in program.plans.values())
     assert not any(p.rows for p in program.plans.values() if p.op.name != "CONV_2D")
     x = _inputs(g, 2, seed=12)
     rows = run_graph(g, x, config, sim=sim, program=program)
     _check(g, x, rows)
     patches = run_graph(g, x, config, sim=sim)
     assert rows.words_in["activations"] < patches.words_in["activations"]
-    if sim == "model":
+    if sim == "model" and name != "strips":
         assert sum(rows.cycles) < sum(patches.cycles)
+    # (in narrow strips the kh MATVECs' command words per position outweigh the patch bytes
+    # saved: fewer activation words, more cycles; the option is the user's)
 
 
 def test_tiny_fit_config_and_missing_models(tmp_path):
