@@ -105,51 +105,58 @@ def _reference(path, xs):
 
 
 def _run(task):
-    """One chunk of inputs on one back end: ``(tensors, outputs, cycles)``."""
+    """One chunk of inputs on one back end: ``(first, tensors, outputs, cycles)``."""
     config, sim, arch, first, stop = task
     graph, xs = _STATE["graph"], _STATE["xs"]
     result = run_graph(graph, xs[first:stop], config, sim=sim, arch=arch,
                        program=_STATE["programs"].get(config))
-    return result.tensors, result.outputs[0], result.cycles
+    return first, result.tensors, result.outputs[0], result.cycles
 
 
-#: Inputs per session at most: the chunks spread over the worker processes (each session
-#: writes the resident weights again: set-up, not counted in an inference's cycles).
+#: Inputs per session at most: the chunks spread over the worker processes and show progress
+#: (each session writes the resident weights again: set-up, not counted in the cycles).
 CHUNK = 8
 
 
-def _run_parallel(config, sim, arch, count, jobs):
+def _run_checked(config, sim, arch, count, jobs, ref):
     """The first ``count`` inputs on ``sim``, in chunks of at most :data:`CHUNK` (a session
-    each, with its own set-up) over ``jobs`` processes."""
+    each) over ``jobs`` processes, each chunk compared with ``ref`` as it comes (progress on
+    one line): ``(compared, mismatched, cycles)``."""
+    graph = _STATE["graph"]
     step = max(1, min(CHUNK, -(-count // jobs)))
     tasks = [(config, sim, arch, a, min(a + step, count)) for a in range(0, count, step)]
-    parts, done = [], 0
+    totals, cycles = [0, 0], []
 
-    def progress(part):
-        nonlocal done
-        done += len(part[2])
+    def check(part):
+        first, tensors, outputs, part_cycles = part
+        compared, bad = _compare(graph, ref, tensors, outputs, first, len(part_cycles))
+        totals[0] += compared
+        totals[1] += bad
+        cycles.extend(part_cycles)
         if len(tasks) > 1:
-            print(f"    {sim}: {done} of {count} inputs", end="\r", flush=True)
-        return part
+            print(f"    {sim}: {len(cycles)} of {count} inputs, {totals[1]} mismatches",
+                  end="\r", flush=True)
     if jobs > 1 and len(tasks) > 1:
         with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
-            parts = [progress(p) for p in pool.imap(_run, tasks)]
+            for part in pool.imap_unordered(_run, tasks):
+                check(part)
     else:
-        parts = [progress(_run(t)) for t in tasks]
-    tensors = {i: np.concatenate([p[0][i] for p in parts]) for i in parts[0][0]}
-    return tensors, np.concatenate([p[1] for p in parts]), [c for p in parts for c in p[2]]
+        for task in tasks:
+            check(_run(task))
+    return totals[0], totals[1], cycles
 
 
-def _compare(graph, ref, tensors, outputs, count):
-    """Values compared and mismatches: every macro op's output and the model's output."""
+def _compare(graph, ref, tensors, outputs, first, count):
+    """Values compared and mismatches of inputs ``first ..`` (``count`` of them): every macro
+    op's output and the model's output."""
     compared = mismatched = 0
     for op in graph.macro_ops:
-        got, want = tensors[op.output], ref[op.output][:count]
+        got, want = tensors[op.output], ref[op.output][first:first + count]
         compared += want.size
         mismatched += int((got != want).sum())
     (out,) = graph.outputs
     compared += outputs.size
-    mismatched += int((outputs != ref[out][:count]).sum())
+    mismatched += int((outputs != ref[out][first:first + count]).sum())
     return compared, mismatched
 
 
@@ -255,8 +262,7 @@ def main(argv=None):
             for sim in ("golden", "model"):
                 if not n:
                     continue
-                tensors, outputs, cycles = _run_parallel(config, sim, "pim", n, args.jobs)
-                compared, bad = _compare(graph, ref, tensors, outputs, n)
+                compared, bad, cycles = _run_checked(config, sim, "pim", n, args.jobs, ref)
                 cycles_ok = (all(c == row["cycles"]["pim"] for c in cycles)
                              if sim == "model" else "-")
                 ok = bad == 0 and cycles_ok in (True, "-")
@@ -283,7 +289,7 @@ def main(argv=None):
                 checks.append(check)
                 print(f"  {sim} {arch}: {check['result']}", flush=True)
                 continue
-            compared, bad = _compare(graph, ref, result.tensors, result.outputs[0], n)
+            compared, bad = _compare(graph, ref, result.tensors, result.outputs[0], 0, n)
             want = next(r for r in rows if r["model"] == name and r["label"] == "default")
             cycles_ok = all(c == want["cycles"][arch] for c in result.cycles)
             ok = bad == 0 and cycles_ok
