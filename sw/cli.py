@@ -546,13 +546,16 @@ _TFLITE_ID = b"TFL3"
 
 def _is_tflite(path):
     """Whether ``path`` names a TFLite model: a ``.tflite`` name, or the flatbuffer identifier
-    in a file of another name (an unreadable file is left to the reader's error)."""
+    in a regular file of another name (anything else is left to the ``.npz`` reader's
+    checks and errors)."""
     if str(path).lower().endswith(".tflite"):
         return True
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):     # a pipe would block: only files
+            return False
         with open(path, "rb") as f:
             return f.read(8)[4:8] == _TFLITE_ID
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
