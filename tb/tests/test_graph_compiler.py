@@ -604,3 +604,18 @@ def test_tiny_fit_config_and_missing_models(tmp_path):
     assert fit.depth & (fit.depth - 1) == 0 and fit.depth // 2 < program.weight_rows
     with pytest.raises(SystemExit, match="not found in .*github.com/mlcommons/tiny"):
         tiny.find_models(tmp_path)
+
+
+def test_cli_infer_tflite_by_identifier(tflite_cli):
+    """A TFLite file of another name is recognized by its identifier (bytes 4..7, TFL3)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+    from pim_macro.sw import cli
+    run, graph, x, tmp = tflite_cli
+    (tmp / "model.bin").write_bytes((tmp / "model.tflite").read_bytes())
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main(["infer", "--model", str(tmp / "model.bin"), "--input",
+                         str(tmp / "X.npy"), "--out", str(tmp / "Y.npy")])
+    assert code == 0, err.getvalue()
+    assert np.load(tmp / "Y.npy").shape == (2, 5)
