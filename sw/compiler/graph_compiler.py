@@ -680,7 +680,8 @@ class GraphResult:
     which has no time); ``setup_cycles``: the one-time set-up segment's (resident weights and
     channels); ``ops``: an :class:`OpStats` per graph op; ``words_in``/``words_out``: stream
     words of the inferences by kind (set-up apart: ``setup_words_in``); ``weights_resident``,
-    ``channels_resident``, ``passes`` (per inference), ``weight_rows``, ``macs`` (per sample)."""
+    ``channels_resident``, ``passes`` (per inference), ``weight_rows``, ``macs`` (per sample),
+    ``im2col`` (the program's option)."""
     sim: str
     arch: str
     config: MacroConfig
@@ -699,6 +700,7 @@ class GraphResult:
     weight_rows: int
     weight_bytes: int
     macs: int
+    im2col: bool = False
 
     def utilization(self):
         """Per macro op kind (``FULLY_CONNECTED``, ...): ``macs`` per sample, ``cycles`` per
@@ -738,6 +740,7 @@ class GraphResult:
             "weight_rows": self.weight_rows, "sram_bytes": self.config.weight_bytes,
             "weights_resident": self.weights_resident,
             "channels_resident": self.channels_resident, "passes": self.passes,
+            "im2col": self.im2col,
             "cycles": self.cycles, "setup_cycles": self.setup_cycles,
             "words_in": self.words_in, "words_out": self.words_out,
             "setup_words_in": self.setup_words_in,
@@ -858,4 +861,5 @@ def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpress
         words_in=words_in, words_out=words_out,
         weights_resident=program.weights_resident,
         channels_resident=program.channels_resident, passes=program.passes,
-        weight_rows=program.weight_rows, weight_bytes=graph.weight_bytes, macs=graph.macs)
+        weight_rows=program.weight_rows, weight_bytes=graph.weight_bytes, macs=graph.macs,
+        im2col=program.im2col)

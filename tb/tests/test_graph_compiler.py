@@ -356,6 +356,7 @@ def test_cli_infer_tflite(tflite_cli, sim):
         np.testing.assert_array_equal(y[s], graph.run([x[s]])[0].reshape(y.shape[1:]))
     assert report["out"] == str(tmp / "Y.npy") and "output" not in report
     assert report["config"]["depth"] == 40 and report["arch"] == "baseline"
+    assert report["im2col"] is False
     assert report["weights_resident"] is False and report["passes"] >= len(graph.macro_ops)
     assert len(report["cycles"]) == 2 and (min(report["cycles"]) > 0) == (sim == "model")
     assert set(report["utilization"]) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
