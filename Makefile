@@ -11,6 +11,8 @@ CONFIG      ?=
 N           ?= 2000
 SEED        ?= 1
 FUZZ_ARGS   ?=
+MODELS      ?=
+TINY_ARGS   ?=
 
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
@@ -28,7 +30,7 @@ export PATH   = $(VENV_BIN):$(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(SYS_PATH)
 unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test lint sim fuzz formal demo spill waves synth constraints clean distclean
+.PHONY: help deps venv test lint sim fuzz formal demo spill tiny waves synth constraints clean distclean
 .PHONY: bench
 .PHONY: env-check
 
@@ -46,6 +48,8 @@ help:
 	@echo "make spill      the fit-vs-spill experiment: RTL family + full-scale table (pim_macro.tb.experiments.spill)"
 	@echo "make bench      simulated cycles/s, Icarus and Verilator, per arch, smooth and stalled:"
 	@echo "                per-word player vs session (pim_macro.tb.experiments.bench, ~15 min)"
+	@echo "make tiny [MODELS=dir] [TINY_ARGS='-n 3']   MLPerf Tiny models vs LiteRT on golden, model"
+	@echo "                and the RTL, fit vs spill table (pim_macro.tb.experiments.tiny; -n 200: ~1 h)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
 	@echo "                (pim_macro.tb.experiments.waves; TEST is one of its --list)"
 	@echo "make synth      FPGA bitstreams + Fmax/utilization report, every board x arch x config"
@@ -95,6 +99,9 @@ spill: venv
 # bench: RTL simulation speed, the per-word cocotb player against the persistent session
 bench: venv
 	$(PY) -m pim_macro.tb.experiments.bench
+# tiny: the MLPerf Tiny models (outside the repository) against LiteRT, with their table
+tiny: venv
+	$(PY) -m pim_macro.tb.experiments.tiny $(if $(MODELS),--models $(MODELS)) $(TINY_ARGS)
 
 # waves: FST + GTKWave save file of one scenario, e.g. `make waves TEST=hand SIM=verilator`
 waves: venv

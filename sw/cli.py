@@ -11,7 +11,9 @@ model, the exact cycle model or the RTL, of the PIM macro or the Von Neumann bas
              [--out Y.npy] [--json] [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
 
 ``pim infer --model M.npz --input X.npy [--labels L.npy]`` runs a quantized network (the same
-run options), ``pim quantize`` makes one from a float model.
+run options), ``pim quantize`` makes one from a float model. ``pim infer --model M.tflite``
+runs an int8 TFLite model (:mod:`pim_macro.sw.compiler.graph_compiler`): X int8 ``(B, *the
+model's input shape without its batch)``, Y the model's outputs, batch first.
 
 ``pim run`` plays a command stream written by hand (or by any tool) and decodes the answers::
 
@@ -73,7 +75,7 @@ from pim_macro.hw.isa import (ARCHES, REQUANT_MULT_BITS, REQUANT_SHIFT_MAX, REQU
 from pim_macro.sw.compiler.compiler import run_network
 from pim_macro.sw.compiler.gemv import SIMS, run_gemv
 from pim_macro.sw.compiler.network import load_network, save_network
-from pim_macro.sw.files import FileError, read_array, shown
+from pim_macro.sw.files import FileError, open_input, read_array, shown
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.board_link import BoardMissing
 from pim_macro.sw.runtime.driver import StreamRun, run_stream
@@ -180,11 +182,16 @@ def build_parser():
         description="Run every sample of X through a quantized network: all layers in one "
                     "command stream, chained on chip. Y holds the int8 outputs of the last "
                     "layer, (B, outputs).")
-    infer.add_argument("--model", required=True, metavar="M.npz",
-                       help="quantized network (the container of sw/network.py)")
+    infer.add_argument("--model", required=True, metavar="M.npz|M.tflite",
+                       help="quantized network: the container of sw/network.py, or an int8 "
+                            "TFLite model (macro ops on the macro, the others on the host)")
     infer.add_argument("--input", required=True, metavar="X.npy",
-                       help="int8 samples (B, features), or images (B, C, H, W)")
+                       help="int8 samples (B, features), or images (B, C, H, W); for a .tflite "
+                            "model its own input shape after the batch, (B, H, W, C)")
     infer.add_argument("--labels", metavar="L.npy", help="integer labels (B,): report accuracy")
+    infer.add_argument("--im2col", action="store_true",
+                       help=".tflite only: cut CONV_2D patches on chip where the input rows fit "
+                            "the activation buffer (fewer activation words)")
     _run_options(infer)
     infer.set_defaults(handler=_infer)
 
@@ -533,6 +540,10 @@ def _gemv(args):
 
 
 def _infer(args):
+    if _is_tflite(args.model):
+        return _infer_tflite(args)
+    if args.im2col:
+        raise _Error("--im2col is for .tflite models")
     config = _config(args)
     _check_out(args.out, json_output=args.json)
     network = _load_network(args.model)
@@ -572,6 +583,74 @@ def _infer(args):
             print(result.y)
         if accuracy is not None:
             print(f"accuracy: {accuracy:.4f} ({int(round(accuracy * batch))}/{batch})")
+    return EXIT_OK
+
+
+#: The file identifier of a TFLite flatbuffer (bytes 4..7; schema.fbs ``file_identifier``).
+_TFLITE_ID = b"TFL3"
+
+
+def _is_tflite(path):
+    """Whether ``path`` names a TFLite model: a ``.tflite`` name, or the flatbuffer identifier
+    in a regular file of another name (anything else is left to the ``.npz`` reader's
+    checks and errors)."""
+    if str(path).lower().endswith(".tflite"):
+        return True
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):     # a pipe would block: only files
+            return False
+        with open(path, "rb") as f:
+            return f.read(8)[4:8] == _TFLITE_ID
+    except (OSError, ValueError):
+        return False
+
+
+def _infer_tflite(args):
+    """``pim infer --model M.tflite``: the graph compiler
+    (:mod:`pim_macro.sw.compiler.graph_compiler`) on the model the importer reads."""
+    from pim_macro.sw.compiler.graph_compiler import run_graph
+    config = _config(args)
+    _check_out(args.out, json_output=args.json)
+    if args.labels is not None:
+        raise _Error("--labels is for .npz networks; a .tflite model's outputs are its own "
+                     "(compare them with --out)")
+    if args.preloaded:
+        raise _Error("--preloaded is for .npz networks; a .tflite model's resident weights are "
+                     "always written once before the first inference (setup_cycles)")
+    try:
+        from pim_macro.sw.compiler.tflite_import import load_tflite
+    except ImportError:
+        raise _Error("reading .tflite models needs pim_macro.sw.compiler.tflite_import, "
+                     "which this installation lacks") from None
+    try:
+        with open_input(args.model, "model"):
+            pass
+        graph = load_tflite(args.model)
+    except (ValueError, OSError) as exc:
+        raise _Error(str(exc).splitlines()[0] if str(exc) else
+                     f"cannot read model {args.model}") from None
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise _Error(f"{shown(str(args.model))}: pim infer runs models of one input and one "
+                     f"output, not {len(graph.inputs)} and {len(graph.outputs)}")
+    inputs = _load(args.input, "input")
+    with _back_end():
+        result = run_graph(graph, inputs, config, sim=args.sim, arch=args.arch,
+                           port=args.port, im2col=args.im2col)
+    y = result.outputs[0]
+    if args.out is not None:
+        _save_array(args.out, y)
+    if args.json:
+        report = result.report()
+        report["model"] = str(args.model)
+        _print_json(report, args, y)
+    else:
+        if args.out is None:
+            print(y)
+        fit = ("the weights fit the SRAM" if result.weights_resident else
+               f"the weights do not fit the SRAM: {result.passes} passes per inference")
+        cycles = (f"{int(np.mean(result.cycles))} cycles per inference ({args.arch})"
+                  if args.sim != "golden" else "no cycles on golden")
+        print(f"{result.batch} samples, {result.macs} MACs per inference, {cycles}; {fit}")
     return EXIT_OK
 
 
