@@ -74,7 +74,7 @@ def test_report_table_and_comparison():
     assert "l4: PIM 0.08 vs baseline 0.05 GMAC/s (1.68x) for 4800 vs 4600 LC (1.04x)" in md
     assert "| pim | l28 | failed: does not fit |" in md
     assert "Mapping: lanes on SB_MAC16 in dual 8x8 mode, two per block; requantizers' " \
-           "products inferred; target 60 MHz" in md
+           "products inferred, 2 cycles per lane group; target 60 MHz" in md
 
 
 def test_board_top_divisor():
