@@ -246,7 +246,10 @@ def _run_options(command, *, results=True):
     command.add_argument("--board", metavar="NAME[:CONFIG]",
                          help="take the macro configuration of a board build (hw/board.py: "
                               f"{', '.join(BOARDS)}; CONFIG defaults to the board's default), "
-                              "instead of the configuration options")
+                              "instead of the configuration options. The configuration only: "
+                              "the model and the simulators time the portable fabric (one "
+                              "requantizer pass; the iCE40's two issue requantized lanes every "
+                              "other cycle: README 'FPGA builds')")
     command.add_argument("--arch", choices=ARCHES, default="pim",
                          help="pim: MACs fused into the SRAM; baseline: SRAM and ALU joined by a "
                               "--bus-bits bus (default: pim)")
