@@ -616,3 +616,48 @@ def test_cli_infer_tflite_by_identifier(tflite_cli):
                          str(tmp / "X.npy"), "--out", str(tmp / "Y.npy")])
     assert code == 0, err.getvalue()
     assert np.load(tmp / "Y.npy").shape == (2, 5)
+
+
+# -- pim infer on a real .tflite: its input checks (golden only, well under a second) ----------
+
+def _float_fc(tmp_path):
+    """QUANTIZE -> FULLY_CONNECTED -> DEQUANTIZE written to ``m.tflite``, a float32 input
+    (3 samples of 12) in ``X.npy``; returns ``run(*args) -> (code, stdout, stderr)``."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+    from pim_macro.sw import cli
+    from pim_macro.tb.harness.tflite_build import ModelBuilder
+    rng = np.random.default_rng(5)
+    b = ModelBuilder()
+    x = b.input((1, 12), np.float32)
+    q = b.quantize(x, scale=0.02, zero_point=3)
+    y = b.fully_connected(q, rng.integers(-127, 128, (4, 12)), rng.integers(-500, 500, 4),
+                          w_scale=0.01, out_scale=0.05, out_zero_point=-2)
+    (tmp_path / "m.tflite").write_bytes(b.to_bytes([x], [b.dequantize(y)]))
+    np.save(tmp_path / "X.npy", rng.uniform(-1, 1, (3, 12)).astype(np.float32))
+
+    def run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(["infer", "--model", str(tmp_path / "m.tflite"), "--input",
+                             str(tmp_path / "X.npy"), *args])
+        return code, out.getvalue(), err.getvalue()
+    return run
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_cli_infer_tflite_refuses_a_float_input_not_finite(tmp_path, value):
+    import warnings
+    run = _float_fc(tmp_path)
+    x = np.load(tmp_path / "X.npy")
+    x[1, 4] = value
+    np.save(tmp_path / "X.npy", x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # QUANTIZE's cast of NaN warned, and ran on
+        code, out, err = run("--out", str(tmp_path / "Y.npy"))
+    assert code == 2 and out == "" and not (tmp_path / "Y.npy").exists()
+    assert err.count("\n") == 1 and err.startswith("pim: error: "), err
+    assert "not finite" in err
+    from pim_macro.sw.compiler.tflite_import import load_tflite
+    with pytest.raises(ValueError, match="not finite"):
+        run_graph(load_tflite(tmp_path / "m.tflite"), x, MacroConfig())
