@@ -661,3 +661,16 @@ def test_cli_infer_tflite_refuses_a_float_input_not_finite(tmp_path, value):
     from pim_macro.sw.compiler.tflite_import import load_tflite
     with pytest.raises(ValueError, match="not finite"):
         run_graph(load_tflite(tmp_path / "m.tflite"), x, MacroConfig())
+
+
+@pytest.mark.parametrize("option, value", [("-n", "0"), ("-n", "-3"), ("--spill-n", "0"),
+                                           ("--rtl", "-1"), ("--icarus", "-2"), ("--jobs", "0"),
+                                           ("-n", "x")])
+def test_tiny_refuses_counts_that_check_nothing(tmp_path, capsys, option, value):
+    """`-n 0` compared no value and reported bit-exact; `-n -3` reported -3 inputs."""
+    from pim_macro.tb.experiments import tiny
+    with pytest.raises(SystemExit) as e:
+        tiny.main(["--models", str(tmp_path), option, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "not found" not in err, err
