@@ -674,3 +674,14 @@ def test_tiny_refuses_counts_that_check_nothing(tmp_path, capsys, option, value)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}" in err and "not found" not in err, err
+
+
+@pytest.mark.parametrize("name", ["m.tflite", "X.npy"])
+def test_cli_infer_tflite_out_refuses_its_model_and_input(tmp_path, name):
+    """`--out m.tflite` silently replaced the model with Y."""
+    run = _float_fc(tmp_path)
+    before = (tmp_path / name).read_bytes()
+    code, out, err = run("--out", str(tmp_path / name))
+    assert code == 2 and out == ""
+    assert err.startswith("pim: error: ") and err.count("\n") == 1
+    assert "is the same file as" in err and (tmp_path / name).read_bytes() == before
