@@ -193,6 +193,15 @@ def build_parser():
                        help=".tflite only: cut CONV_2D patches on chip where the input rows fit "
                             "the activation buffer (fewer activation words)")
     _run_options(infer)
+    stalls = infer.add_argument_group("stalls (the RTL simulators; the models ignore them)")
+    stalls.add_argument("--idle", type=float, default=0.0, metavar="P",
+                        help="probability, in [0, 1), that the source idles a cycle instead "
+                             "of offering a word (default: 0)")
+    stalls.add_argument("--backpressure", type=float, default=0.0, metavar="P",
+                        help="probability, in [0, 1), that the sink refuses a word in a cycle "
+                             "(default: 0)")
+    stalls.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seed of the stall patterns (default: 0)")
     infer.set_defaults(handler=_infer)
 
     quantize = commands.add_parser(
@@ -557,6 +566,12 @@ def _gemv(args):
     return EXIT_OK
 
 
+def _stalls(args):
+    """``idle``, ``backpressure`` and ``seed`` of ``pim infer`` (the run functions check the
+    probabilities: a ``ValueError``, one line, before anything runs)."""
+    return dict(idle=args.idle, backpressure=args.backpressure, seed=args.seed)
+
+
 def _infer(args):
     if _is_tflite(args.model):
         return _infer_tflite(args)
@@ -579,7 +594,7 @@ def _infer(args):
 
     with _back_end():
         result = run_network(network, inputs, config, sim=args.sim, arch=args.arch,
-                             preloaded=args.preloaded, port=args.port)
+                             preloaded=args.preloaded, port=args.port, **_stalls(args))
 
     if args.out is not None:
         _save_array(args.out, result.y)
@@ -653,7 +668,7 @@ def _infer_tflite(args):
     inputs = _load(args.input, "input")
     with _back_end():
         result = run_graph(graph, inputs, config, sim=args.sim, arch=args.arch,
-                           port=args.port, im2col=args.im2col)
+                           port=args.port, im2col=args.im2col, **_stalls(args))
     y = result.outputs[0]
     if args.out is not None:
         _save_array(args.out, y)

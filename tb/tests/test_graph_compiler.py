@@ -685,3 +685,38 @@ def test_cli_infer_tflite_out_refuses_its_model_and_input(tmp_path, name):
     assert code == 2 and out == ""
     assert err.startswith("pim: error: ") and err.count("\n") == 1
     assert "is the same file as" in err and (tmp_path / name).read_bytes() == before
+
+
+def test_cli_infer_tflite_takes_stalls(tmp_path):
+    """--idle, --backpressure and --seed reach run_graph: accepted on golden (Y unchanged),
+    out-of-range probabilities refused in one line before the run."""
+    run = _float_fc(tmp_path)
+    code, _, err = run("--out", str(tmp_path / "Y0.npy"))
+    assert code == 0, err
+    code, _, err = run("--idle", "0.3", "--backpressure", "0.5", "--seed", "7", "--out",
+                       str(tmp_path / "Y1.npy"))
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "Y0.npy"), np.load(tmp_path / "Y1.npy"))
+    for option, value in (("--idle", "1"), ("--backpressure", "-0.1"), ("--idle", "nan")):
+        code, out, err = run(option, value)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert err.startswith(f"pim: error: {option[2:]} must be a probability in [0, 1)"), err
+
+
+def test_cli_infer_tflite_stalls_reach_verilator(tmp_path):
+    """--idle/--backpressure on Verilator (RTL_CONFIG: test_session.py's build, shared; about
+    2 s once built): Y is golden's and the stalls change the measured cycles."""
+    import json
+    run = _float_fc(tmp_path)
+    config = ["--lanes", "8", "--depth", "128", "--act-depth", "256", "--bias-depth", "16",
+              "--bus-bits", "16", "--json"]
+    reports = {}
+    for sim, stalls in (("golden", ()), ("verilator", ()),
+                        ("verilator", ("--idle", "0.3", "--backpressure", "0.3", "--seed", "3"))):
+        code, out, err = run("--sim", sim, *config, *stalls)
+        assert code == 0, err
+        reports[sim, bool(stalls)] = json.loads(out)
+    golden = reports["golden", False]["output"]
+    smooth, stalled = reports["verilator", False], reports["verilator", True]
+    assert smooth["output"] == golden and stalled["output"] == golden
+    assert stalled["cycles"] != smooth["cycles"]
