@@ -193,6 +193,15 @@ def build_parser():
                        help=".tflite only: cut CONV_2D patches on chip where the input rows fit "
                             "the activation buffer (fewer activation words)")
     _run_options(infer)
+    stalls = infer.add_argument_group("stalls (the RTL simulators; the models ignore them)")
+    stalls.add_argument("--idle", type=float, default=0.0, metavar="P",
+                        help="probability, in [0, 1), that the source idles a cycle instead "
+                             "of offering a word (default: 0)")
+    stalls.add_argument("--backpressure", type=float, default=0.0, metavar="P",
+                        help="probability, in [0, 1), that the sink refuses a word in a cycle "
+                             "(default: 0)")
+    stalls.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seed of the stall patterns (default: 0)")
     infer.set_defaults(handler=_infer)
 
     quantize = commands.add_parser(
@@ -321,12 +330,14 @@ def _load_network(path):
         raise _Error(str(exc)) from None
 
 
-def _check_out(path, *, json_output=False):
+def _check_out(path, *, json_output=False, inputs=None):
     """Refuse, before running anything, an ``--out`` that cannot be written: a directory (also
     a name ending in a slash), a path in a folder that does not exist or where no file can be
     created (tried: permissions and read-only or special file systems alike), a file that is
-    not writable, a name the file system refuses (a symbolic link loop, a name too long), and
-    with ``json_output`` the stdout the JSON goes to (one JSON object is all stdout holds)."""
+    not writable, a name the file system refuses (a symbolic link loop, a name too long), with
+    ``json_output`` the stdout the JSON goes to (one JSON object is all stdout holds), and a
+    regular file that is one of the command's ``inputs`` (``args``: its options ``--model``,
+    ``--input``... are read from it; writing would silently replace an input)."""
     if path is None:
         return
     if path == "":
@@ -346,6 +357,17 @@ def _check_out(path, *, json_output=False):
                      f"too: give --out a file, or drop --json")
     if _in_place(path):
         return
+    for option in _INPUT_OPTIONS:
+        source = getattr(inputs, option.lstrip("-").replace("-", "_"), None)
+        if source is None or st is None:
+            continue
+        try:
+            same = os.path.samefile(path, source)
+        except (OSError, ValueError):      # a missing input (or not a name): not the same file
+            same = False
+        if same:
+            raise _Error(f"--out {shown(path, 200)} is the same file as {option} "
+                         f"{shown(str(source), 200)}: give --out another file")
     target = os.path.realpath(path)
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
@@ -361,6 +383,11 @@ def _check_out(path, *, json_output=False):
     except OSError as exc:
         raise _Error(f"cannot write {path}: {exc.strerror or exc} (in folder {folder})") \
             from None
+
+
+#: The options that name a file a command reads (those a command lacks are skipped).
+_INPUT_OPTIONS = ("--model", "--input", "--weights", "--bias", "--multiplier", "--shift",
+                  "--labels", "--calib", "--test")
 
 
 def _is_stdout(st):
@@ -505,7 +532,7 @@ def _gemv(args):
         raise _Error("--zero-point, --act-min, --act-max and --double-rounding need "
                      "--multiplier and --shift")
     config = _config(args)
-    _check_out(args.out, json_output=args.json)
+    _check_out(args.out, json_output=args.json, inputs=args)
     weights = _load(args.weights, "weights")
     inputs = _load(args.input, "input")
     bias = None if args.bias is None else _load(args.bias, "bias")
@@ -542,13 +569,19 @@ def _gemv(args):
     return EXIT_OK
 
 
+def _stalls(args):
+    """``idle``, ``backpressure`` and ``seed`` of ``pim infer`` (the run functions check the
+    probabilities: a ``ValueError``, one line, before anything runs)."""
+    return dict(idle=args.idle, backpressure=args.backpressure, seed=args.seed)
+
+
 def _infer(args):
     if _is_tflite(args.model):
         return _infer_tflite(args)
     if args.im2col:
         raise _Error("--im2col is for .tflite models")
     config = _config(args)
-    _check_out(args.out, json_output=args.json)
+    _check_out(args.out, json_output=args.json, inputs=args)
     network = _load_network(args.model)
     inputs = _load(args.input, "input")
     labels = None
@@ -564,7 +597,7 @@ def _infer(args):
 
     with _back_end():
         result = run_network(network, inputs, config, sim=args.sim, arch=args.arch,
-                             preloaded=args.preloaded, port=args.port)
+                             preloaded=args.preloaded, port=args.port, **_stalls(args))
 
     if args.out is not None:
         _save_array(args.out, result.y)
@@ -613,7 +646,7 @@ def _infer_tflite(args):
     (:mod:`pim_macro.sw.compiler.graph_compiler`) on the model the importer reads."""
     from pim_macro.sw.compiler.graph_compiler import run_graph
     config = _config(args)
-    _check_out(args.out, json_output=args.json)
+    _check_out(args.out, json_output=args.json, inputs=args)
     if args.labels is not None:
         raise _Error("--labels is for .npz networks; a .tflite model's outputs are its own "
                      "(compare them with --out)")
@@ -638,7 +671,7 @@ def _infer_tflite(args):
     inputs = _load(args.input, "input")
     with _back_end():
         result = run_graph(graph, inputs, config, sim=args.sim, arch=args.arch,
-                           port=args.port, im2col=args.im2col)
+                           port=args.port, im2col=args.im2col, **_stalls(args))
     y = result.outputs[0]
     if args.out is not None:
         _save_array(args.out, y)
@@ -666,7 +699,7 @@ def _check_labels(labels):
 def _quantize(args):
     from pim_macro.sw.compiler.quantize import (float_forward, load_float_model, quantize_file,
                                                 report)
-    _check_out(args.out, json_output=args.json)
+    _check_out(args.out, json_output=args.json, inputs=args)
     calib = _load(args.calib, "calibration data")
     test = calib if args.test is None else _load(args.test, "test data")
     labels = None if args.labels is None else _load(args.labels, "labels")

@@ -735,6 +735,10 @@ def _graph_inputs(graph, x):
         if array.dtype != np.dtype(tensor.dtype):
             raise ValueError(f"input {tensor.name!r} must be {np.dtype(tensor.dtype).name}, "
                              f"not {array.dtype}")
+        # QUANTIZE casts NaN and inf to int32 with numpy's warning and an undefined value.
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise ValueError(f"input {tensor.name!r} holds values that are not finite (inf or "
+                             "NaN)")
         if batch is not None and array.shape[0] != batch:
             raise ValueError(f"the inputs hold {batch} and {array.shape[0]} samples")
         batch = array.shape[0]

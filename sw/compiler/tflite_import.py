@@ -221,6 +221,10 @@ class _Importer:
         weights, w_scales = self.weights(where, op.Inputs(1), n, 0)
         if int(np.prod(x.shape)) % k:
             self.fail(where, f"an input of {int(np.prod(x.shape))} values for depth {k}")
+        if not out.shape or out.shape[-1] != n or int(np.prod(out.shape)) != \
+                int(np.prod(x.shape)) // k * n:
+            self.fail(where, f"output shape {out.shape} for input {x.shape} and filter "
+                             f"{w.shape}")
         lo, hi = self.activation_range(where, opts.FusedActivationFunction() if opts else 0,
                                        out)
         m, s = self.requant(where, x, w_scales, out, n)
@@ -411,6 +415,10 @@ class _Importer:
                     "QUANTIZE": self.quantize, "DEQUANTIZE": self.dequantize}
         for i in self.graph_inputs:
             t = self.raw[i]
+            # run_graph feeds one sample at a time: a batch of several would be cut wrongly.
+            if not t.shape or t.shape[0] != 1:
+                self.fail("model input", f"tensor {t.name!r} of shape {t.shape} (the batch "
+                                         "dimension must be 1)")
             if t.type == tflite.TensorType.INT8:
                 self.int8_activation("model input", i)
             elif t.type != tflite.TensorType.FLOAT32:
@@ -431,12 +439,21 @@ class _Importer:
                 if not -1 <= i < len(self.raw):
                     raise UnsupportedModel(f"{where}: tensor index {i} out of range (a corrupt "
                                            "model)")
+            for i in [*op.InputsAsNumpy(), *op.OutputsAsNumpy()]:
+                # An empty tensor would fail later, in a reshape that names no op.
+                if i >= 0 and 0 in self.raw[i].shape:
+                    self.fail(where, f"tensor {self.raw[i].name!r} of zero-size shape "
+                                     f"{self.raw[i].shape}")
             result = handlers[name](where, op, index)
             missing = [i for i in result.inputs if i not in known]
             if missing:
                 self.fail(where, f"input tensor {missing[0]} that no earlier op computes")
             known.add(result.output)
             ops.append(result)
+        for i in self.graph_inputs:
+            if 0 in self.raw[i].shape:
+                self.fail("model input", f"tensor {self.raw[i].name!r} of zero-size shape "
+                                         f"{self.raw[i].shape}")
         for i in self.graph_outputs:
             if i not in known:
                 self.fail("model output", f"tensor {i} that no op computes")

@@ -214,17 +214,33 @@ def checks_table(checks):
     return "\n".join(lines)
 
 
+def _count(least):
+    """An argparse type: an integer of at least ``least`` (a count of 0 or less would leave a
+    check that compares nothing, reported bit-exact)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}")
+        return value
+    return parse
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="tiny", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=str(DEFAULT_DIR),
                         help=f"folder of the .tflite files (default {DEFAULT_DIR})")
-    parser.add_argument("-n", type=int, default=200,
+    parser.add_argument("-n", type=_count(1), default=200,
                         help="random inputs per model on golden and model (fit macro)")
-    parser.add_argument("--spill-n", type=int, default=10,
+    parser.add_argument("--spill-n", type=_count(1), default=10,
                         help="of them, on golden and model at the default macro too")
-    parser.add_argument("--rtl", type=int, default=3, help="inputs per model on Verilator")
-    parser.add_argument("--icarus", type=int, default=1, help="inputs of ad01 on Icarus")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rtl", type=_count(0), default=3,
+                        help="inputs per model on Verilator (0: none)")
+    parser.add_argument("--icarus", type=_count(0), default=1,
+                        help="inputs of ad01 on Icarus (0: none)")
+    parser.add_argument("--jobs", type=_count(1), default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", metavar="TEXT",
                         help="run only the models whose file name contains TEXT")

@@ -2,6 +2,7 @@
 files: correct results, the --json and --out contracts, one-line errors, and RTL runs."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -1206,3 +1207,31 @@ def test_usage_errors_echo_a_long_argument_cut(capsys):
         cli.main(["gemv", "--weights", "w", "--input", "x", "--lanes", "9" * 5000])
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1 and len(err) < 300, err[:300]
+
+
+@pytest.mark.parametrize("command, option", [
+    ("gemv", "--weights"), ("gemv", "--input"), ("gemv", "--bias"), ("infer", "--model"),
+    ("infer", "--input"), ("infer", "--labels"), ("quantize", "--model"),
+    ("quantize", "--calib"), ("quantize", "--test"), ("quantize", "--labels")])
+@pytest.mark.parametrize("how", ["same name", "hard link"])
+def test_out_refuses_an_input_file(runs, capsys, command, option, how):
+    """`--out` naming a file the command reads (by its name or a hard link to it) is refused
+    before the run: it silently replaced the model or the input. The file is left whole."""
+    commands, tmp = runs
+    options = dict(commands[command])
+    if command == "quantize":       # a copy: never the repository's model
+        shutil.copy(options["--model"], tmp / "model.onnx")
+        options["--model"] = tmp / "model.onnx"
+        shutil.copy(options["--test"], tmp / "test.npy")    # not --calib's file
+        options["--test"] = tmp / "test.npy"
+    source = Path(options[option])
+    before = source.read_bytes()
+    out = source
+    if how == "hard link":
+        out = tmp / "link"
+        os.link(source, out)
+    code, stdout, err = _run_cli(capsys, command, {**options, "--out": out})
+    assert code == 2 and stdout == "", err
+    assert err == f"pim: error: --out {out} is the same file as {option} {source}: give --out " \
+                  f"another file\n"
+    assert source.read_bytes() == before

@@ -616,3 +616,107 @@ def test_cli_infer_tflite_by_identifier(tflite_cli):
                          str(tmp / "X.npy"), "--out", str(tmp / "Y.npy")])
     assert code == 0, err.getvalue()
     assert np.load(tmp / "Y.npy").shape == (2, 5)
+
+
+# -- pim infer on a real .tflite: its input checks (golden only, well under a second) ----------
+
+def _float_fc(tmp_path):
+    """QUANTIZE -> FULLY_CONNECTED -> DEQUANTIZE written to ``m.tflite``, a float32 input
+    (3 samples of 12) in ``X.npy``; returns ``run(*args) -> (code, stdout, stderr)``."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+    from pim_macro.sw import cli
+    from pim_macro.tb.harness.tflite_build import ModelBuilder
+    rng = np.random.default_rng(5)
+    b = ModelBuilder()
+    x = b.input((1, 12), np.float32)
+    q = b.quantize(x, scale=0.02, zero_point=3)
+    y = b.fully_connected(q, rng.integers(-127, 128, (4, 12)), rng.integers(-500, 500, 4),
+                          w_scale=0.01, out_scale=0.05, out_zero_point=-2)
+    (tmp_path / "m.tflite").write_bytes(b.to_bytes([x], [b.dequantize(y)]))
+    np.save(tmp_path / "X.npy", rng.uniform(-1, 1, (3, 12)).astype(np.float32))
+
+    def run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(["infer", "--model", str(tmp_path / "m.tflite"), "--input",
+                             str(tmp_path / "X.npy"), *args])
+        return code, out.getvalue(), err.getvalue()
+    return run
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_cli_infer_tflite_refuses_a_float_input_not_finite(tmp_path, value):
+    import warnings
+    run = _float_fc(tmp_path)
+    x = np.load(tmp_path / "X.npy")
+    x[1, 4] = value
+    np.save(tmp_path / "X.npy", x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # QUANTIZE's cast of NaN warned, and ran on
+        code, out, err = run("--out", str(tmp_path / "Y.npy"))
+    assert code == 2 and out == "" and not (tmp_path / "Y.npy").exists()
+    assert err.count("\n") == 1 and err.startswith("pim: error: "), err
+    assert "not finite" in err
+    from pim_macro.sw.compiler.tflite_import import load_tflite
+    with pytest.raises(ValueError, match="not finite"):
+        run_graph(load_tflite(tmp_path / "m.tflite"), x, MacroConfig())
+
+
+@pytest.mark.parametrize("option, value", [("-n", "0"), ("-n", "-3"), ("--spill-n", "0"),
+                                           ("--rtl", "-1"), ("--icarus", "-2"), ("--jobs", "0"),
+                                           ("-n", "x")])
+def test_tiny_refuses_counts_that_check_nothing(tmp_path, capsys, option, value):
+    """`-n 0` compared no value and reported bit-exact; `-n -3` reported -3 inputs."""
+    from pim_macro.tb.experiments import tiny
+    with pytest.raises(SystemExit) as e:
+        tiny.main(["--models", str(tmp_path), option, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "not found" not in err, err
+
+
+@pytest.mark.parametrize("name", ["m.tflite", "X.npy"])
+def test_cli_infer_tflite_out_refuses_its_model_and_input(tmp_path, name):
+    """`--out m.tflite` silently replaced the model with Y."""
+    run = _float_fc(tmp_path)
+    before = (tmp_path / name).read_bytes()
+    code, out, err = run("--out", str(tmp_path / name))
+    assert code == 2 and out == ""
+    assert err.startswith("pim: error: ") and err.count("\n") == 1
+    assert "is the same file as" in err and (tmp_path / name).read_bytes() == before
+
+
+def test_cli_infer_tflite_takes_stalls(tmp_path):
+    """--idle, --backpressure and --seed reach run_graph: accepted on golden (Y unchanged),
+    out-of-range probabilities refused in one line before the run."""
+    run = _float_fc(tmp_path)
+    code, _, err = run("--out", str(tmp_path / "Y0.npy"))
+    assert code == 0, err
+    code, _, err = run("--idle", "0.3", "--backpressure", "0.5", "--seed", "7", "--out",
+                       str(tmp_path / "Y1.npy"))
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "Y0.npy"), np.load(tmp_path / "Y1.npy"))
+    for option, value in (("--idle", "1"), ("--backpressure", "-0.1"), ("--idle", "nan")):
+        code, out, err = run(option, value)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert err.startswith(f"pim: error: {option[2:]} must be a probability in [0, 1)"), err
+
+
+def test_cli_infer_tflite_stalls_reach_verilator(tmp_path):
+    """--idle/--backpressure on Verilator (RTL_CONFIG: test_session.py's build, shared; about
+    2 s once built): Y is golden's and the stalls change the measured cycles."""
+    import json
+    run = _float_fc(tmp_path)
+    config = ["--lanes", "8", "--depth", "128", "--act-depth", "256", "--bias-depth", "16",
+              "--bus-bits", "16", "--json"]
+    reports = {}
+    for sim, stalls in (("golden", ()), ("verilator", ()),
+                        ("verilator", ("--idle", "0.3", "--backpressure", "0.3", "--seed", "3"))):
+        code, out, err = run("--sim", sim, *config, *stalls)
+        assert code == 0, err
+        reports[sim, bool(stalls)] = json.loads(out)
+    golden = reports["golden", False]["output"]
+    smooth, stalled = reports["verilator", False], reports["verilator", True]
+    assert smooth["output"] == golden and stalled["output"] == golden
+    assert stalled["cycles"] != smooth["cycles"]

@@ -387,6 +387,30 @@ def test_unsupported(case):
     assert "\n" not in str(e.value) and isinstance(e.value, ValueError)
 
 
+def fc_model(in_shape, out_shape=None):
+    b = ModelBuilder()
+    x = b.input(in_shape, scale=0.1, zero_point=0)
+    k = in_shape[-1]
+    y = b.fully_connected(x, weights(np.random.default_rng(0), (3, k)), None, w_scale=0.01,
+                          out_scale=0.1, out_zero_point=0, out_shape=out_shape)
+    return b.to_bytes([x], [y])
+
+
+@pytest.mark.parametrize("in_shape, out_shape, message", [
+    # run_graph feeds one sample at a time: a batch of 3 failed at run time in a reshape.
+    ((3, 10), None, r"model input: tensor 't0' of shape \(3, 10\) \(the batch dimension must "
+                    r"be 1\)"),
+    ((1, 4), (1, 7), r"op 0 \(FULLY_CONNECTED\): output shape \(1, 7\) for input \(1, 4\) "
+                     r"and filter \(3, 4\)"),
+    ((1, 0, 4), (0, 3), r"op 0 \(FULLY_CONNECTED\): tensor 't0' of zero-size shape "
+                        r"\(1, 0, 4\)"),
+])
+def test_shapes_refused_at_import(in_shape, out_shape, message):
+    with pytest.raises(UnsupportedModel, match=message) as e:
+        load_tflite(fc_model(in_shape, out_shape))
+    assert "\n" not in str(e.value)
+
+
 def test_not_a_model(tmp_path):
     path = tmp_path / "x.tflite"
     path.write_bytes(b"\x00" * 64)
