@@ -177,11 +177,15 @@ class Requantizer(wiring.Component):
         bits = [C(0, 1)] + [t[j] for j in range(_T_BITS)]
         keep = _Y_BITS + 1
         dropped = []
+        # `sticky`: some bit that falls off the bottom is set. Over the six stages those are
+        # positions 0 .. k - 1 of Cat(0, T), i.e. T's bits below the rounding bit k - 1.
+        sticky = C(0, 1)
         for b in reversed(range(6)):
             step = 1 << b
             def at(i, bits=bits):
                 return bits[i] if i < len(bits) else neg
             width = keep + step - 1 if b else keep
+            sticky = sticky | (k3[b] & Cat(*bits[:step]).any())
             moved = [Mux(k3[b], at(i + step), at(i)) for i in range(len(bits))]
             dropped += [bit ^ neg for bit in moved[width:]]
             bits = moved[:width]
@@ -201,7 +205,7 @@ class Requantizer(wiring.Component):
         # Single rounding, ties away from zero: like half up, except that a negative T at an
         # exact tie (bit k - 1 set, nothing below it) stays at floor(T / 2**k), which is the
         # tie's value rounded away from zero.
-        r_single = r_bit & (~neg | (t[:_T_BITS - 1] & under).any())
+        r_single = r_bit & (~neg | sticky)
         y = Signal(signed(_Y_BITS + 1))
         r = Signal()
         y_valid = Signal()

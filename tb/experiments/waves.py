@@ -79,7 +79,7 @@ GROUPS = [
     ("MAC lanes", "mac_engine.macs", [r"valid", r"first", r"capture", r"acts", r"sum_l\d+",
                                       r"acc_l\d+", r"out_l\d+"], "424"),
     ("Output engine", "output_engine", [r"out_state", r"index", r"issue", r"out_lane_d\d",
-                                        r"acc_sel\d*", r"raw_d\d"], "22"),
+                                        r"acc_sel\d*", r"value\d*"], "22"),
     ("Requantizer", "output_engine.requant", [r"value", r"multiplier", r"shift", r"double",
                                               r"zero_point", r"act_min", r"act_max", r"result",
                                               r"o_valid"], "424"),

@@ -196,7 +196,8 @@ def test_board_status_compares_the_status_words():
     garbled = status_words(CONFIG, "pim")
     garbled[StatusWord.ERRORS.value] |= 228               # last_error: no Error has code 228
     with pytest.raises(BoardError, match=r"the board's answer to command 0 \(STATUS at word 0\) "
-                                         r"is not one: its ERRORS data word 0x000003e4 holds "
+                                         rf"is not one: its ERRORS data word "
+                                         rf"{(ISA_VERSION << 8) | 228:#010x} holds "
                                          r"error code 228, none of the ISA's"):
         check(_status_answer(garbled))
     with pytest.raises(BoardError, match="the board answered STATUS with error BAD_FIELD"):
