@@ -622,21 +622,18 @@ def _infer(args):
     return EXIT_OK
 
 
-#: The file identifier of a TFLite flatbuffer (bytes 4..7; schema.fbs ``file_identifier``).
-_TFLITE_ID = b"TFL3"
-
-
 def _is_tflite(path):
     """Whether ``path`` names a TFLite model: a ``.tflite`` name, or the flatbuffer identifier
     in a regular file of another name (anything else is left to the ``.npz`` reader's
     checks and errors)."""
     if str(path).lower().endswith(".tflite"):
         return True
+    from pim_macro.sw.compiler.tflite_import import FILE_IDENTIFIER
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):     # a pipe would block: only files
             return False
         with open(path, "rb") as f:
-            return f.read(8)[4:8] == _TFLITE_ID
+            return f.read(8)[4:8] == FILE_IDENTIFIER
     except (OSError, ValueError):
         return False
 

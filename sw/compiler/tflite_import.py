@@ -30,7 +30,12 @@ from pim_macro.sw.compiler.graph import (DOUBLE_ROUNDING, Conv2D, DepthwiseConv2
 from pim_macro.sw.models.requant import quantize_multiplier
 
 
-__all__ = ["UnsupportedModel", "load_tflite", "OPS"]
+__all__ = ["UnsupportedModel", "load_tflite", "OPS", "FILE_IDENTIFIER"]
+
+
+#: The file identifier of a TFLite flatbuffer, bytes 4..7 (``file_identifier`` of TFLite's
+#: ``schema.fbs``).
+FILE_IDENTIFIER = b"TFL3"
 
 
 class UnsupportedModel(ValueError):
@@ -89,7 +94,7 @@ class _Raw:
 class _Importer:
     def __init__(self, data, source):
         self.source = source
-        if len(data) < 8 or bytes(data[4:8]) != b"TFL3":
+        if len(data) < 8 or bytes(data[4:8]) != FILE_IDENTIFIER:
             raise UnsupportedModel(f"{source} is not a TFLite flatbuffer (no TFL3 identifier)")
         try:
             self.model = tflite.Model.GetRootAsModel(data, 0)

@@ -21,6 +21,8 @@ import flatbuffers
 import numpy as np
 import tflite
 
+from pim_macro.sw.compiler.tflite_import import FILE_IDENTIFIER
+
 
 __all__ = ["ModelBuilder", "ACTIVATIONS", "same_padding"]
 
@@ -326,5 +328,5 @@ class ModelBuilder:
         tflite.ModelAddSubgraphs(b, sgv)
         tflite.ModelAddDescription(b, desc)
         tflite.ModelAddBuffers(b, bv)
-        b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+        b.Finish(tflite.ModelEnd(b), file_identifier=FILE_IDENTIFIER)
         return bytes(b.Output())

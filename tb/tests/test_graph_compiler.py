@@ -327,8 +327,10 @@ def tflite_cli(tmp_path, monkeypatch):
                              f"host)")
         return graph
 
+    from pim_macro.sw.compiler.tflite_import import FILE_IDENTIFIER
     fake = types.ModuleType("pim_macro.sw.compiler.tflite_import")
     fake.load_tflite = load_tflite
+    fake.FILE_IDENTIFIER = FILE_IDENTIFIER
     monkeypatch.setitem(sys.modules, "pim_macro.sw.compiler.tflite_import", fake)
     x = _inputs(graph, 2, seed=7)
     np.save(tmp_path / "X.npy", x)
