@@ -23,7 +23,7 @@ shape, batch 1; :meth:`Graph.run` puts the result in the output tensor's shape).
 are the model's own (:func:`pim_macro.sw.compiler.tflite_import.load_tflite`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -261,13 +261,18 @@ class DepthwiseConv2D(Conv2D):
 @dataclass(frozen=True, eq=False)
 class Graph:
     """``tensors`` (a list of :class:`Tensor`), ``ops`` in execution order, the graph's
-    ``inputs`` and ``outputs`` (tensor indices), and ``source`` (what it was read from, for
-    messages)."""
+    ``inputs`` and ``outputs`` (tensor indices), ``source`` (what it was read from, for
+    messages) and ``metadata``: what the model says about itself beyond its ops, a dict with
+    the optional keys ``"classes"`` (a list of the classifier's class labels, ints or strings,
+    one per output logit; for a single logit, ``[negative class, positive class]``) and
+    ``"input_layout"`` (``"NCHW"`` when the model was made from an ONNX model whose image input
+    is channels-first, so its users' inputs are NCHW while the graph's tensor is NHWC)."""
     tensors: list
     ops: list
     inputs: list
     outputs: list
     source: str = ""
+    metadata: dict = field(default_factory=dict)
 
     @property
     def macro_ops(self):
