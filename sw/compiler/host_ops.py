@@ -15,6 +15,8 @@ kernel's ``Eval``. Sources (TensorFlow Lite, ``tensorflow/lite/kernels/``):
   (the window is cut at the border and the average divides by the taps inside it, rounded half
   away from zero: ``(sum +- count / 2) / count`` in C's truncating division).
 * :class:`Reshape`: the data unchanged.
+* :class:`Pad`: ``pad.cc`` (a quantized ``PAD`` without constant values pads with the output's
+  zero point, which is the input's).
 * :class:`Softmax`: ``activations.cc`` (``SoftmaxPrepare`` of the reference kernel:
   ``PreprocessSoftmaxScaling`` with 5 integer bits) and ``internal/reference/softmax.h``
   (gemmlowp fixed point: ``exp_on_negative_values``, ``GetReciprocal``), whose gemmlowp
@@ -33,7 +35,7 @@ from pim_macro.sw.models.requant import (INT32_MAX, INT32_MIN, multiply_by_quant
                                          saturating_rounding_doubling_high_mul, wrap32)
 
 
-__all__ = ["HostOp", "Add", "AveragePool2D", "MaxPool2D", "Reshape", "Softmax", "Quantize",
+__all__ = ["HostOp", "Add", "AveragePool2D", "MaxPool2D", "Reshape", "Pad", "Softmax", "Quantize",
            "Dequantize", "softmax_parameters"]
 
 
@@ -168,6 +170,18 @@ class Reshape(HostOp):
 
     def work(self):
         return 0
+
+
+@dataclass(frozen=True, eq=False)
+class Pad(HostOp):
+    """``PAD``: ``paddings`` ``((before, after), ...)`` per dimension, filled with
+    ``zero_point``."""
+    paddings: tuple = ()
+    zero_point: int = 0
+    name = "PAD"
+
+    def run(self, x):
+        return np.pad(np.asarray(x), self.paddings, constant_values=self.zero_point)
 
 
 # --- gemmlowp fixed point (fixedpoint.h), int32 raw values held in int64 arrays ---------------

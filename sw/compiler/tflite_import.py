@@ -12,12 +12,14 @@ kernels do in ``Prepare`` (sources: ``tensorflow/lite/kernels/``):
   the fused activation becomes ``[act_min, act_max]`` (``CalculateActivationRangeQuantized``:
   ``zero_point + round(f / scale)`` in float, clamped to int8); the rounding is LiteRT's for
   the op (:data:`~pim_macro.sw.compiler.graph.DOUBLE_ROUNDING`);
-* host ops: :mod:`pim_macro.sw.compiler.host_ops`.
+* host ops: :mod:`pim_macro.sw.compiler.host_ops`;
+* the model's :data:`METADATA_NAME` metadata entry (JSON) becomes :attr:`Graph.metadata`.
 
 Anything else raises :class:`UnsupportedModel` (a ``ValueError``) with a one-line message naming
 the op and the option, before anything runs.
 """
 
+import json
 import struct
 from pathlib import Path
 
@@ -30,12 +32,16 @@ from pim_macro.sw.compiler.graph import (DOUBLE_ROUNDING, Conv2D, DepthwiseConv2
 from pim_macro.sw.models.requant import quantize_multiplier
 
 
-__all__ = ["UnsupportedModel", "load_tflite", "OPS", "FILE_IDENTIFIER"]
+__all__ = ["UnsupportedModel", "load_tflite", "OPS", "FILE_IDENTIFIER", "METADATA_NAME"]
 
 
 #: The file identifier of a TFLite flatbuffer, bytes 4..7 (``file_identifier`` of TFLite's
 #: ``schema.fbs``).
 FILE_IDENTIFIER = b"TFL3"
+
+#: The name of the model's ``Metadata`` entry this project writes and reads: a JSON object, the
+#: :attr:`Graph.metadata <pim_macro.sw.compiler.graph.Graph>` (``classes``, ``input_layout``).
+METADATA_NAME = "pim_macro"
 
 
 class UnsupportedModel(ValueError):
@@ -362,6 +368,41 @@ class _Importer:
         return host_ops.Reshape(inputs=(op.Inputs(0),), output=op.Outputs(0),
                                 out_shape=out.shape)
 
+    def pad(self, where, op, index):
+        x = self.int8_activation(where, op.Inputs(0))
+        out = self.int8_activation(where, op.Outputs(0))
+        if op.InputsLength() > 2 and op.Inputs(2) >= 0:
+            self.fail(where, "a constant pad value (PADV2)")
+        if (x.scale, x.zero_point) != (out.scale, out.zero_point):
+            self.fail(where, "an output quantized differently from its input")
+        p = self.constant(where, op.Inputs(1), "paddings").data
+        p = np.asarray(p, dtype=np.int64).reshape(-1)
+        if p.size != 2 * len(x.shape) or p.min() < 0:
+            self.fail(where, f"paddings {p.tolist()} for a tensor of shape {x.shape}")
+        paddings = tuple((int(a), int(b)) for a, b in p.reshape(-1, 2))
+        if tuple(n + a + b for n, (a, b) in zip(x.shape, paddings)) != tuple(out.shape):
+            self.fail(where, f"padding {x.shape} by {list(paddings)} to {out.shape}")
+        return host_ops.Pad(inputs=(op.Inputs(0),), output=op.Outputs(0), out_shape=out.shape,
+                            paddings=paddings, zero_point=out.zero_point)
+
+    def metadata(self):
+        """The ``pim_macro`` Metadata entry (JSON, written by the graph quantizer): a dict,
+        empty when the model has none."""
+        for k in range(self.model.MetadataLength()):
+            entry = self.model.Metadata(k)
+            if entry.Name() != METADATA_NAME.encode():
+                continue
+            data = self.model.Buffers(entry.Buffer()).DataAsNumpy()
+            try:
+                value = json.loads(bytes(data).decode("utf-8"))
+            except (TypeError, ValueError, AttributeError):
+                value = None
+            if not isinstance(value, dict):
+                raise UnsupportedModel(f"{self.source}: its {METADATA_NAME!r} metadata is not "
+                                       "a JSON object")
+            return value
+        return {}
+
     def softmax(self, where, op, index):
         opts = self.options(op, tflite.SoftmaxOptions)
         x = self.int8_activation(where, op.Inputs(0))
@@ -416,7 +457,7 @@ class _Importer:
                     "CONV_2D": lambda w, op, i: self.conv(w, op, False),
                     "DEPTHWISE_CONV_2D": lambda w, op, i: self.conv(w, op, True),
                     "ADD": self.add, "AVERAGE_POOL_2D": self.pool, "MAX_POOL_2D": self.pool,
-                    "RESHAPE": self.reshape, "SOFTMAX": self.softmax,
+                    "RESHAPE": self.reshape, "PAD": self.pad, "SOFTMAX": self.softmax,
                     "QUANTIZE": self.quantize, "DEQUANTIZE": self.dequantize}
         for i in self.graph_inputs:
             t = self.raw[i]
@@ -469,13 +510,13 @@ class _Importer:
                           scale=t.scale if t.scales is not None and t.scales.size == 1 else None,
                           zero_point=t.zero_point, data=t.data) for t in self.raw]
         return Graph(tensors=tensors, ops=ops, inputs=self.graph_inputs,
-                     outputs=self.graph_outputs, source=self.source)
+                     outputs=self.graph_outputs, source=self.source, metadata=self.metadata())
 
 
 #: The ops :func:`load_tflite` reads, by where they run.
 OPS = {"macro": ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"),
-       "host": ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SOFTMAX", "QUANTIZE",
-                "DEQUANTIZE")}
+       "host": ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD", "SOFTMAX",
+                "QUANTIZE", "DEQUANTIZE")}
 
 
 def load_tflite(model):

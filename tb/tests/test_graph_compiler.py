@@ -14,6 +14,7 @@ from pim_macro.hw.isa import MacroConfig
 from pim_macro.sw.compiler.graph import (Conv2D, DepthwiseConv2D, FullyConnected, Graph, MacroOp,
                                          Tensor)
 from pim_macro.sw.compiler.graph_compiler import compile_graph, run_graph
+from pim_macro.sw.compiler.tflite_builder import ModelBuilder
 from pim_macro.sw.models.requant import quantize_multiplier
 
 
@@ -493,15 +494,11 @@ def test_negative_ties_away_from_zero():
 
 
 # -- a real .tflite end to end, against LiteRT ----------------------------------------------------
-# Needs the importer and the model builder of the tfl branch (tb/harness/tflite_build.py): it
-# skips, saying so, until they are merged.
 
 def _small_tflite(rng):
     """Conv 3x3 SAME + ReLU (per channel), depthwise 3x3 stride 2 (multiplier 2), 1x1 conv
     (per tensor), a residual ADD, average pool, reshape, FULLY_CONNECTED, SOFTMAX."""
-    build = pytest.importorskip("pim_macro.tb.harness.tflite_build",
-                                reason="waits for the TFLite builder (tfl branch)")
-    b = build.ModelBuilder()
+    b = ModelBuilder()
     x = b.input((1, 8, 8, 3), scale=0.02, zero_point=-128)
 
     def filt(*shape):
@@ -628,7 +625,6 @@ def _float_fc(tmp_path):
     import io
     from contextlib import redirect_stderr, redirect_stdout
     from pim_macro.sw import cli
-    from pim_macro.tb.harness.tflite_build import ModelBuilder
     rng = np.random.default_rng(5)
     b = ModelBuilder()
     x = b.input((1, 12), np.float32)

@@ -1,6 +1,6 @@
 """The TFLite importer and the host ops against LiteRT's reference kernels, bit for bit.
 
-Every model here is built in the test (pim_macro.tb.harness.tflite_build, seeded) and run by
+Every model here is built in the test (pim_macro.sw.compiler.tflite_builder, seeded) and run by
 LiteRT with the reference op resolver (``BUILTIN_REF``) and every intermediate tensor kept; the
 graph of :func:`load_tflite` runs the same inputs in numpy and EVERY op's output tensor is
 compared, not only the model's output. The rounding tests also show that the other rounding
@@ -16,7 +16,7 @@ import pytest
 from pim_macro.sw.compiler.graph import DOUBLE_ROUNDING
 from pim_macro.sw.compiler.tflite_import import UnsupportedModel, load_tflite
 from pim_macro.sw.models.requant import quantize_multiplier, requantize
-from pim_macro.tb.harness.tflite_build import ModelBuilder
+from pim_macro.sw.compiler.tflite_builder import ModelBuilder
 
 import ai_edge_litert.interpreter as litert        # a pinned dependency: missing is a failure
 
@@ -278,6 +278,40 @@ def test_pooling(kind, filt, stride, padding, act):
     x = b.input((1, 8, 8, 6), scale=0.1, zero_point=-3)
     y = b.pool(kind, x, filter=filt, stride=stride, padding=padding, activation=act)
     check(b, [x], [y], samples=4)
+
+
+@pytest.mark.parametrize("paddings", [((0, 0), (1, 2), (2, 1), (0, 0)), ((0, 0), (0, 0), (3, 0), (0, 0))])
+def test_pad_then_valid_conv(paddings):
+    """PAD (asymmetric, as the graph quantizer writes for ONNX pads that are not TFLite's SAME)
+    then a VALID CONV_2D: the padding holds the zero point, as LiteRT's."""
+    rng = np.random.default_rng(5)
+    b = ModelBuilder()
+    x = b.input((1, 6, 5, 3), scale=0.05, zero_point=37)
+    p = b.pad(x, paddings)
+    y = b.conv2d(p, weights(rng, (4, 3, 3, 3)), rng.integers(-500, 500, 4), w_scale=0.01,
+                 out_scale=0.1, out_zero_point=-5, padding="VALID")
+    g, _ = check(b, [x], [y], samples=3)
+    assert [op.name for op in g.ops] == ["PAD", "CONV_2D"]
+
+
+def test_metadata_entry_read():
+    """The model's ``pim_macro`` Metadata entry (JSON) is Graph.metadata; other entries are
+    ignored; one that is not a JSON object is refused in one line."""
+    import json
+    from pim_macro.sw.compiler.tflite_import import METADATA_NAME
+    b = ModelBuilder()
+    x = b.input((1, 4), scale=0.1, zero_point=0)
+    y = b.fully_connected(x, np.ones((2, 4), np.int8), None, w_scale=0.1, out_scale=0.2,
+                          out_zero_point=0)
+    assert load_tflite(b.to_bytes([x], [y])).metadata == {}
+    b.metadata["min_runtime_version"] = b"1.5.0"
+    b.metadata[METADATA_NAME] = json.dumps({"classes": [3, 5], "input_layout": "NCHW"}).encode()
+    data = b.to_bytes([x], [y])
+    assert load_tflite(data).metadata == {"classes": [3, 5], "input_layout": "NCHW"}
+    interpreter(data)       # LiteRT reads the model with its metadata
+    b.metadata[METADATA_NAME] = b"[1, 2]"
+    with pytest.raises(UnsupportedModel, match="'pim_macro' metadata is not a JSON object"):
+        load_tflite(b.to_bytes([x], [y]))
 
 
 @pytest.mark.parametrize("scale,beta,depth", [(0.1, 1.0, 40), (0.02, 1.0, 10), (0.005, 1.0, 4),

@@ -1,4 +1,6 @@
-"""Small int8 ``.tflite`` models built from numpy arrays, for the tests (no TensorFlow needed).
+"""Int8 ``.tflite`` models written from numpy arrays (no TensorFlow needed): the writer of
+``pim quantize --out M.tflite`` (:mod:`pim_macro.sw.compiler.graph_quantizer`) and of the tests'
+models.
 
 :class:`ModelBuilder` writes the TFLite flatbuffer schema (``tensorflow/lite/schema/
 schema.fbs``) with the builder functions of the ``tflite`` package: one subgraph, tensors with
@@ -60,6 +62,7 @@ class ModelBuilder:
         self._buffers = [b""]   # buffer 0: the empty buffer of every variable tensor
         self._codes = []        # builtin operator codes, in first-use order
         self._ops = []          # (code index, inputs, outputs, options name, fields)
+        self.metadata = {}      # name -> bytes: the model's Metadata entries
 
     # --- tensors -------------------------------------------------------------------------------
 
@@ -205,6 +208,18 @@ class ModelBuilder:
         self.op("RESHAPE", [x, s], [y])
         return y
 
+    def pad(self, x, paddings):
+        """``PAD`` of an NHWC int8 tensor: ``paddings`` ``((before, after),) * 4`` per
+        dimension; the padding holds the input's zero point (``pad.cc``: a quantized ``PAD``
+        without a constant pads with the zero point), the output keeps its quantization."""
+        paddings = np.asarray(paddings, dtype=np.int32).reshape(len(self.shape(x)), 2)
+        p = self.tensor(paddings.shape, np.int32, data=paddings)
+        scale, zero_point = self.quant(x)
+        shape = tuple(int(n + a + b) for n, (a, b) in zip(self.shape(x), paddings))
+        y = self.tensor(shape, scale=scale, zero_point=zero_point)
+        self.op("PAD", [x, p], [y])
+        return y
+
     def softmax(self, x, *, beta=1.0, out_scale=1 / 256, out_zero_point=-128):
         """``SOFTMAX`` over the last dimension (TFLite wants scale 1/256, zero point -128)."""
         y = self.tensor(self.shape(x), scale=out_scale, zero_point=out_zero_point)
@@ -226,8 +241,14 @@ class ModelBuilder:
     # --- serialization -------------------------------------------------------------------------
 
     def to_bytes(self, inputs, outputs):
-        """The ``.tflite`` file's bytes: one subgraph with these graph inputs and outputs."""
+        """The ``.tflite`` file's bytes: one subgraph with these graph inputs and outputs, and
+        a ``Metadata`` entry (name, buffer) for every item of :attr:`metadata`."""
         b = flatbuffers.Builder(1024)
+        all_buffers = list(self._buffers)
+        metadata = []
+        for key, data in self.metadata.items():
+            all_buffers.append(bytes(data))
+            metadata.append((key, len(all_buffers) - 1))
 
         def ints(values, start, kind="Int32"):
             start(b, len(values))
@@ -236,7 +257,7 @@ class ModelBuilder:
             return b.EndVector()
 
         buffers = []
-        for data in self._buffers:
+        for data in all_buffers:
             offset = None
             if data:
                 b.StartVector(1, len(data), 16)         # aligned: TFLite reads int32 in place
@@ -321,12 +342,22 @@ class ModelBuilder:
         sgv = offsets([subgraph], tflite.ModelStartSubgraphsVector)
         cv = offsets(codes, tflite.ModelStartOperatorCodesVector)
         bv = offsets(buffers, tflite.ModelStartBuffersVector)
-        desc = b.CreateString("pim_macro.tb.harness.tflite_build")
+        entries = []
+        for key, buffer in metadata:
+            name = b.CreateString(key)
+            tflite.MetadataStart(b)
+            tflite.MetadataAddName(b, name)
+            tflite.MetadataAddBuffer(b, buffer)
+            entries.append(tflite.MetadataEnd(b))
+        mv = offsets(entries, tflite.ModelStartMetadataVector) if entries else None
+        desc = b.CreateString("pim_macro.sw.compiler.tflite_builder")
         tflite.ModelStart(b)
         tflite.ModelAddVersion(b, 3)
         tflite.ModelAddOperatorCodes(b, cv)
         tflite.ModelAddSubgraphs(b, sgv)
         tflite.ModelAddDescription(b, desc)
         tflite.ModelAddBuffers(b, bv)
+        if mv is not None:
+            tflite.ModelAddMetadata(b, mv)
         b.Finish(tflite.ModelEnd(b), file_identifier=FILE_IDENTIFIER)
         return bytes(b.Output())
