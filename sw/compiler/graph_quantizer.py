@@ -1,0 +1,375 @@
+"""Post-training int8 quantization of a float ONNX model into an int8 ``.tflite`` model.
+
+:func:`quantize_graph` takes a model in the *canonical form* of
+:mod:`pim_macro.sw.compiler.onnx_import` (``normalize`` makes it from a real export;
+:mod:`pim_macro.sw.compiler.sklearn_import` from a scikit-learn MLP) and calibration inputs, and
+returns the bytes of the ``.tflite`` model TFLite's own converter would make of it: float32 in,
+``QUANTIZE``, int8 ops, ``DEQUANTIZE``, float32 out. :func:`~pim_macro.sw.compiler.tflite_import.
+load_tflite` reads it back into the :class:`~pim_macro.sw.compiler.graph.Graph` that
+:func:`~pim_macro.sw.compiler.graph_compiler.run_graph` runs on the macro, and LiteRT runs the same
+file: the int8 model has one definition, the file.
+
+The scheme (TFLite's post-training integer quantization)
+=======================================================
+
+* **Calibration.** onnxruntime runs the float model on every calibration sample with every
+  intermediate tensor made an output; a tensor's range is its minimum and maximum over them.
+* **Activations:** asymmetric int8 per tensor, ``(scale, zero_point)`` of the range widened to
+  include 0 (:func:`pim_macro.sw.compiler.quantize.activation_params`, TFLite's
+  ``ChooseQuantizationParams``). A ``Relu`` whose input is used by nothing else is fused into the
+  ``Gemm``/``Conv``/``Add`` before it (TFLite's fused ``RELU``: ``act_min = zero_point``), and the
+  fused op's range is the ``Relu``'s output's. Pools and reshapes keep their input's parameters,
+  as TFLite requires of ``MAX_POOL_2D``, ``AVERAGE_POOL_2D``, ``RESHAPE`` and ``PAD``.
+* **Weights:** symmetric int8 per output channel, ``scale[c] = max|w[c]| / 127`` (a channel of
+  zeros gets scale 1), ``round(w / scale[c])`` half away from zero (TFLite's ``TfLiteRound``).
+* **Bias:** int32 ``round(b / (input_scale * scale[c]))`` with that product in float32 (the
+  converter's bias scale); ``ValueError`` if it does not fit.
+* **Layout.** ONNX images are NCHW, TFLite's NHWC: filters are transposed (``CONV_2D`` OHWI,
+  ``DEPTHWISE_CONV_2D`` 1HWO), and a ``Gemm`` after a flatten of an image takes its weight columns
+  in the flattened NHWC order (so no transpose runs at inference). The model's input is NHWC:
+  its :attr:`Graph.metadata` says ``"input_layout": "NCHW"`` and :func:`to_model_layout`
+  transposes an ONNX user's batch.
+* **Padding.** ONNX pads are explicit, TFLite's are ``SAME``/``VALID``. Pads that give the
+  ``SAME`` (or ``VALID``) windows are written as such; others become a ``PAD`` (with the zero
+  point: a real 0) before a ``VALID`` convolution. An ``AveragePool`` with
+  ``count_include_pad=1`` becomes ``PAD`` + ``VALID`` (the padding counts as zeros), one with
+  ``count_include_pad=0`` must be ``SAME``/``VALID``; a ``MaxPool``'s pads must be (TFLite's
+  ``SAME`` skips the border taps, as ONNX's ``-inf`` padding does).
+
+Errors: :class:`~pim_macro.sw.compiler.tflite_import.UnsupportedModel` (one line naming the node)
+for what TFLite's int8 ops cannot express; ``ValueError`` for bad calibration data (empty,
+non-finite, the wrong size) or a float model that overflows on it.
+"""
+
+import json
+import math
+
+import numpy as np
+
+from pim_macro.sw.compiler.quantize import QMAX, QMIN, WMAX, _round, activation_params
+from pim_macro.sw.compiler.tflite_builder import ModelBuilder, same_padding
+from pim_macro.sw.compiler.tflite_import import METADATA_NAME, UnsupportedModel
+from pim_macro.sw.models.requant import INT32_MAX, INT32_MIN
+
+
+__all__ = ["quantize_graph", "calibrate", "to_model_layout"]
+
+
+def _label(node):
+    return f"node {node.name or '<unnamed>'!r} ({node.op_type})"
+
+
+def _attrs(node):
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _shapes(model):
+    """``{tensor name: static shape}`` of every tensor with one (inputs, value_info, outputs)."""
+    shapes = {}
+    for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = v.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[v.name] = tuple(int(d.dim_value) for d in dims)
+    return shapes
+
+
+def calibrate(model, calib):
+    """``{tensor name: (min, max)}`` over the calibration batch ``calib`` (N, *input shape
+    without the batch, float) of every tensor the canonical float ``model`` computes, its input
+    included, run by onnxruntime one sample at a time (the canonical batch is 1). Raises
+    ``ValueError`` for an empty or non-finite batch, samples of the wrong size, and tensors that
+    are not finite on it."""
+    import onnx
+    import onnxruntime as ort
+
+    graph_in = model.graph.input[0]
+    shape = _shapes(model)[graph_in.name]
+    calib = np.asarray(calib, dtype=np.float64)
+    if calib.ndim < 1 or calib.shape[0] == 0:
+        raise ValueError(f"the calibration data must be a non-empty batch (N, ...), not of "
+                         f"shape {calib.shape}")
+    if calib[0].size != math.prod(shape[1:]):
+        raise ValueError(f"the calibration samples have {calib[0].size} values, but the model "
+                         f"takes {math.prod(shape[1:])} (shape {shape[1:]})")
+    if not np.all(np.isfinite(calib)):
+        raise ValueError("the calibration data holds non-finite values")
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    known = {v.name: v for v in model.graph.value_info}
+    present = {v.name for v in model.graph.output}
+    for node in model.graph.node:
+        for name in node.output:
+            if name and name not in present:
+                augmented.graph.output.append(known[name])
+                present.add(name)
+    session = ort.InferenceSession(augmented.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    ranges = {graph_in.name: (float(calib.min()), float(calib.max()))}
+    x = calib.astype(np.float32).reshape(calib.shape[0], *shape[1:])
+    for sample in x:
+        for name, value in zip(names, session.run(None, {graph_in.name: sample[None]})):
+            lo, hi = float(np.min(value)), float(np.max(value))
+            if name in ranges:
+                lo, hi = min(lo, ranges[name][0]), max(hi, ranges[name][1])
+            ranges[name] = (lo, hi)
+    for name, (lo, hi) in ranges.items():
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"tensor {name!r} of the float model is not finite on the "
+                             f"calibration data")
+    return ranges
+
+
+def _weights(w):
+    """Symmetric per-output-channel int8 of float weights ``w`` (channels first): ``(int8
+    array, float32 scales (channels,))``."""
+    n = w.shape[0]
+    w = np.asarray(w, dtype=np.float64)
+    w_max = np.abs(w.reshape(n, -1)).max(axis=1) if w.size else np.zeros(n)
+    scales = np.where(w_max > 0, w_max / WMAX, 1.0).astype(np.float32)
+    q = _round(w / scales.astype(np.float64).reshape((n,) + (1,) * (w.ndim - 1)))
+    return np.clip(q, -WMAX, WMAX).astype(np.int8), scales
+
+
+def _bias(label, b, in_scale, w_scales):
+    """Int32 bias at the converter's scale ``float32(in_scale * w_scale[c])``."""
+    bias_scale = (np.float32(in_scale) * w_scales.astype(np.float32)).astype(np.float64)
+    q = _round(np.asarray(b, dtype=np.float64) / bias_scale)
+    if q.size and (q.min() < INT32_MIN or q.max() > INT32_MAX):
+        raise ValueError(f"{label}: the bias does not fit in int32 at scale "
+                         f"{bias_scale.min():.3g}")
+    return q.astype(np.int32)
+
+
+def _padding(label, size, kernel, stride, pads):
+    """How TFLite writes a window of ``kernel`` over ``size`` (one or two dimensions) with the
+    ONNX ``pads`` ``(begin..., end...)``: ``"VALID"``, ``"SAME"`` (the same windows) or
+    ``None`` (neither: explicit padding needed)."""
+    begin, end = pads[:len(size)], pads[len(size):]
+    outs = [(n + b + e - k) // s + 1 for n, k, s, b, e in zip(size, kernel, stride, begin, end)]
+    if any(o < 1 for o in outs):
+        raise UnsupportedModel(f"{label}: the window does not fit the padded input {size}")
+    if all(b == 0 and o == (n - k) // s + 1
+           for n, k, s, b, o in zip(size, kernel, stride, begin, outs)):
+        return "VALID"
+    if all((o, b) == same_padding(n, k, s)[:2]
+           for n, k, s, b, o in zip(size, kernel, stride, begin, outs)):
+        return "SAME"
+    return None
+
+
+class _Quantizer:
+    def __init__(self, model, ranges):
+        from onnx import numpy_helper
+        self.model = model
+        self.ranges = ranges
+        self.shapes = _shapes(model)
+        self.consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        self.consumers = {}
+        for node in model.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.outputs = {o.name for o in model.graph.output}
+        self.b = ModelBuilder()
+        self.tensor = {}        # ONNX tensor name -> TFLite tensor index
+        self.perm = {}          # ONNX name of a flat tensor -> TFLite order (ONNX indices)
+        self.alias = {}         # a fused Relu's output -> its input (the same tensor)
+
+    def params(self, name):
+        return activation_params(*self.ranges[name])
+
+    def fused_relu(self, node):
+        """The ``Relu`` fused into ``node`` (its output's only consumer), or None."""
+        out = node.output[0]
+        users = self.consumers.get(out, [])
+        if out not in self.outputs and len(users) == 1 and users[0].op_type == "Relu":
+            return users[0]
+        return None
+
+    def output_of(self, node):
+        """``(ONNX name whose range and consumers the op's output takes, activation)``."""
+        relu = self.fused_relu(node)
+        if relu is None:
+            return node.output[0], "NONE"
+        self.alias[relu.output[0]] = node.output[0]
+        return relu.output[0], "RELU"
+
+    def nhwc(self, name):
+        n, c, h, w = self.shapes[name]
+        return (n, h, w, c)
+
+    def pad(self, x, top, left, bottom, right):
+        return self.b.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+    def conv(self, node, label):
+        a = _attrs(node)
+        x_name = node.input[0]
+        w, bias = self.consts[node.input[1]], self.consts[node.input[2]]
+        _, c, h, wd = self.shapes[x_name]
+        depthwise = a.get("group", 1) != 1
+        if depthwise and (a["group"] != c or w.shape[1] != 1):
+            raise UnsupportedModel(f"{label}: a grouped convolution (group {a['group']} of "
+                                   f"{c} channels) is not supported")
+        kernel, stride = tuple(w.shape[2:]), tuple(a.get("strides", (1, 1)))
+        pads = tuple(a.get("pads", (0, 0, 0, 0)))
+        x = self.tensor[x_name]
+        padding = _padding(label, (h, wd), kernel, stride, pads)
+        if padding is None:
+            x, padding = self.pad(x, *pads), "VALID"
+        out_name, activation = self.output_of(node)
+        out_scale, out_zp = self.params(out_name)
+        q, scales = _weights(w)
+        b = _bias(label, bias, self.b.quant(x)[0], scales)
+        if depthwise:
+            y = self.b.depthwise_conv2d(x, q.transpose(1, 2, 3, 0), b, w_scale=scales,
+                                        out_scale=out_scale, out_zero_point=out_zp,
+                                        stride=stride, padding=padding, activation=activation)
+        else:
+            y = self.b.conv2d(x, q.transpose(0, 2, 3, 1), b, w_scale=scales,
+                              out_scale=out_scale, out_zero_point=out_zp, stride=stride,
+                              padding=padding, activation=activation)
+        if self.b.shape(y) != self.nhwc(node.output[0]):     # the ONNX shapes are the truth
+            raise UnsupportedModel(f"{label}: output {self.b.shape(y)} (NHWC) differs from "
+                                   f"ONNX's {self.shapes[node.output[0]]} (NCHW)")
+        self.tensor[out_name] = y
+
+    def gemm(self, node, label):
+        x_name = node.input[0]
+        w, bias = self.consts[node.input[1]], self.consts[node.input[2]]
+        perm = self.perm.get(x_name)
+        if perm is not None:
+            w = w[:, perm]          # the columns in the order the flattened NHWC input has
+        out_name, activation = self.output_of(node)
+        out_scale, out_zp = self.params(out_name)
+        x = self.tensor[x_name]
+        q, scales = _weights(w)
+        b = _bias(label, bias, self.b.quant(x)[0], scales)
+        self.tensor[out_name] = self.b.fully_connected(
+            x, q, b, w_scale=scales, out_scale=out_scale, out_zero_point=out_zp,
+            activation=activation)
+
+    def pool(self, node, label):
+        a = _attrs(node)
+        x_name = node.input[0]
+        _, _, h, wd = self.shapes[x_name]
+        x = self.tensor[x_name]
+        if node.op_type == "GlobalAveragePool":
+            kind, kernel, stride, padding = "AVERAGE_POOL_2D", (h, wd), (1, 1), "VALID"
+        else:
+            kind = "MAX_POOL_2D" if node.op_type == "MaxPool" else "AVERAGE_POOL_2D"
+            kernel = tuple(a["kernel_shape"])
+            stride = tuple(a.get("strides", (1, 1)))
+            pads = tuple(a.get("pads", (0, 0, 0, 0)))
+            padding = _padding(label, (h, wd), kernel, stride, pads)
+            if kind == "AVERAGE_POOL_2D" and a.get("count_include_pad", 0) and any(pads):
+                # The padding counts: zeros (the zero point) in a VALID window.
+                x, padding = self.pad(x, *pads), "VALID"
+            elif padding is None:
+                raise UnsupportedModel(
+                    f"{label}: pads {list(pads)} are neither TFLite's SAME nor VALID for a "
+                    f"{kernel[0]}x{kernel[1]} window of stride {stride[0]}x{stride[1]} over "
+                    f"{h}x{wd}" + ("" if kind == "MAX_POOL_2D" else
+                                   " (with count_include_pad=0)"))
+        y = self.b.pool(kind, x, filter=kernel, stride=stride, padding=padding)
+        if self.b.shape(y) != self.nhwc(node.output[0]):
+            raise UnsupportedModel(f"{label}: output {self.b.shape(y)} (NHWC) differs from "
+                                   f"ONNX's {self.shapes[node.output[0]]} (NCHW)")
+        self.tensor[node.output[0]] = y
+
+    def reshape(self, node, label):
+        x_name = node.input[0]
+        shape = self.shapes[x_name]
+        n = math.prod(shape)
+        if len(shape) == 4 and shape[2] * shape[3] > 1:
+            # TFLite flattens (1, H, W, C): position (h, w, c) holds ONNX's (c, h, w).
+            _, c, h, w = shape
+            perm = np.arange(n).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+        else:
+            perm = self.perm.get(x_name)
+        self.tensor[node.output[0]] = self.b.reshape(self.tensor[x_name], (1, n))
+        if perm is not None:
+            self.perm[node.output[0]] = perm
+
+    def add(self, node, label):
+        a, b = node.input
+        if self.perm.get(a) is not None or self.perm.get(b) is not None:
+            pa, pb = self.perm.get(a), self.perm.get(b)
+            if pa is None or pb is None or not np.array_equal(pa, pb):
+                raise UnsupportedModel(f"{label}: adds a flattened image to a tensor of "
+                                       f"another element order")
+        out_name, activation = self.output_of(node)
+        out_scale, out_zp = self.params(out_name)
+        self.tensor[out_name] = self.b.add(self.tensor[a], self.tensor[b], out_scale=out_scale,
+                                           out_zero_point=out_zp, activation=activation)
+        if self.perm.get(a) is not None:
+            self.perm[out_name] = self.perm[a]
+
+    def relu(self, node, label):
+        if node.output[0] not in self.alias:
+            raise UnsupportedModel(f"{label}: a Relu must follow a Gemm, Conv or Add whose "
+                                   f"output nothing else uses (it is fused into that op)")
+
+    def build(self, classes=None):
+        graph = self.model.graph
+        graph_in = graph.input[0]
+        in_shape = self.shapes[graph_in.name]
+        image = len(in_shape) == 4
+        x = self.b.input(self.nhwc(graph_in.name) if image else in_shape, np.float32)
+        scale, zp = self.params(graph_in.name)
+        self.tensor[graph_in.name] = self.b.quantize(x, scale=scale, zero_point=zp)
+        handlers = {"Conv": self.conv, "Gemm": self.gemm, "MaxPool": self.pool,
+                    "AveragePool": self.pool, "GlobalAveragePool": self.pool,
+                    "Reshape": self.reshape, "Add": self.add, "Relu": self.relu}
+        for node in graph.node:
+            label = _label(node)
+            if node.op_type not in handlers:
+                raise UnsupportedModel(f"{label}: not in the canonical form (normalize the "
+                                       f"model first)")
+            handlers[node.op_type](node, label)
+        out_name = graph.output[0].name
+        out_name = self.alias.get(out_name, out_name)
+        if len(self.shapes[graph.output[0].name]) != 2:
+            raise UnsupportedModel(f"the model's output {graph.output[0].name!r} has shape "
+                                   f"{self.shapes[graph.output[0].name]}: only (1, n) outputs "
+                                   f"are supported")
+        if self.perm.get(out_name) is not None:
+            raise UnsupportedModel(f"the model's output {graph.output[0].name!r} is a "
+                                   f"flattened image, whose order TFLite's NHWC would change")
+        y = self.b.dequantize(self.tensor[out_name])
+        metadata = {"source": "onnx"}
+        if image:
+            metadata["input_layout"] = "NCHW"
+        if classes is not None:
+            metadata["classes"] = list(classes)
+        self.b.metadata[METADATA_NAME] = json.dumps(metadata).encode()
+        return self.b.to_bytes([x], [y])
+
+
+def quantize_graph(model, calib, *, classes=None):
+    """The bytes of the int8 ``.tflite`` model of the canonical float ONNX ``model``
+    (``onnx.ModelProto``, see :mod:`pim_macro.sw.compiler.onnx_import`) calibrated on the float
+    batch ``calib`` (N, ...; N >= 1 samples of the model input's size, in ONNX's layout).
+    ``classes``: the classifier's class labels (a list of ints or strings, JSON-serializable),
+    kept in the model's metadata; by default the model's ``pim_macro.classes`` metadata property
+    if it has one. Raises ``UnsupportedModel`` and ``ValueError`` (see the module docstring)."""
+    from pim_macro.sw.compiler.onnx_import import check_canonical
+    check_canonical(model)
+    if classes is None:
+        props = {p.key: p.value for p in model.metadata_props}
+        if "pim_macro.classes" in props:
+            classes = json.loads(props["pim_macro.classes"])
+    ranges = calibrate(model, calib)
+    return _Quantizer(model, ranges).build(classes)
+
+
+def to_model_layout(graph, x):
+    """A user's batch ``x`` in the layout of ``graph``'s input: ONNX's NCHW images
+    ``(B, C, H, W)`` become NHWC ``(B, H, W, C)`` when the graph's metadata says its input was
+    NCHW (a model made by :func:`quantize_graph`); anything else is returned unchanged."""
+    x = np.asarray(x)
+    if graph.metadata.get("input_layout") == "NCHW" and x.ndim == 4:
+        shape = graph.tensors[graph.inputs[0]].shape
+        if x.shape[1:] == (shape[3], shape[1], shape[2]):
+            return x.transpose(0, 2, 3, 1)
+    return x
