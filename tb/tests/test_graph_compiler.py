@@ -400,22 +400,11 @@ def test_cli_infer_tflite_errors(tflite_cli, case):
 
 
 # -- the RTL -------------------------------------------------------------------------------------
-# Runs through driver.Session on the simulators. The stand-in Session of this branch serves only
-# golden and model (it says "not merged yet"): these tests then skip, saying so, and run once
-# the persistent RTL session (and the ISA v4 gateware) are merged.
+# Runs through driver.Session on the simulators (a missing simulator is a failure, not a skip).
 
 #: test_session.py's configuration (its simulator builds are shared: a cold Verilator build is
 #: tens of seconds); fc_chain spills there (passes, channel reloads).
 RTL_CONFIG = MacroConfig(lanes=8, depth=128, act_depth=256, bias_depth=16, bus_bits=16)
-
-
-def _rtl_or_skip(graph, x, config, **kw):
-    try:
-        return run_graph(graph, x, config, **kw)
-    except ValueError as exc:
-        if "not merged yet" in str(exc):
-            pytest.skip("waits for the RTL Session (rtl branch): " + str(exc))
-        raise
 
 
 @pytest.mark.parametrize("arch", ["pim", "baseline"])
@@ -426,7 +415,7 @@ def test_rtl_bit_exact_and_cycles(sim, arch):
     g, config = fc_chain(), RTL_CONFIG
     assert {"passes", "channel reloads"} <= _features(compile_graph(g, config))
     x = _inputs(g, 2, seed=8)
-    result = _rtl_or_skip(g, x, config, sim=sim, arch=arch)
+    result = run_graph(g, x, config, sim=sim, arch=arch)
     _check(g, x, result)
     model = run_graph(g, x, config, sim="model", arch=arch)
     assert result.cycles == model.cycles and result.setup_cycles == model.setup_cycles
@@ -441,7 +430,7 @@ def test_rtl_conv_with_stalls(im2col):
     x = _inputs(g, 1, seed=9)
     if im2col:
         assert "on-chip im2col" in _features(compile_graph(g, RTL_CONFIG, im2col=True))
-    result = _rtl_or_skip(g, x, RTL_CONFIG, sim="verilator", idle=0.3, backpressure=0.3,
+    result = run_graph(g, x, RTL_CONFIG, sim="verilator", idle=0.3, backpressure=0.3,
                           seed=1, im2col=im2col)
     _check(g, x, result)
 
@@ -529,7 +518,7 @@ def test_tflite_end_to_end_against_litert(tmp_path):
     from pim_macro.sw import cli
     rng = np.random.default_rng(11)
     data = _small_tflite(rng)
-    load_tflite = pytest.importorskip("pim_macro.sw.compiler.tflite_import").load_tflite
+    from pim_macro.sw.compiler.tflite_import import load_tflite
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     (tmp_path / "m.tflite").write_bytes(data)
     x = rng.integers(-128, 128, (3, 8, 8, 3)).astype(np.int8)
