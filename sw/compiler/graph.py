@@ -266,7 +266,8 @@ class Graph:
     the optional keys ``"classes"`` (a list of the classifier's class labels, ints or strings,
     one per output logit; for a single logit, ``[negative class, positive class]``) and
     ``"input_layout"`` (``"NCHW"`` when the model was made from an ONNX model whose image input
-    is channels-first, so its users' inputs are NCHW while the graph's tensor is NHWC)."""
+    is channels-first, so its users' inputs are NCHW while the graph's tensor is NHWC;
+    ``"output_layout"`` likewise for an image output)."""
     tensors: list
     ops: list
     inputs: list

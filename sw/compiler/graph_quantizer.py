@@ -28,7 +28,8 @@ The scheme (TFLite's post-training integer quantization)
   ``DEPTHWISE_CONV_2D`` 1HWO), and a ``Gemm`` after a flatten of an image takes its weight columns
   in the flattened NHWC order (so no transpose runs at inference). The model's input is NHWC:
   its :attr:`Graph.metadata` says ``"input_layout": "NCHW"`` and :func:`to_model_layout`
-  transposes an ONNX user's batch.
+  transposes an ONNX user's batch; an image output is NHWC, ``"output_layout": "NCHW"``, and
+  :func:`to_user_layout` transposes it back.
 * **Padding.** ONNX pads are explicit, TFLite's are ``SAME``/``VALID``. Pads that give the
   ``SAME`` (or ``VALID``) windows are written as such; others become a ``PAD`` (with the zero
   point: a real 0) before a ``VALID`` convolution. An ``AveragePool`` with
@@ -52,7 +53,7 @@ from pim_macro.sw.compiler.tflite_import import METADATA_NAME, UnsupportedModel
 from pim_macro.sw.models.requant import INT32_MAX, INT32_MIN
 
 
-__all__ = ["quantize_graph", "calibrate", "to_model_layout"]
+__all__ = ["quantize_graph", "calibrate", "float_tensors", "to_model_layout", "to_user_layout"]
 
 
 def _label(node):
@@ -74,26 +75,14 @@ def _shapes(model):
     return shapes
 
 
-def calibrate(model, calib):
-    """``{tensor name: (min, max)}`` over the calibration batch ``calib`` (N, *input shape
-    without the batch, float) of every tensor the canonical float ``model`` computes, its input
-    included, run by onnxruntime one sample at a time (the canonical batch is 1). Raises
-    ``ValueError`` for an empty or non-finite batch, samples of the wrong size, and tensors that
-    are not finite on it."""
+def float_tensors(model, x):
+    """Every tensor of the canonical float ``model`` on each sample of the float batch ``x``
+    (N, *input shape without the batch), by onnxruntime: a list (one per sample) of ``{tensor
+    name: float32 array}`` (the input included; batch dimension 1)."""
     import onnx
     import onnxruntime as ort
 
     graph_in = model.graph.input[0]
-    shape = _shapes(model)[graph_in.name]
-    calib = np.asarray(calib, dtype=np.float64)
-    if calib.ndim < 1 or calib.shape[0] == 0:
-        raise ValueError(f"the calibration data must be a non-empty batch (N, ...), not of "
-                         f"shape {calib.shape}")
-    if calib[0].size != math.prod(shape[1:]):
-        raise ValueError(f"the calibration samples have {calib[0].size} values, but the model "
-                         f"takes {math.prod(shape[1:])} (shape {shape[1:]})")
-    if not np.all(np.isfinite(calib)):
-        raise ValueError("the calibration data holds non-finite values")
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     known = {v.name: v for v in model.graph.value_info}
@@ -106,14 +95,39 @@ def calibrate(model, calib):
     session = ort.InferenceSession(augmented.SerializeToString(),
                                    providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    ranges = {graph_in.name: (float(calib.min()), float(calib.max()))}
-    x = calib.astype(np.float32).reshape(calib.shape[0], *shape[1:])
-    for sample in x:
-        for name, value in zip(names, session.run(None, {graph_in.name: sample[None]})):
+    shape = _shapes(model)[graph_in.name]
+    samples = []
+    for sample in np.asarray(x, dtype=np.float32).reshape(len(x), *shape[1:]):
+        values = dict(zip(names, session.run(None, {graph_in.name: sample[None]})))
+        values[graph_in.name] = sample[None]
+        samples.append(values)
+    return samples
+
+
+def calibrate(model, calib):
+    """``{tensor name: (min, max)}`` over the calibration batch ``calib`` (N, *input shape
+    without the batch, float) of every tensor the canonical float ``model`` computes, its input
+    included (:func:`float_tensors`). Raises ``ValueError`` for an empty or non-finite batch,
+    samples of the wrong size, and tensors that are not finite on it."""
+    shape = _shapes(model)[model.graph.input[0].name]
+    calib = np.asarray(calib, dtype=np.float64)
+    if calib.ndim < 1 or calib.shape[0] == 0:
+        raise ValueError(f"the calibration data must be a non-empty batch (N, ...), not of "
+                         f"shape {calib.shape}")
+    if calib[0].size != math.prod(shape[1:]):
+        raise ValueError(f"the calibration samples have {calib[0].size} values, but the model "
+                         f"takes {math.prod(shape[1:])} (shape {shape[1:]})")
+    if not np.all(np.isfinite(calib)):
+        raise ValueError("the calibration data holds non-finite values")
+    ranges = {}
+    for values in float_tensors(model, calib):
+        for name, value in values.items():
             lo, hi = float(np.min(value)), float(np.max(value))
             if name in ranges:
                 lo, hi = min(lo, ranges[name][0]), max(hi, ranges[name][1])
             ranges[name] = (lo, hi)
+    # The input's range is the data's, before the float32 cast onnxruntime needs.
+    ranges[model.graph.input[0].name] = (float(calib.min()), float(calib.max()))
     for name, (lo, hi) in ranges.items():
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"tensor {name!r} of the float model is not finite on the "
@@ -329,17 +343,22 @@ class _Quantizer:
             handlers[node.op_type](node, label)
         out_name = graph.output[0].name
         out_name = self.alias.get(out_name, out_name)
-        if len(self.shapes[graph.output[0].name]) != 2:
-            raise UnsupportedModel(f"the model's output {graph.output[0].name!r} has shape "
-                                   f"{self.shapes[graph.output[0].name]}: only (1, n) outputs "
-                                   f"are supported")
         if self.perm.get(out_name) is not None:
             raise UnsupportedModel(f"the model's output {graph.output[0].name!r} is a "
                                    f"flattened image, whose order TFLite's NHWC would change")
         y = self.b.dequantize(self.tensor[out_name])
+        # Tensors keep their ONNX names (those of flattened images in NHWC order excepted), so
+        # that each int8 tensor can be compared with its float original, layer by layer.
+        io = {graph_in.name, graph.output[0].name}
+        for name, index in self.tensor.items():
+            if name not in self.perm:
+                self.b.tensors[index]["name"] = name + "_int8" if name in io else name
+        self.b.tensors[x]["name"], self.b.tensors[y]["name"] = graph_in.name, graph.output[0].name
         metadata = {"source": "onnx"}
         if image:
             metadata["input_layout"] = "NCHW"
+        if len(self.shapes[graph.output[0].name]) == 4:
+            metadata["output_layout"] = "NCHW"
         if classes is not None:
             metadata["classes"] = list(classes)
         self.b.metadata[METADATA_NAME] = json.dumps(metadata).encode()
@@ -373,3 +392,13 @@ def to_model_layout(graph, x):
         if x.shape[1:] == (shape[3], shape[1], shape[2]):
             return x.transpose(0, 2, 3, 1)
     return x
+
+
+def to_user_layout(graph, y):
+    """The batch of outputs ``y`` ``(B, *output shape without batch)`` in the layout of the ONNX
+    model the graph was made from: NHWC images ``(B, H, W, C)`` become NCHW when the graph's
+    metadata says ``"output_layout": "NCHW"``; anything else is returned unchanged."""
+    y = np.asarray(y)
+    if graph.metadata.get("output_layout") == "NCHW" and y.ndim == 4:
+        return y.transpose(0, 3, 1, 2)
+    return y
