@@ -34,8 +34,9 @@ The scheme (TFLite's post-training integer quantization)
   ``SAME`` (or ``VALID``) windows are written as such; others become a ``PAD`` (with the zero
   point: a real 0) before a ``VALID`` convolution. An ``AveragePool`` with
   ``count_include_pad=1`` becomes ``PAD`` + ``VALID`` (the padding counts as zeros), one with
-  ``count_include_pad=0`` must be ``SAME``/``VALID``; a ``MaxPool``'s pads must be (TFLite's
-  ``SAME`` skips the border taps, as ONNX's ``-inf`` padding does).
+  ``count_include_pad=0`` must be ``SAME``/``VALID`` (TFLite has no average that skips other
+  pads); a ``MaxPool``'s are ``SAME`` (whose windows skip the border taps, as ONNX's ``-inf``
+  padding does) or a ``PADV2`` of -128 before a ``VALID`` pool.
 
 Errors: :class:`~pim_macro.sw.compiler.tflite_import.UnsupportedModel` (one line naming the node)
 for what TFLite's int8 ops cannot express; ``ValueError`` for bad calibration data (empty,
@@ -213,8 +214,8 @@ class _Quantizer:
         n, c, h, w = self.shapes[name]
         return (n, h, w, c)
 
-    def pad(self, x, top, left, bottom, right):
-        return self.b.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    def pad(self, x, top, left, bottom, right, value=None):
+        return self.b.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), value)
 
     def conv(self, node, label):
         a = _attrs(node)
@@ -279,6 +280,9 @@ class _Quantizer:
             if kind == "AVERAGE_POOL_2D" and a.get("count_include_pad", 0) and any(pads):
                 # The padding counts: zeros (the zero point) in a VALID window.
                 x, padding = self.pad(x, *pads), "VALID"
+            elif kind == "MAX_POOL_2D" and padding is None:
+                # ONNX pads a max pool with -inf: -128 never wins over a tap inside.
+                x, padding = self.pad(x, *pads, value=QMIN), "VALID"
             elif padding is None:
                 raise UnsupportedModel(
                     f"{label}: pads {list(pads)} are neither TFLite's SAME nor VALID for a "

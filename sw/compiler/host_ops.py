@@ -15,8 +15,8 @@ kernel's ``Eval``. Sources (TensorFlow Lite, ``tensorflow/lite/kernels/``):
   (the window is cut at the border and the average divides by the taps inside it, rounded half
   away from zero: ``(sum +- count / 2) / count`` in C's truncating division).
 * :class:`Reshape`: the data unchanged.
-* :class:`Pad`: ``pad.cc`` (a quantized ``PAD`` without constant values pads with the output's
-  zero point, which is the input's).
+* :class:`Pad`: ``pad.cc`` (``PAD`` of a quantized tensor pads with the output's zero point,
+  which is the input's; ``PADV2`` with its constant value).
 * :class:`Softmax`: ``activations.cc`` (``SoftmaxPrepare`` of the reference kernel:
   ``PreprocessSoftmaxScaling`` with 5 integer bits) and ``internal/reference/softmax.h``
   (gemmlowp fixed point: ``exp_on_negative_values``, ``GetReciprocal``), whose gemmlowp
@@ -174,14 +174,14 @@ class Reshape(HostOp):
 
 @dataclass(frozen=True, eq=False)
 class Pad(HostOp):
-    """``PAD``: ``paddings`` ``((before, after), ...)`` per dimension, filled with
-    ``zero_point``."""
+    """``PAD`` / ``PADV2``: ``paddings`` ``((before, after), ...)`` per dimension, filled with
+    the int8 ``value``."""
     paddings: tuple = ()
-    zero_point: int = 0
+    value: int = 0
     name = "PAD"
 
     def run(self, x):
-        return np.pad(np.asarray(x), self.paddings, constant_values=self.zero_point)
+        return np.pad(np.asarray(x), self.paddings, constant_values=self.value)
 
 
 # --- gemmlowp fixed point (fixedpoint.h), int32 raw values held in int64 arrays ---------------

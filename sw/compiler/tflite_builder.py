@@ -208,16 +208,21 @@ class ModelBuilder:
         self.op("RESHAPE", [x, s], [y])
         return y
 
-    def pad(self, x, paddings):
-        """``PAD`` of an NHWC int8 tensor: ``paddings`` ``((before, after),) * 4`` per
-        dimension; the padding holds the input's zero point (``pad.cc``: a quantized ``PAD``
-        without a constant pads with the zero point), the output keeps its quantization."""
+    def pad(self, x, paddings, value=None):
+        """``PAD`` of an int8 tensor: ``paddings`` ``((before, after),) * rank``; the padding
+        holds the input's zero point (``pad.cc``: a quantized ``PAD`` pads with the zero
+        point), or with the int8 ``value`` (``PADV2``, its constant quantized as the input).
+        The output keeps the input's quantization."""
         paddings = np.asarray(paddings, dtype=np.int32).reshape(len(self.shape(x)), 2)
         p = self.tensor(paddings.shape, np.int32, data=paddings)
         scale, zero_point = self.quant(x)
         shape = tuple(int(n + a + b) for n, (a, b) in zip(self.shape(x), paddings))
         y = self.tensor(shape, scale=scale, zero_point=zero_point)
-        self.op("PAD", [x, p], [y])
+        if value is None:
+            self.op("PAD", [x, p], [y])
+        else:
+            v = self.tensor((1,), np.int8, scale=scale, zero_point=zero_point, data=[value])
+            self.op("PADV2", [x, p, v], [y])
         return y
 
     def softmax(self, x, *, beta=1.0, out_scale=1 / 256, out_zero_point=-128):

@@ -371,10 +371,15 @@ class _Importer:
     def pad(self, where, op, index):
         x = self.int8_activation(where, op.Inputs(0))
         out = self.int8_activation(where, op.Outputs(0))
-        if op.InputsLength() > 2 and op.Inputs(2) >= 0:
-            self.fail(where, "a constant pad value (PADV2)")
         if (x.scale, x.zero_point) != (out.scale, out.zero_point):
             self.fail(where, "an output quantized differently from its input")
+        value = out.zero_point
+        if op.InputsLength() > 2 and op.Inputs(2) >= 0:       # PADV2's constant value
+            v = self.constant(where, op.Inputs(2), "pad value")
+            if v.type != tflite.TensorType.INT8 or v.data.size != 1 or \
+                    (v.scale, v.zero_point) != (x.scale, x.zero_point):
+                self.fail(where, "a pad value that is not one int8 quantized as the input")
+            value = int(v.data.reshape(-1)[0])
         p = self.constant(where, op.Inputs(1), "paddings").data
         p = np.asarray(p, dtype=np.int64).reshape(-1)
         if p.size != 2 * len(x.shape) or p.min() < 0:
@@ -383,7 +388,7 @@ class _Importer:
         if tuple(n + a + b for n, (a, b) in zip(x.shape, paddings)) != tuple(out.shape):
             self.fail(where, f"padding {x.shape} by {list(paddings)} to {out.shape}")
         return host_ops.Pad(inputs=(op.Inputs(0),), output=op.Outputs(0), out_shape=out.shape,
-                            paddings=paddings, zero_point=out.zero_point)
+                            paddings=paddings, value=value)
 
     def metadata(self):
         """The ``pim_macro`` Metadata entry (JSON, written by the graph quantizer): a dict,
@@ -457,7 +462,8 @@ class _Importer:
                     "CONV_2D": lambda w, op, i: self.conv(w, op, False),
                     "DEPTHWISE_CONV_2D": lambda w, op, i: self.conv(w, op, True),
                     "ADD": self.add, "AVERAGE_POOL_2D": self.pool, "MAX_POOL_2D": self.pool,
-                    "RESHAPE": self.reshape, "PAD": self.pad, "SOFTMAX": self.softmax,
+                    "RESHAPE": self.reshape, "PAD": self.pad, "PADV2": self.pad,
+                    "SOFTMAX": self.softmax,
                     "QUANTIZE": self.quantize, "DEQUANTIZE": self.dequantize}
         for i in self.graph_inputs:
             t = self.raw[i]
@@ -515,7 +521,7 @@ class _Importer:
 
 #: The ops :func:`load_tflite` reads, by where they run.
 OPS = {"macro": ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"),
-       "host": ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD", "SOFTMAX",
+       "host": ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD", "PADV2", "SOFTMAX",
                 "QUANTIZE", "DEQUANTIZE")}
 
 

@@ -280,18 +280,22 @@ def test_pooling(kind, filt, stride, padding, act):
     check(b, [x], [y], samples=4)
 
 
-@pytest.mark.parametrize("paddings", [((0, 0), (1, 2), (2, 1), (0, 0)), ((0, 0), (0, 0), (3, 0), (0, 0))])
-def test_pad_then_valid_conv(paddings):
+@pytest.mark.parametrize("paddings", [((0, 0), (1, 2), (2, 1), (0, 0)),
+                                      ((0, 0), (0, 0), (3, 0), (0, 0))])
+@pytest.mark.parametrize("value", [None, -128, 5])
+def test_pad_then_valid_conv(paddings, value):
     """PAD (asymmetric, as the graph quantizer writes for ONNX pads that are not TFLite's SAME)
-    then a VALID CONV_2D: the padding holds the zero point, as LiteRT's."""
+    or PADV2 (a constant) then a VALID CONV_2D: the padding holds the zero point or the
+    constant, as LiteRT's."""
     rng = np.random.default_rng(5)
     b = ModelBuilder()
     x = b.input((1, 6, 5, 3), scale=0.05, zero_point=37)
-    p = b.pad(x, paddings)
+    p = b.pad(x, paddings, value)
     y = b.conv2d(p, weights(rng, (4, 3, 3, 3)), rng.integers(-500, 500, 4), w_scale=0.01,
                  out_scale=0.1, out_zero_point=-5, padding="VALID")
     g, _ = check(b, [x], [y], samples=3)
     assert [op.name for op in g.ops] == ["PAD", "CONV_2D"]
+    assert g.ops[0].value == (37 if value is None else value)
 
 
 def test_metadata_entry_read():
