@@ -31,7 +31,7 @@ unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
 .PHONY: help deps venv test lint sim fuzz formal demo spill tiny waves synth constraints clean distclean
-.PHONY: bench
+.PHONY: bench onnx
 .PHONY: env-check
 
 # help: list the targets
@@ -49,6 +49,7 @@ help:
 	@echo "make bench      simulated cycles/s, Icarus and Verilator, per arch, smooth and stalled:"
 	@echo "                per-word player vs session (pim_macro.tb.experiments.bench, ~15 min)"
 	@echo "make tiny [MODELS=dir] [TINY_ARGS='-n 3']   MLPerf Tiny models vs LiteRT on golden, model"
+	@echo "make onnx [MODEL=F.onnx] [ONNX_ARGS=...]      ONNX exports quantized, vs LiteRT, onnxruntime, cycles"
 	@echo "                and the RTL, fit vs spill table (pim_macro.tb.experiments.tiny; -n 200: ~1 h)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
 	@echo "                (pim_macro.tb.experiments.waves; TEST is one of its --list)"
@@ -102,6 +103,11 @@ bench: venv
 # tiny: the MLPerf Tiny models (outside the repository) against LiteRT, with their table
 tiny: venv
 	$(PY) -m pim_macro.tb.experiments.tiny $(if $(MODELS),--models $(MODELS)) $(TINY_ARGS)
+
+# onnx: float ONNX exports (onnx_build's models, or MODEL=F.onnx) quantized, against LiteRT,
+# onnxruntime and the cycle model, with their table
+onnx: venv
+	$(PY) -m pim_macro.tb.experiments.onnx_exports $(if $(MODEL),--model $(MODEL)) $(ONNX_ARGS)
 
 # waves: FST + GTKWave save file of one scenario, e.g. `make waves TEST=hand SIM=verilator`
 waves: venv

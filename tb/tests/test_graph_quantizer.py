@@ -257,3 +257,22 @@ def test_pool_pads(op, pads, attrs, error):
     else:
         with pytest.raises(UnsupportedModel, match=error):
             quantize_graph(model, calib)
+
+
+def test_onnx_exports_command(tmp_path, capsys):
+    """`make onnx --model F.onnx`: a user's export through the whole flow, its row in the
+    table; a file that is not ONNX is one line and exit 2."""
+    import onnx
+    from pim_macro.tb.experiments import onnx_exports
+    original, _, _, _, x = quantized("keras_mlp")
+    onnx.save(original, tmp_path / "mlp.onnx")
+    np.save(tmp_path / "X.npy", x)
+    assert onnx_exports.main(["--model", str(tmp_path / "mlp.onnx"), "--calib",
+                              str(tmp_path / "X.npy"), "-n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "| mlp | 5 (3) | 1,200 | 1,200 | 0 of " in out
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(SystemExit) as e:
+        onnx_exports.main(["--model", str(tmp_path / "bad.onnx")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "bad.onnx" in err, err
