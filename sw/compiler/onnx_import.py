@@ -500,6 +500,13 @@ def _ort_basic(model):
             raise UnsupportedModel(f"onnxruntime cannot run the model: "
                                    f"{_first_line(exc)}") from None
         optimized = onnx.load(options.optimized_model_filepath)
+    # onnxruntime declares its own domains (com.microsoft, ...) and names itself the producer:
+    # the model's own header back (a node of another domain is refused later)
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version",
+                  "doc_string"):
+        setattr(optimized, field, getattr(model, field))
+    del optimized.opset_import[:]
+    optimized.opset_import.extend(model.opset_import)
     del optimized.metadata_props[:]
     optimized.metadata_props.extend(model.metadata_props)
     return optimized
