@@ -46,7 +46,7 @@ The passes of :func:`normalize`
 
    * :func:`_drop_noops` -- Identity, inference-mode Dropout, identity Transposes and shape ops
      that onnxruntime keeps (e.g. one that feeds the graph output); a Dropout in training mode
-     or whose mask is used is refused;
+     or whose mask is used is refused; ``Clip(x, 0)`` without a max becomes Relu;
    * :func:`_columns` -- ``(W @ x.T).T``: a 2-D Transpose of a ``(1, K)`` tensor, MatMul with the
      constant on the left, Add/Relu on the column, Transpose back, becomes a Gemm on the row
      (onnxruntime keeps the Transposes and the MatMul);
@@ -287,8 +287,8 @@ class _Work:
         return f"{base}_{i}"
 
     def const(self, base, array):
-        """A new initializer holding ``array``; returns its name."""
-        name = self.fresh(base)
+        """A new initializer holding ``array``, named after ``base``; returns its name."""
+        name = self.fresh(base.lstrip("."))
         self.consts[name] = np.ascontiguousarray(array)
         return name
 
@@ -424,8 +424,6 @@ def normalize(model):
     _flattens(work)
     _prune(work)
     out = _infer(work.to_model(), strict=True)
-    del out.graph.value_info[:]
-    out = _infer(out, strict=True)
     import onnx
     try:
         onnx.checker.check_model(out, full_check=True)
@@ -517,9 +515,10 @@ def _ort_basic(model):
 
 def _drop_noops(work):
     """Removes Identity, inference-mode Dropout, identity Transposes and shape ops (Flatten,
-    Reshape, Squeeze, Unsqueeze) whose output has their input's shape. onnxruntime's basic level
-    removes the first two itself except where, e.g., one feeds the graph output; this pass
-    takes the rest. A Dropout with ``training_mode`` true or not constant, or whose mask
+    Reshape, Squeeze, Unsqueeze) whose output has their input's shape; a ``Clip`` with min 0 and
+    no max becomes Relu (onnxruntime's basic level removes a Clip only right after a Relu).
+    onnxruntime's basic level removes the first two itself except where, e.g., one feeds the
+    graph output; this pass takes the rest. A Dropout with ``training_mode`` true or not constant, or whose mask
     output is used, is refused (in inference it is the identity only in inference mode:
     ONNX Dropout-13)."""
     for node in list(work.nodes):
@@ -541,11 +540,25 @@ def _drop_noops(work):
         elif op == "Transpose" and list(node.attrs.get("perm", [1, 0])) == list(
                 range(len(node.attrs.get("perm", [1, 0])))):
             work.bypass(node, node.inputs[0], node.outputs[0])
+        elif op == "Clip" and _clip_is_relu(work, node):
+            node.op_type, node.inputs, node.attrs = "Relu", node.inputs[:1], {}
         elif op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze") and work.is_data(
                 node.inputs[0]):
             src, dst = node.inputs[0], node.outputs[0]
             if src in work.shapes and work.shapes.get(dst) == work.shapes[src]:
                 work.bypass(node, src, dst)
+
+
+def _clip_is_relu(work, node):
+    """Whether a Clip is ``max(x, 0)``: min 0 and no max (ONNX Clip-11+: min and max are optional
+    inputs; Clip-6: attributes, max defaulting to the largest float)."""
+    if "min" in node.attrs or "max" in node.attrs:
+        return node.attrs.get("min") == 0.0 and node.attrs.get("max", 3.4028234663852886e38) \
+            >= 3.4028234663852886e38
+    lo = node.inputs[1] if len(node.inputs) > 1 else ""
+    hi = node.inputs[2] if len(node.inputs) > 2 else ""
+    return bool(lo) and lo in work.consts and not hi and \
+        np.asarray(work.consts[lo]).size == 1 and float(work.consts[lo]) == 0.0
 
 
 # -- pass: column vectors ---------------------------------------------------------------------
@@ -556,9 +569,12 @@ def _columns(work):
     ``(1, K)`` tensor gives the column ``(K, 1)``; ``MatMul(W (N, K), column)`` becomes
     ``Gemm(row, W, 0, transB=1)`` on the row (``W @ x.T == (x @ W.T).T``); ``Add`` / ``Sub`` of
     a constant broadcasting to ``(N, 1)`` and ``Relu`` go to the row; a Transpose, Flatten or
-    flattening Reshape of a column gives its row back. Any other use of a column is refused.
-    onnxruntime's basic level keeps all of these (checked on
-    :func:`pim_macro.tb.harness.onnx_build.transposed_matmul`)."""
+    flattening Reshape of a column gives its row back, and so does a Gemm's ``transA=1`` on a
+    column. Any other use of a column is refused. onnxruntime's basic level keeps all of these
+    (checked on :func:`pim_macro.tb.harness.onnx_build.transposed_matmul`), except that its
+    GemmTransposeFusion writes ``MatMul(W, Transpose(x)) + b`` as ``Gemm(W, x, b,
+    transB=1)``, a column too (:func:`_gemm_to_row`), and ``Transpose(column)`` into a Gemm
+    as ``transA=1``."""
     rows = {}                                   # column tensor -> its row tensor (1, n)
     for node in list(work.nodes):
         op = node.op_type
@@ -570,7 +586,14 @@ def _columns(work):
                 rows[node.outputs[0]] = node.inputs[0]
                 work.nodes.remove(node)
                 continue
+        if op == "Gemm" and node.inputs[0] in work.consts:
+            work.nodes[work.nodes.index(node)] = _gemm_to_row(work, node, rows)
+            continue
         if not cols:
+            continue
+        if op == "Gemm" and cols == node.inputs[:1] and node.attrs.get("transA", 0):
+            node.inputs[0] = rows[node.inputs[0]]             # (column)^T: the row
+            del node.attrs["transA"]
             continue
         out = node.outputs[0]
         if op in ("Transpose", "Flatten", "Reshape", "Squeeze") and work.shapes.get(out) \
@@ -616,6 +639,47 @@ def _columns(work):
     if work.output in rows:
         raise UnsupportedModel(f"the graph output {work.output!r} is a column vector (n, 1): "
                                f"only a row (1, n) is supported")
+
+
+def _gemm_to_row(work, node, rows):
+    """``Gemm(A const, B, C)`` = ``alpha * A' @ B' + beta * C``, B' a column: the data row
+    ``(1, K)`` with ``transB=1`` or a column of ``rows``. onnxruntime's GemmTransposeFusion
+    writes it for ``MatMul(W, Transpose(x)) + b`` (seen). Returns a Gemm on the row, recorded in
+    ``rows`` as the column's row."""
+    a = node.attrs
+    const, data = node.inputs[0], node.inputs[1]
+    c = node.inputs[2] if len(node.inputs) > 2 else ""
+    w = np.asarray(work.consts[const], dtype=np.float64)
+    if w.ndim != 2 or not work.is_data(data) or (c and c not in work.consts):
+        raise UnsupportedModel(f"{node.label}: only a Gemm of a constant matrix by a vector is "
+                               f"supported with the constant first")
+    w = (w.T if a.get("transA", 0) else w) * float(a.get("alpha", 1.0))
+    n = w.shape[0]
+    if a.get("transB", 0):
+        if data in rows or work.shape(data, node) != (1, w.shape[1]):
+            raise UnsupportedModel(f"{node.label}: B must be a (1, {w.shape[1]}) row with "
+                                   f"transB=1")
+        row_in = data
+    elif data in rows:
+        row_in = rows[data]
+    else:
+        raise UnsupportedModel(f"{node.label}: a constant times a matrix is not supported")
+    bias = np.zeros(n)
+    if c:
+        cv = np.asarray(work.consts[c], dtype=np.float64) * float(a.get("beta", 1.0))
+        try:
+            if np.broadcast_shapes(cv.shape, (n, 1)) != (n, 1):
+                raise ValueError
+            bias = np.broadcast_to(cv, (n, 1)).reshape(n)
+        except ValueError:
+            raise UnsupportedModel(f"{node.label}: C of shape {cv.shape} does not broadcast "
+                                   f"to ({n}, 1)") from None
+    row = work.fresh(f"{node.outputs[0]}_row")
+    rows[node.outputs[0]] = row
+    return _Node("Gemm", node.name, [row_in, work.const(f"{node.name}.weight",
+                                                        w.astype(np.float32)),
+                                     work.const(f"{node.name}.bias", bias.astype(np.float32))],
+                 [row], {"transB": 1})
 
 
 # -- pass: Gemm, MatMul, Conv and pooling attributes ------------------------------------------

@@ -92,6 +92,51 @@ def test_normalize_builders(name):
     _assert_same_outputs(source, canonical)
 
 
+@pytest.mark.parametrize("name,opset", [("lenet5", 13), ("lenet5", 15), ("small_resnet", 13),
+                                        ("keras_mlp", 17), ("pooling_cnn", 19),
+                                        ("transposed_matmul", 21)])
+def test_normalize_other_opsets(name, opset):
+    source = ob.BUILDERS[name](np.random.default_rng(opset), opset=opset)
+    canonical = normalize(source)
+    assert _ops(canonical) == EXPECTED_OPS[name]
+    assert canonical.opset_import[0].version == opset
+    _assert_same_outputs(source, canonical)
+
+
+def test_column_vector_ops():
+    """``relu(W1 @ x.T + b1 (N, 1)).T`` then a Gemm: the Add and Relu on the column move to the
+    row (and the Add into the Gemm's bias)."""
+    rng = np.random.default_rng(12)
+    inits = {"W1": rng.standard_normal((5, 7)).astype(np.float32),
+             "b1": rng.standard_normal((5, 1)).astype(np.float32),
+             "W2": rng.standard_normal((3, 5)).astype(np.float32)}
+    nodes = [helper.make_node("Transpose", ["input"], ["xt"], name="t0", perm=[1, 0]),
+             helper.make_node("MatMul", ["W1", "xt"], ["h"], name="mm"),
+             helper.make_node("Add", ["h", "b1"], ["hb"], name="add"),
+             helper.make_node("Relu", ["hb"], ["hr"], name="relu"),
+             helper.make_node("Transpose", ["hr"], ["row"], name="t1"),
+             helper.make_node("Gemm", ["row", "W2"], ["output"], name="fc", transB=1)]
+    source = ob.make_model(nodes, [("input", [1, 7])], [("output", [1, 3])], inits)
+    canonical = normalize(source)
+    assert _ops(canonical) == ["Gemm", "Relu", "Gemm"]
+    _assert_same_outputs(source, canonical)
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_clip_at_zero_is_relu(opset):
+    node = helper.make_node("Clip", ["input", "lo"], ["output"], name="clip")
+    source = ob.make_model([node], [("input", [1, 6])], [("output", [1, 6])],
+                           {"lo": np.array(0.0, np.float32)}, opset=opset)
+    canonical = normalize(source)
+    assert _ops(canonical) == ["Relu"]
+    _assert_same_outputs(source, canonical)
+    relu6 = ob.make_model([helper.make_node("Clip", ["input", "lo", "hi"], ["output"],
+                                            name="clip")],
+                          [("input", [1, 6])], [("output", [1, 6])],
+                          {"lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)})
+    _refused(relu6, r"^node 'clip' \(Clip\): op Clip is not supported")
+
+
 def test_normalize_reads_paths_and_bytes(tmp_path):
     source = ob.keras_mlp(np.random.default_rng(1))
     path = tmp_path / "mlp.onnx"
