@@ -61,6 +61,8 @@ The passes of :func:`normalize`
      after Conv), and constant Add / Sub / Mul / Div after a Gemm or Conv, folded exactly into
      its weights and bias (in float64, then float32): ``s = scale / sqrt(var + epsilon)``,
      ``W' = s * W``, ``B' = s * (B - mean) + bias`` (BatchNormalization's inference formula);
+     failing that, the same before a Gemm or an unpadded Conv (an input normalization such as
+     ``(x - mean) / std`` or a first BatchNorm1d);
    * :func:`_flattens` -- Flatten, Reshape, Squeeze and Unsqueeze of a batch-1 tensor to
      ``(1, n)`` become the canonical Reshape; one that keeps the shape is dropped.
 
@@ -436,7 +438,8 @@ def normalize(model):
 
 def _fix_batch(model):
     """Fixes the batch dimension (the first) of the input and output to 1, in place; drops
-    initializers listed as graph inputs (IR < 4 lists them) and stale ``value_info``."""
+    initializers listed as graph inputs (IR < 4 lists them; the IR version becomes at least 4)
+    and stale ``value_info``."""
     from onnx import TensorProto
     graph = model.graph
     inits = {i.name for i in graph.initializer}
@@ -451,6 +454,9 @@ def _fix_batch(model):
                                f"supported")
     del graph.input[:]
     graph.input.append(inputs[0])
+    # IR < 4 lists initializers as graph inputs, and its shape inference reads only those: IR 4
+    # lets initializers stand alone (onnx/docs/IR.md, "Graphs")
+    model.ir_version = max(model.ir_version, 4)
     value = graph.input[0]
     t = value.type.tensor_type
     if not value.type.HasField("tensor_type") or t.elem_type != TensorProto.FLOAT:
@@ -849,50 +855,91 @@ def _pool(work, node):
 
 
 def _fold_into_linear(work):
-    """Folds BatchNormalization and a constant Add / Sub / Mul / Div into the Gemm or Conv
-    before it (see the module docstring). onnxruntime's basic level does this for Conv only
-    (Conv + BatchNormalization, Conv + Add, Conv + Mul fusions); for Gemm it leaves them
-    (checked on :func:`pim_macro.tb.harness.onnx_build.bn1d_mlp`). A BatchNormalization or
-    constant Add that does not follow a Gemm or Conv is refused."""
+    """Folds BatchNormalization and a constant Add / Sub / Mul / Div -- a per-channel affine
+    map ``y = scale * x + shift`` -- into the Gemm or Conv before it (``W' = scale * W``,
+    ``B' = scale * B + shift``) or, failing that, after it, as the first layer's input
+    normalization does (``W' = W * scale`` along the input axis, ``B' = B + W @ shift``; for a
+    Conv only without padding, where every window sees the shift). onnxruntime's basic level
+    folds only into a Conv before (Conv + BatchNormalization, Conv + Add, Conv + Mul fusions);
+    after a Gemm it leaves them (checked on :func:`pim_macro.tb.harness.onnx_build.bn1d_mlp`).
+    Any other BatchNormalization or constant arithmetic is refused."""
+    pending = []
     for node in list(work.nodes):
-        op = node.op_type
-        if op not in ("BatchNormalization", "Add", "Sub", "Mul", "Div"):
+        affine = _node_affine(work, node)
+        if affine is None:
             continue
-        if op != "BatchNormalization":
-            consts = [i for i in node.inputs if i in work.consts]
-            if len(consts) != 1:
-                continue                        # Add of two branches (or all constant)
-            y = next(i for i in node.inputs if i not in work.consts)
-            if op in ("Sub", "Div") and node.inputs[0] != y:
-                raise UnsupportedModel(f"{node.label}: a constant {op.lower()} by a tensor is "
-                                       f"not supported")
-        else:
-            y = node.inputs[0]
+        y, scale, shift = affine
         layer = work.producer(y)
         if layer is None or layer.op_type not in ("Gemm", "Conv") or not work.only_use(y):
-            what = "BatchNormalization" if op == "BatchNormalization" else f"a constant {op}"
-            raise UnsupportedModel(f"{node.label}: {what} is supported only directly after a "
-                                   f"Gemm, MatMul or Conv (whose weights it is folded into)")
-        shape = work.shape(y, node)
-        channels = shape[1]
+            pending.append((node, affine))
+            continue
+        channels = len(scale)
         w = np.asarray(work.consts[layer.inputs[1]], dtype=np.float64)
         b = np.asarray(work.consts[layer.inputs[2]], dtype=np.float64)
-        if op == "BatchNormalization":
-            scale, shift = _bn_affine(work, node, channels)
-        else:
-            c = _per_channel(work, node, consts[0], shape)
-            scale, shift = {"Add": (1.0, c), "Sub": (1.0, -c), "Mul": (c, 0.0),
-                            "Div": (None, 0.0)}[op]
-            if op == "Div":
-                if (c == 0).any():
-                    raise UnsupportedModel(f"{node.label}: division by zero")
-                scale = 1.0 / c
-        scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (channels,))
         w = w * scale.reshape((channels,) + (1,) * (w.ndim - 1))
-        b = b * scale + shift
-        layer.inputs[1] = work.const(f"{layer.name}.weight", w.astype(np.float32))
-        layer.inputs[2] = work.const(f"{layer.name}.bias", b.astype(np.float32))
+        _set_weights(work, layer, w, b * scale + shift)
         work.bypass(node, y, node.outputs[0])
+    for node, (y, scale, shift) in reversed(pending):    # the last before the layer first
+        out = node.outputs[0]
+        users = work.consumers(out)
+        layer = users[0] if len(users) == 1 and out != work.output else None
+        if layer is None or layer.op_type not in ("Gemm", "Conv") or layer.inputs[0] != out \
+                or (layer.op_type == "Conv" and any(layer.attrs["pads"])):
+            what = "BatchNormalization" if node.op_type == "BatchNormalization" else \
+                f"a constant {node.op_type}"
+            raise UnsupportedModel(f"{node.label}: {what} is supported only next to a Gemm, "
+                                   f"MatMul or Conv (whose weights it is folded into: directly "
+                                   f"after one, or directly before one without padding)")
+        w = np.asarray(work.consts[layer.inputs[1]], dtype=np.float64)
+        b = np.asarray(work.consts[layer.inputs[2]], dtype=np.float64)
+        if layer.op_type == "Gemm":                       # W (N, K): input features along K
+            b = b + w @ shift
+            w = w * scale[None, :]
+        elif layer.attrs["group"] == 1:                   # W (O, C, kh, kw)
+            b = b + (w * shift[None, :, None, None]).sum(axis=(1, 2, 3))
+            w = w * scale[None, :, None, None]
+        else:                                             # depthwise: output o reads o // m
+            channel = np.arange(w.shape[0]) // (w.shape[0] // len(scale))
+            b = b + w.sum(axis=(1, 2, 3)) * shift[channel]
+            w = w * scale[channel][:, None, None, None]
+        _set_weights(work, layer, w, b)
+        work.bypass(node, y, out)
+
+
+def _set_weights(work, layer, w, b):
+    layer.inputs[1] = work.const(f"{layer.name}.weight", w.astype(np.float32))
+    layer.inputs[2] = work.const(f"{layer.name}.bias", b.astype(np.float32))
+
+
+def _node_affine(work, node):
+    """``(x, scale, shift)`` with the node's output ``= scale * x + shift`` per channel (axis 1;
+    float64 arrays) for a BatchNormalization or an Add / Sub / Mul / Div of a data tensor and a
+    constant; ``None`` for any other node (e.g. an Add of two branches)."""
+    op = node.op_type
+    if op == "BatchNormalization":
+        x = node.inputs[0]
+        return (x, *_bn_affine(work, node, work.shape(x, node)[1]))
+    if op not in ("Add", "Sub", "Mul", "Div") or len(node.inputs) != 2:
+        return None
+    consts = [i for i in node.inputs if i in work.consts]
+    if len(consts) != 1:
+        return None
+    x = next(i for i in node.inputs if i not in work.consts)
+    shape = work.shape(x, node)
+    c = _per_channel(work, node, consts[0], shape)
+    one, zero = np.ones_like(c), np.zeros_like(c)
+    first = node.inputs[0] == x
+    if op == "Add":
+        return x, one, c
+    if op == "Sub":
+        return (x, one, -c) if first else (x, -one, c)
+    if op == "Mul":
+        return x, c, zero
+    if not first:
+        raise UnsupportedModel(f"{node.label}: a constant divided by a tensor is not supported")
+    if (c == 0).any():
+        raise UnsupportedModel(f"{node.label}: division by zero")
+    return x, 1.0 / c, zero
 
 
 def _bn_affine(work, node, channels):

@@ -202,6 +202,67 @@ def test_matmul_without_bias_and_constant_mul_after_gemm():
     _assert_same_outputs(source, canonical)
 
 
+def test_input_normalization_folded_into_gemm():
+    """``(x - mean) / std`` then BatchNorm1d then a Linear: folded forward into the Gemm."""
+    rng = np.random.default_rng(13)
+    inits = {"mean": rng.standard_normal(6).astype(np.float32),
+             "std": rng.uniform(0.5, 3, (1, 6)).astype(np.float32),
+             "W": rng.standard_normal((4, 6)).astype(np.float32),
+             "b": rng.standard_normal(4).astype(np.float32)}
+    inits.update({f"bn.{k}": rng.uniform(0.5, 1.5, 6).astype(np.float32) for k in "sbmv"})
+    nodes = [helper.make_node("Sub", ["input", "mean"], ["centred"], name="sub"),
+             helper.make_node("Div", ["centred", "std"], ["scaled"], name="div"),
+             helper.make_node("BatchNormalization", ["scaled", "bn.s", "bn.b", "bn.m", "bn.v"],
+                              ["normal"], name="bn"),
+             helper.make_node("Gemm", ["normal", "W", "b"], ["output"], name="fc", transB=1)]
+    source = ob.make_model(nodes, [("input", ["n", 6])], [("output", ["n", 4])], inits)
+    canonical = normalize(source)
+    assert _ops(canonical) == ["Gemm"]
+    _assert_same_outputs(source, canonical)
+
+
+@pytest.mark.parametrize("group,pads,ok", [(1, [0, 0, 0, 0], True), (3, [0, 0, 0, 0], True),
+                                           (1, [1, 1, 1, 1], False)])
+def test_input_normalization_before_conv(group, pads, ok):
+    """Folded into a Conv only without padding (a padded border would see 0, not the shift)."""
+    rng = np.random.default_rng(14)
+    inits = {"scale": rng.uniform(0.5, 2, (3, 1, 1)).astype(np.float32),
+             "shift": rng.standard_normal((1, 3, 1, 1)).astype(np.float32),
+             "w": rng.standard_normal((6, 3 // group, 3, 3)).astype(np.float32)}
+    nodes = [helper.make_node("Mul", ["input", "scale"], ["a"], name="mul"),
+             helper.make_node("Add", ["shift", "a"], ["b"], name="add"),
+             helper.make_node("Conv", ["b", "w"], ["output"], name="conv", group=group,
+                              pads=pads)]
+    source = ob.make_model(nodes, [("input", ["n", 3, 6, 6])], [("output", None)], inits)
+    if not ok:
+        _refused(source, r"^node 'add' \(Add\): a constant Add is supported only next to a "
+                         r"Gemm, MatMul or Conv")
+        return
+    canonical = normalize(source)
+    assert _ops(canonical) == ["Conv"]
+    _assert_same_outputs(source, canonical)
+
+
+def test_ir3_initializers_as_inputs():
+    """IR 3 lists initializers among the graph inputs: one real input remains."""
+    rng = np.random.default_rng(15)
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["input.1", "fc.weight", "fc.bias"], ["17"], transB=1)], "g",
+        [value("input.1", TensorProto.FLOAT, [None, 4]),
+         value("fc.weight", TensorProto.FLOAT, [3, 4]), value("fc.bias", TensorProto.FLOAT, [3])],
+        [value("17", TensorProto.FLOAT, [None, 3])],
+        [numpy_helper.from_array(w, "fc.weight"), numpy_helper.from_array(b, "fc.bias")])
+    source = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
+    source.ir_version = 3
+    canonical = normalize(source)
+    assert [v.name for v in canonical.graph.input] == ["input.1"]
+    assert [v.name for v in canonical.graph.output] == ["17"]
+    _assert_same_outputs(source, canonical)
+
+
 def test_identity_to_graph_output_and_squeeze_flatten():
     """GAP -> Squeeze(axes [2, 3]) is a flatten; an Identity feeding the graph output goes."""
     rng = np.random.default_rng(5)
@@ -366,7 +427,7 @@ def test_bn_not_after_linear_refused():
     inits = {k: rng.uniform(0.5, 1.5, 4).astype(np.float32) for k in "sbmv"}
     model = ob.one_node("BatchNormalization", [1, 4], initializers=inits)
     _refused(model, r"^node 'node' \(BatchNormalization\): BatchNormalization is supported "
-                    r"only directly after a Gemm, MatMul or Conv")
+                    r"only next to a Gemm, MatMul or Conv")
 
 
 def test_garbage_file_refused(tmp_path):
