@@ -524,9 +524,9 @@ def _drop_noops(work):
     Reshape, Squeeze, Unsqueeze) whose output has their input's shape; a ``Clip`` with min 0 and
     no max becomes Relu (onnxruntime's basic level removes a Clip only right after a Relu).
     onnxruntime's basic level removes the first two itself except where, e.g., one feeds the
-    graph output; this pass takes the rest. A Dropout with ``training_mode`` true or not constant, or whose mask
-    output is used, is refused (in inference it is the identity only in inference mode:
-    ONNX Dropout-13)."""
+    graph output; this pass takes the rest. A Dropout with ``training_mode`` true or not
+    constant, or whose mask output is used, is refused (ONNX Dropout-13: it is the identity
+    only in inference mode)."""
     for node in list(work.nodes):
         op = node.op_type
         if op == "Identity":
