@@ -63,8 +63,11 @@ The passes of :func:`normalize`
      ``W' = s * W``, ``B' = s * (B - mean) + bias`` (BatchNormalization's inference formula);
      failing that, the same before a Gemm or an unpadded Conv (an input normalization such as
      ``(x - mean) / std`` or a first BatchNorm1d);
-   * :func:`_flattens` -- Flatten, Reshape, Squeeze and Unsqueeze of a batch-1 tensor to
-     ``(1, n)`` become the canonical Reshape; one that keeps the shape is dropped.
+   * :func:`_reduce_means` -- ReduceMean over the spatial axes (``x.mean((2, 3))``) becomes
+     GlobalAveragePool (and a flatten without keepdims);
+   * :func:`_flattens` -- Flatten, Reshape, Squeeze, Unsqueeze and order-keeping Transposes of
+     a batch-1 tensor to ``(1, n)`` become the canonical Reshape (a chain of them one); one
+     that keeps the shape is dropped.
 
 4. Dead nodes and initializers removed, nodes sorted, strict shape inference,
    ``onnx.checker.check_model(full_check=True)`` and :func:`check_canonical`.
@@ -146,9 +149,10 @@ def load_onnx(source):
         except OSError as exc:
             raise ValueError(f"cannot read {where}: {exc.strerror or _first_line(exc)}") \
                 from None
-        except Exception as exc:        # protobuf's DecodeError, external data errors
-            raise ValueError(f"cannot read {where}: not an ONNX model "
-                             f"({_first_line(exc)})") from None
+        except Exception as exc:        # protobuf's DecodeError; a missing external data file
+            from google.protobuf.message import DecodeError
+            what = "not an ONNX model" if isinstance(exc, DecodeError) else "unreadable"
+            raise ValueError(f"cannot read {where}: {what} ({_first_line(exc)})") from None
     else:
         raise ValueError(f"expected a path, bytes or an onnx.ModelProto, not "
                          f"{type(source).__name__}")
@@ -422,6 +426,7 @@ def normalize(model):
     _linear_layers(work)
     work.refresh()
     _fold_into_linear(work)
+    _reduce_means(work)
     work.refresh()
     _flattens(work)
     _prune(work)
@@ -985,26 +990,43 @@ def _per_channel(work, node, const, shape):
 # -- pass: flattens ---------------------------------------------------------------------------
 
 
+_RESHAPES = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose")
+
+
+def _is_reshape(work, node):
+    """Whether ``node`` only reshapes a data tensor, keeping its row-major order: Flatten,
+    Reshape, Squeeze, Unsqueeze, or a Transpose that keeps the order of the axes longer than 1
+    (any other Transpose of data is refused)."""
+    if node.op_type not in _RESHAPES or not work.is_data(node.inputs[0]):
+        return False
+    if node.op_type == "Transpose":
+        shape = work.shape(node.inputs[0], node)
+        perm = list(node.attrs.get("perm", range(len(shape))[::-1]))
+        kept = [p for p in perm if shape[p] != 1]
+        if kept != sorted(kept):
+            raise UnsupportedModel(f"{node.label}: a {len(shape)}-D Transpose (perm {perm}) of "
+                                   f"{shape} is not supported")
+    return True
+
+
 def _flattens(work):
-    """Flatten / Reshape / Squeeze / Unsqueeze (and a Transpose that only moves size-1 axes)
-    to ``(1, n)``: the canonical ``Reshape(X, [1, n])`` (row-major order is unchanged by any of
-    them); one that keeps the shape is dropped; any other is refused (e.g. a 4-D Transpose).
-    onnxruntime keeps Flatten and writes a folded Reshape's shape with its ``-1``."""
-    for index, node in enumerate(list(work.nodes)):
-        op = node.op_type
-        if op not in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"):
+    """Flatten / Reshape / Squeeze / Unsqueeze / order-keeping Transpose of data to
+    ``(1, n)``: the canonical ``Reshape(X, [1, n])`` (row-major order is unchanged by any of
+    them; a chain of them is one reshape of the first one's input); one that keeps the shape
+    is dropped; any other is refused (e.g. an unflattening ``(1, n) -> (1, C, H, W)``).
+    onnxruntime keeps Flatten, and writes a folded Reshape's shape with its ``-1``."""
+    reshapes = [n for n in work.nodes if _is_reshape(work, n)]
+    for node in reshapes:                       # topological order: chains collapse fully
+        producer = work.producer(node.inputs[0])
+        if any(producer is r for r in reshapes):
+            node.inputs[0] = producer.inputs[0]
+    _prune(work)                                # the intermediates nothing uses any more
+    for node in list(work.nodes):
+        if not any(node is r for r in reshapes):
             continue
         src, dst = node.inputs[0], node.outputs[0]
-        if not work.is_data(src):
-            continue                            # constant: left to the final check
         in_shape = work.shape(src, node)
         out_shape = work.shapes.get(dst)
-        if op == "Transpose":
-            perm = list(node.attrs.get("perm", range(len(in_shape))[::-1]))
-            moved = [in_shape[p] for p, i in zip(perm, range(len(perm))) if p != i]
-            if any(m != 1 for m in moved):
-                raise UnsupportedModel(f"{node.label}: a {len(in_shape)}-D Transpose (perm "
-                                       f"{perm}) of {in_shape} is not supported")
         if out_shape is None:
             raise UnsupportedModel(f"{node.label}: its output shape is not static")
         if out_shape == in_shape:
@@ -1016,6 +1038,37 @@ def _flattens(work):
         else:
             raise UnsupportedModel(f"{node.label}: a reshape of {in_shape} to {out_shape} is "
                                    f"not supported: only flattening to (1, n)")
+
+
+def _reduce_means(work):
+    """``ReduceMean`` over the two spatial axes of a ``(1, C, H, W)`` tensor (PyTorch's
+    ``x.mean((2, 3))``) becomes ``GlobalAveragePool``, followed with ``keepdims=0`` by a
+    Reshape to ``(1, C)`` (ONNX ReduceMean: axes an attribute up to opset 17, an input from 18;
+    keepdims defaults to 1). onnxruntime's basic level keeps ReduceMean."""
+    for node in list(work.nodes):
+        if node.op_type != "ReduceMean" or not work.is_data(node.inputs[0]):
+            continue
+        shape = work.shape(node.inputs[0], node)
+        axes = node.attrs.get("axes")
+        if len(node.inputs) > 1 and node.inputs[1]:
+            if node.inputs[1] not in work.consts:
+                raise UnsupportedModel(f"{node.label}: axes are not constant")
+            axes = work.consts[node.inputs[1]].tolist()
+        axes = sorted(a % len(shape) for a in axes) if axes is not None else None
+        if len(shape) != 4 or axes != [2, 3]:
+            raise UnsupportedModel(f"{node.label}: only a mean over the spatial axes [2, 3] of "
+                                   f"a (1, C, H, W) tensor is supported, not axes {axes} of "
+                                   f"{shape}")
+        index = work.nodes.index(node)
+        out = node.outputs[0]
+        if node.attrs.get("keepdims", 1):
+            work.nodes[index] = _Node("GlobalAveragePool", node.name, node.inputs[:1], [out], {})
+            continue
+        pooled = work.fresh(f"{out}_pooled")
+        shape_name = work.const(f"{node.name or out}.shape", np.array([1, shape[1]], np.int64))
+        work.nodes[index:index + 1] = [
+            _Node("GlobalAveragePool", node.name, node.inputs[:1], [pooled], {}),
+            _Node("Reshape", work.fresh(f"{node.name}_flatten"), [pooled, shape_name], [out], {})]
 
 
 def _prune(work):

@@ -280,6 +280,58 @@ def test_identity_to_graph_output_and_squeeze_flatten():
     _assert_same_outputs(source, canonical)
 
 
+@pytest.mark.parametrize("opset,keepdims", [(17, 0), (18, 1), (18, 0)])
+def test_reduce_mean_is_global_average_pool(opset, keepdims):
+    """PyTorch's ``x.mean((2, 3))``: axes an attribute up to opset 17, an input from 18."""
+    rng = np.random.default_rng(16)
+    inits = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+             "fc": rng.standard_normal((2, 4)).astype(np.float32)}
+    if opset >= 18:
+        inits["axes"] = np.array([-1, 2], np.int64)
+        mean = helper.make_node("ReduceMean", ["c", "axes"], ["m"], name="mean",
+                                keepdims=keepdims)
+    else:
+        mean = helper.make_node("ReduceMean", ["c"], ["m"], name="mean", axes=[2, 3],
+                                keepdims=keepdims)
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], name="conv"), mean]
+    if keepdims:
+        nodes.append(helper.make_node("Flatten", ["m"], ["f"], name="flatten"))
+    nodes.append(helper.make_node("Gemm", [nodes[-1].output[0], "fc"], ["output"], name="fc",
+                                  transB=1))
+    source = ob.make_model(nodes, [("input", ["n", 3, 6, 6])], [("output", ["n", 2])], inits,
+                           opset=opset)
+    canonical = normalize(source)
+    assert _ops(canonical) == ["Conv", "GlobalAveragePool", "Reshape", "Gemm"]
+    _assert_same_outputs(source, canonical)
+
+
+def test_order_keeping_transpose_chain_is_one_reshape():
+    """GAP (1, C, 1, 1) -> Transpose [0, 2, 3, 1] -> Reshape (1, 1, C) -> Flatten: one Reshape."""
+    rng = np.random.default_rng(17)
+    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["g"], name="gap"),
+             helper.make_node("Transpose", ["g"], ["t"], name="nhwc", perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["t", "s"], ["r"], name="reshape"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc"], ["output"], name="fc", transB=1)]
+    source = ob.make_model(nodes, [("input", ["n", 5, 4, 4])], [("output", ["n", 2])],
+                           {"s": np.array([1, 1, 5], np.int64),
+                            "fc": rng.standard_normal((2, 5)).astype(np.float32)})
+    canonical = normalize(source)
+    assert _ops(canonical) == ["GlobalAveragePool", "Reshape", "Gemm"]
+    _assert_same_outputs(source, canonical)
+
+
+def test_unflattening_reshape_refused():
+    rng = np.random.default_rng(18)
+    nodes = [helper.make_node("Reshape", ["input", "s"], ["img"], name="unflatten"),
+             helper.make_node("Conv", ["img", "w"], ["output"], name="conv")]
+    source = ob.make_model(nodes, [("input", ["n", 64])], [("output", None)],
+                           {"s": np.array([-1, 1, 8, 8], np.int64),
+                            "w": rng.standard_normal((2, 1, 3, 3)).astype(np.float32)})
+    _refused(source, r"^node 'unflatten' \(Reshape\): a reshape of \(1, 64\) to "
+                     r"\(1, 1, 8, 8\) is not supported: only flattening to \(1, n\)$")
+
+
 @pytest.mark.parametrize("op,auto_pad,size,stride", [
     ("Conv", "SAME_LOWER", 7, 2), ("Conv", "SAME_UPPER", 6, 2), ("Conv", "VALID", 7, 2),
     ("MaxPool", "SAME_UPPER", 7, 2), ("MaxPool", "SAME_LOWER", 6, 2),
