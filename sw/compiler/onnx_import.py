@@ -40,7 +40,9 @@ The passes of :func:`normalize`
    Reshape shape, a Transpose of a constant weight a constant --, drop Identity and inference
    Dropout nodes, fuse Conv + BatchNormalization and Conv + constant Add/Mul, and fuse
    ``MatMul + Add`` into ``Gemm`` (all checked on the test models of
-   :mod:`pim_macro.tb.harness.onnx_build`).
+   :mod:`pim_macro.tb.harness.onnx_build`). ``onnxsim`` 0.8.1 (a PyPI wheel) was tried on the
+   same models: it does the same, less (it keeps a Dropout with a ``training_mode`` input),
+   and it is not a dependency.
 3. Our own passes, for what onnxruntime's basic level leaves (each says which case it covers);
    the rules come from the ONNX operator specification (https://onnx.ai/onnx/operators/):
 
@@ -48,8 +50,8 @@ The passes of :func:`normalize`
      that onnxruntime keeps (e.g. one that feeds the graph output); a Dropout in training mode
      or whose mask is used is refused; ``Clip(x, 0)`` without a max becomes Relu;
    * :func:`_columns` -- ``(W @ x.T).T``: a 2-D Transpose of a ``(1, K)`` tensor, MatMul with the
-     constant on the left, Add/Relu on the column, Transpose back, becomes a Gemm on the row
-     (onnxruntime keeps the Transposes and the MatMul);
+     constant on the left (or onnxruntime's fusion of them, a Gemm with the constant first),
+     Add/Relu on the column, Transpose back, becomes a Gemm on the row;
    * :func:`_linear_layers` -- MatMul(x, W) into ``Gemm(x, W.T, 0, transB=1)`` (what the
      MatMul + Add fusion leaves: a MatMul without a bias); every Gemm into the canonical
      attributes (alpha, beta, transB folded into W and B, B made ``(N,)``); Conv and pooling
@@ -71,6 +73,16 @@ The passes of :func:`normalize`
 
 4. Dead nodes and initializers removed, nodes sorted, strict shape inference,
    ``onnx.checker.check_model(full_check=True)`` and :func:`check_canonical`.
+
+What is refused
+===============
+
+Anything the canonical form cannot express, e.g. Softmax, Sigmoid, Tanh, Clip with a max
+(ReLU6), LeakyRelu, GlobalMaxPool, MatMul of two data tensors, a 4-D Transpose that reorders
+data (an NHWC model from tf2onnx), an unflattening Reshape, a dilated or grouped (not depthwise)
+Conv, ``ceil_mode=1`` that changes the shape, Dropout in training mode, BatchNormalization or
+constant arithmetic with no Gemm/Conv to fold into, several inputs or outputs, a fixed batch
+above 1, a symbolic dimension other than the batch.
 
 Errors
 ======
