@@ -90,6 +90,9 @@ def test_normalize_builders(name):
     for node in canonical.graph.node:
         assert node.output[0] in shaped or node.output[0] == "output"
     _assert_same_outputs(source, canonical)
+    again = normalize(canonical)                             # canonical is a fixed point
+    assert _ops(again) == _ops(canonical)
+    _assert_same_outputs(canonical, again, n=1)
 
 
 @pytest.mark.parametrize("name,opset", [("lenet5", 13), ("lenet5", 15), ("small_resnet", 13),
