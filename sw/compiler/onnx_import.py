@@ -621,7 +621,10 @@ def _columns(work):
         out = node.outputs[0]
         if op in ("Transpose", "Flatten", "Reshape", "Squeeze") and work.shapes.get(out) \
                 and len(work.shapes[out]) == 2 and work.shapes[out][0] == 1:
-            work.bypass(node, rows[node.inputs[0]], out)
+            row = rows[node.inputs[0]]
+            work.bypass(node, row, out)
+            if out == work.output:                  # the row's producer now writes ``out``
+                rows.update({c: out for c, r in rows.items() if r == row})
             continue
         index = work.nodes.index(node)
         row = work.fresh(f"{out}_row")
