@@ -199,12 +199,16 @@ def _batch(dynamic, symbol="batch_size"):
 
 
 def _flatten(g, x, shape_const, scope, flatten, dynamic_batch):
-    """PyTorch's ``x.view(x.size(0), -1)`` (``flatten="reshape"``) or ``torch.flatten(x, 1)``
-    (``"flatten"``) as ``torch.onnx.export`` writes it (opset >= 13: Unsqueeze axes an input)."""
+    """PyTorch's ``x.view(x.size(0), -1)`` (``flatten="reshape"``), ``x.view(-1, n)``
+    (``"view"``) or ``torch.flatten(x, 1)`` (``"flatten"``) as ``torch.onnx.export`` writes it
+    (opset >= 13: Unsqueeze axes an input)."""
     if flatten == "flatten":
         return g.node("Flatten", [x], scope, axis=1)
+    if flatten == "view":                       # x.view(-1, n): a constant shape, batch -1
+        target = g.constant(scope, np.array([-1, shape_const], dtype=np.int64))
+        return g.node("Reshape", [x, target], scope)
     if flatten != "reshape":
-        raise ValueError(f"flatten must be 'reshape' or 'flatten', not {flatten!r}")
+        raise ValueError(f"flatten must be 'reshape', 'view' or 'flatten', not {flatten!r}")
     if dynamic_batch:
         shape = g.node("Shape", [x], scope)
         index = g.constant(scope, np.array(0, dtype=np.int64))
@@ -222,8 +226,8 @@ def lenet5(rng, *, size=28, dynamic_batch=True, flatten="reshape", opset=17):
     """LeNet-5 as ``torch.onnx.export`` (opset 17) writes it: input ``(batch, 1, size, size)``,
     Conv(1->6, 5x5, pad 2) Relu MaxPool(2) Conv(6->16, 5x5) Relu MaxPool(2), a flatten (the
     dynamic-batch ``Shape -> Gather(0) -> Unsqueeze -> Concat([n, -1]) -> Reshape`` chain, a
-    static ``Reshape([1, n])`` without a dynamic batch, or ``Flatten`` with
-    ``flatten="flatten"``), Gemm(120, transB=1) Relu Gemm(84) Relu Gemm(10) -> output
+    static ``Reshape([1, n])`` without a dynamic batch, ``Reshape([-1, n])`` with
+    ``flatten="view"``, or ``Flatten`` with ``flatten="flatten"``), Gemm(120, transB=1) Relu Gemm(84) Relu Gemm(10) -> output
     ``(batch, 10)``. ``batch`` is the symbol ``"batch_size"`` when ``dynamic_batch``, else 1.
     ``size`` >= 12."""
     if size < 12:
@@ -416,6 +420,7 @@ BUILDERS = {
     "lenet5": lenet5,
     "lenet5_flatten": lambda rng: lenet5(rng, flatten="flatten"),
     "lenet5_static": lambda rng: lenet5(rng, dynamic_batch=False),
+    "lenet5_view": lambda rng: lenet5(rng, flatten="view"),
     "small_resnet": small_resnet,
     "keras_mlp": keras_mlp,
     "bn1d_mlp": bn1d_mlp,

@@ -51,6 +51,7 @@ EXPECTED_OPS = {
     "lenet5": LENET,
     "lenet5_flatten": LENET,
     "lenet5_static": LENET,
+    "lenet5_view": LENET,
     "small_resnet": ["Conv", "Relu", "Conv", "Relu", "Conv", "Add", "Relu", "Conv", "Conv",
                      "Relu", "Conv", "Add", "Relu", "GlobalAveragePool", "Reshape", "Gemm"],
     "keras_mlp": ["Gemm", "Relu", "Gemm", "Relu", "Gemm"],
