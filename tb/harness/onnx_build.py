@@ -228,8 +228,8 @@ def lenet5(rng, *, size=28, dynamic_batch=True, flatten="reshape", opset=17):
     dynamic-batch ``Shape -> Gather(0) -> Unsqueeze -> Concat([n, -1]) -> Reshape`` chain, a
     static ``Reshape([1, n])`` without a dynamic batch, ``Reshape([-1, n])`` with
     ``flatten="view"``, or ``Flatten`` with ``flatten="flatten"``), Gemm(120, transB=1) Relu
-    Gemm(84) Relu Gemm(10) -> output ``(batch, 10)``. ``batch`` is the symbol ``"batch_size"`` when ``dynamic_batch``, else 1.
-    ``size`` >= 12."""
+    Gemm(84) Relu Gemm(10) -> output ``(batch, 10)``. ``batch`` is the symbol ``"batch_size"``
+    when ``dynamic_batch``, else 1. ``size`` >= 12."""
     if size < 12:
         raise ValueError(f"size must be >= 12, not {size}")
     g = _Graph(rng)
