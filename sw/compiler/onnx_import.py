@@ -40,16 +40,18 @@ The passes of :func:`normalize`
    Reshape shape, a Transpose of a constant weight a constant --, drop Identity and inference
    Dropout nodes, fuse Conv + BatchNormalization and Conv + constant Add/Mul, and fuse
    ``MatMul + Add`` into ``Gemm`` (all checked on the test models of
-   :mod:`pim_macro.tb.harness.onnx_build`).
+   :mod:`pim_macro.tb.harness.onnx_build`). ``onnxsim`` 0.8.1 (a PyPI wheel) was tried on the
+   same models: it does the same, less (it keeps a Dropout with a ``training_mode`` input),
+   and it is not a dependency.
 3. Our own passes, for what onnxruntime's basic level leaves (each says which case it covers);
    the rules come from the ONNX operator specification (https://onnx.ai/onnx/operators/):
 
    * :func:`_drop_noops` -- Identity, inference-mode Dropout, identity Transposes and shape ops
      that onnxruntime keeps (e.g. one that feeds the graph output); a Dropout in training mode
-     or whose mask is used is refused;
+     or whose mask is used is refused; ``Clip(x, 0)`` without a max becomes Relu;
    * :func:`_columns` -- ``(W @ x.T).T``: a 2-D Transpose of a ``(1, K)`` tensor, MatMul with the
-     constant on the left, Add/Relu on the column, Transpose back, becomes a Gemm on the row
-     (onnxruntime keeps the Transposes and the MatMul);
+     constant on the left (or onnxruntime's fusion of them, a Gemm with the constant first),
+     Add/Relu on the column, Transpose back, becomes a Gemm on the row;
    * :func:`_linear_layers` -- MatMul(x, W) into ``Gemm(x, W.T, 0, transB=1)`` (what the
      MatMul + Add fusion leaves: a MatMul without a bias); every Gemm into the canonical
      attributes (alpha, beta, transB folded into W and B, B made ``(N,)``); Conv and pooling
@@ -61,11 +63,26 @@ The passes of :func:`normalize`
      after Conv), and constant Add / Sub / Mul / Div after a Gemm or Conv, folded exactly into
      its weights and bias (in float64, then float32): ``s = scale / sqrt(var + epsilon)``,
      ``W' = s * W``, ``B' = s * (B - mean) + bias`` (BatchNormalization's inference formula);
-   * :func:`_flattens` -- Flatten, Reshape, Squeeze and Unsqueeze of a batch-1 tensor to
-     ``(1, n)`` become the canonical Reshape; one that keeps the shape is dropped.
+     failing that, the same before a Gemm or an unpadded Conv (an input normalization such as
+     ``(x - mean) / std`` or a first BatchNorm1d);
+   * :func:`_reduce_means` -- ReduceMean over the spatial axes (``x.mean((2, 3))``) becomes
+     GlobalAveragePool (and a flatten without keepdims);
+   * :func:`_flattens` -- Flatten, Reshape, Squeeze, Unsqueeze and order-keeping Transposes of
+     a batch-1 tensor to ``(1, n)`` become the canonical Reshape (a chain of them one); one
+     that keeps the shape is dropped.
 
 4. Dead nodes and initializers removed, nodes sorted, strict shape inference,
    ``onnx.checker.check_model(full_check=True)`` and :func:`check_canonical`.
+
+What is refused
+===============
+
+Anything the canonical form cannot express, e.g. Softmax, Sigmoid, Tanh, Clip with a max
+(ReLU6), LeakyRelu, GlobalMaxPool, MatMul of two data tensors, a 4-D Transpose that reorders
+data (an NHWC model from tf2onnx), an unflattening Reshape, a dilated or grouped (not depthwise)
+Conv, ``ceil_mode=1`` that changes the shape, Dropout in training mode, BatchNormalization or
+constant arithmetic with no Gemm/Conv to fold into, several inputs or outputs, a fixed batch
+above 1, a symbolic dimension other than the batch.
 
 Errors
 ======
@@ -144,9 +161,10 @@ def load_onnx(source):
         except OSError as exc:
             raise ValueError(f"cannot read {where}: {exc.strerror or _first_line(exc)}") \
                 from None
-        except Exception as exc:        # protobuf's DecodeError, external data errors
-            raise ValueError(f"cannot read {where}: not an ONNX model "
-                             f"({_first_line(exc)})") from None
+        except Exception as exc:        # protobuf's DecodeError; a missing external data file
+            from google.protobuf.message import DecodeError
+            what = "not an ONNX model" if isinstance(exc, DecodeError) else "unreadable"
+            raise ValueError(f"cannot read {where}: {what} ({_first_line(exc)})") from None
     else:
         raise ValueError(f"expected a path, bytes or an onnx.ModelProto, not "
                          f"{type(source).__name__}")
@@ -287,8 +305,8 @@ class _Work:
         return f"{base}_{i}"
 
     def const(self, base, array):
-        """A new initializer holding ``array``; returns its name."""
-        name = self.fresh(base)
+        """A new initializer holding ``array``, named after ``base``; returns its name."""
+        name = self.fresh(base.lstrip("."))
         self.consts[name] = np.ascontiguousarray(array)
         return name
 
@@ -420,12 +438,11 @@ def normalize(model):
     _linear_layers(work)
     work.refresh()
     _fold_into_linear(work)
+    _reduce_means(work)
     work.refresh()
     _flattens(work)
     _prune(work)
     out = _infer(work.to_model(), strict=True)
-    del out.graph.value_info[:]
-    out = _infer(out, strict=True)
     import onnx
     try:
         onnx.checker.check_model(out, full_check=True)
@@ -438,7 +455,8 @@ def normalize(model):
 
 def _fix_batch(model):
     """Fixes the batch dimension (the first) of the input and output to 1, in place; drops
-    initializers listed as graph inputs (IR < 4 lists them) and stale ``value_info``."""
+    initializers listed as graph inputs (IR < 4 lists them; the IR version becomes at least 4)
+    and stale ``value_info``."""
     from onnx import TensorProto
     graph = model.graph
     inits = {i.name for i in graph.initializer}
@@ -453,6 +471,9 @@ def _fix_batch(model):
                                f"supported")
     del graph.input[:]
     graph.input.append(inputs[0])
+    # IR < 4 lists initializers as graph inputs, and its shape inference reads only those: IR 4
+    # lets initializers stand alone (onnx/docs/IR.md, "Graphs")
+    model.ir_version = max(model.ir_version, 4)
     value = graph.input[0]
     t = value.type.tensor_type
     if not value.type.HasField("tensor_type") or t.elem_type != TensorProto.FLOAT:
@@ -500,6 +521,13 @@ def _ort_basic(model):
             raise UnsupportedModel(f"onnxruntime cannot run the model: "
                                    f"{_first_line(exc)}") from None
         optimized = onnx.load(options.optimized_model_filepath)
+    # onnxruntime declares its own domains (com.microsoft, ...) and names itself the producer:
+    # the model's own header back (a node of another domain is refused later)
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version",
+                  "doc_string"):
+        setattr(optimized, field, getattr(model, field))
+    del optimized.opset_import[:]
+    optimized.opset_import.extend(model.opset_import)
     del optimized.metadata_props[:]
     optimized.metadata_props.extend(model.metadata_props)
     return optimized
@@ -510,11 +538,12 @@ def _ort_basic(model):
 
 def _drop_noops(work):
     """Removes Identity, inference-mode Dropout, identity Transposes and shape ops (Flatten,
-    Reshape, Squeeze, Unsqueeze) whose output has their input's shape. onnxruntime's basic level
-    removes the first two itself except where, e.g., one feeds the graph output; this pass
-    takes the rest. A Dropout with ``training_mode`` true or not constant, or whose mask
-    output is used, is refused (in inference it is the identity only in inference mode:
-    ONNX Dropout-13)."""
+    Reshape, Squeeze, Unsqueeze) whose output has their input's shape; a ``Clip`` with min 0 and
+    no max becomes Relu (onnxruntime's basic level removes a Clip only right after a Relu).
+    onnxruntime's basic level removes the first two itself except where, e.g., one feeds the
+    graph output; this pass takes the rest. A Dropout with ``training_mode`` true or not
+    constant, or whose mask output is used, is refused (ONNX Dropout-13: it is the identity
+    only in inference mode)."""
     for node in list(work.nodes):
         op = node.op_type
         if op == "Identity":
@@ -534,11 +563,25 @@ def _drop_noops(work):
         elif op == "Transpose" and list(node.attrs.get("perm", [1, 0])) == list(
                 range(len(node.attrs.get("perm", [1, 0])))):
             work.bypass(node, node.inputs[0], node.outputs[0])
+        elif op == "Clip" and _clip_is_relu(work, node):
+            node.op_type, node.inputs, node.attrs = "Relu", node.inputs[:1], {}
         elif op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze") and work.is_data(
                 node.inputs[0]):
             src, dst = node.inputs[0], node.outputs[0]
             if src in work.shapes and work.shapes.get(dst) == work.shapes[src]:
                 work.bypass(node, src, dst)
+
+
+def _clip_is_relu(work, node):
+    """Whether a Clip is ``max(x, 0)``: min 0 and no max (ONNX Clip-11+: min and max are optional
+    inputs; Clip-6: attributes, max defaulting to the largest float)."""
+    if "min" in node.attrs or "max" in node.attrs:
+        return node.attrs.get("min") == 0.0 and node.attrs.get("max", 3.4028234663852886e38) \
+            >= 3.4028234663852886e38
+    lo = node.inputs[1] if len(node.inputs) > 1 else ""
+    hi = node.inputs[2] if len(node.inputs) > 2 else ""
+    return bool(lo) and lo in work.consts and not hi and \
+        np.asarray(work.consts[lo]).size == 1 and float(work.consts[lo]) == 0.0
 
 
 # -- pass: column vectors ---------------------------------------------------------------------
@@ -549,9 +592,12 @@ def _columns(work):
     ``(1, K)`` tensor gives the column ``(K, 1)``; ``MatMul(W (N, K), column)`` becomes
     ``Gemm(row, W, 0, transB=1)`` on the row (``W @ x.T == (x @ W.T).T``); ``Add`` / ``Sub`` of
     a constant broadcasting to ``(N, 1)`` and ``Relu`` go to the row; a Transpose, Flatten or
-    flattening Reshape of a column gives its row back. Any other use of a column is refused.
-    onnxruntime's basic level keeps all of these (checked on
-    :func:`pim_macro.tb.harness.onnx_build.transposed_matmul`)."""
+    flattening Reshape of a column gives its row back, and so does a Gemm's ``transA=1`` on a
+    column. Any other use of a column is refused. onnxruntime's basic level keeps all of these
+    (checked on :func:`pim_macro.tb.harness.onnx_build.transposed_matmul`), except that its
+    GemmTransposeFusion writes ``MatMul(W, Transpose(x)) + b`` as ``Gemm(W, x, b,
+    transB=1)``, a column too (:func:`_gemm_to_row`), and ``Transpose(column)`` into a Gemm
+    as ``transA=1``."""
     rows = {}                                   # column tensor -> its row tensor (1, n)
     for node in list(work.nodes):
         op = node.op_type
@@ -563,12 +609,22 @@ def _columns(work):
                 rows[node.outputs[0]] = node.inputs[0]
                 work.nodes.remove(node)
                 continue
+        if op == "Gemm" and node.inputs[0] in work.consts:
+            work.nodes[work.nodes.index(node)] = _gemm_to_row(work, node, rows)
+            continue
         if not cols:
+            continue
+        if op == "Gemm" and cols == node.inputs[:1] and node.attrs.get("transA", 0):
+            node.inputs[0] = rows[node.inputs[0]]             # (column)^T: the row
+            del node.attrs["transA"]
             continue
         out = node.outputs[0]
         if op in ("Transpose", "Flatten", "Reshape", "Squeeze") and work.shapes.get(out) \
                 and len(work.shapes[out]) == 2 and work.shapes[out][0] == 1:
-            work.bypass(node, rows[node.inputs[0]], out)
+            row = rows[node.inputs[0]]
+            work.bypass(node, row, out)
+            if out == work.output:                  # the row's producer now writes ``out``
+                rows.update({c: out for c, r in rows.items() if r == row})
             continue
         index = work.nodes.index(node)
         row = work.fresh(f"{out}_row")
@@ -609,6 +665,47 @@ def _columns(work):
     if work.output in rows:
         raise UnsupportedModel(f"the graph output {work.output!r} is a column vector (n, 1): "
                                f"only a row (1, n) is supported")
+
+
+def _gemm_to_row(work, node, rows):
+    """``Gemm(A const, B, C)`` = ``alpha * A' @ B' + beta * C``, B' a column: the data row
+    ``(1, K)`` with ``transB=1`` or a column of ``rows``. onnxruntime's GemmTransposeFusion
+    writes it for ``MatMul(W, Transpose(x)) + b`` (seen). Returns a Gemm on the row, recorded in
+    ``rows`` as the column's row."""
+    a = node.attrs
+    const, data = node.inputs[0], node.inputs[1]
+    c = node.inputs[2] if len(node.inputs) > 2 else ""
+    w = np.asarray(work.consts[const], dtype=np.float64)
+    if w.ndim != 2 or not work.is_data(data) or (c and c not in work.consts):
+        raise UnsupportedModel(f"{node.label}: only a Gemm of a constant matrix by a vector is "
+                               f"supported with the constant first")
+    w = (w.T if a.get("transA", 0) else w) * float(a.get("alpha", 1.0))
+    n = w.shape[0]
+    if a.get("transB", 0):
+        if data in rows or work.shape(data, node) != (1, w.shape[1]):
+            raise UnsupportedModel(f"{node.label}: B must be a (1, {w.shape[1]}) row with "
+                                   f"transB=1")
+        row_in = data
+    elif data in rows:
+        row_in = rows[data]
+    else:
+        raise UnsupportedModel(f"{node.label}: a constant times a matrix is not supported")
+    bias = np.zeros(n)
+    if c:
+        cv = np.asarray(work.consts[c], dtype=np.float64) * float(a.get("beta", 1.0))
+        try:
+            if np.broadcast_shapes(cv.shape, (n, 1)) != (n, 1):
+                raise ValueError
+            bias = np.broadcast_to(cv, (n, 1)).reshape(n)
+        except ValueError:
+            raise UnsupportedModel(f"{node.label}: C of shape {cv.shape} does not broadcast "
+                                   f"to ({n}, 1)") from None
+    row = work.fresh(f"{node.outputs[0]}_row")
+    rows[node.outputs[0]] = row
+    return _Node("Gemm", node.name, [row_in, work.const(f"{node.name}.weight",
+                                                        w.astype(np.float32)),
+                                     work.const(f"{node.name}.bias", bias.astype(np.float32))],
+                 [row], {"transB": 1})
 
 
 # -- pass: Gemm, MatMul, Conv and pooling attributes ------------------------------------------
@@ -778,50 +875,91 @@ def _pool(work, node):
 
 
 def _fold_into_linear(work):
-    """Folds BatchNormalization and a constant Add / Sub / Mul / Div into the Gemm or Conv
-    before it (see the module docstring). onnxruntime's basic level does this for Conv only
-    (Conv + BatchNormalization, Conv + Add, Conv + Mul fusions); for Gemm it leaves them
-    (checked on :func:`pim_macro.tb.harness.onnx_build.bn1d_mlp`). A BatchNormalization or
-    constant Add that does not follow a Gemm or Conv is refused."""
+    """Folds BatchNormalization and a constant Add / Sub / Mul / Div -- a per-channel affine
+    map ``y = scale * x + shift`` -- into the Gemm or Conv before it (``W' = scale * W``,
+    ``B' = scale * B + shift``) or, failing that, after it, as the first layer's input
+    normalization does (``W' = W * scale`` along the input axis, ``B' = B + W @ shift``; for a
+    Conv only without padding, where every window sees the shift). onnxruntime's basic level
+    folds only into a Conv before (Conv + BatchNormalization, Conv + Add, Conv + Mul fusions);
+    after a Gemm it leaves them (checked on :func:`pim_macro.tb.harness.onnx_build.bn1d_mlp`).
+    Any other BatchNormalization or constant arithmetic is refused."""
+    pending = []
     for node in list(work.nodes):
-        op = node.op_type
-        if op not in ("BatchNormalization", "Add", "Sub", "Mul", "Div"):
+        affine = _node_affine(work, node)
+        if affine is None:
             continue
-        if op != "BatchNormalization":
-            consts = [i for i in node.inputs if i in work.consts]
-            if len(consts) != 1:
-                continue                        # Add of two branches (or all constant)
-            y = next(i for i in node.inputs if i not in work.consts)
-            if op in ("Sub", "Div") and node.inputs[0] != y:
-                raise UnsupportedModel(f"{node.label}: a constant {op.lower()} by a tensor is "
-                                       f"not supported")
-        else:
-            y = node.inputs[0]
+        y, scale, shift = affine
         layer = work.producer(y)
         if layer is None or layer.op_type not in ("Gemm", "Conv") or not work.only_use(y):
-            what = "BatchNormalization" if op == "BatchNormalization" else f"a constant {op}"
-            raise UnsupportedModel(f"{node.label}: {what} is supported only directly after a "
-                                   f"Gemm, MatMul or Conv (whose weights it is folded into)")
-        shape = work.shape(y, node)
-        channels = shape[1]
+            pending.append((node, affine))
+            continue
+        channels = len(scale)
         w = np.asarray(work.consts[layer.inputs[1]], dtype=np.float64)
         b = np.asarray(work.consts[layer.inputs[2]], dtype=np.float64)
-        if op == "BatchNormalization":
-            scale, shift = _bn_affine(work, node, channels)
-        else:
-            c = _per_channel(work, node, consts[0], shape)
-            scale, shift = {"Add": (1.0, c), "Sub": (1.0, -c), "Mul": (c, 0.0),
-                            "Div": (None, 0.0)}[op]
-            if op == "Div":
-                if (c == 0).any():
-                    raise UnsupportedModel(f"{node.label}: division by zero")
-                scale = 1.0 / c
-        scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (channels,))
         w = w * scale.reshape((channels,) + (1,) * (w.ndim - 1))
-        b = b * scale + shift
-        layer.inputs[1] = work.const(f"{layer.name}.weight", w.astype(np.float32))
-        layer.inputs[2] = work.const(f"{layer.name}.bias", b.astype(np.float32))
+        _set_weights(work, layer, w, b * scale + shift)
         work.bypass(node, y, node.outputs[0])
+    for node, (y, scale, shift) in reversed(pending):    # the last before the layer first
+        out = node.outputs[0]
+        users = work.consumers(out)
+        layer = users[0] if len(users) == 1 and out != work.output else None
+        if layer is None or layer.op_type not in ("Gemm", "Conv") or layer.inputs[0] != out \
+                or (layer.op_type == "Conv" and any(layer.attrs["pads"])):
+            what = "BatchNormalization" if node.op_type == "BatchNormalization" else \
+                f"a constant {node.op_type}"
+            raise UnsupportedModel(f"{node.label}: {what} is supported only next to a Gemm, "
+                                   f"MatMul or Conv (whose weights it is folded into: directly "
+                                   f"after one, or directly before one without padding)")
+        w = np.asarray(work.consts[layer.inputs[1]], dtype=np.float64)
+        b = np.asarray(work.consts[layer.inputs[2]], dtype=np.float64)
+        if layer.op_type == "Gemm":                       # W (N, K): input features along K
+            b = b + w @ shift
+            w = w * scale[None, :]
+        elif layer.attrs["group"] == 1:                   # W (O, C, kh, kw)
+            b = b + (w * shift[None, :, None, None]).sum(axis=(1, 2, 3))
+            w = w * scale[None, :, None, None]
+        else:                                             # depthwise: output o reads o // m
+            channel = np.arange(w.shape[0]) // (w.shape[0] // len(scale))
+            b = b + w.sum(axis=(1, 2, 3)) * shift[channel]
+            w = w * scale[channel][:, None, None, None]
+        _set_weights(work, layer, w, b)
+        work.bypass(node, y, out)
+
+
+def _set_weights(work, layer, w, b):
+    layer.inputs[1] = work.const(f"{layer.name}.weight", w.astype(np.float32))
+    layer.inputs[2] = work.const(f"{layer.name}.bias", b.astype(np.float32))
+
+
+def _node_affine(work, node):
+    """``(x, scale, shift)`` with the node's output ``= scale * x + shift`` per channel (axis 1;
+    float64 arrays) for a BatchNormalization or an Add / Sub / Mul / Div of a data tensor and a
+    constant; ``None`` for any other node (e.g. an Add of two branches)."""
+    op = node.op_type
+    if op == "BatchNormalization":
+        x = node.inputs[0]
+        return (x, *_bn_affine(work, node, work.shape(x, node)[1]))
+    if op not in ("Add", "Sub", "Mul", "Div") or len(node.inputs) != 2:
+        return None
+    consts = [i for i in node.inputs if i in work.consts]
+    if len(consts) != 1:
+        return None
+    x = next(i for i in node.inputs if i not in work.consts)
+    shape = work.shape(x, node)
+    c = _per_channel(work, node, consts[0], shape)
+    one, zero = np.ones_like(c), np.zeros_like(c)
+    first = node.inputs[0] == x
+    if op == "Add":
+        return x, one, c
+    if op == "Sub":
+        return (x, one, -c) if first else (x, -one, c)
+    if op == "Mul":
+        return x, c, zero
+    if not first:
+        raise UnsupportedModel(f"{node.label}: a constant divided by a tensor is not supported")
+    if (c == 0).any():
+        raise UnsupportedModel(f"{node.label}: division by zero")
+    return x, 1.0 / c, zero
 
 
 def _bn_affine(work, node, channels):
@@ -867,26 +1005,43 @@ def _per_channel(work, node, const, shape):
 # -- pass: flattens ---------------------------------------------------------------------------
 
 
+_RESHAPES = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose")
+
+
+def _is_reshape(work, node):
+    """Whether ``node`` only reshapes a data tensor, keeping its row-major order: Flatten,
+    Reshape, Squeeze, Unsqueeze, or a Transpose that keeps the order of the axes longer than 1
+    (any other Transpose of data is refused)."""
+    if node.op_type not in _RESHAPES or not work.is_data(node.inputs[0]):
+        return False
+    if node.op_type == "Transpose":
+        shape = work.shape(node.inputs[0], node)
+        perm = list(node.attrs.get("perm", range(len(shape))[::-1]))
+        kept = [p for p in perm if shape[p] != 1]
+        if kept != sorted(kept):
+            raise UnsupportedModel(f"{node.label}: a {len(shape)}-D Transpose (perm {perm}) of "
+                                   f"{shape} is not supported")
+    return True
+
+
 def _flattens(work):
-    """Flatten / Reshape / Squeeze / Unsqueeze (and a Transpose that only moves size-1 axes)
-    to ``(1, n)``: the canonical ``Reshape(X, [1, n])`` (row-major order is unchanged by any of
-    them); one that keeps the shape is dropped; any other is refused (e.g. a 4-D Transpose).
-    onnxruntime keeps Flatten and writes a folded Reshape's shape with its ``-1``."""
-    for index, node in enumerate(list(work.nodes)):
-        op = node.op_type
-        if op not in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"):
+    """Flatten / Reshape / Squeeze / Unsqueeze / order-keeping Transpose of data to
+    ``(1, n)``: the canonical ``Reshape(X, [1, n])`` (row-major order is unchanged by any of
+    them; a chain of them is one reshape of the first one's input); one that keeps the shape
+    is dropped; any other is refused (e.g. an unflattening ``(1, n) -> (1, C, H, W)``).
+    onnxruntime keeps Flatten, and writes a folded Reshape's shape with its ``-1``."""
+    reshapes = [n for n in work.nodes if _is_reshape(work, n)]
+    for node in reshapes:                       # topological order: chains collapse fully
+        producer = work.producer(node.inputs[0])
+        if any(producer is r for r in reshapes):
+            node.inputs[0] = producer.inputs[0]
+    _prune(work)                                # the intermediates nothing uses any more
+    for node in list(work.nodes):
+        if not any(node is r for r in reshapes):
             continue
         src, dst = node.inputs[0], node.outputs[0]
-        if not work.is_data(src):
-            continue                            # constant: left to the final check
         in_shape = work.shape(src, node)
         out_shape = work.shapes.get(dst)
-        if op == "Transpose":
-            perm = list(node.attrs.get("perm", range(len(in_shape))[::-1]))
-            moved = [in_shape[p] for p, i in zip(perm, range(len(perm))) if p != i]
-            if any(m != 1 for m in moved):
-                raise UnsupportedModel(f"{node.label}: a {len(in_shape)}-D Transpose (perm "
-                                       f"{perm}) of {in_shape} is not supported")
         if out_shape is None:
             raise UnsupportedModel(f"{node.label}: its output shape is not static")
         if out_shape == in_shape:
@@ -898,6 +1053,37 @@ def _flattens(work):
         else:
             raise UnsupportedModel(f"{node.label}: a reshape of {in_shape} to {out_shape} is "
                                    f"not supported: only flattening to (1, n)")
+
+
+def _reduce_means(work):
+    """``ReduceMean`` over the two spatial axes of a ``(1, C, H, W)`` tensor (PyTorch's
+    ``x.mean((2, 3))``) becomes ``GlobalAveragePool``, followed with ``keepdims=0`` by a
+    Reshape to ``(1, C)`` (ONNX ReduceMean: axes an attribute up to opset 17, an input from 18;
+    keepdims defaults to 1). onnxruntime's basic level keeps ReduceMean."""
+    for node in list(work.nodes):
+        if node.op_type != "ReduceMean" or not work.is_data(node.inputs[0]):
+            continue
+        shape = work.shape(node.inputs[0], node)
+        axes = node.attrs.get("axes")
+        if len(node.inputs) > 1 and node.inputs[1]:
+            if node.inputs[1] not in work.consts:
+                raise UnsupportedModel(f"{node.label}: axes are not constant")
+            axes = work.consts[node.inputs[1]].tolist()
+        axes = sorted(a % len(shape) for a in axes) if axes is not None else None
+        if len(shape) != 4 or axes != [2, 3]:
+            raise UnsupportedModel(f"{node.label}: only a mean over the spatial axes [2, 3] of "
+                                   f"a (1, C, H, W) tensor is supported, not axes {axes} of "
+                                   f"{shape}")
+        index = work.nodes.index(node)
+        out = node.outputs[0]
+        if node.attrs.get("keepdims", 1):
+            work.nodes[index] = _Node("GlobalAveragePool", node.name, node.inputs[:1], [out], {})
+            continue
+        pooled = work.fresh(f"{out}_pooled")
+        shape_name = work.const(f"{node.name or out}.shape", np.array([1, shape[1]], np.int64))
+        work.nodes[index:index + 1] = [
+            _Node("GlobalAveragePool", node.name, node.inputs[:1], [pooled], {}),
+            _Node("Reshape", work.fresh(f"{node.name}_flatten"), [pooled, shape_name], [out], {})]
 
 
 def _prune(work):

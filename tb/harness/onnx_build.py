@@ -11,8 +11,10 @@ Weights are drawn from the caller's seeded ``numpy.random.Generator``:
 * BatchNormalization with non-trivial statistics: ``scale ~ U(0.5, 1.5)``, ``B ~ N(0, 0.2)``,
   ``mean ~ N(0, 0.3)``, ``var ~ U(0.5, 2)``, ``epsilon = 1e-5`` (its default).
 
-The ``ir_version`` is the lowest that the opset needs (``onnx.helper.find_min_ir_version_for``),
-what the exporters write; onnxruntime 1.32 runs all of them.
+Every builder takes ``opset`` (13..21; the default is what the exporter imitated writes: 17
+for torch.onnx.export, 13 for tf2onnx). The ``ir_version`` is the lowest that the opset needs
+(``onnx.helper.find_min_ir_version_for``), what the exporters write; onnxruntime 1.32 runs all
+of them.
 
 Builders (shapes are NCHW for images, ``(batch, features)`` for vectors):
 
@@ -185,6 +187,9 @@ class _Graph:
         return self.node("Relu", [x], scope)
 
     def model(self, input_shape, output_shape, *, opset, name, producer="pytorch"):
+        if not 13 <= opset <= 21:
+            raise ValueError(f"opset must be 13..21 (Unsqueeze takes axes as an input from 13), "
+                             f"not {opset}")
         return make_model(self.nodes, [("input", input_shape)], [("output", output_shape)],
                           self.inits, opset=opset, name=name, producer=producer)
 
@@ -194,12 +199,16 @@ def _batch(dynamic, symbol="batch_size"):
 
 
 def _flatten(g, x, shape_const, scope, flatten, dynamic_batch):
-    """PyTorch's ``x.view(x.size(0), -1)`` (``flatten="reshape"``) or ``torch.flatten(x, 1)``
-    (``"flatten"``) as ``torch.onnx.export`` writes it (opset >= 13: Unsqueeze axes an input)."""
+    """PyTorch's ``x.view(x.size(0), -1)`` (``flatten="reshape"``), ``x.view(-1, n)``
+    (``"view"``) or ``torch.flatten(x, 1)`` (``"flatten"``) as ``torch.onnx.export`` writes it
+    (opset >= 13: Unsqueeze axes an input)."""
     if flatten == "flatten":
         return g.node("Flatten", [x], scope, axis=1)
+    if flatten == "view":                       # x.view(-1, n): a constant shape, batch -1
+        target = g.constant(scope, np.array([-1, shape_const], dtype=np.int64))
+        return g.node("Reshape", [x, target], scope)
     if flatten != "reshape":
-        raise ValueError(f"flatten must be 'reshape' or 'flatten', not {flatten!r}")
+        raise ValueError(f"flatten must be 'reshape', 'view' or 'flatten', not {flatten!r}")
     if dynamic_batch:
         shape = g.node("Shape", [x], scope)
         index = g.constant(scope, np.array(0, dtype=np.int64))
@@ -213,14 +222,14 @@ def _flatten(g, x, shape_const, scope, flatten, dynamic_batch):
     return g.node("Reshape", [x, target], scope)
 
 
-def lenet5(rng, *, size=28, dynamic_batch=True, flatten="reshape"):
+def lenet5(rng, *, size=28, dynamic_batch=True, flatten="reshape", opset=17):
     """LeNet-5 as ``torch.onnx.export`` (opset 17) writes it: input ``(batch, 1, size, size)``,
     Conv(1->6, 5x5, pad 2) Relu MaxPool(2) Conv(6->16, 5x5) Relu MaxPool(2), a flatten (the
     dynamic-batch ``Shape -> Gather(0) -> Unsqueeze -> Concat([n, -1]) -> Reshape`` chain, a
-    static ``Reshape([1, n])`` without a dynamic batch, or ``Flatten`` with
-    ``flatten="flatten"``), Gemm(120, transB=1) Relu Gemm(84) Relu Gemm(10) -> output
-    ``(batch, 10)``. ``batch`` is the symbol ``"batch_size"`` when ``dynamic_batch``, else 1.
-    ``size`` >= 12."""
+    static ``Reshape([1, n])`` without a dynamic batch, ``Reshape([-1, n])`` with
+    ``flatten="view"``, or ``Flatten`` with ``flatten="flatten"``), Gemm(120, transB=1) Relu
+    Gemm(84) Relu Gemm(10) -> output ``(batch, 10)``. ``batch`` is the symbol ``"batch_size"``
+    when ``dynamic_batch``, else 1. ``size`` >= 12."""
     if size < 12:
         raise ValueError(f"size must be >= 12, not {size}")
     g = _Graph(rng)
@@ -240,10 +249,10 @@ def lenet5(rng, *, size=28, dynamic_batch=True, flatten="reshape"):
     g.gemm(x, "fc3", 84, 10)
     g.rename_last("output")
     batch = _batch(dynamic_batch)
-    return g.model([batch, 1, size, size], [batch, 10], opset=17, name="main_graph")
+    return g.model([batch, 1, size, size], [batch, 10], opset=opset, name="main_graph")
 
 
-def small_resnet(rng, *, size=16, channels=8, classes=10, dynamic_batch=True):
+def small_resnet(rng, *, size=16, channels=8, classes=10, dynamic_batch=True, opset=17):
     """A ResNet-style CNN as ``torch.onnx.export(..., training=TrainingMode.EVAL,
     do_constant_folding=False)`` writes it, BatchNormalization left as separate nodes and convs
     without bias: input ``(batch, 3, size, size)``; stem Conv(3->c, 3x3, pad 1) BN Relu; a basic
@@ -273,10 +282,10 @@ def small_resnet(rng, *, size=16, channels=8, classes=10, dynamic_batch=True):
     g.gemm(x, "fc", 2 * c, classes)
     g.rename_last("output")
     batch = _batch(dynamic_batch)
-    return g.model([batch, 3, size, size], [batch, classes], opset=17, name="main_graph")
+    return g.model([batch, 3, size, size], [batch, classes], opset=opset, name="main_graph")
 
 
-def keras_mlp(rng, *, features=20, hidden=(32, 16), classes=3, dynamic_batch=True):
+def keras_mlp(rng, *, features=20, hidden=(32, 16), classes=3, dynamic_batch=True, opset=13):
     """A Keras ``Sequential`` of Dense(relu) layers with Dropout, as tf2onnx (opset 13) writes
     it: per layer ``MatMul(x, W (K, N))``, ``Add(b (N,))``, ``Relu``; an ``Identity`` after each
     hidden layer; a ``Dropout`` after each hidden layer in inference mode (the first with one
@@ -309,11 +318,12 @@ def keras_mlp(rng, *, features=20, hidden=(32, 16), classes=3, dynamic_batch=Tru
     g.node("Add", [x, b], scope + "/BiasAdd")
     g.rename_last("output")
     batch = _batch(dynamic_batch, "unk__0")
-    return g.model([batch, features], [batch, classes], opset=13, name="tf2onnx",
+    return g.model([batch, features], [batch, classes], opset=opset, name="tf2onnx",
                    producer="tf2onnx")
 
 
-def bn1d_mlp(rng, *, features=16, hidden=32, classes=4, variant="gemm", dynamic_batch=True):
+def bn1d_mlp(rng, *, features=16, hidden=32, classes=4, variant="gemm", dynamic_batch=True,
+             opset=17):
     """An MLP with PyTorch's BatchNorm1d, not folded by the exporter (opset 17): ``Gemm ->
     BatchNormalization -> Relu -> Gemm`` (``variant="gemm"``), or with the first layer as
     ``MatMul(x, W (K, N)) -> Add(b)`` (``variant="matmul"``). Input ``(batch, features)``,
@@ -331,10 +341,10 @@ def bn1d_mlp(rng, *, features=16, hidden=32, classes=4, variant="gemm", dynamic_
     g.gemm(x, "fc2", hidden, classes)
     g.rename_last("output")
     batch = _batch(dynamic_batch)
-    return g.model([batch, features], [batch, classes], opset=17, name="main_graph")
+    return g.model([batch, features], [batch, classes], opset=opset, name="main_graph")
 
 
-def transposed_matmul(rng, *, features=12, hidden=10, classes=5, dynamic_batch=True):
+def transposed_matmul(rng, *, features=12, hidden=10, classes=5, dynamic_batch=True, opset=17):
     """Transposed weights as hand-written PyTorch code exports them (opset 17): layer 1 is
     ``(W1 @ x.T).T + b1`` -- ``Transpose(perm [1, 0])``, ``MatMul`` with the constant ``W1
     (hidden, features)`` on the LEFT, ``Transpose`` back, ``Add(b1)`` -- then Relu; layer 2 is
@@ -355,10 +365,10 @@ def transposed_matmul(rng, *, features=12, hidden=10, classes=5, dynamic_batch=T
     g.node("Add", [y, b2], "layer2")
     g.rename_last("output")
     batch = _batch(dynamic_batch)
-    return g.model([batch, features], [batch, classes], opset=17, name="main_graph")
+    return g.model([batch, features], [batch, classes], opset=opset, name="main_graph")
 
 
-def pooling_cnn(rng, *, size=16, channels=8, classes=10, dynamic_batch=True):
+def pooling_cnn(rng, *, size=16, channels=8, classes=10, dynamic_batch=True, opset=17):
     """A CNN with every pooling form (opset 17), input ``(batch, 3, size, size)``, ``size`` a
     multiple of 4: Conv(3->c, 3x3, pad 1, no bias) BN Relu; AveragePool(3x3, stride 2, pads 1,
     ``count_include_pad=0``); Conv(c->c, 3x3, stride 2, ``auto_pad="SAME_UPPER"``: padding
@@ -381,10 +391,11 @@ def pooling_cnn(rng, *, size=16, channels=8, classes=10, dynamic_batch=True):
     g.gemm(x, "classifier", c, classes)
     g.rename_last("output")
     batch = _batch(dynamic_batch)
-    return g.model([batch, 3, size, size], [batch, classes], opset=17, name="main_graph")
+    return g.model([batch, 3, size, size], [batch, classes], opset=opset, name="main_graph")
 
 
-def depthwise_cnn(rng, *, size=12, channels=8, multiplier=1, classes=10, dynamic_batch=True):
+def depthwise_cnn(rng, *, size=12, channels=8, multiplier=1, classes=10, dynamic_batch=True,
+                  opset=17):
     """A MobileNet-style CNN (opset 17), input ``(batch, 3, size, size)``: Conv(3->c, 3x3,
     pad 1) Relu; depthwise Conv(c -> c*multiplier, 3x3, stride 2, pad 1, ``group=c``, no bias)
     BN Relu; pointwise Conv(c*multiplier -> 2c, 1x1) Relu; GlobalAveragePool; Flatten;
@@ -401,7 +412,7 @@ def depthwise_cnn(rng, *, size=12, channels=8, multiplier=1, classes=10, dynamic
     g.gemm(x, "fc", 2 * c, classes)
     g.rename_last("output")
     batch = _batch(dynamic_batch)
-    return g.model([batch, 3, size, size], [batch, classes], opset=17, name="main_graph")
+    return g.model([batch, 3, size, size], [batch, classes], opset=opset, name="main_graph")
 
 
 #: Every model builder by name, each callable as ``builder(rng)``.
@@ -409,6 +420,7 @@ BUILDERS = {
     "lenet5": lenet5,
     "lenet5_flatten": lambda rng: lenet5(rng, flatten="flatten"),
     "lenet5_static": lambda rng: lenet5(rng, dynamic_batch=False),
+    "lenet5_view": lambda rng: lenet5(rng, flatten="view"),
     "small_resnet": small_resnet,
     "keras_mlp": keras_mlp,
     "bn1d_mlp": bn1d_mlp,
