@@ -19,7 +19,8 @@ The scheme (TFLite's post-training integer quantization)
   ``ChooseQuantizationParams``). A ``Relu`` whose input is used by nothing else is fused into the
   ``Gemm``/``Conv``/``Add`` before it (TFLite's fused ``RELU``: ``act_min = zero_point``), and the
   fused op's range is the ``Relu``'s output's. Pools and reshapes keep their input's parameters,
-  as TFLite requires of ``MAX_POOL_2D``, ``AVERAGE_POOL_2D``, ``RESHAPE`` and ``PAD``.
+  as TFLite requires of ``MAX_POOL_2D``, ``AVERAGE_POOL_2D``, ``RESHAPE`` and ``PAD``; a
+  ``Softmax`` is ``SOFTMAX`` with TFLite's fixed output scale 1/256 and zero point -128.
 * **Weights:** symmetric int8 per output channel, ``scale[c] = max|w[c]| / 127`` (a channel of
   zeros gets scale 1), ``round(w / scale[c])`` half away from zero (TFLite's ``TfLiteRound``).
 * **Bias:** int32 ``round(b / (input_scale * scale[c]))`` with that product in float32 (the
@@ -323,6 +324,13 @@ class _Quantizer:
         if self.perm.get(a) is not None:
             self.perm[out_name] = self.perm[a]
 
+    def softmax(self, node, label):
+        # TFLite's int8 SOFTMAX: output scale 1/256, zero point -128 (its kernel requires them).
+        x_name = node.input[0]
+        if self.perm.get(x_name) is not None:
+            raise UnsupportedModel(f"{label}: a softmax over a flattened image")
+        self.tensor[node.output[0]] = self.b.softmax(self.tensor[x_name], beta=1.0)
+
     def relu(self, node, label):
         if node.output[0] not in self.alias:
             raise UnsupportedModel(f"{label}: a Relu must follow a Gemm, Conv or Add whose "
@@ -338,7 +346,8 @@ class _Quantizer:
         self.tensor[graph_in.name] = self.b.quantize(x, scale=scale, zero_point=zp)
         handlers = {"Conv": self.conv, "Gemm": self.gemm, "MaxPool": self.pool,
                     "AveragePool": self.pool, "GlobalAveragePool": self.pool,
-                    "Reshape": self.reshape, "Add": self.add, "Relu": self.relu}
+                    "Reshape": self.reshape, "Add": self.add, "Relu": self.relu,
+                    "Softmax": self.softmax}
         for node in graph.node:
             label = _label(node)
             if node.op_type not in handlers:

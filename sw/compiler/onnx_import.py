@@ -24,7 +24,9 @@ the source (within float32 rounding), and:
   (AveragePool also ``count_include_pad``), no ``auto_pad``, floor rounding, dilation 1, one
   output; ``GlobalAveragePool``;
 * ``Add(A, B)`` of two data tensors of the same shape (no broadcasting);
-* ``Reshape(X, S)``, S an int64 initializer ``[1, n]`` flattening X in row-major (NCHW) order.
+* ``Reshape(X, S)``, S an int64 initializer ``[1, n]`` flattening X in row-major (NCHW) order;
+* ``Softmax(X)`` of a ``(1, n)`` tensor over its ``n`` values (``axis`` -1 or 1, or absent):
+  the last op of a Keras or PyTorch classifier that outputs probabilities.
 
 ``model.metadata_props`` are kept.
 
@@ -77,7 +79,7 @@ The passes of :func:`normalize`
 What is refused
 ===============
 
-Anything the canonical form cannot express, e.g. Softmax, Sigmoid, Tanh, Clip with a max
+Anything the canonical form cannot express, e.g. Sigmoid, Tanh, Clip with a max
 (ReLU6), LeakyRelu, GlobalMaxPool, MatMul of two data tensors, a 4-D Transpose that reorders
 data (an NHWC model from tf2onnx), an unflattening Reshape, a dilated or grouped (not depthwise)
 Conv, ``ceil_mode=1`` that changes the shape, Dropout in training mode, BatchNormalization or
@@ -106,7 +108,7 @@ __all__ = ["load_onnx", "normalize", "check_canonical", "CANONICAL_OPS"]
 
 #: The ops of the canonical form.
 CANONICAL_OPS = ("Gemm", "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Add",
-                 "Reshape")
+                 "Reshape", "Softmax")
 
 _FLOAT_TYPES = None
 
@@ -1234,6 +1236,11 @@ def _check_node(node, label, inits, shapes):
         if shapes.get(ins[1]) != x or y != x:
             raise UnsupportedModel(f"{label}: inputs of shapes {x} and {shapes.get(ins[1])}: "
                                    f"canonical is the same shape (no broadcasting)")
+    elif op == "Softmax":
+        attrs_are([], optional=["axis"])
+        if len(x) != 2 or attrs.get("axis", -1) not in (-1, 1):
+            raise UnsupportedModel(f"{label}: a softmax of {x} over axis "
+                                   f"{attrs.get('axis', -1)}: canonical is (1, n) over n")
     elif op == "Reshape":
         attrs_are([], optional=["allowzero"])
         target = inits[ins[1]]

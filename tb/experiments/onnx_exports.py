@@ -39,7 +39,8 @@ from pim_macro.sw.paths import REPORT_DIR
 #: The default models: onnx_build's builders, with the arguments that make them run.
 DEFAULT_MODELS = {
     "lenet5": ("lenet5", {}), "small_resnet": ("small_resnet", {}),
-    "keras_mlp": ("keras_mlp", {}), "bn1d_mlp": ("bn1d_mlp", {}),
+    "keras_mlp": ("keras_mlp", {}), "keras_mlp_softmax": ("keras_mlp_softmax", {}),
+    "bn1d_mlp": ("bn1d_mlp", {}),
     "transposed_matmul": ("transposed_matmul", {}), "pooling_cnn": ("pooling_cnn", {"size": 15}),
     "depthwise_cnn": ("depthwise_cnn", {}),
 }

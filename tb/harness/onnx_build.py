@@ -285,12 +285,14 @@ def small_resnet(rng, *, size=16, channels=8, classes=10, dynamic_batch=True, op
     return g.model([batch, 3, size, size], [batch, classes], opset=opset, name="main_graph")
 
 
-def keras_mlp(rng, *, features=20, hidden=(32, 16), classes=3, dynamic_batch=True, opset=13):
+def keras_mlp(rng, *, features=20, hidden=(32, 16), classes=3, dynamic_batch=True, opset=13,
+              softmax=False):
     """A Keras ``Sequential`` of Dense(relu) layers with Dropout, as tf2onnx (opset 13) writes
     it: per layer ``MatMul(x, W (K, N))``, ``Add(b (N,))``, ``Relu``; an ``Identity`` after each
     hidden layer; a ``Dropout`` after each hidden layer in inference mode (the first with one
     input and one output, the others with ``ratio`` and ``training_mode=False`` inputs and the
-    optional mask output); the last layer MatMul + Add (logits). Input ``(batch, features)``,
+    optional mask output); the last layer MatMul + Add (logits), and with ``softmax`` a
+    ``Softmax`` (``Dense(activation="softmax")``: probabilities). Input ``(batch, features)``,
     batch the symbol ``"unk__0"`` when ``dynamic_batch``; output ``(batch, classes)``."""
     g = _Graph(rng, style="tf")
     x = "input"
@@ -315,7 +317,9 @@ def keras_mlp(rng, *, features=20, hidden=(32, 16), classes=3, dynamic_batch=Tru
     w = g.init(f"{scope}/MatMul/ReadVariableOp:0", g.he((k, classes), k))
     b = g.init(f"{scope}/BiasAdd/ReadVariableOp:0", g.bias(classes, k))
     x = g.node("MatMul", [x, w], scope)
-    g.node("Add", [x, b], scope + "/BiasAdd")
+    x = g.node("Add", [x, b], scope + "/BiasAdd")
+    if softmax:
+        g.node("Softmax", [x], scope + "/Softmax", axis=-1 if opset >= 13 else 1)
     g.rename_last("output")
     batch = _batch(dynamic_batch, "unk__0")
     return g.model([batch, features], [batch, classes], opset=opset, name="tf2onnx",
@@ -423,6 +427,7 @@ BUILDERS = {
     "lenet5_view": lambda rng: lenet5(rng, flatten="view"),
     "small_resnet": small_resnet,
     "keras_mlp": keras_mlp,
+    "keras_mlp_softmax": lambda rng, **kw: keras_mlp(rng, softmax=True, **kw),
     "bn1d_mlp": bn1d_mlp,
     "bn1d_mlp_matmul": lambda rng: bn1d_mlp(rng, variant="matmul"),
     "transposed_matmul": transposed_matmul,

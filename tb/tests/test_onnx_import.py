@@ -55,6 +55,7 @@ EXPECTED_OPS = {
     "small_resnet": ["Conv", "Relu", "Conv", "Relu", "Conv", "Add", "Relu", "Conv", "Conv",
                      "Relu", "Conv", "Add", "Relu", "GlobalAveragePool", "Reshape", "Gemm"],
     "keras_mlp": ["Gemm", "Relu", "Gemm", "Relu", "Gemm"],
+    "keras_mlp_softmax": ["Gemm", "Relu", "Gemm", "Relu", "Gemm", "Softmax"],
     "bn1d_mlp": ["Gemm", "Relu", "Gemm"],
     "bn1d_mlp_matmul": ["Gemm", "Relu", "Gemm"],
     "transposed_matmul": ["Gemm", "Relu", "Gemm"],
@@ -97,7 +98,8 @@ def test_normalize_builders(name):
 
 
 @pytest.mark.parametrize("name,opset", [("lenet5", 13), ("lenet5", 15), ("small_resnet", 13),
-                                        ("keras_mlp", 17), ("pooling_cnn", 19),
+                                        ("keras_mlp", 17), ("keras_mlp_softmax", 13),
+                                        ("pooling_cnn", 19),
                                         ("transposed_matmul", 21)])
 def test_normalize_other_opsets(name, opset):
     source = ob.BUILDERS[name](np.random.default_rng(opset), opset=opset)
