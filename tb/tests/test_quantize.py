@@ -169,7 +169,7 @@ def test_mlp_pickle_file(digits_mlp, tmp_path):
 def test_mlp_rejects():
     from sklearn.neural_network import MLPClassifier
 
-    with pytest.raises(ValueError, match="not a fitted"):
+    with pytest.raises(ValueError, match="not fitted"):
         quantize_mlp(MLPClassifier(), np.ones((4, 3)))
 
 
