@@ -39,6 +39,13 @@ def as_classes(values, what="classes"):
     fitted on float labels, become integers), a unicode array for strings. Raises
     ``ValueError`` for anything else (an empty list, mixed kinds, bytes, objects, NaN, a 2-D
     array, repeated labels)."""
+    if not isinstance(values, np.ndarray):
+        # numpy would turn [1, "a"] into the strings ["1", "a"]: judge a list by its items
+        items = list(values) if isinstance(values, (list, tuple)) else None
+        if items and any(isinstance(v, str) for v in items) and \
+                not all(isinstance(v, str) for v in items):
+            raise ValueError(f"{what} must be all integers or all strings, not a mix of "
+                             f"{sorted({type(v).__name__ for v in items})}")
     try:
         array = np.asarray(values)
     except (ValueError, TypeError) as exc:
