@@ -616,7 +616,7 @@ def _infer(args):
     except ValueError as exc:
         raise _Error(str(exc)) from None
     if labels is not None and labels.shape[0] != batch:
-        raise _Error(f"{labels.shape[0]} labels for {batch} samples")
+        raise _Error(f"--labels: {labels.shape[0]} labels for {batch} samples")
 
     with _back_end():
         result = run_network(network, inputs, config, sim=args.sim, arch=args.arch,
@@ -699,7 +699,7 @@ def _infer_tflite(args):
     if args.labels is not None:
         labels = _check_labels(_load(args.labels, "labels"), classes, outputs)
         if inputs.ndim and labels.shape[0] != inputs.shape[0]:
-            raise _Error(f"{labels.shape[0]} labels for {inputs.shape[0]} samples")
+            raise _Error(f"--labels: {labels.shape[0]} labels for {inputs.shape[0]} samples")
     with _back_end():
         result = run_graph(graph, inputs, config, sim=args.sim, arch=args.arch,
                            port=args.port, im2col=args.im2col, **_stalls(args))
