@@ -204,7 +204,8 @@ def _quantize_layers(layers, calib, classes=None):
         for what, value in (("weights", layer.w), ("bias", layer.b)):
             # A NaN weight would make the weight scale NaN and every int8 weight -1/0/1.
             if not np.all(np.isfinite(value)):
-                raise ValueError(f"{where}: the {what} hold a non-finite value "
+                raise ValueError(f"{where}: the {what} {'hold' if what == 'weights' else 'holds'}"
+                                 f" a non-finite value "
                                  f"({np.asarray(value).ravel()[~np.isfinite(value).ravel()][0]})")
         if not np.all(np.isfinite(out)):
             raise ValueError(f"{where}: the float outputs on the calibration data are not finite")
