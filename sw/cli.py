@@ -784,7 +784,7 @@ def _print_accuracy(accuracy, batch):
 
 def _quantize(args):
     from pim_macro.sw.compiler.quantize import (float_forward, load_float_model,
-                                                quantization_warnings, quantize_file, report)
+                                                quantization_warnings, quantize_model, report)
     _check_out(args.out, json_output=args.json, inputs=args)
     calib = _load(args.calib, "calibration data")
     test = calib if args.test is None else _load(args.test, "test data")
@@ -799,11 +799,11 @@ def _quantize(args):
     try:
         # Values so large that the float model overflows are data no int8 scale can serve.
         with np.errstate(over="raise", divide="raise", invalid="raise"):
-            network = quantize_file(args.model, calib)
+            model = load_float_model(args.model)        # once: a pickle runs code
+            network = quantize_model(model, calib)
             if labels is not None:
                 _check_labels(labels, network.classes, network.layers[-1].outputs)
-            summary = report(network, float_forward(load_float_model(args.model)), test,
-                             labels)
+            summary = report(network, float_forward(model), test, labels)
     except FloatingPointError as exc:
         raise _Error(f"cannot quantize {args.model}: the float model {exc} on the calibration "
                      f"or test data (values too large?)") from None
@@ -832,6 +832,8 @@ def _quantize(args):
         for key in ("float_accuracy", "int8_accuracy", "agreement", "relative_error"):
             if key in summary:
                 print(f"  {key.replace('_', ' ')}: {summary[key]:.4f}")
+        if network.classes is not None:
+            print(f"  classes: {shown(' '.join(map(str, network.classes.tolist())), 200)}")
     return EXIT_OK
 
 

@@ -88,7 +88,7 @@ from pim_macro.sw.models.requant import INT32_MAX, INT32_MIN, quantize_multiplie
 
 __all__ = ["activation_params", "quantize_mlp", "quantize_onnx", "quantize_input", "report",
            "quantization_warnings", "feature_ranges", "RELATIVE_ERROR_WARN",
-           "float_forward", "load_float_model", "quantize_file", "FloatLayer"]
+           "float_forward", "load_float_model", "quantize_file", "quantize_model", "FloatLayer"]
 
 QMIN, QMAX = -128, 127
 #: Symmetric weights use -127 .. 127 (TFLite's int8 filters).
@@ -567,13 +567,19 @@ def _is_onnx(model):
     return isinstance(model, onnx.ModelProto)
 
 
-def quantize_file(path, calib):
-    """Load a float model with :func:`load_float_model` and quantize it with
-    :func:`quantize_onnx` or :func:`quantize_mlp`."""
-    model = load_float_model(path)
+def quantize_model(model, calib):
+    """Quantize a float model as :func:`load_float_model` returns it: an ``onnx.ModelProto``
+    with :func:`quantize_onnx`, anything else (a scikit-learn estimator) with
+    :func:`quantize_mlp`."""
     if _is_onnx(model):
         return quantize_onnx(model, calib)
     return quantize_mlp(model, calib)
+
+
+def quantize_file(path, calib):
+    """Load a float model with :func:`load_float_model` and quantize it
+    (:func:`quantize_model`)."""
+    return quantize_model(load_float_model(path), calib)
 
 
 # -- using a quantized network --------------------------------------------------------------------

@@ -1514,3 +1514,34 @@ def test_infer_predictions_and_out_must_differ(tmp_path, network_files):
                  "--predictions", tmp_path / "a.npy")
     assert result.returncode == 2 and "--out and --predictions name the same file" in \
         result.stderr
+
+
+def test_lenet_sized_tflite_runs_with_the_default_macro(tmp_path, capsys):
+    """A LeNet-5-sized int8 .tflite (28x28 input, conv 6 5x5, max pool, conv 16 5x5, max pool,
+    dense 120-84-10) runs at MacroConfig's defaults (1 KiB activation buffer, 2 KiB of weights):
+    the graph compiler streams a layer's input and spills the weights; equal to Graph.run."""
+    from pim_macro.sw.compiler.tflite_import import load_tflite
+    from pim_macro.tb.harness.tflite_build import ModelBuilder
+    rng = np.random.default_rng(28)
+    b = ModelBuilder()
+    q = dict(w_scale=0.01, out_scale=0.05, out_zero_point=-128, activation="RELU")
+    t = image = b.input((1, 28, 28, 1), scale=0.02, zero_point=-128)
+    for c_in, c_out in ((1, 6), (6, 16)):
+        t = b.conv2d(t, rng.integers(-127, 128, (c_out, 5, 5, c_in)),
+                     rng.integers(-500, 500, c_out), **q)
+        t = b.pool("MAX_POOL_2D", t, filter=(2, 2), stride=(2, 2))
+    t = b.reshape(t, (1, 7 * 7 * 16))
+    for k, n in ((784, 120), (120, 84)):
+        t = b.fully_connected(t, rng.integers(-127, 128, (n, k)), rng.integers(-500, 500, n),
+                              **q)
+    t = b.fully_connected(t, rng.integers(-127, 128, (10, 84)), rng.integers(-500, 500, 10),
+                          w_scale=0.01, out_scale=0.05, out_zero_point=0)
+    (tmp_path / "lenet.tflite").write_bytes(b.to_bytes([image], [t]))
+    x = rng.integers(-128, 128, (2, 28, 28, 1)).astype(np.int8)
+    np.save(tmp_path / "X.npy", x)
+    code, out, err = _run_cli(capsys, "infer", {"--model": tmp_path / "lenet.tflite",
+                                                "--input": tmp_path / "X.npy", "--json": None})
+    assert code == 0, err
+    graph = load_tflite(tmp_path / "lenet.tflite")
+    expected = np.concatenate([graph.run([s[None]])[0] for s in x])
+    assert json.loads(out)["output"] == expected.tolist()
