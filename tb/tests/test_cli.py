@@ -1240,6 +1240,17 @@ def test_out_refuses_an_input_file(runs, capsys, command, option, how):
 
 # -- issue 13: labels, classes, predictions, warnings ------------------------------------------
 
+def _pim_here(*args):
+    """``pim *args`` in this process (a subprocess costs 0.7 s of imports), as a
+    ``CompletedProcess``."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def _sklearn_files(tmp_path, labels, seed=0, n=300):
     """A pickled MLPClassifier on 5 features and labels of the given kind ("binary": 0/1,
     "359": 3/5/9, "str": strings), its float data and int8 inputs; returns the paths and
@@ -1270,13 +1281,13 @@ def _sklearn_files(tmp_path, labels, seed=0, n=300):
 
 
 def _quantize_and_infer(tmp_path, p, *extra):
-    summary = json.loads(ok(pim("quantize", "--model", p["pkl"], "--calib", p["x"], "--labels",
+    summary = json.loads(ok(_pim_here("quantize", "--model", p["pkl"], "--calib", p["x"], "--labels",
                                 p["labels"], "--out", tmp_path / "m.npz", "--json")).stdout)
     from pim_macro.sw.compiler.network import load_network
     from pim_macro.sw.compiler.quantize import quantize_input
     net = load_network(tmp_path / "m.npz")
     np.save(tmp_path / "xq.npy", quantize_input(net, np.load(p["x"])))
-    report = json.loads(ok(pim("infer", "--model", tmp_path / "m.npz", "--input",
+    report = json.loads(ok(_pim_here("infer", "--model", tmp_path / "m.npz", "--input",
                                tmp_path / "xq.npy", "--labels", p["labels"], "--json",
                                "--out", tmp_path / "y.npy", *extra)).stdout)
     return summary, report, net
@@ -1300,7 +1311,7 @@ def test_quantize_and_infer_report_accuracy_in_the_users_labels(tmp_path, labels
     assert summary["classes"] == clf.classes_.tolist()
     assert report["classes"] == clf.classes_.tolist()
     # the text form says the same, and --predictions holds them in the user's labels
-    text = ok(pim("infer", "--model", tmp_path / "m.npz", "--input", tmp_path / "xq.npy",
+    text = ok(_pim_here("infer", "--model", tmp_path / "m.npz", "--input", tmp_path / "xq.npy",
                   "--labels", p["labels"], "--out", tmp_path / "y2.npy", "--predictions",
                   tmp_path / "pred.npy")).stdout
     n = len(y_true)
@@ -1319,7 +1330,7 @@ def test_labels_in_another_encoding_are_refused(tmp_path):
     """Labels that cannot be the model's (indices for classes 3/5/9, strings for integer
     classes, 3/5/9 for a model without classes): one line, before anything runs."""
     p, clf = _sklearn_files(tmp_path, "359", n=120)
-    ok(pim("quantize", "--model", p["pkl"], "--calib", p["x"], "--out", tmp_path / "m.npz"))
+    ok(_pim_here("quantize", "--model", p["pkl"], "--calib", p["x"], "--out", tmp_path / "m.npz"))
     from pim_macro.sw.compiler.network import load_network, save_network, Network
     from pim_macro.sw.compiler.quantize import quantize_input
     net = load_network(tmp_path / "m.npz")
@@ -1336,12 +1347,12 @@ def test_labels_in_another_encoding_are_refused(tmp_path):
              ("plain.npz", "labels.npy", "label [359] is not a class index 0..2 .* has no "
                                          "classes")]
     for model, labels, message in cases:
-        result = pim("infer", "--model", tmp_path / model, "--input", tmp_path / "xq.npy",
+        result = _pim_here("infer", "--model", tmp_path / model, "--input", tmp_path / "xq.npy",
                      "--labels", tmp_path / labels)
         assert result.returncode == 2 and result.stdout == "", result.stderr
         assert re.fullmatch(f"pim: error: --labels: {message}.*\n", result.stderr), \
             result.stderr
-    result = pim("quantize", "--model", p["pkl"], "--calib", p["x"], "--labels",
+    result = _pim_here("quantize", "--model", p["pkl"], "--calib", p["x"], "--labels",
                  tmp_path / "index.npy", "--out", tmp_path / "q.npz")
     assert result.returncode == 2 and not (tmp_path / "q.npz").exists()
     assert re.search("label [0-2] is not one of the model's classes", result.stderr)
@@ -1380,7 +1391,7 @@ def test_quantize_refuses_non_finite_weights(tmp_path, weight, bias, message):
     """Wrong result 3 of issue 13: main accepted a NaN weight (weight scale 1.0, int8 weights
     -1/0/1, exit 0, a bare NaN in --json) and refused an infinite bias as not fitting int32."""
     _onnx_mlp(tmp_path, weight, bias)
-    result = pim("quantize", "--model", tmp_path / "m.onnx", "--calib", tmp_path / "calib.npy",
+    result = _pim_here("quantize", "--model", tmp_path / "m.onnx", "--calib", tmp_path / "calib.npy",
                  "--out", tmp_path / "q.npz", "--json")
     assert result.returncode == 2 and result.stdout == ""
     assert re.fullmatch(f"pim: error: cannot quantize .*m.onnx: {message}\n", result.stderr), \
@@ -1415,7 +1426,7 @@ def test_quantize_warns_about_feature_ranges(tmp_path):
             clf.fit(data, y)
         joblib.dump(clf, tmp_path / f"{name}.pkl")
         np.save(tmp_path / f"{name}.npy", data)
-    raw = pim("quantize", "--model", tmp_path / "raw.pkl", "--calib", tmp_path / "raw.npy",
+    raw = _pim_here("quantize", "--model", tmp_path / "raw.pkl", "--calib", tmp_path / "raw.npy",
               "--labels", tmp_path / "labels.npy", "--out", tmp_path / "raw.npz", "--json")
     summary = json.loads(ok(raw).stdout)
     assert summary["relative_error"] > 0.1 and summary["int8_accuracy"] < 0.8
@@ -1424,7 +1435,7 @@ def test_quantize_warns_about_feature_ranges(tmp_path):
     assert "feature 0 spans" in lines[0] and "feature 3" in lines[0] \
         and "standardize" in lines[0]
     assert summary["warnings"] == [lines[0][len("pim: warning: "):]]
-    std = ok(pim("quantize", "--model", tmp_path / "std.pkl", "--calib", tmp_path / "std.npy",
+    std = ok(_pim_here("quantize", "--model", tmp_path / "std.pkl", "--calib", tmp_path / "std.npy",
                  "--labels", tmp_path / "labels.npy", "--out", tmp_path / "std.npz"))
     assert std.stderr == "" and "int8 accuracy" in std.stdout
     assert float(re.search(r"int8 accuracy: ([0-9.]+)", std.stdout).group(1)) > 0.95
@@ -1436,23 +1447,23 @@ def test_infer_names_the_act_depth_that_fits(tmp_path):
     from pim_macro.sw.models.digits import split
     x_train, x_test, _, y_test = split()
     np.save(tmp_path / "calib.npy", x_train)
-    ok(pim("quantize", "--model", MODELS_DIR / "digits_cnn.onnx", "--calib",
+    ok(_pim_here("quantize", "--model", MODELS_DIR / "digits_cnn.onnx", "--calib",
            tmp_path / "calib.npy", "--out", tmp_path / "cnn.npz"))
     from pim_macro.sw.compiler.network import load_network
     from pim_macro.sw.compiler.quantize import quantize_input
     net = load_network(tmp_path / "cnn.npz")
     np.save(tmp_path / "xq.npy", quantize_input(net, x_test[:4]))
     np.save(tmp_path / "y.npy", y_test[:4])
-    result = pim("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy")
+    result = _pim_here("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy")
     assert result.returncode == 2
     match = re.fullmatch(r"pim: error: one sample needs (\d+) bytes of activation buffer .*"
                          r"the macro has 1024: the smallest that fits is act_depth \1 "
                          r"\(--act-depth \1;.*\n", result.stderr)
     assert match, result.stderr
     need = int(match.group(1))
-    ok(pim("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy",
+    ok(_pim_here("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy",
            "--act-depth", need))
-    result = pim("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy",
+    result = _pim_here("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy",
                  "--act-depth", need - 4)
     assert result.returncode == 2 and f"act_depth {need}" in result.stderr
 
@@ -1510,7 +1521,7 @@ def test_infer_tflite_labels(tmp_path, capsys, monkeypatch, outputs, classes):
 
 def test_infer_predictions_and_out_must_differ(tmp_path, network_files):
     p, _ = network_files
-    result = pim("infer", "--model", p["model"], "--input", p["x"], "--out", tmp_path / "a.npy",
+    result = _pim_here("infer", "--model", p["model"], "--input", p["x"], "--out", tmp_path / "a.npy",
                  "--predictions", tmp_path / "a.npy")
     assert result.returncode == 2 and "--out and --predictions name the same file" in \
         result.stderr
