@@ -1281,15 +1281,16 @@ def _sklearn_files(tmp_path, labels, seed=0, n=300):
 
 
 def _quantize_and_infer(tmp_path, p, *extra):
-    summary = json.loads(ok(_pim_here("quantize", "--model", p["pkl"], "--calib", p["x"], "--labels",
-                                p["labels"], "--out", tmp_path / "m.npz", "--json")).stdout)
+    summary = json.loads(ok(_pim_here(
+        "quantize", "--model", p["pkl"], "--calib", p["x"], "--labels", p["labels"], "--out",
+        tmp_path / "m.npz", "--json")).stdout)
     from pim_macro.sw.compiler.network import load_network
     from pim_macro.sw.compiler.quantize import quantize_input
     net = load_network(tmp_path / "m.npz")
     np.save(tmp_path / "xq.npy", quantize_input(net, np.load(p["x"])))
-    report = json.loads(ok(_pim_here("infer", "--model", tmp_path / "m.npz", "--input",
-                               tmp_path / "xq.npy", "--labels", p["labels"], "--json",
-                               "--out", tmp_path / "y.npy", *extra)).stdout)
+    report = json.loads(ok(_pim_here(
+        "infer", "--model", tmp_path / "m.npz", "--input", tmp_path / "xq.npy", "--labels",
+        p["labels"], "--json", "--out", tmp_path / "y.npy", *extra)).stdout)
     return summary, report, net
 
 
@@ -1312,8 +1313,8 @@ def test_quantize_and_infer_report_accuracy_in_the_users_labels(tmp_path, labels
     assert report["classes"] == clf.classes_.tolist()
     # the text form says the same, and --predictions holds them in the user's labels
     text = ok(_pim_here("infer", "--model", tmp_path / "m.npz", "--input", tmp_path / "xq.npy",
-                  "--labels", p["labels"], "--out", tmp_path / "y2.npy", "--predictions",
-                  tmp_path / "pred.npy")).stdout
+                        "--labels", p["labels"], "--out", tmp_path / "y2.npy", "--predictions",
+                        tmp_path / "pred.npy")).stdout
     n = len(y_true)
     assert text == f"accuracy: {report['accuracy']:.4f} " \
                    f"({int(round(report['accuracy'] * n))}/{n})\n"
@@ -1348,12 +1349,12 @@ def test_labels_in_another_encoding_are_refused(tmp_path):
                                          "classes")]
     for model, labels, message in cases:
         result = _pim_here("infer", "--model", tmp_path / model, "--input", tmp_path / "xq.npy",
-                     "--labels", tmp_path / labels)
+                           "--labels", tmp_path / labels)
         assert result.returncode == 2 and result.stdout == "", result.stderr
         assert re.fullmatch(f"pim: error: --labels: {message}.*\n", result.stderr), \
             result.stderr
     result = _pim_here("quantize", "--model", p["pkl"], "--calib", p["x"], "--labels",
-                 tmp_path / "index.npy", "--out", tmp_path / "q.npz")
+                       tmp_path / "index.npy", "--out", tmp_path / "q.npz")
     assert result.returncode == 2 and not (tmp_path / "q.npz").exists()
     assert re.search("label [0-2] is not one of the model's classes", result.stderr)
 
@@ -1391,8 +1392,8 @@ def test_quantize_refuses_non_finite_weights(tmp_path, weight, bias, message):
     """Wrong result 3 of issue 13: main accepted a NaN weight (weight scale 1.0, int8 weights
     -1/0/1, exit 0, a bare NaN in --json) and refused an infinite bias as not fitting int32."""
     _onnx_mlp(tmp_path, weight, bias)
-    result = _pim_here("quantize", "--model", tmp_path / "m.onnx", "--calib", tmp_path / "calib.npy",
-                 "--out", tmp_path / "q.npz", "--json")
+    result = _pim_here("quantize", "--model", tmp_path / "m.onnx", "--calib",
+                       tmp_path / "calib.npy", "--out", tmp_path / "q.npz", "--json")
     assert result.returncode == 2 and result.stdout == ""
     assert re.fullmatch(f"pim: error: cannot quantize .*m.onnx: {message}\n", result.stderr), \
         result.stderr
@@ -1427,7 +1428,7 @@ def test_quantize_warns_about_feature_ranges(tmp_path):
         joblib.dump(clf, tmp_path / f"{name}.pkl")
         np.save(tmp_path / f"{name}.npy", data)
     raw = _pim_here("quantize", "--model", tmp_path / "raw.pkl", "--calib", tmp_path / "raw.npy",
-              "--labels", tmp_path / "labels.npy", "--out", tmp_path / "raw.npz", "--json")
+                    "--labels", tmp_path / "labels.npy", "--out", tmp_path / "raw.npz", "--json")
     summary = json.loads(ok(raw).stdout)
     assert summary["relative_error"] > 0.1 and summary["int8_accuracy"] < 0.8
     lines = raw.stderr.splitlines()
@@ -1436,7 +1437,7 @@ def test_quantize_warns_about_feature_ranges(tmp_path):
         and "standardize" in lines[0]
     assert summary["warnings"] == [lines[0][len("pim: warning: "):]]
     std = ok(_pim_here("quantize", "--model", tmp_path / "std.pkl", "--calib", tmp_path / "std.npy",
-                 "--labels", tmp_path / "labels.npy", "--out", tmp_path / "std.npz"))
+                       "--labels", tmp_path / "labels.npy", "--out", tmp_path / "std.npz"))
     assert std.stderr == "" and "int8 accuracy" in std.stdout
     assert float(re.search(r"int8 accuracy: ([0-9.]+)", std.stdout).group(1)) > 0.95
 
@@ -1448,7 +1449,7 @@ def test_infer_names_the_act_depth_that_fits(tmp_path):
     x_train, x_test, _, y_test = split()
     np.save(tmp_path / "calib.npy", x_train)
     ok(_pim_here("quantize", "--model", MODELS_DIR / "digits_cnn.onnx", "--calib",
-           tmp_path / "calib.npy", "--out", tmp_path / "cnn.npz"))
+                 tmp_path / "calib.npy", "--out", tmp_path / "cnn.npz"))
     from pim_macro.sw.compiler.network import load_network
     from pim_macro.sw.compiler.quantize import quantize_input
     net = load_network(tmp_path / "cnn.npz")
@@ -1462,9 +1463,9 @@ def test_infer_names_the_act_depth_that_fits(tmp_path):
     assert match, result.stderr
     need = int(match.group(1))
     ok(_pim_here("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy",
-           "--act-depth", need))
+                 "--act-depth", need))
     result = _pim_here("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy",
-                 "--act-depth", need - 4)
+                       "--act-depth", need - 4)
     assert result.returncode == 2 and f"act_depth {need}" in result.stderr
 
 
@@ -1521,8 +1522,8 @@ def test_infer_tflite_labels(tmp_path, capsys, monkeypatch, outputs, classes):
 
 def test_infer_predictions_and_out_must_differ(tmp_path, network_files):
     p, _ = network_files
-    result = _pim_here("infer", "--model", p["model"], "--input", p["x"], "--out", tmp_path / "a.npy",
-                 "--predictions", tmp_path / "a.npy")
+    result = _pim_here("infer", "--model", p["model"], "--input", p["x"], "--out",
+                       tmp_path / "a.npy", "--predictions", tmp_path / "a.npy")
     assert result.returncode == 2 and "--out and --predictions name the same file" in \
         result.stderr
 
