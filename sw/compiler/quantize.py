@@ -242,10 +242,6 @@ def _quantize_layers(layers, calib, classes=None):
 
 # -- scikit-learn -------------------------------------------------------------------------------
 
-def _is_sklearn(model):
-    return type(model).__module__.split(".")[0] == "sklearn"
-
-
 def quantize_mlp(clf, calib):
     """The int8 :class:`Network` of a fitted ``MLPClassifier`` / ``MLPRegressor`` or a
     ``Pipeline(StandardScaler, MLP)`` (Dense layers, ReLU on the hidden ones, logits out; the
@@ -254,8 +250,6 @@ def quantize_mlp(clf, calib):
     :func:`quantize_onnx`. Raises ``ValueError`` (``UnsupportedModel`` for an estimator
     from_sklearn does not take)."""
     from pim_macro.sw.compiler.sklearn_import import from_sklearn
-    if not _is_sklearn(clf):
-        raise ValueError(f"{type(clf).__name__} is not a scikit-learn estimator")
     calib = np.asarray(calib, dtype=np.float64)
     if calib.ndim > 2:
         calib = calib.reshape(calib.shape[0], -1)
