@@ -28,6 +28,8 @@ key                      dtype, shape             meaning
 ``pad{i}``               integer scalar or (2,)   convolutions only: padding (default 0), which
                                                   holds the input zero point
 ``in_shape{i}``          integer (3,): C, H, W    convolutions only: the input geometry
+``classes``              int64 or unicode (out,), optional: a classifier's class labels, one
+                         (2,) for one output      per output (see below)
 ======================== ======================== ===============================================
 
 A layer's ``input_zero_point`` must be the previous layer's ``output_zero_point`` (the same
