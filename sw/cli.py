@@ -188,7 +188,14 @@ def build_parser():
     infer.add_argument("--input", required=True, metavar="X.npy",
                        help="int8 samples (B, features), or images (B, C, H, W); for a .tflite "
                             "model its own input shape after the batch, (B, H, W, C)")
-    infer.add_argument("--labels", metavar="L.npy", help="integer labels (B,): report accuracy")
+    infer.add_argument("--labels", metavar="L.npy",
+                       help="labels (B,), integers or strings, in the model's classes if it "
+                            "has them (else class indices 0..n-1): report the accuracy of the "
+                            "predictions (argmax; a single output: its sign)")
+    infer.add_argument("--predictions", metavar="P.npy",
+                       help="save the predictions (B,) to exactly this path: the model's "
+                            "class labels (int64 or strings) if it has them, else class "
+                            "indices (int64)")
     infer.add_argument("--im2col", action="store_true",
                        help=".tflite only: cut CONV_2D patches on chip where the input rows fit "
                             "the activation buffer (fewer activation words)")
@@ -211,18 +218,22 @@ def build_parser():
                     "int8 activations (scale and zero point from the calibration range), "
                     "int32 biases, a Q31 multiplier and shift per output channel (see "
                     "sw/compiler/quantize.py). Reports the int8-vs-float error on --test "
-                    "(default: the calibration data).")
+                    "(default: the calibration data), and warns (on stderr, and in the "
+                    "JSON's \"warnings\") when the int8 outputs are off by more than 0.1 of "
+                    "the float outputs' range.")
     quantize.add_argument("--model", required=True, metavar="F.onnx|F.pkl",
                           help="float model: ONNX (Gemm/MatMul+Add, Conv, Relu, Flatten) or a "
-                               "pickled sklearn MLPClassifier (pickles run code: trusted files "
-                               "only)")
+                               "pickled sklearn MLPClassifier/MLPRegressor, or a Pipeline of a "
+                               "StandardScaler and one (pickles run code: trusted files only)")
     quantize.add_argument("--calib", required=True, metavar="X.npy",
                           help="float calibration inputs (N, features) or (N, C, H, W)")
     quantize.add_argument("--out", required=True, metavar="M.npz",
                           help="write the int8 container to exactly this path, no suffix added "
                                "(not a directory)")
     quantize.add_argument("--test", metavar="X.npy", help="float inputs for the error report")
-    quantize.add_argument("--labels", metavar="L.npy", help="labels of --test: accuracies")
+    quantize.add_argument("--labels", metavar="L.npy",
+                          help="labels of --test (integers or strings; a classifier's "
+                               "classes_, else class indices): float and int8 accuracies")
     quantize.add_argument("--json", action="store_true", help="print the report as JSON")
     quantize.set_defaults(handler=_quantize)
 
@@ -503,7 +514,19 @@ def _print_json(report, args, y):
         report["output"] = y.tolist()
     else:
         report["out"] = args.out
-    print(json.dumps(report))
+    print(_json(report))
+
+
+def _json(report):
+    """``report`` as JSON text: strict JSON, never a bare ``NaN`` or ``Infinity`` (which JSON
+    does not have; a reader such as ``jq`` refuses them): a non-finite number is an error."""
+    try:
+        return json.dumps(report, allow_nan=False)
+    except ValueError:
+        bad = sorted(k for k, v in report.items()
+                     if isinstance(v, float) and not np.isfinite(v))
+        raise _Error(f"the report holds a non-finite number ({', '.join(bad) or 'nested'}); "
+                     f"it cannot be JSON", EXIT_FAILED) from None
 
 
 def _integer_or_array(value, option):
@@ -581,19 +604,19 @@ def _infer(args):
     if args.im2col:
         raise _Error("--im2col is for .tflite models")
     config = _config(args)
-    _check_out(args.out, json_output=args.json, inputs=args)
+    _check_outs(args)
     network = _load_network(args.model)
     inputs = _load(args.input, "input")
     labels = None
     if args.labels is not None:
-        labels = _load(args.labels, "labels")
-        _check_labels(labels)
+        labels = _check_labels(_load(args.labels, "labels"), network.classes,
+                               network.layers[-1].outputs)
     try:
         batch = network.input_array(inputs).shape[0]
     except ValueError as exc:
         raise _Error(str(exc)) from None
     if labels is not None and labels.shape[0] != batch:
-        raise _Error(f"{labels.shape[0]} labels for {batch} samples")
+        raise _Error(f"--labels: {labels.shape[0]} labels for {batch} samples")
 
     with _back_end():
         result = run_network(network, inputs, config, sim=args.sim, arch=args.arch,
@@ -601,8 +624,8 @@ def _infer(args):
 
     if args.out is not None:
         _save_array(args.out, result.y)
-    accuracy = (None if labels is None
-                else float(np.mean(result.predictions == labels)))
+    accuracy = _predictions(args, result.y, network.classes,
+                            network.layers[-1].output_zero_point, labels)
     if args.json:
         program = result.program
         _print_json({
@@ -612,13 +635,13 @@ def _infer(args):
             "weight_loads": program.weight_loads, "preloaded": args.preloaded,
             "cycles": result.counters["cycles"], "macs": program.macs,
             "utilization": result.utilization, "counters": result.counters,
-            "accuracy": accuracy,
+            "accuracy": accuracy, **_predictions_json(args, network.classes),
         }, args, result.y)
     else:
         if args.out is None:
             print(result.y)
         if accuracy is not None:
-            print(f"accuracy: {accuracy:.4f} ({int(round(accuracy * batch))}/{batch})")
+            _print_accuracy(accuracy, batch)
     return EXIT_OK
 
 
@@ -643,10 +666,7 @@ def _infer_tflite(args):
     (:mod:`pim_macro.sw.compiler.graph_compiler`) on the model the importer reads."""
     from pim_macro.sw.compiler.graph_compiler import run_graph
     config = _config(args)
-    _check_out(args.out, json_output=args.json, inputs=args)
-    if args.labels is not None:
-        raise _Error("--labels is for .npz networks; a .tflite model's outputs are its own "
-                     "(compare them with --out)")
+    _check_outs(args)
     if args.preloaded:
         raise _Error("--preloaded is for .npz networks; a .tflite model's resident weights are "
                      "always written once before the first inference (setup_cycles)")
@@ -666,15 +686,34 @@ def _infer_tflite(args):
         raise _Error(f"{shown(str(args.model))}: pim infer runs models of one input and one "
                      f"output, not {len(graph.inputs)} and {len(graph.outputs)}")
     inputs = _load(args.input, "input")
+    classes = graph.metadata.get("classes")
+    output = graph.tensors[graph.outputs[0]]
+    outputs = int(np.prod(output.shape[1:])) if len(output.shape) > 1 else 1
+    if classes is not None:
+        try:
+            from pim_macro.sw.compiler.classes import as_classes
+            classes = as_classes(classes, f"the classes in {shown(str(args.model))}")
+        except ValueError as exc:
+            raise _Error(str(exc)) from None
+    labels = None
+    if args.labels is not None:
+        labels = _check_labels(_load(args.labels, "labels"), classes, outputs)
+        if inputs.ndim and labels.shape[0] != inputs.shape[0]:
+            raise _Error(f"--labels: {labels.shape[0]} labels for {inputs.shape[0]} samples")
     with _back_end():
         result = run_graph(graph, inputs, config, sim=args.sim, arch=args.arch,
                            port=args.port, im2col=args.im2col, **_stalls(args))
     y = result.outputs[0]
     if args.out is not None:
         _save_array(args.out, y)
+    # A float output (a DEQUANTIZE at the end) has zero point 0: its sign is the logit's.
+    zero_point = output.zero_point if np.issubdtype(output.dtype, np.integer) else 0
+    accuracy = _predictions(args, y, classes, zero_point, labels)
     if args.json:
         report = result.report()
         report["model"] = str(args.model)
+        report["accuracy"] = accuracy
+        report.update(_predictions_json(args, classes))
         _print_json(report, args, y)
     else:
         if args.out is None:
@@ -684,18 +723,68 @@ def _infer_tflite(args):
         cycles = (f"{int(np.mean(result.cycles))} cycles per inference ({args.arch})"
                   if args.sim != "golden" else "no cycles on golden")
         print(f"{result.batch} samples, {result.macs} MACs per inference, {cycles}; {fit}")
+        if accuracy is not None:
+            _print_accuracy(accuracy, result.batch)
     return EXIT_OK
 
 
-def _check_labels(labels):
-    if labels.dtype.kind not in "iu" or labels.ndim != 1:
-        raise _Error(f"labels must be a 1-D integer array, not {labels.dtype} of shape "
-                     f"{labels.shape}")
+def _check_outs(args):
+    """``--out`` and ``--predictions`` of ``pim infer``, checked before anything runs (and not
+    the same file)."""
+    _check_out(args.out, json_output=args.json, inputs=args)
+    _check_out(args.predictions, json_output=args.json, inputs=args)
+    if args.out is not None and args.predictions is not None:
+        same = args.out == args.predictions
+        with contextlib.suppress(OSError, ValueError):
+            same = same or os.path.samefile(args.out, args.predictions)
+        if same and not _in_place(args.out):
+            raise _Error(f"--out and --predictions name the same file "
+                         f"{shown(args.out, 200)}: give them two")
+
+
+def _check_labels(labels, classes=None, outputs=None):
+    """The user's ``labels`` checked against the model's ``classes`` (or its number of
+    ``outputs``): :func:`pim_macro.sw.compiler.classes.check_labels`, as an :class:`_Error`."""
+    from pim_macro.sw.compiler.classes import check_labels
+    try:
+        return check_labels(labels, classes, outputs)
+    except ValueError as exc:
+        raise _Error(f"--labels: {exc}") from None
+
+
+def _predictions(args, y, classes, zero_point, labels):
+    """Decode the outputs ``y`` into predictions (:func:`pim_macro.sw.compiler.classes.
+    predict`), save them to ``--predictions`` and return the accuracy against ``labels``
+    (``None`` without labels)."""
+    if args.predictions is None and labels is None:
+        return None
+    from pim_macro.sw.compiler.classes import accuracy, predict
+    try:
+        predictions = predict(y, classes, zero_point=zero_point)
+    except ValueError as exc:
+        raise _Error(f"cannot decode the outputs into predictions: {exc}") from None
+    if args.predictions is not None:
+        _save_array(args.predictions, predictions)
+    return None if labels is None else accuracy(predictions, labels)
+
+
+def _predictions_json(args, classes):
+    """The JSON's ``predictions`` (the file) and ``classes`` entries."""
+    report = {}
+    if args.predictions is not None:
+        report["predictions"] = args.predictions
+    if classes is not None:
+        report["classes"] = np.asarray(classes).tolist()
+    return report
+
+
+def _print_accuracy(accuracy, batch):
+    print(f"accuracy: {accuracy:.4f} ({int(round(accuracy * batch))}/{batch})")
 
 
 def _quantize(args):
-    from pim_macro.sw.compiler.quantize import (float_forward, load_float_model, quantize_file,
-                                                report)
+    from pim_macro.sw.compiler.quantize import (float_forward, load_float_model,
+                                                quantization_warnings, quantize_model, report)
     _check_out(args.out, json_output=args.json, inputs=args)
     calib = _load(args.calib, "calibration data")
     test = calib if args.test is None else _load(args.test, "test data")
@@ -705,14 +794,16 @@ def _quantize(args):
     for name, data in (("calibration data", calib), ("test data", test)):
         if not np.all(np.isfinite(data)):
             raise _Error(f"{name} holds values that are not finite (inf or NaN)")
-    if labels is not None:
-        _check_labels(labels)
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iuU"):
+        _check_labels(labels)       # its kind and shape (the error); the classes: below
     try:
         # Values so large that the float model overflows are data no int8 scale can serve.
         with np.errstate(over="raise", divide="raise", invalid="raise"):
-            network = quantize_file(args.model, calib)
-            summary = report(network, float_forward(load_float_model(args.model)), test,
-                             labels)
+            model = load_float_model(args.model)        # once: a pickle runs code
+            network = quantize_model(model, calib)
+            if labels is not None:
+                _check_labels(labels, network.classes, network.layers[-1].outputs)
+            summary = report(network, float_forward(model), test, labels)
     except FloatingPointError as exc:
         raise _Error(f"cannot quantize {args.model}: the float model {exc} on the calibration "
                      f"or test data (values too large?)") from None
@@ -720,17 +811,29 @@ def _quantize(args):
         message = str(exc)
         raise _Error(message if str(args.model) in message
                      else f"cannot quantize {args.model}: {message}") from None
-    _save(args.out, lambda f: save_network(f, network))
+    warnings = quantization_warnings(summary, calib)
     summary.update({"out": args.out, "layers": len(network.layers),
                     "weight_bytes": network.weight_bytes,
-                    "input_scale": network.input_scale, "output_scale": network.output_scale})
+                    "input_scale": network.input_scale, "output_scale": network.output_scale,
+                    "warnings": warnings})
+    if network.classes is not None:
+        summary["classes"] = network.classes.tolist()
+    text = _json(summary)           # before writing anything: a report JSON cannot hold fails
+    _save(args.out, lambda f: save_network(f, network))
+    for warning in warnings:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if sys.stderr is not None:
+                sys.stderr.write(f"{PROG}: warning: {warning}\n")
+                sys.stderr.flush()
     if args.json:
-        print(json.dumps(summary))
+        print(text)
     else:
         print(f"{args.out}: {len(network.layers)} layers, {network.weight_bytes} int8 weights")
         for key in ("float_accuracy", "int8_accuracy", "agreement", "relative_error"):
             if key in summary:
                 print(f"  {key.replace('_', ' ')}: {summary[key]:.4f}")
+        if network.classes is not None:
+            print(f"  classes: {shown(' '.join(map(str, network.classes.tolist())), 200)}")
     return EXIT_OK
 
 

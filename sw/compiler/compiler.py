@@ -46,13 +46,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pim_macro.hw.isa import INT8_PER_WORD, MacroConfig, Opcode
+from pim_macro.hw.isa import FIELD_BITS, INT8_PER_WORD, MacroConfig, Opcode
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.driver import check_run_options, execute
 from pim_macro.sw.compiler.network import Conv, Dense, Network
 
 
-__all__ = ["NetworkProgram", "InferenceResult", "compile_network", "run_network"]
+__all__ = ["NetworkProgram", "InferenceResult", "compile_network", "run_network",
+           "act_buffer_refusal"]
 
 
 def _pad_words(n):
@@ -210,8 +211,7 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
         offset += size
     slot_bytes = offset
     if slot_bytes > cfg.act_depth:
-        raise ValueError(f"one sample needs {slot_bytes} bytes of activation buffer (every "
-                         f"layer's input on chip); the macro has {cfg.act_depth}")
+        raise ValueError(act_buffer_refusal(network, slot_bytes, region_off, cfg))
     slots = cfg.act_depth // slot_bytes
     batch = x.shape[0]
     chunk = batch if resident else min(batch, slots)
@@ -344,6 +344,27 @@ def compile_network(network: Network, x, config: MacroConfig, *, preloaded=False
         _emits=p.emits)
 
 
+def act_buffer_refusal(network, slot_bytes, region_off, config):
+    """The one-line refusal of a network whose sample slot (``slot_bytes``: every layer's
+    input region, from offsets ``region_off``) exceeds ``config.act_depth``: what each region
+    takes, and the smallest ``act_depth`` that fits (the slot itself, already a multiple of
+    the 4-byte stream word that ``MacroConfig`` asks of ``act_depth``), or that none does."""
+    ends = list(region_off[1:]) + [slot_bytes]
+    parts = ", ".join(
+        f"layer {i} {'im2col patches' if isinstance(layer, Conv) else 'input'} "
+        f"{end - start}" for i, (layer, start, end) in enumerate(zip(network.layers, region_off,
+                                                                       ends)))
+    most = 1 << FIELD_BITS          # MacroConfig's largest act_depth
+    if slot_bytes > most:
+        advice = (f"more than the largest buffer ({most} bytes): run the model as a .tflite "
+                  f"(the graph compiler streams a layer's input through the buffer)")
+    else:
+        advice = (f"the smallest that fits is act_depth {slot_bytes} (--act-depth "
+                  f"{slot_bytes}; twice that lets the next sample load while one computes)")
+    return (f"one sample needs {slot_bytes} bytes of activation buffer (every layer's input "
+            f"on chip: {parts}); the macro has {config.act_depth}: {advice}")
+
+
 def _patch_slots(layer, nxt, pos):
     """Byte offsets, within ``nxt``'s im2col region, where output position ``pos`` of conv
     ``layer`` goes (channel 0 of it; the channels follow contiguously)."""
@@ -375,10 +396,17 @@ class InferenceResult:
     arch: str
     config: MacroConfig
     program: NetworkProgram
+    #: The network's classes (or ``None``) and its output zero point, to decode ``y``.
+    classes: object = None
+    zero_point: int = 0
 
     @property
     def predictions(self):
-        return self.y.argmax(axis=1)
+        """The predictions (B,): :func:`pim_macro.sw.compiler.classes.predict` of ``y`` (the
+        argmax, or for a single output its sign against the output zero point), in the
+        network's classes when it has them, else class indices."""
+        from pim_macro.sw.compiler.classes import predict
+        return predict(self.y, self.classes, zero_point=self.zero_point)
 
     @property
     def utilization(self):
@@ -397,4 +425,5 @@ def run_network(network, x, config=MacroConfig(), *, sim="golden", arch="pim", p
     out = execute(program.words, config, sim=sim, arch=arch, work=program.rows_read, idle=idle,
                   backpressure=backpressure, seed=seed, port=port)
     y, counters = program.extract(out)
-    return InferenceResult(y, counters, sim, arch, config, program)
+    return InferenceResult(y, counters, sim, arch, config, program, classes=network.classes,
+                           zero_point=network.layers[-1].output_zero_point)

@@ -28,13 +28,19 @@ key                      dtype, shape             meaning
 ``pad{i}``               integer scalar or (2,)   convolutions only: padding (default 0), which
                                                   holds the input zero point
 ``in_shape{i}``          integer (3,): C, H, W    convolutions only: the input geometry
+``classes``              int64 or unicode (out,), optional: a classifier's class labels, one
+                         (2,) for one output      per output (see below)
 ======================== ======================== ===============================================
 
 A layer's ``input_zero_point`` must be the previous layer's ``output_zero_point`` (the same
 tensor). A scalar multiplier or shift is per tensor (every channel the same); they are saved as
 (out,) arrays. Optional, for float users: ``input_scale`` (float scalar: ``x_float ~=
 input_scale * (x_int8 - input_zero_point0)``) and ``output_scale`` (the same for the last
-layer's outputs with its ``output_zero_point``). A container of ISA version 3 (keys ``m{i}``,
+layer's outputs with its ``output_zero_point``), and ``classes`` (int64 or unicode strings,
+(out,), or (2,) for a single output: a classifier's class labels, ``classes[i]`` the label of
+output ``i``, of a single logit ``[negative, positive]``; scikit-learn's ``classes_``; decoded
+by :func:`pim_macro.sw.compiler.classes.predict`; an object array is refused: the container is
+read without pickle). A container of ISA version 3 (keys ``m{i}``,
 ``s{i}``, ``relu{i}``: one 16-bit multiplier per layer) is refused with a line saying so.
 
 Semantics: TFLite's int8 ``FULLY_CONNECTED`` / ``CONV_2D`` (reference kernels
@@ -197,9 +203,25 @@ class Conv(_Layer):
 
 @dataclass(frozen=True, eq=False)
 class Network:
+    """``layers`` (a tuple of :class:`Dense` / :class:`Conv`), the float ``input_scale`` and
+    ``output_scale`` (optional), and ``classes``: ``None`` or a classifier's class labels, one
+    per output (two for a single output), int64 or unicode (see the module; checked on
+    construction by :func:`pim_macro.sw.compiler.classes.as_classes`, ``ValueError``)."""
     layers: tuple
     input_scale: float = None
     output_scale: float = None
+    classes: np.ndarray = None
+
+    def __post_init__(self):
+        if self.classes is not None:
+            from pim_macro.sw.compiler.classes import as_classes
+            classes = as_classes(self.classes)
+            outputs = self.layers[-1].outputs
+            want = 2 if outputs == 1 else outputs
+            if classes.size != want:
+                raise ValueError(f"{classes.size} classes for {outputs} output"
+                                 f"{'s' if outputs > 1 else ''}: expected {want}")
+            object.__setattr__(self, "classes", classes)
 
     @property
     def weight_bytes(self):
@@ -353,6 +375,12 @@ def network_from_arrays(data):
                     or not value > 0):
                 raise ValueError(f"{key} must be a positive, finite float scalar")
             scales[key] = float(value)
+    if "classes" in keys:
+        value = np.asarray(data["classes"])
+        if value.dtype.kind not in "iuU":
+            raise ValueError(f"classes must be an int64 or unicode string array, not "
+                             f"{value.dtype}")
+        scales["classes"] = value
     return Network(tuple(layers), **scales)
 
 
@@ -361,7 +389,7 @@ _LAYER_KEY = re.compile(r"(w|b|multiplier|shift|input_zero_point|output_zero_poi
 
 
 def _known(key, count):
-    if key in ("input_scale", "output_scale"):
+    if key in ("input_scale", "output_scale", "classes"):
         return True
     match = _LAYER_KEY.fullmatch(key)
     return bool(match) and int(match.group(2)) < count
@@ -398,6 +426,8 @@ def save_network(path, network):
     for key in ("input_scale", "output_scale"):
         if getattr(network, key) is not None:
             arrays[key] = np.float64(getattr(network, key))
+    if network.classes is not None:
+        arrays["classes"] = network.classes
     np.savez(path, **arrays)
 
 

@@ -5,10 +5,15 @@ Inputs
 ======
 
 * :func:`quantize_mlp`: a fitted scikit-learn ``MLPClassifier`` / ``MLPRegressor`` whose hidden
-  activation is ``relu`` (or ``identity``). Every layer becomes a
+  activation is ``relu`` (or ``identity``), or a ``Pipeline`` of an optional ``StandardScaler``
+  and such an MLP: made a canonical float ONNX model by
+  :func:`pim_macro.sw.compiler.sklearn_import.from_sklearn` (the scaler folded into the first
+  layer), then quantized by :func:`quantize_onnx` (one path). Every layer becomes a
   :class:`~pim_macro.sw.compiler.network.Dense`; the hidden layers get a fused ReLU, the last
   layer none: its int8 outputs are the logits (pre-softmax / pre-logistic), whose argmax is the
-  prediction (for a binary classifier, with a single logit, its sign).
+  prediction (for a binary classifier, with a single logit, its sign:
+  :func:`pim_macro.sw.compiler.classes.predict`). A classifier's ``classes_`` become the
+  network's ``classes``.
 * :func:`quantize_onnx`: a float ONNX model that is a single chain, walked from its single graph
   input in topological order, of
 
@@ -25,6 +30,8 @@ Inputs
   order :mod:`pim_macro.sw.compiler.network` uses. Anything else (another op, a grouped or dilated
   convolution, several inputs or outputs, a branch, a non-flattening ``Reshape``, a ``Relu`` not
   directly after a linear layer) raises ``ValueError`` naming the node and its op.
+  The ``metadata_props`` entry ``pim_macro.classes`` (a JSON list) becomes the network's
+  ``classes``.
 
 The scheme
 ==========
@@ -55,7 +62,8 @@ kernels run), so that the networks made here have the arithmetic of an imported 
   ``QUANTIZE``); its ``output_scale`` and the last layer's ``output_zero_point`` dequantize the
   outputs (``y_float ~= output_scale * (y_int8 - output_zero_point)``).
 
-:func:`report` measures the int8-versus-float error of a quantized network;
+:func:`report` measures the int8-versus-float error of a quantized network (and
+:func:`quantization_warnings` says when it is large and why);
 :func:`float_forward` gives the float reference of a source model (the logits, in numpy).
 
 Loading files
@@ -79,7 +87,8 @@ from pim_macro.sw.models.requant import INT32_MAX, INT32_MIN, quantize_multiplie
 
 
 __all__ = ["activation_params", "quantize_mlp", "quantize_onnx", "quantize_input", "report",
-           "float_forward", "load_float_model", "quantize_file", "FloatLayer"]
+           "quantization_warnings", "feature_ranges", "RELATIVE_ERROR_WARN",
+           "float_forward", "load_float_model", "quantize_file", "quantize_model", "FloatLayer"]
 
 QMIN, QMAX = -128, 127
 #: Symmetric weights use -127 .. 127 (TFLite's int8 filters).
@@ -172,8 +181,10 @@ def _run_float(layers, x):
     return outs
 
 
-def _quantize_layers(layers, calib):
-    """The :class:`Network` of float ``layers`` calibrated on float inputs ``calib``."""
+def _quantize_layers(layers, calib, classes=None):
+    """The :class:`Network` of float ``layers`` calibrated on float inputs ``calib``, with the
+    classifier's ``classes`` (or ``None``). ``ValueError`` for non-finite weights, biases or
+    calibration data."""
     calib = np.asarray(calib, dtype=np.float64)
     if calib.ndim < 2 or calib.shape[0] == 0:
         raise ValueError(f"the calibration data must be a non-empty batch (N, ...), not of "
@@ -190,6 +201,12 @@ def _quantize_layers(layers, calib):
     quantized = []
     for i, (layer, out) in enumerate(zip(layers, _run_float(layers, calib))):
         where = f"layer {i}" + (f" ({layer.name})" if layer.name else "")
+        for what, value in (("weights", layer.w), ("bias", layer.b)):
+            # A NaN weight would make the weight scale NaN and every int8 weight -1/0/1.
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{where}: the {what} {'hold' if what == 'weights' else 'holds'}"
+                                 f" a non-finite value "
+                                 f"({np.asarray(value).ravel()[~np.isfinite(value).ravel()][0]})")
         if not np.all(np.isfinite(out)):
             raise ValueError(f"{where}: the float outputs on the calibration data are not finite")
         s_out, zp_out = activation_params(out.min(), out.max())
@@ -219,36 +236,24 @@ def _quantize_layers(layers, calib):
         else:
             quantized.append(Dense(**q))
         s_in, zp_in = s_out, zp_out
-    return Network(tuple(quantized), input_scale=input_scale, output_scale=s_in)
+    return Network(tuple(quantized), input_scale=input_scale, output_scale=s_in,
+                   classes=classes)
 
 
 # -- scikit-learn -------------------------------------------------------------------------------
 
-def _mlp_layers(clf):
-    coefs = getattr(clf, "coefs_", None)
-    intercepts = getattr(clf, "intercepts_", None)
-    if coefs is None or intercepts is None:
-        raise ValueError(f"{type(clf).__name__} is not a fitted scikit-learn MLP (no coefs_)")
-    activation = getattr(clf, "activation", None)
-    if activation not in ("relu", "identity"):
-        raise ValueError(f"only MLPs with ReLU (or identity) hidden layers are supported, not "
-                         f"activation={activation!r}")
-    layers = []
-    for i, (w, b) in enumerate(zip(coefs, intercepts)):
-        last = i == len(coefs) - 1
-        layers.append(FloatLayer(np.asarray(w, np.float64).T, np.asarray(b, np.float64),
-                                 relu=activation == "relu" and not last, name=f"dense{i}"))
-    return layers
-
-
 def quantize_mlp(clf, calib):
-    """The int8 :class:`Network` of a fitted ``MLPClassifier`` / ``MLPRegressor`` (Dense layers,
-    ReLU on the hidden ones, logits out), calibrated on float inputs ``calib`` (N, features)."""
-    layers = _mlp_layers(clf)
+    """The int8 :class:`Network` of a fitted ``MLPClassifier`` / ``MLPRegressor`` or a
+    ``Pipeline(StandardScaler, MLP)`` (Dense layers, ReLU on the hidden ones, logits out; the
+    classifier's ``classes_`` as the network's ``classes``), calibrated on float inputs
+    ``calib`` (N, features): :func:`~pim_macro.sw.compiler.sklearn_import.from_sklearn`, then
+    :func:`quantize_onnx`. Raises ``ValueError`` (``UnsupportedModel`` for an estimator
+    from_sklearn does not take)."""
+    from pim_macro.sw.compiler.sklearn_import import from_sklearn
     calib = np.asarray(calib, dtype=np.float64)
     if calib.ndim > 2:
         calib = calib.reshape(calib.shape[0], -1)
-    return _quantize_layers(layers, calib)
+    return quantize_onnx(from_sklearn(clf), calib)
 
 
 # -- ONNX ---------------------------------------------------------------------------------------
@@ -304,6 +309,15 @@ def _topological(nodes, available):
             raise ValueError(f"{_node_label(node)}: input {missing[0]!r} is never produced "
                              f"(the graph is cyclic or incomplete)")
     return order
+
+
+def _onnx_classes(model):
+    """The classes in ``model.metadata_props`` (``pim_macro.classes``), or ``None``."""
+    from pim_macro.sw.compiler.classes import METADATA_KEY, classes_from_json
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return classes_from_json(prop.value, f"the model's {METADATA_KEY}")
+    return None
 
 
 def _onnx_layers(model):
@@ -501,11 +515,12 @@ def quantize_onnx(path_or_model, calib):
     module docstring for the supported graphs), calibrated on float inputs ``calib``: a batch of
     the graph input's shape (N, ...) or any (N, ...) with the same number of values per
     sample."""
-    layers, in_shape = _onnx_layers(_as_model(path_or_model))
+    model = _as_model(path_or_model)
+    layers, in_shape = _onnx_layers(model)
     calib = np.asarray(calib, dtype=np.float64)
     if calib.ndim >= 1 and calib.shape[0] and calib[0].size == int(np.prod(in_shape)):
         calib = calib.reshape(calib.shape[0], *in_shape)
-    return _quantize_layers(layers, calib)
+    return _quantize_layers(layers, calib, _onnx_classes(model))
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -546,13 +561,19 @@ def _is_onnx(model):
     return isinstance(model, onnx.ModelProto)
 
 
-def quantize_file(path, calib):
-    """Load a float model with :func:`load_float_model` and quantize it with
-    :func:`quantize_onnx` or :func:`quantize_mlp`."""
-    model = load_float_model(path)
+def quantize_model(model, calib):
+    """Quantize a float model as :func:`load_float_model` returns it: an ``onnx.ModelProto``
+    with :func:`quantize_onnx`, anything else (a scikit-learn estimator) with
+    :func:`quantize_mlp`."""
     if _is_onnx(model):
         return quantize_onnx(model, calib)
     return quantize_mlp(model, calib)
+
+
+def quantize_file(path, calib):
+    """Load a float model with :func:`load_float_model` and quantize it
+    (:func:`quantize_model`)."""
+    return quantize_model(load_float_model(path), calib)
 
 
 # -- using a quantized network --------------------------------------------------------------------
@@ -574,13 +595,14 @@ def quantize_input(network, x_float):
 
 
 def float_forward(model):
-    """A function ``x -> float outputs (B, out)`` evaluating a source model in numpy: a fitted
-    scikit-learn MLP (the pre-activation logits of its output layer) or an ONNX model (a path or
-    a ``ModelProto`` of the supported kind)."""
-    if _is_onnx(model) or isinstance(model, (str, Path)):
-        layers, in_shape = _onnx_layers(_as_model(model))
-    else:
-        layers, in_shape = _mlp_layers(model), None
+    """A function ``x -> float outputs (B, out)`` evaluating a source model in numpy (float64):
+    a fitted scikit-learn MLP or Pipeline (the pre-activation logits of its output layer, through
+    :func:`~pim_macro.sw.compiler.sklearn_import.from_sklearn`: its float32 weights) or an ONNX
+    model (a path or a ``ModelProto`` of the supported kind)."""
+    if not (_is_onnx(model) or isinstance(model, (str, Path))):
+        from pim_macro.sw.compiler.sklearn_import import from_sklearn
+        model = from_sklearn(model)
+    layers, in_shape = _onnx_layers(_as_model(model))
 
     def run(x):
         x = np.asarray(x, dtype=np.float64)
@@ -591,24 +613,24 @@ def float_forward(model):
     return run
 
 
-def _predict(logits, classes):
-    logits = np.asarray(logits)
-    index = (logits[:, 0] > 0).astype(int) if logits.shape[1] == 1 else logits.argmax(axis=1)
-    return index if classes is None else np.asarray(classes)[index]
-
-
 def report(network, float_fn, x, labels=None, classes=None):
     """The int8-versus-float error of ``network`` on float inputs ``x``, as a dict:
 
     ``max_abs_error`` / ``mean_abs_error`` of the dequantized int8 outputs (``output_scale *
     (forward(...) - output_zero_point)``) against ``float_fn(x)``; ``output_range`` (max |float
     output|) and ``relative_error`` (max_abs_error / output_range); ``agreement`` (fraction of
-    samples where both argmaxes agree); ``samples``. With ``labels``: ``float_accuracy`` and ``int8_accuracy``
-    (argmax, or the sign of a single logit, mapped through ``classes`` if given -- e.g. an
-    sklearn classifier's ``classes_``).
+    samples where both predictions agree); ``samples``. With ``labels`` (checked by
+    :func:`pim_macro.sw.compiler.classes.check_labels`): ``float_accuracy`` and
+    ``int8_accuracy``, the predictions of :func:`pim_macro.sw.compiler.classes.predict` (argmax,
+    or the sign of a single logit) mapped through ``classes`` (default: the network's own, e.g.
+    an sklearn classifier's ``classes_``) and compared with the labels. Every value is finite.
+    Raises ``ValueError``.
     """
+    from pim_macro.sw.compiler.classes import accuracy, check_labels, predict
     if network.output_scale is None:
         raise ValueError("the network has no output_scale")
+    if classes is None:
+        classes = network.classes
     x = np.asarray(x, dtype=np.float64)
     y_int8, _ = forward(network, quantize_input(network, x))
     deq = (y_int8.astype(np.float64) - network.layers[-1].output_zero_point) \
@@ -617,6 +639,8 @@ def report(network, float_fn, x, labels=None, classes=None):
     if ref.shape != deq.shape:
         raise ValueError(f"the float outputs have shape {ref.shape}, the int8 outputs "
                          f"{deq.shape}")
+    if not np.all(np.isfinite(ref)):
+        raise ValueError("the float model's outputs on the test data are not finite")
     err = np.abs(deq - ref)
     out_range = float(np.max(np.abs(ref)))
     result = {
@@ -625,12 +649,72 @@ def report(network, float_fn, x, labels=None, classes=None):
         "mean_abs_error": float(err.mean()),
         "output_range": out_range,
         "relative_error": float(err.max() / out_range) if out_range > 0 else float(err.max()),
-        "agreement": float(np.mean(_predict(deq, None) == _predict(ref, None))),
+        "agreement": float(np.mean(predict(deq) == predict(ref))),
     }
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (x.shape[0],):
             raise ValueError(f"expected {x.shape[0]} labels, not shape {labels.shape}")
-        result["float_accuracy"] = float(np.mean(_predict(ref, classes) == labels))
-        result["int8_accuracy"] = float(np.mean(_predict(deq, classes) == labels))
+        check_labels(labels, classes, deq.shape[1])
+        result["float_accuracy"] = accuracy(predict(ref, classes), labels)
+        result["int8_accuracy"] = accuracy(predict(y_int8, classes,
+                                                   zero_point=network.layers[-1].
+                                                   output_zero_point), labels)
     return result
+
+
+#: :func:`quantization_warnings` warns when the int8 outputs are off by more than this share
+#: of the float outputs' range (``report``'s ``relative_error``). The committed digits models
+#: are at 0.022 (MLP) and 0.009 (CNN) on scikit-learn's digits (calibrated on the first 1437
+#: images, tested on the other 360); at 0.1 a tenth of the logit range is noise, enough to
+#: flip close predictions.
+RELATIVE_ERROR_WARN = 0.1
+#: A feature whose calibration range is this many times smaller than the widest one is left
+#: with fewer than 255 / 100, about 2, of the single int8 input scale's steps.
+FEATURE_RANGE_RATIO_WARN = 100.0
+
+
+def feature_ranges(calib):
+    """Per input feature of float calibration data ``calib`` (N, features), (any (N, ...) is
+    flattened per sample): ``(span (features,), ratio, widest, narrowest)``: ``span[j] =
+    max(0, max x_j) - min(0, min x_j)`` (the range the int8 input scale must cover for it,
+    widened to 0 as :func:`activation_params` widens it), ``ratio`` the widest span over the
+    narrowest nonzero one (1.0 when fewer than two features vary), and the indices of both."""
+    x = np.asarray(calib, dtype=np.float64)
+    x = x.reshape(x.shape[0], -1)
+    span = np.maximum(x.max(axis=0), 0.0) - np.minimum(x.min(axis=0), 0.0)
+    nonzero = np.flatnonzero(span > 0)
+    if nonzero.size < 2:
+        return span, 1.0, 0, 0
+    widest = int(nonzero[np.argmax(span[nonzero])])
+    narrowest = int(nonzero[np.argmin(span[nonzero])])
+    return span, float(span[widest] / span[narrowest]), widest, narrowest
+
+
+def quantization_warnings(summary, calib):
+    """One-line warnings (a list of str, empty when all is well) about a :func:`report`
+    ``summary`` of a network calibrated on ``calib``: when ``relative_error`` exceeds
+    :data:`RELATIVE_ERROR_WARN`, saying why when it can tell: for feature vectors (N, features),
+    calibration ranges that differ by more than :data:`FEATURE_RANGE_RATIO_WARN` times lose the
+    small features to the single int8 input scale (TFLite's scheme: one scale and zero point per
+    activation tensor)."""
+    rel = summary.get("relative_error", 0.0)
+    if not rel > RELATIVE_ERROR_WARN:
+        return []
+    text = (f"the int8 outputs are off by {rel:.2f} of the float outputs' range (more than "
+            f"{RELATIVE_ERROR_WARN})")
+    calib = np.asarray(calib, dtype=np.float64)
+    if calib.ndim == 2:
+        span, ratio, wide, narrow = feature_ranges(calib)
+        if ratio > FEATURE_RANGE_RATIO_WARN:
+            steps = 255.0 * span[narrow] / span[wide]
+            text += (f": the input features' calibration ranges differ by {ratio:.0f}x "
+                     f"(feature {wide} spans {span[wide]:.3g}, feature {narrow} "
+                     f"{span[narrow]:.3g}), and one int8 scale for all of them leaves feature "
+                     f"{narrow} {steps:.1f} steps; standardize the features before the model "
+                     f"(train it on StandardScaler-ed data and give pim the scaled inputs: a "
+                     f"scaler folded into the first layer still leaves the raw inputs one "
+                     f"scale)")
+            return [text]
+    return [text + ": check that the calibration data covers the test data, and that the "
+                   "model's activations have no outliers"]

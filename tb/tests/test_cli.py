@@ -862,8 +862,9 @@ def test_mutated_files_never_end_in_a_traceback(runs, capsys, command, option):
         path.write_bytes(data)
         code, out, err = _run_cli(capsys, command, {**options, option: path})
         what = f"{option} mutation {i} (kind {kind})"
-        if code == 0:
-            assert err == "", f"{what}: a success should print nothing on stderr: {err!r}"
+        if code == 0:       # nothing on stderr but pim quantize's warnings (issue 13)
+            assert all(line.startswith("pim: warning: ") for line in err.splitlines()), \
+                f"{what}: a success should print nothing but warnings on stderr: {err!r}"
             continue
         lines = err.splitlines()
         assert code == 2 and out == "", f"{what}: exit {code}, stdout {out!r}, stderr {err!r}"
@@ -1235,3 +1236,324 @@ def test_out_refuses_an_input_file(runs, capsys, command, option, how):
     assert err == f"pim: error: --out {out} is the same file as {option} {source}: give --out " \
                   f"another file\n"
     assert source.read_bytes() == before
+
+
+# -- issue 13: labels, classes, predictions, warnings ------------------------------------------
+
+def _pim_here(*args):
+    """``pim *args`` in this process (a subprocess costs 0.7 s of imports), as a
+    ``CompletedProcess``."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def _sklearn_files(tmp_path, labels, seed=0, n=300):
+    """A pickled MLPClassifier on 5 features and labels of the given kind ("binary": 0/1,
+    "359": 3/5/9, "str": strings), its float data and int8 inputs; returns the paths and
+    the classifier."""
+    import warnings
+    import joblib
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    score = x[:, 0] + 0.8 * x[:, 1] - 0.3
+    if labels == "binary":
+        # about a third positive: a decoder that always says 0 scores 0.6-0.7, not 0.97
+        y = (score > 0.3).astype(np.int64)
+    else:
+        names = np.array([3, 5, 9]) if labels == "359" else np.array(["ant", "bee", "cow"])
+        y = names[np.digitize(score, [-0.6, 0.6])]
+    clf = MLPClassifier((16,), max_iter=600, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x, y)
+    paths = {k: tmp_path / f"{k}.npy" for k in ("x", "labels")}
+    np.save(paths["x"], x)
+    np.save(paths["labels"], y)
+    joblib.dump(clf, tmp_path / "clf.pkl")
+    paths["pkl"] = tmp_path / "clf.pkl"
+    return paths, clf
+
+
+def _quantize_and_infer(tmp_path, p, *extra):
+    summary = json.loads(ok(_pim_here(
+        "quantize", "--model", p["pkl"], "--calib", p["x"], "--labels", p["labels"], "--out",
+        tmp_path / "m.npz", "--json")).stdout)
+    from pim_macro.sw.compiler.network import load_network
+    from pim_macro.sw.compiler.quantize import quantize_input
+    net = load_network(tmp_path / "m.npz")
+    np.save(tmp_path / "xq.npy", quantize_input(net, np.load(p["x"])))
+    report = json.loads(ok(_pim_here(
+        "infer", "--model", tmp_path / "m.npz", "--input", tmp_path / "xq.npy", "--labels",
+        p["labels"], "--json", "--out", tmp_path / "y.npy", *extra)).stdout)
+    return summary, report, net
+
+
+@pytest.mark.parametrize("labels", ["binary", "359", "str"])
+def test_quantize_and_infer_report_accuracy_in_the_users_labels(tmp_path, labels):
+    """Wrong results 1 and 2 of issue 13. A binary classifier's single logit is decoded by its
+    sign by both commands (main: `pim infer` took the argmax of one column, always class 0);
+    labels 3/5/9 or strings are the classifier's classes_, kept in the container (main: 0.000,
+    or strings refused). scikit-learn's own predictions are the reference."""
+    p, clf = _sklearn_files(tmp_path, labels)
+    summary, report, net = _quantize_and_infer(tmp_path, p)
+    y_true = np.load(p["labels"])
+    sk = clf.score(np.load(p["x"]), y_true)
+    assert sk > 0.93
+    assert summary["float_accuracy"] == pytest.approx(sk)
+    assert summary["int8_accuracy"] >= sk - 0.03
+    assert report["accuracy"] == pytest.approx(summary["int8_accuracy"]), \
+        "both commands decode the same way"
+    assert summary["classes"] == clf.classes_.tolist()
+    assert report["classes"] == clf.classes_.tolist()
+    # the text form says the same, and --predictions holds them in the user's labels
+    text = ok(_pim_here("infer", "--model", tmp_path / "m.npz", "--input", tmp_path / "xq.npy",
+                        "--labels", p["labels"], "--out", tmp_path / "y2.npy", "--predictions",
+                        tmp_path / "pred.npy")).stdout
+    n = len(y_true)
+    assert text == f"accuracy: {report['accuracy']:.4f} " \
+                   f"({int(round(report['accuracy'] * n))}/{n})\n"
+    predictions = np.load(tmp_path / "pred.npy")
+    assert predictions.dtype.kind == ("U" if labels == "str" else "i")
+    assert np.mean(predictions == clf.predict(np.load(p["x"]))) > 0.95
+    assert np.mean(predictions == y_true) == pytest.approx(report["accuracy"])
+    y = np.load(tmp_path / "y.npy")
+    assert y.dtype == np.int8 and y.shape == (len(y_true), 1 if labels == "binary" else 3), \
+        "--out keeps the raw int8 outputs"
+
+
+def test_labels_in_another_encoding_are_refused(tmp_path):
+    """Labels that cannot be the model's (indices for classes 3/5/9, strings for integer
+    classes, 3/5/9 for a model without classes): one line, before anything runs."""
+    p, clf = _sklearn_files(tmp_path, "359", n=120)
+    ok(_pim_here("quantize", "--model", p["pkl"], "--calib", p["x"], "--out", tmp_path / "m.npz"))
+    from pim_macro.sw.compiler.network import load_network, save_network, Network
+    from pim_macro.sw.compiler.quantize import quantize_input
+    net = load_network(tmp_path / "m.npz")
+    np.save(tmp_path / "xq.npy", quantize_input(net, np.load(p["x"])))
+    save_network(tmp_path / "plain.npz", Network(net.layers, net.input_scale,
+                                                 net.output_scale))
+    y = np.load(p["labels"])
+    np.save(tmp_path / "index.npy", np.searchsorted([3, 5, 9], y))
+    np.save(tmp_path / "str.npy", y.astype(str))
+    cases = [("m.npz", "index.npy", "label [0-2] is not one of the model's classes "
+                                    "\\[3, 5, 9\\]"),
+             ("m.npz", "str.npy", "the labels are strings but the model's classes are "
+                                  "integers"),
+             ("plain.npz", "labels.npy", "label [359] is not a class index 0..2 .* has no "
+                                         "classes")]
+    for model, labels, message in cases:
+        result = _pim_here("infer", "--model", tmp_path / model, "--input", tmp_path / "xq.npy",
+                           "--labels", tmp_path / labels)
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert re.fullmatch(f"pim: error: --labels: {message}.*\n", result.stderr), \
+            result.stderr
+    result = _pim_here("quantize", "--model", p["pkl"], "--calib", p["x"], "--labels",
+                       tmp_path / "index.npy", "--out", tmp_path / "q.npz")
+    assert result.returncode == 2 and not (tmp_path / "q.npz").exists()
+    assert re.search("label [0-2] is not one of the model's classes", result.stderr)
+
+
+def _onnx_mlp(tmp_path, w1_value=None, b1_value=None):
+    """A float ONNX MLP 4-8-3 (Gemm, Relu, Gemm), optionally with one weight or bias of
+    layer 0 replaced; its calibration data in calib.npy."""
+    from onnx import TensorProto, helper, numpy_helper
+    import onnx
+    rng = np.random.default_rng(3)
+    w0, b0 = rng.normal(size=(8, 4)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    w1, b1 = rng.normal(size=(3, 8)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    if w1_value is not None:
+        w0[2, 1] = w1_value
+    if b1_value is not None:
+        b0[5] = b1_value
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w0", "b0"], ["h"], name="fc0", transB=1),
+         helper.make_node("Relu", ["h"], ["r"], name="relu0"),
+         helper.make_node("Gemm", ["r", "w1", "b1"], ["y"], name="fc1", transB=1)],
+        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(a, n) for a, n in ((w0, "w0"), (b0, "b0"), (w1, "w1"),
+                                                     (b1, "b1"))])
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
+    np.save(tmp_path / "calib.npy", rng.normal(size=(50, 4)))
+
+
+@pytest.mark.parametrize("weight, bias, message", [
+    (np.nan, None, "layer 0 \\(fc0\\): the weights hold a non-finite value \\(nan\\)"),
+    (np.inf, None, "layer 0 \\(fc0\\): the weights hold a non-finite value \\(inf\\)"),
+    (None, np.inf, "layer 0 \\(fc0\\): the bias holds a non-finite value \\(inf\\)"),
+])
+def test_quantize_refuses_non_finite_weights(tmp_path, weight, bias, message):
+    """Wrong result 3 of issue 13: main accepted a NaN weight (weight scale 1.0, int8 weights
+    -1/0/1, exit 0, a bare NaN in --json) and refused an infinite bias as not fitting int32."""
+    _onnx_mlp(tmp_path, weight, bias)
+    result = _pim_here("quantize", "--model", tmp_path / "m.onnx", "--calib",
+                       tmp_path / "calib.npy", "--out", tmp_path / "q.npz", "--json")
+    assert result.returncode == 2 and result.stdout == ""
+    assert re.fullmatch(f"pim: error: cannot quantize .*m.onnx: {message}\n", result.stderr), \
+        result.stderr
+    assert not (tmp_path / "q.npz").exists()
+
+
+def test_json_is_strict():
+    """--json never prints a bare NaN or Infinity (not JSON): an error instead."""
+    assert cli._json({"a": 1.5, "b": [1, 2]}) == '{"a": 1.5, "b": [1, 2]}'
+    with pytest.raises(cli._Error, match="non-finite number \\(relative_error\\)"):
+        cli._json({"relative_error": float("nan")})
+
+
+def test_quantize_warns_about_feature_ranges(tmp_path):
+    """Features whose ranges differ by 1000x: the report's relative error is large, and
+    `pim quantize` says so on stderr (and in the JSON) with the reason; the same classifier
+    trained on standardized features quantizes without a warning."""
+    import warnings
+    import joblib
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 4)) * np.array([1000.0, 1.0, 1.0, 0.5])
+    y = (x[:, 1] + x[:, 2] > 0).astype(np.int64)
+    z = (x - x.mean(0)) / x.std(0)
+    np.save(tmp_path / "labels.npy", y)
+    for name, data in (("raw", x), ("std", z)):
+        clf = MLPClassifier((16,), max_iter=400, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(data, y)
+        joblib.dump(clf, tmp_path / f"{name}.pkl")
+        np.save(tmp_path / f"{name}.npy", data)
+    raw = _pim_here("quantize", "--model", tmp_path / "raw.pkl", "--calib", tmp_path / "raw.npy",
+                    "--labels", tmp_path / "labels.npy", "--out", tmp_path / "raw.npz", "--json")
+    summary = json.loads(ok(raw).stdout)
+    assert summary["relative_error"] > 0.1 and summary["int8_accuracy"] < 0.8
+    lines = raw.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pim: warning: the int8 outputs are off by")
+    assert "feature 0 spans" in lines[0] and "feature 3" in lines[0] \
+        and "standardize" in lines[0]
+    assert summary["warnings"] == [lines[0][len("pim: warning: "):]]
+    std = ok(_pim_here("quantize", "--model", tmp_path / "std.pkl", "--calib", tmp_path / "std.npy",
+                       "--labels", tmp_path / "labels.npy", "--out", tmp_path / "std.npz"))
+    assert std.stderr == "" and "int8 accuracy" in std.stdout
+    assert float(re.search(r"int8 accuracy: ([0-9.]+)", std.stdout).group(1)) > 0.95
+
+
+def test_infer_names_the_act_depth_that_fits(tmp_path):
+    """The README's digits CNN at the default 1 KiB activation buffer: the refusal names the
+    smallest --act-depth that fits (main only said it did not fit), and that one runs."""
+    from pim_macro.sw.models.digits import split
+    x_train, x_test, _, y_test = split()
+    np.save(tmp_path / "calib.npy", x_train)
+    ok(_pim_here("quantize", "--model", MODELS_DIR / "digits_cnn.onnx", "--calib",
+                 tmp_path / "calib.npy", "--out", tmp_path / "cnn.npz"))
+    from pim_macro.sw.compiler.network import load_network
+    from pim_macro.sw.compiler.quantize import quantize_input
+    net = load_network(tmp_path / "cnn.npz")
+    np.save(tmp_path / "xq.npy", quantize_input(net, x_test[:4]))
+    np.save(tmp_path / "y.npy", y_test[:4])
+    result = _pim_here("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy")
+    assert result.returncode == 2
+    match = re.fullmatch(r"pim: error: one sample needs (\d+) bytes of activation buffer .*"
+                         r"the macro has 1024: the smallest that fits is act_depth \1 "
+                         r"\(--act-depth \1;.*\n", result.stderr)
+    assert match, result.stderr
+    need = int(match.group(1))
+    ok(_pim_here("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy",
+                 "--act-depth", need))
+    result = _pim_here("infer", "--model", tmp_path / "cnn.npz", "--input", tmp_path / "xq.npy",
+                       "--act-depth", need - 4)
+    assert result.returncode == 2 and f"act_depth {need}" in result.stderr
+
+
+def _tflite_classifier(tmp_path, outputs, monkeypatch, classes):
+    """An int8 FULLY_CONNECTED .tflite of 12 inputs and ``outputs`` outputs (output zero
+    point 7) whose Graph.metadata carries ``classes`` (what the importer reads from a .tflite
+    made by pim quantize), 10 int8 samples and the golden outputs."""
+    import dataclasses
+    from pim_macro.sw.compiler import tflite_import
+    from pim_macro.tb.harness.tflite_build import ModelBuilder
+    rng = np.random.default_rng(outputs)
+    b = ModelBuilder()
+    x = b.input((1, 12), scale=0.02, zero_point=3)
+    y = b.fully_connected(x, rng.integers(-127, 128, (outputs, 12)),
+                          rng.integers(-500, 500, outputs), w_scale=0.01, out_scale=0.05,
+                          out_zero_point=7)
+    (tmp_path / "m.tflite").write_bytes(b.to_bytes([x], [y]))
+    samples = rng.integers(-128, 128, (10, 12)).astype(np.int8)
+    np.save(tmp_path / "X.npy", samples)
+    real = tflite_import.load_tflite
+    graph = real(tmp_path / "m.tflite")
+    out = np.concatenate([graph.run([s[None]])[0] for s in samples])
+
+    def load(path):
+        return dataclasses.replace(real(path), metadata={"classes": classes})
+    if classes is not None:
+        monkeypatch.setattr(tflite_import, "load_tflite", load)
+    return out
+
+
+@pytest.mark.parametrize("outputs, classes", [(1, ["no", "yes"]), (3, [3, 5, 9]),
+                                              (3, None)])
+def test_infer_tflite_labels(tmp_path, capsys, monkeypatch, outputs, classes):
+    """`pim infer --model M.tflite --labels`: main refused it. The int8 outputs are decoded
+    with the output tensor's zero point (7 here), through the model's classes."""
+    y = _tflite_classifier(tmp_path, outputs, monkeypatch, classes)
+    index = (y[:, 0] > 7).astype(int) if outputs == 1 else y.argmax(axis=1)
+    if outputs == 1:
+        assert 0 < index.sum() < len(index), "both classes occur"
+    names = np.arange(outputs) if classes is None else np.array(classes)
+    labels = names[index]
+    labels[[0, 3]] = names[(index[[0, 3]] + 1) % len(names)]       # two wrong: 0.8
+    np.save(tmp_path / "L.npy", labels)
+    code, out, err = _run_cli(capsys, "infer", {
+        "--model": tmp_path / "m.tflite", "--input": tmp_path / "X.npy",
+        "--labels": tmp_path / "L.npy", "--predictions": tmp_path / "P.npy", "--json": None})
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["accuracy"] == pytest.approx(0.8)
+    assert report["output"] == y.tolist()
+    assert np.array_equal(np.load(tmp_path / "P.npy"), names[index])
+    assert report.get("classes") == classes
+
+
+def test_infer_predictions_and_out_must_differ(tmp_path, network_files):
+    p, _ = network_files
+    result = _pim_here("infer", "--model", p["model"], "--input", p["x"], "--out",
+                       tmp_path / "a.npy", "--predictions", tmp_path / "a.npy")
+    assert result.returncode == 2 and "--out and --predictions name the same file" in \
+        result.stderr
+
+
+def test_lenet_sized_tflite_runs_with_the_default_macro(tmp_path, capsys):
+    """A LeNet-5-sized int8 .tflite (28x28 input, conv 6 5x5, max pool, conv 16 5x5, max pool,
+    dense 120-84-10) runs at MacroConfig's defaults (1 KiB activation buffer, 2 KiB of weights):
+    the graph compiler streams a layer's input and spills the weights; equal to Graph.run."""
+    from pim_macro.sw.compiler.tflite_import import load_tflite
+    from pim_macro.tb.harness.tflite_build import ModelBuilder
+    rng = np.random.default_rng(28)
+    b = ModelBuilder()
+    q = dict(w_scale=0.01, out_scale=0.05, out_zero_point=-128, activation="RELU")
+    t = image = b.input((1, 28, 28, 1), scale=0.02, zero_point=-128)
+    for c_in, c_out in ((1, 6), (6, 16)):
+        t = b.conv2d(t, rng.integers(-127, 128, (c_out, 5, 5, c_in)),
+                     rng.integers(-500, 500, c_out), **q)
+        t = b.pool("MAX_POOL_2D", t, filter=(2, 2), stride=(2, 2))
+    t = b.reshape(t, (1, 7 * 7 * 16))
+    for k, n in ((784, 120), (120, 84)):
+        t = b.fully_connected(t, rng.integers(-127, 128, (n, k)), rng.integers(-500, 500, n),
+                              **q)
+    t = b.fully_connected(t, rng.integers(-127, 128, (10, 84)), rng.integers(-500, 500, 10),
+                          w_scale=0.01, out_scale=0.05, out_zero_point=0)
+    (tmp_path / "lenet.tflite").write_bytes(b.to_bytes([image], [t]))
+    x = rng.integers(-128, 128, (2, 28, 28, 1)).astype(np.int8)
+    np.save(tmp_path / "X.npy", x)
+    code, out, err = _run_cli(capsys, "infer", {"--model": tmp_path / "lenet.tflite",
+                                                "--input": tmp_path / "X.npy", "--json": None})
+    assert code == 0, err
+    graph = load_tflite(tmp_path / "lenet.tflite")
+    expected = np.concatenate([graph.run([s[None]])[0] for s in x])
+    assert json.loads(out)["output"] == expected.tolist()

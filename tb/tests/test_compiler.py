@@ -382,3 +382,22 @@ def test_load_network_rejects_malformed_files(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as info:
         load_network(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_act_buffer_refusal_names_what_fits():
+    """Issue 13: the refusal names each layer's region and the smallest act_depth that fits,
+    or, past the largest buffer, the .tflite path."""
+    rng = np.random.default_rng(13)
+    w = rng.integers(-127, 128, (4, 1, 3, 3), dtype=np.int8)
+    for side, pattern in ((20, r"one sample needs 3888 bytes of activation buffer \(every "
+                                r"layer's input on chip: layer 0 im2col patches 3888\); the "
+                                r"macro has 1024: the smallest that fits is act_depth 3888 "
+                                r"\(--act-depth 3888;"),
+                          (100, r"needs 115248 bytes .* more than the largest buffer \(65536 "
+                                r"bytes\): run the model as a .tflite")):
+        net = Network((Conv(w, np.zeros(4, np.int32), 1 << 30, -3, in_shape=(1, side, side)),))
+        x = rng.integers(-128, 128, (1, 1, side, side), dtype=np.int8)
+        with pytest.raises(ValueError, match=pattern):
+            compile_network(net, x, MacroConfig())
+        if side == 20:
+            compile_network(net, x, MacroConfig(act_depth=3888))

@@ -390,7 +390,7 @@ def test_cli_infer_tflite_errors(tflite_cli, case):
     elif case == "missing":
         (tmp / "model.tflite").unlink()
     else:
-        np.save(tmp / "L.npy", np.zeros(2, np.int64))
+        np.save(tmp / "L.npy", np.zeros(3, np.int64))     # 3 labels for 2 samples
         args = ["--labels", str(tmp / "L.npy")]
     code, out, err = run(*args)
     assert code == 2 and out == ""

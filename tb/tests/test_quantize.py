@@ -169,7 +169,7 @@ def test_mlp_pickle_file(digits_mlp, tmp_path):
 def test_mlp_rejects():
     from sklearn.neural_network import MLPClassifier
 
-    with pytest.raises(ValueError, match="not a fitted"):
+    with pytest.raises(ValueError, match="not fitted"):
         quantize_mlp(MLPClassifier(), np.ones((4, 3)))
 
 
@@ -380,3 +380,72 @@ def test_quantize_input():
     q = quantize_input(net, np.array([[0.0, scale * 2.4, scale * -2.5, -1e9, 1e9]]))
     assert q.dtype == np.int8
     assert q.tolist() == [[zp, zp + 2, zp - 3, -128, 127]], "half away from zero, clamped"
+
+
+# -- issue 13: the container's classes, the int8-error warning -----------------------------------
+
+def _one_layer(outputs):
+    rng = np.random.default_rng(outputs)
+    return Dense(rng.integers(-127, 128, (outputs, 4), dtype=np.int8),
+                 np.zeros(outputs, np.int32), 1 << 30, -3)
+
+
+@pytest.mark.parametrize("outputs, classes", [(3, np.array([3, 5, 9])),
+                                              (1, np.array(["no", "yes"])),
+                                              (2, np.array(["b", "a"]))])
+def test_container_keeps_classes(tmp_path, outputs, classes):
+    from pim_macro.sw.compiler.network import Network
+    net = Network((_one_layer(outputs),), classes=classes)
+    save_network(tmp_path / "m.npz", net)
+    with np.load(tmp_path / "m.npz") as data:
+        assert data["classes"].dtype.kind == classes.dtype.kind, "int64 or unicode, no pickle"
+    loaded = load_network(tmp_path / "m.npz")
+    assert loaded.classes.tolist() == classes.tolist()
+    assert load_network(tmp_path / "m.npz").classes.dtype == loaded.classes.dtype
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.array([3, 5]), "2 classes for 3 outputs: expected 3"),
+    (np.array([1.5, 2.0, 3.0]), "classes must be an int64 or unicode string array, not "
+                                "float64"),
+    (np.array([b"a", b"b", b"c"]), "classes must be an int64 or unicode string array"),
+    (np.array([1, 1, 2]), "classes repeat a label"),
+])
+def test_container_refuses_bad_classes(tmp_path, value, message):
+    from pim_macro.sw.compiler.network import Network
+    save_network(tmp_path / "m.npz", Network((_one_layer(3),)))
+    with np.load(tmp_path / "m.npz") as data:
+        arrays = dict(data)
+    np.savez(tmp_path / "bad.npz", **arrays, classes=value)
+    with pytest.raises(ValueError, match=f"bad model .*bad.npz: {message}"):
+        load_network(tmp_path / "bad.npz")
+    np.savez(tmp_path / "obj.npz", **arrays, classes=np.array([1, "a", None], object))
+    with pytest.raises(ValueError, match="obj.npz"):        # pickled: never loaded
+        load_network(tmp_path / "obj.npz")
+
+
+def test_quantization_warnings_threshold_and_reason():
+    from pim_macro.sw.compiler.quantize import RELATIVE_ERROR_WARN, feature_ranges, \
+        quantization_warnings
+    rng = np.random.default_rng(0)
+    calib = rng.uniform(-1, 1, (100, 3)) * np.array([500.0, 1.0, 2.0])
+    span, ratio, wide, narrow = feature_ranges(calib)
+    assert (wide, narrow) == (0, 1) and ratio == pytest.approx(span[0] / span[1])
+    assert span[1] == pytest.approx(calib[:, 1].max() - calib[:, 1].min())
+    assert quantization_warnings({"relative_error": RELATIVE_ERROR_WARN}, calib) == []
+    [line] = quantization_warnings({"relative_error": 0.3}, calib)
+    assert "differ by" in line and "feature 1" in line and "standardize" in line
+    [line] = quantization_warnings({"relative_error": 0.3}, calib[:, 1:])
+    assert "differ by" not in line and "calibration data covers" in line
+    assert feature_ranges(np.zeros((5, 4)))[1] == 1.0
+
+
+def test_non_finite_weights_are_refused():
+    rng = np.random.default_rng(2)
+    for field in ("w", "b"):
+        layer = FloatLayer(rng.normal(size=(3, 4)), rng.normal(size=3), name="fc")
+        getattr(layer, field)[1] = np.nan
+        what = "weights hold" if field == "w" else "bias holds"
+        with pytest.raises(ValueError, match=f"layer 0 \\(fc\\): the {what} a non-finite "
+                                             f"value \\(nan\\)"):
+            _quantize_layers([layer], rng.normal(size=(10, 4)))
