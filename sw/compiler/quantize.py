@@ -14,8 +14,10 @@ Inputs
   prediction (for a binary classifier, with a single logit, its sign:
   :func:`pim_macro.sw.compiler.classes.predict`). A classifier's ``classes_`` become the
   network's ``classes``.
-* :func:`quantize_onnx`: a float ONNX model that is a single chain, walked from its single graph
-  input in topological order, of
+* :func:`quantize_onnx`: a float ONNX model, first brought to the canonical form by
+  :func:`pim_macro.sw.compiler.onnx_import.normalize` (so real exports work: the dynamic-batch
+  flatten, BatchNorm, Identity, Dropout, transposed MatMuls), that is then a single chain,
+  walked from its single graph input in topological order, of
 
   - ``Gemm`` (``transA=0``; ``alpha``/``beta``/``transB`` folded in), ``MatMul`` with a
     constant right-hand side, optionally followed by ``Add`` of a constant bias;
@@ -29,7 +31,9 @@ Inputs
   propagated layer by layer; a flatten before a dense layer is in (C, H, W) order, exactly the
   order :mod:`pim_macro.sw.compiler.network` uses. Anything else (another op, a grouped or dilated
   convolution, several inputs or outputs, a branch, a non-flattening ``Reshape``, a ``Relu`` not
-  directly after a linear layer) raises ``ValueError`` naming the node and its op.
+  directly after a linear layer) raises ``ValueError`` naming the node and its op; pooling,
+  residual adds, depthwise convolutions and softmax take the graph quantizer
+  (:mod:`pim_macro.sw.compiler.graph_quantizer`, ``pim quantize --out M.tflite``).
   The ``metadata_props`` entry ``pim_macro.classes`` (a JSON list) becomes the network's
   ``classes``.
 
@@ -279,15 +283,19 @@ def _as_model(path_or_model):
     raise ValueError(f"expected an ONNX model or a path, not {type(path_or_model).__name__}")
 
 
+def _chain_model(path_or_model):
+    """The canonical form (:func:`pim_macro.sw.compiler.onnx_import.normalize`: the batch fixed
+    to 1, BatchNorm folded, Identity and Dropout gone, flattens made one Reshape) of an ONNX
+    model or path."""
+    from pim_macro.sw.compiler.onnx_import import normalize
+    return normalize(_as_model(path_or_model))
+
+
 def _load_onnx(path):
-    import onnx
+    from pim_macro.sw.compiler.onnx_import import load_onnx
     path = Path(path)
     _check_model_file(path)
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:        # protobuf's DecodeError and friends
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"cannot read ONNX model {path}: {message}") from None
+    return load_onnx(path)
 
 
 def _topological(nodes, available):
@@ -330,8 +338,10 @@ def _onnx_layers(model):
         consts[init.name] = numpy_helper.to_array(init)
     for node in graph.node:
         if node.op_type not in _ONNX_OPS:
-            raise ValueError(f"{_node_label(node)}: unsupported op {node.op_type} (supported: "
-                             f"{', '.join(sorted(_ONNX_OPS))})")
+            raise ValueError(f"{_node_label(node)}: op {node.op_type} does not run in an .npz "
+                             f"chain of Gemm, Conv and Relu layers (write --out M.tflite: the "
+                             f"graph quantizer takes pooling, residual adds, depthwise "
+                             f"convolutions and softmax)")
         if node.domain not in ("", "ai.onnx"):
             raise ValueError(f"{_node_label(node)}: unsupported op domain {node.domain!r}")
         if node.op_type == "Constant":
@@ -375,10 +385,11 @@ def _onnx_layers(model):
         data = [n for n in node.input if n and n not in consts]
         if data != [current]:
             raise ValueError(f"{label}: it must take the previous layer's output {current!r} as "
-                             f"its only non-constant input (only a chain of layers is supported)")
+                             f"its only non-constant input (an .npz holds only a chain of layers; "
+                             f"write --out M.tflite for branches)")
         if len(consumers.get(current, [])) != 1:
-            raise ValueError(f"{label}: tensor {current!r} feeds several nodes (branches are "
-                             f"not supported)")
+            raise ValueError(f"{label}: tensor {current!r} feeds several nodes (an .npz holds "
+                             f"only a chain of layers; write --out M.tflite for branches)")
         if len(node.output) != 1:
             raise ValueError(f"{label}: must have a single output")
         if node.input[0] != current and node.op_type not in ("Add",):
@@ -515,7 +526,7 @@ def quantize_onnx(path_or_model, calib):
     module docstring for the supported graphs), calibrated on float inputs ``calib``: a batch of
     the graph input's shape (N, ...) or any (N, ...) with the same number of values per
     sample."""
-    model = _as_model(path_or_model)
+    model = _chain_model(path_or_model)
     layers, in_shape = _onnx_layers(model)
     calib = np.asarray(calib, dtype=np.float64)
     if calib.ndim >= 1 and calib.shape[0] and calib[0].size == int(np.prod(in_shape)):
@@ -602,7 +613,7 @@ def float_forward(model):
     if not (_is_onnx(model) or isinstance(model, (str, Path))):
         from pim_macro.sw.compiler.sklearn_import import from_sklearn
         model = from_sklearn(model)
-    layers, in_shape = _onnx_layers(_as_model(model))
+    layers, in_shape = _onnx_layers(_chain_model(model))
 
     def run(x):
         x = np.asarray(x, dtype=np.float64)
@@ -626,16 +637,26 @@ def report(network, float_fn, x, labels=None, classes=None):
     an sklearn classifier's ``classes_``) and compared with the labels. Every value is finite.
     Raises ``ValueError``.
     """
-    from pim_macro.sw.compiler.classes import accuracy, check_labels, predict
     if network.output_scale is None:
         raise ValueError("the network has no output_scale")
     if classes is None:
         classes = network.classes
     x = np.asarray(x, dtype=np.float64)
     y_int8, _ = forward(network, quantize_input(network, x))
-    deq = (y_int8.astype(np.float64) - network.layers[-1].output_zero_point) \
-        * network.output_scale
+    zero_point = network.layers[-1].output_zero_point
+    deq = (y_int8.astype(np.float64) - zero_point) * network.output_scale
     ref = np.asarray(float_fn(x), dtype=np.float64).reshape(x.shape[0], -1)
+    return compare_outputs(deq, ref, y_int8, zero_point, labels, classes)
+
+
+def compare_outputs(deq, ref, y_int8, zero_point, labels=None, classes=None):
+    """:func:`report`'s dict from the dequantized int8 outputs ``deq`` (B, n), the float
+    outputs ``ref`` (B, n), the int8 outputs ``y_int8`` and their zero point (the predictions
+    are decoded from them, as ``pim infer`` decodes), the labels and the classes. Raises
+    ``ValueError`` for shapes that differ, float outputs that are not finite, and labels that
+    do not fit the classes."""
+    from pim_macro.sw.compiler.classes import accuracy, check_labels, predict
+    deq, ref = np.asarray(deq, np.float64), np.asarray(ref, np.float64)
     if ref.shape != deq.shape:
         raise ValueError(f"the float outputs have shape {ref.shape}, the int8 outputs "
                          f"{deq.shape}")
@@ -644,7 +665,7 @@ def report(network, float_fn, x, labels=None, classes=None):
     err = np.abs(deq - ref)
     out_range = float(np.max(np.abs(ref)))
     result = {
-        "samples": int(x.shape[0]),
+        "samples": int(deq.shape[0]),
         "max_abs_error": float(err.max()),
         "mean_abs_error": float(err.mean()),
         "output_range": out_range,
@@ -653,13 +674,12 @@ def report(network, float_fn, x, labels=None, classes=None):
     }
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.shape != (x.shape[0],):
-            raise ValueError(f"expected {x.shape[0]} labels, not shape {labels.shape}")
+        if labels.shape != (deq.shape[0],):
+            raise ValueError(f"expected {deq.shape[0]} labels, not shape {labels.shape}")
         check_labels(labels, classes, deq.shape[1])
         result["float_accuracy"] = accuracy(predict(ref, classes), labels)
-        result["int8_accuracy"] = accuracy(predict(y_int8, classes,
-                                                   zero_point=network.layers[-1].
-                                                   output_zero_point), labels)
+        result["int8_accuracy"] = accuracy(predict(y_int8, classes, zero_point=zero_point),
+                                           labels)
     return result
 
 

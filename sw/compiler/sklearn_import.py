@@ -14,7 +14,7 @@ goes exactly into the first layer, ``W' = W / scale_`` (per input column), ``b' 
 mean_``, computed in float64 and then rounded to float32. (``'passthrough'`` / ``None`` steps
 are skipped.) Note that the folded model's inputs are still the raw features: the int8 input
 scale of the quantized model is one for all of them (see :func:`pim_macro.sw.compiler.
-quantize.input_range_warning`).
+quantize.quantization_warnings`).
 
 Why our own converter rather than ``skl2onnx``: skl2onnx writes the classifier's full
 ``predict`` / ``predict_proba`` graph (``ArgMax``, ``ZipMap``, ``Cast``, ``Softmax`` and a
