@@ -213,8 +213,8 @@ def build_parser():
 
     quantize = commands.add_parser(
         "quantize", help="quantize a float model (ONNX, or a pickled sklearn MLP) to int8",
-        description="Turn a float model into the int8 container of sw/compiler/network.py, as "
-                    "TFLite's converter does: per-channel symmetric int8 weights, asymmetric "
+        description="Turn a float model into an int8 TFLite model (--out M.tflite) or the "
+                    "int8 container of sw/compiler/network.py, as TFLite's converter does: per-channel symmetric int8 weights, asymmetric "
                     "int8 activations (scale and zero point from the calibration range), "
                     "int32 biases, a Q31 multiplier and shift per output channel (see "
                     "sw/compiler/quantize.py). Reports the int8-vs-float error on --test "
@@ -222,14 +222,18 @@ def build_parser():
                     "JSON's \"warnings\") when the int8 outputs are off by more than 0.1 of "
                     "the float outputs' range.")
     quantize.add_argument("--model", required=True, metavar="F.onnx|F.pkl",
-                          help="float model: ONNX (Gemm/MatMul+Add, Conv, Relu, Flatten) or a "
-                               "pickled sklearn MLPClassifier/MLPRegressor, or a Pipeline of a "
-                               "StandardScaler and one (pickles run code: trusted files only)")
+                          help="float model: ONNX as exporters write it (PyTorch, tf2onnx: see "
+                               "sw/compiler/onnx_import.py for the ops) or a pickled sklearn "
+                               "MLPClassifier/MLPRegressor, or a Pipeline of a StandardScaler "
+                               "and one (pickles run code: trusted files only)")
     quantize.add_argument("--calib", required=True, metavar="X.npy",
                           help="float calibration inputs (N, features) or (N, C, H, W)")
-    quantize.add_argument("--out", required=True, metavar="M.npz",
-                          help="write the int8 container to exactly this path, no suffix added "
-                               "(not a directory)")
+    quantize.add_argument("--out", required=True, metavar="M.tflite|M.npz",
+                          help="write the int8 model to exactly this path, no suffix added "
+                               "(not a directory): a .tflite name writes a TFLite model (any "
+                               "model: pooling, residual adds, depthwise, softmax; run it with "
+                               "pim infer or LiteRT), another name the .npz chain container "
+                               "(Gemm, Conv and Relu layers)")
     quantize.add_argument("--test", metavar="X.npy", help="float inputs for the error report")
     quantize.add_argument("--labels", metavar="L.npy",
                           help="labels of --test (integers or strings; a classifier's "
@@ -685,7 +689,9 @@ def _infer_tflite(args):
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise _Error(f"{shown(str(args.model))}: pim infer runs models of one input and one "
                      f"output, not {len(graph.inputs)} and {len(graph.outputs)}")
-    inputs = _load(args.input, "input")
+    # A model made from an ONNX model by pim quantize takes (and gives) ONNX's NCHW images.
+    from pim_macro.sw.compiler.graph_quantizer import to_model_layout, to_user_layout
+    inputs = to_model_layout(graph, _load(args.input, "input"))
     classes = graph.metadata.get("classes")
     output = graph.tensors[graph.outputs[0]]
     outputs = int(np.prod(output.shape[1:])) if len(output.shape) > 1 else 1
@@ -703,7 +709,7 @@ def _infer_tflite(args):
     with _back_end():
         result = run_graph(graph, inputs, config, sim=args.sim, arch=args.arch,
                            port=args.port, im2col=args.im2col, **_stalls(args))
-    y = result.outputs[0]
+    y = to_user_layout(graph, result.outputs[0])
     if args.out is not None:
         _save_array(args.out, y)
     # A float output (a DEQUANTIZE at the end) has zero point 0: its sign is the logit's.
@@ -796,6 +802,8 @@ def _quantize(args):
             raise _Error(f"{name} holds values that are not finite (inf or NaN)")
     if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iuU"):
         _check_labels(labels)       # its kind and shape (the error); the classes: below
+    if str(args.out).lower().endswith(".tflite"):
+        return _quantize_tflite(args, calib, test, labels)
     try:
         # Values so large that the float model overflows are data no int8 scale can serve.
         with np.errstate(over="raise", divide="raise", invalid="raise"):
@@ -834,6 +842,54 @@ def _quantize(args):
                 print(f"  {key.replace('_', ' ')}: {summary[key]:.4f}")
         if network.classes is not None:
             print(f"  classes: {shown(' '.join(map(str, network.classes.tolist())), 200)}")
+    return EXIT_OK
+
+
+def _quantize_tflite(args, calib, test, labels):
+    """``pim quantize --out M.tflite``: the graph quantizer
+    (:mod:`pim_macro.sw.compiler.graph_quantizer`) writes the int8 TFLite model of any
+    canonical float model (pooling, residual adds, depthwise convolutions, softmax)."""
+    from pim_macro.sw.compiler.graph_quantizer import canonical_model, quantize_graph, \
+        report_graph
+    from pim_macro.sw.compiler.quantize import load_float_model, quantization_warnings
+    from pim_macro.sw.compiler.tflite_import import load_tflite
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):     # onnxruntime's float: checked
+            model = canonical_model(load_float_model(args.model))   # once: a pickle runs code
+            data = quantize_graph(model, calib)
+            graph = load_tflite(data)
+            classes = graph.metadata.get("classes")
+            if labels is not None:
+                output = graph.tensors[graph.outputs[0]]
+                _check_labels(labels, classes, int(np.prod(output.shape[1:])))
+            summary = report_graph(graph, model, test, labels)
+    except ValueError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _Error(message if str(args.model) in message
+                     else f"cannot quantize {args.model}: {message}") from None
+    warnings = quantization_warnings(summary, calib)
+    summary.update({"out": args.out, "ops": len(graph.ops), "macro_ops": len(graph.macro_ops),
+                    "weight_bytes": graph.weight_bytes, "macs": graph.macs,
+                    "warnings": warnings})
+    if classes is not None:
+        summary["classes"] = classes
+    text = _json(summary)           # before writing anything: a report JSON cannot hold fails
+    _save(args.out, lambda f: f.write(data))
+    for warning in warnings:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if sys.stderr is not None:
+                sys.stderr.write(f"{PROG}: warning: {warning}\n")
+                sys.stderr.flush()
+    if args.json:
+        print(text)
+    else:
+        print(f"{args.out}: {len(graph.ops)} ops ({len(graph.macro_ops)} on the macro), "
+              f"{graph.weight_bytes} int8 weights, {graph.macs} MACs per inference")
+        for key in ("float_accuracy", "int8_accuracy", "agreement", "relative_error"):
+            if key in summary:
+                print(f"  {key.replace('_', ' ')}: {summary[key]:.4f}")
+        if classes is not None:
+            print(f"  classes: {shown(' '.join(map(str, classes)), 200)}")
     return EXIT_OK
 
 

@@ -732,13 +732,22 @@ def _graph_inputs(graph, x):
         if array.shape[1:] != want or array.ndim != len(want) + 1:
             raise ValueError(f"input {tensor.name!r} must have shape (B, "
                              f"{', '.join(map(str, want))}), not {array.shape}")
-        if array.dtype != np.dtype(tensor.dtype):
+        float_input = np.dtype(tensor.dtype).kind == "f" and array.dtype.kind == "f"
+        if array.dtype != np.dtype(tensor.dtype) and not float_input:
             raise ValueError(f"input {tensor.name!r} must be {np.dtype(tensor.dtype).name}, "
                              f"not {array.dtype}")
         # QUANTIZE casts NaN and inf to int32 with numpy's warning and an undefined value.
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             raise ValueError(f"input {tensor.name!r} holds values that are not finite (inf or "
                              "NaN)")
+        if float_input and array.dtype != np.dtype(tensor.dtype):
+            # numpy saves float64: a float model input takes any float, as the float32 the
+            # model holds (TFLite's converter's users cast it the same way).
+            with np.errstate(over="ignore"):
+                array = array.astype(tensor.dtype)
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"input {tensor.name!r} holds values beyond "
+                                 f"{np.dtype(tensor.dtype).name}'s range")
         if batch is not None and array.shape[0] != batch:
             raise ValueError(f"the inputs hold {batch} and {array.shape[0]} samples")
         batch = array.shape[0]
@@ -757,7 +766,8 @@ def _as_tensor(graph, index, value):
 def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpressure=0.0,
               seed=0, port=None, program=None, im2col=False):
     """Run ``graph`` on the batch ``x`` (one array ``(B, *input shape without batch)`` in the
-    input tensor's dtype, or a list of them for several inputs): macro ops on ``sim`` of
+    input tensor's dtype (any float dtype for a float32 input: cast to float32), or a list of
+    them for several inputs): macro ops on ``sim`` of
     ``arch`` through one :class:`~pim_macro.sw.runtime.driver.Session`, host ops in numpy.
     ``program``: a :class:`GraphProgram` of this graph and config already compiled.
 

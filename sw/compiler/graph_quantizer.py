@@ -55,7 +55,8 @@ from pim_macro.sw.compiler.tflite_import import METADATA_NAME, UnsupportedModel
 from pim_macro.sw.models.requant import INT32_MAX, INT32_MIN
 
 
-__all__ = ["quantize_graph", "calibrate", "float_tensors", "to_model_layout", "to_user_layout"]
+__all__ = ["quantize_graph", "calibrate", "float_tensors", "to_model_layout", "to_user_layout",
+           "canonical_model", "float_outputs", "report_graph"]
 
 
 def _label(node):
@@ -385,12 +386,15 @@ def quantize_graph(model, calib, *, classes=None):
     ``classes``: the classifier's class labels (a list of ints or strings, JSON-serializable),
     kept in the model's metadata; by default the model's ``pim_macro.classes`` metadata property
     if it has one. Raises ``UnsupportedModel`` and ``ValueError`` (see the module docstring)."""
+    from pim_macro.sw.compiler.classes import METADATA_KEY, as_classes, classes_from_json
     from pim_macro.sw.compiler.onnx_import import check_canonical
     check_canonical(model)
     if classes is None:
         props = {p.key: p.value for p in model.metadata_props}
-        if "pim_macro.classes" in props:
-            classes = json.loads(props["pim_macro.classes"])
+        if METADATA_KEY in props:
+            classes = classes_from_json(props[METADATA_KEY], f"the model's {METADATA_KEY}")
+    if classes is not None:
+        classes = as_classes(classes).tolist()
     ranges = calibrate(model, calib)
     return _Quantizer(model, ranges).build(classes)
 
@@ -415,3 +419,51 @@ def to_user_layout(graph, y):
     if graph.metadata.get("output_layout") == "NCHW" and y.ndim == 4:
         return y.transpose(0, 3, 1, 2)
     return y
+
+
+def canonical_model(model):
+    """The canonical float ONNX model of a float model as
+    :func:`pim_macro.sw.compiler.quantize.load_float_model` returns it: an ``onnx.ModelProto``
+    through :func:`~pim_macro.sw.compiler.onnx_import.normalize`, a scikit-learn estimator
+    through :func:`~pim_macro.sw.compiler.sklearn_import.from_sklearn`. Raises what they
+    raise."""
+    import onnx
+    if isinstance(model, onnx.ModelProto):
+        from pim_macro.sw.compiler.onnx_import import normalize
+        return normalize(model)
+    from pim_macro.sw.compiler.sklearn_import import from_sklearn
+    return from_sklearn(model)
+
+
+def float_outputs(model, x):
+    """onnxruntime's float outputs ``(B, ...)`` of the canonical float ``model`` on the float
+    batch ``x`` (ONNX layout; flattened samples are reshaped), one sample at a time."""
+    return np.concatenate([values[model.graph.output[0].name]
+                           for values in float_tensors(model, x)])
+
+
+def report_graph(graph, model, x, labels=None):
+    """:func:`pim_macro.sw.compiler.quantize.report` for an int8 ``graph`` quantized from the
+    canonical float ``model``: its dequantized outputs (``Graph.run``) against the float ones
+    (:func:`float_outputs`) on the float batch ``x`` (ONNX layout), with accuracies in the
+    graph's classes when ``labels`` are given. Raises ``ValueError``."""
+    from pim_macro.sw.compiler.quantize import compare_outputs
+    x = np.asarray(x, dtype=np.float64)
+    shape = _shapes(model)[model.graph.input[0].name][1:]
+    if x.ndim < 1 or x.shape[0] == 0 or x[0].size != math.prod(shape):
+        raise ValueError(f"the test samples must have {math.prod(shape)} values (shape "
+                         f"{shape}), not shape {x.shape[1:]}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("the test data holds non-finite values")
+    x = x.reshape(len(x), *shape)
+    out = graph.tensors[graph.ops[-1].inputs[0]]        # the int8 tensor DEQUANTIZE reads
+    y_int8, deq = [], []
+    for sample in to_model_layout(graph, x.astype(np.float32)):
+        _, values = graph.run([sample[None]], keep=True)
+        y_int8.append(values[graph.ops[-1].inputs[0]])
+        deq.append(values[graph.outputs[0]])
+    y_int8 = np.concatenate(y_int8).reshape(len(x), -1)
+    deq = to_user_layout(graph, np.concatenate(deq)).reshape(len(x), -1)
+    ref = float_outputs(model, x).reshape(len(x), -1)
+    return compare_outputs(deq, ref, y_int8, out.zero_point, labels,
+                           graph.metadata.get("classes"))

@@ -276,3 +276,115 @@ def test_onnx_exports_command(tmp_path, capsys):
         onnx_exports.main(["--model", str(tmp_path / "bad.onnx")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "bad.onnx" in err, err
+
+
+# -- pim quantize --out M.tflite, then pim infer ----------------------------------------------------
+
+def _pim(*args):
+    """``pim *args`` in this process: ``(exit code, stdout, stderr)``."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+    from pim_macro.sw import cli
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_quantize_onnx_to_tflite_and_infer(tmp_path):
+    """A PyTorch-style LeNet-5 (.onnx, dynamic batch) -> pim quantize --out M.tflite -> pim
+    infer on NCHW inputs: the outputs are the graph's (to_user_layout of NHWC), the accuracy
+    the one quantize reported for the same labels, and the model a TFLite file LiteRT runs."""
+    import json
+    import onnx
+    original, _, _, _, x = quantized("lenet5", (("size", 16),))
+    onnx.save(original, tmp_path / "lenet.onnx")
+    np.save(tmp_path / "X.npy", x)
+    labels = np.random.default_rng(1).integers(0, 10, len(x))
+    np.save(tmp_path / "L.npy", labels)
+    code, out, err = _pim("quantize", "--model", tmp_path / "lenet.onnx", "--calib",
+                          tmp_path / "X.npy", "--labels", tmp_path / "L.npy", "--out",
+                          tmp_path / "m.tflite", "--json")
+    assert code == 0 and err == "", err
+    summary = json.loads(out)
+    assert summary["ops"] == 10 and summary["macro_ops"] == 5 and summary["warnings"] == []
+    g = load_tflite(tmp_path / "m.tflite")
+    code, out, err = _pim("infer", "--model", tmp_path / "m.tflite", "--input", tmp_path / "X.npy",
+                          "--labels", tmp_path / "L.npy", "--sim", "model", "--out",
+                          tmp_path / "Y.npy", "--json")
+    assert code == 0, err
+    y = np.load(tmp_path / "Y.npy")
+    np.testing.assert_array_equal(y, _graph_outputs(g, x))
+    assert json.loads(out)["accuracy"] == summary["int8_accuracy"]
+    assert np.mean(y.argmax(1) == labels) == summary["int8_accuracy"]
+
+
+def test_cli_quantize_sklearn_pipeline_to_tflite(tmp_path):
+    """A pickled Pipeline(StandardScaler, MLPClassifier) on string labels and a binary one on
+    3/7: the .tflite keeps the classes, pim infer reports accuracy in them and writes the
+    predictions in them, equal to quantize's int8 accuracy."""
+    import json
+    import warnings
+    import joblib
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 6)) * [1, 5, 0.5, 3, 1, 2] + [0, 10, 0, -4, 2, 0]
+    z = (x - x.mean(0)) / x.std(0)
+    for names, index in ((np.array(["ant", "bee", "cow"]), np.digitize(z[:, 0] + z[:, 1],
+                                                                     [-0.5, 0.5])),
+                         (np.array([3, 7]), (z[:, 2] - z[:, 3] > 0).astype(int))):
+        y = names[index]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf = make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=400,
+                                                                random_state=0)).fit(x, y)
+        joblib.dump(clf, tmp_path / "clf.pkl")
+        np.save(tmp_path / "X.npy", x)
+        np.save(tmp_path / "L.npy", y)
+        code, out, err = _pim("quantize", "--model", tmp_path / "clf.pkl", "--calib",
+                              tmp_path / "X.npy", "--labels", tmp_path / "L.npy", "--out",
+                              tmp_path / "m.tflite", "--json")
+        assert code == 0, err
+        summary = json.loads(out)
+        assert summary["classes"] == names.tolist()
+        assert summary["float_accuracy"] == np.mean(clf.predict(x) == y)
+        assert summary["int8_accuracy"] > 0.9
+        code, out, err = _pim("infer", "--model", tmp_path / "m.tflite", "--input",
+                              tmp_path / "X.npy", "--labels", tmp_path / "L.npy",
+                              "--predictions", tmp_path / "P.npy", "--json")
+        assert code == 0, err
+        predictions = np.load(tmp_path / "P.npy")
+        assert json.loads(out)["accuracy"] == summary["int8_accuracy"]
+        assert np.mean(predictions == y) == summary["int8_accuracy"]
+        assert set(predictions.tolist()) <= set(names.tolist())
+
+
+@pytest.mark.parametrize("case, message", [
+    ("nan", "initializer 'W1' holds NaN"),
+    ("residual_npz", "write --out M.tflite"),
+    ("calib_shape", "the calibration samples have 5 values, but the model takes 12"),
+])
+def test_cli_quantize_tflite_refusals(tmp_path, case, message):
+    """One line on stderr, exit 2, nothing written."""
+    import onnx
+    rng = np.random.default_rng(0)
+    out = tmp_path / ("m.npz" if case.endswith("npz") else "m.tflite")
+    model = (onnx_build.small_resnet(rng, size=8) if case == "residual_npz"
+             else onnx_build.transposed_matmul(rng))
+    if case == "nan":
+        from onnx import numpy_helper
+        w = [i for i in model.graph.initializer if i.name == "W1"][0]
+        bad = numpy_helper.to_array(w).copy()
+        bad[0, 0] = np.nan
+        model = onnx_build.set_initializer(model, "W1", bad)
+    onnx.save(model, tmp_path / "m.onnx")
+    shape = (8, 3, 8, 8) if case == "residual_npz" else (8, 5 if case == "calib_shape" else 12)
+    np.save(tmp_path / "X.npy", rng.normal(size=shape))
+    code, out_text, err = _pim("quantize", "--model", tmp_path / "m.onnx", "--calib",
+                               tmp_path / "X.npy", "--out", out)
+    assert code == 2 and out_text == "" and err.count("\n") == 1, err
+    assert err.startswith("pim: error: ") and message in err, err
+    assert not out.exists()
