@@ -246,8 +246,6 @@ def test_rtl_via_cli(files, sim):
     """An RTL run through the CLI: stdout is exactly one JSON object (nothing from cocotb or the
     simulator), stderr is empty, Y is exact and the cycles are real."""
     a, p, _ = files
-    if sim == "icarus" and not shutil.which("iverilog"):
-        pytest.skip("Icarus Verilog is not installed")
     result = ok(pim("gemv", "--weights", p["W"], "--input", p["X"], "--bias", p["B"],
                     "--multiplier", M0, "--shift", SHIFT, "--sim", sim, "--json"))
     try:
