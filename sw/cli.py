@@ -214,7 +214,8 @@ def build_parser():
     quantize = commands.add_parser(
         "quantize", help="quantize a float model (ONNX, or a pickled sklearn MLP) to int8",
         description="Turn a float model into an int8 TFLite model (--out M.tflite) or the "
-                    "int8 container of sw/compiler/network.py, as TFLite's converter does: per-channel symmetric int8 weights, asymmetric "
+                    "int8 container of sw/compiler/network.py, as TFLite's converter does: "
+                    "per-channel symmetric int8 weights, asymmetric "
                     "int8 activations (scale and zero point from the calibration range), "
                     "int32 biases, a Q31 multiplier and shift per output channel (see "
                     "sw/compiler/quantize.py). Reports the int8-vs-float error on --test "
@@ -824,11 +825,20 @@ def _quantize(args):
                     "weight_bytes": network.weight_bytes,
                     "input_scale": network.input_scale, "output_scale": network.output_scale,
                     "warnings": warnings})
-    if network.classes is not None:
-        summary["classes"] = network.classes.tolist()
+    classes = None if network.classes is None else network.classes.tolist()
+    return _finish_quantize(args, summary, classes, lambda f: save_network(f, network),
+                            f"{len(network.layers)} layers, {network.weight_bytes} int8 weights")
+
+
+def _finish_quantize(args, summary, classes, write, headline):
+    """The end of ``pim quantize``: ``summary`` checked as JSON before anything is written,
+    the model written by ``write`` (given the open file), the warnings on stderr, then the
+    report (JSON, or ``headline`` and the figures)."""
+    if classes is not None:
+        summary["classes"] = classes
     text = _json(summary)           # before writing anything: a report JSON cannot hold fails
-    _save(args.out, lambda f: save_network(f, network))
-    for warning in warnings:
+    _save(args.out, write)
+    for warning in summary["warnings"]:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             if sys.stderr is not None:
                 sys.stderr.write(f"{PROG}: warning: {warning}\n")
@@ -836,12 +846,12 @@ def _quantize(args):
     if args.json:
         print(text)
     else:
-        print(f"{args.out}: {len(network.layers)} layers, {network.weight_bytes} int8 weights")
+        print(f"{args.out}: {headline}")
         for key in ("float_accuracy", "int8_accuracy", "agreement", "relative_error"):
             if key in summary:
                 print(f"  {key.replace('_', ' ')}: {summary[key]:.4f}")
-        if network.classes is not None:
-            print(f"  classes: {shown(' '.join(map(str, network.classes.tolist())), 200)}")
+        if classes is not None:
+            print(f"  classes: {shown(' '.join(map(str, classes)), 200)}")
     return EXIT_OK
 
 
@@ -871,26 +881,10 @@ def _quantize_tflite(args, calib, test, labels):
     summary.update({"out": args.out, "ops": len(graph.ops), "macro_ops": len(graph.macro_ops),
                     "weight_bytes": graph.weight_bytes, "macs": graph.macs,
                     "warnings": warnings})
-    if classes is not None:
-        summary["classes"] = classes
-    text = _json(summary)           # before writing anything: a report JSON cannot hold fails
-    _save(args.out, lambda f: f.write(data))
-    for warning in warnings:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            if sys.stderr is not None:
-                sys.stderr.write(f"{PROG}: warning: {warning}\n")
-                sys.stderr.flush()
-    if args.json:
-        print(text)
-    else:
-        print(f"{args.out}: {len(graph.ops)} ops ({len(graph.macro_ops)} on the macro), "
-              f"{graph.weight_bytes} int8 weights, {graph.macs} MACs per inference")
-        for key in ("float_accuracy", "int8_accuracy", "agreement", "relative_error"):
-            if key in summary:
-                print(f"  {key.replace('_', ' ')}: {summary[key]:.4f}")
-        if classes is not None:
-            print(f"  classes: {shown(' '.join(map(str, classes)), 200)}")
-    return EXIT_OK
+    return _finish_quantize(args, summary, classes, lambda f: f.write(data),
+                            f"{len(graph.ops)} ops ({len(graph.macro_ops)} on the macro), "
+                            f"{graph.weight_bytes} int8 weights, {graph.macs} MACs per "
+                            f"inference")
 
 
 def _decoded(response, header):

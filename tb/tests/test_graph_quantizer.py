@@ -187,7 +187,7 @@ def test_done_means_models_on_the_rtl(name, sim, arch):
     assert [s.cycles for s in result.ops] == [s.cycles for s in model.ops]
 
 
-# -- what TFLite cannot express ---------------------------------------------------------------------
+# -- what TFLite cannot express ----------------------------------------------------------------
 
 def test_classes_and_layout_in_the_metadata():
     """classes= and the model's own pim_macro.classes property reach Graph.metadata; an image
@@ -278,7 +278,7 @@ def test_onnx_exports_command(tmp_path, capsys):
     assert e.value.code == 2 and err.count("\n") == 1 and "bad.onnx" in err, err
 
 
-# -- pim quantize --out M.tflite, then pim infer ----------------------------------------------------
+# -- pim quantize --out M.tflite, then pim infer -----------------------------------------------
 
 def _pim(*args):
     """``pim *args`` in this process: ``(exit code, stdout, stderr)``."""
