@@ -197,8 +197,8 @@ def test_classes_and_layout_in_the_metadata():
     assert g.metadata["input_layout"] == "NCHW"
     assert to_model_layout(g, x).shape == (TESTS, 28, 28, 1)
     calib = x[:4]
-    meta = load_tflite(quantize_graph(canonical, calib, classes=["a", "b"] * 5)).metadata
-    assert meta["classes"] == ["a", "b"] * 5
+    meta = load_tflite(quantize_graph(canonical, calib, classes=list("abcdefghij"))).metadata
+    assert meta["classes"] == list("abcdefghij")
     canonical.metadata_props.add(key="pim_macro.classes", value=json.dumps([3, 5, 9]))
     assert load_tflite(quantize_graph(canonical, calib)).metadata["classes"] == [3, 5, 9]
     del canonical.metadata_props[-1]
