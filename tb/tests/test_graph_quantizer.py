@@ -199,8 +199,11 @@ def test_classes_and_layout_in_the_metadata():
     calib = x[:4]
     meta = load_tflite(quantize_graph(canonical, calib, classes=list("abcdefghij"))).metadata
     assert meta["classes"] == list("abcdefghij")
-    canonical.metadata_props.add(key="pim_macro.classes", value=json.dumps([3, 5, 9]))
-    assert load_tflite(quantize_graph(canonical, calib)).metadata["classes"] == [3, 5, 9]
+    with pytest.raises(ValueError, match="3 classes for 10 outputs: expected 10"):
+        quantize_graph(canonical, calib, classes=[3, 5, 9])
+    classes = [3, 5, 9, 11, 12, 13, 14, 15, 16, 17]
+    canonical.metadata_props.add(key="pim_macro.classes", value=json.dumps(classes))
+    assert load_tflite(quantize_graph(canonical, calib)).metadata["classes"] == classes
     del canonical.metadata_props[-1]
 
 
