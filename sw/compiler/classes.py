@@ -25,11 +25,12 @@ import json
 import numpy as np
 
 
-__all__ = ["as_classes", "predict", "accuracy", "check_labels", "classes_json",
+__all__ = ["as_classes", "predict", "accuracy", "check_labels", "check_count", "classes_json",
            "classes_from_json", "METADATA_KEY"]
 
-#: The ONNX ``metadata_props`` key (and ``.tflite`` metadata name) holding the JSON list of a
-#: classifier's classes.
+#: The ONNX ``metadata_props`` key holding the JSON list of a classifier's classes (a
+#: ``.tflite`` keeps them in its ``pim_macro`` metadata entry:
+#: :data:`pim_macro.sw.compiler.tflite_import.METADATA_NAME`).
 METADATA_KEY = "pim_macro.classes"
 
 
@@ -107,7 +108,9 @@ def _outputs(outputs):
     return y.reshape(y.shape[0], -1)
 
 
-def _check_count(classes, n):
+def check_count(classes, n):
+    """``ValueError`` unless the classes array ``classes`` has one label per output of ``n``
+    outputs (two, ``[negative, positive]``, for a single logit)."""
     want = 2 if n == 1 else n
     if classes.size != want:
         what = "one logit (a binary classifier: [negative, positive])" if n == 1 else \
@@ -129,7 +132,7 @@ def predict(outputs, classes=None, *, zero_point=0):
     if classes is None:
         return index
     classes = as_classes(classes)
-    _check_count(classes, y.shape[1])
+    check_count(classes, y.shape[1])
     return classes[index]
 
 
@@ -163,7 +166,7 @@ def check_labels(labels, classes=None, outputs=None):
     if classes is not None:
         classes = as_classes(classes)
         if outputs is not None:
-            _check_count(classes, outputs)
+            check_count(classes, outputs)
         if (kind == "U") != (classes.dtype.kind == "U"):
             ckind = "strings" if classes.dtype.kind == "U" else "integers"
             lkind = "strings" if kind == "U" else "integers"

@@ -386,7 +386,7 @@ def quantize_graph(model, calib, *, classes=None):
     ``classes``: the classifier's class labels (a list of ints or strings, JSON-serializable),
     kept in the model's metadata; by default the model's ``pim_macro.classes`` metadata property
     if it has one. Raises ``UnsupportedModel`` and ``ValueError`` (see the module docstring)."""
-    from pim_macro.sw.compiler.classes import (METADATA_KEY, _check_count, as_classes,
+    from pim_macro.sw.compiler.classes import (METADATA_KEY, check_count, as_classes,
                                                classes_from_json)
     from pim_macro.sw.compiler.onnx_import import check_canonical
     check_canonical(model)
@@ -396,7 +396,7 @@ def quantize_graph(model, calib, *, classes=None):
             classes = classes_from_json(props[METADATA_KEY], f"the model's {METADATA_KEY}")
     if classes is not None:
         classes = as_classes(classes)
-        _check_count(classes, math.prod(_shapes(model)[model.graph.output[0].name][1:]))
+        check_count(classes, math.prod(_shapes(model)[model.graph.output[0].name][1:]))
         classes = classes.tolist()
     ranges = calibrate(model, calib)
     return _Quantizer(model, ranges).build(classes)
