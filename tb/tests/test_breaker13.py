@@ -101,3 +101,123 @@ def test_relu_not_fused_is_quantized(build, shape):
     else uses". TFLite has a standalone int8 RELU (and Relu commutes with MaxPool / reshapes),
     so they should quantize and match onnxruntime within the int8 error."""
     _quantize_and_compare(build(np.random.default_rng(1)), shape)
+
+
+# -- 2. NHWC calibration / test data read as NCHW by pim quantize ----------------------------------
+
+def _small_cnn(rng):
+    """3-channel 4x6 images (NCHW), Conv 3x3 -> Flatten -> Gemm (3 classes)."""
+    return make_model(
+        [helper.make_node("Conv", ["input", "w", "b"], ["c"], kernel_shape=[3, 3]),
+         helper.make_node("Flatten", ["c"], ["f"]),
+         helper.make_node("Gemm", ["f", "fw", "fb"], ["output"], transB=1)],
+        [("input", ["N", 3, 4, 6])], [("output", ["N", 3])],
+        {"w": _w(rng, 2, 3, 3, 3), "b": _w(rng, 2), "fw": _w(rng, 3, 16), "fb": _w(rng, 3)})
+
+
+@pytest.mark.parametrize("option", ["--test", "--calib"])
+def test_quantize_nhwc_data_not_silently_misread(tmp_path, option):
+    """FAULT: the model takes NCHW (B, 3, 4, 6). ``pim infer`` on the .tflite accepts an NHWC
+    batch (B, 4, 6, 3) and computes it right, but ``pim quantize --test Xnhwc.npy`` (or
+    ``--calib``) only compares the sample *size* (72 values) and reshapes the NHWC array to NCHW:
+    exit 0 and a report (relative error, accuracy) of scrambled images. It should refuse the
+    shape (one ``pim: error:`` line) or read it as pim infer does (the same report as NCHW)."""
+    rng = np.random.default_rng(3)
+    onnx.save(_small_cnn(rng), tmp_path / "m.onnx")
+    x = rng.normal(size=(64, 3, 4, 6)).astype(np.float32)
+    np.save(tmp_path / "X.npy", x)
+    np.save(tmp_path / "Xnhwc.npy", x.transpose(0, 2, 3, 1))
+    base = ["quantize", "--model", tmp_path / "m.onnx", "--json"]
+    code, out, err = _pim(*base, "--calib", tmp_path / "X.npy", "--out", tmp_path / "a.tflite")
+    assert code == 0, err
+    want = json.loads(out)
+    other = {"--test": ["--calib", tmp_path / "X.npy", "--test", tmp_path / "Xnhwc.npy"],
+             "--calib": ["--calib", tmp_path / "Xnhwc.npy", "--test", tmp_path / "X.npy"]}
+    code, out, err = _pim(*base, *other[option], "--out", tmp_path / "b.tflite")
+    if code == 0:
+        got = json.loads(out)
+        assert got["relative_error"] == want["relative_error"], \
+            f"{option} NHWC accepted and misread: relative error {got['relative_error']:.4f} " \
+            f"vs {want['relative_error']:.4f} on the same samples in NCHW"
+    else:
+        assert code == 2 and err.startswith("pim: error: ") and err.count("\n") == 1, err
+
+
+# -- 3. A float64 model: the "our bug" message ------------------------------------------------------
+
+def test_float64_weights_give_a_node_message():
+    """FAULT: a model computing in float64 (input cast to double, float64 Gemm weights, cast
+    back: what ``model.double()`` exports look like behind a float32 interface) fails in
+    normalize with "the normalized model is not valid ONNX: [ShapeInferenceError] (op_type:Gemm):
+    B has inconsistent type tensor(float)" -- the message normalize keeps for its own bugs (it
+    converted the weights to float32 but left the Casts to double). It should either run (the
+    casts dropped) or refuse in one line naming the node (e.g. the Cast) as the contract says."""
+    rng = np.random.default_rng(4)
+    model = make_model(
+        [helper.make_node("Cast", ["input"], ["x64"], to=TensorProto.DOUBLE, name="cast_in"),
+         helper.make_node("Gemm", ["x64", "w", "b"], ["g"], transB=1, name="fc"),
+         helper.make_node("Cast", ["g"], ["output"], to=TensorProto.FLOAT, name="cast_out")],
+        [("input", ["N", 6])], [("output", ["N", 3])],
+        {"w": _w(rng, 3, 6).astype(np.float64), "b": _w(rng, 3).astype(np.float64)})
+    try:
+        canonical = normalize(model)
+    except UnsupportedModel as exc:
+        assert "not valid ONNX" not in str(exc) and "node '" in str(exc), str(exc)
+        return
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    np.testing.assert_allclose(_onnxruntime(canonical, x), _onnxruntime(model, x), rtol=1e-5,
+                               atol=1e-5)
+
+
+# -- 4. --predictions refused under the name --out ---------------------------------------------------
+
+@pytest.mark.parametrize("target", ["input", "empty", "dir"])
+def test_predictions_errors_name_predictions(tmp_path, target):
+    """FAULT: ``pim infer --predictions X.npy`` where X.npy is the --input says "--out X.npy is
+    the same file as --input X.npy: give --out another file" (no --out was given); likewise
+    ``--predictions ''`` ("--out is empty") and ``--predictions DIR/`` ("--out DIR/ is a
+    directory"). The one line must name the option the user gave: --predictions."""
+    rng = np.random.default_rng(5)
+    model = make_model([helper.make_node("Gemm", ["input", "w", "b"], ["output"], transB=1)],
+                       [("input", ["N", 6])], [("output", ["N", 3])],
+                       {"w": _w(rng, 3, 6), "b": _w(rng, 3)})
+    onnx.save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "X.npy", rng.normal(size=(16, 6)))
+    code, _, err = _pim("quantize", "--model", tmp_path / "m.onnx", "--calib",
+                        tmp_path / "X.npy", "--out", tmp_path / "m.tflite")
+    assert code == 0, err
+    (tmp_path / "d").mkdir()
+    predictions = {"input": tmp_path / "X.npy", "empty": "", "dir": f"{tmp_path / 'd'}/"}[target]
+    code, out, err = _pim("infer", "--model", tmp_path / "m.tflite", "--input",
+                          tmp_path / "X.npy", "--predictions", predictions)
+    assert code == 2 and out == "" and err.startswith("pim: error: "), err
+    assert "--predictions" in err and "--out" not in err, err
+
+
+# -- 5. The labels a classifier was fitted on ---------------------------------------------------------
+
+def test_bool_labels_of_a_bool_classifier(tmp_path):
+    """FAULT: an MLPClassifier fitted on boolean labels (``y = df.target > 0``; classes_
+    [False, True]) quantizes, its classes kept as [0, 1] (as_classes turns booleans into ints),
+    but ``pim quantize --labels L.npy`` with that same ``y`` is refused: "--labels: labels must
+    be integers or strings, not bool". The labels the model was trained on should be taken
+    (as the classes were), and the accuracy equal scikit-learn's within int8 agreement."""
+    import warnings
+    import joblib
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(150, 4))
+    y = x[:, 0] + x[:, 1] > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier((8,), max_iter=300, random_state=0).fit(x, y)
+    joblib.dump(clf, tmp_path / "c.pkl")
+    np.save(tmp_path / "X.npy", x)
+    np.save(tmp_path / "L.npy", y)
+    code, out, err = _pim("quantize", "--model", tmp_path / "c.pkl", "--calib",
+                          tmp_path / "X.npy", "--labels", tmp_path / "L.npy", "--out",
+                          tmp_path / "m.tflite", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["float_accuracy"] == np.mean(clf.predict(x) == y)
