@@ -221,3 +221,30 @@ def test_bool_labels_of_a_bool_classifier(tmp_path):
     assert code == 0, err
     summary = json.loads(out)
     assert summary["float_accuracy"] == np.mean(clf.predict(x) == y)
+
+
+# -- 6. A channel with near-zero weights and an ordinary bias ---------------------------------------
+
+def test_pruned_channel_bias_fits_as_tflite_does():
+    """FAULT: a Conv + BatchNormalization where one channel's BN scale (gamma) was driven to
+    1e-9 (L1 "network slimming" pruning does that; the BN shift beta stays 0.5). Folded, that
+    channel's weights are ~1e-9 and its bias 0.5; at the bias scale input_scale * w_scale[c] the
+    bias is ~1e12 and quantize_graph refuses the whole model: "the bias does not fit in int32".
+    TFLite's own quantizer widens that channel's weight scale instead
+    (tensorflow/lite/tools/optimize: utils::AdjustWeightsForBiasScale, called from
+    quantize_model.cc before QuantizeBias): the model quantizes, and its outputs are within the
+    int8 error of onnxruntime."""
+    rng = np.random.default_rng(7)
+    gamma = np.array([1.0, 1e-9, 0.8, 1.2], np.float32)
+    model = make_model(
+        [helper.make_node("Conv", ["input", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
+         helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["n"]),
+         helper.make_node("Relu", ["n"], ["r"]),
+         helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["f"]),
+         helper.make_node("Gemm", ["f", "fw", "fb"], ["output"], transB=1)],
+        [("input", ["N", 2, 6, 6])], [("output", ["N", 3])],
+        {"w": _w(rng, 4, 2, 3, 3), "b": _w(rng, 4), "gamma": gamma,
+         "beta": np.full(4, 0.5, np.float32), "mean": _w(rng, 4),
+         "var": np.ones(4, np.float32), "fw": _w(rng, 3, 4), "fb": _w(rng, 3)})
+    _quantize_and_compare(model, (2, 6, 6))
