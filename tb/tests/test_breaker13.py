@@ -248,3 +248,52 @@ def test_pruned_channel_bias_fits_as_tflite_does():
          "beta": np.full(4, 0.5, np.float32), "mean": _w(rng, 4),
          "var": np.ones(4, np.float32), "fw": _w(rng, 3, 4), "fb": _w(rng, 3)})
     _quantize_and_compare(model, (2, 6, 6))
+
+
+# -- 7. Error messages about the data that contradict themselves / the user's layout -----------------
+
+@pytest.fixture
+def cnn_files(tmp_path):
+    """(folder, X (3, 2, 4, 4) float32 NCHW) with m.onnx (Conv -> Relu -> MaxPool -> Gemm) and
+    its m.tflite made by pim quantize."""
+    rng = np.random.default_rng(8)
+    model = make_model(
+        [helper.make_node("Conv", ["input", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
+         helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+         helper.make_node("Flatten", ["p"], ["f"]),
+         helper.make_node("Gemm", ["f", "fw", "fb"], ["output"], transB=1)],
+        [("input", ["N", 2, 4, 4])], [("output", ["N", 3])],
+        {"w": _w(rng, 3, 2, 3, 3), "b": _w(rng, 3), "fw": _w(rng, 3, 12), "fb": _w(rng, 3)})
+    onnx.save(model, tmp_path / "m.onnx")
+    x = rng.normal(size=(3, 2, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "X.npy", x)
+    code, _, err = _pim("quantize", "--model", tmp_path / "m.onnx", "--calib", tmp_path / "X.npy",
+                        "--out", tmp_path / "m.tflite")
+    assert code == 0, err
+    return tmp_path, x
+
+
+def test_empty_test_batch_message(cnn_files):
+    """FAULT: ``pim quantize --test E.npy`` with E of shape (0, 2, 4, 4) (no samples) says
+    "the test samples must have 32 values (shape (2, 4, 4)), not shape (2, 4, 4)": the shape it
+    names as wrong is the right one. It should say the test data holds no samples (as the
+    empty --calib does: "must be a non-empty batch")."""
+    folder, x = cnn_files
+    np.save(folder / "E.npy", x[:0])
+    code, _, err = _pim("quantize", "--model", folder / "m.onnx", "--calib", folder / "X.npy",
+                        "--test", folder / "E.npy", "--out", folder / "m2.tflite")
+    assert code == 2 and err.startswith("pim: error: ") and err.count("\n") == 1, err
+    assert "not shape (2, 4, 4)" not in err and ("empty" in err or "no samples" in err), err
+
+
+def test_infer_shape_error_in_the_users_layout(cnn_files):
+    """FAULT: ``pim infer`` on a .tflite made from an ONNX model takes ONNX's NCHW batches
+    (B, 2, 4, 4) (README; to_model_layout). Given one unbatched sample (2, 4, 4) it answers
+    "input 'input' must have shape (B, 4, 4, 2), not (2, 4, 4)": the internal NHWC shape, which
+    sends the ONNX user to transpose their data. The one line should name (B, 2, 4, 4)."""
+    folder, x = cnn_files
+    np.save(folder / "U.npy", x[0])
+    code, _, err = _pim("infer", "--model", folder / "m.tflite", "--input", folder / "U.npy")
+    assert code == 2 and err.startswith("pim: error: ") and err.count("\n") == 1, err
+    assert "(B, 2, 4, 4)" in err, err
