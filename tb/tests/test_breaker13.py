@@ -297,3 +297,25 @@ def test_infer_shape_error_in_the_users_layout(cnn_files):
     code, _, err = _pim("infer", "--model", folder / "m.tflite", "--input", folder / "U.npy")
     assert code == 2 and err.startswith("pim: error: ") and err.count("\n") == 1, err
     assert "(B, 2, 4, 4)" in err, err
+
+
+# -- 8. Classes that do not fit the outputs, written into the .tflite --------------------------------
+
+@pytest.mark.parametrize("classes", ['["a", "b"]', '["a", "b", "c", "d"]'])
+def test_quantize_refuses_classes_of_the_wrong_count(tmp_path, classes):
+    """FAULT: an ONNX model with 3 outputs whose ``pim_macro.classes`` metadata lists 2 (or 4)
+    classes: ``pim quantize --out m.tflite`` exits 0 and writes them into the .tflite (its
+    report even prints them); only later does ``pim infer --predictions`` fail ("2 classes for 3
+    outputs: expected 3"). quantize should refuse in one line and write nothing (as it refuses
+    repeated or mixed classes), so that no .tflite carries classes it cannot decode."""
+    rng = np.random.default_rng(9)
+    model = make_model([helper.make_node("Gemm", ["input", "w", "b"], ["output"], transB=1)],
+                       [("input", ["N", 6])], [("output", ["N", 3])],
+                       {"w": _w(rng, 3, 6), "b": _w(rng, 3)})
+    helper.set_model_props(model, {"pim_macro.classes": classes})
+    onnx.save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "X.npy", rng.normal(size=(10, 6)))
+    code, out, err = _pim("quantize", "--model", tmp_path / "m.onnx", "--calib",
+                          tmp_path / "X.npy", "--out", tmp_path / "m.tflite")
+    assert code == 2 and out == "" and err.startswith("pim: error: "), (code, out, err)
+    assert not (tmp_path / "m.tflite").exists()
