@@ -319,3 +319,32 @@ def test_quantize_refuses_classes_of_the_wrong_count(tmp_path, classes):
                           tmp_path / "X.npy", "--out", tmp_path / "m.tflite")
     assert code == 2 and out == "" and err.startswith("pim: error: "), (code, out, err)
     assert not (tmp_path / "m.tflite").exists()
+
+
+# -- 9. A non-finite attribute blamed on an initializer the user's model does not have ---------------
+
+@pytest.mark.parametrize("case", ["gemm_alpha_nan", "gemm_beta_inf", "bn_epsilon_nan"])
+def test_nonfinite_attribute_names_the_node(case):
+    """FAULT: load_onnx's finite check looks at FLOAT attributes of Constant nodes only. A Gemm
+    named 'fc' with alpha=NaN (or beta=inf), or a BatchNormalization named 'bn' with
+    epsilon=NaN, passes it, and normalize fails later on its own folded copy: "initializer
+    'fc.weight' is not finite" / "initializer 'weight' is not finite" -- initializers the user's
+    model does not have (its are 'w', 'b'), the node and attribute unnamed. The contract: one
+    line naming the node (name and op) and what is wrong (issue 13: "give the real one")."""
+    rng = np.random.default_rng(10)
+    inits = {"w": _w(rng, 3, 6), "b": _w(rng, 3)}
+    if case == "bn_epsilon_nan":
+        nodes = [helper.make_node("Gemm", ["input", "w", "b"], ["g"], transB=1, name="fc"),
+                 helper.make_node("BatchNormalization", ["g", "s", "bb", "mu", "var"],
+                                  ["output"], epsilon=float("nan"), name="bn")]
+        inits.update(s=_w(rng, 3), bb=_w(rng, 3), mu=_w(rng, 3), var=np.ones(3, np.float32))
+        node = "'bn' (BatchNormalization)"
+    else:
+        attr = {"gemm_alpha_nan": {"alpha": float("nan")}, "gemm_beta_inf": {"beta": np.inf}}
+        nodes = [helper.make_node("Gemm", ["input", "w", "b"], ["output"], transB=1, name="fc",
+                                  **attr[case])]
+        node = "'fc' (Gemm)"
+    model = make_model(nodes, [("input", ["N", 6])], [("output", ["N", 3])], inits)
+    with pytest.raises(ValueError) as info:
+        normalize(model)
+    assert node in str(info.value), str(info.value)
