@@ -348,3 +348,44 @@ def test_nonfinite_attribute_names_the_node(case):
     with pytest.raises(ValueError) as info:
         normalize(model)
     assert node in str(info.value), str(info.value)
+
+
+# -- 10. A model whose output is a fused Relu: KeyError traceback -------------------------------------
+
+def _ends_in_relu(rng, kind):
+    if kind == "gemm_relu":             # Keras Dense(3, activation="relu") as the last layer
+        return make_model([helper.make_node("Gemm", ["input", "w", "b"], ["g"], transB=1),
+                           helper.make_node("Relu", ["g"], ["output"])],
+                          [("input", ["N", 6])], [("output", ["N", 3])],
+                          {"w": _w(rng, 3, 6), "b": _w(rng, 3)}), (6,)
+    if kind == "clamp_min0":            # torch.clamp(x, min=0): Clip(x, 0), made Relu
+        return make_model([helper.make_node("Gemm", ["input", "w", "b"], ["g"], transB=1),
+                           helper.make_node("Clip", ["g", "lo"], ["output"])],
+                          [("input", ["N", 6])], [("output", ["N", 3])],
+                          {"w": _w(rng, 3, 6), "b": _w(rng, 3),
+                           "lo": np.array(0, np.float32)}), (6,)
+    return make_model([helper.make_node("Conv", ["input", "w", "b"], ["c"], kernel_shape=[3, 3],
+                                        pads=[1] * 4),      # an image out: Conv + ReLU
+                       helper.make_node("Relu", ["c"], ["output"])],
+                      [("input", ["N", 2, 4, 4])], [("output", ["N", 3, 4, 4])],
+                      {"w": _w(rng, 3, 2, 3, 3), "b": _w(rng, 3)}), (2, 4, 4)
+
+
+@pytest.mark.parametrize("kind", ["gemm_relu", "clamp_min0", "conv_relu_image"])
+def test_model_ending_in_relu(tmp_path, kind):
+    """FAULT: when the graph output is a Relu fused into the Gemm / Conv before it,
+    _Quantizer.build looks the output up through its alias (the Gemm's own output, 'g'), which
+    holds no tensor: ``KeyError: 'g'``. ``pim quantize --model m.onnx --calib X.npy --out
+    o.tflite`` prints a Python traceback (exit 1). Such models are everyday: a last Dense with
+    activation="relu", torch.clamp(min=0), a Conv + ReLU feature map. They should quantize
+    (exit 0) and match onnxruntime within the int8 error."""
+    model, shape = _ends_in_relu(np.random.default_rng(11), kind)
+    onnx.save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "X.npy", np.random.default_rng(12).normal(size=(64, *shape)))
+    try:
+        code, _, err = _pim("quantize", "--model", tmp_path / "m.onnx", "--calib",
+                            tmp_path / "X.npy", "--out", tmp_path / "o.tflite")
+    except KeyError as exc:
+        pytest.fail(f"pim quantize raised KeyError {exc} (a traceback for the user)")
+    assert code == 0, err
+    _quantize_and_compare(model, shape)
