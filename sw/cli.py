@@ -346,21 +346,22 @@ def _load_network(path):
         raise _Error(str(exc)) from None
 
 
-def _check_out(path, *, json_output=False, inputs=None):
+def _check_out(path, *, json_output=False, inputs=None, option_name="--out"):
     """Refuse, before running anything, an ``--out`` that cannot be written: a directory (also
     a name ending in a slash), a path in a folder that does not exist or where no file can be
     created (tried: permissions and read-only or special file systems alike), a file that is
     not writable, a name the file system refuses (a symbolic link loop, a name too long), with
     ``json_output`` the stdout the JSON goes to (one JSON object is all stdout holds), and a
     regular file that is one of the command's ``inputs`` (``args``: its options ``--model``,
-    ``--input``... are read from it; writing would silently replace an input)."""
+    ``--input``... are read from it; writing would silently replace an input).
+    ``option_name``: the option the messages name (``--out``, ``--predictions``)."""
     if path is None:
         return
     if path == "":
-        raise _Error("--out is empty; give a file name, e.g. Y.npy")
+        raise _Error(f"{option_name} is empty; give a file name, e.g. Y.npy")
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
         what = "is" if os.path.isdir(path) else "names (a trailing /)"
-        raise _Error(f"--out {shown(path, 200)} {what} a directory; give a file name, e.g. "
+        raise _Error(f"{option_name} {shown(path, 200)} {what} a directory; give a file name, e.g. "
                      f"{shown(os.path.join(path, 'Y.npy'), 200)}")
     try:
         st = os.stat(path)
@@ -369,8 +370,8 @@ def _check_out(path, *, json_output=False, inputs=None):
     except OSError as exc:          # a symbolic link loop, a name too long, a folder denied
         raise _Error(f"cannot write {path}: {exc.strerror or exc}") from None
     if json_output and st is not None and _is_stdout(st):
-        raise _Error(f"--json prints its JSON object on stdout, and --out {path} is stdout "
-                     f"too: give --out a file, or drop --json")
+        raise _Error(f"--json prints its JSON object on stdout, and {option_name} {path} is "
+                     f"stdout too: give {option_name} a file, or drop --json")
     if _in_place(path):
         return
     for option in _INPUT_OPTIONS:
@@ -382,8 +383,8 @@ def _check_out(path, *, json_output=False, inputs=None):
         except (OSError, ValueError):      # a missing input (or not a name): not the same file
             same = False
         if same:
-            raise _Error(f"--out {shown(path, 200)} is the same file as {option} "
-                         f"{shown(str(source), 200)}: give --out another file")
+            raise _Error(f"{option_name} {shown(path, 200)} is the same file as {option} "
+                         f"{shown(str(source), 200)}: give {option_name} another file")
     target = os.path.realpath(path)
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
@@ -692,7 +693,13 @@ def _infer_tflite(args):
                      f"output, not {len(graph.inputs)} and {len(graph.outputs)}")
     # A model made from an ONNX model by pim quantize takes (and gives) ONNX's NCHW images.
     from pim_macro.sw.compiler.graph_quantizer import to_model_layout, to_user_layout
-    inputs = to_model_layout(graph, _load(args.input, "input"))
+    given = _load(args.input, "input")
+    inputs = to_model_layout(graph, given)
+    tensor = graph.tensors[graph.inputs[0]]
+    if graph.metadata.get("input_layout") == "NCHW" and inputs.shape[1:] != tensor.shape[1:]:
+        _, h, w, c = tensor.shape           # say it in the layout the user's model has
+        raise _Error(f"input {tensor.name!r} must have shape (B, {c}, {h}, {w}) (the ONNX "
+                     f"model's NCHW), not {given.shape}")
     classes = graph.metadata.get("classes")
     output = graph.tensors[graph.outputs[0]]
     outputs = int(np.prod(output.shape[1:])) if len(output.shape) > 1 else 1
@@ -739,7 +746,8 @@ def _check_outs(args):
     """``--out`` and ``--predictions`` of ``pim infer``, checked before anything runs (and not
     the same file)."""
     _check_out(args.out, json_output=args.json, inputs=args)
-    _check_out(args.predictions, json_output=args.json, inputs=args)
+    _check_out(args.predictions, json_output=args.json, inputs=args,
+               option_name="--predictions")
     if args.out is not None and args.predictions is not None:
         same = args.out == args.predictions
         with contextlib.suppress(OSError, ValueError):

@@ -18,13 +18,16 @@ The scheme (TFLite's post-training integer quantization)
   include 0 (:func:`pim_macro.sw.compiler.quantize.activation_params`, TFLite's
   ``ChooseQuantizationParams``). A ``Relu`` whose input is used by nothing else is fused into the
   ``Gemm``/``Conv``/``Add`` before it (TFLite's fused ``RELU``: ``act_min = zero_point``), and the
-  fused op's range is the ``Relu``'s output's. Pools and reshapes keep their input's parameters,
+  fused op's range is the ``Relu``'s output's; any other ``Relu`` is TFLite's ``RELU`` with its
+  input's parameters (``max(x, zero_point)``). Pools and reshapes keep their input's parameters,
   as TFLite requires of ``MAX_POOL_2D``, ``AVERAGE_POOL_2D``, ``RESHAPE`` and ``PAD``; a
   ``Softmax`` is ``SOFTMAX`` with TFLite's fixed output scale 1/256 and zero point -128.
 * **Weights:** symmetric int8 per output channel, ``scale[c] = max|w[c]| / 127`` (a channel of
   zeros gets scale 1), ``round(w / scale[c])`` half away from zero (TFLite's ``TfLiteRound``).
 * **Bias:** int32 ``round(b / (input_scale * scale[c]))`` with that product in float32 (the
-  converter's bias scale); ``ValueError`` if it does not fit.
+  converter's bias scale); a channel whose bias would not fit gets a wider weight scale, as
+  TFLite's ``AdjustWeightsForBiasScale`` does (a pruned channel: weights near 0, an ordinary
+  bias).
 * **Layout.** ONNX images are NCHW, TFLite's NHWC: filters are transposed (``CONV_2D`` OHWI,
   ``DEPTHWISE_CONV_2D`` 1HWO), and a ``Gemm`` after a flatten of an image takes its weight columns
   in the flattened NHWC order (so no transpose runs at inference). The model's input is NHWC:
@@ -107,21 +110,33 @@ def float_tensors(model, x):
     return samples
 
 
+def _batch(model, x, what):
+    """The float batch ``x`` for the canonical ``model``'s input, as float64 ``(N, *shape)``:
+    an image model takes exactly ``(N, C, H, W)`` (an NHWC or flattened batch has the same size
+    and other meaning, so it is refused); a vector model ``(N, ...)`` of ``K`` values per
+    sample. ``ValueError`` (naming ``what``) for an empty, misshapen or non-finite batch."""
+    shape = _shapes(model)[model.graph.input[0].name][1:]
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"the {what} must be a non-empty batch (N, ...), not of shape "
+                         f"{x.shape}")
+    if len(shape) == 3 and x.shape[1:] != tuple(shape):
+        raise ValueError(f"the {what} must be images of shape (N, {', '.join(map(str, shape))}) "
+                         f"(NCHW, as the ONNX model takes them), not {x.shape}")
+    if x[0].size != math.prod(shape):
+        raise ValueError(f"the {what} samples have {x[0].size} values, but the model takes "
+                         f"{math.prod(shape)} (shape {shape})")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"the {what} holds non-finite values")
+    return x.reshape(len(x), *shape)
+
+
 def calibrate(model, calib):
     """``{tensor name: (min, max)}`` over the calibration batch ``calib`` (N, *input shape
     without the batch, float) of every tensor the canonical float ``model`` computes, its input
     included (:func:`float_tensors`). Raises ``ValueError`` for an empty or non-finite batch,
     samples of the wrong size, and tensors that are not finite on it."""
-    shape = _shapes(model)[model.graph.input[0].name]
-    calib = np.asarray(calib, dtype=np.float64)
-    if calib.ndim < 1 or calib.shape[0] == 0:
-        raise ValueError(f"the calibration data must be a non-empty batch (N, ...), not of "
-                         f"shape {calib.shape}")
-    if calib[0].size != math.prod(shape[1:]):
-        raise ValueError(f"the calibration samples have {calib[0].size} values, but the model "
-                         f"takes {math.prod(shape[1:])} (shape {shape[1:]})")
-    if not np.all(np.isfinite(calib)):
-        raise ValueError("the calibration data holds non-finite values")
+    calib = _batch(model, calib, "calibration data")
     ranges = {}
     for values in float_tensors(model, calib):
         for name, value in values.items():
@@ -147,6 +162,32 @@ def _weights(w):
     scales = np.where(w_max > 0, w_max / WMAX, 1.0).astype(np.float32)
     q = _round(w / scales.astype(np.float64).reshape((n,) + (1,) * (w.ndim - 1)))
     return np.clip(q, -WMAX, WMAX).astype(np.int8), scales
+
+
+def _widen_for_bias(w, scales, b, in_scale):
+    """TFLite's ``AdjustWeightsForBiasScale`` (``tensorflow/lite/tools/optimize/
+    quantization_utils.cc``): a channel whose bias would not fit int32 at the scale
+    ``in_scale * scale[c]`` (weights pruned to nearly 0 beside an ordinary bias) gets the
+    weight scale that fits it, and its weights are quantized again at that scale. Returns
+    ``(int8 weights, float32 scales)``."""
+    limit = np.abs(np.asarray(b, np.float64)) / (float(np.float32(in_scale)) * (INT32_MAX - 1))
+    widen = scales.astype(np.float64) < limit
+    if not widen.any():
+        return None
+    scales = np.where(widen, limit * (1 + 1e-6), scales).astype(np.float32)
+    n = w.shape[0]
+    q = _round(np.asarray(w, np.float64)
+               / scales.astype(np.float64).reshape((n,) + (1,) * (w.ndim - 1)))
+    return np.clip(q, -WMAX, WMAX).astype(np.int8), scales
+
+
+def _quantized_layer(label, w, b, in_scale):
+    """``(int8 weights, float32 scales, int32 bias)`` of a layer's float weights and bias."""
+    q, scales = _weights(w)
+    widened = _widen_for_bias(w, scales, b, in_scale)
+    if widened is not None:
+        q, scales = widened
+    return q, scales, _bias(label, b, in_scale, scales)
 
 
 def _bias(label, b, in_scale, w_scales):
@@ -236,8 +277,7 @@ class _Quantizer:
             x, padding = self.pad(x, *pads), "VALID"
         out_name, activation = self.output_of(node)
         out_scale, out_zp = self.params(out_name)
-        q, scales = _weights(w)
-        b = _bias(label, bias, self.b.quant(x)[0], scales)
+        q, scales, b = _quantized_layer(label, w, bias, self.b.quant(x)[0])
         if depthwise:
             y = self.b.depthwise_conv2d(x, q.transpose(1, 2, 3, 0), b, w_scale=scales,
                                         out_scale=out_scale, out_zero_point=out_zp,
@@ -260,8 +300,7 @@ class _Quantizer:
         out_name, activation = self.output_of(node)
         out_scale, out_zp = self.params(out_name)
         x = self.tensor[x_name]
-        q, scales = _weights(w)
-        b = _bias(label, bias, self.b.quant(x)[0], scales)
+        q, scales, b = _quantized_layer(label, w, bias, self.b.quant(x)[0])
         self.tensor[out_name] = self.b.fully_connected(
             x, q, b, w_scale=scales, out_scale=out_scale, out_zero_point=out_zp,
             activation=activation)
@@ -333,9 +372,13 @@ class _Quantizer:
         self.tensor[node.output[0]] = self.b.softmax(self.tensor[x_name], beta=1.0)
 
     def relu(self, node, label):
-        if node.output[0] not in self.alias:
-            raise UnsupportedModel(f"{label}: a Relu must follow a Gemm, Conv or Add whose "
-                                   f"output nothing else uses (it is fused into that op)")
+        if node.output[0] in self.alias:
+            return                                  # fused into the op before it
+        # TFLite's RELU with its input's quantization: max(x, zero_point), exactly.
+        x_name = node.input[0]
+        self.tensor[node.output[0]] = self.b.relu(self.tensor[x_name])
+        if self.perm.get(x_name) is not None:
+            self.perm[node.output[0]] = self.perm[x_name]
 
     def build(self, classes=None):
         graph = self.model.graph
@@ -355,8 +398,7 @@ class _Quantizer:
                 raise UnsupportedModel(f"{label}: not in the canonical form (normalize the "
                                        f"model first)")
             handlers[node.op_type](node, label)
-        out_name = graph.output[0].name
-        out_name = self.alias.get(out_name, out_name)
+        out_name = graph.output[0].name      # a fused Relu's output names the fused op's
         if self.perm.get(out_name) is not None:
             raise UnsupportedModel(f"the model's output {graph.output[0].name!r} is a "
                                    f"flattened image, whose order TFLite's NHWC would change")
@@ -451,14 +493,7 @@ def report_graph(graph, model, x, labels=None):
     (:func:`float_outputs`) on the float batch ``x`` (ONNX layout), with accuracies in the
     graph's classes when ``labels`` are given. Raises ``ValueError``."""
     from pim_macro.sw.compiler.quantize import compare_outputs
-    x = np.asarray(x, dtype=np.float64)
-    shape = _shapes(model)[model.graph.input[0].name][1:]
-    if x.ndim < 1 or x.shape[0] == 0 or x[0].size != math.prod(shape):
-        raise ValueError(f"the test samples must have {math.prod(shape)} values (shape "
-                         f"{shape}), not shape {x.shape[1:]}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("the test data holds non-finite values")
-    x = x.reshape(len(x), *shape)
+    x = _batch(model, x, "test data")
     out = graph.tensors[graph.ops[-1].inputs[0]]        # the int8 tensor DEQUANTIZE reads
     y_int8, deq = [], []
     for sample in to_model_layout(graph, x.astype(np.float32)):

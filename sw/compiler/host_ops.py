@@ -15,6 +15,8 @@ kernel's ``Eval``. Sources (TensorFlow Lite, ``tensorflow/lite/kernels/``):
   (the window is cut at the border and the average divides by the taps inside it, rounded half
   away from zero: ``(sum +- count / 2) / count`` in C's truncating division).
 * :class:`Reshape`: the data unchanged.
+* :class:`Relu`: ``activations.cc`` (``ReluPrepare``, ``QuantizedReluX``) with the output
+  quantized as the input: ``max(x, zero_point)`` (the rescaling multiplier is then exactly 1).
 * :class:`Pad`: ``pad.cc`` (``PAD`` of a quantized tensor pads with the output's zero point,
   which is the input's; ``PADV2`` with its constant value).
 * :class:`Softmax`: ``activations.cc`` (``SoftmaxPrepare`` of the reference kernel:
@@ -35,7 +37,7 @@ from pim_macro.sw.models.requant import (INT32_MAX, INT32_MIN, multiply_by_quant
                                          saturating_rounding_doubling_high_mul, wrap32)
 
 
-__all__ = ["HostOp", "Add", "AveragePool2D", "MaxPool2D", "Reshape", "Pad", "Softmax", "Quantize",
+__all__ = ["HostOp", "Add", "AveragePool2D", "MaxPool2D", "Reshape", "Relu", "Pad", "Softmax", "Quantize",
            "Dequantize", "softmax_parameters"]
 
 
@@ -170,6 +172,17 @@ class Reshape(HostOp):
 
     def work(self):
         return 0
+
+
+@dataclass(frozen=True, eq=False)
+class Relu(HostOp):
+    """``RELU`` of an int8 tensor whose output has the input's quantization: ``max(x,
+    act_min)``, ``act_min`` the zero point (the quantized real 0)."""
+    act_min: int = -128
+    name = "RELU"
+
+    def run(self, x):
+        return np.maximum(np.asarray(x), self.act_min)
 
 
 @dataclass(frozen=True, eq=False)

@@ -225,6 +225,13 @@ class ModelBuilder:
             self.op("PADV2", [x, p, v], [y])
         return y
 
+    def relu(self, x):
+        """``RELU`` of an int8 tensor; the output keeps its quantization."""
+        scale, zero_point = self.quant(x)
+        y = self.tensor(self.shape(x), scale=scale, zero_point=zero_point)
+        self.op("RELU", [x], [y])
+        return y
+
     def softmax(self, x, *, beta=1.0, out_scale=1 / 256, out_zero_point=-128):
         """``SOFTMAX`` over the last dimension (TFLite wants scale 1/256, zero point -128)."""
         y = self.tensor(self.shape(x), scale=out_scale, zero_point=out_zero_point)

@@ -390,6 +390,16 @@ class _Importer:
         return host_ops.Pad(inputs=(op.Inputs(0),), output=op.Outputs(0), out_shape=out.shape,
                             paddings=paddings, value=value)
 
+    def relu(self, where, op, index):
+        x = self.int8_activation(where, op.Inputs(0))
+        out = self.int8_activation(where, op.Outputs(0))
+        if (x.scale, x.zero_point) != (out.scale, out.zero_point):
+            # Rescaling RELUs round by a rule this importer has not measured against LiteRT.
+            self.fail(where, "an output quantized differently from its input")
+        lo, _ = self.activation_range(where, tflite.ActivationFunctionType.RELU, out)
+        return host_ops.Relu(inputs=(op.Inputs(0),), output=op.Outputs(0), out_shape=out.shape,
+                             act_min=lo)
+
     def metadata(self):
         """The ``pim_macro`` Metadata entry (JSON, written by the graph quantizer): a dict,
         empty when the model has none."""
@@ -462,7 +472,7 @@ class _Importer:
                     "CONV_2D": lambda w, op, i: self.conv(w, op, False),
                     "DEPTHWISE_CONV_2D": lambda w, op, i: self.conv(w, op, True),
                     "ADD": self.add, "AVERAGE_POOL_2D": self.pool, "MAX_POOL_2D": self.pool,
-                    "RESHAPE": self.reshape, "PAD": self.pad, "PADV2": self.pad,
+                    "RESHAPE": self.reshape, "PAD": self.pad, "PADV2": self.pad, "RELU": self.relu,
                     "SOFTMAX": self.softmax,
                     "QUANTIZE": self.quantize, "DEQUANTIZE": self.dequantize}
         for i in self.graph_inputs:
@@ -521,7 +531,7 @@ class _Importer:
 
 #: The ops :func:`load_tflite` reads, by where they run.
 OPS = {"macro": ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"),
-       "host": ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD", "PADV2", "SOFTMAX",
+       "host": ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD", "PADV2", "RELU", "SOFTMAX",
                 "QUANTIZE", "DEQUANTIZE")}
 
 

@@ -222,8 +222,8 @@ def test_calibration_errors():
     _, canonical, _, _, x = quantized("keras_mlp")
     with pytest.raises(ValueError, match="non-empty batch"):
         calibrate(canonical, x[:0])
-    with pytest.raises(ValueError, match="the calibration samples have 21 values, but the "
-                                         "model takes 20"):
+    with pytest.raises(ValueError, match="the calibration data samples have 21 values, but "
+                                         "the model takes 20"):
         calibrate(canonical, np.zeros((4, 21)))
     bad = x[:4].copy()
     bad[1, 3] = np.nan
@@ -368,7 +368,7 @@ def test_cli_quantize_sklearn_pipeline_to_tflite(tmp_path):
 @pytest.mark.parametrize("case, message", [
     ("nan", "initializer 'W1' holds NaN"),
     ("residual_npz", "write --out M.tflite"),
-    ("calib_shape", "the calibration samples have 5 values, but the model takes 12"),
+    ("calib_shape", "the calibration data samples have 5 values, but the model takes 12"),
 ])
 def test_cli_quantize_tflite_refusals(tmp_path, case, message):
     """One line on stderr, exit 2, nothing written."""

@@ -298,6 +298,16 @@ def test_pad_then_valid_conv(paddings, value):
     assert g.ops[0].value == (37 if value is None else value)
 
 
+@pytest.mark.parametrize("zero_point", [-128, -7, 0, 127])
+def test_relu(zero_point):
+    """RELU with the output quantized as the input: max(x, zero_point), as LiteRT's."""
+    b = ModelBuilder()
+    x = b.input((1, 4, 4, 8), scale=0.05, zero_point=zero_point)
+    y = b.relu(x)
+    g, _ = check(b, [x], [y], samples=3)
+    assert g.ops[0].act_min == zero_point
+
+
 def test_metadata_entry_read():
     """The model's ``pim_macro`` Metadata entry (JSON) is Graph.metadata; other entries are
     ignored; one that is not a JSON object is refused in one line."""
