@@ -135,7 +135,8 @@ def load_onnx(source):
     ONNX model, a model the checker refuses, and non-finite weights: an initializer or a
     tensor-valued node attribute (``Constant``'s value and the like) of a floating-point type
     holding NaN or an infinity (``initializer 'fc1.weight' holds NaN: a model's weights and
-    biases must be finite``).
+    biases must be finite``), or a float attribute of any node doing so (``node 'fc' (Gemm):
+    attribute 'alpha' holds NaN: a node's attributes must be finite``).
     """
     import onnx
 
@@ -194,7 +195,16 @@ def _nonfinite(tensor):
     from onnx import numpy_helper
     if tensor.data_type not in _float_types():
         return None
-    a = np.asarray(numpy_helper.to_array(tensor), dtype=np.float64)
+    return _nonfinite_floats(numpy_helper.to_array(tensor))
+
+
+_FINITE = "a model's weights and biases must be finite"
+_FINITE_ATTR = "a node's attributes must be finite"
+
+
+def _nonfinite_floats(values):
+    """``"NaN"`` / ``"inf"`` / ``"-inf"`` if the floats ``values`` hold one, else ``None``."""
+    a = np.asarray(values, dtype=np.float64)
     if np.isnan(a).any():
         return "NaN"
     if np.isposinf(a).any():
@@ -204,12 +214,12 @@ def _nonfinite(tensor):
     return None
 
 
-_FINITE = "a model's weights and biases must be finite"
-
-
 def _check_finite(model):
-    """Refuses a NaN or infinite float initializer or tensor attribute (of any node, e.g. a
-    ``Constant``), or a ``Constant``'s ``value_float(s)``."""
+    """Refuses a NaN or infinite float initializer, or a node attribute holding one: a tensor
+    attribute of a floating-point type (``Constant``'s ``value`` and the like) or a ``FLOAT`` /
+    ``FLOATS`` attribute of any node (``Constant``'s ``value_float(s)``, ``Gemm``'s ``alpha`` /
+    ``beta``, ``BatchNormalization``'s ``epsilon``, ...). The passes fold such attributes into
+    weights, so this is the only place the node and attribute can be named."""
     from onnx import AttributeProto
     graph = model.graph
     for init in graph.initializer:
@@ -218,16 +228,19 @@ def _check_finite(model):
             raise ValueError(f"initializer {init.name!r} holds {bad}: {_FINITE}")
     for node in graph.node:
         for attr in node.attribute:
-            bad = None
+            bad, why = None, _FINITE_ATTR
             if attr.type == AttributeProto.TENSOR:
-                bad = _nonfinite(attr.t)
-            elif attr.type == AttributeProto.FLOAT and not np.isfinite(attr.f):
-                bad = "NaN" if np.isnan(attr.f) else "inf"
-            elif attr.type == AttributeProto.FLOATS and not np.isfinite(attr.floats).all():
-                bad = "NaN" if np.isnan(attr.floats).any() else "inf"
-            if bad and (node.op_type == "Constant" or attr.type == AttributeProto.TENSOR):
-                raise ValueError(f"{_label(node)}: attribute {attr.name!r} holds {bad}: "
-                                 f"{_FINITE}")
+                bad, why = _nonfinite(attr.t), _FINITE
+            elif attr.type == AttributeProto.TENSORS:
+                bad = next(filter(None, map(_nonfinite, attr.tensors)), None)
+                why = _FINITE
+            elif attr.type == AttributeProto.FLOAT:
+                bad = _nonfinite_floats(attr.f)
+            elif attr.type == AttributeProto.FLOATS:
+                bad = _nonfinite_floats(list(attr.floats))
+            if bad:
+                why = _FINITE if node.op_type == "Constant" else why     # a Constant is a weight
+                raise ValueError(f"{_label(node)}: attribute {attr.name!r} holds {bad}: {why}")
 
 
 # ---------------------------------------------------------------------------------------------
