@@ -462,6 +462,48 @@ def test_constant_value_floats_nan_refused():
         normalize(model)
 
 
+def _gemm_in(elem, np_type, rng):
+    """``model.double()`` / ``.half()`` behind a float32 interface: Cast 'cast_in' to ``elem``,
+    a Gemm 'fc' on weights of ``np_type``, Cast 'cast_out' back to float."""
+    return ob.make_model(
+        [helper.make_node("Cast", ["input"], ["xc"], to=elem, name="cast_in"),
+         helper.make_node("Gemm", ["xc", "w", "b"], ["g"], transB=1, name="fc"),
+         helper.make_node("Relu", ["g"], ["r"], name="relu"),
+         helper.make_node("Cast", ["r"], ["output"], to=TensorProto.FLOAT, name="cast_out")],
+        [("input", ["N", 6])], [("output", ["N", 3])],
+        {"w": rng.normal(size=(3, 6)).astype(np_type), "b": rng.normal(size=3).astype(np_type)})
+
+
+@pytest.mark.parametrize("elem, np_type, kind", [
+    (TensorProto.DOUBLE, np.float64, "DOUBLE (float64)"),
+    (TensorProto.FLOAT16, np.float16, "FLOAT16 (float16)")])
+def test_float64_and_float16_computation_refused(elem, np_type, kind):
+    """A model computing in float64 / float16 is refused in one line naming the node that first
+    makes such data (not "the normalized model is not valid ONNX", kept for our own bugs)."""
+    model = _gemm_in(elem, np_type, np.random.default_rng(22))
+    _run(model, np.ones((1, 6), np.float32))           # a valid model onnxruntime runs
+    with pytest.raises(UnsupportedModel) as info:
+        normalize(model)
+    assert str(info.value) == (f"node 'cast_in' (Cast): output 'xc' is {kind}: only float32 "
+                               f"models are supported (export the model in float32, e.g. "
+                               f"model.float() in PyTorch)")
+
+
+def test_float16_weights_cast_to_float32_accepted():
+    """Weights stored as float16 and cast to float32 are constants, not float16 computation:
+    accepted, and the canonical model computes what the source does."""
+    rng = np.random.default_rng(23)
+    model = ob.make_model(
+        [helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT, name="cast_w"),
+         helper.make_node("Gemm", ["input", "w", "b"], ["output"], transB=1, name="fc")],
+        [("input", ["N", 6])], [("output", ["N", 3])],
+        {"w16": rng.normal(size=(3, 6)).astype(np.float16),
+         "b": rng.normal(size=3).astype(np.float32)})
+    canonical = normalize(model)
+    assert _ops(canonical) == ["Gemm"]
+    _assert_same_outputs(model, canonical)
+
+
 def _refused(model, pattern):
     with pytest.raises(UnsupportedModel, match=pattern) as info:
         normalize(model)
