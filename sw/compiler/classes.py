@@ -14,8 +14,9 @@ command (``pim quantize``, ``pim infer`` of ``.npz`` and ``.tflite`` models) dec
   single logit: ``[negative, positive]``). They are integers (int64) or strings (a numpy unicode
   array); scikit-learn's ``classes_``. Without classes the predictions are the indices.
 
-Labels (what ``--labels L.npy`` holds) are a 1-D integer or unicode string array: ``np.load``
-without pickle cannot read object arrays, and they are refused here too. Their kind must be the
+Labels (what ``--labels L.npy`` holds) are a 1-D integer or unicode string array (booleans
+and floats of integral value are taken as integers, as in classes): ``np.load`` without pickle
+cannot read object arrays, and they are refused here too. Their kind must be the
 classes' kind. Without classes they must be class indices ``0 .. n-1`` (``0`` or ``1`` for a
 single logit). Every error is a ``ValueError`` with a one-line message.
 """
@@ -65,22 +66,35 @@ def as_classes(values, what="classes"):
             raise ValueError(f"{what} must be all integers or all strings, not a mix of "
                              f"{sorted({type(v).__name__ for v in items})}")
         kind = array.dtype.kind
-    if kind == "b":
-        array = array.astype(np.int64)
+    if kind in "bf":
+        array = _as_integers(array, what)
     elif kind in "iu":
         if kind == "u" and array.max() > np.iinfo(np.int64).max:
             raise ValueError(f"{what} hold an integer beyond int64")
-        array = array.astype(np.int64)
-    elif kind == "f":
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise ValueError(f"{what} must be integers or strings, not floats such as "
-                             f"{array[~(np.isfinite(array) & (array == np.round(array)))][0]}")
         array = array.astype(np.int64)
     elif kind != "U":
         raise ValueError(f"{what} must be integers or strings, not {array.dtype}")
     if len(np.unique(array)) != array.size:
         raise ValueError(f"{what} repeat a label: {array.tolist()[:20]}")
     return array
+
+
+def _as_integers(array, what):
+    """A bool or float numpy ``array`` as int64: booleans as 0 / 1, floats of integral value
+    (what scikit-learn keeps in ``classes_`` when fitted on float labels, and what numpy saves
+    labels as when they passed through a float array) as those integers. The one conversion of
+    both classes (:func:`as_classes`) and labels (:func:`check_labels`), so that the labels a
+    classifier was fitted on always fit its classes. Raises ``ValueError`` (one line) for a
+    float that is not an integer: a fraction, NaN, an infinity, or one beyond int64."""
+    if array.dtype.kind == "b":
+        return array.astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        # 2**63 is a float64 exactly; every float below it in magnitude and integral fits int64
+        bad = ~np.isfinite(array) | (array != np.round(array)) | (np.abs(array) >= 2.0 ** 63)
+    if bad.any():
+        raise ValueError(f"{what} must be integers or strings, not floats such as "
+                         f"{array[bad][0]}")
+    return array.astype(np.int64)
 
 
 def classes_json(classes):
@@ -150,15 +164,23 @@ def accuracy(predictions, labels):
 
 def check_labels(labels, classes=None, outputs=None):
     """Check user ``labels`` against a model's ``classes`` (or, without classes, its number of
-    ``outputs``, if known) and return them (unchanged). ``labels``: a 1-D array of integers or
-    unicode strings. With ``classes``, the kinds must match and every label must be one of the
-    classes (a label outside them is a sign of labels in another encoding, such as indices for
-    a model of classes 3/5/9); without, labels must be integers, ``0 .. outputs - 1`` (``0`` or
-    ``1`` for one output). Raises ``ValueError`` with one line saying what is wrong."""
+    ``outputs``, if known) and return them. ``labels``: a 1-D array of integers, unicode
+    strings, booleans or floats of integral value; booleans and integral floats are returned
+    as int64, converted as :func:`as_classes` converts classes (``False``/``True`` -> 0/1,
+    ``3.0`` -> 3: the labels a classifier was fitted on, e.g. ``y = df.target > 0``, fit the
+    classes it keeps); integer and string labels are returned unchanged. With ``classes``, the
+    kinds must match and every label must be one of the classes (a label outside them is a
+    sign of labels in another encoding, such as indices for a model of classes 3/5/9);
+    without, labels must be integers, ``0 .. outputs - 1`` (``0`` or ``1`` for one output).
+    Raises ``ValueError`` with one line saying what is wrong (e.g. a float that is not an
+    integer)."""
     labels = np.asarray(labels)
     kind = labels.dtype.kind
     if labels.ndim != 1:
         raise ValueError(f"labels must be a 1-D array, not of shape {labels.shape}")
+    if kind in "bf":
+        labels = _as_integers(labels, "labels")
+        kind = labels.dtype.kind
     if kind not in "iuU":
         hint = " (an object array: save the labels as integers or strings, " \
                "np.array(labels, dtype=str))" if kind == "O" else ""

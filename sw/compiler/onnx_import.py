@@ -84,7 +84,8 @@ Anything the canonical form cannot express, e.g. Sigmoid, Tanh, Clip with a max
 data (an NHWC model from tf2onnx), an unflattening Reshape, a dilated or grouped (not depthwise)
 Conv, ``ceil_mode=1`` that changes the shape, Dropout in training mode, BatchNormalization or
 constant arithmetic with no Gemm/Conv to fold into, several inputs or outputs, a fixed batch
-above 1, a symbolic dimension other than the batch.
+above 1, a symbolic dimension other than the batch, data computed in a float type other than
+float32 (a ``model.double()`` or ``.half()`` export: :func:`_check_float32`).
 
 Errors
 ======
@@ -135,7 +136,8 @@ def load_onnx(source):
     ONNX model, a model the checker refuses, and non-finite weights: an initializer or a
     tensor-valued node attribute (``Constant``'s value and the like) of a floating-point type
     holding NaN or an infinity (``initializer 'fc1.weight' holds NaN: a model's weights and
-    biases must be finite``).
+    biases must be finite``), or a float attribute of any node doing so (``node 'fc' (Gemm):
+    attribute 'alpha' holds NaN: a node's attributes must be finite``).
     """
     import onnx
 
@@ -194,7 +196,16 @@ def _nonfinite(tensor):
     from onnx import numpy_helper
     if tensor.data_type not in _float_types():
         return None
-    a = np.asarray(numpy_helper.to_array(tensor), dtype=np.float64)
+    return _nonfinite_floats(numpy_helper.to_array(tensor))
+
+
+_FINITE = "a model's weights and biases must be finite"
+_FINITE_ATTR = "a node's attributes must be finite"
+
+
+def _nonfinite_floats(values):
+    """``"NaN"`` / ``"inf"`` / ``"-inf"`` if the floats ``values`` hold one, else ``None``."""
+    a = np.asarray(values, dtype=np.float64)
     if np.isnan(a).any():
         return "NaN"
     if np.isposinf(a).any():
@@ -204,12 +215,12 @@ def _nonfinite(tensor):
     return None
 
 
-_FINITE = "a model's weights and biases must be finite"
-
-
 def _check_finite(model):
-    """Refuses a NaN or infinite float initializer or tensor attribute (of any node, e.g. a
-    ``Constant``), or a ``Constant``'s ``value_float(s)``."""
+    """Refuses a NaN or infinite float initializer, or a node attribute holding one: a tensor
+    attribute of a floating-point type (``Constant``'s ``value`` and the like) or a ``FLOAT`` /
+    ``FLOATS`` attribute of any node (``Constant``'s ``value_float(s)``, ``Gemm``'s ``alpha`` /
+    ``beta``, ``BatchNormalization``'s ``epsilon``, ...). The passes fold such attributes into
+    weights, so this is the only place the node and attribute can be named."""
     from onnx import AttributeProto
     graph = model.graph
     for init in graph.initializer:
@@ -218,16 +229,19 @@ def _check_finite(model):
             raise ValueError(f"initializer {init.name!r} holds {bad}: {_FINITE}")
     for node in graph.node:
         for attr in node.attribute:
-            bad = None
+            bad, why = None, _FINITE_ATTR
             if attr.type == AttributeProto.TENSOR:
-                bad = _nonfinite(attr.t)
-            elif attr.type == AttributeProto.FLOAT and not np.isfinite(attr.f):
-                bad = "NaN" if np.isnan(attr.f) else "inf"
-            elif attr.type == AttributeProto.FLOATS and not np.isfinite(attr.floats).all():
-                bad = "NaN" if np.isnan(attr.floats).any() else "inf"
-            if bad and (node.op_type == "Constant" or attr.type == AttributeProto.TENSOR):
-                raise ValueError(f"{_label(node)}: attribute {attr.name!r} holds {bad}: "
-                                 f"{_FINITE}")
+                bad, why = _nonfinite(attr.t), _FINITE
+            elif attr.type == AttributeProto.TENSORS:
+                bad = next(filter(None, map(_nonfinite, attr.tensors)), None)
+                why = _FINITE
+            elif attr.type == AttributeProto.FLOAT:
+                bad = _nonfinite_floats(attr.f)
+            elif attr.type == AttributeProto.FLOATS:
+                bad = _nonfinite_floats(list(attr.floats))
+            if bad:
+                why = _FINITE if node.op_type == "Constant" else why     # a Constant is a weight
+                raise ValueError(f"{_label(node)}: attribute {attr.name!r} holds {bad}: {why}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +445,7 @@ def normalize(model):
     model = load_onnx(model)
     _fix_batch(model)
     model = _infer(model, strict=False)
+    _check_float32(model)
     model = _ort_basic(model)
     work = _Work(model)
     _drop_noops(work)
@@ -505,6 +520,47 @@ def _fix_batch(model):
                                f"supported")
     output.type.tensor_type.ClearField("shape")
     del graph.value_info[:]
+
+
+#: Floating-point element types other than float32, by ``TensorProto`` name, and what to call
+#: them (the float8 / float4 types exist in newer onnx releases only).
+_OTHER_FLOATS = {"DOUBLE": "float64", "FLOAT16": "float16", "BFLOAT16": "bfloat16",
+                 "FLOAT8E4M3FN": "float8", "FLOAT8E4M3FNUZ": "float8", "FLOAT8E5M2": "float8",
+                 "FLOAT8E5M2FNUZ": "float8", "FLOAT4E2M1": "float4"}
+
+
+def _check_float32(model):
+    """Refuses a model whose data (the tensors computed from the graph input) is of a float type
+    other than float32 anywhere: e.g. ``model.double()`` exported behind a float32 interface
+    (``Cast`` to double, float64 weights, ``Cast`` back), or a float16 one. One line naming the
+    first node that produces such a tensor. The canonical form and the int8 quantizer are
+    float32 throughout, and silently computing in float32 instead would change the outputs by
+    more than float32 rounding (float16) or need every dtype-carrying attribute rewritten
+    (``Cast``, ``ConstantOfShape``, ...); refusing is exact. Constant subgraphs (float16 weights
+    cast to float32) are not data and stay accepted: onnxruntime folds them.
+    ``model``: after shape inference (element types in ``value_info``). Raises
+    :class:`UnsupportedModel`."""
+    from onnx import TensorProto
+    others = {getattr(TensorProto, name): text for name, text in _OTHER_FLOATS.items()
+              if hasattr(TensorProto, name)}
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*graph.value_info, *graph.output] if v.type.HasField("tensor_type")}
+    data = {graph.input[0].name}
+    for node in graph.node:                 # topological order: onnx.checker enforces it
+        if not any(i in data for i in node.input):
+            continue
+        data.update(o for o in node.output if o)
+        for out in node.output:
+            elem = types.get(out, 0)
+            if not elem and node.op_type == "Cast":     # type unknown: the Cast says it
+                elem = next((a.i for a in node.attribute if a.name == "to"), 0)
+            if elem in others:
+                kind = TensorProto.DataType.Name(elem)
+                raise UnsupportedModel(
+                    f"{_label(node)}: output {out!r} is {kind} ({others[elem]}): only float32 "
+                    f"models are supported (export the model in float32, e.g. model.float() "
+                    f"in PyTorch)")
 
 
 def _ort_basic(model):

@@ -82,8 +82,15 @@ def test_check_labels():
         (np.array([3, 5, 9]), None, 3, "label 3 is not a class index 0..2"),
         (np.array([2]), None, 1, "label 2 is not a class index 0..1"),
         (np.array(["a"]), None, 2, "string labels need the model's classes"),
-        (np.array([0.0]), None, 2, "integers or strings, not float64"),
-        (np.array([True]), None, 2, "integers or strings, not bool"),
+        (np.array([0.0, 0.5]), None, 2, "^labels must be integers or strings, not floats "
+                                         "such as 0.5$"),
+        (np.array([1.0, np.nan]), [0, 1], 2, "not floats such as nan"),
+        (np.array([np.inf]), None, 2, "not floats such as inf"),
+        (np.array([1e30]), None, 2, "not floats such as 1e\\+30"),
+        (np.array([True, False]), ["a", "b"], 2, "labels are integers but the model's classes "
+                                                  "are strings"),
+        (np.array([True, False]), [3, 5], 2, "label 1 is not one of the model's classes"),
+        (np.array([2.0]), None, 1, "label 2 is not a class index 0..1"),
         (np.array([[0]]), None, 2, "1-D"),
         (np.array([1]), [1, 2, 3], 2, "3 classes for 2 outputs"),
         (np.array([1]), [1, 2, 3], 1, "3 classes for one logit"),
@@ -91,6 +98,28 @@ def test_check_labels():
     for labels, classes, outputs, message in cases:
         with pytest.raises(ValueError, match=message):
             check_labels(labels, classes, outputs)
+
+
+def test_labels_converted_as_classes_are():
+    """Booleans and integral floats: the labels a classifier was fitted on (``y = t > 0``, or
+    ``y`` read as floats) are taken, converted as :func:`as_classes` converts its classes, and
+    score as the classes' predictions."""
+    for y, want in ((np.array([False, True, True]), [0, 1, 1]),
+                    (np.array([3.0, 5.0, -1.0]), [3, 5, -1])):
+        classes = as_classes(np.unique(y))
+        labels = check_labels(y, classes, 3 if y.dtype.kind == "f" else 1)
+        assert labels.dtype == np.int64 and labels.tolist() == want
+        assert set(want) <= set(classes.tolist())
+    bools = np.array([True, False, True, True])
+    labels = check_labels(bools, as_classes([False, True]), 1)
+    assert labels.tolist() == [1, 0, 1, 1]
+    logits = np.array([[2.0], [-1.0], [-3.0], [0.5]])       # sign: True False False True
+    assert accuracy(predict(logits, as_classes([False, True])), labels) == 0.75
+    assert check_labels(np.array([1.0, 0.0]), None, 2).tolist() == [1, 0]
+    assert check_labels(np.zeros(0), None, 2).dtype == np.int64
+    with pytest.raises(ValueError, match="^classes must be integers or strings, not floats "
+                                         "such as 1e\\+30$"):
+        as_classes([1e30, 0.0])
 
 
 def test_accuracy_and_predict_errors():

@@ -415,6 +415,95 @@ def test_inf_in_constant_node_refused():
     _assert_same_outputs(good, normalize(good), n=1)
 
 
+def _gemm_bn(gemm_attrs=None, bn_attrs=None):
+    """Gemm 'fc' (attributes ``gemm_attrs``) then BatchNormalization 'bn' (``bn_attrs``)."""
+    rng = np.random.default_rng(21)
+    inits = {"w": rng.normal(size=(3, 4)).astype(np.float32), "b": np.zeros(3, np.float32),
+             "s": np.ones(3, np.float32), "bb": np.zeros(3, np.float32),
+             "mu": np.zeros(3, np.float32), "var": np.ones(3, np.float32)}
+    nodes = [helper.make_node("Gemm", ["input", "w", "b"], ["g"], name="fc", transB=1,
+                              **(gemm_attrs or {})),
+             helper.make_node("BatchNormalization", ["g", "s", "bb", "mu", "var"], ["output"],
+                              name="bn", **(bn_attrs or {}))]
+    return ob.make_model(nodes, [("input", ["N", 4])], [("output", ["N", 3])], inits)
+
+
+@pytest.mark.parametrize("model, message", [
+    (_gemm_bn({"alpha": float("nan")}), "node 'fc' (Gemm): attribute 'alpha' holds NaN"),
+    (_gemm_bn({"beta": float("inf")}), "node 'fc' (Gemm): attribute 'beta' holds inf"),
+    (_gemm_bn({"beta": float("-inf")}), "node 'fc' (Gemm): attribute 'beta' holds -inf"),
+    (_gemm_bn(bn_attrs={"epsilon": float("nan")}),
+     "node 'bn' (BatchNormalization): attribute 'epsilon' holds NaN"),
+    # any op, even one normalize refuses anyway: the finite check comes first
+    (ob.one_node("LeakyRelu", [1, 4], attrs={"alpha": float("inf")}),
+     "node 'node' (LeakyRelu): attribute 'alpha' holds inf"),
+])
+def test_nonfinite_float_attribute_names_the_node(model, message):
+    """A NaN / inf FLOAT or FLOATS attribute of any node (which the passes would fold into the
+    weights, where only an internal initializer name is left) is refused by load_onnx and by
+    normalize, in one line naming the node and the attribute."""
+    for call in (load_onnx, normalize):
+        with pytest.raises(ValueError) as info:
+            call(model)
+        text = str(info.value)
+        assert message in text and "\n" not in text, text
+        assert text.endswith("a node's attributes must be finite"), text
+
+
+def test_constant_value_floats_nan_refused():
+    nodes = [helper.make_node("Constant", [], ["b"], name="bias_const",
+                              value_floats=[0.0, float("nan"), 1.0]),
+             helper.make_node("Gemm", ["input", "W", "b"], ["output"], name="fc", transB=1)]
+    model = ob.make_model(nodes, [("input", [1, 4])], [("output", [1, 3])],
+                          {"W": np.ones((3, 4), np.float32)})
+    with pytest.raises(ValueError, match=r"^node 'bias_const' \(Constant\): attribute "
+                                         r"'value_floats' holds NaN: a model's weights and "
+                                         r"biases must be finite$"):
+        normalize(model)
+
+
+def _gemm_in(elem, np_type, rng):
+    """``model.double()`` / ``.half()`` behind a float32 interface: Cast 'cast_in' to ``elem``,
+    a Gemm 'fc' on weights of ``np_type``, Cast 'cast_out' back to float."""
+    return ob.make_model(
+        [helper.make_node("Cast", ["input"], ["xc"], to=elem, name="cast_in"),
+         helper.make_node("Gemm", ["xc", "w", "b"], ["g"], transB=1, name="fc"),
+         helper.make_node("Relu", ["g"], ["r"], name="relu"),
+         helper.make_node("Cast", ["r"], ["output"], to=TensorProto.FLOAT, name="cast_out")],
+        [("input", ["N", 6])], [("output", ["N", 3])],
+        {"w": rng.normal(size=(3, 6)).astype(np_type), "b": rng.normal(size=3).astype(np_type)})
+
+
+@pytest.mark.parametrize("elem, np_type, kind", [
+    (TensorProto.DOUBLE, np.float64, "DOUBLE (float64)"),
+    (TensorProto.FLOAT16, np.float16, "FLOAT16 (float16)")])
+def test_float64_and_float16_computation_refused(elem, np_type, kind):
+    """A model computing in float64 / float16 is refused in one line naming the node that first
+    makes such data (not "the normalized model is not valid ONNX", kept for our own bugs)."""
+    model = _gemm_in(elem, np_type, np.random.default_rng(22))
+    _run(model, np.ones((1, 6), np.float32))           # a valid model onnxruntime runs
+    with pytest.raises(UnsupportedModel) as info:
+        normalize(model)
+    assert str(info.value) == (f"node 'cast_in' (Cast): output 'xc' is {kind}: only float32 "
+                               f"models are supported (export the model in float32, e.g. "
+                               f"model.float() in PyTorch)")
+
+
+def test_float16_weights_cast_to_float32_accepted():
+    """Weights stored as float16 and cast to float32 are constants, not float16 computation:
+    accepted, and the canonical model computes what the source does."""
+    rng = np.random.default_rng(23)
+    model = ob.make_model(
+        [helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT, name="cast_w"),
+         helper.make_node("Gemm", ["input", "w", "b"], ["output"], transB=1, name="fc")],
+        [("input", ["N", 6])], [("output", ["N", 3])],
+        {"w16": rng.normal(size=(3, 6)).astype(np.float16),
+         "b": rng.normal(size=3).astype(np.float32)})
+    canonical = normalize(model)
+    assert _ops(canonical) == ["Gemm"]
+    _assert_same_outputs(model, canonical)
+
+
 def _refused(model, pattern):
     with pytest.raises(UnsupportedModel, match=pattern) as info:
         normalize(model)
