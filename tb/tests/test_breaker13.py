@@ -1,7 +1,7 @@
 """Issue 13's breaker: each test is one fault found by probing, with the exact input that breaks.
 
-Every test here FAILS on the branch it was written against (``brk`` at 08db51d) and should pass
-once the fault is fixed. References: onnxruntime on the original float model, LiteRT's reference
+Every test here failed on the branch it was written against (``brk`` at 08db51d) and passes
+since the faults were fixed (each docstring still says what the fault was). References: onnxruntime on the original float model, LiteRT's reference
 kernels on the written ``.tflite``. Cost: golden/numpy-level only, a few seconds in all.
 """
 
