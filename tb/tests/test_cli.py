@@ -1473,7 +1473,7 @@ def _tflite_classifier(tmp_path, outputs, monkeypatch, classes):
     made by pim quantize), 10 int8 samples and the golden outputs."""
     import dataclasses
     from pim_macro.sw.compiler import tflite_import
-    from pim_macro.tb.harness.tflite_build import ModelBuilder
+    from pim_macro.sw.compiler.tflite_builder import ModelBuilder
     rng = np.random.default_rng(outputs)
     b = ModelBuilder()
     x = b.input((1, 12), scale=0.02, zero_point=3)
@@ -1531,7 +1531,7 @@ def test_lenet_sized_tflite_runs_with_the_default_macro(tmp_path, capsys):
     dense 120-84-10) runs at MacroConfig's defaults (1 KiB activation buffer, 2 KiB of weights):
     the graph compiler streams a layer's input and spills the weights; equal to Graph.run."""
     from pim_macro.sw.compiler.tflite_import import load_tflite
-    from pim_macro.tb.harness.tflite_build import ModelBuilder
+    from pim_macro.sw.compiler.tflite_builder import ModelBuilder
     rng = np.random.default_rng(28)
     b = ModelBuilder()
     q = dict(w_scale=0.01, out_scale=0.05, out_zero_point=-128, activation="RELU")
