@@ -529,8 +529,9 @@ def _wrong_arrays(command, option, tmp):
                 "NaN": np.full((4, 64), np.nan), "wrong features": np.zeros((20, 63)),
                 "structured": np.zeros(4, dtype=[("a", float)])}
     if option == "--labels":
-        return {"float": np.zeros(2), "2-D": np.zeros((2, 1), np.int64),
-                "bool": np.zeros(2, bool), "scalar": np.int64(1), "empty": np.zeros(0, np.int64),
+        # (Booleans and floats of integral value are labels: converted as classes are.)
+        return {"fractional float": np.full(2, 0.5), "2-D": np.zeros((2, 1), np.int64),
+                "scalar": np.int64(1), "empty": np.zeros(0, np.int64),
                 "unicode": np.array(["a", "b"]), "structured": np.zeros(2, [("a", int)])}
     arrays = dict(NOT_INT8)
     if option == "--bias":
