@@ -37,8 +37,8 @@ from pim_macro.sw.models.requant import (INT32_MAX, INT32_MIN, multiply_by_quant
                                          saturating_rounding_doubling_high_mul, wrap32)
 
 
-__all__ = ["HostOp", "Add", "AveragePool2D", "MaxPool2D", "Reshape", "Relu", "Pad", "Softmax", "Quantize",
-           "Dequantize", "softmax_parameters"]
+__all__ = ["HostOp", "Add", "AveragePool2D", "MaxPool2D", "Reshape", "Relu", "Pad", "Softmax",
+           "Quantize", "Dequantize", "softmax_parameters"]
 
 
 @dataclass(frozen=True, eq=False)

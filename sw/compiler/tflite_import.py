@@ -531,7 +531,8 @@ class _Importer:
 
 #: The ops :func:`load_tflite` reads, by where they run.
 OPS = {"macro": ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"),
-       "host": ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD", "PADV2", "RELU", "SOFTMAX",
+       "host": ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD", "PADV2", "RELU",
+                "SOFTMAX",
                 "QUANTIZE", "DEQUANTIZE")}
 
 

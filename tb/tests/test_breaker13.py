@@ -1,8 +1,8 @@
 """Issue 13's breaker: each test is one fault found by probing, with the exact input that breaks.
 
 Every test here failed on the branch it was written against (``brk`` at 08db51d) and passes
-since the faults were fixed (each docstring still says what the fault was). References: onnxruntime on the original float model, LiteRT's reference
-kernels on the written ``.tflite``. Cost: golden/numpy-level only, a few seconds in all.
+since the faults were fixed (each docstring still says what the fault was). References:
+onnxruntime on the original float model, LiteRT's reference kernels on the written ``.tflite``. Cost: golden/numpy-level only, a few seconds in all.
 """
 
 import io
@@ -143,7 +143,7 @@ def test_quantize_nhwc_data_not_silently_misread(tmp_path, option):
         assert code == 2 and err.startswith("pim: error: ") and err.count("\n") == 1, err
 
 
-# -- 3. A float64 model: the "our bug" message ------------------------------------------------------
+# -- 3. A float64 model: the "our bug" message ----------------------------------------------------
 
 def test_float64_weights_give_a_node_message():
     """FAULT: a model computing in float64 (input cast to double, float64 Gemm weights, cast
@@ -169,7 +169,7 @@ def test_float64_weights_give_a_node_message():
                                atol=1e-5)
 
 
-# -- 4. --predictions refused under the name --out ---------------------------------------------------
+# -- 4. --predictions refused under the name --out ------------------------------------------------
 
 @pytest.mark.parametrize("target", ["input", "empty", "dir"])
 def test_predictions_errors_name_predictions(tmp_path, target):
@@ -194,7 +194,7 @@ def test_predictions_errors_name_predictions(tmp_path, target):
     assert "--predictions" in err and "--out" not in err, err
 
 
-# -- 5. The labels a classifier was fitted on ---------------------------------------------------------
+# -- 5. The labels a classifier was fitted on -----------------------------------------------------
 
 def test_bool_labels_of_a_bool_classifier(tmp_path):
     """FAULT: an MLPClassifier fitted on boolean labels (``y = df.target > 0``; classes_
@@ -223,7 +223,7 @@ def test_bool_labels_of_a_bool_classifier(tmp_path):
     assert summary["float_accuracy"] == np.mean(clf.predict(x) == y)
 
 
-# -- 6. A channel with near-zero weights and an ordinary bias ---------------------------------------
+# -- 6. A channel with near-zero weights and an ordinary bias -------------------------------------
 
 def test_pruned_channel_bias_fits_as_tflite_does():
     """FAULT: a Conv + BatchNormalization where one channel's BN scale (gamma) was driven to
@@ -250,7 +250,7 @@ def test_pruned_channel_bias_fits_as_tflite_does():
     _quantize_and_compare(model, (2, 6, 6))
 
 
-# -- 7. Error messages about the data that contradict themselves / the user's layout -----------------
+# -- 7. Error messages about the data that contradict themselves / the user's layout --------------
 
 @pytest.fixture
 def cnn_files(tmp_path):
@@ -299,7 +299,7 @@ def test_infer_shape_error_in_the_users_layout(cnn_files):
     assert "(B, 2, 4, 4)" in err, err
 
 
-# -- 8. Classes that do not fit the outputs, written into the .tflite --------------------------------
+# -- 8. Classes that do not fit the outputs, written into the .tflite -----------------------------
 
 @pytest.mark.parametrize("classes", ['["a", "b"]', '["a", "b", "c", "d"]'])
 def test_quantize_refuses_classes_of_the_wrong_count(tmp_path, classes):
@@ -321,7 +321,7 @@ def test_quantize_refuses_classes_of_the_wrong_count(tmp_path, classes):
     assert not (tmp_path / "m.tflite").exists()
 
 
-# -- 9. A non-finite attribute blamed on an initializer the user's model does not have ---------------
+# -- 9. A non-finite attribute blamed on an initializer the user's model does not have ------------
 
 @pytest.mark.parametrize("case", ["gemm_alpha_nan", "gemm_beta_inf", "bn_epsilon_nan"])
 def test_nonfinite_attribute_names_the_node(case):
@@ -350,7 +350,7 @@ def test_nonfinite_attribute_names_the_node(case):
     assert node in str(info.value), str(info.value)
 
 
-# -- 10. A model whose output is a fused Relu: KeyError traceback -------------------------------------
+# -- 10. A model whose output is a fused Relu: KeyError traceback ---------------------------------
 
 def _ends_in_relu(rng, kind):
     if kind == "gemm_relu":             # Keras Dense(3, activation="relu") as the last layer
