@@ -112,15 +112,17 @@ def float_tensors(model, x):
 
 def _batch(model, x, what):
     """The float batch ``x`` for the canonical ``model``'s input, as float64 ``(N, *shape)``:
-    an image model takes exactly ``(N, C, H, W)`` (an NHWC or flattened batch has the same size
-    and other meaning, so it is refused); a vector model ``(N, ...)`` of ``K`` values per
-    sample. ``ValueError`` (naming ``what``) for an empty, misshapen or non-finite batch."""
+    an image model of several channels takes exactly ``(N, C, H, W)`` (an NHWC or flattened
+    batch has the same size and another meaning, so it is refused); a one-channel image model
+    or a vector model any ``(N, ...)`` of as many values per sample (one order only: MNIST's
+    ``(N, 28, 28)`` for ``(N, 1, 28, 28)``). ``ValueError`` (naming ``what``) for an empty,
+    misshapen or non-finite batch. :func:`to_model_layout` takes the same shapes."""
     shape = _shapes(model)[model.graph.input[0].name][1:]
     x = np.asarray(x, dtype=np.float64)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"the {what} must be a non-empty batch (N, ...), not of shape "
                          f"{x.shape}")
-    if len(shape) == 3 and x.shape[1:] != tuple(shape):
+    if len(shape) == 3 and shape[0] > 1 and x.shape[1:] != tuple(shape):
         raise ValueError(f"the {what} must be images of shape (N, {', '.join(map(str, shape))}) "
                          f"(NCHW, as the ONNX model takes them), not {x.shape}")
     if x[0].size != math.prod(shape):
@@ -445,14 +447,22 @@ def quantize_graph(model, calib, *, classes=None):
 
 
 def to_model_layout(graph, x):
-    """A user's batch ``x`` in the layout of ``graph``'s input: ONNX's NCHW images
-    ``(B, C, H, W)`` become NHWC ``(B, H, W, C)`` when the graph's metadata says its input was
-    NCHW (a model made by :func:`quantize_graph`); anything else is returned unchanged."""
+    """A user's batch ``x`` in the layout of ``graph``'s input, for a model made by
+    :func:`quantize_graph` (its metadata says ``"source": "onnx"``): ONNX's NCHW images ``(B,
+    C, H, W)`` become NHWC ``(B, H, W, C)``; a batch of as many values per sample in one order
+    only (a vector model's, a one-channel image model's: ``(B, 28, 28)``) takes the input's
+    shape, as :func:`quantize_graph`'s calibration data does. Anything else (and any other
+    model's input) is returned unchanged, for ``run_graph`` to check."""
     x = np.asarray(x)
-    if graph.metadata.get("input_layout") == "NCHW" and x.ndim == 4:
-        shape = graph.tensors[graph.inputs[0]].shape
-        if x.shape[1:] == (shape[3], shape[1], shape[2]):
-            return x.transpose(0, 2, 3, 1)
+    if graph.metadata.get("source") != "onnx" or x.ndim < 1:
+        return x
+    shape = graph.tensors[graph.inputs[0]].shape
+    if graph.metadata.get("input_layout") == "NCHW" and x.ndim == 4 and \
+            x.shape[1:] == (shape[3], shape[1], shape[2]):
+        return x.transpose(0, 2, 3, 1)
+    one_order = len(shape) == 2 or (len(shape) == 4 and shape[3] == 1)
+    if one_order and x.ndim >= 2 and x[0].size == math.prod(shape[1:]):
+        return x.reshape(len(x), *shape[1:])
     return x
 
 

@@ -391,3 +391,28 @@ def test_cli_quantize_tflite_refusals(tmp_path, case, message):
     assert code == 2 and out_text == "" and err.count("\n") == 1, err
     assert err.startswith("pim: error: ") and message in err, err
     assert not out.exists()
+
+
+def test_one_order_inputs_take_any_shape(tmp_path):
+    """MNIST's (N, 28, 28) for a one-channel LeNet (1, 28, 28), and (N, 4, 5) for a 20-feature
+    MLP: one order only, so pim quantize and pim infer both take them (and agree); a
+    three-channel model refuses an NHWC batch of the same size in both."""
+    import onnx
+    for name, shape in (("lenet5", (28, 28)), ("keras_mlp", (4, 5))):
+        original, _, _, g, x = quantized(name)
+        onnx.save(original, tmp_path / "m.onnx")
+        np.save(tmp_path / "X.npy", x.reshape(len(x), *shape))
+        code, _, err = _pim("quantize", "--model", tmp_path / "m.onnx", "--calib",
+                            tmp_path / "X.npy", "--out", tmp_path / "m.tflite")
+        assert code == 0, err
+        code, _, err = _pim("infer", "--model", tmp_path / "m.tflite", "--input",
+                            tmp_path / "X.npy", "--out", tmp_path / "Y.npy")
+        assert code == 0, err
+        g2 = load_tflite(tmp_path / "m.tflite")
+        np.testing.assert_array_equal(np.load(tmp_path / "Y.npy"), _graph_outputs(g2, x))
+    original, _, _, g, x = quantized("small_resnet")
+    onnx.save(original, tmp_path / "r.onnx")
+    np.save(tmp_path / "R.npy", x.transpose(0, 2, 3, 1).reshape(len(x), 16, 16 * 3))
+    code, out, err = _pim("quantize", "--model", tmp_path / "r.onnx", "--calib",
+                          tmp_path / "R.npy", "--out", tmp_path / "r.tflite")
+    assert code == 2 and "must be images of shape (N, 3, 16, 16)" in err, err
