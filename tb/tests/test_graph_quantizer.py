@@ -164,15 +164,16 @@ def test_cycle_model_runs_it(name, arch):
 #: test_graph_compiler's RTL configuration (its simulator builds are shared).
 RTL_CONFIG = MacroConfig(lanes=8, depth=128, act_depth=256, bias_depth=16, bus_bits=16)
 
-#: Icarus runs about 1.5 k cycles/s: there the images are smaller.
+#: Icarus runs about 1.5 k cycles/s: there LeNet's images are smaller, and the ResNet (whose
+#: ops, convolutions and residual adds, LeNet and test_graph_compiler cover there) is left to
+#: Verilator.
 DONE_MEANS = {"verilator": {"lenet5": (), "small_resnet": (), "keras_mlp": ()},
-              "icarus": {"lenet5": (("size", 12),), "small_resnet": (("size", 8),),
-                         "keras_mlp": ()}}
+              "icarus": {"lenet5": (("size", 12),), "keras_mlp": ()}}
 
 
 @pytest.mark.parametrize("arch", ["pim", "baseline"])
-@pytest.mark.parametrize("sim", ["verilator", "icarus"])
-@pytest.mark.parametrize("name", ["lenet5", "small_resnet", "keras_mlp"])
+@pytest.mark.parametrize("sim, name", [(sim, name) for sim in DONE_MEANS
+                                       for name in DONE_MEANS[sim]])
 def test_done_means_models_on_the_rtl(name, sim, arch):
     """LeNet-5 (dynamic batch, max pooling), the ResNet-style CNN (BatchNorm, residual adds)
     and the Keras-style MLP (Identity, Dropout) run on the RTL: outputs bit-exact with
