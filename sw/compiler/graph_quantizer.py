@@ -34,6 +34,11 @@ The scheme (TFLite's post-training integer quantization)
   its :attr:`Graph.metadata` says ``"input_layout": "NCHW"`` and :func:`to_model_layout`
   transposes an ONNX user's batch; an image output is NHWC, ``"output_layout": "NCHW"``, and
   :func:`to_user_layout` transposes it back.
+* **A scaler** (scikit-learn's ``StandardScaler`` before the MLP, which
+  :func:`canonical_model` leaves unfolded) stays in float: ``SUB`` of the means and ``MUL`` by
+  the inverse scales before ``QUANTIZE``, so each feature is standardized before the one int8
+  input scale is applied (folded into the first layer, features of ranges 1000x apart lose the
+  small ones). Calibration runs on the standardized data.
 * **Padding.** ONNX pads are explicit, TFLite's are ``SAME``/``VALID``. Pads that give the
   ``SAME`` (or ``VALID``) windows are written as such; others become a ``PAD`` (with the zero
   point: a real 0) before a ``VALID`` convolution. An ``AveragePool`` with
@@ -59,7 +64,7 @@ from pim_macro.sw.models.requant import INT32_MAX, INT32_MIN
 
 
 __all__ = ["quantize_graph", "calibrate", "float_tensors", "to_model_layout", "to_user_layout",
-           "canonical_model", "float_outputs", "report_graph"]
+           "canonical_model", "float_outputs", "report_graph", "standardization", "standardize"]
 
 
 def _label(node):
@@ -382,14 +387,17 @@ class _Quantizer:
         if self.perm.get(x_name) is not None:
             self.perm[node.output[0]] = self.perm[x_name]
 
-    def build(self, classes=None):
+    def build(self, classes=None, affine=None):
         graph = self.model.graph
         graph_in = graph.input[0]
         in_shape = self.shapes[graph_in.name]
         image = len(in_shape) == 4
         x = self.b.input(self.nhwc(graph_in.name) if image else in_shape, np.float32)
         scale, zp = self.params(graph_in.name)
-        self.tensor[graph_in.name] = self.b.quantize(x, scale=scale, zero_point=zp)
+        standardized = x
+        if affine is not None:          # a scaler kept in float: (x - mean) * (1 / scale)
+            standardized = self.b.mul(self.b.sub(x, affine[0]), affine[1])
+        self.tensor[graph_in.name] = self.b.quantize(standardized, scale=scale, zero_point=zp)
         handlers = {"Conv": self.conv, "Gemm": self.gemm, "MaxPool": self.pool,
                     "AveragePool": self.pool, "GlobalAveragePool": self.pool,
                     "Reshape": self.reshape, "Add": self.add, "Relu": self.relu,
@@ -442,8 +450,11 @@ def quantize_graph(model, calib, *, classes=None):
         classes = as_classes(classes)
         check_count(classes, math.prod(_shapes(model)[model.graph.output[0].name][1:]))
         classes = classes.tolist()
+    affine = standardization(model)
+    if affine is not None:
+        calib = standardize(model, _batch(model, calib, "calibration data"))
     ranges = calibrate(model, calib)
-    return _Quantizer(model, ranges).build(classes)
+    return _Quantizer(model, ranges).build(classes, affine)
 
 
 def to_model_layout(graph, x):
@@ -487,7 +498,40 @@ def canonical_model(model):
         from pim_macro.sw.compiler.onnx_import import normalize
         return normalize(model)
     from pim_macro.sw.compiler.sklearn_import import from_sklearn
-    return from_sklearn(model)
+    return from_sklearn(model, fold_scaler=False)     # the scaler stays float: see standardize
+
+
+def standardization(model):
+    """``(mean, 1 / scale)`` (float32 ``(K,)`` each) of the scaler a canonical model keeps
+    unfolded (``metadata_props`` :data:`~pim_macro.sw.compiler.sklearn_import.STANDARDIZE_KEY`),
+    or ``None``."""
+    from pim_macro.sw.compiler.sklearn_import import STANDARDIZE_KEY
+    props = {p.key: p.value for p in model.metadata_props}
+    if STANDARDIZE_KEY not in props:
+        return None
+    try:
+        value = json.loads(props[STANDARDIZE_KEY])
+        mean = np.asarray(value["mean"], dtype=np.float32)
+        inverse = (np.float32(1) / np.asarray(value["scale"], dtype=np.float32))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"the model's {STANDARDIZE_KEY} is not a scaler ({exc})") from None
+    k = _shapes(model)[model.graph.input[0].name][-1]
+    if mean.shape != (k,) or inverse.shape != (k,) or not (
+            np.all(np.isfinite(mean)) and np.all(np.isfinite(inverse))):
+        raise ValueError(f"the model's {STANDARDIZE_KEY} does not hold {k} finite means and "
+                         f"scales")
+    return mean, inverse
+
+
+def standardize(model, x):
+    """The float batch ``x`` as the model's input sees it: through its unfolded scaler (in
+    float32, as the ``.tflite``'s ``SUB`` and ``MUL`` compute it), or unchanged."""
+    affine = standardization(model)
+    if affine is None:
+        return x
+    mean, inverse = affine
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    return np.multiply(np.subtract(x, mean, dtype=np.float32), inverse, dtype=np.float32)
 
 
 def float_outputs(model, x):
@@ -512,6 +556,6 @@ def report_graph(graph, model, x, labels=None):
         deq.append(values[graph.outputs[0]])
     y_int8 = np.concatenate(y_int8).reshape(len(x), -1)
     deq = to_user_layout(graph, np.concatenate(deq)).reshape(len(x), -1)
-    ref = float_outputs(model, x).reshape(len(x), -1)
+    ref = float_outputs(model, standardize(model, x)).reshape(len(x), -1)
     return compare_outputs(deq, ref, y_int8, out.zero_point, labels,
                            graph.metadata.get("classes"))

@@ -732,9 +732,8 @@ def quantization_warnings(summary, calib):
                      f"(feature {wide} spans {span[wide]:.3g}, feature {narrow} "
                      f"{span[narrow]:.3g}), and one int8 scale for all of them leaves feature "
                      f"{narrow} {steps:.1f} steps; standardize the features before the model "
-                     f"(train it on StandardScaler-ed data and give pim the scaled inputs: a "
-                     f"scaler folded into the first layer still leaves the raw inputs one "
-                     f"scale)")
+                     f"(a Pipeline's StandardScaler stays float in --out M.tflite; folded into "
+                     f"an .npz's first layer it still leaves the raw inputs one scale)")
             return [text]
     return [text + ": check that the calibration data covers the test data, and that the "
                    "model's activations have no outliers"]

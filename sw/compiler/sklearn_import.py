@@ -14,7 +14,9 @@ goes exactly into the first layer, ``W' = W / scale_`` (per input column), ``b' 
 mean_``, computed in float64 and then rounded to float32. (``'passthrough'`` / ``None`` steps
 are skipped.) Note that the folded model's inputs are still the raw features: the int8 input
 scale of the quantized model is one for all of them (see :func:`pim_macro.sw.compiler.
-quantize.quantization_warnings`).
+quantize.quantization_warnings`). With ``fold_scaler=False`` (what the graph quantizer asks
+for) the scaler is kept apart instead, in ``metadata_props`` :data:`STANDARDIZE_KEY`, and stays
+float in the ``.tflite``.
 
 Why our own converter rather than ``skl2onnx``: skl2onnx writes the classifier's full
 ``predict`` / ``predict_proba`` graph (``ArgMax``, ``ZipMap``, ``Cast``, ``Softmax`` and a
@@ -31,13 +33,15 @@ non-finite weights, biases or scaler statistics (a NaN weight would make every i
 collapse).
 """
 
+import json
+
 import numpy as np
 
 from pim_macro.sw.compiler.classes import METADATA_KEY, as_classes, classes_json
 from pim_macro.sw.compiler.tflite_import import UnsupportedModel
 
 
-__all__ = ["from_sklearn", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["from_sklearn", "INPUT_NAME", "OUTPUT_NAME", "STANDARDIZE_KEY"]
 
 #: Names of the ONNX graph's input and output (scikit-learn names neither).
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -124,7 +128,13 @@ def _steps(estimator):
     return scaler, scaler_label, last, f"Pipeline step {last_name!r}: "
 
 
-def from_sklearn(estimator):
+#: The ``metadata_props`` key of an unfolded scaler (``from_sklearn(..., fold_scaler=False)``):
+#: JSON ``{"mean": [K floats], "scale": [K floats]}``; the model's input is then
+#: ``(x - mean) / scale``, which the graph quantizer keeps in float before ``QUANTIZE``.
+STANDARDIZE_KEY = "pim_macro.standardize"
+
+
+def from_sklearn(estimator, *, fold_scaler=True):
     """The canonical float ONNX model (``onnx.ModelProto``) of a fitted scikit-learn
     ``MLPClassifier`` / ``MLPRegressor`` (``activation`` ``relu`` or ``identity``) or a
     ``Pipeline`` of an optional ``StandardScaler`` and such an MLP (see the module).
@@ -134,6 +144,11 @@ def from_sklearn(estimator):
     logit whose sign is the prediction; of more, one per class, whose argmax is). Its float
     outputs equal the estimator's ``decision_function``-like logits to float32 rounding. A
     classifier's ``classes_`` go into ``metadata_props`` ``pim_macro.classes`` (JSON).
+
+    ``fold_scaler=False``: a pipeline's ``StandardScaler`` is not folded; the model then takes
+    the standardized features and its ``metadata_props`` :data:`STANDARDIZE_KEY` holds the
+    scaler (the graph quantizer keeps it as float ``SUB`` and ``MUL`` before ``QUANTIZE``, so
+    features of very different ranges keep their resolution in int8).
 
     Raises :class:`~pim_macro.sw.compiler.tflite_import.UnsupportedModel` (one line) for
     anything else (see the module)."""
@@ -147,9 +162,10 @@ def from_sklearn(estimator):
             raise UnsupportedModel(f"{scaler_label}StandardScaler takes "
                                    f"{scaler.n_features_in_} features, the MLP {features}")
         mean, scale = _scaler(scaler, scaler_label, features)
-        w, b = layers[0]
-        w = w / scale                       # (N, K) / (K,): x' = (x - mean) / scale
-        layers[0] = (w, b - w @ mean)
+        if fold_scaler:
+            w, b = layers[0]
+            w = w / scale                   # (N, K) / (K,): x' = (x - mean) / scale
+            layers[0] = (w, b - w @ mean)
     classes = None
     if hasattr(mlp, "classes_"):
         try:
@@ -182,8 +198,14 @@ def from_sklearn(estimator):
     model = helper.make_model(graph, producer_name="pim_macro.sklearn_import",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION           # what onnxruntime releases of opset 13 on read
+    props = {}
     if classes is not None:
-        helper.set_model_props(model, {METADATA_KEY: classes_json(classes)})
+        props[METADATA_KEY] = classes_json(classes)
+    if scaler is not None and not fold_scaler:
+        props[STANDARDIZE_KEY] = json.dumps({"mean": np.float32(mean).tolist(),
+                                             "scale": np.float32(scale).tolist()})
+    if props:
+        helper.set_model_props(model, props)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model)
     return model

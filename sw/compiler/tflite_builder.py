@@ -225,6 +225,22 @@ class ModelBuilder:
             self.op("PADV2", [x, p, v], [y])
         return y
 
+    def sub(self, x, constant):
+        """``SUB`` of a float32 constant (broadcast over the last dimension) from a float32
+        tensor: ``x - constant``."""
+        c = self.tensor(np.shape(constant), np.float32, data=constant)
+        y = self.tensor(self.shape(x), np.float32)
+        self.op("SUB", [x, c], [y], "SubOptions", FusedActivationFunction=ACTIVATIONS["NONE"])
+        return y
+
+    def mul(self, x, constant):
+        """``MUL`` of a float32 tensor by a float32 constant (broadcast over the last
+        dimension)."""
+        c = self.tensor(np.shape(constant), np.float32, data=constant)
+        y = self.tensor(self.shape(x), np.float32)
+        self.op("MUL", [x, c], [y], "MulOptions", FusedActivationFunction=ACTIVATIONS["NONE"])
+        return y
+
     def relu(self, x):
         """``RELU`` of an int8 tensor; the output keeps its quantization."""
         scale, zero_point = self.quant(x)

@@ -437,12 +437,34 @@ class _Importer:
         if x.type != tflite.TensorType.FLOAT32:
             self.fail(where, f"quantizing tensor {x.name!r} of type {x.type_name} (only float32 "
                              "to int8)")
-        if op.Inputs(0) not in self.graph_inputs:
+        if op.Inputs(0) not in self.float_inputs:
             self.fail(where, "a float tensor in the middle of the model")
         out = self.int8_activation(where, op.Outputs(0))
         return host_ops.Quantize(inputs=(op.Inputs(0),), output=op.Outputs(0),
                                  out_shape=out.shape, scale=out.scale,
                                  zero_point=out.zero_point)
+
+    def float_arithmetic(self, where, op, index):
+        """``SUB`` / ``MUL`` in float32 on the model's float input, before its ``QUANTIZE``
+        (a scaler's standardization): the first input the float input (or such an op's
+        output), the second a float32 constant of one value or one per element of the last
+        dimension, no fused activation."""
+        x, c, out = self.raw[op.Inputs(0)], self.raw[op.Inputs(1)], self.raw[op.Outputs(0)]
+        if x.type != tflite.TensorType.FLOAT32 or op.Inputs(0) not in self.float_inputs:
+            self.fail(where, "arithmetic other than float32 on the model's float input "
+                             "(int8 SUB and MUL)")
+        self.constant(where, op.Inputs(1), "second operand")
+        if c.type != tflite.TensorType.FLOAT32 or c.data.size not in (1, x.shape[-1]) or \
+                out.type != tflite.TensorType.FLOAT32 or tuple(out.shape) != tuple(x.shape):
+            self.fail(where, f"a second operand of shape {c.shape} for {x.shape}")
+        opts = self.options(op, tflite.SubOptions if self.name(op) == "SUB"
+                            else tflite.MulOptions)
+        if opts is not None and opts.FusedActivationFunction() != 0:
+            self.fail(where, "a fused activation on float arithmetic")
+        self.float_inputs.add(op.Outputs(0))
+        cls = host_ops.FloatSub if self.name(op) == "SUB" else host_ops.FloatMul
+        return cls(inputs=(op.Inputs(0), op.Inputs(1)), output=op.Outputs(0),
+                   out_shape=out.shape)
 
     def dequantize(self, where, op, index):
         x = self.int8_activation(where, op.Inputs(0))
@@ -474,7 +496,10 @@ class _Importer:
                     "ADD": self.add, "AVERAGE_POOL_2D": self.pool, "MAX_POOL_2D": self.pool,
                     "RESHAPE": self.reshape, "PAD": self.pad, "PADV2": self.pad, "RELU": self.relu,
                     "SOFTMAX": self.softmax,
-                    "QUANTIZE": self.quantize, "DEQUANTIZE": self.dequantize}
+                    "QUANTIZE": self.quantize, "DEQUANTIZE": self.dequantize,
+                    "SUB": self.float_arithmetic, "MUL": self.float_arithmetic}
+        # The float tensors QUANTIZE may read: the model's inputs, then float SUB/MUL outputs.
+        self.float_inputs = set(self.graph_inputs)
         for i in self.graph_inputs:
             t = self.raw[i]
             # run_graph feeds one sample at a time: a batch of several would be cut wrongly.
@@ -532,7 +557,7 @@ class _Importer:
 #: The ops :func:`load_tflite` reads, by where they run.
 OPS = {"macro": ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"),
        "host": ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD", "PADV2", "RELU",
-                "SOFTMAX",
+                "SOFTMAX", "SUB", "MUL",
                 "QUANTIZE", "DEQUANTIZE")}
 
 

@@ -298,6 +298,32 @@ def test_pad_then_valid_conv(paddings, value):
     assert g.ops[0].value == (37 if value is None else value)
 
 
+def test_float_standardization_before_quantize():
+    """SUB and MUL in float32 on the model's float input (a scaler kept in float), then
+    QUANTIZE: every value as LiteRT's, ties of the quantization included."""
+    rng = np.random.default_rng(4)
+    b = ModelBuilder()
+    x = b.input((1, 6), np.float32)
+    mean = (rng.normal(size=6) * [1, 1000, 0.001, 5, 0, 1]).astype(np.float32)
+    inverse = (1 / np.abs(rng.normal(size=6) * [1, 1000, 0.001, 5, 1, 1])).astype(np.float32)
+    q = b.quantize(b.mul(b.sub(x, mean), inverse), scale=0.05, zero_point=3)
+    y = b.fully_connected(q, rng.integers(-127, 128, (4, 6)), None, w_scale=0.01,
+                          out_scale=0.1, out_zero_point=0)
+    g, runs = check(b, [x], [y], samples=6)
+    assert [op.name for op in g.ops] == ["SUB", "MUL", "QUANTIZE", "FULLY_CONNECTED"]
+
+
+def test_int8_arithmetic_refused():
+    """SUB/MUL of int8 tensors (not the float input's standardization) is refused."""
+    b = ModelBuilder()
+    x = b.input((1, 4), scale=0.1, zero_point=0)
+    c = b.tensor((4,), np.int8, scale=0.1, zero_point=0, data=np.ones(4))
+    y = b.tensor((1, 4), scale=0.1, zero_point=0)
+    b.op("SUB", [x, c], [y], "SubOptions", FusedActivationFunction=0)
+    with pytest.raises(UnsupportedModel, match=r"op 0 \(SUB\): arithmetic other than float32"):
+        load_tflite(b.to_bytes([x], [y]))
+
+
 @pytest.mark.parametrize("zero_point", [-128, -7, 0, 127])
 def test_relu(zero_point):
     """RELU with the output quantized as the input: max(x, zero_point), as LiteRT's."""
