@@ -57,6 +57,9 @@ import math
 
 import numpy as np
 
+from pim_macro.sw.compiler.onnx_import import node_attributes as _attrs
+from pim_macro.sw.compiler.onnx_import import node_label as _label
+from pim_macro.sw.compiler.onnx_import import static_shape
 from pim_macro.sw.compiler.quantize import QMAX, QMIN, WMAX, _round, activation_params
 from pim_macro.sw.compiler.tflite_builder import ModelBuilder, same_padding
 from pim_macro.sw.compiler.tflite_import import METADATA_NAME, UnsupportedModel
@@ -67,22 +70,13 @@ __all__ = ["quantize_graph", "calibrate", "float_tensors", "to_model_layout", "t
            "canonical_model", "float_outputs", "report_graph", "standardization", "standardize"]
 
 
-def _label(node):
-    return f"node {node.name or '<unnamed>'!r} ({node.op_type})"
-
-
-def _attrs(node):
-    from onnx import helper
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _shapes(model):
     """``{tensor name: static shape}`` of every tensor with one (inputs, value_info, outputs)."""
     shapes = {}
     for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        dims = v.type.tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
-            shapes[v.name] = tuple(int(d.dim_value) for d in dims)
+        shape = static_shape(v)
+        if shape is not None:
+            shapes[v.name] = shape
     return shapes
 
 

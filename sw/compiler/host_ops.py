@@ -15,7 +15,7 @@ kernel's ``Eval``. Sources (TensorFlow Lite, ``tensorflow/lite/kernels/``):
   (the window is cut at the border and the average divides by the taps inside it, rounded half
   away from zero: ``(sum +- count / 2) / count`` in C's truncating division).
 * :class:`Reshape`: the data unchanged.
-* :class:`FloatSub`, :class:`FloatMul`: ``sub.cc``, ``mul.cc`` in float32 (one IEEE single
+* :class:`FloatArithmetic`: ``sub.cc``, ``mul.cc`` in float32 (one IEEE single
   operation per element, so numpy's float32 gives LiteRT's values), on the float input of the
   model before its ``QUANTIZE`` (a scaler's ``(x - mean) * (1 / scale)``).
 * :class:`Relu`: ``activations.cc`` (``ReluPrepare``, ``QuantizedReluX``) with the output
@@ -41,7 +41,7 @@ from pim_macro.sw.models.requant import (INT32_MAX, INT32_MIN, multiply_by_quant
 
 
 __all__ = ["HostOp", "Add", "AveragePool2D", "MaxPool2D", "Reshape", "Relu", "Pad", "Softmax",
-           "Quantize", "Dequantize", "FloatSub", "FloatMul", "softmax_parameters"]
+           "Quantize", "Dequantize", "FloatArithmetic", "softmax_parameters"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,23 +178,15 @@ class Reshape(HostOp):
 
 
 @dataclass(frozen=True, eq=False)
-class FloatSub(HostOp):
-    """``SUB`` of float32 tensors: ``x - constant`` (its second input, a graph constant)."""
-    name = "SUB"
+class FloatArithmetic(HostOp):
+    """``SUB`` or ``MUL`` (``name``) of float32 tensors: ``x - constant`` or ``x * constant``
+    (its second input, a graph constant)."""
+    name: str = "SUB"
 
     def run(self, x, constant):
-        return np.subtract(np.asarray(x, np.float32), np.asarray(constant, np.float32),
-                           dtype=np.float32)
-
-
-@dataclass(frozen=True, eq=False)
-class FloatMul(HostOp):
-    """``MUL`` of float32 tensors: ``x * constant`` (its second input, a graph constant)."""
-    name = "MUL"
-
-    def run(self, x, constant):
-        return np.multiply(np.asarray(x, np.float32), np.asarray(constant, np.float32),
-                           dtype=np.float32)
+        ufunc = {"SUB": np.subtract, "MUL": np.multiply}[self.name]
+        return ufunc(np.asarray(x, np.float32), np.asarray(constant, np.float32),
+                     dtype=np.float32)
 
 
 @dataclass(frozen=True, eq=False)

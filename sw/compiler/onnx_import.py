@@ -105,7 +105,8 @@ import numpy as np
 from pim_macro.sw.compiler.tflite_import import UnsupportedModel
 
 
-__all__ = ["load_onnx", "normalize", "check_canonical", "CANONICAL_OPS"]
+__all__ = ["load_onnx", "normalize", "check_canonical", "CANONICAL_OPS", "node_label",
+           "node_attributes", "static_shape"]
 
 #: The ops of the canonical form.
 CANONICAL_OPS = ("Gemm", "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Add",
@@ -119,8 +120,15 @@ def _first_line(exc):
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _label(node):
+def node_label(node):
+    """``node 'name' (Op)``: how every message names an ONNX node."""
     return f"node {node.name or '<unnamed>'!r} ({node.op_type})"
+
+
+def node_attributes(node):
+    """``{name: value}`` of an ONNX node's attributes (``onnx.helper.get_attribute_value``)."""
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +249,7 @@ def _check_finite(model):
                 bad = _nonfinite_floats(list(attr.floats))
             if bad:
                 why = _FINITE if node.op_type == "Constant" else why     # a Constant is a weight
-                raise ValueError(f"{_label(node)}: attribute {attr.name!r} holds {bad}: {why}")
+                raise ValueError(f"{node_label(node)}: attribute {attr.name!r} holds {bad}: {why}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +285,7 @@ class _Node:
 
     @property
     def label(self):
-        return _label(self)
+        return node_label(self)
 
 
 class _Work:
@@ -382,7 +390,7 @@ class _Work:
         graph = model.graph
         self.shapes = {name: a.shape for name, a in self.consts.items()}
         for v in [*graph.input, *graph.value_info, *graph.output]:
-            shape = _static_shape(v)
+            shape = static_shape(v)
             if shape is not None:
                 self.shapes[v.name] = shape
 
@@ -392,7 +400,9 @@ class _Work:
         return tuple(self.shapes[name])
 
 
-def _static_shape(value_info):
+def static_shape(value_info):
+    """The static shape (a tuple of ints) of an ONNX ``ValueInfoProto``, or ``None`` when a
+    dimension is symbolic or unknown."""
     t = value_info.type.tensor_type
     if not t.HasField("shape"):
         return None
@@ -558,7 +568,7 @@ def _check_float32(model):
             if elem in others:
                 kind = TensorProto.DataType.Name(elem)
                 raise UnsupportedModel(
-                    f"{_label(node)}: output {out!r} is {kind} ({others[elem]}): only float32 "
+                    f"{node_label(node)}: output {out!r} is {kind} ({others[elem]}): only float32 "
                     f"models are supported (export the model in float32, e.g. model.float() "
                     f"in PyTorch)")
 
@@ -1182,10 +1192,10 @@ def check_canonical(model):
     for role, v in (("input", graph.input[0]), ("output", graph.output[0])):
         if v.type.tensor_type.elem_type != TensorProto.FLOAT:
             raise UnsupportedModel(f"graph {role} {v.name!r} is not float32")
-        shape = _static_shape(v)
+        shape = static_shape(v)
         if shape is None or not shape or shape[0] != 1 or min(shape) < 1:
             raise UnsupportedModel(f"graph {role} {v.name!r} has no static batch-1 shape")
-    in_shape = _static_shape(graph.input[0])
+    in_shape = static_shape(graph.input[0])
     if len(in_shape) not in (2, 4):
         raise UnsupportedModel(f"graph input {graph.input[0].name!r} has shape {in_shape}: "
                                f"canonical is (1, K) or (1, C, H, W)")
@@ -1196,14 +1206,14 @@ def check_canonical(model):
         elif a.dtype != np.int64:
             raise UnsupportedModel(f"initializer {name!r} is {a.dtype}: canonical is float32 "
                                    f"(int64 for a Reshape's shape)")
-    shapes = {graph.input[0].name: in_shape, graph.output[0].name: _static_shape(graph.output[0])}
+    shapes = {graph.input[0].name: in_shape, graph.output[0].name: static_shape(graph.output[0])}
     for v in graph.value_info:
-        shape = _static_shape(v)
+        shape = static_shape(v)
         if shape is not None and v.type.tensor_type.elem_type == TensorProto.FLOAT:
             shapes[v.name] = shape
     ready = {graph.input[0].name}
     for node in graph.node:
-        label = _label(node)
+        label = node_label(node)
         if node.domain not in ("", "ai.onnx") or node.op_type not in CANONICAL_OPS:
             raise UnsupportedModel(f"{label}: op {node.op_type} is not supported (canonical: "
                                    f"{', '.join(CANONICAL_OPS)})")
@@ -1224,8 +1234,7 @@ def check_canonical(model):
 
 
 def _check_node(node, label, inits, shapes):
-    from onnx import helper
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = node_attributes(node)
     op = node.op_type
     ins = list(node.input)
     n_in = {"Gemm": 3, "Conv": 3, "Add": 2, "Reshape": 2}.get(op, 1)

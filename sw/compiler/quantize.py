@@ -87,6 +87,8 @@ from pathlib import Path
 import numpy as np
 
 from pim_macro.sw.compiler.network import Conv, Dense, Network, forward
+from pim_macro.sw.compiler.onnx_import import node_attributes as _attrs
+from pim_macro.sw.compiler.onnx_import import node_label as _node_label
 from pim_macro.sw.models.requant import INT32_MAX, INT32_MIN, quantize_multiplier
 
 
@@ -263,15 +265,6 @@ def quantize_mlp(clf, calib):
 # -- ONNX ---------------------------------------------------------------------------------------
 
 _ONNX_OPS = {"Gemm", "MatMul", "Add", "Conv", "Relu", "Flatten", "Reshape", "Constant"}
-
-
-def _node_label(node):
-    return f"node {node.name or '<unnamed>'!r} ({node.op_type})"
-
-
-def _attrs(node):
-    from onnx import helper
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _as_model(path_or_model):

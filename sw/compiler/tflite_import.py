@@ -165,6 +165,24 @@ class _Importer:
             self.fail(where, f"fused activation {name}")
         return lo, hi
 
+    def image_operands(self, where, op, cls):
+        """``(options, x, out)`` of an image op: its options table (``cls``), and its int8 NHWC
+        input and output."""
+        opts = self.options(op, cls)
+        if opts is None:
+            self.fail(where, "an op without its options")
+        x = self.int8_activation(where, op.Inputs(0))
+        out = self.int8_activation(where, op.Outputs(0))
+        self.nhwc(where, x)
+        self.nhwc(where, out)
+        return opts, x, out
+
+    def same_quantization(self, where, x, out):
+        """Refuses an output quantized otherwise than its input (what TFLite requires of the
+        ops that move values without rescaling them)."""
+        if (x.scale, x.zero_point) != (out.scale, out.zero_point):
+            self.fail(where, "an output quantized differently from its input")
+
     def options(self, op, cls):
         table = op.BuiltinOptions()
         opts = cls()
@@ -246,14 +264,8 @@ class _Importer:
             double_rounding=DOUBLE_ROUNDING["FULLY_CONNECTED"], output_shape=out.shape)
 
     def conv(self, where, op, depthwise):
-        opts = self.options(op, tflite.DepthwiseConv2DOptions if depthwise
-                            else tflite.Conv2DOptions)
-        if opts is None:
-            self.fail(where, "an op without its options")
-        x = self.int8_activation(where, op.Inputs(0))
-        out = self.int8_activation(where, op.Outputs(0))
-        self.nhwc(where, x)
-        self.nhwc(where, out)
+        opts, x, out = self.image_operands(where, op, tflite.DepthwiseConv2DOptions if depthwise
+                                           else tflite.Conv2DOptions)
         if (opts.DilationHFactor(), opts.DilationWFactor()) != (1, 1):
             self.fail(where, f"dilation {opts.DilationHFactor()}x{opts.DilationWFactor()}")
         f = self.raw[op.Inputs(1)] if op.Inputs(1) >= 0 else None
@@ -338,15 +350,8 @@ class _Importer:
             double_rounding=DOUBLE_ROUNDING["ADD"])
 
     def pool(self, where, op, index):
-        opts = self.options(op, tflite.Pool2DOptions)
-        if opts is None:
-            self.fail(where, "an op without its options")
-        x = self.int8_activation(where, op.Inputs(0))
-        out = self.int8_activation(where, op.Outputs(0))
-        self.nhwc(where, x)
-        self.nhwc(where, out)
-        if (x.scale, x.zero_point) != (out.scale, out.zero_point):
-            self.fail(where, "an output quantized differently from its input")
+        opts, x, out = self.image_operands(where, op, tflite.Pool2DOptions)
+        self.same_quantization(where, x, out)
         fh, fw = opts.FilterHeight(), opts.FilterWidth()
         sh, sw = opts.StrideH(), opts.StrideW()
         if min(fh, fw, sh, sw) < 1:
@@ -371,8 +376,7 @@ class _Importer:
     def pad(self, where, op, index):
         x = self.int8_activation(where, op.Inputs(0))
         out = self.int8_activation(where, op.Outputs(0))
-        if (x.scale, x.zero_point) != (out.scale, out.zero_point):
-            self.fail(where, "an output quantized differently from its input")
+        self.same_quantization(where, x, out)
         value = out.zero_point
         if op.InputsLength() > 2 and op.Inputs(2) >= 0:       # PADV2's constant value
             v = self.constant(where, op.Inputs(2), "pad value")
@@ -393,9 +397,8 @@ class _Importer:
     def relu(self, where, op, index):
         x = self.int8_activation(where, op.Inputs(0))
         out = self.int8_activation(where, op.Outputs(0))
-        if (x.scale, x.zero_point) != (out.scale, out.zero_point):
-            # Rescaling RELUs round by a rule this importer has not measured against LiteRT.
-            self.fail(where, "an output quantized differently from its input")
+        # Rescaling RELUs round by a rule this importer has not measured against LiteRT.
+        self.same_quantization(where, x, out)
         lo, _ = self.activation_range(where, tflite.ActivationFunctionType.RELU, out)
         return host_ops.Relu(inputs=(op.Inputs(0),), output=op.Outputs(0), out_shape=out.shape,
                              act_min=lo)
@@ -462,9 +465,9 @@ class _Importer:
         if opts is not None and opts.FusedActivationFunction() != 0:
             self.fail(where, "a fused activation on float arithmetic")
         self.float_inputs.add(op.Outputs(0))
-        cls = host_ops.FloatSub if self.name(op) == "SUB" else host_ops.FloatMul
-        return cls(inputs=(op.Inputs(0), op.Inputs(1)), output=op.Outputs(0),
-                   out_shape=out.shape)
+        return host_ops.FloatArithmetic(inputs=(op.Inputs(0), op.Inputs(1)),
+                                        output=op.Outputs(0), out_shape=out.shape,
+                                        name=self.name(op))
 
     def dequantize(self, where, op, index):
         x = self.int8_activation(where, op.Inputs(0))
