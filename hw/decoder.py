@@ -77,17 +77,22 @@ class CommandDecoder(wiring.Component):
     ``word_args`` tells, combinationally on ``word``, how many argument words follow a header
     ``word`` (0 for an unknown opcode); ``has_arg1`` whether the latched opcode takes two.
 
-    Everything else is combinational on the latched command: ``error``, the first check that
-    fails in the ISA's order (:class:`pim_macro.hw.isa.Error`; ``OK`` if none); ``status``, the
-    command's status word; ``data_words``, the data words an OK status announces; ``payload``,
-    the payload words the header announces (consumed even when a check fails; 0 for an unknown
-    opcode); ``barrier``, a :data:`~pim_macro.hw.isa.BARRIERS` opcode. ``lo_span``,
+    Everything else describes the latched command and is registered with it: ``error``, the first
+    check that fails in the ISA's order (:class:`pim_macro.hw.isa.Error`; ``OK`` if none);
+    ``status``, the command's status word; ``data_words``, the data words an OK status announces;
+    ``payload``, the payload words the header announces (consumed even when a check fails; 0 for
+    an unknown opcode); ``barrier``, a :data:`~pim_macro.hw.isa.BARRIERS` opcode. ``lo_span``,
     ``hi_span`` and ``hi_rows_span`` are ``[f, f + count)`` for the low and the high 16-bit
     field ``f`` of the first argument word, and ``[f, f + count * R)`` for the high one (the
-    activation bytes of a MATVEC). Their ends are summed as the words are latched, so no adder
-    sits between the latched command and the checks; each end has the width
-    :func:`~pim_macro.hw.isa.span_end_bits` gives, which holds the sum for every header and
-    argument word.
+    activation bytes of a MATVEC); each end has the width :func:`~pim_macro.hw.isa.span_end_bits`
+    gives, which holds the sum for every header and argument word.
+
+    The checks run on what the latches will hold next cycle (the word being latched, or what is
+    held), so their verdicts leave flip-flops in the same cycle as the command: a controller can
+    act on them at once without a path from the latches through the checks. ``next_header``,
+    ``next_error``, ``next_barrier`` and ``next_*_span`` are those next-cycle values themselves
+    (combinational on ``word`` and the latch strobes), for a controller that registers its own
+    verdicts on the next command.
 
     Everything comes from :data:`pim_macro.hw.isa.OPCODES` (arguments, flags, what ``count``
     counts, payload and response words) and the argument layouts.
@@ -114,6 +119,12 @@ class CommandDecoder(wiring.Component):
             "lo_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
             "hi_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
             "hi_rows_span": Out(Span(FIELD_BITS, span_end_bits(R))),
+            "next_lo_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
+            "next_hi_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
+            "next_hi_rows_span": Out(Span(FIELD_BITS, span_end_bits(R))),
+            "next_header":  Out(Header),
+            "next_error":   Out(Error),
+            "next_barrier": Out(1),
             "error":        Out(Error),
             "status":       Out(Status),
             "data_words":   Out(16),
@@ -121,16 +132,11 @@ class CommandDecoder(wiring.Component):
             "barrier":      Out(1),
         })
 
-    def _span(self, offset, per):
-        return {(0, 1): self.lo_span, (_HI, 1): self.hi_span,
-                (_HI, self._config.rows_per_cycle): self.hi_rows_span}[offset, per]
-
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
         R = cfg.rows_per_cycle
         header, count = self.header, self.header.count
-        flags = header.flags.as_value()
         arg0 = self.arg0.as_value()
         args = [arg0, self.arg1.as_value()]
 
@@ -142,38 +148,53 @@ class CommandDecoder(wiring.Component):
                     m.d.comb += self.word_args.eq(len(info.args))
         m.d.comb += self.has_arg1.eq(Cat(header.opcode == op.value for op, info in OPCODES.items()
                                          if len(info.args) > 1).any())
+        # What the latches will hold next cycle (`_n`): the checks run on these and their
+        # verdicts are registered with the words, so they come out of flip-flops in the same
+        # cycle as the latched command, and nothing downstream waits for them.
+        header_n = Signal(Header, name="header_n")
+        arg0_n, arg1_n = Signal(32, name="arg0_n"), Signal(32, name="arg1_n")
+        m.d.comb += [
+            header_n.eq(Mux(self.latch_header, self.word, header.as_value())),
+            arg0_n.eq(Mux(self.latch_header, 0, Mux(self.latch_arg0, self.word, arg0))),
+            arg1_n.eq(Mux(self.latch_header, 0, Mux(self.latch_arg1, self.word, args[1]))),
+        ]
+        m.d.sync += [header.eq(header_n), arg0.eq(arg0_n), args[1].eq(arg1_n)]
         # One register per distinct end (with R = 1 the two high spans share theirs).
-        ports = [(self.lo_span, 0, 1), (self.hi_span, _HI, 1), (self.hi_rows_span, _HI, R)]
-        ends = {}
-        for span, offset, per in ports:
+        ports = [(self.lo_span, self.next_lo_span, 0, 1),
+                 (self.hi_span, self.next_hi_span, _HI, 1),
+                 (self.hi_rows_span, self.next_hi_rows_span, _HI, R)]
+        ends, ends_n = {}, {}
+        for span, _, offset, per in ports:
             width = max(len(span.hi), len(ends[offset, per]) if (offset, per) in ends else 0)
             ends[offset, per] = Signal(width, name=f"end_{offset}_x{per}")
-        with m.If(self.latch_header):
-            m.d.sync += [header.eq(self.word), arg0.eq(0), args[1].eq(0)]
-            m.d.sync += [end.eq(times_const(word_header.count, per))
-                         for (_, per), end in ends.items()]
-        with m.If(self.latch_arg0):
-            m.d.sync += arg0.eq(self.word)
-            m.d.sync += [end.eq(self.word[offset:offset + FIELD_BITS] + times_const(count, per))
-                         for (offset, per), end in ends.items()]
-        with m.If(self.latch_arg1):
-            m.d.sync += args[1].eq(self.word)
-        for span, offset, per in ports:
+            ends_n[offset, per] = Signal(width, name=f"end_{offset}_x{per}_n")
+        for (offset, per), end_n in ends_n.items():
+            m.d.comb += end_n.eq(Mux(
+                self.latch_header, times_const(word_header.count, per),
+                Mux(self.latch_arg0, self.word[offset:offset + FIELD_BITS] + times_const(count, per),
+                    ends[offset, per])))
+            m.d.sync += ends[offset, per].eq(end_n)
+        for span, next_span, offset, per in ports:
             m.d.comb += [span.lo.eq(arg0[offset:offset + FIELD_BITS]),
-                         span.hi.eq(ends[offset, per])]
+                         span.hi.eq(ends[offset, per]),
+                         next_span.lo.eq(arg0_n[offset:offset + FIELD_BITS]),
+                         next_span.hi.eq(ends_n[offset, per])]
 
-        # ---- Checks, each a list of conditions that must all hold ---------------------------
+        # ---- Checks (on the next command), each a list of conditions that must all hold -----
+        hdr_n = Header(header_n)
+        count_n, flags_n = hdr_n.count, hdr_n.flags.as_value()
+        args_n = [arg0_n, arg1_n]
         known, flags_ok, fields_ok, length_ok, aligned, in_range = (Signal(name=n) for n in (
             "known", "flags_ok", "fields_ok", "length_ok", "aligned", "in_range"))
-        with m.Switch(header.opcode):
+        with m.Switch(hdr_n.opcode):
             for op, info in OPCODES.items():
-                fields, length, alignment, ranges = [], [count != 0], [], []
+                fields, length, alignment, ranges = [], [count_n != 0], [], []
                 if info.counts is None:
-                    fields, length = [count == 0], []
+                    fields, length = [count_n == 0], []
                 elif info.counts == "lanes":
-                    length.append(count <= cfg.lanes)
+                    length.append(count_n <= cfg.lanes)
                 for index, layout in enumerate(info.args):
-                    view = layout(args[index])
+                    view = layout(args_n[index])
                     for name, field in layout:
                         if name == "reserved":
                             fields.append(view[name] == 0)
@@ -183,45 +204,51 @@ class CommandDecoder(wiring.Component):
                         limit, per, align, flag = rule
                         if align > 1:
                             alignment.append(view[name][:(align - 1).bit_length()] == 0)
-                        in_memory = self._span(field.offset, per).hi <= limit
+                        in_memory = ends_n[field.offset, per] <= limit
                         if flag is not None:
-                            in_memory = ~(flags & flag.value).any() | in_memory
+                            in_memory = ~(flags_n & flag.value).any() | in_memory
                         ranges.append(in_memory)
                 with m.Case(op):
                     m.d.comb += [
                         known.eq(1),
                         # (A Python int mask: `~C(...)` here makes Yosys 0.70's abc9 fail an
                         # assertion on the ECP5 baseline build.)
-                        flags_ok.eq((flags & (((1 << len(flags)) - 1) & ~info.flags.value))
+                        flags_ok.eq((flags_n & (((1 << len(flags_n)) - 1) & ~info.flags.value))
                                     == 0),
                         fields_ok.eq(Cat(*fields, C(1)).all()),
                         length_ok.eq(Cat(*length, C(1)).all()),
                         aligned.eq(Cat(*alignment, C(1)).all()),
                         in_range.eq(Cat(*ranges, C(1)).all()),
                     ]
+        error_n = Signal(Error, name="error_n")
         with m.If(~known):
-            m.d.comb += self.error.eq(Error.BAD_OPCODE)
+            m.d.comb += error_n.eq(Error.BAD_OPCODE)
         with m.Elif(~flags_ok | ~fields_ok):
-            m.d.comb += self.error.eq(Error.BAD_FIELD)
+            m.d.comb += error_n.eq(Error.BAD_FIELD)
         with m.Elif(~length_ok):
-            m.d.comb += self.error.eq(Error.BAD_LENGTH)
+            m.d.comb += error_n.eq(Error.BAD_LENGTH)
         with m.Elif(~aligned):
-            m.d.comb += self.error.eq(Error.MISALIGNED)
+            m.d.comb += error_n.eq(Error.MISALIGNED)
         with m.Elif(~in_range):
-            m.d.comb += self.error.eq(Error.BAD_ADDRESS)
+            m.d.comb += error_n.eq(Error.BAD_ADDRESS)
         with m.Else():
-            m.d.comb += self.error.eq(Error.OK)
+            m.d.comb += error_n.eq(Error.OK)
 
         # ---- What the command announces ----------------------------------------------------
-        with m.Switch(header.opcode):
+        data_words_n, payload_n = Signal(16), Signal(32)
+        with m.Switch(hdr_n.opcode):
             for op, info in OPCODES.items():
                 with m.Case(op):
-                    m.d.comb += [self.data_words.eq(words_of(info.response, count, cfg)),
-                                 self.payload.eq(words_of(info.payload, count, cfg))]
+                    m.d.comb += [data_words_n.eq(words_of(info.response, count_n, cfg)),
+                                 payload_n.eq(words_of(info.payload, count_n, cfg))]
+        barrier_n = Cat(hdr_n.opcode == op.value for op in BARRIERS).any()
+        m.d.comb += [self.next_error.eq(error_n), self.next_barrier.eq(barrier_n),
+                     self.next_header.eq(header_n)]
+        m.d.sync += [self.error.eq(error_n), self.data_words.eq(data_words_n),
+                     self.payload.eq(payload_n), self.barrier.eq(barrier_n)]
         ok = self.error == Error.OK
         m.d.comb += [
             self.status.opcode.eq(header.opcode), self.status.error.eq(self.error),
             self.status.count.eq(Mux(ok, self.data_words, 0)),
-            self.barrier.eq(Cat(header.opcode == op.value for op in BARRIERS).any()),
         ]
         return m

@@ -19,11 +19,15 @@ from .status import StatusWords
 from .weight_store import weight_store_for
 
 
-__all__ = ["Macro", "make_macro", "check_macro_args", "OUT_FIFO_DEPTH", "RESPONSE_SLOTS"]
+__all__ = ["Macro", "make_macro", "check_macro_args", "OUT_FIFO_DEPTH", "RESPONSE_SLOTS",
+           "DISPATCH_LAG"]
 
 
 #: Responses the controller may queue ahead of the output engine.
 RESPONSE_SLOTS = 8
+#: Cycles from a dispatch condition coming true to the controller acting on it: the verdict on
+#: the next command is registered (one flip-flop stage, see :class:`Macro`).
+DISPATCH_LAG = 1
 
 # Opcodes answered by the output engine from captured accumulators (a ResponseKind each):
 # those whose count is a number of lanes.
@@ -61,7 +65,10 @@ class Macro(wiring.Component):
     Timing (each rule is what :mod:`pim_macro.sw.models.cycle_model` predicts)
     ------
     Every header and argument word takes one cycle; then the command waits in ``DISPATCH`` until
-    it can go, and goes in one cycle:
+    it can go, and goes in one cycle. The verdict is registered: a command goes in cycle ``t``
+    when its conditions held in cycle ``t - 1``, so it goes in its first ``DISPATCH`` cycle if
+    they held while its last word was taken, and otherwise the cycle after they came true. The
+    conditions:
 
     * every command needs a free response slot (``RESPONSE_SLOTS``), except ``READ_COUNTERS`` and
       ``STATUS``, which wait until everything is idle and the output FIFO is empty, then push
@@ -140,35 +147,47 @@ class Macro(wiring.Component):
         ok = error == Error.OK
         m.d.comb += [decoder.word.eq(self.i_stream.payload), status_words.error.eq(error)]
 
-        # ---- What a command needs before it can go ------------------------------------------
+        # ---- What a command needs before it can go, decided a cycle ahead -----------------
+        # The verdict on the command the decoder will hold next cycle (its `next_*` outputs:
+        # the word being latched, or the command held) against the state now is registered,
+        # and DISPATCH acts on the registered verdict: no path runs from the latched command
+        # through the hazard compares into the state machine's enables. Every condition below
+        # is made false only by the controller's own dispatch (a push into the response queue,
+        # the engine or the write-back scoreboard, or its own words into the output FIFO), and
+        # a dispatch is never followed by DISPATCH in the next cycle, so a verdict a cycle old
+        # never lets a command go early; it sees a condition that has just come true a cycle
+        # late, which the cycle model counts.
         oe_quiet = ~responses.r_rdy & oe.idle
         all_idle = engine.idle & oe_quiet & (out_fifo.level == 0)
         # The rows a WRITE_WEIGHTS writes, the bytes a LOAD_ACT writes.
-        m.d.comb += [engine.hazards.rows.eq(decoder.lo_span),
-                     engine.hazards.acts.eq(decoder.lo_span),
-                     writebacks.check.eq(decoder.hi_rows_span)]
-        can_go = Signal()
-        with m.If(~ok):
-            m.d.comb += can_go.eq(responses.w_rdy)
-        with m.Elif(decoder.barrier):
-            m.d.comb += can_go.eq(all_idle)
+        m.d.comb += [engine.hazards.rows.eq(decoder.next_lo_span),
+                     engine.hazards.acts.eq(decoder.next_lo_span),
+                     writebacks.check.eq(decoder.next_hi_rows_span)]
+        next_opcode = decoder.next_header.opcode
+        may_go = Signal()
+        with m.If(decoder.next_error != Error.OK):
+            m.d.comb += may_go.eq(responses.w_rdy)
+        with m.Elif(decoder.next_barrier):
+            m.d.comb += may_go.eq(all_idle)
         with m.Else():
-            with m.Switch(opcode):
+            with m.Switch(next_opcode):
                 with m.Case(Opcode.WRITE_WEIGHTS):
-                    m.d.comb += can_go.eq(responses.w_rdy & ~engine.hazards.rows_busy)
+                    m.d.comb += may_go.eq(responses.w_rdy & ~engine.hazards.rows_busy)
                 with m.Case(Opcode.LOAD_ACT):
                     # Loads and write-backs share the activation buffer's write port.
-                    m.d.comb += can_go.eq(responses.w_rdy & ~engine.hazards.acts_busy
+                    m.d.comb += may_go.eq(responses.w_rdy & ~engine.hazards.acts_busy
                                           & ~writebacks.pending)
                 with m.Case(Opcode.LOAD_BIAS, Opcode.LOAD_QUANT):
-                    m.d.comb += can_go.eq(responses.w_rdy & oe_quiet)
+                    m.d.comb += may_go.eq(responses.w_rdy & oe_quiet)
                 with m.Case(Opcode.MATVEC):
                     # Only a write-back into the bytes this MATVEC reads must land first
                     # (checked against the span of every write-back still pending).
-                    m.d.comb += can_go.eq(responses.w_rdy & engine.ops.ready
+                    m.d.comb += may_go.eq(responses.w_rdy & engine.ops.ready
                                           & ~writebacks.conflict)
                 with m.Case(*_EMITTING):
-                    m.d.comb += can_go.eq(responses.w_rdy & engine.ops.ready)
+                    m.d.comb += may_go.eq(responses.w_rdy & engine.ops.ready)
+        can_go = Signal()
+        m.d.sync += can_go.eq(may_go)
 
         # The response queued for this command.
         response = Signal(Response)

@@ -28,7 +28,7 @@ from pim_macro.hw.isa import (
 )
 from pim_macro.hw.mac_array import MacArray
 from pim_macro.hw.mac_engine import OP_SLOTS
-from pim_macro.hw.macro import RESPONSE_SLOTS
+from pim_macro.hw.macro import DISPATCH_LAG, RESPONSE_SLOTS
 from pim_macro.hw.weight_store import weight_store_for
 from pim_macro.hw.output_engine import RAW_LATENCY, ResponseKind, issue_cycles, lane_latency
 from pim_macro.sw.runtime import asm
@@ -291,8 +291,11 @@ class CycleModel:
             op = None
         d = self.t + 1 + len(args)            # first cycle in DISPATCH
 
+        # A condition coming true in cycle T is acted on from T + DISPATCH_LAG (the controller
+        # registers its verdict); a command goes no earlier than its first DISPATCH cycle.
+        seen = lambda t: t + DISPATCH_LAG
         if error != Error.OK or op not in BARRIERS:
-            go = max(d, self._response_slot())
+            go = max(d, seen(self._response_slot()))
         if error != Error.OK:
             self.trace.append((op, go))
             self.responses.append(_Response(go))
@@ -300,7 +303,7 @@ class CycleModel:
             return response
 
         if op in BARRIERS:
-            go = max(d, self._engine_idle(), self._oe_quiet(), self.fifo_empty)
+            go = max(d, seen(max(self._engine_idle(), self._oe_quiet(), self.fifo_empty)))
             data = len(response) - 1
             self.trace.append((op, go))
             self.fifo_empty = go + data + 2
@@ -320,17 +323,18 @@ class CycleModel:
         # Every command past the barriers has one argument word first (the ISA's table).
         arg = unpack(OPCODES[op].args[0], args[0])
         if op == Opcode.WRITE_WEIGHTS:
-            go = max(go, self._conflict(d, arg.row, arg.row + count, act=False))
+            go = max(go, seen(self._conflict(d - DISPATCH_LAG, arg.row, arg.row + count, act=False)))
         elif op == Opcode.LOAD_ACT:
-            go = max(go, self._conflict(d, arg.addr, arg.addr + count, act=True),
-                     self._writebacks_done())
+            go = max(go, seen(self._conflict(d - DISPATCH_LAG, arg.addr, arg.addr + count, act=True)),
+                     seen(self._writebacks_done()))
         elif op in (Opcode.LOAD_BIAS, Opcode.LOAD_QUANT):     # the channel memory
-            go = max(go, self._oe_quiet())
+            go = max(go, seen(self._oe_quiet()))
         elif op == Opcode.MATVEC:
-            go = max(go, self._slot_free())
-            go = max(go, self._writeback_wait(d, (arg.act, arg.act + count * cfg.rows_per_cycle)))
+            go = max(go, seen(self._slot_free()))
+            span = (arg.act, arg.act + count * cfg.rows_per_cycle)
+            go = max(go, seen(self._writeback_wait(d - DISPATCH_LAG, span)))
         else:                                  # EMIT_RAW, EMIT_INT8, WRITEBACK
-            go = max(go, self._slot_free())
+            go = max(go, seen(self._slot_free()))
 
         capture = None
         if op == Opcode.MATVEC:

@@ -26,11 +26,11 @@ def matvec_cycles(n, config, arch):
     (B = 1 for PIM, beats per row for the baseline); the last one lands LATENCY after its
     request (1 for PIM, B + 1 for the baseline); the engine is idle MacArray.LATENCY cycles
     after that (the MAC pipeline), and the READ_COUNTERS waiting in DISPATCH since g+10 goes
-    then."""
+    the cycle after (the controller acts on a verdict registered the cycle before)."""
     beats = 1 if arch == "pim" else config.beats_per_row
     latency = 1 if arch == "pim" else config.beats_per_row + 1
     last_request = 12 + (n - 1) * beats
-    return last_request + latency + MacArray.LATENCY
+    return last_request + latency + MacArray.LATENCY + 1
 
 
 HAND_CONFIGS = [MacroConfig(), MacroConfig(lanes=16, rows_per_cycle=2, bus_bits=8),
