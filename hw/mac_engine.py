@@ -29,6 +29,11 @@ Tag = data.StructLayout({"act": FIELD_BITS, "first": 1, "capture": 1, "last": 1,
 #: its ends lie within the memories (at most ``1 << FIELD_BITS``).
 Op = data.StructLayout({"capture": 1, "rows": Span(FIELD_BITS), "acts": Span(FIELD_BITS),
                         "count": COUNT_BITS, "first": 1})
+# A queued operation as a slot holds it: ``last`` = ``count - 1`` (the index of its last row),
+# subtracted as it is queued, so that issuing a row compares the row index with a register
+# (an equality, a few LUT levels) instead of through a subtractor's carry chain.
+_Slot = data.StructLayout({"capture": 1, "rows": Span(FIELD_BITS), "acts": Span(FIELD_BITS),
+                           "last": COUNT_BITS, "first": 1})
 
 
 class CaptureSignature(wiring.Signature):
@@ -125,7 +130,7 @@ class MacEngine(wiring.Component):
         ]
 
         # ---- The operation queue: OP_SLOTS slots in a ring --------------------------------
-        ops = Array(Signal(Op, name=f"op{i}") for i in range(OP_SLOTS))
+        ops = Array(Signal(_Slot, name=f"op{i}") for i in range(OP_SLOTS))
         live = Signal(OP_SLOTS)
         wp = Signal(range(OP_SLOTS))         # next slot to fill
         ip = Signal(range(OP_SLOTS))         # slot being issued
@@ -136,7 +141,10 @@ class MacEngine(wiring.Component):
         retire_land = Signal(OP_SLOTS)       # MATVEC slots retired as their last row lands
         push_now = self.ops.valid & self.ops.ready
         with m.If(push_now):
-            m.d.sync += ops[wp].eq(self.ops.payload)
+            new = self.ops.payload
+            m.d.sync += [ops[wp].capture.eq(new.capture), ops[wp].rows.eq(new.rows),
+                         ops[wp].acts.eq(new.acts), ops[wp].first.eq(new.first),
+                         ops[wp].last.eq(new.count - 1)]
             m.d.sync += wp.eq(wp + 1)
         m.d.sync += live.eq((live | Mux(push_now, 1 << wp, 0)) & ~retire_issue & ~retire_land)
         issued = Signal(range(3))            # operations fully issued this cycle
@@ -164,11 +172,11 @@ class MacEngine(wiring.Component):
             m.d.comb += [
                 store.rd_en.eq(1), store.rd_row.eq(head.rows.lo + index),
                 tag.act.eq(head.acts.lo + index * rows), tag.first.eq(head.first & (index == 0)),
-                tag.last.eq(index == head.count - 1), tag.slot.eq(ip),
+                tag.last.eq(index == head.last), tag.slot.eq(ip),
             ]
             with m.If(store.rd_ready):
                 m.d.sync += index.eq(index + 1)
-                with m.If(index == head.count - 1):
+                with m.If(index == head.last):
                     m.d.comb += issued.eq(1)
                     m.d.sync += [index.eq(0), ip.eq(ip + 1)]
         with m.Elif(have_head & head.capture & capture_ok):
@@ -177,12 +185,12 @@ class MacEngine(wiring.Component):
                 m.d.comb += [
                     store.rd_en.eq(1), store.rd_row.eq(nxt.rows.lo),
                     tag.act.eq(nxt.acts.lo), tag.first.eq(nxt.first), tag.capture.eq(1),
-                    tag.last.eq(nxt.count == 1), tag.slot.eq(ip + 1),
+                    tag.last.eq(nxt.last == 0), tag.slot.eq(ip + 1),
                 ]
                 with m.If(store.rd_ready):
                     m.d.comb += retire_issue.eq(1 << ip)
                     m.d.sync += capture_in_flight.eq(1)
-                    with m.If(nxt.count == 1):
+                    with m.If(nxt.last == 0):
                         m.d.comb += issued.eq(2)
                         m.d.sync += [index.eq(0), ip.eq(ip + 2)]
                     with m.Else():
