@@ -125,7 +125,9 @@ class CommandDecoder(wiring.Component):
             "next_header":  Out(Header),
             "next_error":   Out(Error),
             "next_barrier": Out(1),
-            "error":        Out(Error),
+            # The latches reset to the all-zero command: zero is no opcode (hw/isa.py), so the
+            # registered verdict starts as BAD_OPCODE, announcing nothing.
+            "error":        Out(Error, init=Error.BAD_OPCODE),
             "status":       Out(Status),
             "data_words":   Out(16),
             "payload":      Out(32),
