@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .isa import MacroConfig, ACC_BITS, COUNT_BITS, FIELD_BITS
 from .mac_array import MacArray
-from .scoreboard import Span
+from .scoreboard import Span, SpanQuery
 from .weight_store import WeightWriteSignature
 
 
@@ -51,12 +51,13 @@ class CaptureSignature(wiring.Signature):
 class HazardSignature(wiring.Signature):
     """A question to the MAC engine, seen from the asker: does a queued or running MATVEC read
     a weight row in the span ``rows`` (``rows_busy``) or an activation byte in ``acts``
-    (``acts_busy``)? Answered combinationally."""
+    (``acts_busy``)? Each is a :class:`pim_macro.hw.scoreboard.SpanQuery` (a span, or a start
+    and a length). Answered combinationally."""
 
     def __init__(self):
         super().__init__({
-            "rows":      Out(Span(FIELD_BITS)),
-            "acts":      Out(Span(FIELD_BITS)),
+            "rows":      Out(SpanQuery(FIELD_BITS)),
+            "acts":      Out(SpanQuery(FIELD_BITS)),
             "rows_busy": In(1),
             "acts_busy": In(1),
         })
@@ -155,8 +156,8 @@ class MacEngine(wiring.Component):
         for i in range(OP_SLOTS):
             op = ops[i]
             is_mv = live[i] & ~op.capture
-            w_hits.append(is_mv & op.rows.overlaps(self.hazards.rows))
-            a_hits.append(is_mv & op.acts.overlaps(self.hazards.acts))
+            w_hits.append(is_mv & op.rows.overlaps_query(self.hazards.rows))
+            a_hits.append(is_mv & op.acts.overlaps_query(self.hazards.acts))
         m.d.comb += [self.hazards.rows_busy.eq(Cat(w_hits).any()),
                      self.hazards.acts_busy.eq(Cat(a_hits).any())]
 
