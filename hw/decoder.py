@@ -73,7 +73,11 @@ class CommandDecoder(wiring.Component):
     """Takes a command's words from the stream and says what it is and whether it may run.
 
     Latching (one cycle each): ``latch_header`` takes ``word`` as the header (and clears the
-    arguments), ``latch_arg0`` / ``latch_arg1`` as the first / second argument word.
+    arguments), ``latch_arg0`` / ``latch_arg1`` as the first / second argument word, in a cycle
+    with ``valid`` high (it defaults to high). The strobes say where the word goes; ``valid``
+    says it is there: the ``next_*`` views below assume it is taken when a strobe is high, so a
+    controller may drive the strobes from its state alone, and the stream's ``valid`` reaches
+    only the registers' enables.
     ``word_args`` tells, combinationally on ``word``, how many argument words follow a header
     ``word`` (0 for an unknown opcode); ``has_arg1`` whether the latched opcode takes two.
 
@@ -108,6 +112,7 @@ class CommandDecoder(wiring.Component):
         super().__init__({
             "word":         In(STREAM_BITS),
             "word_args":    Out(range(3)),
+            "valid":        In(1, init=1),
             "latch_header": In(1),
             "latch_arg0":   In(1),
             "latch_arg1":   In(1),
@@ -160,7 +165,9 @@ class CommandDecoder(wiring.Component):
             arg0_n.eq(Mux(self.latch_header, 0, Mux(self.latch_arg0, self.word, arg0))),
             arg1_n.eq(Mux(self.latch_header, 0, Mux(self.latch_arg1, self.word, args[1]))),
         ]
-        m.d.sync += [header.eq(header_n), arg0.eq(arg0_n), args[1].eq(arg1_n)]
+        take = self.valid & (self.latch_header | self.latch_arg0 | self.latch_arg1)
+        with m.If(take):
+            m.d.sync += [header.eq(header_n), arg0.eq(arg0_n), args[1].eq(arg1_n)]
         # One register per distinct end (with R = 1 the two high spans share theirs).
         ports = [(self.lo_span, self.next_lo_span, 0, 1),
                  (self.hi_span, self.next_hi_span, _HI, 1),
@@ -186,7 +193,8 @@ class CommandDecoder(wiring.Component):
                 query.sum.eq(self.latch_arg0),
                 ends_n[offset, per].eq(Mux(query.sum, query.lo + query.hi, query.hi)),
             ]
-            m.d.sync += end.eq(ends_n[offset, per])
+            with m.If(take):
+                m.d.sync += end.eq(ends_n[offset, per])
         for span, next_span, offset, per in ports:
             m.d.comb += [span.lo.eq(arg0[offset:offset + FIELD_BITS]),
                          span.hi.eq(ends[offset, per]),
@@ -260,8 +268,9 @@ class CommandDecoder(wiring.Component):
         barrier_n = Cat(hdr_n.opcode == op.value for op in BARRIERS).any()
         m.d.comb += [self.next_error.eq(error_n), self.next_barrier.eq(barrier_n),
                      self.next_header.eq(header_n)]
-        m.d.sync += [self.error.eq(error_n), self.data_words.eq(data_words_n),
-                     self.payload.eq(payload_n), self.barrier.eq(barrier_n)]
+        with m.If(take):
+            m.d.sync += [self.error.eq(error_n), self.data_words.eq(data_words_n),
+                         self.payload.eq(payload_n), self.barrier.eq(barrier_n)]
         ok = self.error == Error.OK
         m.d.comb += [
             self.status.opcode.eq(header.opcode), self.status.error.eq(self.error),

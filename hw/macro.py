@@ -145,7 +145,8 @@ class Macro(wiring.Component):
         has_flag = lambda flag: (header.flags.as_value() & flag.value).any()
         error, status = decoder.error, decoder.status
         ok = error == Error.OK
-        m.d.comb += [decoder.word.eq(self.i_stream.payload), status_words.error.eq(error)]
+        m.d.comb += [decoder.word.eq(self.i_stream.payload), decoder.valid.eq(self.i_stream.valid),
+                     status_words.error.eq(error)]
 
         # ---- What a command needs before it can go, decided a cycle ahead -----------------
         # The verdict on the command the decoder will hold next cycle (its `next_*` outputs:
@@ -263,26 +264,26 @@ class Macro(wiring.Component):
         start = arg0.row.row                # first row, bias word or activation byte written
 
         with m.FSM(name="ctrl"):
+            # The decoder's strobes follow the state alone (its `next_*` views assume the word
+            # is taken), and `valid` only enables its registers: the stream's handshake does
+            # not reach the dispatch verdict's compares.
             with m.State("HEADER"):
-                m.d.comb += self.i_stream.ready.eq(1)
+                m.d.comb += [self.i_stream.ready.eq(1), decoder.latch_header.eq(1)]
                 with m.If(self.i_stream.valid):
-                    m.d.comb += decoder.latch_header.eq(1)
                     with m.If(decoder.word_args == 0):
                         m.next = "DISPATCH"
                     with m.Else():
                         m.next = "ARG0"
             with m.State("ARG0"):
-                m.d.comb += self.i_stream.ready.eq(1)
+                m.d.comb += [self.i_stream.ready.eq(1), decoder.latch_arg0.eq(1)]
                 with m.If(self.i_stream.valid):
-                    m.d.comb += decoder.latch_arg0.eq(1)
                     with m.If(decoder.has_arg1):
                         m.next = "ARG1"
                     with m.Else():
                         m.next = "DISPATCH"
             with m.State("ARG1"):
-                m.d.comb += self.i_stream.ready.eq(1)
+                m.d.comb += [self.i_stream.ready.eq(1), decoder.latch_arg1.eq(1)]
                 with m.If(self.i_stream.valid):
-                    m.d.comb += decoder.latch_arg1.eq(1)
                     m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(can_go):

@@ -1,9 +1,9 @@
 """The command decoder against a plain specification of the ISA's checks.
 
-:class:`DecoderHarness` drives a :class:`pim_macro.hw.decoder.CommandDecoder` with any word and
-any sequence of latch strobes (at most one per cycle, as the controller takes one word a
-cycle), keeps its own copy of the latched header and argument words, and asserts in every cycle
-that the decoder's outputs are what :func:`specification` says of those words: the error code,
+:class:`DecoderHarness` drives a :class:`pim_macro.hw.decoder.CommandDecoder` with any word, any
+sequence of latch strobes (at most one per cycle, as the controller takes one word a cycle) and
+any word-valid bit, keeps its own copy of the latched header and argument words, and asserts in
+every cycle that the decoder's outputs are what :func:`specification` says of those words: the error code,
 the status word, the payload words, the data words of an OK status, the argument words of a
 header, the barrier bit and the three spans. Every register of the decoder is pinned by one of
 these assertions, so the property is inductive: ``prove`` with k = 1 is a proof for every
@@ -193,7 +193,8 @@ class DecoderHarness(Elaboratable):
         self.dut = decoder_class(config)
         self.word = Signal(STREAM_BITS)
         self.latch = Signal(3)          # header, arg0, arg1
-        self.ports = [self.word, self.latch]
+        self.valid = Signal()           # the word is there: a strobe takes it only then
+        self.ports = [self.word, self.latch, self.valid]
 
     def elaborate(self, platform):
         m = Module()
@@ -202,17 +203,18 @@ class DecoderHarness(Elaboratable):
         cfg = self.config
         # The controller takes one word a cycle: at most one strobe.
         m.d.comb += Assume((self.latch & (self.latch - 1)) == 0)
-        m.d.comb += [dut.word.eq(self.word), dut.latch_header.eq(self.latch[0]),
+        m.d.comb += [dut.word.eq(self.word), dut.valid.eq(self.valid),
+                     dut.latch_header.eq(self.latch[0]),
                      dut.latch_arg0.eq(self.latch[1]), dut.latch_arg1.eq(self.latch[2])]
 
         # The words the decoder should hold, by its documented latching rule.
         header, arg0, arg1 = (Signal(STREAM_BITS, name=n) for n in ("h_word", "a0_word",
                                                                     "a1_word"))
-        with m.If(self.latch[0]):
+        with m.If(self.valid & self.latch[0]):
             m.d.sync += [header.eq(self.word), arg0.eq(0), arg1.eq(0)]
-        with m.If(self.latch[1]):
+        with m.If(self.valid & self.latch[1]):
             m.d.sync += arg0.eq(self.word)
-        with m.If(self.latch[2]):
+        with m.If(self.valid & self.latch[2]):
             m.d.sync += arg1.eq(self.word)
 
         spec = specification(m, cfg, header, arg0, arg1)
