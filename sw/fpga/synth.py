@@ -24,7 +24,8 @@ The pin constraints in ``constraints/`` are the platform's own, generated here
 gives, with and without the PLL, so they cannot drift.
 
 ``python -m pim_macro.sw.fpga.synth`` (``make synth``) builds every board x architecture x
-configuration, or those chosen, and writes ``build/report/synth.md`` and ``synth.json``.
+configuration, or those chosen, and writes ``build/report/synth.md`` and ``synth.json``;
+``--clock MHZ`` builds at a clock of one's choosing (no Fmax pass), ``--no-pll`` without the PLL.
 """
 
 import argparse
@@ -282,10 +283,13 @@ def _extract(board, plan, out):
 
 
 def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=None, jobs=2,
-          clocked=True):
+          clocked=True, clock_mhz=None):
     """Synthesize, place and route (once per seed) and pack one build; see the module text.
     ``clocked=False`` leaves out the PLL pass: the bitstream is the first pass's best seed and
-    runs from the oscillator.
+    runs from the oscillator. ``clock_mhz`` leaves out the Fmax pass instead: the PLL is set
+    for that clock (the highest it reaches not above it) and ``seeds`` are tried in turn until
+    one meets it; the Fmax shown is then that build's own, against the PLL's clock
+    (``extra["fixed_clock"]``).
 
     Raises :class:`ToolMissing` when a tool is not installed, ``ValueError`` for an unknown
     board, architecture or configuration and ``RuntimeError`` (with the log's path) when a
@@ -296,6 +300,8 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
         raise ValueError(f"arch must be one of {', '.join(ARCHES)}, not {arch!r}")
     if not seeds:
         raise ValueError("at least one seed is needed")
+    if clock_mhz is not None and not clocked:
+        raise ValueError("clock_mhz is the PLL's clock: it needs clocked=True")
     board = BOARDS[board_name]
     config_name = config_name or board.default
     config = board.config(config_name)
@@ -303,11 +309,28 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
         _tool(var)
     start = time.monotonic()
     out = Path(build_root or BUILD_ROOT / "synth") / f"{board_name}-{arch}-{config_name}"
+    platform = board.platform()
+    if clock_mhz is not None:
+        setting = pll_for(platform, clock_mhz)      # ValueError before anything runs
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        clock = _clocked(board, arch, config, setting, out / "pll", list(seeds), platform)
+        fmax = [clock["fmax_by_seed"][s] for s in clock["seeds_tried"]]
+        return _pack(board, out, out / "pll", clock["seed"], BuildResult(
+            board=board_name, arch=arch, config_name=config_name, config=config.as_dict(),
+            target_mhz=board.target_mhz, fmax_mhz=fmax,
+            resources=_resources(board, json.loads(
+                (out / "pll" / f"report-{clock['seed']}.json").read_text())),
+            bitstream="", seconds=0.0, macs_per_cycle=config.macs_per_cycle,
+            beats_per_row=1 if arch == "pim" else config.beats_per_row,
+            extra={"seeds": clock["seeds_tried"], "best_seed": clock["seed"],
+                   "fixed_clock": clock_mhz}, clock=clock), start)
+
     pins = _extract(board, _plan(board, BoardTop(config, arch=arch)), out)
     (out / f"top.{board.constraints_suffix}").write_text(_retarget(pins, board))
     _run([_tool("YOSYS"), "-q", "-l", "top.rpt", "top.ys"], out, out / "yosys.log")
 
-    platform = board.platform()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(lambda s: _run(_pnr_command(board, platform, s), out,
                                      out / f"pnr-{s}.stdout"), seeds))
@@ -330,24 +353,30 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
             # The resources of what is packed: the PLL and its reset take a few more cells.
             resources = _resources(board, json.loads(
                 (pack_dir / f"report-{pack_seed}.json").read_text()))
+    return _pack(board, out, pack_dir, pack_seed, BuildResult(
+        board=board_name, arch=arch, config_name=config_name, config=config.as_dict(),
+        target_mhz=board.target_mhz, fmax_mhz=fmax, resources=resources,
+        bitstream="", seconds=0.0, macs_per_cycle=config.macs_per_cycle,
+        beats_per_row=1 if arch == "pim" else config.beats_per_row,
+        extra={"seeds": list(seeds), "best_seed": best}, clock=clock), start)
+
+
+def _pack(board, out, pack_dir, seed, result, start):
+    """Pack ``seed``'s place-and-route in ``pack_dir`` into ``out``'s bitstream; ``result``
+    with the bitstream's path and the build's seconds since ``start``."""
     # The packers (WebAssembly) write only under their working directory.
     if _family(board) == "ice40":
         bitstream = out / "top.bin"
-        _run([_tool("ICEPACK"), f"top-{pack_seed}.asc", bitstream.name], pack_dir,
-             out / "pack.log")
+        _run([_tool("ICEPACK"), f"top-{seed}.asc", bitstream.name], pack_dir, out / "pack.log")
     else:
         bitstream = out / "top.bit"
-        _run([_tool("ECPPACK"), "--compress", "--input", f"top-{pack_seed}.config",
+        _run([_tool("ECPPACK"), "--compress", "--input", f"top-{seed}.config",
               "--bit", bitstream.name], pack_dir, out / "pack.log")
     if pack_dir != out:
         shutil.move(pack_dir / bitstream.name, bitstream)
-    return BuildResult(
-        board=board_name, arch=arch, config_name=config_name, config=config.as_dict(),
-        target_mhz=board.target_mhz, fmax_mhz=fmax, resources=resources,
-        bitstream=str(bitstream), seconds=round(time.monotonic() - start, 1),
-        macs_per_cycle=config.macs_per_cycle,
-        beats_per_row=1 if arch == "pim" else config.beats_per_row,
-        extra={"seeds": list(seeds), "best_seed": best}, clock=clock)
+    result.bitstream = str(bitstream)
+    result.seconds = round(time.monotonic() - start, 1)
+    return result
 
 
 def _clocked(board, arch, config, setting, out, ranked, platform):
@@ -375,6 +404,7 @@ def _clocked(board, arch, config, setting, out, ranked, platform):
     return {"mhz": mhz, "met": slack >= 0, "fmax_mhz": round(worst["achieved"], 2),
             "constraint_mhz": round(worst["constraint"], 3), "net": name, "seed": seed,
             "seeds_tried": [t[1] for t in tried], "pll": dict(vars(setting)),
+            "fmax_by_seed": {t[1]: round(t[3]["achieved"], 2) for t in tried},
             "seconds": round(time.monotonic() - start, 1)}
 
 
@@ -421,7 +451,8 @@ def report_markdown(results, failures):
             lines.append(
                 f"| {r.arch} | {r.config_name} | {c['lanes']} x {c['rows_per_cycle']} | "
                 f"{c['requantizers']} | {r.beats_per_row} | {r.fmax_min:.1f} / "
-                f"{r.fmax_median:.1f} | {r.gmacs:.2f} | {_clock_cells(r)} | "
+                f"{r.fmax_median:.1f}{' (at the clock)' if r.extra.get('fixed_clock') else ''} | "
+                f"{r.gmacs:.2f} | {_clock_cells(r)} | "
                 + " | ".join(_cell(r.resources[label]) for label in labels) + " |")
         for f in failures:
             if f["board"] == board_name:
@@ -465,12 +496,17 @@ def main(argv=None):
                         help="build only this configuration name (default: each board's)")
     parser.add_argument("--all-configs", action="store_true",
                         help="every configuration of each board, not only its default")
+    parser.add_argument("--clock", type=float, metavar="MHZ",
+                        help="leave out the Fmax pass: the PLL at this clock (the highest it "
+                             "reaches not above), placed and routed against it")
     parser.add_argument("--no-pll", action="store_true",
                         help="leave out the PLL pass: the bitstreams run from the oscillator "
                              "(one Yosys run and one place-and-route less per build)")
     parser.add_argument("--constraints", action="store_true",
                         help="(re)write constraints/ from the platforms and exit")
     args = parser.parse_args(argv)
+    if args.clock is not None and args.no_pll:
+        parser.error("--clock sets the PLL: it cannot go with --no-pll")
     if args.constraints:
         for name in BOARDS:
             filename, text = pin_constraints(name)
@@ -489,8 +525,9 @@ def main(argv=None):
             for arch in args.arch or list(ARCHES):
                 print(f"[synth] {board_name} {arch} {config_name} ...", flush=True)
                 try:
-                    r = build(board_name, arch, config_name, clocked=not args.no_pll)
-                except ToolMissing as exc:
+                    r = build(board_name, arch, config_name, clocked=not args.no_pll,
+                              clock_mhz=args.clock)
+                except (ToolMissing, ValueError) as exc:     # ValueError: --clock out of reach
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
                 except RuntimeError as exc:

@@ -30,23 +30,26 @@ def test_constraints_are_the_platforms_own(board):
 #: ECP5 once (its single-seed build takes about 2 minutes whatever the lane count, l8 131 s and
 #: l12 124 s measured: the requantizer in logic dominates; its baseline is in `make synth`).
 SUITE_BUILDS = [("icebreaker", "pim"), ("icebreaker", "baseline"), ("ulx3s", "pim")]
-#: The one suite build that also runs the PLL pass (one more Yosys run and place-and-route of
-#: the small iCE40 build: about 40 s on an idle 2-core machine).
+#: The one suite build that goes through the PLL, at a fixed clock: make synth's Fmax pass is
+#: left out, so it costs what the build without a PLL did (one Yosys run, one place-and-route);
+#: 18 MHz is 12 MHz x 48 / 32, below the ~20 MHz the l4 build reaches. The choice of a clock
+#: from the Fmax pass is tested on canned reports below.
 CLOCKED_BUILD = ("icebreaker", "pim")
+SUITE_CLOCK_MHZ = 18.0
 
 
 @pytest.mark.parametrize("board_name, arch", SUITE_BUILDS)
 def test_small_configuration_builds(board_name, arch, tmp_path):
     """Place and route the board's small configuration with one seed: it fits, the lanes'
     multipliers land on DSPs as the board's fabric says (and nothing else does), and a
-    bitstream comes out. One of them also goes through the PLL pass: its clock is the
-    board's PLL's below the Fmax with the margin, the PLL is in the netlist, nextpnr timed the
-    design against the PLL's output, and the report's verdict is nextpnr's."""
+    bitstream comes out. One of them is clocked by the PLL: the PLL is in the netlist with the
+    dividers of the clock asked, nextpnr timed the design against the PLL's output (derived
+    from the oscillator's constraint), and the report's verdict is nextpnr's."""
     board = BOARDS[board_name]
     config = board.config(board.small)
     clocked = (board_name, arch) == CLOCKED_BUILD
     result = synth.build(board_name, arch, board.small, seeds=(1,), build_root=tmp_path,
-                         clocked=clocked)
+                         clocked=clocked, clock_mhz=SUITE_CLOCK_MHZ if clocked else None)
     for label, r in result.resources.items():
         assert r["used"] <= r["available"], f"{label}: {r}"
     dsp = result.resources["DSP"]["used"]
@@ -61,21 +64,20 @@ def test_small_configuration_builds(board_name, arch, tmp_path):
         "top.bin" if board.constraints_suffix == "pcf" else "top.bit")
     assert str(bitstream) == result.bitstream and bitstream.stat().st_size > 10_000
     # Every seed's report is kept, and the one packed is the best.
-    report = json.loads((bitstream.parent / "report-1.json").read_text())
+    report = json.loads((bitstream.parent / ("pll" if clocked else "") / "report-1.json")
+                        .read_text())
     assert report["fmax"] and result.extra["best_seed"] == 1
     if not clocked:
         assert result.clock == {} and result.clock_mhz is None
         return
     clock = result.clock
-    f_in = board.platform().default_clk_frequency / 1e6
-    assert clock["mhz"] <= result.fmax_mhz[0] * (1 - synth.CLOCK_MARGIN)
-    pll = clock["pll"]
-    assert clock["mhz"] == pytest.approx(
-        f_in * (pll["divf"] + 1) / ((pll["divr"] + 1) * 2**pll["divq"]))
+    assert clock["mhz"] == SUITE_CLOCK_MHZ and result.extra["fixed_clock"] == SUITE_CLOCK_MHZ
+    assert clock["pll"] == {"f_in_mhz": 12.0, "divr": 0, "divf": 47, "divq": 5}
     netlist = json.loads((bitstream.parent / "pll" / "top.json").read_text())
     cells = [c for m in netlist["modules"].values() for c in m["cells"].values()]
-    assert sum(c["type"] == "SB_PLL40_PAD" for c in cells) == 1
-    pll_report = json.loads((bitstream.parent / "pll" / "report-1.json").read_text())
+    plls = [c for c in cells if c["type"] == "SB_PLL40_PAD"]
+    assert len(plls) == 1 and int(plls[0]["parameters"]["DIVF"], 2) == 47
+    pll_report = report
     (net, timing), = pll_report["fmax"].items()
     # nextpnr derived the constraint from the oscillator through the PLL's dividers.
     assert timing["constraint"] == pytest.approx(clock["mhz"], rel=1e-3)
@@ -110,7 +112,10 @@ def test_report_table_and_comparison():
     no_pll = fake("pim", [15.0], 4800, 1, {"error": "no iCE40 PLL setting gives 16 to 14 MHz"})
     md = synth.report_markdown([pim, base], [{"board": "ulx3s", "arch": "pim", "config": "l28",
                                               "error": "does not fit"}])
-    other = synth.report_markdown([unclocked, no_pll], [])
+    fixed = fake("pim", [19.1], 4800, 1, {"mhz": 18.0, "met": True, "fmax_mhz": 19.1, "seed": 1})
+    fixed.extra = {"fixed_clock": 18.0}
+    other = synth.report_markdown([unclocked, no_pll, fixed], [])
+    assert "| 19.1 / 19.1 (at the clock) | 0.08 | 18.00 | yes (19.1) | 0.07 |" in other
     assert "| pim | l4 | 4 x 1 | 1 | 1 | 20.0 / 21.0 | 0.08 | 19.88 | yes (20.4) | 0.08 | " \
            "4800/5280 (91 %)" in md
     assert "| baseline | l4 | 4 x 1 | 1 | 2 | 24.0 / 25.0 | 0.05 | 23.25 | NO (22.9) | 0.05 |" in md
