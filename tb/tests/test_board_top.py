@@ -140,3 +140,37 @@ def test_pll_top_needs_a_pll_platform():
     platform = SimPlatform(DIVISOR)
     with pytest.raises(ValueError, match="^no PLL for platform SimPlatform"):
         Fragment.get(BoardTop(MacroConfig(lanes=8, depth=32), clock_mhz=48), platform)
+
+
+@pytest.mark.parametrize("sender_divisor, readable", [(156, True), (170, True), (174, False)])
+def test_uart_budget_behind_the_tolerance(sender_divisor, readable):
+    """What :data:`BAUD_TOLERANCE` stands on: the board's receiver at divisor 163 (115200 baud
+    from the iCE40 PLL's 18.75 MHz) reads back-to-back frames from a line 4.3 % fast (156) or
+    slow (170), i.e. our 2 % and more than as much again from the host; 6.7 % slow (174) and
+    the stop bit is sampled inside the data (nothing or the wrong bytes arrive)."""
+    from pim_macro.hw.uart import UARTRx
+    from pim_macro.tb.harness.uart_sim import send_bytes
+    assert uart_divisor(18.75e6) == 163
+    data = [0x00, 0x55, 0xFF, 0x81, 0x3C, 0x00]
+    rx, received = UARTRx(163), []
+
+    async def line(ctx):
+        ctx.set(rx.rx, 1)
+        await ctx.tick().repeat(3)
+        await send_bytes(ctx, rx.rx, data, sender_divisor)
+        ctx.set(rx.rx, 1)
+
+    async def take(ctx):
+        ctx.set(rx.o_stream.ready, 1)
+        for _ in range((len(data) + 1) * FRAME_BITS * sender_divisor):
+            _, _, valid, payload = await ctx.tick().sample(rx.o_stream.valid,
+                                                           rx.o_stream.payload)
+            if valid:
+                received.append(payload)
+
+    sim = Simulator(rx)
+    sim.add_clock(1e-8)
+    sim.add_testbench(line, background=True)
+    sim.add_testbench(take)
+    sim.run()
+    assert (received == data) == readable, received
