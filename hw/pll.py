@@ -174,10 +174,12 @@ def ecp5_pll(f_in_mhz, f_out_mhz):
         pfd = f_in / clki_div
         if not lim["pfd"][0] <= pfd <= lim["pfd"][1]:
             continue
-        for clkfb_div in range(1, 81):
+        # From the highest feedback divider whose output is not above the one asked down: the
+        # first with a VCO in range is this CLKI_DIV's best (a lower output never wins).
+        for clkfb_div in range(min(80, math.floor(min(asked, lim["out"][1]) / pfd)), 0, -1):
             out = pfd * clkfb_div
-            if not lim["out"][0] <= out <= min(asked, lim["out"][1]):
-                continue
+            if out < lim["out"][0]:
+                break
             # Every CLKOP_DIV gives this output; ecppll keeps the first whose VCO is closest
             # to 600 MHz.
             low = max(1, math.ceil(lim["vco"][0] / out))
@@ -190,6 +192,7 @@ def ecp5_pll(f_in_mhz, f_out_mhz):
             key = (out, -abs(out * clkop_div - 600))
             if best is None or key > best_key:     # strictly better, as ecppll's comparison
                 best, best_key = (clki_div, clkfb_div, clkop_div), key
+            break
     if best is None:
         raise ValueError(f"no ECP5 PLL setting gives {lim['out'][0]:g} to {f_out_mhz:g} MHz "
                          f"from {float(f_in):g} MHz")
