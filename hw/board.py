@@ -3,11 +3,13 @@
 A :class:`Board` names an amaranth-boards platform, the :class:`pim_macro.hw.fabric.Fabric` the
 macro is mapped onto there, the timing target of its report and the macro configurations built for
 it. :class:`BoardTop` is what runs on the board: a :class:`pim_macro.hw.uart_bridge.UARTBridge` on
-the platform's UART at :data:`BAUD`, in the board oscillator's clock domain, with the bridge's
-sticky ``overrun`` and ``framing_error`` flags on LEDs 0 and 1, a heartbeat on the last LED
-(boards with more than two), and button 0 as the macro's reset.
+the platform's UART at :data:`BAUD`, clocked by the board oscillator or by the FPGA's PLL
+(:mod:`pim_macro.hw.pll`) at a frequency asked for, with the bridge's sticky ``overrun`` and
+``framing_error`` flags on LEDs 0 and 1, a heartbeat on the last LED (boards with more than two),
+and button 0 as the macro's reset.
 """
 
+import math
 from dataclasses import dataclass, field
 
 from amaranth import *
@@ -17,15 +19,50 @@ from amaranth.lib.cdc import FFSynchronizer
 
 from .fabric import Fabric, ICE40_DUAL, LOGIC_REQUANT
 from .isa import ARCHES, MacroConfig
+from .pll import PLLDomain, pll_for
+from .uart import check_divisor
 from .uart_bridge import RX_FIFO_BYTES, UARTBridge, check_bridge_args
 
 
-__all__ = ["BAUD", "Board", "BOARDS", "BoardTop"]
+__all__ = ["BAUD", "BAUD_TOLERANCE", "HEARTBEAT_HZ", "Board", "BOARDS", "BoardTop",
+           "uart_divisor", "heartbeat_bits"]
 
 
 #: Line rate of every board's UART (8N1). 115200 is what every USB UART and terminal offers;
 #: a command stream's words then arrive every 347 us, so the macro always keeps up.
 BAUD = 115_200
+
+#: The largest relative error of the board's bit time against :data:`BAUD` that a board top
+#: accepts. The receiver (:class:`pim_macro.hw.uart.UARTRx`) samples the stop bit 9.5 bit times
+#: after the start edge it sees up to 3 clock cycles late (two synchronizer flip-flops and the
+#: edge), so the two ends' bit times may differ by (0.5 - 3 / divisor) / 9.5, 4.9 % at a divisor
+#: of 100 or more; half of that is left to the host's UART.
+BAUD_TOLERANCE = 0.02
+
+#: The heartbeat LED's blink rate, roughly (a power-of-two division of the clock).
+HEARTBEAT_HZ = 1.5
+
+
+def uart_divisor(clock_hz, baud=BAUD):
+    """Clock cycles per UART bit at ``baud`` from a ``clock_hz`` clock: the nearest integer.
+    Raises ``ValueError`` when it is below 4 (:func:`pim_macro.hw.uart.check_divisor`) or the
+    bit time it gives is more than :data:`BAUD_TOLERANCE` off ``baud``."""
+    divisor = round(clock_hz / baud)
+    if divisor < 4:
+        raise ValueError(f"a {clock_hz / 1e6:g} MHz clock is too slow for {baud} baud "
+                         f"(divisor {divisor}, at least 4 needed)")
+    check_divisor(divisor)
+    error = abs(clock_hz / divisor - baud) / baud
+    if error > BAUD_TOLERANCE:
+        raise ValueError(f"{baud} baud from a {clock_hz / 1e6:g} MHz clock (divisor {divisor}) "
+                         f"is {100 * error:.1f} % off, more than {100 * BAUD_TOLERANCE:g} %")
+    return divisor
+
+
+def heartbeat_bits(clock_hz):
+    """Width of the heartbeat counter whose top bit blinks at about :data:`HEARTBEAT_HZ` from a
+    ``clock_hz`` clock (within a factor of 1.42 either way): 23 bits at 12 MHz, 1.43 Hz."""
+    return max(1, round(math.log2(clock_hz / HEARTBEAT_HZ)))
 
 
 @dataclass(frozen=True)
@@ -34,8 +71,9 @@ class Board:
 
     ``configs`` maps a short name to a :class:`MacroConfig`; ``default`` is the one built
     unless another is asked for and ``small`` the one the test suite places and routes.
-    ``target_mhz`` is the clock the place-and-route is asked to meet (the report's Fmax
-    says what it reached); the bitstream itself runs from the board oscillator.
+    ``target_mhz`` is the clock the first place-and-route is asked to meet (the report's Fmax
+    says what it reached); the bitstream then runs from the FPGA's PLL at a clock chosen below
+    that Fmax (:mod:`pim_macro.sw.fpga.synth`).
     """
     name: str
     title: str
@@ -107,25 +145,55 @@ class BoardTop(Elaboratable):
     """The macro (``arch``, ``config``) behind the platform's UART 0 at ``baud``, with a
     receive FIFO of ``rx_fifo_bytes``.
 
-    The UART divisor is the platform's default clock over ``baud``, rounded; it must be at
-    least 4 (:class:`pim_macro.hw.uart.UARTRx`). Nothing else on the board is used.
+    ``clock_mhz=None`` clocks everything from the platform's default clock (the board
+    oscillator, or a simulation's clock); a frequency in MHz puts the FPGA's PLL between the
+    oscillator and the design (:class:`pim_macro.hw.pll.PLLDomain`: the highest frequency the
+    PLL reaches not above ``clock_mhz``, the domain held in reset until the PLL locks). The
+    macro, the UART and the LEDs all run in that one domain. The UART divisor is the actual
+    clock over ``baud``, rounded (:func:`uart_divisor`: ``ValueError`` at elaboration when the
+    bit time would be more than :data:`BAUD_TOLERANCE` off, or the platform has no PLL).
+    Nothing else on the board is used.
     """
 
     def __new__(cls, config: MacroConfig, *, arch="pim", baud=BAUD,
-                rx_fifo_bytes=RX_FIFO_BYTES):
+                rx_fifo_bytes=RX_FIFO_BYTES, clock_mhz=None):
         # Checked before the object exists, so a rejected top leaves no unused object behind.
         # The divisor needs the platform's clock: it is checked at elaboration.
         check_bridge_args(config, arch=arch, rx_fifo_depth=rx_fifo_bytes)
+        if clock_mhz is not None and (isinstance(clock_mhz, bool)
+                                      or not isinstance(clock_mhz, (int, float))
+                                      or not clock_mhz > 0):
+            raise ValueError(f"clock_mhz must be a positive number of MHz or None, not "
+                             f"{clock_mhz!r}")
         return super().__new__(cls, src_loc_at=1)
 
     def __init__(self, config: MacroConfig, *, arch="pim", baud=BAUD,
-                 rx_fifo_bytes=RX_FIFO_BYTES):
+                 rx_fifo_bytes=RX_FIFO_BYTES, clock_mhz=None):
         self.config, self.arch, self.baud = config, arch, baud
-        self.rx_fifo_bytes = rx_fifo_bytes
+        self.rx_fifo_bytes, self.clock_mhz = rx_fifo_bytes, clock_mhz
+
+    def pll_setting(self, platform):
+        """The PLL setting (:func:`pim_macro.hw.pll.pll_for`) this top uses on ``platform``, or
+        None (``clock_mhz=None``)."""
+        return None if self.clock_mhz is None else pll_for(platform, self.clock_mhz)
+
+    def clock_hz(self, platform):
+        """The frequency the design runs at on ``platform``: the PLL's actual output, or the
+        platform's default clock."""
+        setting = self.pll_setting(platform)
+        return platform.default_clk_frequency if setting is None else setting.f_out_mhz * 1e6
+
+    def uart_divisor(self, platform):
+        """Clock cycles per UART bit on ``platform`` (:func:`uart_divisor` of
+        :meth:`clock_hz`)."""
+        return uart_divisor(self.clock_hz(platform), self.baud)
 
     def elaborate(self, platform):
+        # What can be refused is checked before anything is built (no unused object is left).
+        setting = self.pll_setting(platform)
+        clock_hz = self.clock_hz(platform)
+        divisor = uart_divisor(clock_hz, self.baud)
         m = Module()
-        divisor = round(platform.default_clk_frequency / self.baud)
         bridge = UARTBridge(self.config, arch=self.arch, divisor=divisor,
                             rx_fifo_depth=self.rx_fifo_bytes)
         # Button 0 resets the macro and the UART (the host's way out of a half-sent program).
@@ -151,8 +219,13 @@ class BoardTop(Elaboratable):
         for led, flag in zip(leds, flags):
             m.d.comb += led.o.eq(flag)
         if len(leds) > len(flags):
-            # Heartbeat: about 1.5 Hz from any oscillator between 12 and 100 MHz.
-            beat = Signal(max(1, int(platform.default_clk_frequency).bit_length() - 2))
+            beat = Signal(heartbeat_bits(clock_hz))
             m.d.sync += beat.eq(beat + 1)
             m.d.comb += leds[-1].o.eq(beat[-1])
+        if setting is not None:
+            # The domain is this module's; the PLL drives its clock and reset. Added last, so
+            # that the oscillator's pin is requested after the others, as the platform does
+            # without a PLL (the pin files then read the same).
+            m.domains.sync = ClockDomain()
+            m.submodules.pll = PLLDomain(setting)
         return m

@@ -9,7 +9,7 @@ import pytest
 from amaranth.hdl import Elaboratable, Fragment
 from amaranth.sim import Simulator
 
-from pim_macro.hw.board import BoardTop
+from pim_macro.hw.board import BoardTop, heartbeat_bits, uart_divisor
 from pim_macro.hw.isa import ARCHES, MacroConfig, Opcode
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.models.golden import GoldenMacro
@@ -109,3 +109,68 @@ class _Elaborated(Elaboratable):
 
     def elaborate(self, platform):
         return Fragment.get(self.top, self.platform)
+
+
+def test_uart_divisor_and_its_tolerance():
+    """The divisor is the clock over the baud rate, rounded; a bit time more than 2 % off (the
+    half of an 8N1 frame's budget left to this end) or a divisor below 4 is refused."""
+    assert uart_divisor(12e6) == 104 and uart_divisor(46.5e6) == 404
+    assert uart_divisor(18.75e6) == 163       # 115031 baud, 0.15 % slow
+    # 2.5 Mbaud from 12 MHz: divisor 5 gives 2.4 Mbaud, 4 % off.
+    with pytest.raises(ValueError, match=r"^2500000 baud from a 12 MHz clock \(divisor 5\) is "
+                                         r"4.0 % off, more than 2 %$"):
+        uart_divisor(12e6, 2_500_000)
+    assert uart_divisor(12e6, 2_400_000) == 5
+    with pytest.raises(ValueError, match="too slow for 115200 baud"):
+        uart_divisor(400e3)
+
+
+def test_heartbeat_about_one_and_a_half_hertz():
+    for clock_hz in (12e6, 16e6, 18.75e6, 25e6, 46.5e6, 100e6, 275e6, 400e6):
+        blink = clock_hz / 2 ** heartbeat_bits(clock_hz)
+        assert 1.5 / 2**0.5 <= blink <= 1.5 * 2**0.5, clock_hz
+    assert heartbeat_bits(12e6) == 23
+
+
+def test_pll_top_needs_a_pll_platform():
+    """On a simulation platform there is no PLL: a top asking for one is refused when
+    elaborated (the real platforms are elaborated with their PLLs in test_synth.py)."""
+    with pytest.raises(ValueError, match="clock_mhz must be a positive number of MHz or None"):
+        BoardTop(MacroConfig(lanes=8, depth=32), clock_mhz=-5)
+    platform = SimPlatform(DIVISOR)
+    with pytest.raises(ValueError, match="^no PLL for platform SimPlatform"):
+        Fragment.get(BoardTop(MacroConfig(lanes=8, depth=32), clock_mhz=48), platform)
+
+
+@pytest.mark.parametrize("sender_divisor, readable", [(156, True), (170, True), (174, False)])
+def test_uart_budget_behind_the_tolerance(sender_divisor, readable):
+    """What :data:`BAUD_TOLERANCE` stands on: the board's receiver at divisor 163 (115200 baud
+    from the iCE40 PLL's 18.75 MHz) reads back-to-back frames from a line 4.3 % fast (156) or
+    slow (170), i.e. our 2 % and more than as much again from the host; 6.7 % slow (174) and
+    the stop bit is sampled inside the data (nothing or the wrong bytes arrive)."""
+    from pim_macro.hw.uart import UARTRx
+    from pim_macro.tb.harness.uart_sim import send_bytes
+    assert uart_divisor(18.75e6) == 163
+    data = [0x00, 0x55, 0xFF, 0x81, 0x3C, 0x00]
+    rx, received = UARTRx(163), []
+
+    async def line(ctx):
+        ctx.set(rx.rx, 1)
+        await ctx.tick().repeat(3)
+        await send_bytes(ctx, rx.rx, data, sender_divisor)
+        ctx.set(rx.rx, 1)
+
+    async def take(ctx):
+        ctx.set(rx.o_stream.ready, 1)
+        for _ in range((len(data) + 1) * FRAME_BITS * sender_divisor):
+            _, _, valid, payload = await ctx.tick().sample(rx.o_stream.valid,
+                                                           rx.o_stream.payload)
+            if valid:
+                received.append(payload)
+
+    sim = Simulator(rx)
+    sim.add_clock(1e-8)
+    sim.add_testbench(line, background=True)
+    sim.add_testbench(take)
+    sim.run()
+    assert (received == data) == readable, received
