@@ -111,13 +111,13 @@ def _family(board):
     return "ice40" if board.constraints_suffix == "pcf" else "ecp5"
 
 
-def _plan(board, arch, config):
+def _plan(board, arch, config_name):
     """Amaranth's build plan (files and script) of one build, without running anything."""
     for var in _TOOLS:
         os.environ.setdefault(var, _TOOLS[var])
     # The ULX3S platform checks for its programmer even when only a bitstream is wanted.
     os.environ.setdefault("OPENFPGALOADER", "true")
-    platform = board.platform()
+    platform, config = board.platform(config_name), board.config(config_name)
     # -dsp: let Yosys put the requantizer's multiplies on the iCE40 DSPs the lanes leave free.
     synth_opts = "-dsp" if _family(board) == "ice40" else ""
     return platform.build(BoardTop(config, arch=arch), name="top", do_build=False,
@@ -128,7 +128,7 @@ def pin_constraints(board_name):
     """The pin constraint file (``.pcf`` or ``.lpf``) of a board top, as its platform writes
     it (amaranth-boards' pin map is the one source of truth): ``(file name, text)``."""
     board = BOARDS[board_name]
-    return _pin_file(board, _plan(board, "pim", board.config(board.small)))
+    return _pin_file(board, _plan(board, "pim", board.small))
 
 
 def _pin_file(board, plan):
@@ -221,7 +221,7 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
     out = Path(build_root or BUILD_ROOT / "synth") / f"{board_name}-{arch}-{config_name}"
     if out.exists():
         shutil.rmtree(out)
-    plan = _plan(board, arch, config)
+    plan = _plan(board, arch, config_name)
     plan.extract(str(out))
     # The pins come from constraints/, checked against what the platform asks for.
     filename, expected = _pin_file(board, plan)
@@ -232,7 +232,7 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
     (out / f"top.{board.constraints_suffix}").write_text(_retarget(checked_in.read_text(), board))
     _run([_tool("YOSYS"), "-q", "-l", "top.rpt", "top.ys"], out, out / "yosys.log")
 
-    platform = board.platform()
+    platform = board.platform(config_name)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(lambda s: _run(_pnr_command(board, platform, s), out,
                                      out / f"pnr-{s}.stdout"), seeds))

@@ -96,7 +96,8 @@ class CycleModel:
 
     Use :meth:`run` (like :meth:`GoldenMacro.run`); :attr:`golden` holds the architectural state.
     ``fabric`` is a :class:`pim_macro.hw.fabric.Fabric` or a name in
-    :data:`pim_macro.hw.fabric.FABRICS` (only its ``requant_passes`` changes the timing).
+    :data:`pim_macro.hw.fabric.FABRICS` (its ``requant_passes`` and, with a single-port weight
+    store, the rule that ``WRITE_WEIGHTS`` waits for every live ``MATVEC`` change the timing).
     """
 
     def __init__(self, config: MacroConfig, *, arch="pim", fabric=PORTABLE):
@@ -107,6 +108,7 @@ class CycleModel:
                 raise ValueError(f"fabric must be one of {', '.join(FABRICS)}, not {fabric!r}")
             fabric = FABRICS[fabric]
         self.passes = fabric.requant_passes
+        self.single_port = fabric.single_port
         self._lane_push = lane_latency(self.passes)
         self._lane_done = self._lane_push + 2
         self.latency, self.interval = weight_store_for(arch).timing(config)
@@ -323,7 +325,9 @@ class CycleModel:
         # Every command past the barriers has one argument word first (the ISA's table).
         arg = unpack(OPCODES[op].args[0], args[0])
         if op == Opcode.WRITE_WEIGHTS:
-            go = max(go, seen(self._conflict(d - DISPATCH_LAG, arg.row, arg.row + count, act=False)))
+            # A single-port store: every live MATVEC conflicts (each reads a row of [0, depth)).
+            lo, hi = (0, cfg.depth) if self.single_port else (arg.row, arg.row + count)
+            go = max(go, seen(self._conflict(d - DISPATCH_LAG, lo, hi, act=False)))
         elif op == Opcode.LOAD_ACT:
             go = max(go, seen(self._conflict(d - DISPATCH_LAG, arg.addr, arg.addr + count, act=True)),
                      seen(self._writebacks_done()))
