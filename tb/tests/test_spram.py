@@ -1,12 +1,13 @@
 """The iCE40 UP5K's SPRAM as the weight store (:mod:`pim_macro.hw.spram`, fabric ``ice40_spram``)
 and its single-port rule: ``WRITE_WEIGHTS`` waits until no ``MATVEC`` is queued or running.
 
-The RTL test builds the iCEBreaker's SPRAM configuration itself (``s8``: 16384 rows of 8 lanes,
-the four SB_SPRAM256KA simulated with Yosys' model) for both architectures on both simulators,
-and plays one short program in which weight writes follow MATVECs on other rows (the wait the rule
-adds), rows on both sides of the baseline's bank boundary among them: results equal to the golden
-model, cycles equal to the cycle model's. Cost: a Verilator build of about 30 s per architecture
-when cold (cached after), each run a few seconds; the other tests take milliseconds.
+The RTL test builds the iCEBreaker's SPRAM configuration itself (``spram``: 16384 rows of two
+sub-arrays of 4 lanes, the four SB_SPRAM256KA simulated with Yosys' model) for both architectures
+on both simulators, and plays one short program in which weight writes follow MATVECs on other
+rows (the wait the rule adds), rows on both sides of the baseline's bank boundary among them:
+results equal to the golden model, cycles equal to the cycle model's. Cost: a Verilator build of
+about 30 s per architecture when cold (cached after), each run a few seconds; Icarus about 5 s
+for both architectures; the other tests about a second.
 """
 
 import numpy as np
@@ -25,7 +26,7 @@ from pim_macro.tb.harness.programs import compare, compare_timing, random_channe
 
 
 BOARD = BOARDS["icebreaker"]
-NAME = "s8"
+NAME = "spram"
 CONFIG = BOARD.config(NAME)
 
 
@@ -91,7 +92,7 @@ def test_spram_rejects_what_does_not_fit():
 
 
 def test_spram_is_instantiated_with_its_model():
-    """The SPRAM fabric's Verilog instantiates the blocks (4 for the PIM macro of ``s8``) and
+    """The SPRAM fabric's Verilog instantiates the blocks (4 for the PIM macro of ``spram``) and
     no memory of its own for the weights; the simulators get Yosys' models of both primitives."""
     from pim_macro.sw.runtime.rtl import verilog_for
     text = verilog_for(CONFIG, "pim", "macro", "ice40_spram")
@@ -112,10 +113,11 @@ def test_write_waits_for_every_matvec(arch):
     rng = np.random.default_rng(3)
 
     def gap(n, fabric):
-        words = asm.encode_write_weights(0, np.ones((n, 1, config.lanes)), config)
-        words += asm.encode_load_act(0, np.ones(n))
+        r = config.rows_per_cycle
+        words = asm.encode_write_weights(0, np.ones((n, r, config.lanes)), config)
+        words += asm.encode_load_act(0, np.ones(n * r))
         words += asm.encode_matvec(0, 0, n)
-        words += asm.encode_write_weights(100, rng.integers(-128, 128, (2, 1, config.lanes)),
+        words += asm.encode_write_weights(100, rng.integers(-128, 128, (2, r, config.lanes)),
                                           config)
         model = CycleModel(config, arch=arch, fabric=fabric)
         out = model.run(words)
@@ -133,7 +135,7 @@ def test_write_waits_for_every_matvec(arch):
 @pytest.mark.parametrize("sim", SIMULATORS)
 @pytest.mark.parametrize("arch", ARCHES)
 def test_spram_rtl(arch, sim):
-    """The SPRAM build of ``s8`` plays :func:`spram_program` bit-exact with the golden model,
+    """The SPRAM build of ``spram`` plays :func:`spram_program` bit-exact with the golden model,
     every counter as the cycle model predicts for the SPRAM fabric, which is slower than block
     RAM on this program: the single-port wait happened."""
     words = spram_program(CONFIG, np.random.default_rng(14))
