@@ -286,6 +286,9 @@ def report_markdown(results, failures):
         lines += [f"## {board.title}", "",
                   f"Mapping: {board.fabric.describe()}; target {board.target_mhz:g} MHz; "
                   f"{board.notes}.", "",
+                  *[f"Configuration `{name}`: {fabric.describe()}.\n"
+                    for name, fabric in board.fabrics.items()
+                    if any(r.config_name == name for r in rows)],
                   "| arch | config | lanes x R | requantizers | B | Fmax min / median (MHz) | "
                   "GMAC/s | " + " | ".join(labels) + " |",
                   "|---|---|---|---|---|---|---|" + "---|" * len(labels)]
