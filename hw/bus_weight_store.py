@@ -28,8 +28,8 @@ class BusWeightStore(wiring.Component):
 
     On a fabric whose ``weight_memory`` is ``"spram"`` the SRAM is an
     :class:`pim_macro.hw.spram.SPRAM` (the same blocks as the PIM macro's, so the comparison
-    stays fair); the timing is the same. Elaboration raises ``ValueError`` when it needs more
-    blocks than the UP5K has.
+    stays fair); the timing is the same, and rows are undefined until written. Elaboration
+    raises ``ValueError`` when it needs more blocks than the UP5K has.
     """
 
     @staticmethod

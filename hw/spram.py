@@ -55,6 +55,12 @@ class SPRAM(wiring.Component):
     after a write (Yosys' model makes it undefined). Only the written 32-bit group's blocks are
     selected, so a write never disturbs another group.
 
+    The blocks have no initial contents (block RAM gets its zeros from the bitstream; the
+    SB_SPRAM256KA primitive has no initial-value parameter, and Yosys' model reads X): a word
+    must be written before it is read. The golden
+    model's zero weights at power-up therefore hold on the SPRAM only for rows written since;
+    the compiler's programs write every row before a MATVEC reads it.
+
     Raises ``ValueError`` at construction when ``width`` is not a multiple of 32 or the memory
     needs more than the UP5K's :data:`SPRAM_BLOCKS` blocks.
     """

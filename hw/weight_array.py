@@ -26,7 +26,8 @@ class WeightArray(wiring.Component):
     On a fabric whose ``weight_memory`` is ``"spram"`` each sub-array is an
     :class:`pim_macro.hw.spram.SPRAM` (``lanes / 2`` SB_SPRAM256KA side by side: 8 lanes x R = 1
     or 4 lanes x R = 2 take the UP5K's four, 64 bits per cycle); the timing is the same, and a
-    write never meets a read (the MAC engine's single-port rule). Elaboration raises
+    write never meets a read (the MAC engine's single-port rule). Rows are undefined until
+    written (no zeros at power-up, see :class:`pim_macro.hw.spram.SPRAM`). Elaboration raises
     ``ValueError`` when the sub-arrays need more blocks than the UP5K has.
     """
 
