@@ -5,7 +5,8 @@ from amaranth.lib import wiring
 
 from .constmul import times_const
 from .isa import MacroConfig
-from .spram import weight_sram
+from .fabric import fabric_for
+from .spram import BLOCK_BITS, SPRAM_BLOCKS, weight_sram
 from .weight_store import StoreTiming, WeightStoreSignature
 
 
@@ -28,7 +29,8 @@ class BusWeightStore(wiring.Component):
 
     On a fabric whose ``weight_memory`` is ``"spram"`` the SRAM is an
     :class:`pim_macro.hw.spram.SPRAM` (the same blocks as the PIM macro's, so the comparison
-    stays fair); the timing is the same, and rows are undefined until written. Elaboration
+    stays fair), its words as wide as the row up to the four blocks' 64 bits (a bus beat is a
+    slice of the word read); the timing is the same, and rows are undefined until written. Elaboration
     raises ``ValueError`` when it needs more blocks than the UP5K has.
     """
 
@@ -47,8 +49,12 @@ class BusWeightStore(wiring.Component):
         m = Module()
         cfg = self._config
         bus, beats = cfg.bus_bits, self.beats
-        word_bits = max(32, bus)
         row_bits = 8 * cfg.row_bytes
+        word_bits = max(32, bus)
+        if fabric_for(platform).weight_memory == "spram":
+            # SPRAM blocks side by side up to the whole row (at most the four's 64 bits) rather
+            # than one above the other: no bank multiplexer and no beat adder on the address.
+            word_bits = max(word_bits, min(row_bits, SPRAM_BLOCKS * BLOCK_BITS))
         words_per_row = row_bits // word_bits
         wr, rd = weight_sram(m, "sram", platform, width=word_bits,
                              depth=cfg.depth * words_per_row)
