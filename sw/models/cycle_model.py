@@ -11,7 +11,9 @@ never idles and the sink never refuses a word (the ``smooth`` stall pattern): th
 
 The requantizers' multiplier passes (:class:`pim_macro.hw.fabric.Fabric` ``requant_passes``, 2
 on the iCE40) space the lane groups of ``EMIT_INT8`` and ``WRITEBACK``; the model takes the
-fabric (``fabric=``, the portable one by default) and is exact for each.
+fabric (``fabric=``, the portable one by default) and is exact for each. On a fabric whose weight
+store has a single port (the iCE40 SPRAM, :attr:`pim_macro.hw.fabric.Fabric.single_port`) a
+``WRITE_WEIGHTS`` waits for every live ``MATVEC``, not only those reading its rows.
 
 It is event-driven: each command costs O(1) whatever its length, so a program with millions of
 MACs is predicted in milliseconds (the golden model's numpy arithmetic dominates).
