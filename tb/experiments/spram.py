@@ -169,8 +169,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="of the random int8 input")
     parser.add_argument("--report-dir", default=str(REPORT_DIR))
     args = parser.parse_args(argv)
-    if not args.mhz > 0:
-        parser.error(f"--mhz must be positive, not {args.mhz}")
+    if not 0 < args.mhz < float("inf"):
+        parser.error(f"--mhz must be a positive number of MHz, not {args.mhz}")
     from pim_macro.sw.compiler.tflite_import import load_tflite
     path = find_models(args.models)[MODEL]
     graph = load_tflite(str(path))

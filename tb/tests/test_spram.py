@@ -157,3 +157,57 @@ def test_spram_rtl(arch, name, sim):
     compare(words, result.out, config, arch=arch, where=f"{name} {arch}")
     assert compare_timing(words, result.out, config, arch=arch, fabric="ice40_spram",
                           where=f"{name} {arch}") == 1
+
+
+def _two_layer_tflite():
+    """An int8 .tflite of two FULLY_CONNECTED layers, 64 -> 16 -> 8 (1152 weights)."""
+    from pim_macro.sw.compiler.tflite_builder import ModelBuilder
+    rng = np.random.default_rng(8)
+    b = ModelBuilder()
+    x = b.input((1, 64), np.int8, scale=0.05, zero_point=-3)
+    h = b.fully_connected(x, rng.integers(-127, 128, (16, 64)), rng.integers(-900, 900, 16),
+                          w_scale=0.01, out_scale=0.08, out_zero_point=4)
+    y = b.fully_connected(h, rng.integers(-127, 128, (8, 16)), rng.integers(-900, 900, 8),
+                          w_scale=0.02, out_scale=0.1, out_zero_point=-1)
+    return b.to_bytes([x], [y])
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_run_graph_times_the_fabric(arch):
+    """``run_graph(..., fabric=)`` reaches the cycle model (what ``make spram`` relies on):
+    with the weights resident (written once, at set-up) the single port costs nothing; where
+    every inference writes them again it costs cycles; the outputs never change."""
+    from dataclasses import replace
+    from pim_macro.sw.compiler.graph_compiler import run_graph
+    from pim_macro.sw.compiler.tflite_import import load_tflite
+    graph = load_tflite(_two_layer_tflite())
+    x = np.random.default_rng(2).integers(-128, 128, (2, 64)).astype(np.int8)
+    spram = FABRICS["ice40_spram"]
+    bram = replace(spram, weight_memory="bram")
+    cycles = {}
+    for depth in (256, 16):
+        config = MacroConfig(lanes=8, depth=depth, act_depth=256, bias_depth=32, bus_bits=16)
+        runs = {f.weight_memory: run_graph(graph, x, config, sim="model", arch=arch, fabric=f)
+                for f in (spram, bram)}
+        assert np.array_equal(runs["spram"].outputs[0], runs["bram"].outputs[0])
+        cycles[depth] = {k: r.cycles for k, r in runs.items()}
+        resident = runs["spram"].weights_resident
+        assert resident == (depth == 256)
+        assert (runs["spram"].setup_words_in.get("weights", 0) > 0) == resident
+        assert (runs["spram"].words_in.get("weights", 0) > 0) != resident
+    assert cycles[256]["spram"] == cycles[256]["bram"], "resident: the rule should cost nothing"
+    assert all(s > b for s, b in zip(cycles[16]["spram"], cycles[16]["bram"])), \
+        "reloading: a write should wait for the MATVECs before it"
+
+
+def test_make_spram_refuses_bad_arguments(tmp_path, capsys):
+    """A clock that gives no rate is refused before anything runs; a folder without the model
+    says where to get it."""
+    from pim_macro.tb.experiments import spram
+    for mhz in ("0", "-5", "nan", "inf"):
+        with pytest.raises(SystemExit) as e:
+            spram.main(["--models", str(tmp_path), "--mhz", mhz])
+        assert e.value.code == 2
+        assert "--mhz must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="not found in .*github.com/mlcommons/tiny"):
+        spram.main(["--models", str(tmp_path)])
