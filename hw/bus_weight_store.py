@@ -30,8 +30,8 @@ class BusWeightStore(wiring.Component):
     On a fabric whose ``weight_memory`` is ``"spram"`` the SRAM is an
     :class:`pim_macro.hw.spram.SPRAM` (the same blocks as the PIM macro's, so the comparison
     stays fair), its words as wide as the row up to the four blocks' 64 bits (a bus beat is a
-    slice of the word read); the timing is the same, and rows are undefined until written. Elaboration
-    raises ``ValueError`` when it needs more blocks than the UP5K has.
+    slice of the word read); the timing is the same, and rows are undefined until written.
+    Elaboration raises ``ValueError`` when it needs more blocks than the UP5K has.
     """
 
     @staticmethod
