@@ -52,7 +52,7 @@ help:
 	@echo "make onnx [MODEL=F.onnx] [ONNX_ARGS=...]      ONNX exports quantized, vs LiteRT, onnxruntime, cycles"
 	@echo "                and the RTL, fit vs spill table (pim_macro.tb.experiments.tiny; -n 200: ~1 h)"
 	@echo "make spram [MODELS=dir] [SPRAM_ARGS='--mhz F']   ResNet-8 on the iCEBreaker: weights resident in"
-	@echo "                SPRAM vs reloaded into block RAM, PIM and baseline, cycle model (~1 min)"
+	@echo "                SPRAM vs reloaded into block RAM, PIM and baseline, cycle model (~2 min)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
 	@echo "                (pim_macro.tb.experiments.waves; TEST is one of its --list)"
 	@echo "make synth      FPGA bitstreams + Fmax/utilization report, every board x arch x config"
