@@ -5,9 +5,10 @@ The RTL test builds the iCEBreaker's SPRAM configuration itself (``spram``: 1638
 sub-arrays of 4 lanes, the four SB_SPRAM256KA simulated with Yosys' model) for both architectures
 on both simulators, and plays one short program in which weight writes follow MATVECs on other
 rows (the wait the rule adds): results equal to the golden model, cycles equal to the cycle
-model's; and, on Icarus only, a configuration whose rows take two banks of blocks. Cost: a
-Verilator build of about 30 s per architecture when cold (cached after), each run a few seconds;
-Icarus about 10 s for all four of its cases; the other tests a few seconds.
+model's; and, for PIM on Icarus, a configuration whose rows take two banks of blocks. Cost
+(otherwise idle machine): a Verilator build of about 15 s (20 s of CPU) per architecture cold (cached
+after), each run a second or two; about 5 s per Icarus case (three); the other tests a few
+seconds together.
 """
 
 import numpy as np
@@ -136,13 +137,14 @@ def test_write_waits_for_every_matvec(arch):
     assert [w for w in out_s] == [w for w in out_b], "the fabric must not change results"
 
 
-# The board's configuration on both simulators; the banked one on Icarus only (a build there
-# takes a second, on Verilator half a minute).
-RTL_CASES = [(NAME, sim) for sim in SIMULATORS] + [("banked", "icarus")]
+# The board's configuration in both architectures on both simulators; the banked one (the bank
+# multiplexer is the SPRAM component's, the same in both architectures) for PIM on Icarus only
+# (a build there takes a second, on Verilator a quarter of a minute).
+RTL_CASES = ([(arch, NAME, sim) for arch in ARCHES for sim in SIMULATORS]
+             + [("pim", "banked", "icarus")])
 
 
-@pytest.mark.parametrize("name,sim", RTL_CASES)
-@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("arch,name,sim", RTL_CASES)
 def test_spram_rtl(arch, name, sim):
     """The SPRAM build plays :func:`spram_program` bit-exact with the golden model, every
     counter as the cycle model predicts for the SPRAM fabric, which is slower than block RAM on
