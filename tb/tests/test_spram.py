@@ -6,9 +6,9 @@ sub-arrays of 4 lanes, the four SB_SPRAM256KA simulated with Yosys' model) for b
 on both simulators, and plays one short program in which weight writes follow MATVECs on other
 rows (the wait the rule adds): results equal to the golden model, cycles equal to the cycle
 model's; and, for PIM on Icarus, a configuration whose rows take two banks of blocks. Cost
-(otherwise idle machine): a Verilator build of about 15 s (20 s of CPU) per architecture cold (cached
-after), each run a second or two; about 5 s per Icarus case (three); the other tests a few
-seconds together.
+(otherwise idle machine): a Verilator build of about 15 s (20 s of CPU) per architecture cold
+(cached after), each run a second or two; about 5 s per Icarus case (three); the other tests a
+few seconds together.
 """
 
 import numpy as np
