@@ -94,8 +94,10 @@ BOARDS = {
             # The weights in the four SB_SPRAM256KA (ICE40_SPRAM): two sub-arrays of 4 lanes,
             # 8 int8 weights (64 bits) a row, 16384 rows, 128 KB, where MLPerf Tiny's ResNet-8
             # (77 KB) stays resident (make spram). 4 lanes x R = 2 rather than 8 x 1: fewer
-            # accumulators and output lanes. Single seed: both fit, the PIM macro in 5001 of
-            # the 5280 logic cells, the baseline in 5264 (8 lanes x 1: 5344 and 5603).
+            # accumulators and output lanes. Single seed, logic cells of 5280: PIM 5001,
+            # baseline 5264 with the one-cycle dispatch (8 lanes x 1: 5344 and 5603); 5525 and
+            # 5788 with the dispatch decided a cycle ahead (0b37eb5): the area work must win
+            # back 245 and 508.
             "spram": MacroConfig(lanes=4, rows_per_cycle=2, depth=16384, act_depth=1024,
                                  bias_depth=64, requantizers=1, bus_bits=32),
         },

@@ -7,10 +7,10 @@ row, on the four SB_SPRAM256KA; fabric :data:`pim_macro.hw.fabric.ICE40_SPRAM`) 
 its twin ``bram512`` (the same macro with 512 rows of block RAM, 4 KB, on the board's
 :data:`pim_macro.hw.fabric.ICE40_DUAL`) writes each pass's weights again every inference. Both
 architectures run on both; only the weight memory differs (the requantizers take the iCE40's two
-passes in both). Single-seed place-and-route of both (November 2026, before the issue's area
-work): ``spram`` PIM 5001 of the UP5K's 5280 logic cells, baseline 5264, both about 21 MHz;
-``bram512`` PIM 5205 (25 of 30 block RAMs), baseline 5432 (does not fit): the SPRAM also saves
-the block RAMs' glue logic.
+passes in both). Single-seed place-and-route of both with the one-cycle dispatch (before the
+issue's pipelining and area work): ``spram`` PIM 5001 of the UP5K's 5280 logic cells, baseline
+5264, both about 21 MHz; ``bram512`` PIM 5205 (25 of 30 block RAMs), baseline 5432 (does not
+fit): the SPRAM also saves the block RAMs' glue logic.
 
 Cycles come from the exact cycle model (:class:`pim_macro.sw.models.cycle_model.CycleModel`,
 asserted equal to the RTL by the suite for every fabric, the SPRAM one included), not from the
