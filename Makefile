@@ -30,7 +30,7 @@ export PATH   = $(VENV_BIN):$(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(SYS_PATH)
 unexport VERILATOR_ROOT
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test lint sim fuzz formal demo spill tiny waves synth constraints clean distclean
+.PHONY: help deps venv test lint sim fuzz formal demo spill tiny spram waves synth constraints clean distclean
 .PHONY: bench onnx
 .PHONY: env-check
 
@@ -51,6 +51,8 @@ help:
 	@echo "make tiny [MODELS=dir] [TINY_ARGS='-n 3']   MLPerf Tiny models vs LiteRT on golden, model"
 	@echo "make onnx [MODEL=F.onnx] [ONNX_ARGS=...]      ONNX exports quantized, vs LiteRT, onnxruntime, cycles"
 	@echo "                and the RTL, fit vs spill table (pim_macro.tb.experiments.tiny; -n 200: ~1 h)"
+	@echo "make spram [MODELS=dir] [SPRAM_ARGS='--mhz F']   ResNet-8 on the iCEBreaker: weights resident in"
+	@echo "                SPRAM vs reloaded into block RAM, PIM and baseline, cycle model (~2 min)"
 	@echo "make waves TEST=name [SIM=verilator] [ARCH=baseline]   FST + GTKWave save file"
 	@echo "                (pim_macro.tb.experiments.waves; TEST is one of its --list)"
 	@echo "make synth      FPGA bitstreams + Fmax/utilization report, every board x arch x config"
@@ -103,6 +105,10 @@ bench: venv
 # tiny: the MLPerf Tiny models (outside the repository) against LiteRT, with their table
 tiny: venv
 	$(PY) -m pim_macro.tb.experiments.tiny $(if $(MODELS),--models $(MODELS)) $(TINY_ARGS)
+
+# spram: ResNet-8 with its weights resident in the UP5K's SPRAM against block RAM (cycle model)
+spram: venv
+	$(PY) -m pim_macro.tb.experiments.spram $(if $(MODELS),--models $(MODELS)) $(SPRAM_ARGS)
 
 # onnx: float ONNX exports (onnx_build's models, or MODEL=F.onnx) quantized, against LiteRT,
 # onnxruntime and the cycle model, with their table

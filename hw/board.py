@@ -17,7 +17,7 @@ from amaranth.build import ResourceError
 from amaranth.lib import io
 from amaranth.lib.cdc import FFSynchronizer
 
-from .fabric import Fabric, ICE40_DUAL, LOGIC_REQUANT
+from .fabric import Fabric, ICE40_DUAL, ICE40_SPRAM, LOGIC_REQUANT
 from .isa import ARCHES, MacroConfig
 from .pll import PLLDomain, pll_for
 from .uart import check_divisor
@@ -73,7 +73,9 @@ class Board:
     unless another is asked for and ``small`` the one the test suite places and routes.
     ``target_mhz`` is the clock the first place-and-route is asked to meet (the report's Fmax
     says what it reached); the bitstream then runs from the FPGA's PLL at a clock chosen below
-    that Fmax (:mod:`pim_macro.sw.fpga.synth`).
+    that Fmax (:mod:`pim_macro.sw.fpga.synth`). ``fabrics`` maps a configuration name to the
+    :class:`Fabric` it is built on when that is not the board's ``fabric`` (:meth:`fabric_of`),
+    e.g. one whose weights are in SPRAM.
     """
     name: str
     title: str
@@ -86,13 +88,20 @@ class Board:
     small: str = ""
     constraints_suffix: str = ""
     notes: str = ""
+    fabrics: dict = field(default_factory=dict)
 
-    def platform(self):
-        """A fresh platform instance that carries this board's fabric (``pim_fabric``)."""
+    def fabric_of(self, config_name=None):
+        """The :class:`Fabric` configuration ``config_name`` (default: :attr:`default`) is
+        built on."""
+        return self.fabrics.get(config_name or self.default, self.fabric)
+
+    def platform(self, config_name=None):
+        """A fresh platform instance that carries the fabric of configuration ``config_name``
+        (``pim_fabric``; default: :attr:`default`'s)."""
         import importlib
         module = importlib.import_module(self.platform_module)
         base = getattr(module, self.platform_class)
-        cls = type(f"PIM{base.__name__}", (base,), {"pim_fabric": self.fabric})
+        cls = type(f"PIM{base.__name__}", (base,), {"pim_fabric": self.fabric_of(config_name)})
         return cls()
 
     def config(self, name=None):
@@ -120,7 +129,17 @@ BOARDS = {
             # fit, nor does the baseline (README, FPGA builds).
             "l8": MacroConfig(lanes=8, depth=256, act_depth=1024, bias_depth=64,
                               requantizers=1, bus_bits=32),
+            # The weights in the four SB_SPRAM256KA (ICE40_SPRAM): two sub-arrays of 4 lanes,
+            # 8 int8 weights (64 bits) a row, 16384 rows, 128 KB, where MLPerf Tiny's ResNet-8
+            # (77 KB) stays resident (make spram). 4 lanes x R = 2 rather than 8 x 1: fewer
+            # accumulators and output lanes. Single seed, logic cells of 5280: PIM 5001,
+            # baseline 5264 with the one-cycle dispatch (8 lanes x 1: 5344 and 5603); 5525 and
+            # 5788 with the dispatch decided a cycle ahead (0b37eb5): the area work must win
+            # back 245 and 508.
+            "spram": MacroConfig(lanes=4, rows_per_cycle=2, depth=16384, act_depth=1024,
+                                 bias_depth=64, requantizers=1, bus_bits=32),
         },
+        fabrics={"spram": ICE40_SPRAM},
         default="l4", small="l4", constraints_suffix="pcf",
         notes="clock 12 MHz oscillator; LEDs: red = rx overrun, green = framing error"),
     "ulx3s": Board(

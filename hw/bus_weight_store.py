@@ -2,10 +2,11 @@
 
 from amaranth import *
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 
 from .constmul import times_const
 from .isa import MacroConfig
+from .fabric import fabric_for
+from .spram import BLOCK_BITS, SPRAM_BLOCKS, weight_sram
 from .weight_store import StoreTiming, WeightStoreSignature
 
 
@@ -25,6 +26,12 @@ class BusWeightStore(wiring.Component):
     beats, so one request is accepted every ``INTERVAL = B`` cycles (``rd_ready`` drops while a
     row is crossing the bus), and a row lands ``LATENCY = B + 1`` cycles after its request: ``B``
     beats, the last one's SRAM read, and the row register.
+
+    On a fabric whose ``weight_memory`` is ``"spram"`` the SRAM is an
+    :class:`pim_macro.hw.spram.SPRAM` (the same blocks as the PIM macro's, so the comparison
+    stays fair), its words as wide as the row up to the four blocks' 64 bits (a bus beat is a
+    slice of the word read); the timing is the same, and rows are undefined until written.
+    Elaboration raises ``ValueError`` when it needs more blocks than the UP5K has.
     """
 
     @staticmethod
@@ -42,14 +49,17 @@ class BusWeightStore(wiring.Component):
         m = Module()
         cfg = self._config
         bus, beats = cfg.bus_bits, self.beats
-        word_bits = max(32, bus)
         row_bits = 8 * cfg.row_bytes
+        word_bits = max(32, bus)
+        if fabric_for(platform).weight_memory == "spram":
+            # SPRAM blocks side by side up to the whole row (at most the four's 64 bits) rather
+            # than one above the other: no bank multiplexer and no beat adder on the address.
+            word_bits = max(word_bits, min(row_bits, SPRAM_BLOCKS * BLOCK_BITS))
         words_per_row = row_bits // word_bits
-        mem = m.submodules.sram = Memory(shape=unsigned(word_bits),
-                                         depth=cfg.depth * words_per_row, init=[])
+        wr, rd = weight_sram(m, "sram", platform, width=word_bits,
+                             depth=cfg.depth * words_per_row)
 
         # Writes: stream word w of a row lands in SRAM word w * 32 // word_bits of that row.
-        wr = mem.write_port(granularity=32)
         per_word = word_bits // 32
         m.d.comb += [
             wr.addr.eq(times_const(self.write.row, words_per_row) + self.write.word // per_word),
@@ -58,7 +68,6 @@ class BusWeightStore(wiring.Component):
         ]
 
         # Reads: beat b of a row is bits [b * bus, (b + 1) * bus) of the row.
-        rd = mem.read_port()
         busy = Signal()                       # beats 1 .. B-1 of the current row still to read
         beat = Signal(range(max(beats, 2)))   # the beat read in this cycle while busy
         base = Signal(range(cfg.depth * words_per_row))

@@ -5,6 +5,7 @@ from amaranth.lib import wiring, data, stream
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
+from .fabric import fabric_for
 from .isa import MacroConfig, ACC_BITS, COUNT_BITS, FIELD_BITS
 from .mac_array import MacArray
 from .scoreboard import Span, SpanQuery
@@ -52,7 +53,8 @@ class HazardSignature(wiring.Signature):
     """A question to the MAC engine, seen from the asker: does a queued or running MATVEC read
     a weight row in the span ``rows`` (``rows_busy``) or an activation byte in ``acts``
     (``acts_busy``)? Each is a :class:`pim_macro.hw.scoreboard.SpanQuery` (a span, or a start
-    and a length). Answered combinationally."""
+    and a length). Answered combinationally. On a fabric with a single-port weight store
+    (:attr:`pim_macro.hw.fabric.Fabric.single_port`) ``rows_busy`` is any live MATVEC."""
 
     def __init__(self):
         super().__init__({
@@ -151,12 +153,15 @@ class MacEngine(wiring.Component):
         issued = Signal(range(3))            # operations fully issued this cycle
         m.d.sync += pending.eq(pending + push_now - issued)
 
-        # Hazard checks over live MATVECs.
+        # Hazard checks over live MATVECs. A single-port store (SPRAM) cannot write while a
+        # MATVEC reads it, whichever rows: there any live MATVEC is a weight hazard.
+        single_port = fabric_for(platform).single_port
         w_hits, a_hits = [], []
         for i in range(OP_SLOTS):
             op = ops[i]
             is_mv = live[i] & ~op.capture
-            w_hits.append(is_mv & op.rows.overlaps_query(self.hazards.rows))
+            w_hits.append(is_mv & (C(1) if single_port
+                                   else op.rows.overlaps_query(self.hazards.rows)))
             a_hits.append(is_mv & op.acts.overlaps_query(self.hazards.acts))
         m.d.comb += [self.hazards.rows_busy.eq(Cat(w_hits).any()),
                      self.hazards.acts_busy.eq(Cat(a_hits).any())]

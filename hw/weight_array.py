@@ -3,9 +3,10 @@ directly."""
 
 from amaranth import *
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 
+from .fabric import fabric_for
 from .isa import MacroConfig
+from .spram import SPRAM_BLOCKS, spram_blocks, weight_sram
 from .weight_store import StoreTiming, WeightStoreSignature
 
 
@@ -21,6 +22,13 @@ class WeightArray(wiring.Component):
     Timing (see :func:`WeightStoreSignature`): ``rd_ready`` is always high, one row is read per
     cycle, and a row lands ``LATENCY`` = 1 cycle after its request (the SRAM's synchronous read).
     A write stores one 32-bit stream word into its column group in one cycle.
+
+    On a fabric whose ``weight_memory`` is ``"spram"`` each sub-array is an
+    :class:`pim_macro.hw.spram.SPRAM` (``lanes / 2`` SB_SPRAM256KA side by side: 8 lanes x R = 1
+    or 4 lanes x R = 2 take the UP5K's four, 64 bits per cycle); the timing is the same, and a
+    write never meets a read (the MAC engine's single-port rule). Rows are undefined until
+    written (no zeros at power-up, see :class:`pim_macro.hw.spram.SPRAM`). Elaboration raises
+    ``ValueError`` when the sub-arrays need more blocks than the UP5K has.
     """
 
     @staticmethod
@@ -34,8 +42,15 @@ class WeightArray(wiring.Component):
         super().__init__(WeightStoreSignature(config, tag_shape))
 
     def elaborate(self, platform):
-        m = Module()
         cfg = self._config
+        if fabric_for(platform).weight_memory == "spram":
+            # Checked before anything is made, so that nothing is left unused.
+            blocks = cfg.rows_per_cycle * spram_blocks(8 * cfg.lanes, cfg.depth)
+            if blocks > SPRAM_BLOCKS:
+                raise ValueError(f"{cfg.rows_per_cycle} sub-arrays of {cfg.lanes} lanes x "
+                                 f"{cfg.depth} rows need {blocks} SB_SPRAM256KA blocks; the "
+                                 f"iCE40 UP5K has {SPRAM_BLOCKS}")
+        m = Module()
         groups = cfg.lanes // 4         # 32-bit words per sub-array row
         m.d.comb += [
             self.rd_ready.eq(1),
@@ -51,10 +66,7 @@ class WeightArray(wiring.Component):
         group = Signal(range(groups))
         m.d.comb += group.eq(self.write.word - sub * groups)
         for s in range(cfg.rows_per_cycle):
-            mem = m.submodules[f"sub{s}"] = Memory(shape=unsigned(8 * cfg.lanes),
-                                                   depth=cfg.depth, init=[])
-            wr = mem.write_port(granularity=32)
-            rd = mem.read_port()
+            wr, rd = weight_sram(m, f"sub{s}", platform, width=8 * cfg.lanes, depth=cfg.depth)
             m.d.comb += [
                 wr.addr.eq(self.write.row),
                 wr.data.eq(self.write.data.replicate(groups)),

@@ -764,12 +764,13 @@ def _as_tensor(graph, index, value):
 
 
 def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpressure=0.0,
-              seed=0, port=None, program=None, im2col=False):
+              seed=0, port=None, program=None, im2col=False, fabric="portable"):
     """Run ``graph`` on the batch ``x`` (one array ``(B, *input shape without batch)`` in the
     input tensor's dtype (any float dtype for a float32 input: cast to float32), or a list of
     them for several inputs): macro ops on ``sim`` of
     ``arch`` through one :class:`~pim_macro.sw.runtime.driver.Session`, host ops in numpy.
     ``program``: a :class:`GraphProgram` of this graph and config already compiled.
+    ``fabric``: what ``sim="model"`` times (see :class:`~pim_macro.sw.runtime.driver.Session`).
 
     Returns a :class:`GraphResult`. Raises ``ValueError`` for bad arguments or input (one line),
     ``RuntimeError`` when the macro fails a command or answers wrongly, and what
@@ -796,7 +797,7 @@ def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpress
     cycles, words_in, words_out = [], {}, {}
     setup_cycles, setup_in = 0, {}
     with Session(config, sim=sim, arch=arch, idle=idle, backpressure=backpressure, seed=seed,
-                 port=port) as session:
+                 port=port, fabric=fabric) as session:
         setup = program.setup_words()
         if setup is not None:
             _, counters, _ = program.decode(setup, session.run(setup.words))

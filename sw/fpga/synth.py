@@ -164,14 +164,15 @@ def _family(board):
     return "ice40" if board.constraints_suffix == "pcf" else "ecp5"
 
 
-def _plan(board, top):
+def _plan(board, top, config_name=None):
     """Amaranth's build plan (files and script) of a :class:`BoardTop` ``top`` on ``board``,
-    without running anything."""
+    for configuration ``config_name`` (whose fabric the platform carries), without running
+    anything."""
     for var in _TOOLS:
         os.environ.setdefault(var, _TOOLS[var])
     # The ULX3S platform checks for its programmer even when only a bitstream is wanted.
     os.environ.setdefault("OPENFPGALOADER", "true")
-    platform = board.platform()
+    platform = board.platform(config_name)
     # -dsp: let Yosys put the requantizer's multiplies on the iCE40 DSPs the lanes leave free.
     synth_opts = "-dsp" if _family(board) == "ice40" else ""
     return platform.build(top, name="top", do_build=False, synth_opts=synth_opts)
@@ -181,7 +182,7 @@ def pin_constraints(board_name):
     """The pin constraint file (``.pcf`` or ``.lpf``) of a board top, as its platform writes
     it (amaranth-boards' pin map is the one source of truth): ``(file name, text)``."""
     board = BOARDS[board_name]
-    return _pin_file(board, _plan(board, BoardTop(board.config(board.small))))
+    return _pin_file(board, _plan(board, BoardTop(board.config(board.small)), board.small))
 
 
 def _pin_file(board, plan):
@@ -310,13 +311,14 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
         _tool(var)
     start = time.monotonic()
     out = Path(build_root or BUILD_ROOT / "synth") / f"{board_name}-{arch}-{config_name}"
-    platform = board.platform()
+    platform = board.platform(config_name)
     if clock_mhz is not None:
         setting = pll_for(platform, clock_mhz)      # ValueError before anything runs
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        clock = _clocked(board, arch, config, setting, out / "pll", list(seeds), platform)
+        clock = _clocked(board, arch, config, setting, out / "pll", list(seeds), platform,
+                         config_name)
         fmax = [clock["fmax_by_seed"][s] for s in clock["seeds_tried"]]
         return _pack(board, out, out / "pll", clock["seed"], BuildResult(
             board=board_name, arch=arch, config_name=config_name, config=config.as_dict(),
@@ -328,7 +330,7 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
             extra={"seeds": clock["seeds_tried"], "best_seed": clock["seed"],
                    "fixed_clock": clock_mhz}, clock=clock), start)
 
-    pins = _extract(board, _plan(board, BoardTop(config, arch=arch)), out)
+    pins = _extract(board, _plan(board, BoardTop(config, arch=arch), config_name), out)
     (out / f"top.{board.constraints_suffix}").write_text(_retarget(pins, board))
     _run([_tool("YOSYS"), "-q", "-l", "top.rpt", "top.ys"], out, out / "yosys.log")
 
@@ -350,7 +352,8 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
             clock = {"error": str(exc)}
         else:
             try:
-                clock = _clocked(board, arch, config, setting, out / "pll", ranked, platform)
+                clock = _clocked(board, arch, config, setting, out / "pll", ranked, platform,
+                                 config_name)
             except RuntimeError as exc:
                 # E.g. the PLL and its reset push a design that just fits over the edge: the
                 # report says so, and the bitstream runs from the oscillator.
@@ -387,12 +390,13 @@ def _pack(board, out, pack_dir, seed, result, start):
     return result
 
 
-def _clocked(board, arch, config, setting, out, ranked, platform):
+def _clocked(board, arch, config, setting, out, ranked, platform, config_name=None):
     """The PLL pass of :func:`build` in ``out``: the top with ``setting``'s PLL, synthesized and
     placed and routed with the seeds of ``ranked`` in turn until one meets timing."""
     start = time.monotonic()
     mhz = setting.f_out_mhz
-    pins = _extract(board, _plan(board, BoardTop(config, arch=arch, clock_mhz=mhz)), out)
+    pins = _extract(board, _plan(board, BoardTop(config, arch=arch, clock_mhz=mhz), config_name),
+                    out)
     # The oscillator's own frequency: nextpnr derives the PLL output's constraint from it.
     (out / f"top.{board.constraints_suffix}").write_text(pins)
     _run([_tool("YOSYS"), "-q", "-l", "top.rpt", "top.ys"], out, out / "yosys.log")
@@ -451,6 +455,9 @@ def report_markdown(results, failures):
         lines += [f"## {board.title}", "",
                   f"Mapping: {board.fabric.describe()}; target {board.target_mhz:g} MHz; "
                   f"{board.notes}.", "",
+                  *[f"Configuration `{name}`: {fabric.describe()}.\n"
+                    for name, fabric in board.fabrics.items()
+                    if any(r.config_name == name for r in rows)],
                   "| arch | config | lanes x R | requantizers | B | Fmax min / median (MHz) | "
                   "GMAC/s | clock (MHz) | met | GMAC/s at clock | " + " | ".join(labels) + " |",
                   "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(labels)]

@@ -11,7 +11,9 @@ never idles and the sink never refuses a word (the ``smooth`` stall pattern): th
 
 The requantizers' multiplier passes (:class:`pim_macro.hw.fabric.Fabric` ``requant_passes``, 2
 on the iCE40) space the lane groups of ``EMIT_INT8`` and ``WRITEBACK``; the model takes the
-fabric (``fabric=``, the portable one by default) and is exact for each.
+fabric (``fabric=``, the portable one by default) and is exact for each. On a fabric whose weight
+store has a single port (the iCE40 SPRAM, :attr:`pim_macro.hw.fabric.Fabric.single_port`) a
+``WRITE_WEIGHTS`` waits for every live ``MATVEC``, not only those reading its rows.
 
 It is event-driven: each command costs O(1) whatever its length, so a program with millions of
 MACs is predicted in milliseconds (the golden model's numpy arithmetic dominates).
@@ -96,7 +98,8 @@ class CycleModel:
 
     Use :meth:`run` (like :meth:`GoldenMacro.run`); :attr:`golden` holds the architectural state.
     ``fabric`` is a :class:`pim_macro.hw.fabric.Fabric` or a name in
-    :data:`pim_macro.hw.fabric.FABRICS` (only its ``requant_passes`` changes the timing).
+    :data:`pim_macro.hw.fabric.FABRICS` (its ``requant_passes`` and, with a single-port weight
+    store, the rule that ``WRITE_WEIGHTS`` waits for every live ``MATVEC`` change the timing).
     """
 
     def __init__(self, config: MacroConfig, *, arch="pim", fabric=PORTABLE):
@@ -107,6 +110,7 @@ class CycleModel:
                 raise ValueError(f"fabric must be one of {', '.join(FABRICS)}, not {fabric!r}")
             fabric = FABRICS[fabric]
         self.passes = fabric.requant_passes
+        self.single_port = fabric.single_port
         self._lane_push = lane_latency(self.passes)
         self._lane_done = self._lane_push + 2
         self.latency, self.interval = weight_store_for(arch).timing(config)
@@ -323,7 +327,9 @@ class CycleModel:
         # Every command past the barriers has one argument word first (the ISA's table).
         arg = unpack(OPCODES[op].args[0], args[0])
         if op == Opcode.WRITE_WEIGHTS:
-            go = max(go, seen(self._conflict(d - DISPATCH_LAG, arg.row, arg.row + count, act=False)))
+            # A single-port store: every live MATVEC conflicts (each reads a row of [0, depth)).
+            lo, hi = (0, cfg.depth) if self.single_port else (arg.row, arg.row + count)
+            go = max(go, seen(self._conflict(d - DISPATCH_LAG, lo, hi, act=False)))
         elif op == Opcode.LOAD_ACT:
             go = max(go, seen(self._conflict(d - DISPATCH_LAG, arg.addr, arg.addr + count, act=True)),
                      seen(self._writebacks_done()))

