@@ -8,7 +8,7 @@ from .constmul import times_const
 from .isa import (STREAM_BITS, INT8_PER_WORD, FIELD_BITS, OPCODES, BARRIERS, REQUANTIZING,
                   Opcode, Flag, Error, Header, Status, RowArg, AddrArg, MatvecArg, BiasArg,
                   WritebackArg, QuantArg, MacroConfig, span_end_bits)
-from .scoreboard import Span, SpanQuery, less_than_sum
+from .scoreboard import Span
 
 
 __all__ = ["CommandDecoder", "Arg0", "words_of"]
@@ -124,9 +124,9 @@ class CommandDecoder(wiring.Component):
             "lo_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
             "hi_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
             "hi_rows_span": Out(Span(FIELD_BITS, span_end_bits(R))),
-            "next_lo_span":      Out(SpanQuery(FIELD_BITS, span_end_bits(1))),
-            "next_hi_span":      Out(SpanQuery(FIELD_BITS, span_end_bits(1))),
-            "next_hi_rows_span": Out(SpanQuery(FIELD_BITS, span_end_bits(R))),
+            "next_lo_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
+            "next_hi_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
+            "next_hi_rows_span": Out(Span(FIELD_BITS, span_end_bits(R))),
             "next_header":  Out(Header),
             "next_error":   Out(Error),
             "next_barrier": Out(1),
@@ -177,28 +177,22 @@ class CommandDecoder(wiring.Component):
             width = max(len(span.hi), len(ends[offset, per]) if (offset, per) in ends else 0)
             ends[offset, per] = Signal(width, name=f"end_{offset}_x{per}")
             ends_n[offset, per] = Signal(width, name=f"end_{offset}_x{per}_n")
-        # The spans next cycle, as queries (SpanQuery): in a header's cycle [0, count * per);
-        # in a first argument's, [field, field + count * per); otherwise the latched span.
-        # `per` is 1 or R, a power of two, so `count * per` is a shift, not an adder.
-        queries = {}
+        # The spans next cycle: in a header's cycle [0, count * per); in a first argument's,
+        # [field, field + count * per); otherwise the latched span. One adder per end, shared
+        # by every comparison (on the iCE40 a carry-save compare per slot costs some 400
+        # logic cells more than the UP5K has).
         for (offset, per), end in ends.items():
-            assert per & (per - 1) == 0, per
-            field, held = self.word[offset:offset + FIELD_BITS], arg0[offset:offset + FIELD_BITS]
-            query = queries[offset, per] = Signal(SpanQuery(FIELD_BITS, len(end)),
-                                                  name=f"next_{offset}_x{per}")
-            m.d.comb += [
-                query.lo.eq(Mux(self.latch_header, 0, Mux(self.latch_arg0, field, held))),
-                query.hi.eq(Mux(self.latch_header, times_const(word_header.count, per),
-                                Mux(self.latch_arg0, times_const(count, per), end))),
-                query.sum.eq(self.latch_arg0),
-                ends_n[offset, per].eq(Mux(query.sum, query.lo + query.hi, query.hi)),
-            ]
+            field = self.word[offset:offset + FIELD_BITS]
+            m.d.comb += ends_n[offset, per].eq(Mux(
+                self.latch_header, times_const(word_header.count, per),
+                Mux(self.latch_arg0, field + times_const(count, per), end)))
             with m.If(take):
                 m.d.sync += end.eq(ends_n[offset, per])
         for span, next_span, offset, per in ports:
             m.d.comb += [span.lo.eq(arg0[offset:offset + FIELD_BITS]),
                          span.hi.eq(ends[offset, per]),
-                         next_span.eq(queries[offset, per])]
+                         next_span.lo.eq(arg0_n[offset:offset + FIELD_BITS]),
+                         next_span.hi.eq(ends_n[offset, per])]
 
         # ---- Checks (on the next command), each a list of conditions that must all hold -----
         hdr_n = Header(header_n)
@@ -224,11 +218,7 @@ class CommandDecoder(wiring.Component):
                         limit, per, align, flag = rule
                         if align > 1:
                             alignment.append(view[name][:(align - 1).bit_length()] == 0)
-                        # The span's end within the memory: `lo + hi <= limit` without an
-                        # adder in front of the comparison.
-                        query = queries[field.offset, per]
-                        in_memory = Mux(query.sum, ~less_than_sum(limit, query.lo, query.hi),
-                                        query.hi <= limit)
+                        in_memory = ends_n[field.offset, per] <= limit
                         if flag is not None:
                             in_memory = ~(flags_n & flag.value).any() | in_memory
                         ranges.append(in_memory)

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from .fabric import fabric_for
 from .isa import MacroConfig, ACC_BITS, COUNT_BITS, FIELD_BITS
 from .mac_array import MacArray
-from .scoreboard import Span, SpanQuery
+from .scoreboard import Span
 from .weight_store import WeightWriteSignature
 
 
@@ -52,14 +52,13 @@ class CaptureSignature(wiring.Signature):
 class HazardSignature(wiring.Signature):
     """A question to the MAC engine, seen from the asker: does a queued or running MATVEC read
     a weight row in the span ``rows`` (``rows_busy``) or an activation byte in ``acts``
-    (``acts_busy``)? Each is a :class:`pim_macro.hw.scoreboard.SpanQuery` (a span, or a start
-    and a length). Answered combinationally. On a fabric with a single-port weight store
+    (``acts_busy``)? Answered combinationally. On a fabric with a single-port weight store
     (:attr:`pim_macro.hw.fabric.Fabric.single_port`) ``rows_busy`` is any live MATVEC."""
 
     def __init__(self):
         super().__init__({
-            "rows":      Out(SpanQuery(FIELD_BITS)),
-            "acts":      Out(SpanQuery(FIELD_BITS)),
+            "rows":      Out(Span(FIELD_BITS)),
+            "acts":      Out(Span(FIELD_BITS)),
             "rows_busy": In(1),
             "acts_busy": In(1),
         })
@@ -161,8 +160,8 @@ class MacEngine(wiring.Component):
             op = ops[i]
             is_mv = live[i] & ~op.capture
             w_hits.append(is_mv & (C(1) if single_port
-                                   else op.rows.overlaps_query(self.hazards.rows)))
-            a_hits.append(is_mv & op.acts.overlaps_query(self.hazards.acts))
+                                   else op.rows.overlaps(self.hazards.rows)))
+            a_hits.append(is_mv & op.acts.overlaps(self.hazards.acts))
         m.d.comb += [self.hazards.rows_busy.eq(Cat(w_hits).any()),
                      self.hazards.acts_busy.eq(Cat(a_hits).any())]
 

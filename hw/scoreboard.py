@@ -7,23 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .isa import FIELD_BITS, ROWS_PER_CYCLE, span_end_bits
 
 
-__all__ = ["Span", "SpanQuery", "less_than_sum", "WritebackScoreboard"]
-
-
-def less_than_sum(a, b, c):
-    """``a < b + c`` for unsigned values (or non-negative ints), through one carry chain.
-
-    Written as such it is an adder's carry chain and then a comparator's, in series. Here it is
-    ``b + c + ~a >= 0`` (``~a = -a - 1``) in two's complement wide enough to hold it, with the
-    three operands first reduced to two by a carry-save stage (one LUT level: XOR and majority),
-    so a single addition decides it."""
-    a, b, c = (Value.cast(v) for v in (a, b, c))
-    width = max(len(a), len(b), len(c)) + 2
-    wide = lambda v: Cat(v, C(0, width - len(v)))
-    x, y, z = wide(b), wide(c), ~wide(a)
-    save = x ^ y ^ z
-    carry = Cat(C(0, 1), ((x & y) | (x & z) | (y & z))[:width - 1])
-    return ~(save + carry)[width - 1]
+__all__ = ["Span", "WritebackScoreboard"]
 
 
 class Span(data.StructLayout):
@@ -43,18 +27,6 @@ class Span(data.StructLayout):
         return SpanView(self, target)
 
 
-class SpanQuery(data.StructLayout):
-    """A span asked about, as the decoder has it in the cycle a word is latched: ``[lo, hi)``,
-    or ``[lo, lo + hi)`` with ``sum`` (``hi`` then a length still to be added). It saves the
-    adder in front of every comparison of a span whose start arrives in that cycle
-    (:func:`less_than_sum`)."""
-
-    def __init__(self, lo_bits, hi_bits=None):
-        super().__init__({"lo": unsigned(lo_bits),
-                          "hi": unsigned(lo_bits + 1 if hi_bits is None else hi_bits),
-                          "sum": 1})
-
-
 class SpanView(data.View):
     """A :class:`Span` in the design."""
 
@@ -63,13 +35,6 @@ class SpanView(data.View):
         non-empty (``lo < hi``): every span the macro compares names at least one element, so
         no logic is spent on empty ones."""
         return (self.lo < other.hi) & (other.lo < self.hi)
-
-    def overlaps_query(self, query):
-        """Whether this span and the :class:`SpanQuery` ``query`` share an element
-        (combinational); both non-empty, as for :meth:`overlaps`."""
-        ends_after = Mux(query.sum, less_than_sum(self.lo, query.lo, query.hi),
-                         self.lo < query.hi)
-        return ends_after & (query.lo < self.hi)
 
 
 class WritebackScoreboard(wiring.Component):
@@ -81,8 +46,8 @@ class WritebackScoreboard(wiring.Component):
     some are pending (a write-back that finishes does not shrink it), which is conservative and
     takes no per-write-back storage.
 
-    ``pending`` and ``conflict`` (``pending`` and ``check``, a :class:`SpanQuery`, overlaps
-    ``span``) are registered state seen combinationally: a write-back added in cycle ``t`` counts from ``t + 1``.
+    ``pending`` and ``conflict`` (``pending`` and ``check`` overlaps ``span``) are registered
+    state seen combinationally: a write-back added in cycle ``t`` counts from ``t + 1``.
 
     Parameters
     ----------
@@ -103,7 +68,7 @@ class WritebackScoreboard(wiring.Component):
             "add":      In(1),
             "add_span": In(Span(lo_bits)),
             "done":     In(1),
-            "check":    In(SpanQuery(lo_bits, check_bits)),
+            "check":    In(Span(lo_bits, check_bits)),
             "pending":  Out(1),
             "conflict": Out(1),
             "span":     Out(Span(lo_bits)),
@@ -123,5 +88,5 @@ class WritebackScoreboard(wiring.Component):
         with m.Elif(self.done):
             m.d.sync += count.eq(count - 1)
         m.d.comb += [self.pending.eq(count != 0),
-                     self.conflict.eq(self.pending & span.overlaps_query(self.check))]
+                     self.conflict.eq(self.pending & span.overlaps(self.check))]
         return m

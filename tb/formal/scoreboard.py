@@ -36,11 +36,8 @@ class ScoreboardHarness(Elaboratable):
         add, check = self.dut.add_span, self.dut.check
         self.add_lo, self.add_hi = Signal(len(add.lo)), Signal(len(add.hi))
         self.check_lo, self.check_hi = Signal(len(check.lo)), Signal(len(check.hi))
-        # A check may come as a start and a length (SpanQuery.sum), as the decoder asks it in
-        # the cycle a first argument word arrives.
-        self.check_sum = Signal()
         self.ports = [self.add, self.done, self.pick, self.add_lo, self.add_hi, self.check_lo,
-                      self.check_hi, self.check_sum]
+                      self.check_hi]
 
     def elaborate(self, platform):
         m = Module()
@@ -51,12 +48,7 @@ class ScoreboardHarness(Elaboratable):
         count = find_signal(board, "count")
         m.d.comb += [dut.add.eq(self.add), dut.done.eq(self.done),
                      dut.add_span.lo.eq(self.add_lo), dut.add_span.hi.eq(self.add_hi),
-                     dut.check.lo.eq(self.check_lo), dut.check.hi.eq(self.check_hi),
-                     dut.check.sum.eq(self.check_sum)]
-        # The end of the span checked, in arithmetic too wide to wrap.
-        check_end = Signal(len(self.check_hi) + 1)
-        m.d.comb += check_end.eq(Mux(self.check_sum, self.check_lo + self.check_hi,
-                                     self.check_hi))
+                     dut.check.lo.eq(self.check_lo), dut.check.hi.eq(self.check_hi)]
 
         # ---- The environment --------------------------------------------------------------
         pending = Signal(range(self.slots + 2))     # added and not finished
@@ -64,7 +56,7 @@ class ScoreboardHarness(Elaboratable):
             Assume(~self.done | (pending != 0)),
             Assume(~self.add | self.done | (pending <= self.slots)),
             Assume(~self.add | (self.add_lo < self.add_hi)),
-            Assume(self.check_lo < check_end),
+            Assume(self.check_lo < self.check_hi),
         ]
         m.d.sync += pending.eq(pending + self.add - self.done)
 
@@ -89,7 +81,7 @@ class ScoreboardHarness(Elaboratable):
             Assert(dut.pending == (pending != 0), "pending"),
         ]
         with m.If(state == 1):
-            overlaps = (self.check_lo < hi) & (lo < check_end)
+            overlaps = (self.check_lo < hi) & (lo < self.check_hi)
             m.d.comb += [
                 Assert(ahead < pending, "the followed write-back is among those pending"),
                 Assert(lo < hi, "its span is not empty"),
