@@ -81,8 +81,9 @@ class CommandDecoder(wiring.Component):
     ``word_args`` tells, combinationally on ``word``, how many argument words follow a header
     ``word`` (0 for an unknown opcode); ``has_arg1`` whether the latched opcode takes two.
 
-    Everything else describes the latched command and is registered with it: ``error``, the first
-    check that fails in the ISA's order (:class:`pim_macro.hw.isa.Error`; ``OK`` if none);
+    Everything else describes the latched command (``error`` and ``barrier`` are registered with
+    it, the rest is combinational on it): ``error``, the first check that fails in the ISA's
+    order (:class:`pim_macro.hw.isa.Error`; ``OK`` if none);
     ``status``, the command's status word; ``data_words``, the data words an OK status announces;
     ``payload``, the payload words the header announces (consumed even when a check fails; 0 for
     an unknown opcode); ``barrier``, a :data:`~pim_macro.hw.isa.BARRIERS` opcode. ``lo_span``,
@@ -249,18 +250,18 @@ class CommandDecoder(wiring.Component):
             m.d.comb += error_n.eq(Error.OK)
 
         # ---- What the command announces ----------------------------------------------------
-        data_words_n, payload_n = Signal(16), Signal(32)
-        with m.Switch(hdr_n.opcode):
+        # (From the latched header: no dispatch decision waits for these, so they take no
+        # flip-flops of their own.)
+        with m.Switch(header.opcode):
             for op, info in OPCODES.items():
                 with m.Case(op):
-                    m.d.comb += [data_words_n.eq(words_of(info.response, count_n, cfg)),
-                                 payload_n.eq(words_of(info.payload, count_n, cfg))]
+                    m.d.comb += [self.data_words.eq(words_of(info.response, count, cfg)),
+                                 self.payload.eq(words_of(info.payload, count, cfg))]
         barrier_n = Cat(hdr_n.opcode == op.value for op in BARRIERS).any()
         m.d.comb += [self.next_error.eq(error_n), self.next_barrier.eq(barrier_n),
                      self.next_header.eq(header_n)]
         with m.If(take):
-            m.d.sync += [self.error.eq(error_n), self.data_words.eq(data_words_n),
-                         self.payload.eq(payload_n), self.barrier.eq(barrier_n)]
+            m.d.sync += [self.error.eq(error_n), self.barrier.eq(barrier_n)]
         ok = self.error == Error.OK
         m.d.comb += [
             self.status.opcode.eq(header.opcode), self.status.error.eq(self.error),

@@ -77,7 +77,9 @@ class Macro(wiring.Component):
       may write the activation bytes it reads (their span is tracked since the count of pending
       write-backs was last zero);
       ``EMIT_*``/``WRITEBACK`` need a free engine slot (for their capture);
-    * ``WRITE_WEIGHTS`` waits while a queued or running MATVEC reads one of its rows;
+    * ``WRITE_WEIGHTS`` waits while a queued or running MATVEC reads one of its rows (on a
+      single-port weight store, :attr:`pim_macro.hw.fabric.Fabric.single_port`, while any
+      MATVEC is queued or running);
       ``LOAD_ACT`` while one reads one of its bytes, or any write-back is pending (they share
       the activation buffer's write port); ``LOAD_BIAS`` and ``LOAD_QUANT`` until no response
       is queued or streaming (the output engine reads the channel memory);
