@@ -47,8 +47,8 @@ from pim_macro.hw.pll import pll_for
 from pim_macro.sw.paths import BUILD_ROOT, CONSTRAINTS_DIR, REPORT_DIR
 
 
-__all__ = ["BuildResult", "ToolMissing", "build", "choose_clock", "pin_constraints",
-           "CONSTRAINTS_DIR", "CLOCK_MARGIN", "SEEDS", "main"]
+__all__ = ["BuildResult", "ToolMissing", "build", "choose_clock", "critical_path",
+           "pin_constraints", "CONSTRAINTS_DIR", "CLOCK_MARGIN", "SEEDS", "main"]
 
 
 #: Place-and-route seeds per build; the report gives the minimum and the median Fmax.
@@ -262,6 +262,28 @@ def _fmax(report, out):
     return min(c["achieved"] for c in clocks.values())
 
 
+def critical_path(report):
+    """The critical path of a nextpnr JSON report's slowest clock, summarized: ``{"ns": total,
+    "logic_ns", "routing_ns", "through": [...]}``, ``through`` naming the design elements it
+    crosses in order (cell names cut before the technology mapper's suffixes, the board top's
+    ``bridge.macro.`` prefix dropped, repeats merged). ``None`` when the report has none."""
+    paths = [p for p in report.get("critical_paths", [])
+             if p["from"] == p["to"] and p["from"].startswith("posedge")]
+    if not paths:
+        return None
+    path = max(paths, key=lambda p: sum(seg["delay"] for seg in p["path"]))
+    through = []
+    for seg in path["path"]:
+        name = re.split(r"_SB_|\$|_TRELLIS|_CCU2|_LUT4|_MULT18|_DP16KD|_PFUMX|_L6MUX|\.\d+\.\d+_",
+                        seg["from"]["cell"])[0]
+        name = re.sub(r"^bridge\.(macro\.)?", "", name) or seg["from"]["cell"]
+        if not through or through[-1] != name:
+            through.append(name)
+    delay = lambda kind: round(sum(s["delay"] for s in path["path"] if s["type"] == kind), 2)
+    return {"ns": round(sum(s["delay"] for s in path["path"]), 2), "logic_ns": delay("logic"),
+            "routing_ns": delay("routing"), "through": through}
+
+
 def _resources(board, report):
     """label -> {"used", "available"} of a nextpnr JSON report, in the report's order."""
     util = report["utilization"]
@@ -369,7 +391,10 @@ def build(board_name, arch="pim", config_name=None, *, seeds=SEEDS, build_root=N
         target_mhz=board.target_mhz, fmax_mhz=fmax, resources=resources,
         bitstream="", seconds=0.0, macs_per_cycle=config.macs_per_cycle,
         beats_per_row=1 if arch == "pim" else config.beats_per_row,
-        extra={"seeds": list(seeds), "best_seed": best}, clock=clock), start)
+        extra={"seeds": list(seeds), "best_seed": best,
+               # What sets Fmax: the best seed's critical path (a miss is explained by it).
+               "critical_path": critical_path(reports[list(seeds).index(best)])},
+        clock=clock), start)
 
 
 def _pack(board, out, pack_dir, seed, result, start):
@@ -473,6 +498,15 @@ def report_markdown(results, failures):
             if f["board"] == board_name:
                 lines.append(f"| {f['arch']} | {f['config']} | failed: {f['error']} |")
         lines.append("")
+        paths = [(r, r.extra.get("critical_path")) for r in rows]
+        if any(path for _, path in paths):
+            lines += ["Critical paths (best seed of the Fmax pass: what sets Fmax):", ""]
+            for r, path in paths:
+                if path:
+                    lines.append(f"- {r.arch} {r.config_name}: {path['ns']:.1f} ns "
+                                 f"({path['logic_ns']:.1f} logic, {path['routing_ns']:.1f} "
+                                 f"routing) through " + " -> ".join(path["through"]))
+            lines.append("")
         pims = {r.config_name: r for r in rows if r.arch == "pim"}
         for r in rows:
             if r.arch == "baseline" and r.config_name in pims:

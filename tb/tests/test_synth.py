@@ -263,6 +263,27 @@ def test_failed_pll_build_falls_back_to_the_oscillator(monkeypatch, tmp_path):
            "fit: ICESTORM_LC 5290/5280 | - | - |" in md
 
 
+def test_critical_path_summary():
+    """A canned nextpnr report: the slowest same-clock path is summarized, its cells cut to
+    design names (mapper suffixes and the top's prefix gone, repeats merged), logic and routing
+    summed by hand (0.5 + 0.25 and 1 + 2)."""
+    seg = lambda kind, cell, delay: {"type": kind, "delay": delay,
+                                     "from": {"cell": cell}, "to": {"cell": cell}}
+    report = {"critical_paths": [
+        {"from": "<async>", "to": "posedge clk", "path": [seg("routing", "uart_rx", 9.0)]},
+        {"from": "posedge clk", "to": "posedge clk", "path": [
+            seg("clk-to-q", "bridge.macro.mac_engine.ip_SB_DFFESR_Q_LC", 1.0),
+            seg("routing", "bridge.macro.mac_engine.ip_SB_DFFESR_Q_LC", 1.0),
+            seg("logic", "bridge.macro.mac_engine.live$CARRY", 0.5),
+            seg("routing", "bridge.macro.mac_engine.live_SB_LUT4_O", 2.0),
+            seg("logic", "bridge.macro.counters.row_reads_TRELLIS_FF", 0.25),
+            seg("setup", "bridge.macro.counters.row_reads_TRELLIS_FF", 0.25)]}]}
+    assert synth.critical_path(report) == {
+        "ns": 5.0, "logic_ns": 0.75, "routing_ns": 3.0,
+        "through": ["mac_engine.ip", "mac_engine.live", "counters.row_reads"]}
+    assert synth.critical_path({"critical_paths": []}) is None
+
+
 def test_errors():
     with pytest.raises(ValueError, match="board must be one of icebreaker, ulx3s, not 'de10'"):
         synth.build("de10")
