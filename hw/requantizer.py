@@ -49,14 +49,17 @@ class Requantizer(wiring.Component):
     arithmetic right shift of ``T`` by ``k`` plus one rounding bit; the tests compare it with
     the rule bit for bit, and the derivation is in the comments of :meth:`elaborate`):
 
-    * ``x = wrap32(value << shift)`` for double rounding with ``shift > 0``, else ``value``;
-    * ``T = x * M0``, plus ``2**30`` for double rounding (gemmlowp's nudge, which for ``M0 >= 0``
-      is round-half-up at bit 31);
-    * ``k = 31 - shift`` (single) or ``31 + max(-shift, 0)`` (double);
+    * ``x = value`` sign-extended from its bit ``31 - shift`` for double rounding with
+      ``shift > 0`` (``wrap32(value << shift) = x << shift``), else ``value``;
+    * ``T = x * M0``, plus ``2**30`` for double rounding with ``shift <= 0`` (gemmlowp's nudge,
+      which for ``M0 >= 0`` is round-half-up at bit 31);
+    * ``k = 31 - shift`` in every case;
     * ``y = (T >> k) + r``: single rounding's ``r`` (ties away from zero) is bit ``k - 1`` of
       ``T`` (0 for ``k = 0``), and, for ``T < 0``, only if a bit of ``T`` below it is set too;
-      double rounding's (``RoundingDivideByPOT``, ties away from zero) is bit ``k - 1`` when
-      ``k > 31``, and, for ``T < 0``, only if a bit of ``T`` in ``31 .. k - 2`` is set too;
+      double rounding's with ``shift > 0`` (the nudge ``2**30`` shifted down: half up) is bit
+      ``k - 1``; with ``shift <= 0`` (``RoundingDivideByPOT``, ties away from zero) it is bit
+      ``k - 1`` when ``k > 31``, and, for ``T < 0``, only if a bit of ``T`` in ``31 .. k - 2``
+      is set too;
     * only ``_Y_BITS`` bits of ``T >> k`` are built (ten ``64:1`` multiplexers) and the rest
       is saturated; then ``+ zero_point`` and the clamp.
 
