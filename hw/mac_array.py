@@ -22,6 +22,11 @@ class MacArray(wiring.Component):
     ``capture`` (with or without ``valid``) copies the accumulators into ``acc_out`` as they are
     *before* the row in the same slot lands, and strobes ``captured``: so the results of one
     accumulation can be read out while the next one, started in the same cycle, overwrites ``acc``.
+    ``shift`` (0 .. ``requantizers``) moves ``acc_out`` down by that many lanes in the next cycle
+    (``acc_out[l] <= acc_out[l + shift]``, lanes past the end undefined; a capture landing then
+    wins): its reader takes the lanes from the front, with no lane multiplexer (on an iCE40,
+    a 2:1 multiplexer before each capture flip-flop, in the same logic cell, instead of
+    ``requantizers`` ``lanes``:1 multiplexers of 32 bits).
 
     Timing: fully pipelined, one slot per cycle, no backpressure. A row presented in cycle ``t`` is
     in ``acc`` from cycle ``t + LATENCY``; a capture presented in cycle ``t`` is in ``acc_out``
@@ -47,6 +52,7 @@ class MacArray(wiring.Component):
             "acc":      Out(data.ArrayLayout(signed(ACC_BITS), config.lanes)),
             "acc_out":  Out(data.ArrayLayout(signed(ACC_BITS), config.lanes)),
             "captured": Out(1),
+            "shift":    In(range(config.requantizers + 1)),
             "busy":     Out(1),
         })
 
@@ -113,13 +119,21 @@ class MacArray(wiring.Component):
             for lane in range(lanes):
                 m.d.sync += lane_sums[lane].eq(sum(products[r][lane] for r in range(rows)))
 
+        outs = [Signal(signed(ACC_BITS), name=f"out_l{lane}") for lane in range(lanes)]
+        g = self._config.requantizers
         for lane in range(lanes):
             lane_sum = lane_sums[lane]
             acc = Signal(signed(ACC_BITS), name=f"acc_l{lane}")   # one name per lane, for waves
-            out = Signal(signed(ACC_BITS), name=f"out_l{lane}")
+            out = outs[lane]
             m.d.comb += [self.acc[lane].eq(acc), self.acc_out[lane].eq(out)]
             with m.If(valid[-1]):
                 m.d.sync += acc.eq(Mux(first[-1], 0, acc) + lane_sum)
             with m.If(capture[-1]):
                 m.d.sync += out.eq(acc)
+            with m.Elif(self.shift != 0):
+                with m.Switch(self.shift):
+                    for step in range(1, g + 1):
+                        if lane + step < lanes:
+                            with m.Case(step):
+                                m.d.sync += out.eq(outs[lane + step])
         return m

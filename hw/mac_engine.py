@@ -39,12 +39,16 @@ _Slot = data.StructLayout({"capture": 1, "rows": Span(FIELD_BITS), "acts": Span(
 
 class CaptureSignature(wiring.Signature):
     """Captured accumulators, seen from the side that captures them: ``acc`` holds a capture
-    while ``full``; the reader strobes ``release`` when it no longer needs it."""
+    while ``full``; the reader takes lanes from the front, strobing ``shift`` (1 ..
+    ``requantizers`` lanes, 0: none) to move ``acc`` down by that many lanes in the next cycle
+    (``acc[l] <= acc[l + shift]``; lanes past the end become undefined), and strobes
+    ``release`` when it no longer needs it."""
 
     def __init__(self, config: MacroConfig):
         super().__init__({
             "acc":     Out(data.ArrayLayout(signed(ACC_BITS), config.lanes)),
             "full":    Out(1),
+            "shift":   In(range(config.requantizers + 1)),
             "release": In(1),
         })
 
@@ -128,7 +132,7 @@ class MacEngine(wiring.Component):
         wiring.connect(m, wiring.flipped(self.write), store.write)
         m.d.comb += [
             self.events.row_read.eq(store.row_read), self.events.bus_beat.eq(store.bus_beat),
-            self.captured.acc.eq(macs.acc_out),
+            self.captured.acc.eq(macs.acc_out), macs.shift.eq(self.captured.shift),
         ]
 
         # ---- The operation queue: OP_SLOTS slots in a ring --------------------------------

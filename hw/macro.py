@@ -359,6 +359,7 @@ class Macro(wiring.Component):
                     m.d.comb += ctrl_push.eq(1)
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == decoder.data_words - 1):
+                        m.d.comb += counters.release.eq(1)   # the quiet counters' clear
                         m.next = "HEADER"
                         with m.If(opcode == Opcode.STATUS):
                             m.d.comb += status_words.clear.eq(1)

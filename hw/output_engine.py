@@ -88,7 +88,8 @@ class OutputEngine(wiring.Component):
     :class:`Requantizer` s in parallel, give its FIFO word or its activation write
     (:func:`lane_latency` cycles after the issue: ``LANE_LATENCY`` with one pass; an
     ``EMIT_RAW`` lane is pushed after the sum, :data:`RAW_LATENCY` cycles after its issue).
-    ``captured.release`` strobes when the last group has been read from ``captured.acc``; the
+    A group reads the first ``size`` lanes of ``captured.acc`` in the cycle after its issue and
+    shifts them out then (``captured.shift``). ``captured.release`` strobes when the last group has been read; the
     engine takes the next response once the last group has left the pipeline
     (``writeback_done`` strobes then for a write-back). ``idle``: no response in progress.
     :func:`groups` gives the number of groups of a response, :func:`issue_cycles` the cycles
@@ -125,53 +126,65 @@ class OutputEngine(wiring.Component):
         index = Signal(range(lanes + 1))    # first lane of the next group
         issue = Signal()
         size = Signal(range(g + 1))         # lanes in the group issued now
-        with m.Switch(job.kind):
-            with m.Case(ResponseKind.EMIT_RAW):
-                m.d.comb += size.eq(1)
-            with m.Case(ResponseKind.EMIT_INT8):
-                m.d.comb += size.eq(Mux(job.count - index < g, job.count - index, g))
-            with m.Default():               # WRITEBACK: up to the next g-aligned boundary
-                room = g - (job.act + index)[:2] % g
-                m.d.comb += size.eq(Mux(job.count - index < room, job.count - index, room))
+
+        def group_size(size, first):
+            """``size``: the lanes of the group of ``job`` that starts at lane ``first``."""
+            with m.Switch(job.kind):
+                with m.Case(ResponseKind.EMIT_RAW):
+                    m.d.comb += size.eq(1)
+                with m.Case(ResponseKind.EMIT_INT8):
+                    m.d.comb += size.eq(Mux(job.count - first < g, job.count - first, g))
+                with m.Default():           # WRITEBACK: up to the next g-aligned boundary
+                    room = g - (job.act + first)[:2] % g
+                    m.d.comb += size.eq(Mux(job.count - first < room, job.count - first, room))
+        group_size(size, index)
         m.d.comb += [self.bias_read.addr.eq(job.bias + index), self.bias_read.en.eq(issue)]
 
-        # Stage 0: the group's accumulators and channels (block RAM) are read. Stage 1: their
-        # sums, registered, so that the channel memory's output does not reach into the
-        # multiplier; the multipliers and shifts registered alongside.
-        acc_sel = [Signal(signed(ACC_BITS), name=f"acc_sel{j}") for j in range(g)]
-        width = max(1, (lanes - 1).bit_length())
-        for j in range(g):
-            m.d.sync += acc_sel[j].eq(self.captured.acc[(index + j)[:width]])
+        # Stage 0: the group's channels (block RAM) are read. Stage 1: the sums of its lanes
+        # and biases, registered, so that the channel memory's output does not reach into the
+        # multiplier (with one-pass requantizers the multipliers and shifts registered too).
+        # The captured lanes are taken from the front: a group is summed from the first `size`
+        # lanes of `captured.acc` in the cycle after its issue, and shifted out then (no
+        # lanes:1 multiplexer, no copy of the lanes; `captured.shift`).
+        taken = Signal(range(g + 1))
+        m.d.sync += taken.eq(Mux(issue, size, 0))
+        m.d.comb += self.captured.shift.eq(taken)
         values = []
         for j in range(g):
             channel = self.bias_read.data[j]
             value = Signal(signed(ACC_BITS), name=f"value{j}")
             multiplier = Signal(REQUANT_MULT_BITS, name=f"multiplier{j}")
             shift = Signal.like(channel.shift, name=f"shift{j}")
-            m.d.sync += [value.eq(acc_sel[j] + Mux(job.bias_on, channel.bias, 0)),
-                         multiplier.eq(channel.multiplier), shift.eq(channel.shift)]
+            m.d.sync += value.eq(self.captured.acc[j] + Mux(job.bias_on, channel.bias, 0))
+            # Multi-pass requantizers: groups are issued `passes` >= 2 cycles apart, so the
+            # channel memory's output (read only with an issue) still holds the group's
+            # multiplier and shift when the requantizer samples them: no copy (on an iCE40
+            # 37 flip-flops, each a logic cell of its own).
+            domain = m.d.sync if passes == 1 else m.d.comb
+            domain += [multiplier.eq(channel.multiplier), shift.eq(channel.shift)]
             values.append(value)
             m.d.comb += [requants[j].value.eq(value), requants[j].multiplier.eq(multiplier),
                          requants[j].shift.eq(shift), requants[j].double.eq(job.double),
                          requants[j].zero_point.eq(job.zero_point),
                          requants[j].act_min.eq(job.act_min), requants[j].act_max.eq(job.act_max)]
 
-        # Each issued group's first lane, size and "last" mark travel with it.
+        # Each issued group's valid mark travels with it; its first lane and size are counted
+        # again where it leaves (groups leave in order: one counter, not a delay line each).
         depth = lane_latency(passes)
         # An EMIT_RAW lane leaves after stage 1 (RAW_LATENCY: its value is the registered sum),
         # so its groups never enter the requantizers' stages.
         raw = job.kind == ResponseKind.EMIT_RAW
         stage_valid = Signal(depth)
-        stage_lane = [Signal(range(lanes), name=f"out_lane_d{i}") for i in range(depth)]
-        stage_size = [Signal(range(g + 1), name=f"out_size_d{i}") for i in range(depth)]
-        m.d.sync += [stage_valid.eq(Cat(issue, stage_valid[0], stage_valid[1] & ~raw,
-                                        stage_valid[2:-1])),
-                     stage_lane[0].eq(index), stage_size[0].eq(size)]
-        for i in range(1, depth):
-            m.d.sync += [stage_lane[i].eq(stage_lane[i - 1]), stage_size[i].eq(stage_size[i - 1])]
+        m.d.sync += stage_valid.eq(Cat(issue, stage_valid[0], stage_valid[1] & ~raw,
+                                       stage_valid[2:-1]))
         for requant in requants:
             m.d.comb += requant.i_valid.eq(stage_valid[1] & ~raw)
-        out_valid, out_lane, out_size = stage_valid[-1], stage_lane[-1], stage_size[-1]
+        out_valid = stage_valid[-1]
+        out_lane = Signal(range(lanes + 1))     # first lane of the group leaving the pipeline
+        out_size = Signal(range(g + 1))
+        group_size(out_size, out_lane)
+        with m.If(out_valid):
+            m.d.sync += out_lane.eq(out_lane + out_size)
         in_flight = Signal(range(depth + 1))
         m.d.comb += in_flight.eq(sum(stage_valid))
         # Room for one more group: every word in the FIFO or in flight has a place, a word
@@ -230,7 +243,7 @@ class OutputEngine(wiring.Component):
                 with m.Elif(ready & self.captured.full):
                     m.d.comb += [self.out.data.eq(head.status), self.out.en.eq(1),
                                  self.responses.ready.eq(1), self.idle.eq(0)]
-                    m.d.sync += [job.eq(head), index.eq(0)]
+                    m.d.sync += [job.eq(head), index.eq(0), out_lane.eq(0)]
                     m.next = "LANES"
             with m.State("LANES"):
                 with m.If(index != job.count):

@@ -7,7 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from pim_macro.hw.isa import Counter, MacroConfig
-from pim_macro.hw.counters import PerfCounters
+from pim_macro.hw.counters import PerfCounters, SNAPPED
 from pim_macro.hw.mac_array import MacArray
 from pim_macro.hw.requantizer import Requantizer
 from pim_macro.sw.models.requant import requantize
@@ -219,9 +219,13 @@ def test_mac_array_latency_and_clear(rows):
             f"row {cycle} should reach the accumulators {MacArray.LATENCY} cycles later")
 
 
-def test_counters_snapshot_and_clear():
-    dut = PerfCounters()
-    beats = 1 << Counter.BEATS_IN.value
+@pytest.mark.parametrize("snapped", ["default", "all"])
+def test_counters_snapshot_and_clear(snapped):
+    """A snapped counter (BEATS_OUT; with snapped=all BEATS_IN too) keeps counting while its
+    snapshot is read, and its clear keeps the clearing cycle's event."""
+    dut = PerfCounters() if snapped == "default" else PerfCounters(snapped=tuple(Counter))
+    counter = Counter.BEATS_OUT if snapped == "default" else Counter.BEATS_IN
+    beats = 1 << counter.value
 
     async def bench(ctx):
         ctx.set(dut.events, beats)
@@ -231,17 +235,63 @@ def test_counters_snapshot_and_clear():
         await ctx.tick()
         ctx.set(dut.snapshot, 0)
         ctx.set(dut.clear, 0)
-        ctx.set(dut.events, 0)
         assert ctx.get(dut.snap[Counter.CYCLES.value]) == 5, "5 cycles before the snapshot"
-        assert ctx.get(dut.snap[Counter.BEATS_IN.value]) == 5, "5 beats before the snapshot"
-        await ctx.tick().repeat(3)
+        assert ctx.get(dut.snap[counter.value]) == 5, "5 beats before the snapshot"
+        await ctx.tick()        # one more beat while the snapshot is read: not in it
+        assert ctx.get(dut.snap[counter.value]) == 5, "the snapshot holds still"
+        ctx.set(dut.events, 0)
+        await ctx.tick().repeat(2)
         ctx.set(dut.snapshot, 1)
         await ctx.tick()
-        # After the clear: the clearing cycle's own event, then 3 quiet cycles.
-        assert ctx.get(dut.snap[Counter.BEATS_IN.value]) == 1, "clear keeps its own cycle's beat"
+        # After the clear: the clearing cycle's own event and the next, then 2 quiet cycles.
+        assert ctx.get(dut.snap[counter.value]) == 2, "clear keeps its own cycle's beat"
         assert ctx.get(dut.snap[Counter.CYCLES.value]) == 4, "cycles restart at the clear"
 
     simulate(dut, bench)
+
+
+def test_quiet_counters_clear_when_released():
+    """A quiet counter (no snapshot register; no event from a snapshot until `release`) reads
+    its value as of the snapshot until `release`, and a clear takes effect with the release."""
+    assert Counter.MAC_ACTIVE not in SNAPPED
+    dut = PerfCounters()
+    mac, rows = Counter.MAC_ACTIVE.value, Counter.ROW_READS.value
+    seen = []
+
+    async def snapshot(ctx, clear):
+        ctx.set(dut.snapshot, 1)
+        ctx.set(dut.clear, clear)
+        await ctx.tick()
+        ctx.set(dut.snapshot, 0)
+        ctx.set(dut.clear, 0)
+        for _ in range(3):      # read while quiet: the values hold
+            seen.append((ctx.get(dut.snap[mac]), ctx.get(dut.snap[rows])))
+            await ctx.tick()
+        ctx.set(dut.release, 1)
+        await ctx.tick()
+        ctx.set(dut.release, 0)
+
+    async def bench(ctx):
+        ctx.set(dut.events, (1 << mac) | (1 << rows))
+        await ctx.tick().repeat(6)
+        ctx.set(dut.events, 0)
+        await snapshot(ctx, 1)                          # 6, 6, then cleared
+        ctx.set(dut.events, 1 << mac)
+        await ctx.tick().repeat(2)
+        ctx.set(dut.events, 0)
+        await snapshot(ctx, 0)                          # MAC_ACTIVE 2, ROW_READS 0
+        ctx.set(dut.events, 1 << rows)
+        await ctx.tick()
+        ctx.set(dut.events, 0)
+        await snapshot(ctx, 0)                          # not cleared: MAC_ACTIVE 2, ROW_READS 1
+        ctx.set(dut.release, 1)                         # a release with no clear pending
+        await ctx.tick()
+        ctx.set(dut.release, 0)
+        await snapshot(ctx, 1)                          # the same
+        await snapshot(ctx, 0)                          # cleared: 0, 0
+
+    simulate(dut, bench)
+    assert seen == ([(6, 6)] * 3 + [(2, 0)] * 3 + [(2, 1)] * 3 + [(2, 1)] * 3 + [(0, 0)] * 3)
 
 
 @pytest.mark.parametrize("kwargs,message", [
