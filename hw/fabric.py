@@ -79,8 +79,10 @@ ICE40_DUAL = Fabric(mac="ice40_dual", requant_passes=2)
 #: iCE40 UltraPlus with the weights in its four SB_SPRAM256KA (128 KB, 64 bits per cycle) instead
 #: of block RAM: otherwise :data:`ICE40_DUAL`.
 ICE40_SPRAM = replace(ICE40_DUAL, weight_memory="spram")
-#: ECP5 (one MULT18X18D per lane): every DSP to the lanes, the requantizers in logic.
-LOGIC_REQUANT = Fabric(soft_requant=True)
+#: ECP5 (one MULT18X18D per lane): every DSP to the lanes, the requantizers in logic, their 32x31
+#: multiply in two passes of 32x16 (1837 instead of 4947 LUT4 each, synthesized alone, with two
+#: more pipeline stages; 0.2 to 0.3 % more cycles on 28-lane GEMVs, from the cycle model).
+LOGIC_REQUANT = Fabric(soft_requant=True, requant_passes=2)
 
 FABRICS = {"portable": PORTABLE, "ice40_dual": ICE40_DUAL, "ice40_spram": ICE40_SPRAM,
            "logic_requant": LOGIC_REQUANT}
