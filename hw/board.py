@@ -120,13 +120,11 @@ BOARDS = {
         # partial products (its 32x31 multiply in two passes, hw/fabric.py).
         fabric=ICE40_DUAL, target_mhz=60.0,
         configs={
-            # Both architectures fit: 4 lanes (95 and 99 % of the logic cells with ISA v4's
-            # requantizer; 90 and 95 % before).
+            # Both architectures fit: 4 lanes (README, FPGA builds, for the cells each takes).
             "l4": MacroConfig(lanes=4, depth=512, act_depth=1024, bias_depth=64,
                               requantizers=1, bus_bits=16),
-            # The target, 8 lanes: the PIM macro took all but one of the 5280 logic cells with
-            # ISA v3's 32x16 requantizer; with v4's TFLite requantizer it needs 5535 and does not
-            # fit, nor does the baseline (README, FPGA builds).
+            # 8 lanes: at the edge of the 5280 logic cells (README, FPGA builds, for what
+            # fits: the registered dispatch decision took some 200 cells back).
             "l8": MacroConfig(lanes=8, depth=256, act_depth=1024, bias_depth=64,
                               requantizers=1, bus_bits=32),
             # The weights in the four SB_SPRAM256KA (ICE40_SPRAM): two sub-arrays of 4 lanes,
@@ -141,7 +139,7 @@ BOARDS = {
         },
         fabrics={"spram": ICE40_SPRAM},
         default="l4", small="l4", constraints_suffix="pcf",
-        notes="clock 12 MHz oscillator; LEDs: red = rx overrun, green = framing error"),
+        notes="clock: PLL from the 12 MHz oscillator; LEDs: red = rx overrun, green = framing error"),
     "ulx3s": Board(
         name="ulx3s", title="ULX3S (ECP5 LFE5U-25F-6BG381)",
         platform_module="amaranth_boards.ulx3s", platform_class="ULX3S_25F_Platform",
@@ -156,7 +154,7 @@ BOARDS = {
                                requantizers=1, bus_bits=32),
         },
         default="l28", small="l12", constraints_suffix="lpf",
-        notes="clock 25 MHz oscillator; LEDs: 0 = rx overrun, 1 = framing error, 7 = heartbeat"),
+        notes="clock: PLL from the 25 MHz oscillator; LEDs: 0 = rx overrun, 1 = framing error, 7 = heartbeat"),
 }
 
 
