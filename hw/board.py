@@ -43,10 +43,18 @@ BAUD_TOLERANCE = 0.02
 HEARTBEAT_HZ = 1.5
 
 
+def _check_baud(baud):
+    if isinstance(baud, bool) or not isinstance(baud, (int, float)) \
+            or not math.isfinite(baud) or baud <= 0:
+        raise ValueError(f"baud must be a positive number, not {baud!r}")
+
+
 def uart_divisor(clock_hz, baud=BAUD):
     """Clock cycles per UART bit at ``baud`` from a ``clock_hz`` clock: the nearest integer.
     Raises ``ValueError`` when it is below 4 (:func:`pim_macro.hw.uart.check_divisor`) or the
-    bit time it gives is more than :data:`BAUD_TOLERANCE` off ``baud``."""
+    bit time it gives is more than :data:`BAUD_TOLERANCE` off ``baud``, or ``baud`` is not a
+    positive number."""
+    _check_baud(baud)
     divisor = round(clock_hz / baud)
     if divisor < 4:
         raise ValueError(f"a {clock_hz / 1e6:g} MHz clock is too slow for {baud} baud "
@@ -177,10 +185,11 @@ class BoardTop(Elaboratable):
         # Checked before the object exists, so a rejected top leaves no unused object behind.
         # The divisor needs the platform's clock: it is checked at elaboration.
         check_bridge_args(config, arch=arch, rx_fifo_depth=rx_fifo_bytes)
+        _check_baud(baud)
         if clock_mhz is not None and (isinstance(clock_mhz, bool)
                                       or not isinstance(clock_mhz, (int, float))
-                                      or not clock_mhz > 0):
-            raise ValueError(f"clock_mhz must be a positive number of MHz or None, not "
+                                      or not math.isfinite(clock_mhz) or not clock_mhz > 0):
+            raise ValueError(f"clock_mhz must be a finite positive number of MHz or None, not "
                              f"{clock_mhz!r}")
         return super().__new__(cls, src_loc_at=1)
 

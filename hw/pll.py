@@ -55,6 +55,16 @@ ECP5_LIMITS = {"in": (8.0, 400.0), "pfd": (3.125, 400.0), "vco": (400.0, 800.0),
 POR_SECONDS = 15e-6
 
 
+def _frequency(what, value):
+    """``value`` as a frequency in MHz: a finite, positive real number (not a string or a
+    bool), else ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"the {what} frequency must be a finite positive number of MHz, "
+                         f"not {value!r}")
+    return value
+
+
 def _mhz(value):
     """An exact rational of a frequency in MHz (a float such as 12.0 or 25e6 / 1e6)."""
     return Fraction(value).limit_denominator(10**9)
@@ -62,9 +72,9 @@ def _mhz(value):
 
 def _ceiling(value):
     """The asked output as the solvers' upper bound: a PLL's own output given back as a float
-    (``f_out_mhz``) must reach that same output, so one part in 10**9 of float rounding is
-    allowed above it."""
-    return _mhz(value) * (1 + Fraction(1, 10**9))
+    (``f_out_mhz``) must reach that same output, so a few ulps of float rounding are allowed
+    above the float asked (``Fraction(value)`` is that float exactly), and no more."""
+    return Fraction(math.nextafter(math.nextafter(float(value), math.inf), math.inf))
 
 
 def _check_range(what, value, limits, family):
@@ -140,6 +150,7 @@ def ice40_pll(f_in_mhz, f_out_mhz):
     ``f_in_mhz`` MHz reference: an :class:`ICE40PLL`. Raises ``ValueError`` when the input is
     outside the PLL's range or no setting reaches an output between 16 MHz and ``f_out_mhz``."""
     lim = ICE40_LIMITS
+    _frequency("input", f_in_mhz), _frequency("output", f_out_mhz)
     _check_range("input", f_in_mhz, lim["in"], "iCE40")
     f_in, asked = _mhz(f_in_mhz), _ceiling(f_out_mhz)
     best, best_out = None, None
@@ -167,6 +178,7 @@ def ecp5_pll(f_in_mhz, f_out_mhz):
     ``f_in_mhz`` MHz reference: an :class:`ECP5PLL`. Raises ``ValueError`` when the input is
     outside the PLL's range or no setting reaches an output between 10 MHz and ``f_out_mhz``."""
     lim = ECP5_LIMITS
+    _frequency("input", f_in_mhz), _frequency("output", f_out_mhz)
     _check_range("input", f_in_mhz, lim["in"], "ECP5")
     f_in, asked = _mhz(f_in_mhz), _ceiling(f_out_mhz)
     best, best_key = None, None

@@ -69,6 +69,8 @@ class SPRAM(wiring.Component):
         # Checked before the object exists, so a rejected one leaves no unused object behind.
         if not isinstance(width, int) or width % 32 or width <= 0:
             raise ValueError(f"an SPRAM width must be a multiple of 32 bits, not {width!r}")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"an SPRAM depth must be a positive number of words, not {depth!r}")
         blocks = spram_blocks(width, depth)
         if blocks > SPRAM_BLOCKS:
             raise ValueError(f"a {width}-bit x {depth} memory needs {blocks} SB_SPRAM256KA "

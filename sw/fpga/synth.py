@@ -562,7 +562,9 @@ def main(argv=None):
             (CONSTRAINTS_DIR / filename).write_text(text)
             print(f"wrote constraints/{filename}")
         return 0
-    results, failures = [], []
+    # Every (board, configuration) and the clock on every board are checked before the first
+    # build: an error after an hour of builds would throw them away.
+    plan = []
     for board_name in args.board or list(BOARDS):
         board = BOARDS[board_name]
         names = args.config or (list(board.configs) if args.all_configs else [board.default])
@@ -571,26 +573,35 @@ def main(argv=None):
                 print(f"error: {board_name} has no configuration {config_name!r} "
                       f"(it has {', '.join(board.configs)})", file=sys.stderr)
                 return 2
-            for arch in args.arch or list(ARCHES):
-                print(f"[synth] {board_name} {arch} {config_name} ...", flush=True)
-                try:
-                    r = build(board_name, arch, config_name, clocked=not args.no_pll,
-                              clock_mhz=args.clock)
-                except (ToolMissing, ValueError) as exc:     # ValueError: --clock out of reach
-                    print(f"error: {exc}", file=sys.stderr)
-                    return 2
-                except RuntimeError as exc:
-                    first = re.sub(r" \(see [^)]*\)$", "", str(exc).splitlines()[0])
-                    print(f"[synth]   FAILED: {first}", flush=True)
-                    failures.append({"board": board_name, "arch": arch, "config": config_name,
-                                     "error": first})
-                    continue
-                util = ", ".join(f"{k} {_cell(v)}" for k, v in r.resources.items())
-                clock = _clock_cells(r).split(" | ")
-                print(f"[synth]   Fmax {r.fmax_min:.1f}/{r.fmax_median:.1f} MHz (min/median), "
-                      f"clock {clock[0]} MHz, met {clock[1]}, "
-                      f"{util}; {r.seconds:.0f} s -> {r.bitstream}", flush=True)
-                results.append(r)
+        if args.clock is not None:
+            try:
+                pll_for(board.platform(), args.clock)
+            except ValueError as exc:
+                print(f"error: --clock {args.clock:g}: {exc}", file=sys.stderr)
+                return 2
+        plan += [(board_name, config_name, arch) for config_name in names
+                 for arch in args.arch or list(ARCHES)]
+    results, failures = [], []
+    for board_name, config_name, arch in plan:
+        print(f"[synth] {board_name} {arch} {config_name} ...", flush=True)
+        try:
+            r = build(board_name, arch, config_name, clocked=not args.no_pll,
+                      clock_mhz=args.clock)
+        except (ToolMissing, ValueError) as exc:     # ValueError: --clock out of reach
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except RuntimeError as exc:
+            first = re.sub(r" \(see [^)]*\)$", "", str(exc).splitlines()[0])
+            print(f"[synth]   FAILED: {first}", flush=True)
+            failures.append({"board": board_name, "arch": arch, "config": config_name,
+                             "error": first})
+            continue
+        util = ", ".join(f"{k} {_cell(v)}" for k, v in r.resources.items())
+        clock = _clock_cells(r).split(" | ")
+        print(f"[synth]   Fmax {r.fmax_min:.1f}/{r.fmax_median:.1f} MHz (min/median), "
+              f"clock {clock[0]} MHz, met {clock[1]}, "
+              f"{util}; {r.seconds:.0f} s -> {r.bitstream}", flush=True)
+        results.append(r)
     print(write_report(results, failures))
     print(f"report: {REPORT_DIR / 'synth.md'}, {REPORT_DIR / 'synth.json'}")
     # A configuration beyond a board (the report shows why) is a finding; a board's default

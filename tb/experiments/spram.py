@@ -182,7 +182,7 @@ def main(argv=None):
     if not 0 < args.mhz < float("inf"):
         parser.error(f"--mhz must be a positive number of MHz, not {args.mhz}")
     from pim_macro.sw.compiler.tflite_import import load_tflite
-    path = find_models(args.models)[MODEL]
+    path = find_models(args.models, names=(MODEL,), prog="spram")[MODEL]
     graph = load_tflite(str(path))
     t = graph.tensors[graph.inputs[0]]
     x = np.random.default_rng(args.seed).integers(-128, 128, (1, *t.shape[1:])).astype(np.int8)

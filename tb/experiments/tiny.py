@@ -56,15 +56,15 @@ HOW_TO_GET = (
     "(Apache-2.0), put them in one folder and run `make tiny MODELS=<folder>`")
 
 
-def find_models(folder):
-    """``{file name: path}`` of the models in ``folder``; ``SystemExit`` (2) saying how to get
-    them when one is missing."""
+def find_models(folder, names=MODELS, prog="tiny"):
+    """``{file name: path}`` of the models ``names`` in ``folder``; ``SystemExit`` (2), as
+    ``prog``, saying how to get them when one is missing."""
     folder = Path(folder)
-    missing = [name for name in MODELS if not (folder / name).is_file()]
+    missing = [name for name in names if not (folder / name).is_file()]
     if missing:
-        raise SystemExit(f"tiny: error: {', '.join(missing)} not found in {folder}; "
-                         f"{HOW_TO_GET}")
-    return {name: folder / name for name in MODELS}
+        raise SystemExit(f"{prog}: error: {', '.join(missing)} not found in {folder}; "
+                         + HOW_TO_GET.replace("make tiny", f"make {prog}"))
+    return {name: folder / name for name in names}
 
 
 def fit_config(graph, base=MacroConfig()):
