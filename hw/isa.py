@@ -123,11 +123,13 @@ STREAM_BITS = 32
 #: Bytes in one stream word, as a byte-wide link (the UART bridge) carries it.
 WORD_BYTES = STREAM_BITS // 8
 #: Version of this instruction set, reported by ``STATUS``.
-ISA_VERSION = 4                 # 2: BUS_BEATS counter and BUS_BITS status word (baseline)
+ISA_VERSION = 5                 # 2: BUS_BEATS counter and BUS_BITS status word (baseline)
                                 # 3: REQUANTIZERS status word
                                 # 4: TFLite requantization: LOAD_QUANT, per-channel Q31
                                 #    multiplier and shift, zero point and clamp, both
                                 #    roundings (DOUBLE_ROUND replaces RELU)
+                                # 5: WEIGHT_WORDS counter (the energy model's SRAM writes and
+                                #    off-chip weight bytes)
 #: Accumulator width; sums wrap modulo ``2 ** ACC_BITS``.
 ACC_BITS = 32
 #: A channel's requantization multiplier ``M0`` is an unsigned integer of this many bits: Q31,
@@ -192,6 +194,9 @@ class Counter(enum.Enum):
     ``STALL_IN``    cycles the macro was ready for input that did not come.
     ``STALL_OUT``   cycles the macro offered output that was not taken.
     ``BUS_BEATS``   weight words that crossed the memory-to-ALU bus (baseline; 0 for PIM).
+    ``WEIGHT_WORDS`` 32-bit stream words written into the weight SRAM (``WRITE_WEIGHTS``
+                    payload words of commands that passed their checks): the SRAM writes, and
+                    the weight bytes fetched from off-chip (:mod:`pim_macro.sw.models.energy`).
     """
     CYCLES     = 0
     MAC_ACTIVE = 1
@@ -201,6 +206,7 @@ class Counter(enum.Enum):
     STALL_IN   = 5
     STALL_OUT  = 6
     BUS_BEATS  = 7
+    WEIGHT_WORDS = 8
 
 
 class StatusWord(enum.Enum):

@@ -251,6 +251,7 @@ class Macro(wiring.Component):
             events[Counter.STALL_IN.value].eq(~self.i_stream.valid & self.i_stream.ready),
             events[Counter.STALL_OUT.value].eq(self.o_stream.valid & ~self.o_stream.ready),
             events[Counter.BUS_BEATS.value].eq(engine.events.bus_beat),
+            events[Counter.WEIGHT_WORDS.value].eq(engine.write.en),
             counters.events.eq(events),
         ]
         # ---- The controller ----------------------------------------------------------------

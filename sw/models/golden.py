@@ -216,6 +216,7 @@ class GoldenMacro:
             row = arg["row"]
             raw = np.asarray(payload, dtype="<u4").view(np.int8)
             self.weights[row:row + count] = raw.reshape(count, c.rows_per_cycle, c.lanes)
+            self._count(Counter.WEIGHT_WORDS, len(payload))
             return []
 
         if op == Opcode.LOAD_ACT:

@@ -21,15 +21,16 @@ def matvec_cycles(n, config, arch):
     """CYCLES between READ_COUNTERS(clear) and READ_COUNTERS around one n-row MATVEC, worked
     out from the timing rules in hw/macro.py by hand:
 
-    clear dispatches at g; its 8 data words take g+1..g+8; the MATVEC header and argument take
-    g+9, g+10 and it dispatches at g+11; its rows are requested from g+12, one every B cycles
+    clear dispatches at g; its C = len(Counter) data words take g+1..g+C (C = 9 since ISA version
+    5); the MATVEC header and argument take g+C+1, g+C+2 and it dispatches at g+C+3; its rows are
+    requested from g+C+4, one every B cycles
     (B = 1 for PIM, beats per row for the baseline); the last one lands LATENCY after its
     request (1 for PIM, B + 1 for the baseline); the engine is idle MacArray.LATENCY cycles
-    after that (the MAC pipeline), and the READ_COUNTERS waiting in DISPATCH since g+10 goes
+    after that (the MAC pipeline), and the READ_COUNTERS waiting in DISPATCH since g+C+2 goes
     the cycle after (the controller acts on a verdict registered the cycle before)."""
     beats = 1 if arch == "pim" else config.beats_per_row
     latency = 1 if arch == "pim" else config.beats_per_row + 1
-    last_request = 12 + (n - 1) * beats
+    last_request = len(Counter) + 4 + (n - 1) * beats
     return last_request + latency + MacArray.LATENCY + 1
 
 
@@ -66,9 +67,9 @@ def test_rtl_matches_hand_worked_matvec(arch):
 
 def load_quant_cycles(n):
     """CYCLES around one LOAD_QUANT of n channels, by hand: as for the MATVEC it dispatches at
-    g+11, takes its 2n payload words in g+12 .. g+11+2n; the READ_COUNTERS header comes in
-    g+12+2n and it dispatches in the next cycle (its status word left long before)."""
-    return 13 + 2 * n
+    g+C+3, takes its 2n payload words in g+C+4 .. g+C+3+2n; the READ_COUNTERS header comes in
+    g+C+4+2n and it dispatches in the next cycle (its status word left long before)."""
+    return len(Counter) + 5 + 2 * n
 
 
 @pytest.mark.parametrize("n", [1, 3, 16])
