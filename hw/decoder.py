@@ -95,7 +95,7 @@ class CommandDecoder(wiring.Component):
     The checks run on what the latches will hold next cycle (the word being latched, or what is
     held), so their verdicts leave flip-flops in the same cycle as the command: a controller can
     act on them at once without a path from the latches through the checks. ``next_header``,
-    ``next_error``, ``next_barrier`` and ``next_*_span`` are those next-cycle values themselves
+    ``next_error``, ``next_barrier``, ``next_lo_span`` and ``next_hi_rows_span`` are those next-cycle values themselves
     (combinational on ``word`` and the latch strobes), for a controller that registers its own
     verdicts on the next command.
 
@@ -126,7 +126,6 @@ class CommandDecoder(wiring.Component):
             "hi_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
             "hi_rows_span": Out(Span(FIELD_BITS, span_end_bits(R))),
             "next_lo_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
-            "next_hi_span":      Out(Span(FIELD_BITS, span_end_bits(1))),
             "next_hi_rows_span": Out(Span(FIELD_BITS, span_end_bits(R))),
             "next_header":  Out(Header),
             "next_error":   Out(Error),
@@ -169,9 +168,11 @@ class CommandDecoder(wiring.Component):
         take = self.valid & (self.latch_header | self.latch_arg0 | self.latch_arg1)
         with m.If(take):
             m.d.sync += [header.eq(header_n), arg0.eq(arg0_n), args[1].eq(arg1_n)]
-        # One register per distinct end (with R = 1 the two high spans share theirs).
+        # One register per distinct end (with R = 1 the two high spans share theirs). The
+        # controller's registered hazard checks read the next low span (rows, activations) and
+        # the next high rows span (a write-back's activations): no next high span is needed.
         ports = [(self.lo_span, self.next_lo_span, 0, 1),
-                 (self.hi_span, self.next_hi_span, _HI, 1),
+                 (self.hi_span, None, _HI, 1),
                  (self.hi_rows_span, self.next_hi_rows_span, _HI, R)]
         ends, ends_n = {}, {}
         for span, _, offset, per in ports:
@@ -191,9 +192,10 @@ class CommandDecoder(wiring.Component):
                 m.d.sync += end.eq(ends_n[offset, per])
         for span, next_span, offset, per in ports:
             m.d.comb += [span.lo.eq(arg0[offset:offset + FIELD_BITS]),
-                         span.hi.eq(ends[offset, per]),
-                         next_span.lo.eq(arg0_n[offset:offset + FIELD_BITS]),
-                         next_span.hi.eq(ends_n[offset, per])]
+                         span.hi.eq(ends[offset, per])]
+            if next_span is not None:
+                m.d.comb += [next_span.lo.eq(arg0_n[offset:offset + FIELD_BITS]),
+                             next_span.hi.eq(ends_n[offset, per])]
 
         # ---- Checks (on the next command), each a list of conditions that must all hold -----
         hdr_n = Header(header_n)

@@ -33,8 +33,9 @@ Op = data.StructLayout({"capture": 1, "rows": Span(FIELD_BITS), "acts": Span(FIE
 # A queued operation as a slot holds it: ``last`` = ``count - 1`` (the index of its last row),
 # subtracted as it is queued, so that issuing a row compares the row index with a register
 # (an equality, a few LUT levels) instead of through a subtractor's carry chain.
-_Slot = data.StructLayout({"capture": 1, "rows": Span(FIELD_BITS), "acts": Span(FIELD_BITS),
-                           "last": COUNT_BITS, "first": 1})
+# Derived from Op's fields, so that the two cannot drift apart.
+_Slot = data.StructLayout({("last" if name == "count" else name): field.shape
+                           for name, field in Op})
 
 
 class CaptureSignature(wiring.Signature):

@@ -145,14 +145,20 @@ class ECP5PLL:
         return int(ns_phase * (vco * 1e6))
 
 
+def _inputs(f_in_mhz, f_out_mhz, limits, family):
+    """Both solvers' checks of their arguments: ``(f_in, asked)``, the reference as an exact
+    rational and the highest output allowed, or ``ValueError``."""
+    _frequency("input", f_in_mhz), _frequency("output", f_out_mhz)
+    _check_range("input", f_in_mhz, limits["in"], family)
+    return _mhz(f_in_mhz), _ceiling(f_out_mhz)
+
+
 def ice40_pll(f_in_mhz, f_out_mhz):
     """The iCE40 PLL setting whose output is the highest not above ``f_out_mhz`` MHz, from an
     ``f_in_mhz`` MHz reference: an :class:`ICE40PLL`. Raises ``ValueError`` when the input is
     outside the PLL's range or no setting reaches an output between 16 MHz and ``f_out_mhz``."""
     lim = ICE40_LIMITS
-    _frequency("input", f_in_mhz), _frequency("output", f_out_mhz)
-    _check_range("input", f_in_mhz, lim["in"], "iCE40")
-    f_in, asked = _mhz(f_in_mhz), _ceiling(f_out_mhz)
+    f_in, asked = _inputs(f_in_mhz, f_out_mhz, lim, "iCE40")
     best, best_out = None, None
     for divr in range(16):
         pfd = f_in / (divr + 1)
@@ -178,9 +184,7 @@ def ecp5_pll(f_in_mhz, f_out_mhz):
     ``f_in_mhz`` MHz reference: an :class:`ECP5PLL`. Raises ``ValueError`` when the input is
     outside the PLL's range or no setting reaches an output between 10 MHz and ``f_out_mhz``."""
     lim = ECP5_LIMITS
-    _frequency("input", f_in_mhz), _frequency("output", f_out_mhz)
-    _check_range("input", f_in_mhz, lim["in"], "ECP5")
-    f_in, asked = _mhz(f_in_mhz), _ceiling(f_out_mhz)
+    f_in, asked = _inputs(f_in_mhz, f_out_mhz, lim, "ECP5")
     best, best_key = None, None
     for clki_div in range(1, 129):
         pfd = f_in / clki_div
