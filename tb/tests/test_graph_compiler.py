@@ -10,7 +10,7 @@ reloads, R = 2 and 4. Every macro op's output is compared, not only the graph's.
 import numpy as np
 import pytest
 
-from pim_macro.hw.isa import MacroConfig
+from pim_macro.hw.isa import Counter, MacroConfig
 from pim_macro.sw.compiler.graph import (Conv2D, DepthwiseConv2D, FullyConnected, Graph, MacroOp,
                                          Tensor)
 from pim_macro.sw.compiler.graph_compiler import compile_graph, run_graph
@@ -458,10 +458,10 @@ def test_decode_rejects_failed_or_short_answers():
     bad[at] = pack(Status, opcode=bad[at] & 0xFF, error=Error.BAD_ADDRESS, count=0)
     with pytest.raises(RuntimeError, match=f"command {k} .MATVEC.*BAD_ADDRESS"):
         program.decode(segment, bad)
-    with pytest.raises(RuntimeError, match="announces 8 words, 5 follow"):
+    with pytest.raises(RuntimeError, match=f"announces {len(Counter)} words, {len(Counter) - 3} follow"):
         program.decode(segment, out[:-3])
     with pytest.raises(RuntimeError, match="answered .* of"):
-        program.decode(segment, out[:-9])
+        program.decode(segment, out[:-(len(Counter) + 1)])
     with pytest.raises(RuntimeError, match="more than"):
         program.decode(segment, out + [0])
 
