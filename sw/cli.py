@@ -8,12 +8,23 @@ model, the exact cycle model or the RTL, of the PIM macro or the Von Neumann bas
               [--act-max HI] [--double-rounding]]
              [--sim golden|model|icarus|verilator|board [--port /dev/ttyUSB0]]
              [--arch pim|baseline] [--preloaded]
-             [--out Y.npy] [--json] [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
+             [--out Y.npy] [--json] [--energy-table 45nm|7nm|T.toml]
+             [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
 
 ``pim infer --model M.npz --input X.npy [--labels L.npy]`` runs a quantized network (the same
 run options), ``pim quantize`` makes one from a float model. ``pim infer --model M.tflite``
 runs an int8 TFLite model (:mod:`pim_macro.sw.compiler.graph_compiler`): X int8 ``(B, *the
 model's input shape without its batch)``, Y the model's outputs, batch first.
+
+With ``--json`` both commands report the energy of the run's counters (the RTL's, the cycle
+model's or the golden model's: those the JSON's ``counters`` hold), priced by
+:func:`pim_macro.sw.models.energy.energy` with the table of ``--energy-table`` (a name in
+:data:`~pim_macro.sw.models.energy.TABLES` or a TOML file; default ``45nm``; read before anything
+runs): ``energy`` per inference (the run's divided over the batch: pJ by kind, bytes by level,
+see :meth:`~pim_macro.sw.models.energy.Energy.as_dict`) and ``energy_run`` for the whole run
+when it differs. For a ``.tflite`` model they are the macro's part only (``energy_note`` says so
+when the graph has host ops): ``energy`` the inferences' segments, ``energy_setup`` the one-time
+set-up (the resident weights), ``energy_run`` both; its text form gains an ``energy:`` line.
 
 ``pim run`` plays a command stream written by hand (or by any tool) and decodes the answers::
 

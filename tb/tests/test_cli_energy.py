@@ -49,7 +49,8 @@ def gemv_files(tmp_path):
 #: 32-bit add's 0.1 -> 0.03 pJ), pJ per DRAM byte, um^2 per SRAM bit cell.
 HAND_TABLES = {
     "45nm": dict(mac=0.3, sram64=10.0, wire=0.121, reg=1 / 32, dram=1300 / 8, cell=0.346),
-    "7nm": dict(mac=0.1, sram64=7.5, wire=0.078, reg=1 / 32 * 0.03 / 0.1, dram=1300 / 8, cell=0.027),
+    "7nm": dict(mac=0.1, sram64=7.5, wire=0.078, reg=1 / 32 * 0.03 / 0.1, dram=1300 / 8,
+                cell=0.027),
 }
 
 
@@ -260,7 +261,8 @@ def _bad_tables(tmp_path):
         "directory": (tmp_path, "is a directory"),
         "empty name": ("", "is empty"),
         "not TOML": ("x = [\n", "energy table"),
-        "no section": (text.replace("[dram_read]", "[dram_reads]"), r"missing section \[dram_read\]"),
+        "no section": (text.replace("[dram_read]", "[dram_reads]"),
+                       r"missing section \[dram_read\]"),
         "no value": (text.replace("\npj = 0.3\n", "\nenergy = 0.3\n"), r"\[mac_int8\] has no pj"),
         "zero": (text.replace("\npj = 0.3\n", "\npj = 0\n"), "must be a positive number"),
         "negative": (text.replace("um2 = 0.346", "um2 = -0.346"), "must be a positive number"),
