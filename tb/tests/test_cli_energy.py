@@ -302,3 +302,26 @@ def test_bad_energy_table(capsys, tmp_path, monkeypatch, gemv_files, network, co
         assert code == 2 and out == "", f"{name}: exit {code}, stdout {out!r}"
         assert err.count("\n") == 1 and err.startswith("pim: error: "), f"{name}: {err!r}"
         assert re.search(message, err), f"{name}: the error should say {message!r}: {err!r}"
+
+
+@pytest.mark.parametrize("arch", ["pim", "baseline"])
+def test_graph_result_counters_are_the_segments_sums(tmp_path, arch):
+    """``GraphResult.counters`` (what the .tflite energy prices) against the per-op statistics
+    and stream words run_graph already kept: MAC cycles, rows and bus beats summed over the
+    ops; stream words by kind less what the counters cannot see of their own reads (each
+    segment's clearing READ_COUNTERS header, counted before it clears, and its last
+    READ_COUNTERS's answer, 1 status + 9 counters, sent after the snapshot)."""
+    from pim_macro.sw.compiler.graph_compiler import run_graph
+    from pim_macro.sw.compiler.tflite_import import load_tflite
+    model, x = _tflite_model(tmp_path)
+    result = run_graph(load_tflite(model), np.load(x), MacroConfig(), sim="model", arch=arch)
+    macro = [s for s in result.ops if s.kind == "macro"]
+    segments = len(macro) * result.batch
+    for name in ("cycles", "mac_active", "row_reads", "bus_beats"):
+        assert result.counters[name] == sum(getattr(s, name) for s in macro), name
+    assert result.counters["beats_in"] == sum(result.words_in.values()) - segments
+    assert result.counters["beats_out"] == sum(result.words_out.values()) - 10 * segments
+    assert (result.counters["bus_beats"] > 0) == (arch == "baseline")
+    assert result.counters["weight_words"] == 0 and \
+        result.setup_counters["weight_words"] == result.weight_rows * 8 // 4
+    assert result.setup_counters["beats_in"] == sum(result.setup_words_in.values()) - 1
