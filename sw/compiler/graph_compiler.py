@@ -647,9 +647,9 @@ class GraphResult:
     channels); ``ops``: an :class:`OpStats` per graph op; ``words_in``/``words_out``: stream
     words of the inferences by kind (set-up apart: ``setup_words_in``); ``weights_resident``,
     ``channels_resident``, ``passes`` (per inference), ``weight_rows``, ``macs`` (per sample),
-    ``im2col`` (the program's option); ``counters``: every counter (lower-case names) summed
-    over the inferences' segments, ``setup_counters`` the set-up segment's (empty without
-    one): what :func:`pim_macro.sw.models.energy.energy` prices."""
+    ``im2col`` (the program's option); ``counters``: every counter (by lower-case name) summed
+    over the inferences' segments, the batch's, set-up apart (``setup_counters``): what
+    :func:`pim_macro.sw.models.energy.energy` prices."""
     sim: str
     arch: str
     config: MacroConfig
@@ -832,11 +832,11 @@ def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpress
                 _add(st.words_out, out_kinds)
                 _add(words_in, segment.words_in)
                 _add(words_out, out_kinds)
-                _add(run_counters, counters)
                 if op.input in producers and not isinstance(producers[op.input], MacroOp):
                     st.host_traffic += segment.words_in["activations"]
                 if any(not isinstance(c, MacroOp) for c in consumers.get(op.output, [])):
                     st.host_traffic += out_kinds["results"]
+                _add(run_counters, counters)
                 total += counters["cycles"]
             cycles.append(total)
             for k, i in enumerate(graph.outputs):
