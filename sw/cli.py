@@ -618,7 +618,7 @@ def _energy_json(counters, config, arch, table, inferences, setup=None):
 def _joules(pj):
     """``pj`` picojoules as a short text in the unit that suits it (pJ, nJ, uJ, mJ, J)."""
     for unit, scale in (("J", 1e12), ("mJ", 1e9), ("uJ", 1e6), ("nJ", 1e3)):
-        if pj >= scale:
+        if pj >= scale * 0.9995:            # 999.7 pJ is "1 nJ", not "1e+03 pJ"
             return f"{pj / scale:.3g} {unit}"
     return f"{pj:.3g} pJ"
 

@@ -325,3 +325,11 @@ def test_graph_result_counters_are_the_segments_sums(tmp_path, arch):
     assert result.counters["weight_words"] == 0 and \
         result.setup_counters["weight_words"] == result.weight_rows * 8 // 4
     assert result.setup_counters["beats_in"] == sum(result.setup_words_in.values()) - 1
+
+
+@pytest.mark.parametrize("pj, text", [(0, "0 pJ"), (12.34, "12.3 pJ"), (999.4, "999 pJ"),
+                                      (999.7, "1 nJ"), (14620, "14.6 nJ"), (4.4e7, "44 uJ"),
+                                      (2.5e9, "2.5 mJ"), (2e12, "2 J")])
+def test_text_form_units(pj, text):
+    """The energy line's unit: three digits, never ``1e+03 pJ``."""
+    assert cli._joules(pj) == text
