@@ -8,12 +8,23 @@ model, the exact cycle model or the RTL, of the PIM macro or the Von Neumann bas
               [--act-max HI] [--double-rounding]]
              [--sim golden|model|icarus|verilator|board [--port /dev/ttyUSB0]]
              [--arch pim|baseline] [--preloaded]
-             [--out Y.npy] [--json] [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
+             [--out Y.npy] [--json] [--energy-table 45nm|7nm|T.toml]
+             [--lanes 8] [--rows-per-cycle 1] [--bus-bits 32] ...
 
 ``pim infer --model M.npz --input X.npy [--labels L.npy]`` runs a quantized network (the same
 run options), ``pim quantize`` makes one from a float model. ``pim infer --model M.tflite``
 runs an int8 TFLite model (:mod:`pim_macro.sw.compiler.graph_compiler`): X int8 ``(B, *the
 model's input shape without its batch)``, Y the model's outputs, batch first.
+
+With ``--json`` both commands report the energy of the run's counters (the RTL's, the cycle
+model's or the golden model's: those the JSON's ``counters`` hold), priced by
+:func:`pim_macro.sw.models.energy.energy` with the table of ``--energy-table`` (a name in
+:data:`~pim_macro.sw.models.energy.TABLES` or a TOML file; default ``45nm``; read before anything
+runs): ``energy`` per inference (the run's divided over the batch: pJ by kind, bytes by level,
+see :meth:`~pim_macro.sw.models.energy.Energy.as_dict`) and ``energy_run`` for the whole run
+when it differs. For a ``.tflite`` model they are the macro's part only (``energy_note`` says so
+when the graph has host ops): ``energy`` the inferences' segments, ``energy_setup`` the one-time
+set-up (the resident weights), ``energy_run`` both; its text form gains an ``energy:`` line.
 
 ``pim run`` plays a command stream written by hand (or by any tool) and decodes the answers::
 
@@ -76,6 +87,8 @@ from pim_macro.sw.compiler.compiler import run_network
 from pim_macro.sw.compiler.gemv import SIMS, run_gemv
 from pim_macro.sw.compiler.network import load_network, save_network
 from pim_macro.sw.files import FileError, open_input, read_array, shown
+from pim_macro.sw.models.energy import (DEFAULT_TABLE, KINDS, TABLES, EnergyTableError, energy,
+                                        load_table)
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.board_link import BoardMissing
 from pim_macro.sw.runtime.driver import StreamRun, run_stream
@@ -289,8 +302,13 @@ def _run_options(command, *, results=True):
                                   "the old one); a device or pipe (/dev/stdout) is written in "
                                   "place")
         command.add_argument("--json", action="store_true",
-                             help="print one JSON object (config, shape, counters, and Y unless "
-                                  "--out)")
+                             help="print one JSON object (config, shape, counters, energy, and "
+                                  "Y unless --out)")
+        command.add_argument("--energy-table", default=DEFAULT_TABLE, metavar="NAME|PATH",
+                             help="per-event energy table that prices the run's counters in "
+                                  f"the JSON's energy: {', '.join(TABLES)}, or the path of a "
+                                  "TOML file in their format (sw/models/energy_tables/; checked "
+                                  f"before the run; default: {DEFAULT_TABLE})")
     else:
         command.add_argument("--json", action="store_true",
                              help="print one JSON object (config, words in and out, responses, "
@@ -546,6 +564,81 @@ def _integer_or_array(value, option):
     return array
 
 
+#: The largest energy table file read (bytes): the shipped ones are about 3 KB.
+_TABLE_BYTES_MAX = 1 << 20
+
+
+def _energy_table(args):
+    """The :class:`~pim_macro.sw.models.energy.EnergyTable` of ``--energy-table``, read before
+    anything runs: a missing or malformed table (no such file, bad TOML, an entry missing or not
+    a positive number) is a one-line error, exit 2. A path must name a regular file of at most
+    :data:`_TABLE_BYTES_MAX` bytes (a pipe or a device would never end)."""
+    source = args.energy_table
+    names = ", ".join(TABLES)
+    if source == "":
+        raise _Error(f"--energy-table is empty; give a table name ({names}) or a TOML file")
+    if source not in TABLES:
+        try:
+            st = os.stat(source)
+        except OSError:
+            st = None               # load_table names what is wrong (no such file, ...)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise _Error(f"--energy-table {shown(source, 200)} is {what}; give a table name "
+                         f"({names}) or a TOML file")
+        if st is not None and st.st_size > _TABLE_BYTES_MAX:
+            raise _Error(f"--energy-table {shown(source, 200)} is {st.st_size} bytes; an energy "
+                         f"table is a small TOML file (at most {_TABLE_BYTES_MAX} bytes)")
+    try:
+        return load_table(source)
+    except EnergyTableError as exc:
+        raise _Error(str(exc)) from None
+
+
+def _energy_json(counters, config, arch, table, inferences, setup=None):
+    """The JSON's energy entries of a run whose counters are ``counters`` (for ``inferences``
+    inferences) and, for a .tflite model, ``setup`` (the one-time set-up segment's counters):
+    ``energy``, :meth:`~pim_macro.sw.models.energy.Energy.as_dict` of the inferences' energy
+    divided over ``inferences`` (pJ and bytes per inference); ``energy_setup`` (with ``setup``),
+    the set-up's, once; ``energy_run``, the whole run's (set-up included), only when it differs
+    from ``energy`` (more than one inference, or a set-up). All through
+    :func:`~pim_macro.sw.models.energy.energy`, the one place energy is computed."""
+    run = energy(counters, config, arch, table)
+    report = {"energy": run.per(inferences).as_dict()}
+    if setup is not None:
+        report["energy_setup"] = energy(setup, config, arch, table).as_dict()
+        whole = {name: counters.get(name, 0) + setup.get(name, 0)
+                 for name in set(counters) | set(setup)}
+        report["energy_run"] = energy(whole, config, arch, table).as_dict()
+    elif inferences > 1:
+        report["energy_run"] = run.as_dict()
+    return report
+
+
+def _joules(pj):
+    """``pj`` picojoules as a short text in the unit that suits it (pJ, nJ, uJ, mJ, J)."""
+    for unit, scale in (("J", 1e12), ("mJ", 1e9), ("uJ", 1e6), ("nJ", 1e3)):
+        if pj >= scale * 0.9995:            # 999.7 pJ is "1 nJ", not "1e+03 pJ"
+            return f"{pj / scale:.3g} {unit}"
+    return f"{pj:.3g} pJ"
+
+
+def _energy_line(per_inference, setup=None):
+    """The text form's energy line: the energy per inference, its three largest kinds with
+    their shares, the table, and the one-time set-up's energy (``setup``) when there is one."""
+    total = per_inference.total_pj
+    kinds = sorted((k for k in KINDS if per_inference.pj[k] > 0),
+                   key=lambda k: -per_inference.pj[k])[:3]
+    shares = ", ".join(f"{k} {per_inference.pj[k] / total:.0%}" for k in kinds)
+    line = f"energy: {_joules(total)} per inference"
+    if shares:
+        line += f" ({shares})"
+    line += f", {per_inference.table} table"
+    if setup is not None and setup.total_pj > 0:
+        line += f"; set-up {_joules(setup.total_pj)} once"
+    return line
+
+
 def _gemv(args):
     if args.old_mult is not None:
         raise _Error("--mult is gone (ISA version 4): give --multiplier M0 --shift S, TFLite's "
@@ -562,6 +655,7 @@ def _gemv(args):
                      "--multiplier and --shift")
     config = _config(args)
     _check_out(args.out, json_output=args.json, inputs=args)
+    table = _energy_table(args)
     weights = _load(args.weights, "weights")
     inputs = _load(args.input, "input")
     bias = None if args.bias is None else _load(args.bias, "bias")
@@ -592,6 +686,7 @@ def _gemv(args):
             "macs": result.macs,
             "utilization": result.utilization,
             "counters": result.counters,
+            **_energy_json(result.counters, config, result.arch, table, int(batch)),
         }, args, y)
     elif args.out is None:
         print(y)
@@ -611,6 +706,7 @@ def _infer(args):
         raise _Error("--im2col is for .tflite models")
     config = _config(args)
     _check_outs(args)
+    table = _energy_table(args)
     network = _load_network(args.model)
     inputs = _load(args.input, "input")
     labels = None
@@ -641,6 +737,7 @@ def _infer(args):
             "weight_loads": program.weight_loads, "preloaded": args.preloaded,
             "cycles": result.counters["cycles"], "macs": program.macs,
             "utilization": result.utilization, "counters": result.counters,
+            **_energy_json(result.counters, config, result.arch, table, int(batch)),
             "accuracy": accuracy, **_predictions_json(args, network.classes),
         }, args, result.y)
     else:
@@ -673,6 +770,7 @@ def _infer_tflite(args):
     from pim_macro.sw.compiler.graph_compiler import run_graph
     config = _config(args)
     _check_outs(args)
+    table = _energy_table(args)
     if args.preloaded:
         raise _Error("--preloaded is for .npz networks; a .tflite model's resident weights are "
                      "always written once before the first inference (setup_cycles)")
@@ -718,6 +816,13 @@ def _infer_tflite(args):
         result = run_graph(graph, inputs, config, sim=args.sim, arch=args.arch,
                            port=args.port, im2col=args.im2col, **_stalls(args))
     y = to_user_layout(graph, result.outputs[0])
+    energy_report = _energy_json(result.counters, config, result.arch, table, result.batch,
+                                 setup=result.setup_counters or None)
+    host_ops = sum(s.kind == "host" for s in result.ops)
+    if host_ops:
+        energy_report["energy_note"] = (
+            f"the macro's events only: the {_count(host_ops, 'host op')} (run in numpy on the "
+            f"host) and the host's memory traffic are not counted")
     if args.out is not None:
         _save_array(args.out, y)
     # A float output (a DEQUANTIZE at the end) has zero point 0: its sign is the logit's.
@@ -725,6 +830,7 @@ def _infer_tflite(args):
     accuracy = _predictions(args, y, classes, zero_point, labels)
     if args.json:
         report = result.report()
+        report.update(energy_report)
         report["model"] = str(args.model)
         report["accuracy"] = accuracy
         report.update(_predictions_json(args, classes))
@@ -737,6 +843,11 @@ def _infer_tflite(args):
         cycles = (f"{int(np.mean(result.cycles))} cycles per inference ({args.arch})"
                   if args.sim != "golden" else "no cycles on golden")
         print(f"{result.batch} samples, {result.macs} MACs per inference, {cycles}; {fit}")
+        per_inference = energy(result.counters, config, result.arch, table).per(result.batch)
+        setup = energy(result.setup_counters, config, result.arch, table)
+        print(_energy_line(per_inference, setup) +
+              (f"; macro ops only, {_count(host_ops, 'host op')} not counted" if host_ops
+               else ""))
         if accuracy is not None:
             _print_accuracy(accuracy, result.batch)
     return EXIT_OK

@@ -270,6 +270,10 @@ def test_model_predicts_the_rtl_via_cli(files, arch):
         reports[sim] = json.loads(result.stdout)
     model, rtl = reports["model"], reports["verilator"]
     assert model.pop("sim") == "model" and rtl.pop("sim") == "verilator"
+    # the energy (issue 15) of the RTL's counters is the cycle model's, per inference and run
+    assert rtl["energy"]["total_pj"] > 0 and rtl["energy_run"]["total_pj"] > 0
+    assert (model["energy"], model["energy_run"]) == (rtl["energy"], rtl["energy_run"]), \
+        f"{arch}: the energy of the RTL's counters should be the cycle model's"
     assert model == rtl, f"{arch}: the cycle model should predict the RTL exactly"
     assert rtl["arch"] == arch and rtl["cycles"] > 0
     assert rtl["config"] == {"lanes": 4, "rows_per_cycle": 2, "depth": 64, "act_depth": 1024,
