@@ -20,11 +20,44 @@ the terms that dominate at that scale, from the same timing rules:
 
 Activations are assumed to stay on chip or to stream in without stalling the lanes. The tests
 check the estimate against the exact model on networks the compiler can compile.
+
+**Counts** (:attr:`Estimate.counters`, for :func:`pim_macro.sw.models.energy.energy`), from the
+same terms, for the whole batch, as the compiler's program in steady state (``preloaded``)
+makes the macro count them:
+
+* ``MAC_ACTIVE`` = ``ROW_READS``: every output tile of every position of every sample reads its
+  ``ceil(K / R)`` rows, one MAC cycle each; ``BUS_BEATS``: the baseline's ``beats_per_row`` per
+  row (0 on the PIM macro, which has no bus);
+* ``WEIGHT_WORDS``: the stored weight rows' stream words, once per reload (0 when they fit);
+* ``BEATS_IN``: those weight words, the channels' words when they are reloaded too, every
+  sample's input as the compiler loads it (a dense layer's vector; a convolution's im2col
+  patches, each padded to whole words), and the command words: a ``MATVEC`` per tile and position,
+  its ``WRITEBACK`` s (below) or ``EMIT_INT8``, a ``LOAD_ACT`` per sample, a
+  ``WRITE_WEIGHTS`` (and ``LOAD_BIAS``, ``LOAD_QUANT``) per pass and reload, the closing
+  ``READ_COUNTERS``;
+* ``BEATS_OUT``: a status word per command counted above, the last layer's int8 outputs (four
+  per word, per tile and position) and the ``READ_COUNTERS`` answer.
+
+What the counts leave out (so ``BEATS_IN`` and ``BEATS_OUT`` are lower bounds, the others are
+exact for layers whose tiles fit the SRAM): a convolution feeding a convolution writes each
+output position back into every im2col patch that holds it (up to ``kh x kw`` ``WRITEBACK`` s);
+that is counted exactly when the next layer in ``layers`` takes exactly this one's output
+(channels and size), else as one ``WRITEBACK`` per position (a pooling or a branch between them,
+which the compiler does not do on chip); passes are taken as ``ceil(stored rows / depth)`` (or ``ceil(channels /
+bias_depth)`` when the channels are reloaded), while the compiler's tile-by-tile packing may need
+more; activations between layers stay on chip and cost no stream
+word; a tile taller than the SRAM is streamed by the compiler once per sample and position,
+here once per reload like the rest. :attr:`Estimate.reload_counters` is the part of
+``counters`` that reloading the spilled weights adds: their ``WEIGHT_WORDS``, and the stream
+words in (weights, channels, their commands) and out (those commands' status words).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from pim_macro.hw.isa import WORD_BYTES, MacroConfig, Opcode, payload_words
+from pim_macro.hw.isa import (
+    INT8_PER_WORD, WORD_BYTES, Counter, MacroConfig, Opcode, arg_words, payload_words,
+    response_words,
+)
 from pim_macro.hw.weight_store import weight_store_for
 from pim_macro.hw.output_engine import ResponseKind, groups
 from pim_macro.sw.models.cycle_model import EMIT_OVERHEAD_CYCLES, STATUS_ONLY_CYCLES
@@ -51,6 +84,12 @@ class Estimate:
     reloaded_bytes: int      # weight (and channel) bytes streamed in for the batch (0: it fits)
     compute_cycles: int
     reload_cycles: int
+    #: Counts of the batch by :class:`pim_macro.hw.isa.Counter` name (``MAC_ACTIVE``,
+    #: ``ROW_READS``, ``BUS_BEATS``, ``WEIGHT_WORDS``, ``BEATS_IN``, ``BEATS_OUT``; see the
+    #: module docstring for what they leave out), for :func:`pim_macro.sw.models.energy.energy`.
+    counters: dict = field(default_factory=dict)
+    #: The part of ``counters`` due to reloading weights that do not fit (all 0 when they fit).
+    reload_counters: dict = field(default_factory=dict)
 
     @property
     def cycles(self):
@@ -62,20 +101,54 @@ def _rows(layer, config):
     return tiles, -(-layer.rows_k // config.rows_per_cycle)
 
 
+def _taps(size, out, k, stride, pad):
+    """Kernel taps, over all ``out`` output positions of one dimension, that fall inside an input
+    of ``size`` (not on padding)."""
+    return sum(1 for o in range(out) for d in range(k) if 0 <= o * stride - pad + d < size)
+
+
+def _results_per_tile(layer, consumer):
+    """Result commands (``WRITEBACK`` or ``EMIT_INT8``) one output tile of ``layer`` costs per
+    sample: one per output position, except that a convolution feeding a convolution that takes
+    exactly its output writes each position into every im2col patch of the consumer that holds
+    it (on-chip im2col, as the compiler does): the consumer's in-bounds taps."""
+    if (consumer is not None and layer.kind == consumer.kind == "conv"
+            and (consumer.in_ch, consumer.in_h, consumer.in_w)
+            == (layer.out_ch, layer.out_h, layer.out_w)):
+        return (_taps(consumer.in_h, consumer.out_h, consumer.kh, consumer.stride, consumer.pad)
+                * _taps(consumer.in_w, consumer.out_w, consumer.kw, consumer.stride,
+                        consumer.pad))
+    return layer.positions
+
+
+def _command_words(opcode):
+    """Stream words of a command without payload: its header and its argument words."""
+    return 1 + arg_words(opcode)
+
+
 def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk=1):
-    """Cycles of ``batch`` inferences of ``layers`` (a list of
-    :class:`pim_macro.sw.models.zoo.LayerShape`) on ``arch`` of ``config``; spilled weights are
-    reloaded once per ``chunk`` samples (as many as the activation buffer holds), at ``bandwidth``
-    bytes per cycle."""
+    """Cycles and event counts of ``batch`` inferences of ``layers`` (a list of
+    :class:`pim_macro.sw.models.zoo.LayerShape`, in execution order: the last one emits the
+    outputs) on ``arch`` of ``config``; spilled weights are reloaded once per ``chunk`` samples
+    (as many as the activation buffer holds), at ``bandwidth`` bytes per cycle. Raises
+    ``ValueError`` for a non-positive ``bandwidth``, ``batch`` or ``chunk`` or an empty
+    ``layers``."""
     if bandwidth <= 0:
         raise ValueError(f"bandwidth must be positive, not {bandwidth}")
     if batch < 1 or chunk < 1:
         raise ValueError("batch and chunk must be at least 1")
+    if not layers:
+        raise ValueError("layers must hold at least one layer")
     interval = weight_store_for(arch).timing(config).interval
     stored_rows = compute = 0
-    for layer in layers:
+    rows_read = tile_positions = writebacks = 0       # per sample
+    for i, layer in enumerate(layers):
         tiles, rows = _rows(layer, config)
         stored_rows += tiles * rows
+        rows_read += layer.positions * tiles * rows
+        tile_positions += layer.positions * tiles
+        if i + 1 < len(layers):
+            writebacks += tiles * _results_per_tile(layer, layers[i + 1])
         for tile in range(tiles):
             outputs = min(config.lanes, layer.out_ch - tile * config.lanes)
             emit = (groups(ResponseKind.WRITEBACK, outputs, 0, config.requantizers)
@@ -85,16 +158,64 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
     fits = stored_rows <= config.depth
     stored = stored_rows * config.row_bytes
     channels = sum(layer.out_ch for layer in layers)
-    per_reload = stored
-    if channels > config.bias_depth:        # the channels are reloaded with the weights
-        per_reload += channels * WORD_BYTES * sum(
-            payload_words(op, 1, config) for op in (Opcode.LOAD_BIAS, Opcode.LOAD_QUANT))
-    reloaded = 0 if fits else per_reload * -(-batch // chunk)
+    channels_reload = channels > config.bias_depth      # reloaded with the weights
+    # A pass holds at most `depth` rows and, when the channels are reloaded, `bias_depth`
+    # channels (the compiler's tile-by-tile packing may need more: a lower bound).
+    passes = max(-(-stored_rows // config.depth),
+                 -(-channels // config.bias_depth) if channels_reload and not fits else 1)
+    channel_words = sum(payload_words(op, channels, config)
+                        for op in (Opcode.LOAD_BIAS, Opcode.LOAD_QUANT)) if channels_reload else 0
+    per_reload = stored + channel_words * WORD_BYTES
+    reloads = 0 if fits else -(-batch // chunk)
+    reloaded = per_reload * reloads
+
+    # -- counts (see the module docstring) --------------------------------------------------
+    weight_words = reloads * payload_words(Opcode.WRITE_WEIGHTS, stored_rows, config)
+    reload_commands = passes * (1 + 2 * channels_reload)      # per reload
+    reload_in = reloads * (channel_words + passes * (
+        _command_words(Opcode.WRITE_WEIGHTS) + channels_reload * (
+            _command_words(Opcode.LOAD_BIAS) + _command_words(Opcode.LOAD_QUANT))))
+    reload_in += weight_words
+    reload_out = reloads * reload_commands                    # their status words
+    first, last = layers[0], layers[-1]
+    if first.kind == "conv":          # im2col patches, each padded to whole words
+        input_bytes = first.positions * -(-first.rows_k // INT8_PER_WORD) * INT8_PER_WORD
+    else:
+        input_bytes = first.rows_k
+    last_tiles = -(-last.out_ch // config.lanes)
+    emitted_words = last.positions * sum(
+        response_words(Opcode.EMIT_INT8, min(config.lanes, last.out_ch - t * config.lanes),
+                       config) for t in range(last_tiles))
+    emits = last.positions * last_tiles
+    result_words = (writebacks * _command_words(Opcode.WRITEBACK)
+                    + emits * _command_words(Opcode.EMIT_INT8))
+    sample_in = (payload_words(Opcode.LOAD_ACT, input_bytes, config)
+                 + _command_words(Opcode.LOAD_ACT)
+                 + tile_positions * _command_words(Opcode.MATVEC) + result_words)
+    # a status word per command (LOAD_ACT, MATVECs, results) and the emitted outputs
+    sample_out = 1 + tile_positions + writebacks + emits + emitted_words
+    read_counters_out = 1 + response_words(Opcode.READ_COUNTERS, 0, config)
+    reload_counters = {
+        Counter.WEIGHT_WORDS.name: weight_words,
+        Counter.BEATS_IN.name: reload_in,
+        Counter.BEATS_OUT.name: reload_out,
+    }
+    counters = {
+        Counter.MAC_ACTIVE.name: batch * rows_read,
+        Counter.ROW_READS.name: batch * rows_read,
+        Counter.BUS_BEATS.name: batch * rows_read * config.beats_per_row
+        if arch == "baseline" else 0,
+        Counter.WEIGHT_WORDS.name: weight_words,
+        Counter.BEATS_IN.name: batch * sample_in + reload_in
+        + _command_words(Opcode.READ_COUNTERS),
+        Counter.BEATS_OUT.name: batch * sample_out + reload_out + read_counters_out,
+    }
     return Estimate(arch=arch, weight_bytes=sum(layer.weights for layer in layers),
                     stored_bytes=stored, capacity_bytes=config.depth * config.row_bytes,
-                    fits=fits, passes=-(-stored_rows // config.depth),
+                    fits=fits, passes=passes,
                     reloaded_bytes=reloaded, compute_cycles=compute,
-                    reload_cycles=int(round(reloaded / bandwidth)))
+                    reload_cycles=int(round(reloaded / bandwidth)),
+                    counters=counters, reload_counters=reload_counters)
 
 
 def shapes_of(network):
