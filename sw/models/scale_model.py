@@ -38,18 +38,18 @@ makes the macro count them:
 * ``BEATS_OUT``: a status word per command counted above, the last layer's int8 outputs (four
   per word, per tile and position) and the ``READ_COUNTERS`` answer.
 
-What the counts leave out (so ``BEATS_IN`` and ``BEATS_OUT`` are lower bounds, the others are
-exact for layers whose tiles fit the SRAM): a convolution feeding a convolution writes each
-output position back into every im2col patch that holds it (up to ``kh x kw`` ``WRITEBACK`` s);
-that is counted exactly when the next layer in ``layers`` takes exactly this one's output
-(channels and size), else as one ``WRITEBACK`` per position (a pooling or a branch between them,
-which the compiler does not do on chip); passes are taken as ``ceil(stored rows / depth)`` (or ``ceil(channels /
-bias_depth)`` when the channels are reloaded), while the compiler's tile-by-tile packing may need
-more; activations between layers stay on chip and cost no stream
-word; a tile taller than the SRAM is streamed by the compiler once per sample and position,
-here once per reload like the rest. :attr:`Estimate.reload_counters` is the part of
-``counters`` that reloading the spilled weights adds: their ``WEIGHT_WORDS``, and the stream
-words in (weights, channels, their commands) and out (those commands' status words).
+What the counts leave out (so ``BEATS_IN`` and ``BEATS_OUT`` are lower bounds, the others are exact
+for layers whose tiles fit the SRAM): a convolution feeding a convolution writes each output
+position back into every im2col patch that holds it (up to ``kh x kw`` ``WRITEBACK`` s); that is
+counted exactly when the next layer in ``layers`` takes exactly this one's output (channels and
+size), else as one ``WRITEBACK`` per position (a pooling or a branch between them, which the
+compiler does not do on chip); passes are taken as ``ceil(stored rows / depth)`` (or
+``ceil(channels / bias_depth)`` when the channels are reloaded), while the compiler's tile-by-tile
+packing may need more; activations between layers stay on chip and cost no stream word; a tile
+taller than the SRAM is streamed by the compiler once per sample and position, here once per reload
+like the rest. :attr:`Estimate.reload_counters` is the part of ``counters`` that reloading the
+spilled weights adds: their ``WEIGHT_WORDS``, and the stream words in (weights, channels, their
+commands) and out (those commands' status words).
 """
 
 from dataclasses import dataclass, field
