@@ -286,7 +286,14 @@ def plot(family, scale, path):
         left_e.plot(x, [r["pim_pj_per_inference"] / 1e3 for r in pts], "o-", color=colour,
                     label=f"PIM, batch {batch}")
         left_e.plot(x, [r["baseline_pj_per_inference"] / 1e3 for r in pts], "s--",
-                    color=colour, label=f"baseline, batch {batch}")
+                    color=colour, mfc="none", label=f"baseline, batch {batch}")
+    # The two architectures' energies lie close on a log scale: their ratio on its own axis.
+    ratio_axis = left_e.twinx()
+    for batch, colour in zip(BATCHES, ("tab:blue", "tab:orange")):
+        pts = [r for r in family if r["batch"] == batch]
+        ratio_axis.plot([r["weights_over_capacity"] for r in pts],
+                        [r["energy_ratio"] for r in pts], ":", color=colour, alpha=0.7)
+    ratio_axis.set_ylabel("dotted: energy baseline / PIM")
     left_e.axvline(1.0, color="0.5", linestyle="--")
     left_e.set_xscale("log", base=2)
     left_e.set_yscale("log")
