@@ -37,7 +37,7 @@ from pim_macro.sw.paths import REPORT_DIR
 from pim_macro.sw.runtime.rtl import SIMULATORS, Job, run_rtl
 from pim_macro.sw.models.scale_model import estimate, shapes_of
 from pim_macro.sw.models.zoo import NETWORKS
-from pim_macro.sw.models.energy import DEFAULT_TABLE, energy
+from pim_macro.sw.models.energy import DEFAULT_TABLE, TABLES, EnergyTableError, energy, load_table
 
 
 RTL_CONFIG = MacroConfig(lanes=16, rows_per_cycle=1, depth=256, act_depth=8192,
@@ -103,7 +103,7 @@ def family_network(n, seed):
     return Network(layers)
 
 
-def run_family(sim):
+def run_family(sim, energy_table=DEFAULT_TABLE):
     cases = []
     for n in LAYER_COUNTS:
         net = family_network(n, seed=n)
@@ -136,7 +136,8 @@ def run_family(sim):
     for n in LAYER_COUNTS:
         for batch in BATCHES:
             pim, base = rows[n, batch, "pim"], rows[n, batch, "baseline"]
-            joules = family_energy(pim["counters"], base["counters"], batch)
+            joules = family_energy(pim["counters"], base["counters"], batch,
+                                   table=energy_table)
             table.append({
                 "layers": n, "batch": batch, "weight_bytes": n * WIDTH * WIDTH,
                 "weights_over_capacity": n * WIDTH * WIDTH / capacity,
@@ -152,13 +153,18 @@ def run_family(sim):
                 "baseline_pj_per_inference": joules["baseline_pj"],
                 "energy_ratio": joules["energy_ratio"],
                 "estimated_energy_ratio": family_energy(
-                    pim["estimate"].counters, base["estimate"].counters, batch)["energy_ratio"],
+                    pim["estimate"].counters, base["estimate"].counters, batch,
+                    table=energy_table)["energy_ratio"],
                 "pim_counters": pim["counters"], "baseline_counters": base["counters"],
             })
     return table
 
 
-def run_scale(bandwidths):
+def run_scale(bandwidths, tables=ENERGY_TABLES):
+    """The full-scale rows; ``energy`` holds :func:`scale_energy` by table name for each of
+    ``tables`` (names, paths or :class:`pim_macro.sw.models.energy.EnergyTable` s), the
+    breakdowns (pJ by kind) are priced with the first."""
+    tables = [load_table(t) for t in tables]
     table = []
     for name, layers in NETWORKS.items():
         for mib in SCALE_SIZES_MIB:
@@ -175,11 +181,12 @@ def run_scale(bandwidths):
                            "reloaded_mb": pim.reloaded_bytes / 1e6,
                            "ideal": config.beats_per_row, "by_bandwidth": [],
                            # the counts, hence the energy, do not depend on the bandwidth
-                           "energy": {t: scale_energy(pim, base, config, table=t)
-                                      for t in ENERGY_TABLES},
-                           "pim_breakdown_pj": energy(pim.counters, config, "pim").pj,
+                           "energy": {t.name: scale_energy(pim, base, config, table=t)
+                                      for t in tables},
+                           "pim_breakdown_pj": energy(pim.counters, config, "pim",
+                                                      tables[0]).pj,
                            "baseline_breakdown_pj":
-                               energy(base.counters, config, "baseline").pj}
+                               energy(base.counters, config, "baseline", tables[0]).pj}
                 row["by_bandwidth"].append({"bandwidth": bandwidth, "pim_cycles": pim.cycles,
                                             "baseline_cycles": base.cycles,
                                             "speedup": base.cycles / pim.cycles})
@@ -240,7 +247,10 @@ def scale_energy_markdown(rows, tables=None):
     return "\n".join(lines)
 
 
-def plot(family, scale, path):
+def plot(family, scale, path, table=DEFAULT_TABLE):
+    """The four panels: speedup (top) and energy per inference priced with ``table`` (a name
+    in each full-scale row's ``energy``; the family rows' energies are priced with it already)
+    against weights / capacity, RTL family (left) and full scale (right)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -298,23 +308,23 @@ def plot(family, scale, path):
     left_e.set_xscale("log", base=2)
     left_e.set_yscale("log")
     left_e.set_xlabel("weights / weight SRAM capacity")
-    left_e.set_ylabel(f"energy per inference (nJ, {DEFAULT_TABLE} table)")
+    left_e.set_ylabel(f"energy per inference (nJ, {table} table)")
     left_e.set_title("RTL: energy from the macro's counters")
     left_e.grid(True, which="both", alpha=0.3)
     left_e.legend(fontsize=7)
     for (name, marker), colour in zip(markers.items(), ("tab:blue", "tab:orange", "tab:green")):
         pts = [r for r in scale if r["network"] == name]
         x = [r["weights_over_capacity"] for r in pts]
-        right_e.plot(x, [r["energy"][DEFAULT_TABLE]["pim_pj"] / 1e9 for r in pts],
+        right_e.plot(x, [r["energy"][table]["pim_pj"] / 1e9 for r in pts],
                      marker=marker, linestyle="-", color=colour, label=f"{name}, PIM")
-        right_e.plot(x, [r["energy"][DEFAULT_TABLE]["baseline_pj"] / 1e9 for r in pts],
+        right_e.plot(x, [r["energy"][table]["baseline_pj"] / 1e9 for r in pts],
                      marker=marker, linestyle="--", color=colour, mfc="none",
                      label=f"{name}, baseline")
     right_e.axvline(1.0, color="0.5", linestyle="--")
     right_e.set_xscale("log", base=2)
     right_e.set_yscale("log")
     right_e.set_xlabel("weights / weight SRAM capacity")
-    right_e.set_ylabel(f"energy per inference (mJ, {DEFAULT_TABLE} table)")
+    right_e.set_ylabel(f"energy per inference (mJ, {table} table)")
     right_e.set_title("full scale (model): energy per inference, reloads included")
     right_e.grid(True, which="both", alpha=0.3)
     right_e.legend(fontsize=7)
@@ -331,18 +341,29 @@ def main(argv=None):
     parser.add_argument("--bandwidth", type=float, nargs="+", default=[4.0, 64.0],
                         help="external bytes per cycle for weight reloads at full scale "
                              "(default: 4, the macro's input stream, and 64)")
+    parser.add_argument("--energy-table", nargs="+", default=list(ENERGY_TABLES),
+                        metavar="TABLE",
+                        help="energy tables (a name: " + ", ".join(TABLES) + "; or the path of "
+                             "a TOML file in their format); the first prices the RTL family and "
+                             "the plot (default: " + " ".join(ENERGY_TABLES) + ")")
     args = parser.parse_args(argv)
     if min(args.bandwidth) <= 0:
         parser.error("--bandwidth must be positive")
+    try:        # before the RTL runs: a bad table is refused at once
+        tables = [load_table(t) for t in args.energy_table]
+    except EnergyTableError as e:
+        parser.error(str(e))
+    if len({t.name for t in tables}) < len(tables):
+        parser.error("--energy-table: two tables have the same name")
     print(f"spill: RTL family on {args.sim}, then the full-scale model", flush=True)
-    family = run_family(args.sim)
-    scale = run_scale(args.bandwidth)
+    family = run_family(args.sim, tables[0])
+    scale = run_scale(args.bandwidth, tables)
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    plot(family, scale, REPORT_DIR / "spill.png")
+    plot(family, scale, REPORT_DIR / "spill.png", tables[0].name)
     text = "\n".join([
         "# Fit vs spill", "", f"## RTL ({args.sim}, {RTL_CONFIG.tag('baseline')})", "",
         family_markdown(family), "",
-        f"Energy: dynamic energy per inference of the counted events ({DEFAULT_TABLE} table, "
+        f"Energy: dynamic energy per inference of the counted events ({tables[0].name} table, "
         f"pim_macro.sw.models.energy) from each run's own counters; the estimate column is the "
         f"steady-state model's ratio.", "",
         "## Full scale (steady-state model)", "",

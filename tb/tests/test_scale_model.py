@@ -267,3 +267,15 @@ def test_full_scale_energy_verdicts():
     assert 0.05 < vgg["pim_reload_share"] < 1
     assert vgg["baseline_reload_share"] < vgg["pim_reload_share"]
     assert all(r["energy_ratio"] > 1 for r in rows.values())
+
+
+@pytest.mark.parametrize("tables, message", [
+    (["nope"], "energy table 'nope': no such file (tables shipped: 45nm, 7nm)"),
+    (["45nm", "45nm"], "--energy-table: two tables have the same name"),
+])
+def test_spill_refuses_a_bad_energy_table_before_any_rtl(tables, message, capsys, monkeypatch):
+    monkeypatch.setattr(spill, "run_family", lambda *a: pytest.fail("the RTL ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        spill.main(["--energy-table", *tables])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {message}")
