@@ -16,7 +16,8 @@ the terms that dominate at that scale, from the same timing rules:
   bytes per cycle (the macro's input stream is 4), and a rewrite waits for the MATVECs reading
   the rows it overwrites, so reload and compute add up. When the output channels also exceed
   the channel memory (``bias_depth``), each reload carries every channel's bias
-  (``LOAD_BIAS``) and requantization (``LOAD_QUANT``) too.
+  (``LOAD_BIAS``) and requantization (``LOAD_QUANT``) too. A tile taller than the SRAM is
+  streamed, as the compiler does: rewritten for every sample and position.
 
 Activations are assumed to stay on chip or to stream in without stalling the lanes. The tests
 check the estimate against the exact model on networks the compiler can compile.
@@ -28,28 +29,29 @@ makes the macro count them:
 * ``MAC_ACTIVE`` = ``ROW_READS``: every output tile of every position of every sample reads its
   ``ceil(K / R)`` rows, one MAC cycle each; ``BUS_BEATS``: the baseline's ``beats_per_row`` per
   row (0 on the PIM macro, which has no bus);
-* ``WEIGHT_WORDS``: the stored weight rows' stream words, once per reload (0 when they fit);
+* ``WEIGHT_WORDS``: the stored weight rows' stream words, once per reload (0 when they fit),
+  and those of the tiles taller than the SRAM, which the compiler streams (each K chunk of
+  ``depth`` rows written to row 0, then multiplied) for every sample and position;
 * ``BEATS_IN``: those weight words, the channels' words when they are reloaded too, every
   sample's input as the compiler loads it (a dense layer's vector; a convolution's im2col
-  patches, each padded to whole words), and the command words: a ``MATVEC`` per tile and position,
-  its ``WRITEBACK`` s (below) or ``EMIT_INT8``, a ``LOAD_ACT`` per sample, a
-  ``WRITE_WEIGHTS`` (and ``LOAD_BIAS``, ``LOAD_QUANT``) per pass and reload, the closing
-  ``READ_COUNTERS``;
+  patches, each padded to whole words), and the command words: a ``MATVEC`` per tile and
+  position (per K chunk when streamed), its ``WRITEBACK`` s (below) or ``EMIT_INT8``, a
+  ``LOAD_ACT`` per sample, a ``WRITE_WEIGHTS`` (and ``LOAD_BIAS``, ``LOAD_QUANT``) per pass and
+  reload (and per streamed K chunk), the closing ``READ_COUNTERS``;
 * ``BEATS_OUT``: a status word per command counted above, the last layer's int8 outputs (four
   per word, per tile and position) and the ``READ_COUNTERS`` answer.
 
-What the counts leave out (so ``BEATS_IN`` and ``BEATS_OUT`` are lower bounds, the others are exact
-for layers whose tiles fit the SRAM): a convolution feeding a convolution writes each output
-position back into every im2col patch that holds it (up to ``kh x kw`` ``WRITEBACK`` s); that is
-counted exactly when the next layer in ``layers`` takes exactly this one's output (channels and
-size), else as one ``WRITEBACK`` per position (a pooling or a branch between them, which the
-compiler does not do on chip); passes are taken as ``ceil(stored rows / depth)`` (or
-``ceil(channels / bias_depth)`` when the channels are reloaded), while the compiler's tile-by-tile
-packing may need more; activations between layers stay on chip and cost no stream word; a tile
-taller than the SRAM is streamed by the compiler once per sample and position, here once per reload
-like the rest. :attr:`Estimate.reload_counters` is the part of ``counters`` that reloading the
-spilled weights adds: their ``WEIGHT_WORDS``, and the stream words in (weights, channels, their
-commands) and out (those commands' status words).
+What the counts leave out (so ``BEATS_IN`` and ``BEATS_OUT`` are lower bounds, the other four are
+exact): a convolution feeding a convolution writes each output position back into every im2col
+patch that holds it (up to ``kh x kw`` ``WRITEBACK`` s); that is counted exactly when the next
+layer in ``layers`` takes exactly this one's output (channels and size), else as one ``WRITEBACK``
+per position (a pooling or a branch between them, which the compiler does not do on chip); passes
+are taken as ``ceil(stored rows / depth)`` (or ``ceil(channels / bias_depth)`` when the channels
+are reloaded) plus the streamed layers' own, while the compiler's tile-by-tile packing may need
+more; activations between layers stay on chip and cost no stream word.
+:attr:`Estimate.reload_counters` is the part of ``counters`` that reloading the spilled weights
+adds: their ``WEIGHT_WORDS``, and the stream words in (weights, channels, their commands) and out
+(those commands' status words).
 """
 
 from dataclasses import dataclass, field
@@ -141,12 +143,24 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
         raise ValueError("layers must hold at least one layer")
     interval = weight_store_for(arch).timing(config).interval
     stored_rows = compute = 0
-    rows_read = tile_positions = writebacks = 0       # per sample
+    all_rows = rows_read = matvecs = writebacks = 0       # per sample, but all_rows
+    streamed_rows = streamed_writes = 0     # per sample: tiles taller than the SRAM
+    streamed_passes = 0
     for i, layer in enumerate(layers):
         tiles, rows = _rows(layer, config)
-        stored_rows += tiles * rows
+        all_rows += tiles * rows
         rows_read += layer.positions * tiles * rows
-        tile_positions += layer.positions * tiles
+        if rows > config.depth:
+            # Streamed (the compiler's rule): for every sample and position, each K chunk of
+            # `depth` rows is written to row 0 and multiplied; the layer is a pass of its own.
+            k_chunks = -(-rows // config.depth)
+            streamed_rows += layer.positions * tiles * rows
+            streamed_writes += layer.positions * tiles * k_chunks
+            matvecs += layer.positions * tiles * k_chunks
+            streamed_passes += -(-layer.out_ch // config.bias_depth)
+        else:
+            stored_rows += tiles * rows
+            matvecs += layer.positions * tiles
         if i + 1 < len(layers):
             writebacks += tiles * _results_per_tile(layer, layers[i + 1])
         for tile in range(tiles):
@@ -155,28 +169,37 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
                     + _OUTPUT_OVERHEAD)
             compute += layer.positions * max(rows * interval, emit)
     compute *= batch
-    fits = stored_rows <= config.depth
-    stored = stored_rows * config.row_bytes
+    stored = all_rows * config.row_bytes
     channels = sum(layer.out_ch for layer in layers)
     channels_reload = channels > config.bias_depth      # reloaded with the weights
     # A pass holds at most `depth` rows and, when the channels are reloaded, `bias_depth`
-    # channels (the compiler's tile-by-tile packing may need more: a lower bound).
-    passes = max(-(-stored_rows // config.depth),
-                 -(-channels // config.bias_depth) if channels_reload and not fits else 1)
+    # channels (the compiler's tile-by-tile packing may need more: a lower bound); a streamed
+    # layer makes passes of its own.
+    stored_channels = sum(layer.out_ch for layer in layers
+                          if _rows(layer, config)[1] <= config.depth)
+    write_passes = -(-stored_rows // config.depth)
+    if channels_reload:
+        write_passes = max(write_passes, -(-stored_channels // config.bias_depth))
+    passes = write_passes + streamed_passes
+    # resident: one pass, nothing streamed (as the compiler decides it)
+    fits = passes == 1 and not streamed_rows
     channel_words = sum(payload_words(op, channels, config)
                         for op in (Opcode.LOAD_BIAS, Opcode.LOAD_QUANT)) if channels_reload else 0
-    per_reload = stored + channel_words * WORD_BYTES
     reloads = 0 if fits else -(-batch // chunk)
-    reloaded = per_reload * reloads
+    streamed_words = batch * payload_words(Opcode.WRITE_WEIGHTS, streamed_rows, config)
+    reloaded = ((stored_rows * config.row_bytes + channel_words * WORD_BYTES) * reloads
+                + streamed_words * WORD_BYTES)
 
     # -- counts (see the module docstring) --------------------------------------------------
-    weight_words = reloads * payload_words(Opcode.WRITE_WEIGHTS, stored_rows, config)
-    reload_commands = passes * (1 + 2 * channels_reload)      # per reload
-    reload_in = reloads * (channel_words + passes * (
-        _command_words(Opcode.WRITE_WEIGHTS) + channels_reload * (
-            _command_words(Opcode.LOAD_BIAS) + _command_words(Opcode.LOAD_QUANT))))
-    reload_in += weight_words
-    reload_out = reloads * reload_commands                    # their status words
+    weight_words = reloads * payload_words(Opcode.WRITE_WEIGHTS, stored_rows,
+                                           config) + streamed_words
+    # per reload: a WRITE_WEIGHTS per pass of stored rows, the channels' loads per pass
+    reload_commands = write_passes + 2 * channels_reload * passes
+    reload_in = reloads * (channel_words + write_passes * _command_words(Opcode.WRITE_WEIGHTS)
+                           + channels_reload * passes * (_command_words(Opcode.LOAD_BIAS)
+                                                         + _command_words(Opcode.LOAD_QUANT)))
+    reload_in += weight_words + batch * streamed_writes * _command_words(Opcode.WRITE_WEIGHTS)
+    reload_out = reloads * reload_commands + batch * streamed_writes  # their status words
     first, last = layers[0], layers[-1]
     if first.kind == "conv":          # im2col patches, each padded to whole words
         input_bytes = first.positions * -(-first.rows_k // INT8_PER_WORD) * INT8_PER_WORD
@@ -191,9 +214,9 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
                     + emits * _command_words(Opcode.EMIT_INT8))
     sample_in = (payload_words(Opcode.LOAD_ACT, input_bytes, config)
                  + _command_words(Opcode.LOAD_ACT)
-                 + tile_positions * _command_words(Opcode.MATVEC) + result_words)
+                 + matvecs * _command_words(Opcode.MATVEC) + result_words)
     # a status word per command (LOAD_ACT, MATVECs, results) and the emitted outputs
-    sample_out = 1 + tile_positions + writebacks + emits + emitted_words
+    sample_out = 1 + matvecs + writebacks + emits + emitted_words
     read_counters_out = 1 + response_words(Opcode.READ_COUNTERS, 0, config)
     reload_counters = {
         Counter.WEIGHT_WORDS.name: weight_words,

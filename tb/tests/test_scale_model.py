@@ -122,7 +122,7 @@ def exact_counters(network, config, arch, batch):
     return program, program.extract(CycleModel(config, arch=arch).run(program.words))[1]
 
 
-# (network, config, batch): every pass the compiler packs is full, no tile is streamed
+# (network, config, batch): the compiler needs no more passes than ceil(rows / depth)
 EXACT_CASES = {
     "dense resident": (lambda: chain([1024, 16, 16]),
                        MacroConfig(lanes=16, depth=2048, act_depth=8192), 8),
@@ -132,6 +132,12 @@ EXACT_CASES = {
     "cnn resident": (small_cnn, MacroConfig(lanes=16, depth=512, act_depth=8192), 2),
     "cnn spilled, R = 4": (small_cnn, MacroConfig(lanes=16, rows_per_cycle=4, depth=70,
                                                   act_depth=8192), 2),
+    # tiles taller than the SRAM: conv2 (72 rows) and the dense layer (256) are streamed for
+    # every sample and position, conv1 (27 rows) is reloaded per chunk
+    "cnn spilled, streamed": (small_cnn, MacroConfig(lanes=16, depth=64, act_depth=8192), 2),
+    # the first layer's 512 rows are streamed, the second's 2 x 32 rows reloaded
+    "dense spilled, streamed": (lambda: chain([512, 32, 16]),
+                                MacroConfig(lanes=16, depth=100, act_depth=8192), 3),
 }
 
 
