@@ -5,7 +5,8 @@ networks of ``n`` dense 32 -> 32 layers (1 KiB of weights each), from a quarter 
 four times it, run in steady state (``preloaded``: weights that fit are already in the macro;
 weights that spill are rewritten for every chunk of samples, through the 32-bit input stream),
 for one sample and for a batch of 8, on both architectures. Every output is checked against the
-numpy reference and every cycle count against the exact cycle model.
+numpy reference and every cycle count (and every counter that costs energy) against the exact
+cycle model.
 
 Part 2, at full scale, with the steady-state model (:mod:`pim_macro.sw.models.scale_model`, no RTL):
 AlexNet, VGG-16 and ResNet-50 (:mod:`pim_macro.sw.models.zoo`) on macros of 40 MiB and smaller,
@@ -19,7 +20,8 @@ not fit adds.
 
 Writes ``build/report/spill.md``, ``spill.json`` and ``spill.png``.
 Run: ``make spill`` (or
-``python -m pim_macro.tb.experiments.spill [--sim verilator] [--bandwidth 4 64]``).
+``python -m pim_macro.tb.experiments.spill [--sim verilator] [--bandwidth 4 64]
+[--energy-table 45nm 7nm]``).
 """
 
 import argparse
@@ -377,8 +379,8 @@ def main(argv=None):
     print(text)
     bad = [r for r in family if not (r["correct"] and r["model_exact"])]
     for r in bad:
-        print(f"FAILED: {r['layers']} layers, batch {r['batch']}: outputs or cycles differ",
-              file=sys.stderr)
+        print(f"FAILED: {r['layers']} layers, batch {r['batch']}: outputs, cycles or counters "
+              f"differ from the reference and the cycle model", file=sys.stderr)
     return 1 if bad else 0
 
 
