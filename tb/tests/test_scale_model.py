@@ -232,6 +232,15 @@ def test_family_energy_columns_by_hand(tmp_path):
     assert row == pytest.approx({"pim_pj": PIM_PJ / 2, "baseline_pj": BASELINE_PJ / 2,
                                  "energy_ratio": BASELINE_PJ / PIM_PJ})
     assert PIM_PJ / 2 == 14660 and BASELINE_PJ / 2 == 22660
+    text = spill.family_markdown([{
+        "layers": 5, "weights_over_capacity": 1.25, "batch": 2, "passes": 2, "weight_loads": 1,
+        "pim_cycles": 100, "baseline_cycles": 300, "speedup": 3.0, "estimated_speedup": 3.0,
+        "pim_pj_per_inference": row["pim_pj"], "baseline_pj_per_inference": row["baseline_pj"],
+        "energy_ratio": row["energy_ratio"], "estimated_energy_ratio": 1.5, "correct": True,
+        "model_exact": True}])
+    # nJ: 14.66 and 22.66; 45320 / 29320 = 1.5457
+    assert text.splitlines()[-1] == ("| 5 | 1.25 | 2 | 2 | 1 | 100 | 300 | 3.00 | 3.00 | 14.66 | "
+                                     "22.66 | 1.55 | 1.50 | exact | exact |")
 
 
 def test_scale_energy_columns_and_reload_share_by_hand(tmp_path):
