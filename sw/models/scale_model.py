@@ -4,7 +4,8 @@ The exact cycle model (:mod:`pim_macro.sw.models.cycle_model`) replays a command
 ResNet-50 or VGG-16 would be millions of commands and gigabytes of payload. This model keeps only
 the terms that dominate at that scale, from the same timing rules:
 
-* **compute**: every output tile (``lanes`` outputs) of every output position reads
+* **compute**: every output tile (``lanes`` outputs, or ``bias_depth`` if fewer) of every
+  output position reads
   ``ceil(K / R)`` weight rows, one per cycle on the PIM macro and one per
   ``lanes x R x 8 / bus_bits`` cycles on the baseline (:class:`pim_macro.hw.bus_weight_store.
   BusWeightStore`); back-to-back rows stream without a gap, so per-command overheads vanish
@@ -98,8 +99,14 @@ class Estimate:
         return self.compute_cycles + self.reload_cycles
 
 
+def _tile_outputs(config):
+    """Outputs per tile: ``lanes``, or fewer when the channel memory holds fewer (a tile's
+    channels must fit it at once, as the compiler cuts them)."""
+    return min(config.lanes, config.bias_depth)
+
+
 def _rows(layer, config):
-    tiles = -(-layer.out_ch // config.lanes)
+    tiles = -(-layer.out_ch // _tile_outputs(config))
     return tiles, -(-layer.rows_k // config.rows_per_cycle)
 
 
@@ -142,6 +149,7 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
     if not layers:
         raise ValueError("layers must hold at least one layer")
     interval = weight_store_for(arch).timing(config).interval
+    width = _tile_outputs(config)
     stored_rows = compute = 0
     all_rows = rows_read = matvecs = writebacks = 0       # per sample, but all_rows
     streamed_rows = streamed_writes = 0     # per sample: tiles taller than the SRAM
@@ -164,7 +172,7 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
         if i + 1 < len(layers):
             writebacks += tiles * _results_per_tile(layer, layers[i + 1])
         for tile in range(tiles):
-            outputs = min(config.lanes, layer.out_ch - tile * config.lanes)
+            outputs = min(width, layer.out_ch - tile * width)
             emit = (groups(ResponseKind.WRITEBACK, outputs, 0, config.requantizers)
                     + _OUTPUT_OVERHEAD)
             compute += layer.positions * max(rows * interval, emit)
@@ -205,9 +213,9 @@ def estimate(layers, config: MacroConfig, arch, *, bandwidth=4.0, batch=1, chunk
         input_bytes = first.positions * -(-first.rows_k // INT8_PER_WORD) * INT8_PER_WORD
     else:
         input_bytes = first.rows_k
-    last_tiles = -(-last.out_ch // config.lanes)
+    last_tiles = -(-last.out_ch // width)
     emitted_words = last.positions * sum(
-        response_words(Opcode.EMIT_INT8, min(config.lanes, last.out_ch - t * config.lanes),
+        response_words(Opcode.EMIT_INT8, min(width, last.out_ch - t * width),
                        config) for t in range(last_tiles))
     emits = last.positions * last_tiles
     result_words = (writebacks * _command_words(Opcode.WRITEBACK)

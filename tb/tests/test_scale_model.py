@@ -137,6 +137,10 @@ EXACT_CASES = {
     # tiles taller than the SRAM: conv2 (72 rows) and the dense layer (256) are streamed for
     # every sample and position, conv1 (27 rows) is reloaded per chunk
     "cnn spilled, streamed": (small_cnn, MacroConfig(lanes=16, depth=64, act_depth=8192), 2),
+    # an 8-word channel memory: tiles of 8 outputs, channels reloaded with each of 8 passes
+    "dense spilled, 8 channels": (lambda: chain([64, 40, 24]),
+                                  MacroConfig(lanes=16, depth=256, act_depth=8192,
+                                              bias_depth=8), 3),
     # the first layer's 512 rows are streamed, the second's 2 x 32 rows reloaded
     "dense spilled, streamed": (lambda: chain([512, 32, 16]),
                                 MacroConfig(lanes=16, depth=100, act_depth=8192), 3),
