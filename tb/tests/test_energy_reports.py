@@ -1,0 +1,147 @@
+"""Energy in the ``make sim`` and ``make tiny`` reports (pim_macro.tb.experiments.regression and
+.tiny): energies hand-computed from the 45 nm table's numbers and canned counters, and a counter
+that differs between the RTL and the cycle model failing the regression. Pure Python, no RTL:
+about a second."""
+
+import math
+
+import pytest
+
+from pim_macro.hw.isa import MacroConfig
+from pim_macro.sw.models.cycle_model import predict
+from pim_macro.sw.runtime import asm
+from pim_macro.tb.experiments import regression
+
+
+# The 45 nm table's numbers (sw/models/energy_tables/45nm.toml), written out so that a change
+# to the table or to the model's arithmetic shows here.
+MAC_PJ = 0.3                    # int8 multiply 0.2 + 32-bit add 0.1
+SRAM_8KB_PJ_PER_BIT = 10.0 / 64  # 64-bit access of an 8 KB SRAM; smaller arrays are clamped to it
+WIRE_PJ_PER_BIT_MM = 0.121
+REGISTER_PJ_PER_BIT = 1.0 / 32
+DRAM_PJ_PER_BYTE = 1300 / 8
+CELL_UM2 = 0.346
+
+# The default macro: 8 lanes, R = 1, 256 rows of 8 bytes, a 32-bit bus. Each lane's column
+# is 256 bytes (< 8 KB: the 8 KB figure); the weight SRAM is 256 x 8 x 8 = 16384 bit cells.
+SIDE_MM = math.sqrt(16384 * CELL_UM2) / 1000
+WIRE_PJ_PER_BIT = WIRE_PJ_PER_BIT_MM * SIDE_MM
+
+# The counters of the "gemv 8x64 int8" workload (64 weight rows of 8 int8, streamed in as 128
+# words, one vector): what the RTL reports for PIM and baseline.
+PIM = {"cycles": 274, "mac_active": 64, "row_reads": 64, "beats_in": 182, "beats_out": 18,
+       "stall_in": 0, "stall_out": 0, "bus_beats": 0, "weight_words": 128}
+BASELINE = {**PIM, "cycles": 339, "bus_beats": 128}
+
+
+def hand_pj(counters, baseline):
+    """The breakdown by hand: 64 rows x 8 lanes MACs, 64 rows x 64 bits read, 128 words x 32
+    bits written and fetched (512 bytes), 200 stream words x 32 bits, 64 x 8 accumulators x 32
+    bits, and the baseline's 128 bus words x 32 bits (also written into its row register)."""
+    bus_bits = counters["bus_beats"] * 32 if baseline else 0
+    stream_bits = (counters["beats_in"] + counters["beats_out"]) * 32
+    return {
+        "mac": counters["mac_active"] * 8 * MAC_PJ,
+        "sram_read": counters["row_reads"] * 64 * SRAM_8KB_PJ_PER_BIT,
+        "sram_write": counters["weight_words"] * 32 * SRAM_8KB_PJ_PER_BIT,
+        "bus": bus_bits * WIRE_PJ_PER_BIT,
+        "stream": stream_bits * WIRE_PJ_PER_BIT,
+        "register": (counters["mac_active"] * 8 * 32 + bus_bits + stream_bits)
+        * REGISTER_PJ_PER_BIT,
+        "dram": counters["weight_words"] * 4 * DRAM_PJ_PER_BYTE,
+    }
+
+
+def test_energy_columns_by_hand():
+    pim, base = hand_pj(PIM, False), hand_pj(BASELINE, True)
+    # The numbers themselves, once: 153.6 + 640 + 640 + 0 + 58.31 + 712 + 83200 pJ.
+    assert sum(pim.values()) == pytest.approx(85403.9, abs=0.05)
+    assert base["bus"] == pytest.approx(37.32, abs=0.01) and base["register"] == 840.0
+    cols = regression.energy_columns(PIM, BASELINE, MacroConfig())
+    assert cols["pim_pj"] == pytest.approx(sum(pim.values()), rel=1e-12)
+    assert cols["baseline_pj"] == pytest.approx(sum(base.values()), rel=1e-12)
+    assert cols["energy_ratio"] == pytest.approx(sum(base.values()) / sum(pim.values()))
+    for arch, want in (("pim", pim), ("baseline", base)):
+        got = cols["energy"][arch]
+        assert got["pj"] == pytest.approx(want, rel=1e-12), arch
+        assert got["bytes"] == {"array": (4096 + 4096) / 8, "bus": 512.0 if arch == "baseline"
+                                else 0.0, "stream": 800.0, "offchip": 512}
+        assert got["table"] == "45nm"
+
+
+def test_energy_columns_per_vector():
+    """A batch of 4 vectors divides every kind and level by 4 (the weights are written once for
+    the four: each vector carries a quarter of their fetch)."""
+    one = regression.energy_columns(PIM, BASELINE, MacroConfig())
+    four = regression.energy_columns(PIM, BASELINE, MacroConfig(), batch=4)
+    assert four["pim_pj"] == pytest.approx(one["pim_pj"] / 4)
+    assert four["energy"]["baseline"]["bytes"]["offchip"] == 128
+    assert four["energy"]["pim"]["pj"]["dram"] == pytest.approx(128 * DRAM_PJ_PER_BYTE)
+    assert four["energy_ratio"] == pytest.approx(one["energy_ratio"])
+    with pytest.raises(ValueError):
+        regression.energy_columns(PIM, BASELINE, MacroConfig(), batch=0)
+
+
+def test_energy_columns_other_table():
+    """The 7 nm table (its int8 MAC: 0.07 pJ multiply + 0.03 pJ add) prices the same
+    counters lower."""
+    cols = regression.energy_columns(PIM, BASELINE, MacroConfig(), table="7nm")
+    assert cols["energy"]["pim"]["pj"]["mac"] == pytest.approx(512 * 0.10)
+    assert cols["pim_pj"] < sum(hand_pj(PIM, False).values())
+
+
+def test_largest_kinds():
+    assert regression.largest_kinds({"mac": 1.0, "dram": 97.0, "sram_read": 2.0}) == \
+        "dram 97%, sram_read 2%"
+    assert regression.largest_kinds({"mac": 0.0}) == "-"
+
+
+def test_counter_mismatch_fails_the_regression():
+    """A counter the energy prices (WEIGHT_WORDS) that differs between the RTL and the cycle
+    model fails the run, naming it; equal counters do not."""
+    rtl = {"finished": True, "counters": dict(PIM), "predicted": dict(PIM)}
+    base = {"finished": True, "counters": dict(BASELINE), "predicted": dict(BASELINE)}
+    assert regression._counter_check(rtl, base) == {"counters_match": True,
+                                                    "counter_errors": []}
+    rtl["counters"]["weight_words"] = 127
+    check = regression._counter_check(rtl, base)
+    assert check == {"counters_match": False,
+                     "counter_errors": ["pim: weight_words RTL 127 model 128"]}
+    row = {"workload": "w", "sim": "verilator", "golden_match": True, "outputs_identical": True,
+           "model_match": True, "errors": [], **check}
+    [problem] = regression.failures([row], [])
+    assert "w on verilator" in problem and "weight_words RTL 127 model 128" in problem
+    sweep = {"lanes": 8, "rows_per_cycle": 1, "bus_bits": 8, "golden_match": True,
+             "model_match": True, "bus_bound": False, **check}
+    [problem] = regression.failures([], [sweep])
+    assert "sweep lanes=8" in problem and "weight_words" in problem
+    unfinished = regression._counter_check({**rtl, "finished": False}, base)
+    assert unfinished["counter_errors"] == ["pim: did not finish"]
+
+
+def test_check_compares_every_counter_with_the_cycle_model():
+    """``_check`` on an output stream (the cycle model's own, standing in for the RTL's):
+    equal counters pass; the same stream with its final BEATS_OUT changed is caught."""
+    workload = regression.workloads(quick=True)[1]          # gemv 8x64 int8
+    out = predict(workload.words, workload.config, arch="pim").out
+    row = regression._check(workload, "pim", True, out)
+    assert row["counters"] == row["predicted"] and row["predicted"]["weight_words"] == 128
+    responses = asm.parse_responses(out)
+    assert responses[-1].counters() == row["counters"]
+    # The final READ_COUNTERS: its status word, then the counters in Counter order.
+    tampered = list(out)
+    tampered[len(out) - len(row["counters"]) + 4] += 1      # BEATS_OUT
+    bad = regression._check(workload, "pim", True, tampered)
+    assert regression.counter_mismatches(bad["counters"], bad["predicted"]) == [
+        f"beats_out RTL {row['counters']['beats_out'] + 1} model "
+        f"{row['counters']['beats_out']}"]
+
+
+def test_bad_energy_table_is_one_line(tmp_path, capsys):
+    """Checked before any simulator starts: exit 2 and one line naming the table."""
+    missing = tmp_path / "none.toml"
+    with pytest.raises(SystemExit) as exc:
+        regression.main(["--energy-table", str(missing)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "none.toml" in err[-1] and "no such file" in err[-1]
