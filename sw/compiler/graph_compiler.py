@@ -647,7 +647,9 @@ class GraphResult:
     channels); ``ops``: an :class:`OpStats` per graph op; ``words_in``/``words_out``: stream
     words of the inferences by kind (set-up apart: ``setup_words_in``); ``weights_resident``,
     ``channels_resident``, ``passes`` (per inference), ``weight_rows``, ``macs`` (per sample),
-    ``im2col`` (the program's option)."""
+    ``im2col`` (the program's option); ``counters``: every counter (by lower-case name) summed
+    over the inferences' segments, the batch's, set-up apart (``setup_counters``): what
+    :func:`pim_macro.sw.models.energy.energy` prices."""
     sim: str
     arch: str
     config: MacroConfig
@@ -667,6 +669,8 @@ class GraphResult:
     weight_bytes: int
     macs: int
     im2col: bool = False
+    counters: dict = field(default_factory=dict)
+    setup_counters: dict = field(default_factory=dict)
 
     def utilization(self):
         """Per macro op kind (``FULLY_CONNECTED``, ...): ``macs`` per sample, ``cycles`` per
@@ -796,12 +800,14 @@ def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpress
     outputs = [[] for _ in graph.outputs]
     cycles, words_in, words_out = [], {}, {}
     setup_cycles, setup_in = 0, {}
+    run_counters, setup_counters = {}, {}
     with Session(config, sim=sim, arch=arch, idle=idle, backpressure=backpressure, seed=seed,
                  port=port, fabric=fabric) as session:
         setup = program.setup_words()
         if setup is not None:
             _, counters, _ = program.decode(setup, session.run(setup.words))
             setup_cycles, setup_in = counters["cycles"], setup.words_in
+            setup_counters = counters
         for s in range(batch):
             # As Graph.run: values in their tensor's shape (batch 1) and dtype; a host op's
             # constant operand from its tensor's data.
@@ -829,6 +835,7 @@ def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpress
                     st.host_traffic += segment.words_in["activations"]
                 if any(not isinstance(c, MacroOp) for c in consumers.get(op.output, [])):
                     st.host_traffic += out_kinds["results"]
+                _add(run_counters, counters)
                 total += counters["cycles"]
             cycles.append(total)
             for k, i in enumerate(graph.outputs):
@@ -843,4 +850,4 @@ def run_graph(graph, x, config, *, sim="golden", arch="pim", idle=0.0, backpress
         weights_resident=program.weights_resident,
         channels_resident=program.channels_resident, passes=program.passes,
         weight_rows=program.weight_rows, weight_bytes=graph.weight_bytes, macs=graph.macs,
-        im2col=program.im2col)
+        im2col=program.im2col, counters=run_counters, setup_counters=setup_counters)
