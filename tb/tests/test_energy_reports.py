@@ -5,6 +5,7 @@ about a second."""
 
 import math
 
+import numpy as np
 import pytest
 
 from pim_macro.hw.isa import MacroConfig
@@ -145,3 +146,105 @@ def test_bad_energy_table_is_one_line(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "none.toml" in err[-1] and "no such file" in err[-1]
+
+
+# -- make tiny: per-inference counters and energy, the set-up apart ---------------------------
+
+def fc_graph(seed=0):
+    """One FULLY_CONNECTED layer, 40 inputs -> 8 outputs: one tile of the 8 lanes, 40 weight
+    rows of 8 bytes (80 words)."""
+    from pim_macro.sw.compiler.graph import FullyConnected, Graph, Tensor
+    rng = np.random.default_rng(seed)
+    tensors = [Tensor("x", (1, 40), np.int8, 0.1, 0), Tensor("y", (1, 8), np.int8, 0.1, 0)]
+    op = FullyConnected(0, 1, rng.integers(-128, 128, (8, 40)).astype(np.int8),
+                        output_shape=(8,), bias=np.zeros(8, np.int32),
+                        multiplier=np.full(8, 1 << 30), shift=np.full(8, -8),
+                        input_zero_point=0, output_zero_point=0, act_min=-128, act_max=127,
+                        double_rounding=False)
+    return Graph(tensors, [op], [0], [1], source="test")
+
+
+def _runs(config, batch=2):
+    from pim_macro.sw.compiler.graph_compiler import run_graph
+    x = np.random.default_rng(1).integers(-128, 128, (batch, 40)).astype(np.int8)
+    return {arch: run_graph(fc_graph(), x, config, sim="model", arch=arch)
+            for arch in ("pim", "baseline")}
+
+
+def test_run_graph_counts_the_inferences_and_the_setup_apart():
+    """The default macro holds the 80 weight words: written once in the set-up, none per
+    inference; a 16-row macro cannot: every inference writes all 80 again (its set-up loads
+    the 8 channels only)."""
+    fit = _runs(MacroConfig())
+    for arch, r in fit.items():
+        assert r.weights_resident
+        assert r.setup_counters["weight_words"] == 80 and r.counters["weight_words"] == 0
+        assert r.setup_counters["cycles"] == r.setup_cycles
+        assert r.counters["cycles"] == sum(r.cycles)
+        assert r.counters["mac_active"] == r.counters["row_reads"] == 2 * 40
+        # The baseline moves each 64-bit row in two 32-bit beats.
+        assert r.counters["bus_beats"] == (2 * 40 * 2 if arch == "baseline" else 0)
+    spill = _runs(MacroConfig(depth=16))
+    for r in spill.values():
+        assert not r.weights_resident and r.channels_resident
+        assert r.setup_counters["weight_words"] == 0
+        assert r.counters["weight_words"] == 2 * 80
+        assert r.counters["cycles"] == sum(r.cycles)
+
+
+def test_tiny_energy_per_inference_by_hand():
+    from pim_macro.tb.experiments import tiny
+    runs = _runs(MacroConfig())
+    fields = tiny.energy_fields(runs)
+    for arch, r in runs.items():
+        per = {k: v / 2 for k, v in r.counters.items()}
+        assert fields["counters"][arch] == per
+        want = hand_pj(per, arch == "baseline")
+        assert fields["energy"][arch]["pj"] == pytest.approx(want, rel=1e-12)
+        assert want["mac"] == pytest.approx(40 * 8 * MAC_PJ) and want["dram"] == 0
+        assert fields["energy_pj"][arch] == pytest.approx(sum(want.values()))
+        # The set-up: 80 words fetched once (not per inference), 80 x 32 bits written.
+        setup = fields["setup_energy"][arch]
+        assert setup["pj"]["dram"] == pytest.approx(80 * 4 * DRAM_PJ_PER_BYTE)
+        assert setup["pj"]["sram_write"] == pytest.approx(80 * 32 * SRAM_8KB_PJ_PER_BIT)
+        assert setup["bytes"]["offchip"] == 320
+    assert fields["energy_ratio"] == pytest.approx(
+        fields["energy_pj"]["baseline"] / fields["energy_pj"]["pim"])
+    # Spilling: each inference fetches its 320 weight bytes again.
+    spill = tiny.energy_fields(_runs(MacroConfig(depth=16)))
+    assert spill["setup_energy"]["pim"]["bytes"]["offchip"] == 0      # channels only
+    for arch in ("pim", "baseline"):
+        assert spill["energy"][arch]["bytes"]["offchip"] == 320
+        assert spill["energy"][arch]["pj"]["dram"] == pytest.approx(320 * DRAM_PJ_PER_BYTE)
+
+
+def test_tiny_tables_show_the_energy():
+    from pim_macro.tb.experiments import tiny
+    fields = tiny.energy_fields(_runs(MacroConfig()))
+    row = {"model": "m.tflite", "label": "fit", "config": "l8", "macs": 320,
+           "weight_bytes": 320, "sram_bytes": 2048, "fits": True, "passes": 1,
+           "cycles": {"pim": 83, "baseline": 124}, "speedup": 124 / 83,
+           "utilization": {"FULLY_CONNECTED": 0.5}, "host_work": 0.0, "host_traffic": 0.0,
+           **fields}
+    pim, base = fields["energy_pj"]["pim"], fields["energy_pj"]["baseline"]
+    assert (f"| 1.49x | {pim / 1e6:#.3g} | {base / 1e6:#.3g} | {base / pim:.2f}x | "
+            in tiny.table([row]))
+    lines = tiny.energy_table([row]).splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| m.tflite | fit | pim | ")
+    # Bytes per level: array (40 rows x 8 bytes read), bus (none for PIM), stream, off-chip 0;
+    # the set-up's 320 weight bytes at 162.5 pJ each dominate its energy.
+    cells = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert cells[5:7] == ["320", "0"] and cells[8] == "0"
+    assert cells[9] == f"{fields['setup_energy']['pim']['total_pj'] / 1e6:#.3g}"
+    assert [c.strip() for c in lines[3].split("|")[1:-1]][6] == "320"     # baseline bus
+
+
+def test_tiny_bad_energy_table_is_one_line(tmp_path, capsys):
+    from pim_macro.tb.experiments import tiny
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'x'\n")
+    with pytest.raises(SystemExit) as exc:
+        tiny.main(["--models", str(tmp_path), "--energy-table", str(bad)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "bad.toml" in err[-1] and "missing section" in err[-1]
