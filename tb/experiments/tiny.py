@@ -189,7 +189,8 @@ def energy_fields(runs, table=DEFAULT_TABLE):
     out = {"counters": {}, "energy": {}, "energy_pj": {}, "setup_energy": None}
     for arch, r in runs.items():
         e = energy(r.counters, r.config, arch, table).per(r.batch)
-        out["counters"][arch] = {k: v / r.batch for k, v in r.counters.items()}
+        out["counters"][arch] = {k: v // r.batch if v % r.batch == 0 else v / r.batch
+                                 for k, v in r.counters.items()}
         out["energy"][arch] = e.as_dict()
         out["energy_pj"][arch] = e.total_pj
         if r.setup_counters:
