@@ -226,6 +226,15 @@ def measure(graph, config, table=DEFAULT_TABLE):
     }
 
 
+def matches_model(result, row, arch):
+    """Whether a run's (``GraphResult``) cycles per inference and every counter summed over its
+    inferences (what the energy prices) equal ``row``'s (:func:`measure`'s, the cycle model's
+    one inference) as many times: a macro's counts do not depend on the data."""
+    return (all(c == row["cycles"][arch] for c in result.cycles)
+            and result.counters == {k: v * result.batch
+                                    for k, v in row["counters"][arch].items()})
+
+
 def _uj(pj):
     """pJ as uJ, three significant figures (no exponent)."""
     uj = pj / 1e6
@@ -380,11 +389,7 @@ def main(argv=None):
                 continue
             compared, bad = _compare(graph, ref, result.tensors, result.outputs[0], 0, n)
             want = next(r for r in rows if r["model"] == name and r["label"] == "default")
-            # Every counter (what the energy prices) over the n inferences, against the model's
-            # one inference n times: a macro's counts do not depend on the data either.
-            cycles_ok = (all(c == want["cycles"][arch] for c in result.cycles)
-                         and result.counters == {k: v * n for k, v
-                                                 in want["counters"][arch].items()})
+            cycles_ok = matches_model(result, want, arch)
             ok = bad == 0 and cycles_ok
             failed |= not ok
             check.update(compared=compared, mismatches=bad, cycles_ok=cycles_ok,

@@ -248,3 +248,19 @@ def test_tiny_bad_energy_table_is_one_line(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "bad.toml" in err[-1] and "missing section" in err[-1]
+
+
+def test_tiny_rtl_check_compares_every_counter():
+    """An RTL run agrees with the model's row only if its cycles and every counter (summed over
+    its inferences) are the model's one inference as many times."""
+    from types import SimpleNamespace
+    from pim_macro.tb.experiments import tiny
+    row = {"cycles": {"pim": 83}, "counters": {"pim": {"cycles": 83, "weight_words": 0,
+                                                       "beats_in": 18}}}
+    good = SimpleNamespace(batch=2, cycles=[83, 83],
+                           counters={"cycles": 166, "weight_words": 0, "beats_in": 36})
+    assert tiny.matches_model(good, row, "pim")
+    more = SimpleNamespace(**{**vars(good), "counters": {**good.counters, "beats_in": 37}})
+    assert not tiny.matches_model(more, row, "pim")
+    slow = SimpleNamespace(**{**vars(good), "cycles": [83, 84]})
+    assert not tiny.matches_model(slow, row, "pim")
