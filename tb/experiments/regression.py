@@ -269,6 +269,7 @@ def run_workloads(sims, jobs, quick=False, table=DEFAULT_TABLE):
                 "errors": [r[k] for r in (pim, base) for k in ("golden_error", "model_error")
                            if k in r],
                 "batch": workload.batch,
+                "counters": {"pim": pim["counters"], "baseline": base["counters"]},
                 **_counter_check(pim, base),
                 **energy_columns(pim["counters"], base["counters"], cfg, workload.batch, table),
             })
@@ -306,6 +307,7 @@ def run_sweep(sim, jobs, quick=False, table=DEFAULT_TABLE):
             "golden_match": pim["golden"] and base["golden"]
             and pim["outputs"] == base["outputs"],
             "batch": workload.batch,
+            "counters": {"pim": pim["counters"], "baseline": base["counters"]},
             **_counter_check(pim, base),
             **energy_columns(pim["counters"], base["counters"], config, workload.batch, table),
         })
