@@ -397,12 +397,13 @@ def sweep_markdown(rows):
 
 
 def plot_sweep(rows, path):
-    """Left: measured speedup against the ideal (log-log, with y = x). Right: the fraction of
-    the ideal reached, with the 3 % tolerance. Colour: lanes; marker: R."""
+    """Left: measured speedup against the ideal (log-log, with y = x). Middle: the fraction of
+    the ideal reached, with the 3 % tolerance. Right: the energy ratio (baseline / PIM per
+    vector) at the same points. Colour: lanes; marker: R."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
+    fig, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.4), dpi=110)
     ideals = [row["ideal"] for row in rows]
     lo, hi = min(ideals) / 1.4, max(ideals) * 1.4
     left.plot([lo, hi], [lo, hi], color="0.6", linestyle="--", label="ideal")
@@ -421,7 +422,8 @@ def plot_sweep(rows, path):
                          label=f"{lanes} lanes, R={r}")
             left.scatter([p["ideal"] for p in pts], [p["speedup"] for p in pts], **style)
             right.scatter([p["ideal"] for p in pts], [p["of_ideal"] for p in pts], **style)
-    for ax in (left, right):
+            third.scatter([p["ideal"] for p in pts], [p["energy_ratio"] for p in pts], **style)
+    for ax in (left, right, third):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("ideal speedup = lanes x R x 8 / bus_bits")
         ax.grid(True, which="both", alpha=0.3)
@@ -433,6 +435,11 @@ def plot_sweep(rows, path):
     right.set_ylim(min(0.95, min(row["of_ideal"] for row in rows) - 0.01), 1.005)
     right.set_title("fraction of the ideal reached")
     right.legend(fontsize=7, loc="lower left")
+    third.axhline(1.0, color="0.6", linestyle="--")
+    third.set_ylim(0, max(1.5, max(row["energy_ratio"] for row in rows) * 1.1))
+    third.set_ylabel("energy ratio (baseline / PIM, per vector)")
+    third.set_title(f"energy ({rows[0]['energy']['pim'].get('table', '')} table)"
+                    if rows[0].get("energy") else "energy")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
