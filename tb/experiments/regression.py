@@ -10,7 +10,7 @@ model (:mod:`pim_macro.sw.models.cycle_model`).
 Part 2, the sweep. One preloaded GEMV (``lanes`` outputs, K = 256, 64 vectors) over lanes in
 {8, 16, 32, 64} x bus_bits in {8, 16, 32} x R in {1, 2}, on one simulator: measured speedup
 against the ideal ``lanes x R x 8 / bus_bits`` (the beats a weight row needs on the bus), with
-a plot.
+a plot (speedup, fraction of the ideal, and the energy ratio per point).
 
 Energy. Every run's final ``READ_COUNTERS`` (the RTL's) is priced by
 :func:`pim_macro.sw.models.energy.energy` (``--energy-table``, default 45 nm): dynamic energy of
