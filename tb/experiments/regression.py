@@ -10,15 +10,23 @@ model (:mod:`pim_macro.sw.models.cycle_model`).
 Part 2, the sweep. One preloaded GEMV (``lanes`` outputs, K = 256, 64 vectors) over lanes in
 {8, 16, 32, 64} x bus_bits in {8, 16, 32} x R in {1, 2}, on one simulator: measured speedup
 against the ideal ``lanes x R x 8 / bus_bits`` (the beats a weight row needs on the bus), with
-a plot.
+a plot (speedup, fraction of the ideal, and the energy ratio per point).
+
+Energy. Every run's final ``READ_COUNTERS`` (the RTL's) is priced by
+:func:`pim_macro.sw.models.energy.energy` (``--energy-table``, default 45 nm): dynamic energy of
+the counted events per inference (a workload's batch of vectors divides it: one vector is one
+inference), for PIM and baseline, their ratio, the breakdown by event kind and the bytes moved
+per level. The counters priced are checked against the cycle model's prediction for the same
+program (:func:`pim_macro.sw.models.cycle_model.predict`), counter by counter: a difference
+fails the run.
 
 The report is printed and written to ``build/report/regression.md``, ``regression.json`` and
 ``sweep.png``. Definitions: *speedup* = baseline cycles / PIM cycles; *utilization* = useful
-MACs / (lanes x R x PIM cycles); cycles are the macro's own ``CYCLES`` counter between the
-program's clearing and final ``READ_COUNTERS``.
+MACs / (lanes x R x PIM cycles); *energy ratio* = baseline energy / PIM energy; cycles are the
+macro's own ``CYCLES`` counter between the program's clearing and final ``READ_COUNTERS``.
 
 Run: ``make sim`` (or ``python -m pim_macro.tb.experiments.regression [--sim icarus]
-[--sweep-sim verilator] [--quick] [--no-sweep] [--jobs N]``).
+[--sweep-sim verilator] [--quick] [--no-sweep] [--jobs N] [--energy-table 45nm|7nm|PATH]``).
 """
 
 import argparse
@@ -35,6 +43,9 @@ import numpy as np
 from pim_macro.hw.isa import ARCHES, MacroConfig, Opcode
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.compiler.gemv import compile_gemv
+from pim_macro.sw.models.cycle_model import predict
+from pim_macro.sw.models.energy import (DEFAULT_TABLE, KINDS, TABLES, EnergyTableError, energy,
+                                        load_table)
 from pim_macro.sw.paths import REPORT_DIR
 from pim_macro.sw.runtime.rtl import SIMULATORS, Job, run_rtl
 from pim_macro.tb.harness.programs import compare, compare_timing
@@ -50,6 +61,7 @@ class Workload:
     config: MacroConfig
     words: list
     macs: int           # useful multiply-accumulates (padding excluded)
+    batch: int = 1      # vectors (inferences) the program runs: energy is given per vector
 
 
 def _gemv(name, config, n, k, batch=1, *, seed, quant=True, bias=True, preloaded=False):
@@ -62,7 +74,7 @@ def _gemv(name, config, n, k, batch=1, *, seed, quant=True, bias=True, preloaded
     q = (dict(multiplier=rng.integers(1 << 30, 1 << 31, n), shift=rng.integers(-24, -20, n),
               zero_point=-5, act_min=-5, act_max=127) if quant else {})
     program = compile_gemv(w, x, config, bias=b, preloaded=preloaded, **q)
-    return Workload(name, config, program.words, batch * n * k)
+    return Workload(name, config, program.words, batch * n * k, batch)
 
 
 def _mlp_on_chip(name, config, sizes, *, seed):
@@ -151,8 +163,11 @@ def _play(sim, arch, config, programs):
 
 
 def _check(workload, arch, finished, out):
-    """What one run measured, and whether it matched the golden and the cycle model."""
+    """What one run measured, and whether it matched the golden and the cycle model: its final
+    ``READ_COUNTERS`` (``counters``) beside the cycle model's prediction of them for the same
+    program (``predicted``)."""
     row = {"finished": finished, "golden": False, "model": False, "counters": {},
+           "predicted": predict(workload.words, workload.config, arch=arch).counters,
            "outputs": None}
     if not finished:
         return row
@@ -195,7 +210,37 @@ def _ratio(a, b):
     return a / b if b else 0.0
 
 
-def run_workloads(sims, jobs, quick=False):
+def counter_mismatches(measured, predicted):
+    """One line per counter (by name) whose value in ``measured`` (the RTL's ``READ_COUNTERS``)
+    differs from ``predicted`` (the cycle model's), a counter missing from either included:
+    every counter the energy model prices is among them."""
+    return [f"{name} RTL {measured.get(name, 'missing')} model {predicted.get(name, 'missing')}"
+            for name in sorted(set(measured) | set(predicted))
+            if measured.get(name) != predicted.get(name)]
+
+
+def _counter_check(pim, base):
+    """``counters_match`` and ``counter_errors`` of a PIM and a baseline run's check rows."""
+    errors = [f"{arch}: {line}" for arch, r in (("pim", pim), ("baseline", base))
+              for line in (counter_mismatches(r["counters"], r["predicted"]) if r["finished"]
+                           else ["did not finish"])]
+    return {"counters_match": not errors, "counter_errors": errors}
+
+
+def energy_columns(pim_counters, baseline_counters, config, batch=1, table=DEFAULT_TABLE):
+    """Energy per inference of a PIM and a baseline run of ``config`` whose final counters are
+    ``pim_counters`` and ``baseline_counters`` over ``batch`` inferences (vectors), priced by
+    :func:`~pim_macro.sw.models.energy.energy` with ``table``: ``energy`` (``{arch:
+    Energy.as_dict()}``: pJ by kind, bytes by level, per inference), ``pim_pj`` and
+    ``baseline_pj`` (pJ per inference) and ``energy_ratio`` (baseline / PIM; 0 when PIM is 0)."""
+    per = {arch: energy(counters, config, arch, table).per(batch)
+           for arch, counters in (("pim", pim_counters), ("baseline", baseline_counters))}
+    return {"energy": {arch: e.as_dict() for arch, e in per.items()},
+            "pim_pj": per["pim"].total_pj, "baseline_pj": per["baseline"].total_pj,
+            "energy_ratio": _ratio(per["baseline"].total_pj, per["pim"].total_pj)}
+
+
+def run_workloads(sims, jobs, quick=False, table=DEFAULT_TABLE):
     items = workloads(quick)
     by_config = {}
     for workload in items:
@@ -223,11 +268,15 @@ def run_workloads(sims, jobs, quick=False):
                 "model_match": pim["model"] and base["model"],
                 "errors": [r[k] for r in (pim, base) for k in ("golden_error", "model_error")
                            if k in r],
+                "batch": workload.batch,
+                "counters": {"pim": pim["counters"], "baseline": base["counters"]},
+                **_counter_check(pim, base),
+                **energy_columns(pim["counters"], base["counters"], cfg, workload.batch, table),
             })
     return rows
 
 
-def run_sweep(sim, jobs, quick=False):
+def run_sweep(sim, jobs, quick=False, table=DEFAULT_TABLE):
     configs = sweep_configs(quick)
     loads = {config: sweep_workload(config, quick) for config in configs}
     tasks = {}
@@ -257,6 +306,10 @@ def run_sweep(sim, jobs, quick=False):
             "model_match": pim["model"] and base["model"],
             "golden_match": pim["golden"] and base["golden"]
             and pim["outputs"] == base["outputs"],
+            "batch": workload.batch,
+            "counters": {"pim": pim["counters"], "baseline": base["counters"]},
+            **_counter_check(pim, base),
+            **energy_columns(pim["counters"], base["counters"], config, workload.batch, table),
         })
     return rows
 
@@ -289,26 +342,68 @@ def workloads_markdown(rows):
     return "\n".join(lines)
 
 
+def _nj(pj):
+    """pJ as nJ with three significant figures or more (no exponent)."""
+    nj = pj / 1000
+    return f"{nj:,.0f}" if nj >= 100 else f"{nj:.1f}" if nj >= 10 else f"{nj:.2f}"
+
+
+def largest_kinds(pj, count=2):
+    """The ``count`` largest event kinds of a breakdown ``{kind: pJ}`` with their shares of the
+    total, e.g. ``"dram 97%, sram_read 1%"`` (``"-"`` for a zero total)."""
+    total = sum(pj.values())
+    if not total:
+        return "-"
+    top = sorted(KINDS, key=lambda kind: -pj.get(kind, 0.0))[:count]
+    return ", ".join(f"{kind} {100 * pj.get(kind, 0.0) / total:.0f}%" for kind in top)
+
+
+def energy_markdown(rows):
+    """One line per workload (the energy of the first simulator's runs; every simulator's
+    counters are checked against the cycle model, so they agree when all say exact)."""
+    lines = ["| workload | vectors | PIM nJ / vector | baseline nJ / vector | baseline / PIM | "
+             "PIM: largest kinds | baseline: largest kinds | off-chip bytes / vector | "
+             "counters = cycle model |",
+             "|---|---:|---:|---:|---:|---|---|---:|---|"]
+    by_workload = {}
+    for row in rows:
+        by_workload.setdefault(row["workload"], []).append(row)
+    for name, group in by_workload.items():
+        row = group[0]
+        exact = [r["sim"] for r in group if r["counters_match"]]
+        off = [r["sim"] for r in group if not r["counters_match"]]
+        check = (f"exact ({', '.join(exact)})" if not off
+                 else f"**OFF** ({', '.join(off)})")
+        pim, base = row["energy"]["pim"], row["energy"]["baseline"]
+        lines.append(
+            f"| {name} | {row['batch']} | {_nj(row['pim_pj'])} | {_nj(row['baseline_pj'])} | "
+            f"{row['energy_ratio']:.2f} | {largest_kinds(pim['pj'])} | "
+            f"{largest_kinds(base['pj'])} | {pim['bytes']['offchip']:,.0f} | {check} |")
+    return "\n".join(lines)
+
+
 def sweep_markdown(rows):
     lines = ["| lanes | R | bus bits | PIM cycles | baseline cycles | speedup | ideal | "
-             "of ideal | PIM utilization | cycle model |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "of ideal | PIM utilization | energy ratio | cycle model |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         lines.append(
             f"| {row['lanes']} | {row['rows_per_cycle']} | {row['bus_bits']} | "
             f"{row['pim_cycles']} | {row['baseline_cycles']} | {row['speedup']:.2f} | "
             f"{row['ideal']} | {row['of_ideal']:.3f} | {row['utilization']:.3f} | "
-            f"{'exact' if row['model_match'] else '**OFF**'} |")
+            f"{row['energy_ratio']:.3f} | "
+            f"{'exact' if row['model_match'] and row['counters_match'] else '**OFF**'} |")
     return "\n".join(lines)
 
 
 def plot_sweep(rows, path):
-    """Left: measured speedup against the ideal (log-log, with y = x). Right: the fraction of
-    the ideal reached, with the 3 % tolerance. Colour: lanes; marker: R."""
+    """Left: measured speedup against the ideal (log-log, with y = x). Middle: the fraction of
+    the ideal reached, with the 3 % tolerance. Right: the energy ratio (baseline / PIM per
+    vector) at the same points. Colour: lanes; marker: R."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
+    fig, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.4), dpi=110)
     ideals = [row["ideal"] for row in rows]
     lo, hi = min(ideals) / 1.4, max(ideals) * 1.4
     left.plot([lo, hi], [lo, hi], color="0.6", linestyle="--", label="ideal")
@@ -327,7 +422,8 @@ def plot_sweep(rows, path):
                          label=f"{lanes} lanes, R={r}")
             left.scatter([p["ideal"] for p in pts], [p["speedup"] for p in pts], **style)
             right.scatter([p["ideal"] for p in pts], [p["of_ideal"] for p in pts], **style)
-    for ax in (left, right):
+            third.scatter([p["ideal"] for p in pts], [p["energy_ratio"] for p in pts], **style)
+    for ax in (left, right, third):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("ideal speedup = lanes x R x 8 / bus_bits")
         ax.grid(True, which="both", alpha=0.3)
@@ -339,6 +435,11 @@ def plot_sweep(rows, path):
     right.set_ylim(min(0.95, min(row["of_ideal"] for row in rows) - 0.01), 1.005)
     right.set_title("fraction of the ideal reached")
     right.legend(fontsize=7, loc="lower left")
+    third.axhline(1.0, color="0.6", linestyle="--")
+    third.set_ylim(0, max(1.5, max(row["energy_ratio"] for row in rows) * 1.1))
+    third.set_ylabel("energy ratio (baseline / PIM, per vector)")
+    third.set_title(f"energy ({rows[0]['energy']['pim'].get('table', '')} table)"
+                    if rows[0].get("energy") else "energy")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -348,11 +449,21 @@ def write_report(workload_rows, sweep_rows, directory=REPORT_DIR):
     directory.mkdir(parents=True, exist_ok=True)
     parts = ["# PIM vs baseline regression", "",
              "Speedup = baseline cycles / PIM cycles; ideal = lanes x R x 8 / bus_bits; "
-             "utilization = useful MACs / (lanes x R x PIM cycles). Cycles are the macro's "
+             "utilization = useful MACs / (lanes x R x PIM cycles); energy ratio = baseline "
+             "energy / PIM energy (see the energy section). Cycles are the macro's "
              "CYCLES counter; *cycle model* says whether `pim_macro.sw.models.cycle_model` "
              "predicted every counter of both runs exactly; *outputs* whether both architectures "
              "matched the golden model word for word.", "", "## Workloads", "",
              workloads_markdown(workload_rows)]
+    if workload_rows:
+        table = workload_rows[0]["energy"]["pim"]
+        parts += ["", f"## Energy per vector ({table['table']} table: {table['node']})", "",
+                  "Dynamic energy of the counted events (MACs, SRAM reads and writes, the "
+                  "baseline's bus, the streams, registers, off-chip weight fetches) priced by "
+                  "`pim_macro.sw.models.energy` from each run's final READ_COUNTERS, divided "
+                  "over the workload's vectors; no leakage, no clock tree, no FPGA power. "
+                  "*Counters = cycle model*: every counter of both runs equals the cycle "
+                  "model's prediction.", "", energy_markdown(workload_rows)]
     if sweep_rows:
         plot_sweep(sweep_rows, directory / "sweep.png")
         parts += ["", f"## Sweep ({sweep_rows[0]['sim']})", "",
@@ -375,10 +486,16 @@ def failures(workload_rows, sweep_rows, *, check_ideal=True):
                             f"{row['errors'][:1]}")
         if not row["model_match"]:
             problems.append(f"{what}: the cycle model is off {row['errors'][-1:]}")
+        if not row["counters_match"]:
+            problems.append(f"{what}: the counters priced for energy differ from the cycle "
+                            f"model's: {'; '.join(row['counter_errors'])}")
     for row in sweep_rows:
         what = f"sweep lanes={row['lanes']} R={row['rows_per_cycle']} bus={row['bus_bits']}"
         if not (row["golden_match"] and row["model_match"]):
             problems.append(f"{what}: outputs or cycle model mismatch")
+        if not row["counters_match"]:
+            problems.append(f"{what}: the counters priced for energy differ from the cycle "
+                            f"model's: {'; '.join(row['counter_errors'])}")
         if check_ideal and row["bus_bound"] and row["of_ideal"] < 1 - SWEEP_TOLERANCE:
             problems.append(f"{what}: speedup {row['speedup']:.2f} is below "
                             f"{1 - SWEEP_TOLERANCE:.0%} of the ideal {row['ideal']}")
@@ -397,16 +514,24 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a few small workloads only")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="simulator runs in parallel (default: the CPU count)")
+    parser.add_argument("--energy-table", default=DEFAULT_TABLE, metavar="NAME|PATH",
+                        help=f"per-event energy table: {', '.join(TABLES)} or a TOML file in "
+                             f"their format (default: {DEFAULT_TABLE})")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    try:
+        # Before any simulator starts: a bad table is one line, not a traceback after minutes.
+        table = load_table(args.energy_table)
+    except EnergyTableError as exc:
+        parser.error(str(exc))
     sims = args.sim or list(SIMULATORS)
     print(f"regression: workloads on {', '.join(sims)} x {', '.join(ARCHES)}", flush=True)
-    workload_rows = run_workloads(sims, args.jobs, args.quick)
+    workload_rows = run_workloads(sims, args.jobs, args.quick, table)
     sweep_rows = []
     if not args.no_sweep:
         print(f"regression: sweep on {args.sweep_sim}", flush=True)
-        sweep_rows = run_sweep(args.sweep_sim, args.jobs, args.quick)
+        sweep_rows = run_sweep(args.sweep_sim, args.jobs, args.quick, table)
     text = write_report(workload_rows, sweep_rows)
     print()
     print(text)

@@ -13,15 +13,24 @@ rounded up to powers of two) and the default :class:`~pim_macro.hw.isa.MacroConf
   output compared value by value;
 * cycles of both architectures at both macros on the cycle model (a macro's timing does not
   depend on the data: every input takes the same cycles, which the run checks);
+* energy per inference of both architectures at both macros, from the same cycle-model runs'
+  counters (:func:`pim_macro.sw.models.energy.energy`, ``--energy-table``, default 45 nm), with
+  the same rule as the cycles: what one inference's commands count. At the ``fit`` macro the
+  weights and channels are written once before the first inference (the set-up, reported apart
+  and not per inference); at the ``default`` macro every inference writes its weights again,
+  and those weight words are its off-chip bytes;
 * ``--rtl`` inputs on Verilator (both architectures, the default macro) and ``--icarus`` of the
-  smaller model on Icarus: outputs against LiteRT, cycles against the cycle model.
+  smaller model on Icarus: outputs against LiteRT, cycles and every counter (what the energy
+  prices) against the cycle model.
 
 Prints the table (MACs, weight bytes against the SRAM, passes, cycles PIM and baseline with the
-speedup, MAC utilization per layer kind, the host ops' share of work and stream traffic) and the
-checks, and writes ``build/report/tiny.md`` and ``tiny.json``. Exit 1 on any mismatch.
+speedup, energy per inference PIM and baseline with their ratio, MAC utilization per layer kind,
+the host ops' share of work and stream traffic), the energy breakdown and bytes moved per level,
+and the checks, and writes ``build/report/tiny.md`` and ``tiny.json``. Exit 1 on any mismatch.
 
 Run: ``make tiny [MODELS=dir]`` or ``python -m pim_macro.tb.experiments.tiny [--models DIR]
-[-n 200] [--spill-n 10] [--rtl 3] [--icarus 1] [--jobs N] [--only ad01]``. Time (one core):
+[-n 200] [--spill-n 10] [--rtl 3] [--icarus 1] [--jobs N] [--only ad01]
+[--energy-table 45nm|7nm|PATH]``. Time (one core):
 the AD01 about 0.3 s per inference; the ResNet-8 about 4 s per inference on ``golden`` and 6 s
 on ``model`` at the ``fit`` macro, 12 and 14 s at the default one (tens of thousands of
 commands each): ``-n 200`` takes about an hour, ``-n 3`` a few minutes.
@@ -39,7 +48,10 @@ import numpy as np
 
 from pim_macro.hw.isa import ARCHES, MacroConfig
 from pim_macro.sw.compiler.graph_compiler import compile_graph, run_graph
+from pim_macro.sw.models.energy import (DEFAULT_TABLE, LEVELS, TABLES, EnergyTableError, energy,
+                                        load_table)
 from pim_macro.sw.paths import REPO_ROOT, REPORT_DIR
+from pim_macro.tb.experiments.regression import largest_kinds
 
 
 #: The models, by file name, with what they are.
@@ -166,15 +178,41 @@ def _pct(v):
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def measure(graph, config):
+def energy_fields(runs, table=DEFAULT_TABLE):
+    """Energy of the cycle-model runs ``{arch: GraphResult}`` of one macro, priced with
+    ``table``: ``counters`` (``{arch: {counter: count}}`` per inference), ``energy`` (``{arch:
+    Energy.as_dict()}`` per inference: pJ by kind, bytes by level), ``energy_pj`` (``{arch: pJ
+    per inference}``), ``energy_ratio`` (baseline / PIM) and ``setup_energy`` (``{arch:
+    Energy.as_dict()}`` of the one-time set-up that writes resident weights and channels, or
+    ``None`` without one). Per inference follows the cycles' rule: the inferences' segments,
+    divided by the batch; the set-up is not in it."""
+    out = {"counters": {}, "energy": {}, "energy_pj": {}, "setup_energy": None}
+    for arch, r in runs.items():
+        e = energy(r.counters, r.config, arch, table).per(r.batch)
+        out["counters"][arch] = {k: v // r.batch if v % r.batch == 0 else v / r.batch
+                                 for k, v in r.counters.items()}
+        out["energy"][arch] = e.as_dict()
+        out["energy_pj"][arch] = e.total_pj
+        if r.setup_counters:
+            out["setup_energy"] = out["setup_energy"] or {}
+            out["setup_energy"][arch] = energy(r.setup_counters, r.config, arch,
+                                               table).as_dict()
+    pim, base = out["energy_pj"].get("pim"), out["energy_pj"].get("baseline")
+    out["energy_ratio"] = base / pim if pim else None
+    return out
+
+
+def measure(graph, config, table=DEFAULT_TABLE):
     """One inference on the cycle model of both architectures: the table's row for ``config``
-    (cycles do not depend on the data; the bit-exact runs check that)."""
+    (cycles do not depend on the data; the bit-exact runs check that), with its energy
+    (:func:`energy_fields`)."""
     x = _STATE["xs"][:1]
     runs = {arch: run_graph(graph, x, config, sim="model", arch=arch,
                             program=_STATE["programs"].get(config)) for arch in ARCHES}
     pim, base = runs["pim"], runs["baseline"]
     share = pim.host_share()
     return {
+        **energy_fields(runs, table),
         "config": config.tag(), "sram_bytes": config.weight_bytes,
         "macs": pim.macs, "weight_bytes": pim.weight_bytes,
         "fits": pim.weights_resident, "passes": pim.passes,
@@ -188,9 +226,25 @@ def measure(graph, config):
     }
 
 
+def matches_model(result, row, arch):
+    """Whether a run's (``GraphResult``) cycles per inference and every counter summed over its
+    inferences (what the energy prices) equal ``row``'s (:func:`measure`'s, the cycle model's
+    one inference) as many times: a macro's counts do not depend on the data."""
+    return (all(c == row["cycles"][arch] for c in result.cycles)
+            and result.counters == {k: v * result.batch
+                                    for k, v in row["counters"][arch].items()})
+
+
+def _uj(pj):
+    """pJ as uJ, three significant figures (no exponent)."""
+    uj = pj / 1e6
+    return f"{uj:,.0f}" if uj >= 100 else f"{uj:#.3g}"
+
+
 def table(rows):
     head = ["model", "macro", "MACs", "weights / SRAM", "fits", "cycles PIM", "cycles baseline",
-            "speedup", "MAC utilization (PIM) by kind", "host work", "host traffic"]
+            "speedup", "uJ / inference PIM", "uJ / inference baseline", "energy ratio",
+            "MAC utilization (PIM) by kind", "host work", "host traffic"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         fits = "yes" if r["fits"] else f"no: {r['passes']} passes"
@@ -199,13 +253,33 @@ def table(rows):
             r["model"], f"{r['label']} `{r['config']}`", f"{r['macs']:,}",
             f"{r['weight_bytes']:,} / {r['sram_bytes']:,} B", fits,
             f"{r['cycles']['pim']:,}", f"{r['cycles']['baseline']:,}", f"{r['speedup']:.2f}x",
+            _uj(r["energy_pj"]["pim"]), _uj(r["energy_pj"]["baseline"]),
+            f"{r['energy_ratio']:.2f}x" if r["energy_ratio"] else "-",
             util, _pct(r["host_work"]), _pct(r["host_traffic"])]) + " |")
+    return "\n".join(lines)
+
+
+def energy_table(rows):
+    """Per model, macro and architecture: energy per inference, its largest kinds, bytes moved
+    per level per inference, and the set-up's energy (resident weights written once)."""
+    head = ["model", "macro", "arch", "uJ / inference", "largest kinds",
+            *(f"{level} bytes" for level in LEVELS), "set-up uJ (once)"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---:|---|" + "---:|" * len(LEVELS)
+             + "---:|"]
+    for r in rows:
+        for arch in ARCHES:
+            e = r["energy"][arch]
+            setup = (r["setup_energy"] or {}).get(arch)
+            lines.append("| " + " | ".join([
+                r["model"], r["label"], arch, _uj(e["total_pj"]), largest_kinds(e["pj"], 3),
+                *(f"{e['bytes'][level]:,.0f}" for level in LEVELS),
+                _uj(setup["total_pj"]) if setup else "-"]) + " |")
     return "\n".join(lines)
 
 
 def checks_table(checks):
     head = ["model", "sim", "arch", "macro", "inputs", "values compared", "mismatches",
-            "cycles = model", "result"]
+            "cycles = model (RTL: every counter)", "result"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in checks:
         lines.append("| " + " | ".join(str(c.get(k, "-")) for k in (
@@ -244,7 +318,15 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", metavar="TEXT",
                         help="run only the models whose file name contains TEXT")
+    parser.add_argument("--energy-table", default=DEFAULT_TABLE, metavar="NAME|PATH",
+                        help=f"per-event energy table: {', '.join(TABLES)} or a TOML file in "
+                             f"their format (default: {DEFAULT_TABLE})")
     args = parser.parse_args(argv)
+    try:
+        # Before the models load and run: a bad table is one line, not a late traceback.
+        pricing = load_table(args.energy_table)
+    except EnergyTableError as exc:
+        parser.error(str(exc))
     try:
         from pim_macro.sw.compiler.tflite_import import load_tflite
     except ImportError:
@@ -271,7 +353,7 @@ def main(argv=None):
               f"LiteRT reference for {count} inputs done ({time.time() - started:.0f} s)",
               flush=True)
         for label, config in macros:
-            row = measure(graph, config)
+            row = measure(graph, config, pricing)
             row.update(model=name, label=label)
             rows.append(row)
             n = args.n if label == "fit" or not fit else args.spill_n
@@ -307,15 +389,21 @@ def main(argv=None):
                 continue
             compared, bad = _compare(graph, ref, result.tensors, result.outputs[0], 0, n)
             want = next(r for r in rows if r["model"] == name and r["label"] == "default")
-            cycles_ok = all(c == want["cycles"][arch] for c in result.cycles)
+            cycles_ok = matches_model(result, want, arch)
             ok = bad == 0 and cycles_ok
             failed |= not ok
             check.update(compared=compared, mismatches=bad, cycles_ok=cycles_ok,
                          result="bit-exact" if ok else "FAIL")
             checks.append(check)
-            print(f"  {sim} {arch}: {bad} of {compared} values differ, cycles "
+            print(f"  {sim} {arch}: {bad} of {compared} values differ, cycles and counters "
                   f"{'equal' if cycles_ok else 'DIFFER from'} the model", flush=True)
-    text = (f"## MLPerf Tiny on the macro\n\n{table(rows)}\n\n### Checks against LiteRT "
+    node = rows[0]["energy"]["pim"]["node"] if rows else ""
+    text = (f"## MLPerf Tiny on the macro\n\n{table(rows)}\n\n"
+            f"### Energy and bytes moved per inference ({pricing.name}: {node})\n\n"
+            f"Dynamic energy of the counted events from the cycle model's counters (the source "
+            f"of the cycles); the `fit` macro's weights are written once (set-up, apart), the "
+            f"`default` macro's again every inference (their off-chip bytes). No leakage, no "
+            f"clock tree, no FPGA power.\n\n{energy_table(rows)}\n\n### Checks against LiteRT "
             f"(BUILTIN_REF), every macro op's output and the model's\n\n{checks_table(checks)}\n"
             f"\n{time.time() - started:.0f} s in all.\n")
     print("\n" + text)

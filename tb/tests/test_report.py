@@ -11,7 +11,9 @@ def sweep_row(speedup, ideal=8, **overrides):
     row = {"lanes": 8, "rows_per_cycle": 1, "bus_bits": 8, "sim": "verilator", "macs": 1000,
            "pim_cycles": 100, "baseline_cycles": round(100 * speedup), "speedup": speedup,
            "ideal": ideal, "of_ideal": speedup / ideal, "utilization": 0.99, "bus_beats": 800,
-           "bus_bound": ideal > 1, "model_match": True, "golden_match": True}
+           "bus_bound": ideal > 1, "model_match": True, "golden_match": True, "batch": 64,
+           "counters_match": True, "counter_errors": [], "energy": {}, "pim_pj": 1000.0,
+           "baseline_pj": 1250.0, "energy_ratio": 1.25}
     row.update(overrides)
     return row
 
@@ -20,7 +22,13 @@ def workload_row(**overrides):
     row = {"workload": "w", "sim": "icarus", "config": MacroConfig().as_dict(), "macs": 512,
            "pim_cycles": 70, "baseline_cycles": 130, "speedup": 130 / 70, "ideal": 2,
            "utilization": 0.9, "row_reads": 64, "bus_beats": 128, "golden_match": True,
-           "outputs_identical": True, "model_match": True, "errors": []}
+           "outputs_identical": True, "model_match": True, "errors": [], "batch": 1,
+           "counters_match": True, "counter_errors": [],
+           "energy": {arch: {"table": "45nm", "node": "45 nm, 0.9 V", "total_pj": total,
+                             "pj": {"mac": 0.1 * total, "sram_read": 0.9 * total},
+                             "bytes": {"offchip": 512.0}}
+                      for arch, total in (("pim", 2000.0), ("baseline", 3000.0))},
+           "pim_pj": 2000.0, "baseline_pj": 3000.0, "energy_ratio": 1.5}
     row.update(overrides)
     return row
 
@@ -47,7 +55,9 @@ def test_report_files(tmp_path):
     rows = [sweep_row(7.9), sweep_row(15.8, ideal=16, lanes=16)]
     text = regression.write_report([workload_row()], rows, directory=tmp_path)
     assert "| w | icarus | 8 x 1, 32 | 70 | 130 | 1.86 | 2 |" in text
-    assert "| 16 | 1 | 8 | 100 | 1580 | 15.80 | 16 | 0.988 |" in text
+    assert "| 16 | 1 | 8 | 100 | 1580 | 15.80 | 16 | 0.988 | 0.990 | 1.250 | exact |" in text
+    assert ("| w | 1 | 2.00 | 3.00 | 1.50 | sram_read 90%, mac 10% | sram_read 90%, mac 10% "
+            "| 512 | exact (icarus) |") in text
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "regression.json").read_text())
     assert saved["sweep"][1]["ideal"] == 16
