@@ -842,7 +842,8 @@ def _infer_tflite(args):
                f"the weights do not fit the SRAM: {result.passes} passes per inference")
         cycles = (f"{int(np.mean(result.cycles))} cycles per inference ({args.arch})"
                   if args.sim != "golden" else "no cycles on golden")
-        print(f"{result.batch} samples, {result.macs} MACs per inference, {cycles}; {fit}")
+        print(f"{_count(result.batch, 'sample')}, {result.macs} MACs per inference, {cycles}; "
+              f"{fit}")
         per_inference = energy(result.counters, config, result.arch, table).per(result.batch)
         setup = energy(result.setup_counters, config, result.arch, table)
         print(_energy_line(per_inference, setup) +

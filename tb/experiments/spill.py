@@ -249,6 +249,18 @@ def scale_energy_markdown(rows, tables=None):
     return "\n".join(lines)
 
 
+def _energy_axes(axes, ylabel, title):
+    """An energy panel's frame: log-log against weights / capacity, the capacity marked."""
+    axes.axvline(1.0, color="0.5", linestyle="--")
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xlabel("weights / weight SRAM capacity")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7)
+
+
 def plot(family, scale, path, table=DEFAULT_TABLE):
     """The four panels: speedup (top) and energy per inference priced with ``table`` (a name
     in each full-scale row's ``energy``; the family rows' energies are priced with it already)
@@ -306,14 +318,8 @@ def plot(family, scale, path, table=DEFAULT_TABLE):
         ratio_axis.plot([r["weights_over_capacity"] for r in pts],
                         [r["energy_ratio"] for r in pts], ":", color=colour, alpha=0.7)
     ratio_axis.set_ylabel("dotted: energy baseline / PIM")
-    left_e.axvline(1.0, color="0.5", linestyle="--")
-    left_e.set_xscale("log", base=2)
-    left_e.set_yscale("log")
-    left_e.set_xlabel("weights / weight SRAM capacity")
-    left_e.set_ylabel(f"energy per inference (nJ, {table} table)")
-    left_e.set_title("RTL: energy from the macro's counters")
-    left_e.grid(True, which="both", alpha=0.3)
-    left_e.legend(fontsize=7)
+    _energy_axes(left_e, f"energy per inference (nJ, {table} table)",
+                 "RTL: energy from the macro's counters")
     for (name, marker), colour in zip(markers.items(), ("tab:blue", "tab:orange", "tab:green")):
         pts = [r for r in scale if r["network"] == name]
         x = [r["weights_over_capacity"] for r in pts]
@@ -322,14 +328,8 @@ def plot(family, scale, path, table=DEFAULT_TABLE):
         right_e.plot(x, [r["energy"][table]["baseline_pj"] / 1e9 for r in pts],
                      marker=marker, linestyle="--", color=colour, mfc="none",
                      label=f"{name}, baseline")
-    right_e.axvline(1.0, color="0.5", linestyle="--")
-    right_e.set_xscale("log", base=2)
-    right_e.set_yscale("log")
-    right_e.set_xlabel("weights / weight SRAM capacity")
-    right_e.set_ylabel(f"energy per inference (mJ, {table} table)")
-    right_e.set_title("full scale (model): energy per inference, reloads included")
-    right_e.grid(True, which="both", alpha=0.3)
-    right_e.legend(fontsize=7)
+    _energy_axes(right_e, f"energy per inference (mJ, {table} table)",
+                 "full scale (model): energy per inference, reloads included")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

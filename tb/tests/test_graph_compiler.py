@@ -328,10 +328,14 @@ def tflite_cli(tmp_path, monkeypatch):
                              f"host)")
         return graph
 
-    from pim_macro.sw.compiler.tflite_import import FILE_IDENTIFIER
+    # The stand-in keeps every other name of the real module (UnsupportedModel, ...): a module
+    # that imports one of them after the swap (the CLI imports graph_quantizer lazily) must find
+    # it, whichever tests ran before in this worker.
+    from pim_macro.sw.compiler import tflite_import
     fake = types.ModuleType("pim_macro.sw.compiler.tflite_import")
+    fake.__dict__.update({k: v for k, v in vars(tflite_import).items()
+                          if not k.startswith("__")})
     fake.load_tflite = load_tflite
-    fake.FILE_IDENTIFIER = FILE_IDENTIFIER
     monkeypatch.setitem(sys.modules, "pim_macro.sw.compiler.tflite_import", fake)
     x = _inputs(graph, 2, seed=7)
     np.save(tmp_path / "X.npy", x)
