@@ -47,7 +47,11 @@ each entry carries its own citation.
 """
 
 import math
+import operator
+import os
+import stat
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,11 +114,29 @@ class EnergyTable:
         return math.sqrt(bits * self.cell_um2) / 1000
 
 
-def _positive(value, where):
+#: The largest value a table entry may hold: no event costs a millijoule (1e9 pJ), no cell is
+#: a square metre; bigger numbers are a typo, and would overflow a run's total to infinity.
+_VALUE_MAX = 1e9
+#: The largest capacity an ``sram_access`` point may name (bytes): a petabyte.
+_CAPACITY_MAX = 1e15
+#: The largest table file read (bytes): the shipped ones are about 3 KB.
+TABLE_BYTES_MAX = 1 << 20
+
+
+def _positive(value, where, largest=_VALUE_MAX):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise EnergyTableError(f"{where} must be a positive number, not {value!r}")
+            or not 0 < value <= largest:
+        raise EnergyTableError(f"{where} must be a positive number at most {largest:g}, not "
+                               f"{value!r}")
     return float(value)
+
+
+def _text(doc, key, default, where):
+    """A table's ``name`` or ``node``: one line of printable text (it is shown in reports)."""
+    value = doc.get(key, default)
+    if not isinstance(value, str) or not value.isprintable() or not value.strip():
+        raise EnergyTableError(f"{where}: {key} must be one line of text, not {value!r}")
+    return value
 
 
 def load_table(source=DEFAULT_TABLE):
@@ -123,8 +145,17 @@ def load_table(source=DEFAULT_TABLE):
     (a ``ValueError`` with a one-line message) for a missing or malformed file."""
     if isinstance(source, EnergyTable):
         return source
+    shipped = str(source) in TABLES
     path = TABLES.get(str(source)) or Path(source)
     try:
+        # Only a regular file of a table's size: a device (/dev/zero) or a FIFO would never end.
+        mode = os.stat(path)
+        if not stat.S_ISREG(mode.st_mode):
+            what = "a directory" if stat.S_ISDIR(mode.st_mode) else "not a regular file"
+            raise EnergyTableError(f"energy table {str(source)!r} is {what}")
+        if mode.st_size > TABLE_BYTES_MAX:
+            raise EnergyTableError(f"energy table {str(source)!r} is {mode.st_size} bytes; a "
+                                   f"table is a small TOML file (at most {TABLE_BYTES_MAX})")
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except FileNotFoundError:
@@ -152,13 +183,18 @@ def load_table(source=DEFAULT_TABLE):
             or len(caps) != len(energies):
         raise EnergyTableError(f"{where}: [sram_access] capacity_bytes and pj_per_64_bits must "
                                f"be lists of the same non-zero length")
-    points = tuple((_positive(c, f"{where}: [sram_access] capacity_bytes"),
+    points = tuple((_positive(c, f"{where}: [sram_access] capacity_bytes", _CAPACITY_MAX),
                     _positive(e, f"{where}: [sram_access] pj_per_64_bits"))
                    for c, e in zip(caps, energies))
     if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
         raise EnergyTableError(f"{where}: [sram_access] capacity_bytes must increase")
+    name = _text(doc, "name", path.stem, where)
+    node = _text(doc, "node", "unstated node", where)
+    if not shipped and (name in TABLES or not name):
+        # A copy of a shipped table that kept its name must not pass for it in reports.
+        name = f"{name} ({path})"
     return EnergyTable(
-        name=str(doc.get("name", path.stem)), node=str(doc.get("node", "")),
+        name=name, node=node,
         mac_pj=_positive(doc["mac_int8"]["pj"], f"{where}: [mac_int8] pj"),
         sram_points=points,
         wire_pj_per_bit_mm=_positive(doc["wire"]["pj_per_bit_mm"], f"{where}: [wire] pj_per_bit_mm"),
@@ -182,33 +218,58 @@ class Events:
     dram_bytes: int = 0
 
 
-def _count(counters, counter):
-    for key in (counter, counter.name, counter.name.lower()):
-        if key in counters:
-            value = counters[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"counter {counter.name} must be a non-negative integer, "
-                                 f"not {value!r}")
-            return value
-    return 0
+def _counts(counters):
+    """``counters`` as ``{Counter: int}``: keys a :class:`Counter`, its name or its lower-case
+    name; values non-negative integers (numpy's included). ``TypeError`` for what is not a
+    mapping (the words of a ``READ_COUNTERS`` answer are, parsed: ``Responses.counters()``),
+    ``ValueError`` for a key that names no counter or a bad value."""
+    if not isinstance(counters, Mapping):
+        raise TypeError(f"counters must be a mapping of counter names to counts, not "
+                        f"{type(counters).__name__} (parse a READ_COUNTERS answer with "
+                        f"Responses.counters())")
+    names = {**{c: c for c in Counter}, **{c.name: c for c in Counter},
+             **{c.name.lower(): c for c in Counter}}
+    counts = {}
+    for key, value in counters.items():
+        counter = names.get(key) if isinstance(key, (str, Counter)) else None
+        if counter is None:
+            raise ValueError(f"{key!r} names no counter (the counters: "
+                             f"{', '.join(c.name.lower() for c in Counter)})")
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            value = operator.index(value)
+        except TypeError:
+            value = None
+        if value is None or value < 0:
+            raise ValueError(f"counter {counter.name} must be a non-negative integer, not "
+                             f"{counters[key]!r}")
+        counts[counter] = value
+    return counts
+
+
+def _check_arch(arch):
+    if arch not in ("pim", "baseline"):
+        raise ValueError(f"arch must be 'pim' or 'baseline', not {arch!r}")
 
 
 def events_from_counters(counters, config: MacroConfig, arch):
     """The :class:`Events` of a run whose counters are ``counters`` (a mapping keyed by
     :class:`Counter`, its name or its lower-case name, as ``Responses.counters()`` and
     ``Prediction.counters`` give them; a counter missing counts 0) on ``arch`` of ``config``.
-    Raises ``ValueError`` for a negative or non-integer count or an unknown ``arch``."""
-    if arch not in ("pim", "baseline"):
-        raise ValueError(f"arch must be 'pim' or 'baseline', not {arch!r}")
+    Raises ``TypeError`` when ``counters`` is not a mapping, ``ValueError`` for a key that
+    names no counter, a negative or non-integer count, or an unknown ``arch``."""
+    _check_arch(arch)
+    counts = _counts(counters)
+    count = lambda counter: counts.get(counter, 0)      # noqa: E731
     lanes, r = config.lanes, config.rows_per_cycle
-    mac_cycles = _count(counters, Counter.MAC_ACTIVE)
-    bus_bits = _count(counters, Counter.BUS_BEATS) * config.bus_bits if arch == "baseline" else 0
-    weight_words = _count(counters, Counter.WEIGHT_WORDS)
-    stream_bits = (_count(counters, Counter.BEATS_IN)
-                   + _count(counters, Counter.BEATS_OUT)) * STREAM_BITS
+    mac_cycles = count(Counter.MAC_ACTIVE)
+    bus_bits = count(Counter.BUS_BEATS) * config.bus_bits if arch == "baseline" else 0
+    weight_words = count(Counter.WEIGHT_WORDS)
+    stream_bits = (count(Counter.BEATS_IN) + count(Counter.BEATS_OUT)) * STREAM_BITS
     return Events(
         macs=mac_cycles * lanes * r,
-        sram_read_bits=_count(counters, Counter.ROW_READS) * 8 * config.row_bytes,
+        sram_read_bits=count(Counter.ROW_READS) * 8 * config.row_bytes,
         sram_write_bits=weight_words * STREAM_BITS,
         bus_bits=bus_bits,
         stream_bits=stream_bits,
@@ -236,10 +297,16 @@ class Energy:
 
     def per(self, n):
         """This energy divided over ``n`` inferences (samples); ``n`` a positive integer."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        try:
+            if isinstance(n, bool):
+                raise TypeError
+            n = operator.index(n)
+        except TypeError:
+            n = 0
+        if n < 1:
             raise ValueError(f"n must be a positive integer, not {n!r}")
         return Energy(self.table, self.node, {k: v / n for k, v in self.pj.items()},
-                      {k: v / n for k, v in self.bytes.items()}, self.unit_pj,
+                      {k: v / n for k, v in self.bytes.items()}, dict(self.unit_pj),
                       self.side_mm, Events(**{k: v / n for k, v in vars(self.events).items()}))
 
     def as_dict(self):
@@ -256,6 +323,7 @@ def energy(counters, config: MacroConfig, arch, table=DEFAULT_TABLE):
     :data:`TABLES` or a path; :func:`load_table`). Raises ``ValueError`` (or
     :class:`EnergyTableError`) for bad counts or a bad table."""
     table = load_table(table)
+    _check_arch(arch)
     events = counters if isinstance(counters, Events) else \
         events_from_counters(counters, config, arch)
     side = table.side_mm(config.depth * config.row_bytes * 8)
@@ -281,5 +349,8 @@ def energy(counters, config: MacroConfig, arch, table=DEFAULT_TABLE):
         "stream": events.stream_bits / 8,
         "offchip": events.dram_bytes,
     }
+    if not all(math.isfinite(v) for v in pj.values()):
+        raise ValueError(f"the energy of these counts overflows with table {table.name!r}: "
+                         f"check its values")
     return Energy(table=table.name, node=table.node, pj=pj, bytes=moved, unit_pj=unit,
                   side_mm=side, events=events)

@@ -523,8 +523,8 @@ def main(argv=None):
     try:
         # Before any simulator starts: a bad table is one line, not a traceback after minutes.
         table = load_table(args.energy_table)
-    except EnergyTableError as exc:
-        parser.error(str(exc))
+    except EnergyTableError as exc:      # one line, not the whole usage
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     sims = args.sim or list(SIMULATORS)
     print(f"regression: workloads on {', '.join(sims)} x {', '.join(ARCHES)}", flush=True)
     workload_rows = run_workloads(sims, args.jobs, args.quick, table)

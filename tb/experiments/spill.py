@@ -15,8 +15,8 @@ against the baseline, with spilled weights reloaded at a configurable external b
 Both parts give the dynamic energy per inference of both architectures
 (:func:`pim_macro.sw.models.energy.energy`, 45 nm and 7 nm tables): in RTL from the macro's own
 counters, at full scale from the steady-state model's counts. At full scale the *reload share*
-(:data:`RELOAD_SHARE`) is the part of an inference's energy that reloading the weights that do
-not fit adds.
+(:data:`RELOAD_SHARE`) is the part of an inference's energy that reloading the weights adds once
+they do not fit (every stored weight is then rewritten for every inference).
 
 Writes ``build/report/spill.md``, ``spill.json`` and ``spill.png``.
 Run: ``make spill`` (or
@@ -57,7 +57,8 @@ ENERGY_COUNTERS = (Counter.MAC_ACTIVE, Counter.ROW_READS, Counter.BUS_BEATS,
                    Counter.WEIGHT_WORDS, Counter.BEATS_IN, Counter.BEATS_OUT)
 #: What the reload share counts, stated once for the report.
 RELOAD_SHARE = ("reload share: the part of an inference's energy that reloading the weights "
-                "that do not fit adds (their DRAM reads, their SRAM writes, and the stream words "
+                "adds once they do not fit (the compiler then rewrites every stored weight for "
+                "every inference, in passes of the SRAM's size: their DRAM reads, their SRAM writes, and the stream words "
                 "that carry them in: weights, reloaded channels and those commands, with the "
                 "commands' status words out), over the inference's total; 0 when they fit")
 
@@ -353,10 +354,10 @@ def main(argv=None):
         parser.error("--bandwidth must be positive")
     try:        # before the RTL runs: a bad table is refused at once
         tables = [load_table(t) for t in args.energy_table]
-    except EnergyTableError as e:
-        parser.error(str(e))
+    except EnergyTableError as e:      # one line, not the whole usage
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     if len({t.name for t in tables}) < len(tables):
-        parser.error("--energy-table: two tables have the same name")
+        parser.exit(2, f"{parser.prog}: error: --energy-table: two tables have the same name\n")
     print(f"spill: RTL family on {args.sim}, then the full-scale model", flush=True)
     family = run_family(args.sim, tables[0])
     scale = run_scale(args.bandwidth, tables)

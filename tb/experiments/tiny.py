@@ -325,8 +325,8 @@ def main(argv=None):
     try:
         # Before the models load and run: a bad table is one line, not a late traceback.
         pricing = load_table(args.energy_table)
-    except EnergyTableError as exc:
-        parser.error(str(exc))
+    except EnergyTableError as exc:      # one line, not the whole usage
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     try:
         from pim_macro.sw.compiler.tflite_import import load_tflite
     except ImportError:
