@@ -87,8 +87,8 @@ from pim_macro.sw.compiler.compiler import run_network
 from pim_macro.sw.compiler.gemv import SIMS, run_gemv
 from pim_macro.sw.compiler.network import load_network, save_network
 from pim_macro.sw.files import FileError, open_input, read_array, shown
-from pim_macro.sw.models.energy import (DEFAULT_TABLE, KINDS, TABLES, EnergyTableError, energy,
-                                        load_table)
+from pim_macro.sw.models.energy import (DEFAULT_TABLE, TABLES, EnergyTableError, energy,
+                                        largest_kinds, load_table)
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.runtime.board_link import BoardMissing
 from pim_macro.sw.runtime.driver import StreamRun, run_stream
@@ -564,33 +564,13 @@ def _integer_or_array(value, option):
     return array
 
 
-#: The largest energy table file read (bytes): the shipped ones are about 3 KB.
-_TABLE_BYTES_MAX = 1 << 20
-
-
 def _energy_table(args):
     """The :class:`~pim_macro.sw.models.energy.EnergyTable` of ``--energy-table``, read before
-    anything runs: a missing or malformed table (no such file, bad TOML, an entry missing or not
-    a positive number) is a one-line error, exit 2. A path must name a regular file of at most
-    :data:`_TABLE_BYTES_MAX` bytes (a pipe or a device would never end)."""
-    source = args.energy_table
-    names = ", ".join(TABLES)
-    if source == "":
-        raise _Error(f"--energy-table is empty; give a table name ({names}) or a TOML file")
-    if source not in TABLES:
-        try:
-            st = os.stat(source)
-        except OSError:
-            st = None               # load_table names what is wrong (no such file, ...)
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise _Error(f"--energy-table {shown(source, 200)} is {what}; give a table name "
-                         f"({names}) or a TOML file")
-        if st is not None and st.st_size > _TABLE_BYTES_MAX:
-            raise _Error(f"--energy-table {shown(source, 200)} is {st.st_size} bytes; an energy "
-                         f"table is a small TOML file (at most {_TABLE_BYTES_MAX} bytes)")
+    anything runs: a missing or malformed table (no such file, not a regular file, bad TOML, an
+    entry missing or not a positive number; :func:`~pim_macro.sw.models.energy.load_table`'s
+    checks) is a one-line error, exit 2."""
     try:
-        return load_table(source)
+        return load_table(args.energy_table)
     except EnergyTableError as exc:
         raise _Error(str(exc)) from None
 
@@ -626,12 +606,9 @@ def _joules(pj):
 def _energy_line(per_inference, setup=None):
     """The text form's energy line: the energy per inference, its three largest kinds with
     their shares, the table, and the one-time set-up's energy (``setup``) when there is one."""
-    total = per_inference.total_pj
-    kinds = sorted((k for k in KINDS if per_inference.pj[k] > 0),
-                   key=lambda k: -per_inference.pj[k])[:3]
-    shares = ", ".join(f"{k} {per_inference.pj[k] / total:.0%}" for k in kinds)
-    line = f"energy: {_joules(total)} per inference"
-    if shares:
+    shares = largest_kinds(per_inference.pj, 3)
+    line = f"energy: {_joules(per_inference.total_pj)} per inference"
+    if shares != "-":
         line += f" ({shares})"
     line += f", {per_inference.table} table"
     if setup is not None and setup.total_pj > 0:

@@ -59,7 +59,7 @@ from pim_macro.hw.isa import STREAM_BITS, WORD_BYTES, ACC_BITS, Counter, MacroCo
 
 
 __all__ = ["TABLES", "DEFAULT_TABLE", "KINDS", "LEVELS", "EnergyTable", "Events", "Energy",
-           "load_table", "events_from_counters", "energy"]
+           "load_table", "events_from_counters", "energy", "largest_kinds"]
 
 
 TABLES_DIR = Path(__file__).resolve().parent / "energy_tables"
@@ -145,6 +145,9 @@ def load_table(source=DEFAULT_TABLE):
     (a ``ValueError`` with a one-line message) for a missing or malformed file."""
     if isinstance(source, EnergyTable):
         return source
+    if str(source) == "":           # Path("") is the current directory
+        raise EnergyTableError(f"the energy table is empty: give a name ({', '.join(TABLES)}) "
+                               f"or a TOML file")
     shipped = str(source) in TABLES
     path = TABLES.get(str(source)) or Path(source)
     try:
@@ -354,3 +357,15 @@ def energy(counters, config: MacroConfig, arch, table=DEFAULT_TABLE):
                          f"check its values")
     return Energy(table=table.name, node=table.node, pj=pj, bytes=moved, unit_pj=unit,
                   side_mm=side, events=events)
+
+
+def largest_kinds(pj, count=2):
+    """The ``count`` largest event kinds of a breakdown ``{kind: pJ}`` (``Energy.pj`` or its
+    JSON form) with their shares of the total, in :data:`KINDS` order on ties, kinds of 0 pJ
+    left out: e.g. ``"dram 97%, sram_read 1%"``; ``"-"`` for a zero total."""
+    total = sum(pj.values())
+    top = sorted((kind for kind in KINDS if pj.get(kind, 0.0) > 0),
+                 key=lambda kind: -pj[kind])[:count]
+    if not total or not top:
+        return "-"
+    return ", ".join(f"{kind} {100 * pj[kind] / total:.0f}%" for kind in top)

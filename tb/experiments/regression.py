@@ -16,9 +16,9 @@ Energy. Every run's final ``READ_COUNTERS`` (the RTL's) is priced by
 :func:`pim_macro.sw.models.energy.energy` (``--energy-table``, default 45 nm): dynamic energy of
 the counted events per inference (a workload's batch of vectors divides it: one vector is one
 inference), for PIM and baseline, their ratio, the breakdown by event kind and the bytes moved
-per level. The counters priced are checked against the cycle model's prediction for the same
-program (:func:`pim_macro.sw.models.cycle_model.predict`), counter by counter: a difference
-fails the run.
+per level. The counters priced are those the run already checks against the cycle model, every
+counter of every timed ``READ_COUNTERS`` (:func:`pim_macro.tb.harness.programs.compare_timing`):
+a difference fails the run.
 
 The report is printed and written to ``build/report/regression.md``, ``regression.json`` and
 ``sweep.png``. Definitions: *speedup* = baseline cycles / PIM cycles; *utilization* = useful
@@ -43,9 +43,8 @@ import numpy as np
 from pim_macro.hw.isa import ARCHES, MacroConfig, Opcode
 from pim_macro.sw.runtime import asm
 from pim_macro.sw.compiler.gemv import compile_gemv
-from pim_macro.sw.models.cycle_model import predict
-from pim_macro.sw.models.energy import (DEFAULT_TABLE, KINDS, TABLES, EnergyTableError, energy,
-                                        load_table)
+from pim_macro.sw.models.energy import (DEFAULT_TABLE, TABLES, EnergyTableError, energy,
+                                        largest_kinds, load_table)
 from pim_macro.sw.paths import REPORT_DIR
 from pim_macro.sw.runtime.rtl import SIMULATORS, Job, run_rtl
 from pim_macro.tb.harness.programs import compare, compare_timing
@@ -163,11 +162,10 @@ def _play(sim, arch, config, programs):
 
 
 def _check(workload, arch, finished, out):
-    """What one run measured, and whether it matched the golden and the cycle model: its final
-    ``READ_COUNTERS`` (``counters``) beside the cycle model's prediction of them for the same
-    program (``predicted``)."""
+    """What one run measured (its final ``READ_COUNTERS``: ``counters``, what the energy prices),
+    and whether it matched the golden model and the cycle model (``compare_timing``: every
+    counter of every timed ``READ_COUNTERS``, so the energy's counts too)."""
     row = {"finished": finished, "golden": False, "model": False, "counters": {},
-           "predicted": predict(workload.words, workload.config, arch=arch).counters,
            "outputs": None}
     if not finished:
         return row
@@ -208,23 +206,6 @@ def _run_tasks(tasks, jobs, label):
 
 def _ratio(a, b):
     return a / b if b else 0.0
-
-
-def counter_mismatches(measured, predicted):
-    """One line per counter (by name) whose value in ``measured`` (the RTL's ``READ_COUNTERS``)
-    differs from ``predicted`` (the cycle model's), a counter missing from either included:
-    every counter the energy model prices is among them."""
-    return [f"{name} RTL {measured.get(name, 'missing')} model {predicted.get(name, 'missing')}"
-            for name in sorted(set(measured) | set(predicted))
-            if measured.get(name) != predicted.get(name)]
-
-
-def _counter_check(pim, base):
-    """``counters_match`` and ``counter_errors`` of a PIM and a baseline run's check rows."""
-    errors = [f"{arch}: {line}" for arch, r in (("pim", pim), ("baseline", base))
-              for line in (counter_mismatches(r["counters"], r["predicted"]) if r["finished"]
-                           else ["did not finish"])]
-    return {"counters_match": not errors, "counter_errors": errors}
 
 
 def energy_columns(pim_counters, baseline_counters, config, batch=1, table=DEFAULT_TABLE):
@@ -270,7 +251,6 @@ def run_workloads(sims, jobs, quick=False, table=DEFAULT_TABLE):
                            if k in r],
                 "batch": workload.batch,
                 "counters": {"pim": pim["counters"], "baseline": base["counters"]},
-                **_counter_check(pim, base),
                 **energy_columns(pim["counters"], base["counters"], cfg, workload.batch, table),
             })
     return rows
@@ -308,7 +288,6 @@ def run_sweep(sim, jobs, quick=False, table=DEFAULT_TABLE):
             and pim["outputs"] == base["outputs"],
             "batch": workload.batch,
             "counters": {"pim": pim["counters"], "baseline": base["counters"]},
-            **_counter_check(pim, base),
             **energy_columns(pim["counters"], base["counters"], config, workload.batch, table),
         })
     return rows
@@ -348,16 +327,6 @@ def _nj(pj):
     return f"{nj:,.0f}" if nj >= 100 else f"{nj:.1f}" if nj >= 10 else f"{nj:.2f}"
 
 
-def largest_kinds(pj, count=2):
-    """The ``count`` largest event kinds of a breakdown ``{kind: pJ}`` with their shares of the
-    total, e.g. ``"dram 97%, sram_read 1%"`` (``"-"`` for a zero total)."""
-    total = sum(pj.values())
-    if not total:
-        return "-"
-    top = sorted(KINDS, key=lambda kind: -pj.get(kind, 0.0))[:count]
-    return ", ".join(f"{kind} {100 * pj.get(kind, 0.0) / total:.0f}%" for kind in top)
-
-
 def energy_markdown(rows):
     """One line per workload (the energy of the first simulator's runs; every simulator's
     counters are checked against the cycle model, so they agree when all say exact)."""
@@ -370,8 +339,8 @@ def energy_markdown(rows):
         by_workload.setdefault(row["workload"], []).append(row)
     for name, group in by_workload.items():
         row = group[0]
-        exact = [r["sim"] for r in group if r["counters_match"]]
-        off = [r["sim"] for r in group if not r["counters_match"]]
+        exact = [r["sim"] for r in group if r["model_match"]]
+        off = [r["sim"] for r in group if not r["model_match"]]
         check = (f"exact ({', '.join(exact)})" if not off
                  else f"**OFF** ({', '.join(off)})")
         pim, base = row["energy"]["pim"], row["energy"]["baseline"]
@@ -392,7 +361,7 @@ def sweep_markdown(rows):
             f"{row['pim_cycles']} | {row['baseline_cycles']} | {row['speedup']:.2f} | "
             f"{row['ideal']} | {row['of_ideal']:.3f} | {row['utilization']:.3f} | "
             f"{row['energy_ratio']:.3f} | "
-            f"{'exact' if row['model_match'] and row['counters_match'] else '**OFF**'} |")
+            f"{'exact' if row['model_match'] else '**OFF**'} |")
     return "\n".join(lines)
 
 
@@ -486,16 +455,10 @@ def failures(workload_rows, sweep_rows, *, check_ideal=True):
                             f"{row['errors'][:1]}")
         if not row["model_match"]:
             problems.append(f"{what}: the cycle model is off {row['errors'][-1:]}")
-        if not row["counters_match"]:
-            problems.append(f"{what}: the counters priced for energy differ from the cycle "
-                            f"model's: {'; '.join(row['counter_errors'])}")
     for row in sweep_rows:
         what = f"sweep lanes={row['lanes']} R={row['rows_per_cycle']} bus={row['bus_bits']}"
         if not (row["golden_match"] and row["model_match"]):
             problems.append(f"{what}: outputs or cycle model mismatch")
-        if not row["counters_match"]:
-            problems.append(f"{what}: the counters priced for energy differ from the cycle "
-                            f"model's: {'; '.join(row['counter_errors'])}")
         if check_ideal and row["bus_bound"] and row["of_ideal"] < 1 - SWEEP_TOLERANCE:
             problems.append(f"{what}: speedup {row['speedup']:.2f} is below "
                             f"{1 - SWEEP_TOLERANCE:.0%} of the ideal {row['ideal']}")

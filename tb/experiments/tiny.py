@@ -49,9 +49,8 @@ import numpy as np
 from pim_macro.hw.isa import ARCHES, MacroConfig
 from pim_macro.sw.compiler.graph_compiler import compile_graph, run_graph
 from pim_macro.sw.models.energy import (DEFAULT_TABLE, LEVELS, TABLES, EnergyTableError, energy,
-                                        load_table)
+                                        largest_kinds, load_table)
 from pim_macro.sw.paths import REPO_ROOT, REPORT_DIR
-from pim_macro.tb.experiments.regression import largest_kinds
 
 
 #: The models, by file name, with what they are.

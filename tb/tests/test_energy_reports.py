@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from pim_macro.hw.isa import MacroConfig
+from pim_macro.hw.isa import Counter, MacroConfig
 from pim_macro.sw.models.cycle_model import predict
+from pim_macro.sw.models.energy import largest_kinds
 from pim_macro.sw.runtime import asm
 from pim_macro.tb.experiments import regression
 
@@ -92,50 +93,31 @@ def test_energy_columns_other_table():
 
 
 def test_largest_kinds():
-    assert regression.largest_kinds({"mac": 1.0, "dram": 97.0, "sram_read": 2.0}) == \
+    assert largest_kinds({"mac": 1.0, "dram": 97.0, "sram_read": 2.0}) == \
         "dram 97%, sram_read 2%"
-    assert regression.largest_kinds({"mac": 0.0}) == "-"
-
-
-def test_counter_mismatch_fails_the_regression():
-    """A counter the energy prices (WEIGHT_WORDS) that differs between the RTL and the cycle
-    model fails the run, naming it; equal counters do not."""
-    rtl = {"finished": True, "counters": dict(PIM), "predicted": dict(PIM)}
-    base = {"finished": True, "counters": dict(BASELINE), "predicted": dict(BASELINE)}
-    assert regression._counter_check(rtl, base) == {"counters_match": True,
-                                                    "counter_errors": []}
-    rtl["counters"]["weight_words"] = 127
-    check = regression._counter_check(rtl, base)
-    assert check == {"counters_match": False,
-                     "counter_errors": ["pim: weight_words RTL 127 model 128"]}
-    row = {"workload": "w", "sim": "verilator", "golden_match": True, "outputs_identical": True,
-           "model_match": True, "errors": [], **check}
-    [problem] = regression.failures([row], [])
-    assert "w on verilator" in problem and "weight_words RTL 127 model 128" in problem
-    sweep = {"lanes": 8, "rows_per_cycle": 1, "bus_bits": 8, "golden_match": True,
-             "model_match": True, "bus_bound": False, **check}
-    [problem] = regression.failures([], [sweep])
-    assert "sweep lanes=8" in problem and "weight_words" in problem
-    unfinished = regression._counter_check({**rtl, "finished": False}, base)
-    assert unfinished["counter_errors"] == ["pim: did not finish"]
+    assert largest_kinds({"mac": 0.0}) == "-"
 
 
 def test_check_compares_every_counter_with_the_cycle_model():
-    """``_check`` on an output stream (the cycle model's own, standing in for the RTL's):
-    equal counters pass; the same stream with its final BEATS_OUT changed is caught."""
+    """``_check`` on an output stream (the cycle model's own, standing in for the RTL's): its
+    counters pass; the same stream with the final WEIGHT_WORDS or BEATS_OUT (counters the
+    energy prices, not the cycles) changed is caught, and fails the regression naming it."""
     workload = regression.workloads(quick=True)[1]          # gemv 8x64 int8
     out = predict(workload.words, workload.config, arch="pim").out
     row = regression._check(workload, "pim", True, out)
-    assert row["counters"] == row["predicted"] and row["predicted"]["weight_words"] == 128
-    responses = asm.parse_responses(out)
-    assert responses[-1].counters() == row["counters"]
-    # The final READ_COUNTERS: its status word, then the counters in Counter order.
-    tampered = list(out)
-    tampered[len(out) - len(row["counters"]) + 4] += 1      # BEATS_OUT
-    bad = regression._check(workload, "pim", True, tampered)
-    assert regression.counter_mismatches(bad["counters"], bad["predicted"]) == [
-        f"beats_out RTL {row['counters']['beats_out'] + 1} model "
-        f"{row['counters']['beats_out']}"]
+    assert row["model"] and row["counters"]["weight_words"] == 128
+    assert asm.parse_responses(out)[-1].counters() == row["counters"]
+    for counter in (Counter.WEIGHT_WORDS, Counter.BEATS_OUT):
+        tampered = list(out)
+        # The final READ_COUNTERS: its status word, then the counters in Counter order.
+        tampered[len(out) - len(Counter) + counter.value] += 1
+        bad = regression._check(workload, "pim", True, tampered)
+        assert not bad["model"] and counter.name.lower() in bad["model_error"]
+        row = {"workload": "w", "sim": "verilator", "golden_match": True,
+               "outputs_identical": True, "model_match": bad["model"],
+               "errors": [bad["model_error"]]}
+        [problem] = regression.failures([row], [])
+        assert "w on verilator" in problem and counter.name.lower() in problem
 
 
 def test_bad_energy_table_is_one_line(tmp_path, capsys):

@@ -12,7 +12,7 @@ def sweep_row(speedup, ideal=8, **overrides):
            "pim_cycles": 100, "baseline_cycles": round(100 * speedup), "speedup": speedup,
            "ideal": ideal, "of_ideal": speedup / ideal, "utilization": 0.99, "bus_beats": 800,
            "bus_bound": ideal > 1, "model_match": True, "golden_match": True, "batch": 64,
-           "counters_match": True, "counter_errors": [], "energy": {}, "pim_pj": 1000.0,
+           "energy": {}, "pim_pj": 1000.0,
            "baseline_pj": 1250.0, "energy_ratio": 1.25}
     row.update(overrides)
     return row
@@ -23,7 +23,6 @@ def workload_row(**overrides):
            "pim_cycles": 70, "baseline_cycles": 130, "speedup": 130 / 70, "ideal": 2,
            "utilization": 0.9, "row_reads": 64, "bus_beats": 128, "golden_match": True,
            "outputs_identical": True, "model_match": True, "errors": [], "batch": 1,
-           "counters_match": True, "counter_errors": [],
            "energy": {arch: {"table": "45nm", "node": "45 nm, 0.9 V", "total_pj": total,
                              "pj": {"mac": 0.1 * total, "sram_read": 0.9 * total},
                              "bytes": {"offchip": 512.0}}
