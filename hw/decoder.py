@@ -95,9 +95,9 @@ class CommandDecoder(wiring.Component):
     The checks run on what the latches will hold next cycle (the word being latched, or what is
     held), so their verdicts leave flip-flops in the same cycle as the command: a controller can
     act on them at once without a path from the latches through the checks. ``next_header``,
-    ``next_error``, ``next_barrier``, ``next_lo_span`` and ``next_hi_rows_span`` are those next-cycle values themselves
-    (combinational on ``word`` and the latch strobes), for a controller that registers its own
-    verdicts on the next command.
+    ``next_error``, ``next_barrier``, ``next_lo_span`` and ``next_hi_rows_span`` are those
+    next-cycle values themselves (combinational on ``word`` and the latch strobes), for a
+    controller that registers its own verdicts on the next command.
 
     Everything comes from :data:`pim_macro.hw.isa.OPCODES` (arguments, flags, what ``count``
     counts, payload and response words) and the argument layouts.

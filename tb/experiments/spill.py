@@ -58,9 +58,10 @@ ENERGY_COUNTERS = (Counter.MAC_ACTIVE, Counter.ROW_READS, Counter.BUS_BEATS,
 #: What the reload share counts, stated once for the report.
 RELOAD_SHARE = ("reload share: the part of an inference's energy that reloading the weights "
                 "adds once they do not fit (the compiler then rewrites every stored weight for "
-                "every inference, in passes of the SRAM's size: their DRAM reads, their SRAM writes, and the stream words "
-                "that carry them in: weights, reloaded channels and those commands, with the "
-                "commands' status words out), over the inference's total; 0 when they fit")
+                "every inference, in passes of the SRAM's size): their DRAM reads, their SRAM "
+                "writes, and the stream words that carry them in (weights, reloaded channels "
+                "and those commands, with the commands' status words out), over the "
+                "inference's total; 0 when they fit")
 
 
 def family_energy(pim_counters, baseline_counters, batch, config=None, table=DEFAULT_TABLE):
